@@ -1,0 +1,95 @@
+"""Reading a BUSI-layout folder: `<class>/<name>.<ext>` scans with `<name>_mask[_N].<ext>` masks.
+
+The folder comes from the `BUSI_DIR` setting (default `../shared/data/busi`, relative to the
+repository root). Any file names work, not only "benign (N).png".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("normal", "benign", "malignant")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+MASK_STEM = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def busi_dir() -> Path:
+    """The dataset folder: `BUSI_DIR` if set, else `../shared/data/busi` beside the repository."""
+    setting = os.environ.get("BUSI_DIR")
+    if setting:
+        return Path(setting).expanduser().resolve()
+    return (REPO_ROOT / ".." / "shared" / "data" / "busi").resolve()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One scan: its path, its class and the paths of all its mask files (possibly none)."""
+
+    path: Path
+    label: str
+    mask_paths: tuple[Path, ...]
+    root: Path
+
+    @property
+    def relpath(self) -> str:
+        """Path relative to the dataset folder, with forward slashes (the key used in split CSVs)."""
+        return self.path.relative_to(self.root).as_posix()
+
+    @property
+    def label_index(self) -> int:
+        return CLASSES.index(self.label)
+
+
+def is_mask_file(path: Path) -> bool:
+    return MASK_STEM.match(path.stem) is not None
+
+
+def list_samples(root: Path | None = None, classes: tuple[str, ...] = CLASSES) -> list[Sample]:
+    """All scans under `root`, sorted by class then file name; class folders that are absent are skipped."""
+    root = Path(root) if root is not None else busi_dir()
+    if not root.is_dir():
+        raise FileNotFoundError(f"BUSI folder not found: {root} (set BUSI_DIR)")
+    samples = []
+    for label in classes:
+        folder = root / label
+        if not folder.is_dir():
+            continue
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        masks: dict[str, list[Path]] = {}
+        for p in files:
+            match = MASK_STEM.match(p.stem)
+            if match:
+                masks.setdefault(match["stem"], []).append(p)
+        for p in files:
+            if not is_mask_file(p):
+                samples.append(Sample(p, label, tuple(sorted(masks.get(p.stem, []))), root))
+    if not samples:
+        raise FileNotFoundError(f"no scans found in {root} (expected folders {', '.join(classes)})")
+    return samples
+
+
+def load_scan(sample: Sample) -> np.ndarray:
+    """The scan as 8-bit greyscale (H, W); RGB scans with coloured marks are converted with ITU-R 601."""
+    with Image.open(sample.path) as image:
+        return np.asarray(image.convert("L"))
+
+
+def load_mask(sample: Sample) -> np.ndarray:
+    """The lesion mask (H, W) bool: the union of all mask files; all False when there are none."""
+    with Image.open(sample.path) as image:
+        size = image.size
+    mask = np.zeros((size[1], size[0]), dtype=bool)
+    for path in sample.mask_paths:
+        with Image.open(path) as m:
+            if m.size != size:
+                raise ValueError(f"mask {path.name} is {m.size}, its scan is {size}")
+            # Convert via L so 1-bit, L, RGB and RGBA masks all map to the same 0..255 scale.
+            mask |= np.asarray(m.convert("L")) > 127
+    return mask

@@ -1,0 +1,99 @@
+"""Classification and segmentation metrics, calibration and bootstrap intervals.
+
+Built on scikit-learn and SciPy; what they do not offer (ECE, temperature scaling, Dice) is small
+and written here once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+CLASSES = ("normal", "benign", "malignant")
+BENIGN, MALIGNANT = 1, 2
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: bin by confidence, weight |accuracy - confidence| by bin size."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T)."""
+    def nll(log_t):
+        return -log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(labels)), labels].mean()
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
+
+
+def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
+    return softmax(logits / temperature, axis=1)
+
+
+def _auc(labels, scores, **kwargs):
+    try:
+        return float(roc_auc_score(labels, scores, **kwargs))
+    except ValueError:  # a class absent from these labels
+        return None
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Headline numbers; a value that this data cannot support (e.g. no normal scans) is None."""
+    predicted = probs.argmax(axis=1)
+    present = [c for c in range(len(CLASSES)) if (labels == c).any()]
+    precision, recall, _, _ = precision_recall_fscore_support(
+        labels, predicted, labels=list(range(len(CLASSES))), zero_division=0
+    )
+    out = {"n_images": int(len(labels)), "accuracy": float((predicted == labels).mean())}
+    for c, name in enumerate(CLASSES):
+        out[f"recall_{name}"] = float(recall[c]) if c in present else None
+        out[f"precision_{name}"] = float(precision[c]) if (predicted == c).any() else None
+    bm = [out["recall_benign"], out["recall_malignant"]]
+    out["recall_bm"] = float(np.mean(bm)) if None not in bm else None
+    if len(present) == len(CLASSES):
+        out["macro_auc"] = _auc(labels, probs, multi_class="ovr", average="macro")
+    else:  # one-vs-rest AUC over the classes that are present
+        aucs = [_auc(labels == c, probs[:, c]) for c in present]
+        out["macro_auc"] = float(np.mean(aucs)) if aucs and None not in aucs else None
+    lesion = np.isin(labels, [BENIGN, MALIGNANT])
+    bm_score = probs[lesion, MALIGNANT] / np.clip(probs[lesion, BENIGN] + probs[lesion, MALIGNANT], 1e-12, None)
+    out["bm_auc"] = _auc(labels[lesion] == MALIGNANT, bm_score)
+    out["ece"] = expected_calibration_error(probs, labels)
+    out["confusion_matrix"] = confusion_matrix(labels, predicted, labels=list(range(len(CLASSES)))).tolist()
+    return out
+
+
+def dice_iou(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Per-image Dice and IoU of two boolean masks (both empty counts as a perfect 1.0)."""
+    intersection = np.logical_and(pred, truth).sum()
+    total = pred.sum() + truth.sum()
+    union = total - intersection
+    if total == 0:
+        return 1.0, 1.0
+    return float(2 * intersection / total), float(intersection / union)
+
+
+def bootstrap_ci(statistic, n: int, rounds: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """Percentile 95 % interval of `statistic(indices)` over resamples of range(n) with replacement.
+
+    Resamples on which the statistic is undefined (returns None) are skipped."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        value = statistic(rng.integers(0, n, n))
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None
+    return [float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))]
