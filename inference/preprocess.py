@@ -14,8 +14,3 @@ def to_model_input(gray: np.ndarray, size: int) -> np.ndarray:
     resized = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
     return np.repeat(np.asarray(resized, dtype=np.float32)[..., None], 3, axis=-1)
 
-
-def resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A float map (h, w) resized (bilinear) to (height, width): model outputs back to scan size."""
-    image = Image.fromarray(values.astype(np.float32), mode="F")
-    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))

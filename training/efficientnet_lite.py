@@ -48,11 +48,11 @@ def _block(x, index, kernel, stride, expand, out_channels):
     return _bn(p + "out")(h)
 
 
-def encoder_features(image) -> dict:
+def encoder_features(image, head: bool = True) -> dict:
     """Build the encoder on an RGB 0..255 tensor, flat in the caller's graph.
 
-    Returns {stride: tensor} for strides 2, 4, 8, 16 (last block at that stride) and 32 (head
-    activation, `top_activation`, the usual Grad-CAM layer)."""
+    Returns {stride: tensor} for strides 2, 4, 8, 16 and 32 (last block at that stride) and, with
+    `head`, "top": the 1280-channel head activation `top_activation` (the classifier's Grad-CAM layer)."""
     x = layers.Rescaling(1 / 128.0, offset=-127 / 128.0, name="rescale")(image)
     x = layers.Conv2D(STEM_CHANNELS, 3, 2, padding="same", use_bias=False, name="stem_conv")(x)
     x = _relu6("stem_activation")(_bn("stem_bn")(x))
@@ -62,15 +62,16 @@ def encoder_features(image) -> dict:
             x = _block(x, index, kernel, stride if r == 0 else 1, expand, channels)
             index += 1
         features[image.shape[1] // x.shape[1]] = x
-    x = layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False, name="top_conv")(x)
-    features[32] = _relu6("top_activation")(_bn("top_bn")(x))
+    if head:
+        x = layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False, name="top_conv")(x)
+        features["top"] = _relu6("top_activation")(_bn("top_bn")(x))
     return features
 
 
 def imagenet_classifier(size: int = 224) -> keras.Model:
     """Lite0 with its 1000-class ImageNet head and ImageNet weights — used to check the port."""
     image = keras.Input((size, size, 3), name="image")
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image)[32])
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image)["top"])
     x = layers.Dense(1000, activation="softmax", name="predictions")(x)
     model = keras.Model(image, x, name="efficientnet_lite0_imagenet")
     load_imagenet_weights(model)
@@ -108,7 +109,8 @@ def _torch_to_keras(state: dict) -> dict[str, list[np.ndarray]]:
 
 def load_imagenet_weights(model: keras.Model, checkpoint=None) -> int:
     """Copy ImageNet weights into every layer of `model` that has a Lite0 name; returns how many
-    layers were set. The ImageNet `predictions` head is only loaded where the model has one."""
+    layers were set. The head (`top_*`, ImageNet `predictions`) is loaded where the model has one;
+    the stem and all blocks must be there."""
     state = load_state_dict(checkpoint or efficientnet_lite0_checkpoint())
     names = {layer.name for layer in model.layers}
     loaded = 0
@@ -117,6 +119,7 @@ def load_imagenet_weights(model: keras.Model, checkpoint=None) -> int:
         if name in names:
             model.get_layer(name).set_weights(weights)
             loaded += 1
-    if loaded < len(converted) - 1:
-        raise ValueError(f"only {loaded} Lite0 layers found in {model.name}: is the encoder built flat?")
+    missing = [n for n in converted if n.startswith(("stem_", "block")) and n not in names]
+    if missing:
+        raise ValueError(f"{model.name} lacks Lite0 layers {missing[:3]}…: is the encoder built flat?")
     return loaded

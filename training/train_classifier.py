@@ -13,7 +13,6 @@ then fitted on validation logits.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,57 +23,22 @@ from keras import layers
 
 from training.arrays import load_arrays, subsample
 from training.busi import CLASSES, REPO_ROOT
+from training.finetune import predict_in_batches, save_model, set_trainable, train_dataset
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
 from training.metrics import calibrated, classification_metrics, expected_calibration_error, fit_temperature
 from training.split import samples_by_side
 
 GRADCAM_LAYER = "top_activation"
-FROZEN_PREFIXES = ("stem_", "block0_", "block1_", "block2_")
 
 
 def build_classifier(size: int) -> keras.Model:
     """Flat model: image (RGB 0..255) -> `logits` (pre-softmax, for Grad-CAM) -> `probs`."""
     image = keras.Input((size, size, 3), name="image")
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image)[32])
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image)["top"])
     x = layers.Dropout(0.3, name="head_dropout")(x)
     logits = layers.Dense(len(CLASSES), name="logits")(x)
     probs = layers.Softmax(name="probs")(logits)
     return keras.Model(image, probs, name="busi_classifier")
-
-
-def augment(images, labels):
-    """Geometric and intensity jitter that keeps an ultrasound plausible (no vertical flip: the
-    transducer is always at the top)."""
-    images = tf.image.random_flip_left_right(images)
-    batch, size = tf.shape(images)[0], images.shape[1]
-    scale = tf.random.uniform([batch], 0.8, 1.0)
-    offset_y = tf.random.uniform([batch], 0, 1) * (1 - scale)
-    offset_x = tf.random.uniform([batch], 0, 1) * (1 - scale)
-    boxes = tf.stack([offset_y, offset_x, offset_y + scale, offset_x + scale], axis=1)
-    images = tf.image.crop_and_resize(images, boxes, tf.range(batch), [size, size])
-    gain = tf.random.uniform([batch, 1, 1, 1], 0.8, 1.2)
-    bias = tf.random.uniform([batch, 1, 1, 1], -20, 20)
-    return tf.clip_by_value(images * gain + bias, 0, 255), labels
-
-
-def dataset(arrays, batch_size, training, seed):
-    ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["labels"]))
-    if training:
-        ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
-    if training:
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def set_trainable(model, backbone: bool):
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False
-        elif layer.name.startswith(("block", "top_")) and not layer.name.startswith(FROZEN_PREFIXES):
-            layer.trainable = backbone
-        elif layer.name.startswith(FROZEN_PREFIXES):
-            layer.trainable = False
 
 
 class SelectOnValidation(keras.callbacks.Callback):
@@ -86,7 +50,7 @@ class SelectOnValidation(keras.callbacks.Callback):
         self.best_score, self.best_weights, self.history = -1.0, None, []
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = predict_logits(self.logits_model, self.val["images"])
+        logits = predict_in_batches(self.logits_model, self.val["images"])
         m = classification_metrics(calibrated(logits, 1.0), self.val["labels"])
         score = (m["recall_bm"] + m["macro_auc"]) / 2
         self.history.append({"epoch": len(self.history) + 1, "loss": float(logs["loss"]), "val_score": score,
@@ -95,11 +59,6 @@ class SelectOnValidation(keras.callbacks.Callback):
               f"malignant {m['recall_malignant']:.3f} macro_auc {m['macro_auc']:.3f} score {score:.3f}", flush=True)
         if score > self.best_score:
             self.best_score, self.best_weights = score, self.model.get_weights()
-
-
-def predict_logits(logits_model, images, batch_size=32):
-    return np.concatenate([logits_model(images[i : i + batch_size].astype(np.float32), training=False).numpy()
-                           for i in range(0, len(images), batch_size)])
 
 
 def class_weights(labels):
@@ -133,7 +92,7 @@ def main(argv=None):
     selector = SelectOnValidation(logits_fn, val)
     weights = class_weights(train["labels"])
     loss = keras.losses.SparseCategoricalCrossentropy()
-    train_ds = dataset(train, args.batch_size, True, args.seed)
+    train_ds = train_dataset(train["images"], train["labels"], args.batch_size, args.seed, targets_are_masks=False)
 
     print("phase 1: head only", flush=True)
     set_trainable(model, backbone=False)
@@ -148,7 +107,7 @@ def main(argv=None):
     model.fit(train_ds, epochs=args.epochs, class_weight=weights, callbacks=[selector], verbose=2)
 
     model.set_weights(selector.best_weights)
-    val_logits = predict_logits(logits_fn, val["images"])
+    val_logits = predict_in_batches(logits_fn, val["images"])
     temperature = fit_temperature(val_logits, val["labels"])
     ece_before = expected_calibration_error(calibrated(val_logits, 1.0), val["labels"])
     ece_after = expected_calibration_error(calibrated(val_logits, temperature), val["labels"])
@@ -156,22 +115,7 @@ def main(argv=None):
     print(f"best epoch {best_epoch} (val score {selector.best_score:.3f}); temperature {temperature:.3f}, "
           f"val ECE {ece_before:.3f} -> {ece_after:.3f}", flush=True)
 
-    save_classifier(model, args, {
-        "temperature": temperature,
-        "training": {"seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
-                     "batch_size": args.batch_size, "lr": args.lr, "best_epoch": best_epoch,
-                     "val_ece_before": ece_before, "val_ece_after": ece_after,
-                     "minutes": round((time.time() - started) / 60, 1), "history": selector.history},
-    })
-
-
-def save_classifier(model, args, extra):
-    """Save a fresh, uncompiled copy (no optimizer state) with the config serving reads."""
-    args.out.mkdir(parents=True, exist_ok=True)
-    clean = build_classifier(args.size)
-    clean.set_weights(model.get_weights())
-    clean.save(args.out / "model.keras")
-    config = {
+    save_model(lambda: build_classifier(args.size), model, args.out, {
         "task": "classification",
         "classes": list(CLASSES),
         "input_size": args.size,
@@ -179,10 +123,12 @@ def save_classifier(model, args, extra):
                          "channels, raw 0..255; the model applies (x - 127) / 128 itself",
         "logits_layer": "logits",
         "gradcam_layer": GRADCAM_LAYER,
-        **extra,
-    }
-    (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    print(f"saved {args.out / 'model.keras'}", flush=True)
+        "temperature": temperature,
+        "training": {"seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
+                     "batch_size": args.batch_size, "lr": args.lr, "best_epoch": best_epoch,
+                     "val_ece_before": ece_before, "val_ece_after": ece_after,
+                     "minutes": round((time.time() - started) / 60, 1), "history": selector.history},
+    })
 
 
 if __name__ == "__main__":

@@ -1,0 +1,210 @@
+"""Breast-ultrasound analysis demo: classification, lesion segmentation and Grad-CAM for both.
+
+Thin wiring only: `inference.Analyzer` does the work, this file connects it to Gradio components.
+
+    python app.py [--share] [--mcp]      # serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (127.0.0.1:7860)
+
+Named endpoints for gradio_client: /analyze, /classify, /segment (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+# Before gradio is imported: no analytics calls (offline), uploads in a private folder.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="busi-demo-"))
+
+import gradio as gr
+from gradio.data_classes import FileData
+
+from inference.decode import ScanError
+from inference.pipeline import Analyzer
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES_DIR = HERE / "examples"
+EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
+DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagnose or treat anyone."
+log = logging.getLogger("busi-demo")
+
+from gradio.events import Dependency
+
+class ScanInput(gr.Image):
+    """Image upload/paste that hands the raw file to our decoder (which reads 16-bit, EXIF, TIFF …
+    and refuses bad files with a readable message) instead of letting Gradio open it first."""
+
+    is_template = True
+
+    def preprocess(self, payload: FileData | None) -> str | None:
+        return None if payload is None else payload.path
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def read_examples():
+    with (EXAMPLES_DIR / "examples.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return [str(EXAMPLES_DIR / r["file"]) for r in rows], [
+        f"{r['ground_truth']} — {r['source']} ({r['split']} split)" for r in rows
+    ]
+
+
+EXAMPLE_FILES, EXAMPLE_CAPTIONS = read_examples()
+EXAMPLE_HASHES = {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in EXAMPLE_FILES}
+
+
+def take_upload(path: str | None) -> bytes:
+    """Read an uploaded file and delete it, so no upload outlives its request (examples stay)."""
+    if not path:
+        raise gr.Error("Upload or paste an ultrasound scan first.")
+    file = Path(path)
+    if not file.is_file():
+        raise gr.Error("The uploaded file is no longer on the server (uploads are deleted after analysis); upload it again.")
+    data = file.read_bytes()
+    if hashlib.sha256(data).hexdigest() not in EXAMPLE_HASHES and file.resolve().is_relative_to(Path(os.environ["GRADIO_TEMP_DIR"]).resolve()):
+        file.unlink(missing_ok=True)
+    return data
+
+
+def build_demo(analyzer: Analyzer) -> gr.Blocks:
+    def safely_analyze(path):
+        data = take_upload(path)
+        try:
+            analysis = analyzer.analyze(data)
+        except ScanError as error:
+            raise gr.Error(str(error)) from None
+        except Exception:  # never a stack trace in the UI; the log keeps it
+            log.exception("analysis failed")
+            raise gr.Error("The analysis failed on this file. Try another scan.") from None
+        for warning in analysis.warnings:
+            gr.Warning(warning)
+        return analysis
+
+    def report(analysis, threshold):
+        return {
+            "predicted_class": analysis.predicted_class,
+            "probabilities": analysis.probability_dict(),
+            "threshold": threshold,
+            "lesion": analysis.lesion_stats(threshold),
+            "warnings": analysis.warnings,
+            "notes": analysis.notes,
+        }
+
+    def render(analysis, explain, threshold, opacity):
+        if analysis is None:
+            raise gr.Error("Analyse a scan first.")
+        explain = None if explain == EXPLAIN_CHOICES[0] else explain
+        notes = "\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
+        return (
+            analysis.probability_dict(),
+            analysis.class_overlay(explain, opacity),
+            analysis.mask_overlay(threshold, opacity),
+            analysis.mask_png(threshold),
+            report(analysis, threshold),
+            analysis.seg_cam_overlay(opacity),
+            notes,
+        )
+
+    def analyze(path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45):
+        analysis = safely_analyze(path)
+        threshold = analysis.threshold if threshold is None else threshold
+        return (analysis, *render(analysis, explain, threshold, opacity))
+
+    def classify(path):
+        return safely_analyze(path).probability_dict()
+
+    def segment(path, threshold):
+        analysis = safely_analyze(path)
+        return analysis.mask_png(threshold), report(analysis, threshold)
+
+    default_threshold = float(analyzer.segmenter.config["threshold"])
+    with gr.Blocks(title="Breast ultrasound analysis", delete_cache=(600, 600)) as demo:
+        gr.Markdown(f"# Breast ultrasound analysis\nClassify a breast ultrasound scan (normal / benign / "
+                    f"malignant), segment the lesion, and see what each model looked at (Grad-CAM). {DISCLAIMER}")
+        state = gr.State()
+        with gr.Row():
+            with gr.Column(scale=2):
+                scan = ScanInput(label="Ultrasound scan", type="filepath", image_mode=None,
+                                 sources=["upload", "clipboard"], format="png", height=360)
+                run = gr.Button("Analyse", variant="primary")
+                threshold = gr.Slider(0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold",
+                                      info=f"Validated default {default_threshold:.2f}")
+                opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity")
+                examples = gr.Examples(EXAMPLE_FILES, inputs=scan, example_labels=EXAMPLE_CAPTIONS,
+                                       label="Examples (BUSI test split; click to analyse)", examples_per_page=9)
+            with gr.Column(scale=3):
+                notes = gr.Markdown(elem_id="notes")
+                with gr.Tabs():
+                    with gr.Tab("Classification"):
+                        label = gr.Label(num_top_classes=3, label="Calibrated probabilities", elem_id="probabilities")
+                        explain = gr.Dropdown(EXPLAIN_CHOICES, value=EXPLAIN_CHOICES[0], label="Explain class")
+                        class_cam = gr.Image(label="Classifier Grad-CAM", format="png", elem_id="class-cam")
+                    with gr.Tab("Segmentation"):
+                        with gr.Row():
+                            overlay = gr.Image(label="Lesion overlay", format="png", elem_id="seg-overlay")
+                            mask = gr.Image(label="Lesion mask", format="png", image_mode="L")
+                        seg_cam = gr.Image(label="Seg-Grad-CAM (at the validated threshold)", format="png")
+                        details = gr.JSON(label="Lesion statistics and report")
+                    with gr.Tab("About"):
+                        gr.Markdown(about_text(analyzer))
+        outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
+
+        triggers = [scan, explain, threshold, opacity]
+        run.click(analyze, triggers, [state, *outputs], api_name="analyze")
+        scan.upload(analyze, triggers, [state, *outputs], api_visibility="private")
+        examples.load_input_event.then(analyze, triggers, [state, *outputs], api_visibility="private")
+        for control in (threshold, opacity):
+            control.release(render, [state, explain, threshold, opacity], outputs, api_visibility="private")
+        explain.change(render, [state, explain, threshold, opacity], outputs, api_visibility="private")
+        # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs.
+        gr.Button(visible=False).click(classify, scan, label, api_name="classify")
+        gr.Button(visible=False).click(segment, [scan, threshold], [mask, details], api_name="segment")
+    return demo
+
+
+def about_text(analyzer: Analyzer) -> str:
+    cards = "\n\n".join(
+        f"<details><summary>Model card: {name} ({m.source})</summary>\n\n{m.card}\n\n</details>"
+        for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
+    )
+    return f"""{DISCLAIMER}
+
+**Models.** An EfficientNet-Lite0 classifier (ImageNet-pretrained, fine-tuned on BUSI, probabilities
+calibrated by temperature scaling) and a U-Net segmenter with the same pretrained encoder. Grad-CAM
+explains the chosen class's pre-softmax score; Seg-Grad-CAM explains the summed logits of the
+predicted lesion.
+
+**Data.** BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of breast ultrasound images.*
+Data in Brief 28 (2020) 104863. Split by patient-scan duplicate groups so the test side shares no
+scan with training. The dataset's licence could not be confirmed.
+
+{cards}
+"""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    parser.add_argument("--mcp", action="store_true", help="serve the endpoints as MCP tools too (or GRADIO_MCP_SERVER=True)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    demo = build_demo(Analyzer())  # loads both models once and warms them up
+    demo.queue(default_concurrency_limit=2).launch(
+        share=args.share,
+        mcp_server=True if args.mcp else None,
+        theme=gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
+        ssr_mode=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

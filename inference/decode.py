@@ -1,0 +1,129 @@
+"""Any uploaded file -> 8-bit greyscale scan, or a `ScanError` whose message a user can act on.
+
+Accepted: whatever Pillow reads (PNG incl. 16-bit, JPEG, BMP, TIFF, GIF/WebP — first frame), in
+modes 1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F. EXIF orientation is applied. Transparent pixels
+are composited onto black (the background of a scan). Images with more than 8 bits per pixel are
+stretched from their own minimum..maximum to 0..255.
+
+Refused: not an image, truncated or corrupt, smaller than MIN_SIDE px on a side, more than
+MAX_PIXELS pixels (decompression bombs are refused from the header, before decoding), files over
+MAX_BYTES.
+
+Quality rule (a warning, not a refusal): a B-mode ultrasound is greyscale, so a scan in which more
+than COLOUR_FRACTION of the pixels are clearly coloured (channel spread > COLOUR_SPREAD) is flagged
+as "does not look like a greyscale ultrasound" — BUSI's own coloured caliper marks stay far below it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MIN_SIDE = 32
+MAX_PIXELS = 40_000_000
+MAX_BYTES = 50 * 1024 * 1024
+COLOUR_SPREAD = 40
+COLOUR_FRACTION = 0.05
+
+
+class ScanError(ValueError):
+    """The input cannot be analysed; the message says why, in words meant for the user."""
+
+
+def _read_bytes(source) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ScanError(f"No file at {path.name!r}.")
+        if path.stat().st_size > MAX_BYTES:
+            raise ScanError(f"The file is {path.stat().st_size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+        data = path.read_bytes()
+    if len(data) > MAX_BYTES:
+        raise ScanError(f"The file is {len(data) / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+    if not data:
+        raise ScanError("The file is empty.")
+    return data
+
+
+def _check_size(width: int, height: int):
+    if width * height > MAX_PIXELS:
+        raise ScanError(f"The image is {width}x{height} pixels; the limit is {MAX_PIXELS / 1e6:.0f} megapixels.")
+    if min(width, height) < MIN_SIDE:
+        raise ScanError(f"The image is {width}x{height} pixels; a scan needs at least {MIN_SIDE} px on each side.")
+
+
+def _to_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """(greyscale uint8 (H, W), RGB uint8 (H, W, 3) or None when the source has no colour)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if high <= 255 and low >= 0:
+            return values.astype(np.uint8), None
+        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+        return scaled.round().astype(np.uint8), None
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("LA", "RGBA", "PA"):
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    if image.mode in ("1", "L"):
+        return np.asarray(image.convert("L")), None
+    rgb = image.convert("RGB")
+    return np.asarray(rgb.convert("L")), np.asarray(rgb)
+
+
+def quality_warnings(rgb: np.ndarray | None) -> list[str]:
+    if rgb is None:
+        return []
+    spread = rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)
+    coloured = float((spread > COLOUR_SPREAD).mean())
+    if coloured > COLOUR_FRACTION:
+        return [f"This does not look like a greyscale ultrasound ({coloured:.0%} of its pixels are coloured); "
+                "the models were trained on B-mode breast ultrasound only, so results may be meaningless."]
+    return []
+
+
+def decode_scan(source) -> tuple[np.ndarray, list[str]]:
+    """Bytes, a path, or an (H, W[, C]) uint8 array -> (greyscale uint8 (H, W), warnings)."""
+    if isinstance(source, np.ndarray):
+        return _decode_array(source)
+    data = _read_bytes(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_size(*image.size)
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except ScanError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ScanError(f"The image has more than {MAX_PIXELS / 1e6:.0f} megapixels.") from None
+    except UnidentifiedImageError:
+        raise ScanError("This file is not an image Pillow can read (PNG, JPEG, BMP, TIFF, …).") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ScanError(f"The image file is damaged or truncated ({error}).") from None
+    gray, rgb = _to_array(image)
+    return gray, quality_warnings(rgb)
+
+
+def _decode_array(array: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ScanError(f"Expected a greyscale or RGB(A) image array, got shape {array.shape}.")
+    _check_size(array.shape[1], array.shape[0])
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+            raise ScanError("The image array holds values that are not finite numbers.")
+        # greyscale keeps its range (stretched like a 16-bit file); colour is clipped to 0..255
+        array = array.astype(np.float32) if array.ndim == 2 else array.clip(0, 255).astype(np.uint8)
+    gray, rgb = _to_array(Image.fromarray(array))
+    return gray, quality_warnings(rgb)

@@ -1,0 +1,82 @@
+"""Where models come from: the bundled `models/` folders (default, offline) or a Hugging Face Hub
+repository pinned to a revision.
+
+A source is a local folder, or `hf://owner/repo@revision` (revision: a commit hash, tag or branch;
+without it, `main`). Settings: `BUSI_CLASSIFIER`, `BUSI_SEGMENTER`. Hub files go through
+`huggingface_hub.hf_hub_download`, so `HF_HUB_OFFLINE=1` and the Hub cache (`HF_HUB_CACHE`) are
+honoured. Every model is loaded with `safe_mode=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = {"classifier": REPO_ROOT / "models" / "classifier", "segmenter": REPO_ROOT / "models" / "segmenter"}
+SETTINGS = {"classifier": "BUSI_CLASSIFIER", "segmenter": "BUSI_SEGMENTER"}
+MODEL_FILES = ("model.keras", "config.json")
+HUB_SCHEME = "hf://"
+
+
+class ModelSourceError(RuntimeError):
+    """A model could not be loaded; the message names the source, the file and the reason."""
+
+
+@dataclass
+class LoadedModel:
+    model: keras.Model
+    config: dict
+    source: str
+    card: str  # the model card (README.md) text, empty when the source has none
+
+
+def source_for(kind: str) -> str:
+    """The configured source of `kind` ("classifier" or "segmenter"): its setting, else the bundled folder."""
+    return os.environ.get(SETTINGS[kind]) or str(BUNDLED[kind])
+
+
+def parse_hub_source(source: str) -> tuple[str, str]:
+    """`hf://owner/repo@revision` -> (repo_id, revision)."""
+    spec = source[len(HUB_SCHEME):]
+    repo_id, _, revision = spec.partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ModelSourceError(f"{source!r}: expected hf://owner/repo@revision")
+    return repo_id, revision or "main"
+
+
+def _fetch_from_hub(source: str) -> Path:
+    from huggingface_hub import hf_hub_download  # imported late: it reads HF_HUB_OFFLINE at import
+
+    repo_id, revision = parse_hub_source(source)
+    folder = None
+    for filename in (*MODEL_FILES, "README.md"):
+        try:
+            folder = Path(hf_hub_download(repo_id, filename, revision=revision)).parent
+        except Exception as error:  # the Hub raises many kinds: offline, missing repo/file/revision, HTTP
+            if filename == "README.md":
+                continue
+            raise ModelSourceError(
+                f"cannot fetch {filename} of Hub repo {repo_id} at revision {revision}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+    return folder
+
+
+def load_model(source: str) -> LoadedModel:
+    """Load `model.keras` (safe mode, uncompiled) and `config.json` from a folder or Hub source."""
+    folder = _fetch_from_hub(source) if source.startswith(HUB_SCHEME) else Path(source)
+    for filename in MODEL_FILES:
+        if not (folder / filename).is_file():
+            raise ModelSourceError(f"model source {source}: {filename} not found in {folder}")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    except Exception as error:
+        raise ModelSourceError(f"model source {source}: cannot load it: {type(error).__name__}: {error}") from error
+    card = folder / "README.md"
+    return LoadedModel(model, config, source, card.read_text() if card.is_file() else "")

@@ -1,0 +1,100 @@
+"""One analysis of one scan: decode -> preprocess -> classifier and segmenter (each one forward pass
+that also yields its Grad-CAM) -> results at the scan's own size.
+
+`Analyzer` loads both models once per process and warms them up, so the first request does not pay
+for graph tracing. `Analysis` holds everything needed to re-render (other class to explain, other
+mask threshold, other opacity) without running a model again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import softmax
+
+from explain.gradcam import ClassifierGradCAM, SegGradCAM
+from explain.overlay import heatmap_overlay, mask_overlay, upsample
+from inference.decode import decode_scan
+from inference.models import LoadedModel, load_model, source_for
+from inference.postprocess import lesion_mask, lesion_stats
+from inference.preprocess import to_model_input
+
+NO_LESION_NOTE = "No lesion predicted at this threshold, so there is no region for Seg-Grad-CAM to explain."
+
+
+@dataclass
+class Analysis:
+    gray: np.ndarray                  # (H, W) uint8 scan as analysed
+    warnings: list[str]
+    classes: list[str]
+    probabilities: np.ndarray         # (n_classes,), calibrated, sums to 1
+    class_cams: np.ndarray            # (n_classes, h, w) Grad-CAM per class, 0..1, feature resolution
+    lesion_probs: np.ndarray          # (H, W) float32 segmenter probability at the scan's size
+    threshold: float                  # the segmenter's validated threshold
+    min_area_fraction: float
+    seg_cam: np.ndarray | None        # (h, w) Seg-Grad-CAM, None when no lesion was predicted
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def predicted_class(self) -> str:
+        return self.classes[int(np.argmax(self.probabilities))]
+
+    def probability_dict(self) -> dict[str, float]:
+        return {c: float(p) for c, p in zip(self.classes, self.probabilities)}
+
+    def mask(self, threshold: float | None = None) -> np.ndarray:
+        """The post-processed lesion mask (H, W) bool at `threshold` (default: the validated one)."""
+        return lesion_mask(self.lesion_probs, self.threshold if threshold is None else threshold, self.min_area_fraction)
+
+    def lesion_stats(self, threshold: float | None = None) -> dict:
+        return lesion_stats(self.mask(threshold))
+
+    def class_overlay(self, class_name: str | None = None, opacity: float = 0.45) -> np.ndarray:
+        index = self.classes.index(class_name or self.predicted_class)
+        return heatmap_overlay(self.gray, self.class_cams[index], opacity)
+
+    def mask_overlay(self, threshold: float | None = None, opacity: float = 0.45) -> np.ndarray:
+        return mask_overlay(self.gray, self.mask(threshold), opacity)
+
+    def seg_cam_overlay(self, opacity: float = 0.45) -> np.ndarray | None:
+        return None if self.seg_cam is None else heatmap_overlay(self.gray, self.seg_cam, opacity)
+
+    def mask_png(self, threshold: float | None = None) -> np.ndarray:
+        """The mask as a 0/255 uint8 image of the scan's size."""
+        return self.mask(threshold).astype(np.uint8) * 255
+
+
+class Analyzer:
+    """Both models and their explainers, loaded once; `analyze` is safe to call from many threads."""
+
+    def __init__(self, classifier: LoadedModel | None = None, segmenter: LoadedModel | None = None, warm_up: bool = True):
+        self.classifier = classifier or load_model(source_for("classifier"))
+        self.segmenter = segmenter or load_model(source_for("segmenter"))
+        c, s = self.classifier.config, self.segmenter.config
+        self.classes = list(c["classes"])
+        self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"])
+        self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"], s["threshold"])
+        if warm_up:
+            self.analyze(np.full((256, 256), 64, dtype=np.uint8))
+
+    def analyze(self, source) -> Analysis:
+        """Bytes, a path or an image array -> Analysis; raises inference.decode.ScanError on bad input."""
+        gray, warnings = decode_scan(source)
+        height, width = gray.shape
+        c, s = self.classifier.config, self.segmenter.config
+
+        logits, class_cams = self.classifier_cam(to_model_input(gray, c["input_size"])[None])
+        probabilities = softmax(logits[0] / c["temperature"])
+
+        mask_logits, seg_cams = self.segmenter_cam(to_model_input(gray, s["input_size"])[None])
+        lesion_probs = upsample(1 / (1 + np.exp(-mask_logits[0, ..., 0])), height, width)
+        has_region = self.segmenter_cam.lesion_pixels(mask_logits)[0] > 0
+
+        return Analysis(
+            gray=gray, warnings=warnings, classes=self.classes, probabilities=probabilities,
+            class_cams=class_cams[0], lesion_probs=lesion_probs, threshold=float(s["threshold"]),
+            min_area_fraction=float(s.get("min_area_fraction", 0.0)),
+            seg_cam=seg_cams[0, 0] if has_region else None,
+            notes=[] if has_region else [NO_LESION_NOTE],
+        )

@@ -1,0 +1,251 @@
+"""Evaluate the shipped models through the serving pipeline (decode -> preprocess -> model ->
+postprocess), so the numbers describe exactly what users get.
+
+    python -m training.evaluate classifier|segmenter|explain [--data DIR] [--json PATH] [--out-dir reports]
+
+Default data: the test side of the committed split (read only here, never during training). With
+`--data DIR`: every scan of any BUSI-layout folder; classes it lacks make their metrics null.
+Writes `<out-dir>/<task>_<dataset>.json` and PNG figures, prints a table; `--json PATH` also writes
+the flat headline numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from explain.overlay import heatmap_overlay, mask_overlay, upsample
+from inference.pipeline import Analyzer
+from training.busi import CLASSES, REPO_ROOT, list_samples, load_mask
+from training.metrics import BENIGN, MALIGNANT, bootstrap_ci, classification_metrics, dice_iou
+from training.split import samples_by_side
+
+POINTING_DILATION_PX = 10
+
+
+def analyse_all(analyzer, samples):
+    return [analyzer.analyze(s.path) for s in tqdm(samples, desc="analysing", unit="scan")]
+
+
+# --- classifier ------------------------------------------------------------------------------
+
+def evaluate_classifier(samples, analyses, out_dir: Path, name: str) -> dict:
+    probs = np.stack([a.probabilities for a in analyses])
+    labels = np.array([s.label_index for s in samples])
+    metrics = classification_metrics(probs, labels)
+    metrics["classes_present"] = [c for i, c in enumerate(CLASSES) if (labels == i).any()]
+    metrics["ci95"] = {
+        key: bootstrap_ci(lambda idx, key=key: classification_metrics(probs[idx], labels[idx])[key], len(labels))
+        for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc")
+        if metrics[key] is not None
+    }
+    plot_confusion(np.array(metrics["confusion_matrix"]), out_dir / f"classifier_{name}_confusion.png")
+    plot_reliability(probs, labels, out_dir / f"classifier_{name}_reliability.png")
+    return metrics
+
+
+def plot_confusion(matrix, path):
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > matrix.max() / 2 else "black")
+    ax.set_xticks(range(3), CLASSES)
+    ax.set_yticks(range(3), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_reliability(probs, labels, path, bins=10):
+    confidence, correct = probs.max(1), probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    accuracy = [correct[which == b].mean() if (which == b).any() else np.nan for b in range(bins)]
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.bar(centres, accuracy, width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy in bin")
+    ax.set_xlabel("confidence (calibrated)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability diagram")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- segmenter -------------------------------------------------------------------------------
+
+def evaluate_segmenter(samples, analyses, out_dir: Path, name: str) -> dict:
+    truths = [load_mask(s) for s in samples]
+    preds = [a.mask() for a in analyses]
+    labels = np.array([s.label_index for s in samples])
+    scores = np.array([dice_iou(p, t) for p, t in zip(preds, truths)])
+    lesion = np.isin(labels, [BENIGN, MALIGNANT])
+
+    def mean_over(selection, column):
+        values = scores[selection, column]
+        return float(values.mean()) if len(values) else None
+
+    def ci(selection, column):
+        values = scores[selection, column]
+        return bootstrap_ci(lambda idx: float(values[idx].mean()), len(values)) if len(values) else None
+
+    normal = labels == 0
+    tp = sum(int((p & t).sum()) for p, t in zip(preds, truths))
+    predicted_px = sum(int(p.sum()) for p in preds)
+    true_px = sum(int(t.sum()) for t in truths)
+    normal_flags = np.array([p.any() for p, n in zip(preds, normal) if n])
+    metrics = {
+        "n_images": int(len(samples)),
+        "n_lesion_images": int(lesion.sum()),
+        "n_normal_images": int(normal.sum()),
+        "dice": mean_over(lesion, 0), "iou": mean_over(lesion, 1),
+        "dice_benign": mean_over(labels == BENIGN, 0), "dice_malignant": mean_over(labels == MALIGNANT, 0),
+        "iou_benign": mean_over(labels == BENIGN, 1), "iou_malignant": mean_over(labels == MALIGNANT, 1),
+        "normal_fp_rate": float(normal_flags.mean()) if normal.any() else None,
+        "pixel_precision": tp / predicted_px if predicted_px else None,
+        "pixel_recall": tp / true_px if true_px else None,
+        "threshold": analyses[0].threshold, "min_area_fraction": analyses[0].min_area_fraction,
+        "ci95": {"dice": ci(lesion, 0), "iou": ci(lesion, 1), "dice_benign": ci(labels == BENIGN, 0),
+                 "dice_malignant": ci(labels == MALIGNANT, 0),
+                 "normal_fp_rate": bootstrap_ci(lambda idx: float(normal_flags[idx].mean()), len(normal_flags))
+                 if normal.any() else None},
+    }
+    if lesion.any():
+        order = np.flatnonzero(lesion)[np.argsort(scores[lesion, 0])]
+        picks = {"worst": order[:3], "median": order[len(order) // 2 - 1 : len(order) // 2 + 2], "best": order[-3:]}
+        plot_segmentation_grid(samples, analyses, truths, scores, picks, out_dir / f"segmenter_{name}_cases.png")
+    return metrics
+
+
+def plot_segmentation_grid(samples, analyses, truths, scores, picks, path):
+    rows = [(kind, i) for kind, indices in picks.items() for i in indices]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 2.8 * len(rows)))
+    for r, (kind, i) in enumerate(rows):
+        panels = [analyses[i].gray, mask_overlay(analyses[i].gray, truths[i]), analyses[i].mask_overlay()]
+        titles = [f"{kind}: {samples[i].relpath}", "ground truth", f"prediction (Dice {scores[i, 0]:.2f})"]
+        for ax, panel, title in zip(axes[r], panels, titles):
+            ax.imshow(panel, cmap="gray")
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# --- explanations ----------------------------------------------------------------------------
+
+def peak_inside(cam, truth) -> bool:
+    """Pointing game: is the map's maximum (at the scan's size) inside the dilated true lesion?"""
+    heat = upsample(cam, *truth.shape)
+    y, x = np.unravel_index(np.argmax(heat), heat.shape)
+    return bool(ndimage.binary_dilation(truth, iterations=POINTING_DILATION_PX)[y, x])
+
+
+def evaluate_explanations(samples, analyses, out_dir: Path, name: str) -> dict:
+    lesion = [i for i, s in enumerate(samples) if s.label_index in (BENIGN, MALIGNANT)]
+    truths = {i: load_mask(samples[i]) for i in lesion}
+    classifier_hits, segmenter_hits, no_map = [], [], 0
+    for i in lesion:
+        a = analyses[i]
+        predicted = a.classes.index(a.predicted_class)
+        classifier_hits.append(peak_inside(a.class_cams[predicted], truths[i]))
+        if a.seg_cam is None:
+            no_map += 1
+            segmenter_hits.append(False)  # no lesion predicted: counted as a miss
+        else:
+            segmenter_hits.append(peak_inside(a.seg_cam, truths[i]))
+    classifier_hits, segmenter_hits = np.array(classifier_hits), np.array(segmenter_hits)
+    metrics = {
+        "n_lesion_images": len(lesion),
+        "pointing_game_classifier": float(classifier_hits.mean()) if lesion else None,
+        "pointing_game_segmenter": float(segmenter_hits.mean()) if lesion else None,
+        "segmenter_no_lesion_predicted": no_map,
+        "dilation_px": POINTING_DILATION_PX,
+        "ci95": {
+            "pointing_game_classifier": bootstrap_ci(lambda idx: float(classifier_hits[idx].mean()), len(lesion)) if lesion else None,
+            "pointing_game_segmenter": bootstrap_ci(lambda idx: float(segmenter_hits[idx].mean()), len(lesion)) if lesion else None,
+        },
+    }
+    if lesion:
+        picks = lesion[:: max(1, len(lesion) // 6)][:6]
+        fig, axes = plt.subplots(len(picks), 3, figsize=(9, 2.8 * len(picks)))
+        for r, i in enumerate(picks):
+            a = analyses[i]
+            seg = a.seg_cam_overlay() if a.seg_cam is not None else a.gray
+            panels = [mask_overlay(a.gray, truths[i]), a.class_overlay(), seg]
+            titles = [f"{samples[i].relpath} (truth)", f"classifier Grad-CAM: {a.predicted_class}",
+                      "Seg-Grad-CAM" if a.seg_cam is not None else "no lesion predicted"]
+            for ax, panel, title in zip(axes[r], panels, titles):
+                ax.imshow(panel, cmap="gray")
+                ax.set_title(title, fontsize=8)
+                ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"explain_{name}_examples.png", dpi=90)
+        plt.close(fig)
+    return metrics
+
+
+# --- command ---------------------------------------------------------------------------------
+
+EVALUATORS = {"classifier": evaluate_classifier, "segmenter": evaluate_segmenter, "explain": evaluate_explanations}
+TABLE_KEYS = {
+    "classifier": ("n_images", "accuracy", "precision_normal", "recall_normal", "precision_benign", "recall_benign",
+                   "precision_malignant", "recall_malignant", "recall_bm", "macro_auc", "bm_auc", "ece"),
+    "segmenter": ("n_lesion_images", "dice", "iou", "dice_benign", "dice_malignant", "normal_fp_rate",
+                  "pixel_precision", "pixel_recall"),
+    "explain": ("n_lesion_images", "pointing_game_classifier", "pointing_game_segmenter", "segmenter_no_lesion_predicted"),
+}
+
+
+def print_table(task, metrics):
+    print(f"\n{task} on {metrics['dataset']}")
+    for key in TABLE_KEYS[task]:
+        value, interval = metrics.get(key), metrics.get("ci95", {}).get(key)
+        text = "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+        if interval:
+            text += f"  (95% CI {interval[0]:.3f}-{interval[1]:.3f})"
+        print(f"  {key:28s} {text}")
+    if "confusion_matrix" in metrics:
+        print("  confusion (rows true, cols predicted: " + ", ".join(CLASSES) + ")")
+        for row in metrics["confusion_matrix"]:
+            print("   ", "  ".join(f"{v:4d}" for v in row))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=sorted(EVALUATORS))
+    parser.add_argument("--data", type=Path, help="a BUSI-layout folder: evaluate on all of its scans")
+    parser.add_argument("--json", type=Path, help="also write the flat headline numbers here")
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports")
+    args = parser.parse_args(argv)
+
+    if args.data:
+        samples, name = list_samples(args.data), args.data.resolve().name
+    else:
+        samples, name = samples_by_side()["test"], "busi-test"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    analyses = analyse_all(Analyzer(), samples)
+    metrics = {"dataset": name, **EVALUATORS[args.task](samples, analyses, args.out_dir, name)}
+    (args.out_dir / f"{args.task}_{name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if args.json:
+        flat = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+        args.json.write_text(json.dumps(flat, indent=2) + "\n")
+    print_table(args.task, metrics)
+
+
+if __name__ == "__main__":
+    main()
