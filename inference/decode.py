@@ -3,7 +3,7 @@
 Accepted: whatever Pillow reads (PNG incl. 16-bit, JPEG, BMP, TIFF, GIF/WebP — first frame), in
 modes 1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F. EXIF orientation is applied. Transparent pixels
 are composited onto black (the background of a scan). Images with more than 8 bits per pixel are
-stretched from their own minimum..maximum to 0..255.
+stretched from their own minimum..maximum to 0..255 (floating-point data in 0..1 is scaled by 255).
 
 Refused: not an image, truncated or corrupt, smaller than MIN_SIDE px on a side, more than
 MAX_PIXELS pixels (decompression bombs are refused from the header, before decoding), files over
@@ -63,6 +63,8 @@ def _to_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
+        if image.mode == "F" and low >= 0 and high <= 1:  # floating-point images in 0..1
+            return (values * 255).round().astype(np.uint8), None
         if high <= 255 and low >= 0:
             return values.astype(np.uint8), None
         scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)

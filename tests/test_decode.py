@@ -1,0 +1,148 @@
+"""The decoder on every kind of input a user may send, and its refusals."""
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from inference.decode import MAX_PIXELS, ScanError, decode_scan
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "malignant_41.png"
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return np.asarray(Image.open(EXAMPLE).convert("L"))
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "CMYK", "1"])
+def test_modes_decode_to_the_same_greyscale(scan, mode):
+    image = Image.fromarray(scan).convert(mode)
+    gray, warnings = decode_scan(encode(image, "TIFF" if mode == "CMYK" else "PNG"))
+    assert gray.shape == scan.shape and gray.dtype == np.uint8
+    assert warnings == []
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        assert np.abs(gray.astype(int) - scan).max() <= 1
+
+
+def test_transparent_pixels_become_black(scan):
+    rgba = Image.fromarray(scan).convert("RGBA")
+    alpha = np.full(scan.shape, 255, np.uint8)
+    alpha[:50, :50] = 0
+    rgba.putalpha(Image.fromarray(alpha))
+    gray, _ = decode_scan(encode(rgba, "PNG"))
+    assert gray[:50, :50].max() == 0
+    assert np.array_equal(gray[60:, 60:], scan[60:, 60:])
+
+
+def test_16_bit_png_is_stretched_to_8_bit(scan):
+    wide = scan.astype(np.uint16) * 64  # 14-bit range, like many scanner exports
+    gray, _ = decode_scan(encode(Image.fromarray(wide), "PNG"))
+    expected = (wide - wide.min()) / (wide.max() - wide.min()) * 255
+    assert np.abs(gray - expected).max() <= 1
+
+
+def test_i16_mode_and_float_arrays(scan):
+    image = Image.fromarray(scan.astype(np.uint16) * 100).convert("I;16")
+    gray, _ = decode_scan(encode(image, "TIFF"))
+    assert gray.shape == scan.shape and gray.max() == 255
+    gray, _ = decode_scan(scan.astype(np.float64) / 255.0)
+    assert gray.max() == 255 and gray.shape == scan.shape
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "BMP", "TIFF", "WEBP"])
+def test_common_formats(scan, fmt):
+    gray, warnings = decode_scan(encode(Image.fromarray(scan), fmt))
+    assert gray.shape == scan.shape and warnings == []
+    assert np.abs(gray.astype(int) - scan).mean() < 3
+
+
+def test_exif_orientation_is_applied(scan):
+    image = Image.fromarray(scan)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90° clockwise turn
+    gray, _ = decode_scan(encode(image, "JPEG", exif=exif, quality=95))
+    assert gray.shape == (scan.shape[1], scan.shape[0])
+    assert np.abs(gray.astype(int) - np.rot90(scan, -1)).mean() < 3
+
+
+def test_first_frame_of_an_animation(scan):
+    frames = [Image.fromarray(scan), Image.fromarray(255 - scan)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    gray, _ = decode_scan(data)
+    assert np.abs(gray.astype(int) - scan).mean() < 3
+
+
+def test_paths_and_arrays(scan, tmp_path):
+    gray, _ = decode_scan(EXAMPLE)
+    assert np.array_equal(gray, scan)
+    gray, _ = decode_scan(np.stack([scan] * 3, axis=-1))
+    assert np.array_equal(gray, scan)
+
+
+def test_colour_photo_gets_a_warning():
+    _, warnings = decode_scan(encode(Image.fromarray(skimage.data.coffee()), "PNG"))
+    assert len(warnings) == 1 and "greyscale ultrasound" in warnings[0]
+
+
+def test_busi_scan_with_coloured_marks_gets_no_warning(busi_root):
+    coloured = [p for p in sorted((busi_root / "benign").glob("*).png")) if Image.open(p).mode == "RGB"]
+    assert coloured, "BUSI holds a few RGB scans with coloured marks"
+    for path in coloured:
+        assert decode_scan(path)[1] == []
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"this is not an image at all", "not an image"),
+    (b"%PDF-1.4 fake", "not an image"),
+])
+def test_non_images_are_refused(data, message):
+    with pytest.raises(ScanError, match=message):
+        decode_scan(data)
+
+
+def test_truncated_file_is_refused(scan):
+    data = encode(Image.fromarray(scan), "PNG")
+    with pytest.raises(ScanError, match="damaged or truncated"):
+        decode_scan(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("size", [(1, 1), (31, 400), (400, 20)])
+def test_tiny_images_are_refused(size):
+    with pytest.raises(ScanError, match="at least 32 px"):
+        decode_scan(encode(Image.new("L", size), "PNG"))
+
+
+def _png_header_only(width, height) -> bytes:
+    """A PNG that claims huge dimensions (a decompression bomb's header)."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_from_its_header():
+    side = int(MAX_PIXELS ** 0.5) + 100
+    with pytest.raises(ScanError, match="megapixels"):
+        decode_scan(_png_header_only(side, side))
+    with pytest.raises(ScanError, match="megapixels"):
+        decode_scan(_png_header_only(60000, 60000))
+
+
+def test_bad_arrays_are_refused():
+    with pytest.raises(ScanError):
+        decode_scan(np.zeros((64, 64, 2), np.uint8))
+    with pytest.raises(ScanError):
+        decode_scan(np.full((64, 64), np.nan))

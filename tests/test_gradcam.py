@@ -1,0 +1,151 @@
+"""Grad-CAM is right: it finds a known cause on synthetic data, it depends on the weights
+(Adebayo et al. 2018), and it depends on the class asked about."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+from scipy.stats import spearmanr
+
+from explain.gradcam import ClassifierGradCAM, SegGradCAM
+from explain.overlay import heatmap_overlay, upsample
+from inference.models import BUNDLED, load_model
+from inference.preprocess import to_model_input
+from inference.decode import decode_scan
+from training.train_segmenter import dice_bce_loss
+
+SIZE, RADIUS = 48, 5
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def synthetic(n, seed, with_blob):
+    """Noisy images that all carry a bright horizontal line (an uninformative distractor, like a
+    caliper); `with_blob` marks which of them also get a bright disk, the only real signal."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0.2, 0.05, (n, SIZE, SIZE, 1)).astype(np.float32)
+    centres = rng.integers(RADIUS + 2, SIZE - RADIUS - 2, (n, 2))
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    masks = np.zeros((n, SIZE, SIZE), bool)
+    for i in range(n):
+        row, col = rng.integers(2, SIZE - 2), rng.integers(0, SIZE - 20)
+        images[i, row, col : col + 20, 0] = 1.0
+        if with_blob[i]:
+            masks[i] = (yy - centres[i, 0]) ** 2 + (xx - centres[i, 1]) ** 2 <= RADIUS**2
+            images[i, masks[i], 0] = 1.0
+    return images, masks, centres
+
+
+def peak_on_blob(cam, centre) -> bool:
+    heat = upsample(cam, SIZE, SIZE)
+    y, x = np.unravel_index(np.argmax(heat), heat.shape)
+    return np.hypot(y - centre[0], x - centre[1]) <= RADIUS + 3
+
+
+def test_classifier_gradcam_points_at_the_deciding_blob():
+    keras.utils.set_random_seed(0)
+    labels = np.arange(800) % 2
+    images, _, _ = synthetic(800, 1, labels == 1)
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="features")(x)
+    logits = layers.Dense(2, name="logits")(layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, layers.Softmax()(logits))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(images, labels, epochs=6, batch_size=32, verbose=0)
+
+    held_out, _, centres = synthetic(100, 2, np.ones(100, bool))
+    logits, cams = ClassifierGradCAM(model, "features", "logits")(held_out)
+    assert (logits.argmax(1) == 1).mean() > 0.9, "the tiny CNN learned the task"
+    hits = [peak_on_blob(cam[1], c) for cam, c in zip(cams, centres)]
+    assert np.mean(hits) >= 0.9
+
+
+def test_seg_gradcam_points_at_the_segmented_region():
+    keras.utils.set_random_seed(0)
+    images, masks, _ = synthetic(600, 3, np.ones(600, bool))
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="bottleneck")(x)
+    x = layers.UpSampling2D(2)(x)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    logits = layers.Conv2D(1, 1, name="mask_logits")(x)
+    model = keras.Model(inputs, layers.Activation("sigmoid")(logits))
+    model.compile(keras.optimizers.Adam(3e-3), dice_bce_loss)
+    model.fit(images, masks[..., None].astype(np.float32), epochs=8, batch_size=16, verbose=0)
+
+    held_out, _, centres = synthetic(100, 4, np.ones(100, bool))
+    explainer = SegGradCAM(model, "bottleneck", "mask_logits", threshold=0.5)
+    logits, cams = explainer(held_out)
+    assert (explainer.lesion_pixels(logits) > 0).mean() > 0.9
+    hits = [peak_on_blob(cam[0], c) for cam, c in zip(cams, centres)]
+    assert np.mean(hits) >= 0.9
+
+
+def test_seg_gradcam_is_zero_without_a_predicted_region():
+    inputs = keras.Input((16, 16, 1))
+    features = layers.Conv2D(4, 3, padding="same", name="features")(inputs)
+    logits = layers.Conv2D(1, 1, name="logits", bias_initializer=keras.initializers.Constant(-20.0),
+                           kernel_initializer="zeros")(features)
+    model = keras.Model(inputs, logits)
+    explainer = SegGradCAM(model, "features", "logits", threshold=0.5)
+    logits, cams = explainer(np.random.rand(2, 16, 16, 1))
+    assert (explainer.lesion_pixels(logits) == 0).all()
+    assert np.all(cams == 0)
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's rho of two maps; a constant map (e.g. all zero after ReLU) ranks nothing: 0."""
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(spearmanr(a.ravel(), b.ravel()).statistic)
+
+
+@pytest.fixture(scope="module")
+def shipped_classifier():
+    return load_model(str(BUNDLED["classifier"]))
+
+
+@pytest.fixture(scope="module")
+def malignant_input(shipped_classifier):
+    gray, _ = decode_scan(EXAMPLES / "malignant_41.png")
+    return to_model_input(gray, shipped_classifier.config["input_size"])[None]
+
+
+def test_randomising_the_top_layers_changes_the_map(shipped_classifier, malignant_input):
+    config = shipped_classifier.config
+    original = ClassifierGradCAM(shipped_classifier.model, config["gradcam_layer"], config["logits_layer"])
+    logits, cams = original(malignant_input)
+    predicted = int(logits.argmax())
+
+    randomised = keras.models.clone_model(shipped_classifier.model)
+    randomised.set_weights(shipped_classifier.model.get_weights())
+    for offset, name in enumerate(("logits", "top_conv", "block15_project_conv", "block15_expand_conv")):
+        layer = randomised.get_layer(name)
+        kernel = keras.initializers.GlorotUniform(seed=offset)(layer.kernel.shape)
+        layer.kernel.assign(kernel)
+    random_logits, random_cams = ClassifierGradCAM(randomised, config["gradcam_layer"], config["logits_layer"])(malignant_input)
+    # Each model explains its own prediction: both maps must have structure, or the check is vacuous.
+    random_map = random_cams[0, int(random_logits.argmax())]
+    assert cams[0, predicted].std() > 0 and random_map.std() > 0
+    assert rank_correlation(cams[0, predicted], random_map) < 0.5
+
+
+def test_maps_of_two_classes_differ(shipped_classifier, malignant_input):
+    config = shipped_classifier.config
+    _, cams = ClassifierGradCAM(shipped_classifier.model, config["gradcam_layer"], config["logits_layer"])(malignant_input)
+    benign, malignant = cams[0, 1], cams[0, 2]
+    assert np.abs(benign - malignant).mean() > 0.05
+    assert rank_correlation(benign, malignant) < 0.9
+
+
+def test_overlay_is_at_the_scan_size_and_blends():
+    gray = np.full((300, 200), 100, np.uint8)
+    cam = np.zeros((7, 7), np.float32)
+    cam[3, 3] = 1.0
+    rgb = heatmap_overlay(gray, cam, opacity=0.5)
+    assert rgb.shape == (300, 200, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[0, 0], [100, 100, 100]), "a cold region leaves the scan untouched"
+    assert not np.array_equal(rgb[150, 100], [100, 100, 100])
