@@ -69,11 +69,16 @@ def take_upload(path: str | None) -> bytes:
     return data
 
 
-def build_demo(analyzer: Analyzer) -> gr.Blocks:
-    def safely_analyze(path):
+class Handlers:
+    """What the events call. Every path from user input ends in results or a gr.Error message."""
+
+    def __init__(self, analyzer: Analyzer):
+        self.analyzer = analyzer
+
+    def _analysis(self, path):
         data = take_upload(path)
         try:
-            analysis = analyzer.analyze(data)
+            analysis = self.analyzer.analyze(data)
         except ScanError as error:
             raise gr.Error(str(error)) from None
         except Exception:  # never a stack trace in the UI; the log keeps it
@@ -83,7 +88,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             gr.Warning(warning)
         return analysis
 
-    def report(analysis, threshold):
+    @staticmethod
+    def report(analysis, threshold) -> dict:
         return {
             "predicted_class": analysis.predicted_class,
             "probabilities": analysis.probability_dict(),
@@ -93,33 +99,38 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             "notes": analysis.notes,
         }
 
-    def render(analysis, explain, threshold, opacity):
+    def render(self, analysis, explain, threshold, opacity):
+        """Re-draw every output from a stored analysis: no model runs."""
         if analysis is None:
             raise gr.Error("Analyse a scan first.")
         explain = None if explain == EXPLAIN_CHOICES[0] else explain
-        notes = "\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
+        notes = "\n\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
         return (
             analysis.probability_dict(),
             analysis.class_overlay(explain, opacity),
             analysis.mask_overlay(threshold, opacity),
             analysis.mask_png(threshold),
-            report(analysis, threshold),
+            self.report(analysis, threshold),
             analysis.seg_cam_overlay(opacity),
             notes,
         )
 
-    def analyze(path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45):
-        analysis = safely_analyze(path)
+    def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45):
+        analysis = self._analysis(path)
         threshold = analysis.threshold if threshold is None else threshold
-        return (analysis, *render(analysis, explain, threshold, opacity))
+        return (analysis, *self.render(analysis, explain, threshold, opacity))
 
-    def classify(path):
-        return safely_analyze(path).probability_dict()
+    def classify(self, path):
+        return self._analysis(path).probability_dict()
 
-    def segment(path, threshold):
-        analysis = safely_analyze(path)
-        return analysis.mask_png(threshold), report(analysis, threshold)
+    def segment(self, path, threshold=None):
+        analysis = self._analysis(path)
+        threshold = analysis.threshold if threshold is None else threshold
+        return analysis.mask_png(threshold), self.report(analysis, threshold)
 
+
+def build_demo(analyzer: Analyzer) -> gr.Blocks:
+    handlers = Handlers(analyzer)
     default_threshold = float(analyzer.segmenter.config["threshold"])
     with gr.Blocks(title="Breast ultrasound analysis", delete_cache=(600, 600)) as demo:
         gr.Markdown(f"# Breast ultrasound analysis\nClassify a breast ultrasound scan (normal / benign / "
@@ -153,15 +164,15 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
         triggers = [scan, explain, threshold, opacity]
-        run.click(analyze, triggers, [state, *outputs], api_name="analyze")
-        scan.upload(analyze, triggers, [state, *outputs], api_visibility="private")
-        examples.load_input_event.then(analyze, triggers, [state, *outputs], api_visibility="private")
+        run.click(handlers.analyze, triggers, [state, *outputs], api_name="analyze")
+        scan.upload(handlers.analyze, triggers, [state, *outputs], api_visibility="private")
+        examples.load_input_event.then(handlers.analyze, triggers, [state, *outputs], api_visibility="private")
         for control in (threshold, opacity):
-            control.release(render, [state, explain, threshold, opacity], outputs, api_visibility="private")
-        explain.change(render, [state, explain, threshold, opacity], outputs, api_visibility="private")
+            control.release(handlers.render, [state, explain, threshold, opacity], outputs, api_visibility="private")
+        explain.change(handlers.render, [state, explain, threshold, opacity], outputs, api_visibility="private")
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs.
-        gr.Button(visible=False).click(classify, scan, label, api_name="classify")
-        gr.Button(visible=False).click(segment, [scan, threshold], [mask, details], api_name="segment")
+        gr.Button(visible=False).click(handlers.classify, scan, label, api_name="classify")
+        gr.Button(visible=False).click(handlers.segment, [scan, threshold], [mask, details], api_name="segment")
     return demo
 
 

@@ -1,0 +1,167 @@
+"""The app: its handlers in-process, a live server through gradio_client, and a real browser."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def handlers(analyzer):
+    return app.Handlers(analyzer)
+
+
+def upload_copy(path, tmp_path):
+    """What Gradio hands the app: a copy of the upload in its temp folder."""
+    folder = Path(os.environ["GRADIO_TEMP_DIR"]) / tmp_path.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(shutil.copy(path, folder / Path(path).name))
+
+
+def test_analyze_returns_every_output(handlers, examples, tmp_path):
+    path, truth = next((p, t) for p, t in examples if t == "malignant")
+    state, label, class_cam, overlay, mask, report, seg_cam, notes = handlers.analyze(upload_copy(path, tmp_path))
+    height, width = np.asarray(Image.open(path)).shape[:2]
+    assert abs(sum(label.values()) - 1) < 1e-5 and set(label) == {"normal", "benign", "malignant"}
+    assert class_cam.shape == overlay.shape == (height, width, 3)
+    assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
+    assert report["predicted_class"] in label and report["lesion"]["lesion_area_px"] == int((mask == 255).sum())
+    assert seg_cam is None or seg_cam.shape == (height, width, 3)
+    assert isinstance(notes, str)
+
+
+def test_uploads_are_deleted_and_examples_kept(handlers, examples, tmp_path):
+    scan = np.asarray(Image.open(examples[0][0]))
+    upload = Path(os.environ["GRADIO_TEMP_DIR"]) / "upload-test" / "scan.png"
+    upload.parent.mkdir(exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(scan[::-1])).save(upload)
+    handlers.classify(str(upload))
+    assert not upload.exists(), "an upload must not outlive its request"
+    handlers.classify(str(examples[0][0]))
+    assert examples[0][0].exists()
+
+
+def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
+    state, *_ = handlers.analyze(upload_copy(examples[4][0], tmp_path))
+    label, class_cam, overlay, mask, report, seg_cam, notes = handlers.render(state, "normal", 0.2, 0.8)
+    assert report["threshold"] == 0.2 and class_cam.shape[:2] == mask.shape
+    _, _, _, strict_mask, _, _, _ = handlers.render(state, "benign", 0.9, 0.8)
+    assert (strict_mask > 0).sum() <= (mask > 0).sum()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"hello", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image|damaged"),
+])
+def test_bad_input_is_a_readable_error(handlers, tmp_path, content, message):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    with pytest.raises(gr.Error, match=message):
+        handlers.classify(str(bad))
+    with pytest.raises(gr.Error, match="Upload or paste"):
+        handlers.classify(None)
+
+
+def test_tiny_image_is_refused(handlers, tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.new("L", (1, 1)).save(tiny)
+    with pytest.raises(gr.Error, match="at least 32 px"):
+        handlers.segment(str(tiny))
+
+
+# --- live server ---------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio"))}
+    log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if process.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"app.py exited: {log.read()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            time.sleep(1)
+    else:
+        process.kill()
+        pytest.fail("app.py did not start within 180 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    assert {"/analyze", "/classify", "/segment"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    path = next(p for p, t in examples if t == "benign")
+    label, class_cam, overlay, mask, report, seg_cam, notes = client.predict(handle_file(str(path)), api_name="/analyze")
+    assert report["predicted_class"] == label["label"]
+    assert abs(sum(c["confidence"] for c in label["confidences"]) - 1) < 1e-4
+    assert Image.open(mask).format == "PNG" and Image.open(mask).size == Image.open(path).size
+    assert Image.open(class_cam).size == Image.open(path).size
+
+    classified = client.predict(handle_file(str(path)), api_name="/classify")
+    assert classified["label"] == label["label"]
+    mask_path, seg_report = client.predict(handle_file(str(path)), 0.5, api_name="/segment")
+    assert seg_report["threshold"] == 0.5 and Image.open(mask_path).format == "PNG"
+
+    bad = tmp_path / "not-a-scan.png"
+    bad.write_bytes(b"definitely not an image")
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(bad)), api_name="/analyze")
+    again = client.predict(handle_file(str(path)), api_name="/classify")
+    assert again["label"] == label["label"], "the server keeps serving after a bad file"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install chromium)")
+def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server, wait_until="domcontentloaded")
+        page.get_by_text("malignant — BUSI malignant/malignant (41).png", exact=False).first.click()
+        probabilities = page.locator("#probabilities")
+        expect(probabilities).to_contain_text("malignant", timeout=60_000)
+        expect(page.locator("#class-cam img")).to_have_count(1, timeout=30_000)
+        page.get_by_role("tab", name="Segmentation").click()
+        expect(page.locator("#seg-overlay img")).to_have_count(1, timeout=30_000)
+        page.get_by_role("tab", name="Classification").click()
+        shot = tmp_path / "app.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("SAVE_SCREENSHOT"):
+        shutil.copy(shot, os.environ["SAVE_SCREENSHOT"])

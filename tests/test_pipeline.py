@@ -1,0 +1,61 @@
+"""The real pipeline on the real models and the example scans (test side of the split)."""
+
+import numpy as np
+from PIL import Image
+
+from inference.pipeline import NO_LESION_NOTE
+from training.metrics import dice_iou
+
+
+def true_mask(path):
+    return np.asarray(Image.open(path.parent / "masks" / f"{path.stem}_mask.png").convert("L")) > 127
+
+
+def test_outputs_have_the_scan_size_and_valid_probabilities(analyzer, examples):
+    for path, _ in examples:
+        analysis = analyzer.analyze(path)
+        height, width = analysis.gray.shape
+        assert (height, width) == Image.open(path).size[::-1]
+        assert np.isclose(analysis.probabilities.sum(), 1.0, atol=1e-5)
+        assert analysis.class_cams.shape[0] == 3 and 0 <= analysis.class_cams.min() <= analysis.class_cams.max() <= 1
+        assert analysis.lesion_probs.shape == (height, width)
+        for image in (analysis.class_overlay(), analysis.mask_overlay()):
+            assert image.shape == (height, width, 3) and image.dtype == np.uint8
+        assert set(np.unique(analysis.mask_png())) <= {0, 255}
+
+
+def test_examples_are_mostly_classified_right(analyzer, examples):
+    correct = [analyzer.analyze(path).predicted_class == truth for path, truth in examples]
+    assert sum(correct) >= 7, f"{sum(correct)}/9 examples right"
+
+
+def test_lesions_are_found_where_the_truth_is(analyzer, examples):
+    dices = [dice_iou(analyzer.analyze(p).mask(), true_mask(p))[0] for p, truth in examples if truth != "normal"]
+    assert np.mean(dices) > 0.6, dices
+
+
+def test_lesion_scans_get_a_seg_gradcam_and_stats(analyzer, examples):
+    for path, truth in examples:
+        analysis = analyzer.analyze(path)
+        stats = analysis.lesion_stats()
+        if analysis.seg_cam is None:
+            assert analysis.notes == [NO_LESION_NOTE]
+        else:
+            assert analysis.seg_cam_overlay().shape == (*analysis.gray.shape, 3)
+        if stats["lesion_count"]:
+            box = stats["bounding_box"]
+            assert 0 <= box["x0"] < box["x1"] <= analysis.gray.shape[1]
+            assert stats["lesion_area_px"] == analysis.mask().sum()
+
+
+def test_threshold_changes_the_mask_without_rerunning(analyzer, examples):
+    analysis = analyzer.analyze(examples[3][0])
+    low, high = analysis.mask(0.1).sum(), analysis.mask(0.9).sum()
+    assert low >= analysis.mask().sum() >= high
+
+
+def test_colour_photo_is_analysed_with_a_warning(analyzer):
+    import skimage.data
+
+    analysis = analyzer.analyze(skimage.data.astronaut())
+    assert analysis.warnings and "greyscale ultrasound" in analysis.warnings[0]
