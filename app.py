@@ -56,6 +56,10 @@ EXAMPLE_FILES, EXAMPLE_CAPTIONS = read_examples()
 EXAMPLE_HASHES = {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in EXAMPLE_FILES}
 
 
+def pick_example(event: gr.SelectData) -> str:
+    return EXAMPLE_FILES[event.index]
+
+
 def take_upload(path: str | None) -> bytes:
     """Read an uploaded file and delete it, so no upload outlives its request (examples stay)."""
     if not path:
@@ -144,8 +148,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 threshold = gr.Slider(0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold",
                                       info=f"Validated default {default_threshold:.2f}")
                 opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity")
-                examples = gr.Examples(EXAMPLE_FILES, inputs=scan, example_labels=EXAMPLE_CAPTIONS,
-                                       label="Examples (BUSI test split; click to analyse)", examples_per_page=9)
+                gallery = gr.Gallery(list(zip(EXAMPLE_FILES, EXAMPLE_CAPTIONS)), columns=3, allow_preview=False,
+                                     label="Examples from the BUSI test split — click one to analyse it",
+                                     elem_id="examples", format="png")
             with gr.Column(scale=3):
                 notes = gr.Markdown(elem_id="notes")
                 with gr.Tabs():
@@ -166,7 +171,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         triggers = [scan, explain, threshold, opacity]
         run.click(handlers.analyze, triggers, [state, *outputs], api_name="analyze")
         scan.upload(handlers.analyze, triggers, [state, *outputs], api_visibility="private")
-        examples.load_input_event.then(handlers.analyze, triggers, [state, *outputs], api_visibility="private")
+        gallery.select(pick_example, None, scan, api_visibility="private").then(
+            handlers.analyze, triggers, [state, *outputs], api_visibility="private")
         for control in (threshold, opacity):
             control.release(handlers.render, [state, explain, threshold, opacity], outputs, api_visibility="private")
         explain.change(handlers.render, [state, explain, threshold, opacity], outputs, api_visibility="private")

@@ -124,7 +124,7 @@ def _decode_array(array: np.ndarray) -> tuple[np.ndarray, list[str]]:
     _check_size(array.shape[1], array.shape[0])
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-            raise ScanError("The image array holds values that are not finite numbers.")
+            raise ScanError("The image array must hold finite numbers (got booleans, NaN or infinity).")
         # greyscale keeps its range (stretched like a 16-bit file); colour is clipped to 0..255
         array = array.astype(np.float32) if array.ndim == 2 else array.clip(0, 255).astype(np.uint8)
     gray, rgb = _to_array(Image.fromarray(array))

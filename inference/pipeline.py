@@ -33,6 +33,7 @@ class Analysis:
     lesion_probs: np.ndarray          # (H, W) float32 segmenter probability at the scan's size
     threshold: float                  # the segmenter's validated threshold
     min_area_fraction: float
+    largest_only: bool
     seg_cam: np.ndarray | None        # (h, w) Seg-Grad-CAM, None when no lesion was predicted
     notes: list[str] = field(default_factory=list)
 
@@ -45,7 +46,8 @@ class Analysis:
 
     def mask(self, threshold: float | None = None) -> np.ndarray:
         """The post-processed lesion mask (H, W) bool at `threshold` (default: the validated one)."""
-        return lesion_mask(self.lesion_probs, self.threshold if threshold is None else threshold, self.min_area_fraction)
+        return lesion_mask(self.lesion_probs, self.threshold if threshold is None else threshold,
+                           self.min_area_fraction, self.largest_only)
 
     def lesion_stats(self, threshold: float | None = None) -> dict:
         return lesion_stats(self.mask(threshold))
@@ -94,7 +96,7 @@ class Analyzer:
         return Analysis(
             gray=gray, warnings=warnings, classes=self.classes, probabilities=probabilities,
             class_cams=class_cams[0], lesion_probs=lesion_probs, threshold=float(s["threshold"]),
-            min_area_fraction=float(s.get("min_area_fraction", 0.0)),
+            min_area_fraction=float(s.get("min_area_fraction", 0.0)), largest_only=bool(s.get("largest_only", False)),
             seg_cam=seg_cams[0, 0] if has_region else None,
             notes=[] if has_region else [NO_LESION_NOTE],
         )

@@ -6,16 +6,20 @@ import numpy as np
 from scipy import ndimage
 
 
-def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 0.0) -> np.ndarray:
-    """Threshold a (H, W) probability map and drop connected components smaller than
-    `min_area_fraction` of the image (speckle that the validation set showed to be false alarms)."""
+def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 0.0,
+                largest_only: bool = False) -> np.ndarray:
+    """Threshold a (H, W) probability map, drop connected components smaller than
+    `min_area_fraction` of the image and, with `largest_only`, keep only the largest one (most
+    scans show one lesion; which rules apply is chosen on the validation set)."""
     mask = probs >= threshold
-    if min_area_fraction <= 0 or not mask.any():
+    if (min_area_fraction <= 0 and not largest_only) or not mask.any():
         return mask
     labels, count = ndimage.label(mask)
     areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-    keep = np.flatnonzero(areas >= min_area_fraction * mask.size) + 1
-    return np.isin(labels, keep)
+    keep = areas >= min_area_fraction * mask.size
+    if largest_only:
+        keep &= areas == areas.max()
+    return np.isin(labels, np.flatnonzero(keep) + 1)
 
 
 def lesion_stats(mask: np.ndarray) -> dict:

@@ -2,11 +2,6 @@
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import gradio as gr
@@ -15,8 +10,8 @@ import pytest
 from PIL import Image
 
 import app
+from bench.server import AppServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -85,42 +80,16 @@ def test_tiny_image_is_refused(handlers, tmp_path):
 
 # --- live server ---------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio"))}
-    log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"app.py exited: {log.read()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    else:
-        process.kill()
-        pytest.fail("app.py did not start within 180 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+def server():
+    with AppServer() as running:
+        yield running
 
 
 def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    client = Client(server, verbose=False)
+    client = server.client()
     assert {"/analyze", "/classify", "/segment"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     path = next(p for p, t in examples if t == "benign")
     label, class_cam, overlay, mask, report, seg_cam, notes = client.predict(handle_file(str(path)), api_name="/analyze")
@@ -151,8 +120,8 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run", "--disable-quic"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(server, wait_until="domcontentloaded")
-        page.get_by_text("malignant — BUSI malignant/malignant (41).png", exact=False).first.click()
+        page.goto(server.url, wait_until="domcontentloaded")
+        page.locator("#examples").get_by_text("malignant — BUSI malignant/malignant (41).png").click()
         probabilities = page.locator("#probabilities")
         expect(probabilities).to_contain_text("malignant", timeout=60_000)
         expect(page.locator("#class-cam img")).to_have_count(1, timeout=30_000)

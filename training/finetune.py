@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -9,6 +10,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+
+from training.arrays import load_arrays, subsample
+from training.split import samples_by_side
 
 # The stride-2/4 stem stays at its ImageNet weights: generic edges, and the costliest layers to train.
 FROZEN_PREFIXES = ("stem_", "block0_", "block1_", "block2_")
@@ -70,3 +74,64 @@ def save_model(build, model: keras.Model, out: Path, config: dict):
     clean.save(out / "model.keras")
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     print(f"saved {out / 'model.keras'}", flush=True)
+
+
+def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch_size: int, lr: float,
+                    out: Path) -> argparse.ArgumentParser:
+    """The options both trainers take, with each one's defaults."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=size, help="input side in pixels")
+    parser.add_argument("--head-epochs", type=int, default=head_epochs, help="epochs with the encoder frozen")
+    parser.add_argument("--epochs", type=int, default=epochs, help="epochs with the encoder (past the stem) training")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate of the fine-tuning phase")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--limit", type=int, default=0, help="use only about N train/val scans (smoke test)")
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
+
+
+def load_train_val(size: int, limit: int) -> tuple[dict, dict]:
+    sides = samples_by_side()
+    train = load_arrays(subsample(sides["train"], limit), size)
+    val = load_arrays(subsample(sides["val"], limit), size)
+    print(f"train {len(train['labels'])} scans, val {len(val['labels'])} scans, {size}px", flush=True)
+    return train, val
+
+
+class SelectOnValidation(keras.callbacks.Callback):
+    """After every epoch, scores the model on validation with `evaluate() -> (score, metrics)` and
+    keeps the best weights in memory: early stopping without ever looking at the test side."""
+
+    def __init__(self, evaluate):
+        super().__init__()
+        self.evaluate = evaluate
+        self.best_score, self.best_weights, self.history = -np.inf, None, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        score, metrics = self.evaluate()
+        self.history.append({"epoch": len(self.history) + 1, "loss": float(logs["loss"]), "val_score": score, **metrics})
+        print("  val: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + f", score {score:.3f}", flush=True)
+        if score > self.best_score:
+            self.best_score, self.best_weights = score, self.model.get_weights()
+
+    @property
+    def best_epoch(self) -> int:
+        return max(self.history, key=lambda h: h["val_score"])["epoch"]
+
+
+def fit_two_phases(model, train_ds, n_train: int, loss, selector: SelectOnValidation, args, **fit_kwargs):
+    """Phase 1: new layers only (encoder frozen), lr 1e-3. Phase 2: encoder past the stem too,
+    cosine-decayed from `args.lr`. Ends with the best validation weights loaded."""
+    print("phase 1: encoder frozen", flush=True)
+    set_trainable(model, backbone=False)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4), loss=loss)
+    model.fit(train_ds, epochs=args.head_epochs, callbacks=[selector], verbose=2, **fit_kwargs)
+
+    print("phase 2: encoder past the stem trains too", flush=True)
+    set_trainable(model, backbone=True)
+    steps = args.epochs * int(np.ceil(n_train / args.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.05)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
+    model.fit(train_ds, epochs=args.epochs, callbacks=[selector], verbose=2, **fit_kwargs)
+    model.set_weights(selector.best_weights)

@@ -12,21 +12,18 @@ then fitted on validation logits.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training.arrays import load_arrays, subsample
 from training.busi import CLASSES, REPO_ROOT
-from training.finetune import predict_in_batches, save_model, set_trainable, train_dataset
+from training.finetune import (SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches, save_model,
+                               train_dataset, training_parser)
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
 from training.metrics import calibrated, classification_metrics, expected_calibration_error, fit_temperature
-from training.split import samples_by_side
 
 GRADCAM_LAYER = "top_activation"
 
@@ -41,77 +38,38 @@ def build_classifier(size: int) -> keras.Model:
     return keras.Model(image, probs, name="busi_classifier")
 
 
-class SelectOnValidation(keras.callbacks.Callback):
-    """Scores each epoch on validation and keeps the best weights in memory."""
-
-    def __init__(self, logits_model, val):
-        super().__init__()
-        self.logits_model, self.val = logits_model, val
-        self.best_score, self.best_weights, self.history = -1.0, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        logits = predict_in_batches(self.logits_model, self.val["images"])
-        m = classification_metrics(calibrated(logits, 1.0), self.val["labels"])
-        score = (m["recall_bm"] + m["macro_auc"]) / 2
-        self.history.append({"epoch": len(self.history) + 1, "loss": float(logs["loss"]), "val_score": score,
-                             **{k: m[k] for k in ("accuracy", "recall_bm", "recall_malignant", "macro_auc")}})
-        print(f"  val: acc {m['accuracy']:.3f} recall_bm {m['recall_bm']:.3f} "
-              f"malignant {m['recall_malignant']:.3f} macro_auc {m['macro_auc']:.3f} score {score:.3f}", flush=True)
-        if score > self.best_score:
-            self.best_score, self.best_weights = score, self.model.get_weights()
-
-
 def class_weights(labels):
     counts = np.bincount(labels, minlength=len(CLASSES))
     return {c: float(len(labels) / (len(CLASSES) * counts[c])) for c in range(len(CLASSES))}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--head-epochs", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=16, help="fine-tuning epochs after the head phase")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--limit", type=int, default=0, help="use only N train/val scans (smoke test)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models" / "classifier")
-    args = parser.parse_args(argv)
+    args = training_parser(__doc__, size=224, head_epochs=3, epochs=16, batch_size=16, lr=3e-4,
+                           out=REPO_ROOT / "models" / "classifier").parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
-
-    sides = samples_by_side()
-    train = load_arrays(subsample(sides["train"], args.limit), args.size)
-    val = load_arrays(subsample(sides["val"], args.limit), args.size)
-    print(f"train {len(train['labels'])} scans, val {len(val['labels'])} scans, {args.size}px", flush=True)
+    train, val = load_train_val(args.size, args.limit)
 
     model = build_classifier(args.size)
     load_imagenet_weights(model)
     logits_model = keras.Model(model.input, model.get_layer("logits").output)
-    logits_fn = tf.function(lambda x, training=False: logits_model(x, training=training))
-    selector = SelectOnValidation(logits_fn, val)
-    weights = class_weights(train["labels"])
-    loss = keras.losses.SparseCategoricalCrossentropy()
+    logits_fn = tf.function(lambda x: logits_model(x, training=False))
+
+    def evaluate():
+        m = classification_metrics(calibrated(predict_in_batches(logits_fn, val["images"]), 1.0), val["labels"])
+        keys = ("accuracy", "recall_bm", "recall_malignant", "macro_auc")
+        return (m["recall_bm"] + m["macro_auc"]) / 2, {k: m[k] for k in keys}
+
+    selector = SelectOnValidation(evaluate)
     train_ds = train_dataset(train["images"], train["labels"], args.batch_size, args.seed, targets_are_masks=False)
+    fit_two_phases(model, train_ds, len(train["labels"]), keras.losses.SparseCategoricalCrossentropy(), selector,
+                   args, class_weight=class_weights(train["labels"]))
 
-    print("phase 1: head only", flush=True)
-    set_trainable(model, backbone=False)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4), loss=loss)
-    model.fit(train_ds, epochs=args.head_epochs, class_weight=weights, callbacks=[selector], verbose=2)
-
-    print("phase 2: blocks 3..15 and head", flush=True)
-    set_trainable(model, backbone=True)
-    steps = args.epochs * int(np.ceil(len(train["labels"]) / args.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.05)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
-    model.fit(train_ds, epochs=args.epochs, class_weight=weights, callbacks=[selector], verbose=2)
-
-    model.set_weights(selector.best_weights)
     val_logits = predict_in_batches(logits_fn, val["images"])
     temperature = fit_temperature(val_logits, val["labels"])
     ece_before = expected_calibration_error(calibrated(val_logits, 1.0), val["labels"])
     ece_after = expected_calibration_error(calibrated(val_logits, temperature), val["labels"])
-    best_epoch = max(selector.history, key=lambda h: h["val_score"])["epoch"]
+    best_epoch = selector.best_epoch
     print(f"best epoch {best_epoch} (val score {selector.best_score:.3f}); temperature {temperature:.3f}, "
           f"val ECE {ece_before:.3f} -> {ece_after:.3f}", flush=True)
 
