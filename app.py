@@ -14,6 +14,7 @@ import csv
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -120,14 +121,37 @@ class Handlers:
         )
 
     def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45):
+        """Classify a breast ultrasound scan, segment its lesion and explain both with Grad-CAM.
+
+        Args:
+            path: the scan (PNG, JPEG, BMP, TIFF; greyscale B-mode ultrasound).
+            explain: the class whose Grad-CAM to draw ("predicted class", "normal", "benign", "malignant").
+            threshold: lesion-mask probability threshold (default: the validated one).
+            opacity: opacity of the overlays, 0..1.
+        Returns:
+            probabilities, Grad-CAM overlay, lesion overlay, lesion mask (PNG 0/255), report (JSON), Seg-Grad-CAM overlay, notes.
+        """
         analysis = self._analysis(path)
         threshold = analysis.threshold if threshold is None else threshold
         return (analysis, *self.render(analysis, explain, threshold, opacity))
 
     def classify(self, path):
+        """Calibrated probabilities that a breast ultrasound scan is normal, benign or malignant.
+
+        Args:
+            path: the scan (PNG, JPEG, BMP, TIFF; greyscale B-mode ultrasound).
+        """
         return self._analysis(path).probability_dict()
 
     def segment(self, path, threshold=None):
+        """Segment the lesion of a breast ultrasound scan: mask and lesion statistics.
+
+        Args:
+            path: the scan (PNG, JPEG, BMP, TIFF; greyscale B-mode ultrasound).
+            threshold: lesion-mask probability threshold (default: the validated one).
+        Returns:
+            the lesion mask (PNG, 0/255, the scan's size) and a report with count, area and bounding box.
+        """
         analysis = self._analysis(path)
         threshold = analysis.threshold if threshold is None else threshold
         return analysis.mask_png(threshold), self.report(analysis, threshold)
@@ -182,9 +206,14 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
     return demo
 
 
+def without_front_matter(card: str) -> str:
+    """A Hub model card minus its YAML header, which is metadata, not prose."""
+    return re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.DOTALL)
+
+
 def about_text(analyzer: Analyzer) -> str:
     cards = "\n\n".join(
-        f"<details><summary>Model card: {name} ({m.source})</summary>\n\n{m.card}\n\n</details>"
+        f"<details><summary>Model card: {name} ({m.source})</summary>\n\n{without_front_matter(m.card)}\n\n</details>"
         for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
     )
     return f"""{DISCLAIMER}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import expit, softmax
 
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import heatmap_overlay, mask_overlay, upsample
@@ -20,7 +20,9 @@ from inference.models import LoadedModel, load_model, source_for
 from inference.postprocess import lesion_mask, lesion_stats
 from inference.preprocess import to_model_input
 
-NO_LESION_NOTE = "No lesion predicted at this threshold, so there is no region for Seg-Grad-CAM to explain."
+SUPPRESSED_NOTE = ("The classifier calls this scan normal, so no lesion is drawn (a rule chosen on the "
+                   "validation split: it removes most false alarms on normal scans).")
+NO_LESION_NOTE = "No lesion predicted at the validated threshold, so Seg-Grad-CAM has no region to explain."
 
 
 @dataclass
@@ -34,8 +36,9 @@ class Analysis:
     threshold: float                  # the segmenter's validated threshold
     min_area_fraction: float
     largest_only: bool
-    seg_cam: np.ndarray | None        # (h, w) Seg-Grad-CAM, None when no lesion was predicted
+    seg_cam: np.ndarray | None        # (h, w) Seg-Grad-CAM, None when the segmenter predicted no lesion
     notes: list[str] = field(default_factory=list)
+    suppressed_as_normal: bool = False  # the classifier calls the scan normal and the validated rule hides lesions
 
     @property
     def predicted_class(self) -> str:
@@ -46,6 +49,12 @@ class Analysis:
 
     def mask(self, threshold: float | None = None) -> np.ndarray:
         """The post-processed lesion mask (H, W) bool at `threshold` (default: the validated one)."""
+        if self.suppressed_as_normal:
+            return np.zeros(self.gray.shape, dtype=bool)
+        return self.segmenter_mask(threshold)
+
+    def segmenter_mask(self, threshold: float | None = None) -> np.ndarray:
+        """The segmenter's own mask, before the classifier's verdict is taken into account."""
         return lesion_mask(self.lesion_probs, self.threshold if threshold is None else threshold,
                            self.min_area_fraction, self.largest_only)
 
@@ -60,7 +69,10 @@ class Analysis:
         return mask_overlay(self.gray, self.mask(threshold), opacity)
 
     def seg_cam_overlay(self, opacity: float = 0.45) -> np.ndarray | None:
-        return None if self.seg_cam is None else heatmap_overlay(self.gray, self.seg_cam, opacity)
+        """Drawn only where a lesion is shown: None without one, or when the scan is called normal."""
+        if self.seg_cam is None or self.suppressed_as_normal:
+            return None
+        return heatmap_overlay(self.gray, self.seg_cam, opacity)
 
     def mask_png(self, threshold: float | None = None) -> np.ndarray:
         """The mask as a 0/255 uint8 image of the scan's size."""
@@ -90,13 +102,15 @@ class Analyzer:
         probabilities = softmax(logits[0] / c["temperature"])
 
         mask_logits, seg_cams = self.segmenter_cam(to_model_input(gray, s["input_size"])[None])
-        lesion_probs = upsample(1 / (1 + np.exp(-mask_logits[0, ..., 0])), height, width)
-        has_region = self.segmenter_cam.lesion_pixels(mask_logits)[0] > 0
-
-        return Analysis(
+        analysis = Analysis(
             gray=gray, warnings=warnings, classes=self.classes, probabilities=probabilities,
-            class_cams=class_cams[0], lesion_probs=lesion_probs, threshold=float(s["threshold"]),
-            min_area_fraction=float(s.get("min_area_fraction", 0.0)), largest_only=bool(s.get("largest_only", False)),
-            seg_cam=seg_cams[0, 0] if has_region else None,
-            notes=[] if has_region else [NO_LESION_NOTE],
+            class_cams=class_cams[0], lesion_probs=upsample(expit(mask_logits[0, ..., 0]), height, width),
+            threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
+            largest_only=bool(s.get("largest_only", False)), seg_cam=seg_cams[0, 0],
         )
+        # Seg-Grad-CAM explains the predicted lesion; with none (after post-processing) there is nothing to explain.
+        if self.segmenter_cam.lesion_pixels(mask_logits)[0] == 0 or not analysis.segmenter_mask().any():
+            analysis.seg_cam, analysis.notes = None, [NO_LESION_NOTE]
+        if s.get("suppress_when_classified_normal") and analysis.predicted_class == "normal":
+            analysis.suppressed_as_normal, analysis.notes = True, [SUPPRESSED_NOTE]
+        return analysis

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from inference.pipeline import NO_LESION_NOTE
+from inference.pipeline import NO_LESION_NOTE, SUPPRESSED_NOTE
 from training.metrics import dice_iou
 
 
@@ -38,8 +38,11 @@ def test_lesion_scans_get_a_seg_gradcam_and_stats(analyzer, examples):
     for path, truth in examples:
         analysis = analyzer.analyze(path)
         stats = analysis.lesion_stats()
-        if analysis.seg_cam is None:
-            assert analysis.notes == [NO_LESION_NOTE]
+        if analysis.suppressed_as_normal:
+            assert analysis.notes == [SUPPRESSED_NOTE] and analysis.seg_cam_overlay() is None
+            assert analysis.predicted_class == "normal" and not analysis.mask().any()
+        elif analysis.seg_cam is None:
+            assert analysis.notes == [NO_LESION_NOTE] and not analysis.mask().any()
         else:
             assert analysis.seg_cam_overlay().shape == (*analysis.gray.shape, 3)
         if stats["lesion_count"]:
@@ -59,3 +62,9 @@ def test_colour_photo_is_analysed_with_a_warning(analyzer):
 
     analysis = analyzer.analyze(skimage.data.astronaut())
     assert analysis.warnings and "greyscale ultrasound" in analysis.warnings[0]
+
+
+def test_normal_examples_show_no_lesion(analyzer, examples):
+    """The validated rule set: on the normal examples the pipeline draws no lesion."""
+    flagged = [analyzer.analyze(p).mask().any() for p, truth in examples if truth == "normal"]
+    assert sum(flagged) <= 1, flagged

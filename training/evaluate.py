@@ -21,15 +21,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy import ndimage
+from scipy.special import softmax
 from tqdm import tqdm
 
 from explain.overlay import heatmap_overlay, mask_overlay, upsample
 from inference.pipeline import Analyzer
 from training.busi import CLASSES, REPO_ROOT, list_samples, load_mask
-from training.metrics import BENIGN, MALIGNANT, bootstrap_ci, classification_metrics, dice_iou
+from training.metrics import (BENIGN, MALIGNANT, bootstrap_ci, classification_metrics, dice_iou,
+                              expected_calibration_error)
 from training.split import samples_by_side
 
 POINTING_DILATION_PX = 10
+BORDER_FRACTION = 0.08
 
 
 def analyse_all(analyzer, samples):
@@ -38,11 +41,14 @@ def analyse_all(analyzer, samples):
 
 # --- classifier ------------------------------------------------------------------------------
 
-def evaluate_classifier(samples, analyses, out_dir: Path, name: str) -> dict:
+def evaluate_classifier(samples, analyses, analyzer, out_dir: Path, name: str) -> dict:
     probs = np.stack([a.probabilities for a in analyses])
     labels = np.array([s.label_index for s in samples])
     metrics = classification_metrics(probs, labels)
-    metrics["classes_present"] = [c for i, c in enumerate(CLASSES) if (labels == i).any()]
+    # softmax(z / T) -> softmax(z): undo the temperature exactly, to show what calibration bought
+    temperature = analyzer.classifier.config["temperature"]
+    metrics["ece_uncalibrated"] = expected_calibration_error(softmax(temperature * np.log(probs), axis=1), labels)
+    metrics["temperature"] = temperature
     metrics["ci95"] = {
         key: bootstrap_ci(lambda idx, key=key: classification_metrics(probs[idx], labels[idx])[key], len(labels))
         for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc")
@@ -88,7 +94,7 @@ def plot_reliability(probs, labels, path, bins=10):
 
 # --- segmenter -------------------------------------------------------------------------------
 
-def evaluate_segmenter(samples, analyses, out_dir: Path, name: str) -> dict:
+def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) -> dict:
     truths = [load_mask(s) for s in samples]
     preds = [a.mask() for a in analyses]
     labels = np.array([s.label_index for s in samples])
@@ -104,6 +110,8 @@ def evaluate_segmenter(samples, analyses, out_dir: Path, name: str) -> dict:
         return bootstrap_ci(lambda idx: float(values[idx].mean()), len(values)) if len(values) else None
 
     normal = labels == 0
+    alone = [a.segmenter_mask() for a in analyses]
+    alone_dice = np.array([dice_iou(p, t)[0] for p, t in zip(alone, truths)])
     tp = sum(int((p & t).sum()) for p, t in zip(preds, truths))
     predicted_px = sum(int(p.sum()) for p in preds)
     true_px = sum(int(t.sum()) for t in truths)
@@ -119,6 +127,11 @@ def evaluate_segmenter(samples, analyses, out_dir: Path, name: str) -> dict:
         "pixel_precision": tp / predicted_px if predicted_px else None,
         "pixel_recall": tp / true_px if true_px else None,
         "threshold": analyses[0].threshold, "min_area_fraction": analyses[0].min_area_fraction,
+        "largest_only": analyses[0].largest_only,
+        "suppress_when_classified_normal": bool(analyzer.segmenter.config.get("suppress_when_classified_normal")),
+        "scans_suppressed_as_normal": int(sum(a.suppressed_as_normal for a in analyses)),
+        "segmenter_alone_dice": float(alone_dice[lesion].mean()) if lesion.any() else None,
+        "segmenter_alone_normal_fp_rate": float(np.mean([p.any() for p, n in zip(alone, normal) if n])) if normal.any() else None,
         "ci95": {"dice": ci(lesion, 0), "iou": ci(lesion, 1), "dice_benign": ci(labels == BENIGN, 0),
                  "dice_malignant": ci(labels == MALIGNANT, 0),
                  "normal_fp_rate": bootstrap_ci(lambda idx: float(normal_flags[idx].mean()), len(normal_flags))
@@ -148,24 +161,38 @@ def plot_segmentation_grid(samples, analyses, truths, scores, picks, path):
 
 # --- explanations ----------------------------------------------------------------------------
 
+def peak(cam, shape) -> tuple[int, int]:
+    """Row and column of the map's maximum at the scan's size."""
+    heat = upsample(cam, *shape)
+    return np.unravel_index(np.argmax(heat), heat.shape)
+
+
 def peak_inside(cam, truth) -> bool:
-    """Pointing game: is the map's maximum (at the scan's size) inside the dilated true lesion?"""
-    heat = upsample(cam, *truth.shape)
-    y, x = np.unravel_index(np.argmax(heat), heat.shape)
+    """Pointing game: is the map's maximum inside the (dilated) true lesion?"""
+    y, x = peak(cam, truth.shape)
     return bool(ndimage.binary_dilation(truth, iterations=POINTING_DILATION_PX)[y, x])
 
 
-def evaluate_explanations(samples, analyses, out_dir: Path, name: str) -> dict:
+def peak_in_border(cam, shape) -> bool:
+    """Is the maximum in the outer BORDER_FRACTION of the scan, where BUSI's burned-in text,
+    scale bars and markers sit? A shortcut detector, not proof: lesions can touch the border too."""
+    y, x = peak(cam, shape)
+    margin_y, margin_x = BORDER_FRACTION * shape[0], BORDER_FRACTION * shape[1]
+    return bool(y < margin_y or y >= shape[0] - margin_y or x < margin_x or x >= shape[1] - margin_x)
+
+
+def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str) -> dict:
     lesion = [i for i, s in enumerate(samples) if s.label_index in (BENIGN, MALIGNANT)]
     truths = {i: load_mask(samples[i]) for i in lesion}
-    classifier_hits, segmenter_hits, no_map = [], [], 0
+    classifier_hits, segmenter_hits, no_map, border = [], [], 0, []
     for i in lesion:
         a = analyses[i]
         predicted = a.classes.index(a.predicted_class)
         classifier_hits.append(peak_inside(a.class_cams[predicted], truths[i]))
+        border.append(peak_in_border(a.class_cams[predicted], truths[i].shape) and not peak_inside(a.class_cams[predicted], truths[i]))
         if a.seg_cam is None:
             no_map += 1
-            segmenter_hits.append(False)  # no lesion predicted: counted as a miss
+            segmenter_hits.append(False)  # the segmenter predicted no lesion: counted as a miss
         else:
             segmenter_hits.append(peak_inside(a.seg_cam, truths[i]))
     classifier_hits, segmenter_hits = np.array(classifier_hits), np.array(segmenter_hits)
@@ -174,6 +201,8 @@ def evaluate_explanations(samples, analyses, out_dir: Path, name: str) -> dict:
         "pointing_game_classifier": float(classifier_hits.mean()) if lesion else None,
         "pointing_game_segmenter": float(segmenter_hits.mean()) if lesion else None,
         "segmenter_no_lesion_predicted": no_map,
+        "classifier_peak_in_border_off_lesion": float(np.mean(border)) if lesion else None,
+        "border_fraction": BORDER_FRACTION,
         "dilation_px": POINTING_DILATION_PX,
         "ci95": {
             "pointing_game_classifier": bootstrap_ci(lambda idx: float(classifier_hits[idx].mean()), len(lesion)) if lesion else None,
@@ -185,7 +214,7 @@ def evaluate_explanations(samples, analyses, out_dir: Path, name: str) -> dict:
         fig, axes = plt.subplots(len(picks), 3, figsize=(9, 2.8 * len(picks)))
         for r, i in enumerate(picks):
             a = analyses[i]
-            seg = a.seg_cam_overlay() if a.seg_cam is not None else a.gray
+            seg = heatmap_overlay(a.gray, a.seg_cam) if a.seg_cam is not None else a.gray
             panels = [mask_overlay(a.gray, truths[i]), a.class_overlay(), seg]
             titles = [f"{samples[i].relpath} (truth)", f"classifier Grad-CAM: {a.predicted_class}",
                       "Seg-Grad-CAM" if a.seg_cam is not None else "no lesion predicted"]
@@ -204,10 +233,13 @@ def evaluate_explanations(samples, analyses, out_dir: Path, name: str) -> dict:
 EVALUATORS = {"classifier": evaluate_classifier, "segmenter": evaluate_segmenter, "explain": evaluate_explanations}
 TABLE_KEYS = {
     "classifier": ("n_images", "accuracy", "precision_normal", "recall_normal", "precision_benign", "recall_benign",
-                   "precision_malignant", "recall_malignant", "recall_bm", "macro_auc", "bm_auc", "ece"),
+                   "precision_malignant", "recall_malignant", "recall_bm", "macro_auc", "bm_auc", "ece",
+                   "ece_uncalibrated"),
     "segmenter": ("n_lesion_images", "dice", "iou", "dice_benign", "dice_malignant", "normal_fp_rate",
-                  "pixel_precision", "pixel_recall"),
-    "explain": ("n_lesion_images", "pointing_game_classifier", "pointing_game_segmenter", "segmenter_no_lesion_predicted"),
+                  "pixel_precision", "pixel_recall", "scans_suppressed_as_normal", "segmenter_alone_dice",
+                  "segmenter_alone_normal_fp_rate"),
+    "explain": ("n_lesion_images", "pointing_game_classifier", "pointing_game_segmenter", "segmenter_no_lesion_predicted",
+                "classifier_peak_in_border_off_lesion"),
 }
 
 
@@ -238,8 +270,13 @@ def main(argv=None):
     else:
         samples, name = samples_by_side()["test"], "busi-test"
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    analyses = analyse_all(Analyzer(), samples)
-    metrics = {"dataset": name, **EVALUATORS[args.task](samples, analyses, args.out_dir, name)}
+    analyzer = Analyzer()
+    analyses = analyse_all(analyzer, samples)
+    missing = [c for c in CLASSES if not any(s.label == c for s in samples)]
+    if missing:
+        print(f"note: {name} has no {', '.join(missing)} scans; metrics that need them are null")
+    metrics = {"dataset": name, "classes_missing": missing,
+               **EVALUATORS[args.task](samples, analyses, analyzer, args.out_dir, name)}
     (args.out_dir / f"{args.task}_{name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if args.json:
         flat = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}

@@ -11,19 +11,24 @@ validation lesion Dice is kept, then threshold and post-processing are chosen on
 
 from __future__ import annotations
 
+import itertools
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from inference.models import load_model
 from inference.postprocess import lesion_mask
+from training.arrays import load_arrays, subsample
 from training.busi import REPO_ROOT
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
 from training.finetune import (SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches, save_model,
                                train_dataset, training_parser)
 from training.metrics import dice_iou
+from training.split import samples_by_side
 
 BOTTLENECK_LAYER = "block15_out"
 DECODER_CHANNELS = {16: 128, 8: 64, 4: 32, 2: 16}
@@ -64,35 +69,54 @@ def dice_bce_loss(y_true, y_pred):
     return tf.reduce_mean(keras.losses.binary_crossentropy(y_true, y_pred, axis=(1, 2, 3))) + dice_loss
 
 
-def validation_scores(probs: np.ndarray, masks: np.ndarray, labels: np.ndarray, threshold: float,
-                      min_area: float = 0.0, largest_only: bool = False):
-    """(mean Dice over lesion scans, share of normal scans with any predicted lesion)."""
+def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float = 0.0,
+                      largest_only: bool = False, suppressed: np.ndarray | None = None):
+    """(mean Dice over lesion scans, share of normal scans with any predicted lesion). Scans marked
+    in `suppressed` (the classifier calls them normal) get an empty mask."""
     predicted = [lesion_mask(p, threshold, min_area, largest_only) for p in probs]
-    lesion = labels > 0
-    dice = np.mean([dice_iou(p, m > 0)[0] for p, m, l in zip(predicted, masks, lesion) if l])
+    if suppressed is not None:
+        predicted = [np.zeros_like(p) if s else p for p, s in zip(predicted, suppressed)]
+    lesion = val["labels"] > 0
+    dice = np.mean([dice_iou(p, m > 0)[0] for p, m, l in zip(predicted, val["masks"], lesion) if l])
     normal_fp = np.mean([p.any() for p, l in zip(predicted, lesion) if not l]) if (~lesion).any() else 0.0
     return float(dice), float(normal_fp)
 
 
-def choose_postprocessing(probs, val):
-    """Threshold, minimum component area (fraction of the image) and largest-component-only with the
-    best validation lesion Dice among those that flag at most MAX_NORMAL_FP_RATE of normal scans
-    (else the fewest flags)."""
+FULL_GRID = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_area_fraction": (0.0, 0.0025, 0.005, 0.01, 0.02)}
+EPOCH_GRID = {"threshold": (0.4, 0.5, 0.6), "min_area_fraction": (0.0, 0.01)}
+
+
+def choose_postprocessing(probs, val, calls_normal=None, grid=FULL_GRID):
+    """Post-processing with the best validation lesion Dice among those that flag at most
+    MAX_NORMAL_FP_RATE of normal scans (else the fewest flags): threshold, minimum component area
+    (fraction of the image), largest component only, and — when the classifier's validation verdicts
+    `calls_normal` are given — whether to draw no lesion on scans the classifier calls normal."""
     results = []
-    for threshold in (0.3, 0.4, 0.5, 0.6, 0.7):
-        for min_area in (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02):
-            for largest_only in (False, True):
-                dice, fp = validation_scores(probs, val["masks"], val["labels"], threshold, min_area, largest_only)
-                results.append({"threshold": threshold, "min_area_fraction": min_area, "largest_only": largest_only,
-                                "val_dice": dice, "val_normal_fp": fp})
+    gates = (False, True) if calls_normal is not None else (False,)
+    for threshold, min_area, largest_only, gate in itertools.product(
+            grid["threshold"], grid["min_area_fraction"], (False, True), gates):
+        dice, fp = validation_scores(probs, val, threshold, min_area, largest_only, calls_normal if gate else None)
+        results.append({"threshold": threshold, "min_area_fraction": min_area, "largest_only": largest_only,
+                        "suppress_when_classified_normal": gate, "val_dice": dice, "val_normal_fp": fp})
     allowed = [r for r in results if r["val_normal_fp"] <= MAX_NORMAL_FP_RATE]
     best = max(allowed, key=lambda r: r["val_dice"]) if allowed else min(results, key=lambda r: (r["val_normal_fp"], -r["val_dice"]))
     return best, results
 
 
+def classifier_verdicts(classifier: Path, samples) -> np.ndarray:
+    """Whether the shipped classifier calls each scan normal (what the serving pipeline will see)."""
+    loaded = load_model(str(classifier))
+    images = load_arrays(samples, loaded.config["input_size"])["images"]
+    fn = tf.function(lambda x: loaded.model(x, training=False))
+    return predict_in_batches(fn, images).argmax(axis=1) == loaded.config["classes"].index("normal")
+
+
 def main(argv=None):
-    args = training_parser(__doc__, size=256, head_epochs=2, epochs=24, batch_size=8, lr=3e-4,
-                           out=REPO_ROOT / "models" / "segmenter").parse_args(argv)
+    parser = training_parser(__doc__, size=256, head_epochs=2, epochs=24, batch_size=8, lr=3e-4,
+                             out=REPO_ROOT / "models" / "segmenter")
+    parser.add_argument("--classifier", type=Path, default=REPO_ROOT / "models" / "classifier",
+                        help="shipped classifier, to validate 'no lesion on scans it calls normal' ('' to skip)")
+    args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
     train, val = load_train_val(args.size, args.limit)
@@ -101,21 +125,27 @@ def main(argv=None):
     load_imagenet_weights(model)
     probs_fn = tf.function(lambda x: model(x, training=False))
 
+    calls_normal = None
+    if args.classifier and (args.classifier / "model.keras").exists():
+        calls_normal = classifier_verdicts(args.classifier, subsample(samples_by_side()["val"], args.limit))
+
     def evaluate():
+        """Epoch score: the best constrained validation Dice over a coarse post-processing grid."""
         probs = predict_in_batches(probs_fn, val["images"])[..., 0]
-        dice, normal_fp = validation_scores(probs, val["masks"], val["labels"], 0.5, 0.0)
-        return dice, {"lesion_dice": dice, "normal_fp": normal_fp}
+        best, _ = choose_postprocessing(probs, val, calls_normal, EPOCH_GRID)
+        penalty = 0.0 if best["val_normal_fp"] <= MAX_NORMAL_FP_RATE else best["val_normal_fp"]
+        raw_dice, raw_fp = validation_scores(probs, val, 0.5)
+        return best["val_dice"] - penalty, {"dice@0.5": raw_dice, "normal_fp@0.5": raw_fp,
+                                            "best_dice": best["val_dice"], "best_normal_fp": best["val_normal_fp"]}
 
     selector = SelectOnValidation(evaluate)
     train_ds = train_dataset(train["images"], train["masks"], args.batch_size, args.seed, targets_are_masks=True)
     fit_two_phases(model, train_ds, len(train["labels"]), dice_bce_loss, selector, args)
 
     val_probs = predict_in_batches(probs_fn, val["images"])[..., 0]
-    best, grid = choose_postprocessing(val_probs, val)
+    best, grid = choose_postprocessing(val_probs, val, calls_normal)
     best_epoch = selector.best_epoch
-    print(f"best epoch {best_epoch}; threshold {best['threshold']}, min area {best['min_area_fraction']}, "
-          f"largest only {best['largest_only']}: "
-          f"val dice {best['val_dice']:.3f}, normal FP {best['val_normal_fp']:.3f}", flush=True)
+    print(f"best epoch {best_epoch}; post-processing {best}", flush=True)
 
     save_model(lambda: build_segmenter(args.size), model, args.out, {
         "task": "segmentation",
@@ -127,6 +157,7 @@ def main(argv=None):
         "threshold": best["threshold"],
         "min_area_fraction": best["min_area_fraction"],
         "largest_only": best["largest_only"],
+        "suppress_when_classified_normal": best["suppress_when_classified_normal"],
         "training": {"seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "best_epoch": best_epoch,
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
