@@ -46,11 +46,14 @@ class ScanInput(gr.Image):
 
 
 def read_examples():
+    """Example files and captions "<ground truth> · BUSI #<number>" (all from the test split)."""
     with (EXAMPLES_DIR / "examples.csv").open() as f:
         rows = list(csv.DictReader(f))
-    return [str(EXAMPLES_DIR / r["file"]) for r in rows], [
-        f"{r['ground_truth']} — {r['source']} ({r['split']} split)" for r in rows
-    ]
+    captions = []
+    for r in rows:
+        number = re.search(r"\((\d+)\)", r["source"])
+        captions.append(f"{r['ground_truth']} · BUSI #{number[1]}" if number else f"{r['ground_truth']} · {r['file']}")
+    return [str(EXAMPLES_DIR / r["file"]) for r in rows], captions
 
 
 EXAMPLE_FILES, EXAMPLE_CAPTIONS = read_examples()
@@ -173,7 +176,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                       info=f"Validated default {default_threshold:.2f}")
                 opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity")
                 gallery = gr.Gallery(list(zip(EXAMPLE_FILES, EXAMPLE_CAPTIONS)), columns=3, allow_preview=False,
-                                     label="Examples from the BUSI test split — click one to analyse it",
+                                     label="Examples: BUSI test split, captioned with the ground truth — click one to analyse it",
                                      elem_id="examples", format="png")
             with gr.Column(scale=3):
                 notes = gr.Markdown(elem_id="notes")
