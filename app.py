@@ -10,17 +10,21 @@ Named endpoints for gradio_client: /analyze, /classify, /segment (see README).
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
-# Before gradio is imported: no analytics calls (offline), uploads in a private folder.
+# Before gradio is imported: no analytics calls (offline), uploads in a private folder removed at exit.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="busi-demo-"))
+if "GRADIO_TEMP_DIR" not in os.environ:
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="busi-demo-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 import gradio as gr
 from gradio.data_classes import FileData
@@ -166,7 +170,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
     with gr.Blocks(title="Breast ultrasound analysis", delete_cache=(600, 600)) as demo:
         gr.Markdown(f"# Breast ultrasound analysis\nClassify a breast ultrasound scan (normal / benign / "
                     f"malignant), segment the lesion, and see what each model looked at (Grad-CAM). {DISCLAIMER}")
-        state = gr.State()
+        state = gr.State(time_to_live=1800)  # a stored analysis (for re-rendering) lives 30 min at most
         with gr.Row():
             with gr.Column(scale=2):
                 scan = ScanInput(label="Ultrasound scan", type="filepath", image_mode=None,

@@ -30,7 +30,11 @@ from training.finetune import (SelectOnValidation, fit_two_phases, load_train_va
 from training.metrics import dice_iou
 from training.split import samples_by_side
 
-BOTTLENECK_LAYER = "block15_out"
+# Seg-Grad-CAM layer: the decoder's bottleneck stage (stride 16, after ReLU). Measured on the
+# validation lesion scans: the encoder's stride-32 maps (block15_out, block15_activation) come out
+# all zero after the ReLU on 89-94 of 95 scans, this layer never does and its peak lands on the
+# lesion in 97 % of them (pointing game).
+SEG_GRADCAM_LAYER = "decoder16_b_relu"
 DECODER_CHANNELS = {16: 128, 8: 64, 4: 32, 2: 16}
 MAX_NORMAL_FP_RATE = 0.10
 
@@ -153,7 +157,7 @@ def main(argv=None):
         "preprocessing": "greyscale scan stretched to input_size x input_size (bilinear), repeated to 3 "
                          "channels, raw 0..255; the model applies (x - 127) / 128 itself",
         "logits_layer": "mask_logits",
-        "gradcam_layer": BOTTLENECK_LAYER,
+        "gradcam_layer": SEG_GRADCAM_LAYER,
         "threshold": best["threshold"],
         "min_area_fraction": best["min_area_fraction"],
         "largest_only": best["largest_only"],
