@@ -62,6 +62,15 @@ def seed_segmenter(size: int = 256) -> LoadedModel:
     return LoadedModel(model, config, "seed architecture (random weights)", "")
 
 
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"{cpu}, {os.cpu_count()} CPU cores, {platform.system()}"
+
+
 def full_analysis(analyzer: Analyzer, data: bytes):
     """Everything a user gets: decode, both models, both Grad-CAMs, rendered overlays, statistics."""
     analysis = analyzer.analyze(data)
@@ -134,7 +143,7 @@ def main(argv=None):
     local = in_process(args.runs)
     server = served(args.requests)
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "machine": machine(),
         "analyze_p50_ms": local["ours"]["analyze"]["p50_ms"],
         "analyze_p95_ms": local["ours"]["analyze"]["p95_ms"],
         "seed_arch_analyze_p50_ms": local["seed_arch"]["analyze"]["p50_ms"],

@@ -3,7 +3,8 @@
     python -m bench.load_test [--calls 200] [--clients 16] [--out reports/load_test.json]
 
 Passes (exit 0) when every call succeeds, every answer names the same class as a single call on that
-scan, and the server's resident memory after the run is within 10 % of its memory after warm-up.
+scan, and the server's resident memory after the run is within 10 % of its memory after warm-up
+(one single call per example, then one round of `--clients` concurrent calls).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ def run(calls: int, clients: int) -> dict:
     files = example_files()
     with AppServer() as server:
         expected = {}
-        for path in files:  # single calls: the reference answers, and the warm-up
+        for path in files:  # single calls: the reference answers
             expected[path] = server.client().predict(server.file(path), api_name="/analyze")[4]["predicted_class"]
+        # Warm-up at the test's own concurrency, so thread pools and allocator arenas are in place.
+        call_concurrently(server, [files[i % len(files)] for i in range(clients)], clients)
         rss_warm = server.rss_mb()
         started = time.perf_counter()
         batch = [files[i % len(files)] for i in range(calls)]
