@@ -12,6 +12,7 @@ validation lesion Dice is kept, then threshold and post-processing are chosen on
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from training.split import samples_by_side
 SEG_GRADCAM_LAYER = "decoder16_b_relu"
 DECODER_CHANNELS = {16: 128, 8: 64, 4: 32, 2: 16}
 MAX_NORMAL_FP_RATE = 0.10
+POSTPROCESSING_KEYS = ("threshold", "min_area_fraction", "largest_only", "suppress_when_classified_normal")
 
 
 def _conv_bn_relu(x, channels, name):
@@ -107,12 +109,27 @@ def choose_postprocessing(probs, val, calls_normal=None, grid=FULL_GRID):
     return best, results
 
 
-def classifier_verdicts(classifier: Path, samples) -> np.ndarray:
-    """Whether the shipped classifier calls each scan normal (what the serving pipeline will see)."""
-    loaded = load_model(str(classifier))
-    images = load_arrays(samples, loaded.config["input_size"])["images"]
+def classifier_verdicts(args) -> np.ndarray | None:
+    """Whether the shipped classifier calls each validation scan normal (what serving will see);
+    None without a classifier."""
+    if not args.classifier or not (args.classifier / "model.keras").exists():
+        return None
+    loaded = load_model(str(args.classifier))
+    images = load_arrays(subsample(samples_by_side()["val"], args.limit), loaded.config["input_size"])["images"]
     fn = tf.function(lambda x: loaded.model(x, training=False))
     return predict_in_batches(fn, images).argmax(axis=1) == loaded.config["classes"].index("normal")
+
+
+def revalidate_postprocessing(args):
+    """Re-choose the post-processing of the model in `args.out` on validation, weights untouched."""
+    _, val = load_train_val(args.size, args.limit)
+    loaded = load_model(str(args.out))
+    probs = predict_in_batches(tf.function(lambda x: loaded.model(x, training=False)), val["images"])[..., 0]
+    best, grid = choose_postprocessing(probs, val, classifier_verdicts(args))
+    print(f"post-processing {best}", flush=True)
+    config = {**loaded.config, **{key: best[key] for key in POSTPROCESSING_KEYS}}
+    config["training"].update(val_dice=best["val_dice"], val_normal_fp=best["val_normal_fp"], postprocessing_grid=grid)
+    (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def main(argv=None):
@@ -120,7 +137,12 @@ def main(argv=None):
                              out=REPO_ROOT / "models" / "segmenter")
     parser.add_argument("--classifier", type=Path, default=REPO_ROOT / "models" / "classifier",
                         help="shipped classifier, to validate 'no lesion on scans it calls normal' ('' to skip)")
+    parser.add_argument("--postprocessing-only", action="store_true",
+                        help="keep the weights in --out; re-choose its post-processing on validation "
+                             "(after the classifier changed)")
     args = parser.parse_args(argv)
+    if args.postprocessing_only:
+        return revalidate_postprocessing(args)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
     train, val = load_train_val(args.size, args.limit)
@@ -129,9 +151,7 @@ def main(argv=None):
     load_imagenet_weights(model)
     probs_fn = tf.function(lambda x: model(x, training=False))
 
-    calls_normal = None
-    if args.classifier and (args.classifier / "model.keras").exists():
-        calls_normal = classifier_verdicts(args.classifier, subsample(samples_by_side()["val"], args.limit))
+    calls_normal = classifier_verdicts(args)
 
     def evaluate():
         """Epoch score: the best constrained validation Dice over a coarse post-processing grid."""
@@ -158,10 +178,7 @@ def main(argv=None):
                          "channels, raw 0..255; the model applies (x - 127) / 128 itself",
         "logits_layer": "mask_logits",
         "gradcam_layer": SEG_GRADCAM_LAYER,
-        "threshold": best["threshold"],
-        "min_area_fraction": best["min_area_fraction"],
-        "largest_only": best["largest_only"],
-        "suppress_when_classified_normal": best["suppress_when_classified_normal"],
+        **{key: best[key] for key in POSTPROCESSING_KEYS},
         "training": {"seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "best_epoch": best_epoch,
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
