@@ -112,9 +112,9 @@ class Handlers:
         }
 
     def render(self, analysis, explain, threshold, opacity):
-        """Re-draw every output from a stored analysis: no model runs."""
+        """Re-draw every output from a stored analysis: no model runs (nothing to do before one)."""
         if analysis is None:
-            raise gr.Error("Analyse a scan first.")
+            return tuple(gr.skip() for _ in range(7))
         explain = None if explain == EXPLAIN_CHOICES[0] else explain
         notes = "\n\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
         return (
@@ -174,7 +174,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=2):
                 scan = ScanInput(label="Ultrasound scan", type="filepath", image_mode=None,
-                                 sources=["upload", "clipboard"], format="png", height=360)
+                                 sources=["upload", "clipboard"], format="png", height=360, elem_id="scan")
                 run = gr.Button("Analyse", variant="primary")
                 threshold = gr.Slider(0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold",
                                       info=f"Validated default {default_threshold:.2f}")

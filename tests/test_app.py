@@ -50,6 +50,10 @@ def test_uploads_are_deleted_and_examples_kept(handlers, examples, tmp_path):
     assert examples[0][0].exists()
 
 
+def test_sliders_before_any_analysis_change_nothing(handlers):
+    assert all(isinstance(update, dict) and update.get("__type__") == "update" for update in handlers.render(None, "normal", 0.5, 0.5))
+
+
 def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
     state, *_ = handlers.analyze(upload_copy(examples[4][0], tmp_path))
     label, class_cam, overlay, mask, report, seg_cam, notes = handlers.render(state, "normal", 0.2, 0.8)
@@ -130,6 +134,14 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         page.get_by_role("tab", name="Classification").click()
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
+
+        # A file that is not an image: a readable message, no stack trace, and the page keeps working.
+        bad = tmp_path / "notes.png"
+        bad.write_bytes(b"this is a text file, not a scan")
+        page.locator("#scan input[type=file]").set_input_files(str(bad))
+        expect(page.get_by_text("not an image Pillow can read").first).to_be_visible(timeout=30_000)
+        assert "Traceback" not in page.content()
+        page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOT"):
