@@ -105,7 +105,7 @@ def in_process(runs: int) -> dict:
         x_c = np.zeros((1, c["input_size"], c["input_size"], 3), np.float32) + 64
         x_s = np.zeros((1, s["input_size"], s["input_size"], 3), np.float32) + 64
         results[name] = {
-            "analyze": time_calls(lambda data: full_analysis(analyzer, data), scans, runs),
+            "analyze": time_calls(lambda data, analyzer=analyzer: full_analysis(analyzer, data), scans, runs),
             "classifier_with_gradcam": time_calls(analyzer.classifier_cam, [x_c], runs),
             "segmenter_with_seg_gradcam": time_calls(analyzer.segmenter_cam, [x_s], runs),
             "parameters": {"classifier": analyzer.classifier.model.count_params(),
@@ -167,7 +167,7 @@ def print_table(report: dict):
         ("parameters (classifier + segmenter)", f"{sum(ours['parameters'].values()) / 1e6:.1f} M",
          f"{sum(seed['parameters'].values()) / 1e6:.1f} M"),
     ]
-    print(f"\n| measure | ours | seed architecture |\n|---|---|---|")
+    print("\n| measure | ours | seed architecture |\n|---|---|---|")
     for name, a, b in rows:
         print(f"| {name} | {a} | {b} |")
     print(f"\nspeed-up {report['speedup_vs_seed']}x; cold start {report['cold_start_s']} s; "

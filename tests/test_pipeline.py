@@ -35,7 +35,7 @@ def test_lesions_are_found_where_the_truth_is(analyzer, examples):
 
 
 def test_lesion_scans_get_a_seg_gradcam_and_stats(analyzer, examples):
-    for path, truth in examples:
+    for path, _ in examples:
         analysis = analyzer.analyze(path)
         stats = analysis.lesion_stats()
         if analysis.suppressed_as_normal:
