@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MIN_SIDE = 32
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = 16_000_000  # 4000 x 4000: far above any ultrasound; a 36 MP scan took 15 s and 3.7 GB here
 MAX_BYTES = 50 * 1024 * 1024
 COLOUR_SPREAD = 40
 COLOUR_FRACTION = 0.05
