@@ -30,7 +30,7 @@ if "GRADIO_TEMP_DIR" not in os.environ:
 import gradio as gr
 from gradio.data_classes import FileData
 
-from inference.decode import ScanError
+from inference.decode import MAX_BYTES, ScanError
 from inference.pipeline import Analyzer
 
 HERE = Path(__file__).resolve().parent
@@ -251,6 +251,7 @@ def main(argv=None):
         mcp_server=True if args.mcp else None,
         theme=gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
         ssr_mode=False,
+        max_file_size=MAX_BYTES,  # Gradio refuses bigger uploads before they reach the decoder
     )
 
 
