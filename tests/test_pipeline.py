@@ -68,3 +68,24 @@ def test_normal_examples_show_no_lesion(analyzer, examples):
     """The validated rule set: on the normal examples the pipeline draws no lesion."""
     flagged = [analyzer.analyze(p).mask().any() for p, truth in examples if truth == "normal"]
     assert sum(flagged) <= 1, flagged
+
+
+def test_one_forward_pass_per_model_per_request(analyzer, examples, monkeypatch):
+    """Prediction and Grad-CAM come from the same pass; re-rendering runs no model at all."""
+    calls = {"classifier": 0, "segmenter": 0}
+    for name, explainer in (("classifier", analyzer.classifier_cam), ("segmenter", analyzer.segmenter_cam)):
+        original = explainer._run
+
+        def counted(images, name=name, original=original):
+            calls[name] += 1
+            return original(images)
+
+        monkeypatch.setattr(explainer, "_run", counted)
+    analysis = analyzer.analyze(examples[0][0])
+    assert calls == {"classifier": 1, "segmenter": 1}
+    for class_name in analysis.classes:
+        analysis.class_overlay(class_name, 0.3)
+    analysis.mask_overlay(0.2, 0.9)
+    analysis.seg_cam_overlay()
+    analysis.lesion_stats(0.6)
+    assert calls == {"classifier": 1, "segmenter": 1}
