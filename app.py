@@ -180,9 +180,6 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 threshold = gr.Slider(0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold",
                                       info=f"Validated default {default_threshold:.2f}")
                 opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity")
-                gallery = gr.Gallery(list(zip(EXAMPLE_FILES, EXAMPLE_CAPTIONS)), columns=3, allow_preview=False,
-                                     label="Examples: BUSI test split, captioned with the ground truth — click one to analyse it",
-                                     elem_id="examples", format="png")
             with gr.Column(scale=3):
                 notes = gr.Markdown(elem_id="notes")
                 with gr.Tabs():
@@ -198,6 +195,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         details = gr.JSON(label="Lesion statistics and report")
                     with gr.Tab("About"):
                         gr.Markdown(about_text(analyzer))
+        gallery = gr.Gallery(list(zip(EXAMPLE_FILES, EXAMPLE_CAPTIONS)), columns=5, allow_preview=False,
+                             label="Examples from the BUSI test split, captioned with the ground truth — click one to analyse it",
+                             elem_id="examples", format="png", height="auto")
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
         triggers = [scan, explain, threshold, opacity]
