@@ -102,11 +102,11 @@ class Handlers:
         return analysis
 
     @staticmethod
-    def report(analysis, threshold) -> dict:
+    def report(analysis, threshold=None) -> dict:
         return {
             "predicted_class": analysis.predicted_class,
             "probabilities": analysis.probability_dict(),
-            "threshold": threshold,
+            "threshold": analysis.threshold if threshold is None else threshold,
             "lesion": analysis.lesion_stats(threshold),
             "warnings": analysis.warnings,
             "notes": analysis.notes,
@@ -115,7 +115,7 @@ class Handlers:
     def render(self, analysis, explain, threshold, opacity):
         """Re-draw every output from a stored analysis: no model runs (nothing to do before one)."""
         if analysis is None:
-            return tuple(gr.skip() for _ in range(7))
+            return (gr.skip(),) * 7  # one per rendered output
         explain = None if explain == EXPLAIN_CHOICES[0] else explain
         notes = "\n\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
         return (
@@ -140,7 +140,6 @@ class Handlers:
             probabilities, Grad-CAM overlay, lesion overlay, lesion mask (PNG 0/255), report (JSON), Seg-Grad-CAM overlay, notes.
         """
         analysis = self._analysis(path)
-        threshold = analysis.threshold if threshold is None else threshold
         return (analysis, *self.render(analysis, explain, threshold, opacity))
 
     def classify(self, path):
@@ -161,7 +160,6 @@ class Handlers:
             the lesion mask (PNG, 0/255, the scan's size) and a report with count, area and bounding box.
         """
         analysis = self._analysis(path)
-        threshold = analysis.threshold if threshold is None else threshold
         return analysis.mask_png(threshold), self.report(analysis, threshold)
 
 
@@ -200,14 +198,13 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                              elem_id="examples", format="png", height="auto")
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
-        triggers = [scan, explain, threshold, opacity]
-        run.click(handlers.analyze, triggers, [state, *outputs], api_name="analyze")
-        scan.upload(handlers.analyze, triggers, [state, *outputs], api_visibility="private")
+        settings = [explain, threshold, opacity]
+        run.click(handlers.analyze, [scan, *settings], [state, *outputs], api_name="analyze")
+        scan.upload(handlers.analyze, [scan, *settings], [state, *outputs], api_visibility="private")
         gallery.select(pick_example, None, scan, api_visibility="private").then(
-            handlers.analyze, triggers, [state, *outputs], api_visibility="private")
-        for control in (threshold, opacity):
-            control.release(handlers.render, [state, explain, threshold, opacity], outputs, api_visibility="private")
-        explain.change(handlers.render, [state, explain, threshold, opacity], outputs, api_visibility="private")
+            handlers.analyze, [scan, *settings], [state, *outputs], api_visibility="private")
+        gr.on([threshold.release, opacity.release, explain.change], handlers.render, [state, *settings], outputs,
+              api_visibility="private")
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs.
         gr.Button(visible=False).click(handlers.classify, scan, label, api_name="classify")
         gr.Button(visible=False).click(handlers.segment, [scan, threshold], [mask, details], api_name="segment")

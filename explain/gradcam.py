@@ -28,7 +28,6 @@ class GradCAM:
     """Maps of `layer` for the target scores that `targets` derives from the `logits_layer` output."""
 
     def __init__(self, model: keras.Model, layer: str, logits_layer: str):
-        self.layer = layer
         self.gradient_model = keras.Model(
             model.inputs, [model.get_layer(layer).output, model.get_layer(logits_layer).output]
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import sys
 from pathlib import Path
 
@@ -17,10 +16,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from inference.decode import ScanError
+from inference.files import is_image_file, mask_owner
 from inference.pipeline import Analyzer
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
-MASK_STEM = re.compile(r"_mask(_\d+)?$")
 COLUMNS = ["file", "predicted_class", "p_normal", "p_benign", "p_malignant",
            "lesion_count", "lesion_area_px", "lesion_area_percent", "warnings"]
 
@@ -30,8 +28,7 @@ def find_scans(paths: list[str]) -> list[Path]:
     found = []
     for given in map(Path, paths):
         if given.is_dir():
-            found += sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                            and not MASK_STEM.search(p.stem))
+            found += sorted(p for p in given.rglob("*") if p.is_file() and is_image_file(p) and mask_owner(p) is None)
         else:
             found.append(given)
     return found

@@ -34,18 +34,21 @@ class ScanError(ValueError):
     """The input cannot be analysed; the message says why, in words meant for the user."""
 
 
+def _check_bytes(size: int):
+    if size > MAX_BYTES:
+        raise ScanError(f"The file is {size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+
+
 def _read_bytes(source) -> bytes:
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
+        _check_bytes(len(data))
     else:
         path = Path(source)
         if not path.is_file():
             raise ScanError(f"No file at {path.name!r}.")
-        if path.stat().st_size > MAX_BYTES:
-            raise ScanError(f"The file is {path.stat().st_size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
+        _check_bytes(path.stat().st_size)  # before reading it into memory
         data = path.read_bytes()
-    if len(data) > MAX_BYTES:
-        raise ScanError(f"The file is {len(data) / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB.")
     if not data:
         raise ScanError("The file is empty.")
     return data

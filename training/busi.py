@@ -7,16 +7,15 @@ repository root). Any file names work, not only "benign (N).png".
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from inference.files import is_image_file, mask_owner
+
 CLASSES = ("normal", "benign", "malignant")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-MASK_STEM = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,10 +46,6 @@ class Sample:
         return CLASSES.index(self.label)
 
 
-def is_mask_file(path: Path) -> bool:
-    return MASK_STEM.match(path.stem) is not None
-
-
 def list_samples(root: Path | None = None, classes: tuple[str, ...] = CLASSES) -> list[Sample]:
     """All scans under `root`, sorted by class then file name; class folders that are absent are skipped."""
     root = Path(root) if root is not None else busi_dir()
@@ -61,14 +56,14 @@ def list_samples(root: Path | None = None, classes: tuple[str, ...] = CLASSES) -
         folder = root / label
         if not folder.is_dir():
             continue
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in folder.iterdir() if is_image_file(p))
         masks: dict[str, list[Path]] = {}
         for p in files:
-            match = MASK_STEM.match(p.stem)
-            if match:
-                masks.setdefault(match["stem"], []).append(p)
+            owner = mask_owner(p)
+            if owner is not None:
+                masks.setdefault(owner, []).append(p)
         for p in files:
-            if not is_mask_file(p):
+            if mask_owner(p) is None:
                 samples.append(Sample(p, label, tuple(sorted(masks.get(p.stem, []))), root))
     if not samples:
         raise FileNotFoundError(f"no scans found in {root} (expected folders {', '.join(classes)})")

@@ -28,7 +28,7 @@ from explain.overlay import heatmap_overlay, mask_overlay, upsample
 from inference.pipeline import Analyzer
 from training.busi import CLASSES, REPO_ROOT, list_samples, load_mask
 from training.metrics import (BENIGN, MALIGNANT, bootstrap_ci, classification_metrics, dice_iou,
-                              expected_calibration_error)
+                              expected_calibration_error, reliability_bins)
 from training.split import samples_by_side
 
 POINTING_DILATION_PX = 10
@@ -75,11 +75,8 @@ def plot_confusion(matrix, path):
 
 
 def plot_reliability(probs, labels, path, bins=10):
-    confidence, correct = probs.max(1), probs.argmax(1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    accuracy = [correct[which == b].mean() if (which == b).any() else np.nan for b in range(bins)]
+    centres = (np.arange(bins) + 0.5) / bins
+    accuracy = [accuracy for _, accuracy, _ in reliability_bins(probs, labels, bins)]
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.bar(centres, accuracy, width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy in bin")
@@ -188,8 +185,9 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
     for i in lesion:
         a = analyses[i]
         predicted = a.classes.index(a.predicted_class)
-        classifier_hits.append(peak_inside(a.class_cams[predicted], truths[i]))
-        border.append(peak_in_border(a.class_cams[predicted], truths[i].shape) and not peak_inside(a.class_cams[predicted], truths[i]))
+        inside = peak_inside(a.class_cams[predicted], truths[i])
+        classifier_hits.append(inside)
+        border.append(not inside and peak_in_border(a.class_cams[predicted], truths[i].shape))
         if a.seg_cam is None:
             no_map += 1
             segmenter_hits.append(False)  # the segmenter predicted no lesion: counted as a miss

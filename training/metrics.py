@@ -15,18 +15,19 @@ CLASSES = ("normal", "benign", "malignant")
 BENIGN, MALIGNANT = 1, 2
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Top-label ECE: bin by confidence, weight |accuracy - confidence| by bin size."""
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int) -> list[tuple[float, float, float]]:
+    """Per equal-width confidence bin: (share of scans, accuracy, mean confidence); NaN when empty."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
+    which = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+    return [(float((which == b).mean()), float(correct[which == b].mean()), float(confidence[which == b].mean()))
+            if (which == b).any() else (0.0, np.nan, np.nan) for b in range(bins)]
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: |accuracy - confidence| per confidence bin, weighted by bin size."""
+    return float(sum(share * abs(accuracy - confidence)
+                     for share, accuracy, confidence in reliability_bins(probs, labels, bins) if share))
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

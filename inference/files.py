@@ -1,0 +1,20 @@
+"""Which files are scans: the image suffixes we read and BUSI's ground-truth mask naming
+(`<stem>_mask.png`, `<stem>_mask_1.png`, …), shared by the batch command and the dataset reader."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+MASK_STEM = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def mask_owner(path: Path) -> str | None:
+    """The stem of the scan a mask file belongs to, or None when `path` is not a mask file."""
+    match = MASK_STEM.match(path.stem)
+    return match["stem"] if match else None
