@@ -1,9 +1,11 @@
 """Evaluate the shipped models through the serving pipeline (decode -> preprocess -> model ->
 postprocess), so the numbers describe exactly what users get.
 
-    python -m training.evaluate classifier|segmenter|explain [--data DIR] [--json PATH] [--out-dir reports]
+    python -m training.evaluate classifier|segmenter|explain [--side test|val | --data DIR] [--json PATH]
+                                                             [--out-dir reports]
 
-Default data: the test side of the committed split (read only here, never during training). With
+Default data: the test side of the committed split (read only here, never during training).
+`--side val` measures the validation side instead, to choose between candidate models. With
 `--data DIR`: every scan of any BUSI-layout folder; classes it lacks make their metrics null.
 Writes `<out-dir>/<task>_<dataset>.json` and PNG figures, prints a table; `--json PATH` also writes
 the flat headline numbers.
@@ -258,7 +260,9 @@ def print_table(task, metrics):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=sorted(EVALUATORS))
-    parser.add_argument("--data", type=Path, help="a BUSI-layout folder: evaluate on all of its scans")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--side", choices=("test", "val"), default="test", help="a side of the committed split")
+    data.add_argument("--data", type=Path, help="a BUSI-layout folder: evaluate on all of its scans")
     parser.add_argument("--json", type=Path, help="also write the flat headline numbers here")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports")
     args = parser.parse_args(argv)
@@ -266,7 +270,7 @@ def main(argv=None):
     if args.data:
         samples, name = list_samples(args.data), args.data.resolve().name
     else:
-        samples, name = samples_by_side()["test"], "busi-test"
+        samples, name = samples_by_side()[args.side], f"busi-{args.side}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     analyzer = Analyzer()
     analyses = analyse_all(analyzer, samples)

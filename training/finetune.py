@@ -18,11 +18,11 @@ from training.split import samples_by_side
 FROZEN_PREFIXES = ("stem_", "block0_", "block1_", "block2_")
 
 
-def augment(images, masks=None):
-    """Random crop (80-100 % of the side), horizontal flip, gain and offset. Masks, if given, get
-    the same geometry. No vertical flip: the transducer is always at the top of a scan."""
+def augment(images, masks):
+    """Random crop (80-100 % of the side), horizontal flip, gain and offset; the masks get the same
+    geometry. No vertical flip: the transducer is always at the top of a scan."""
     batch, size = tf.shape(images)[0], images.shape[1]
-    stacked = images if masks is None else tf.concat([images, masks[..., None]], axis=-1)
+    stacked = tf.concat([images, masks[..., None]], axis=-1)
     stacked = tf.image.random_flip_left_right(stacked)
     scale = tf.random.uniform([batch], 0.8, 1.0)
     offset_y = tf.random.uniform([batch], 0, 1) * (1 - scale)
@@ -32,21 +32,18 @@ def augment(images, masks=None):
     gain = tf.random.uniform([batch, 1, 1, 1], 0.8, 1.2)
     bias = tf.random.uniform([batch, 1, 1, 1], -20, 20)
     images = tf.clip_by_value(stacked[..., :3] * gain + bias, 0, 255)
-    if masks is None:
-        return images
     return images, tf.cast(stacked[..., 3:] > 0.5, tf.float32)
 
 
-def train_dataset(images, targets, batch_size, seed, targets_are_masks):
-    """Shuffled, augmented float batches of (images, targets)."""
-    ds = tf.data.Dataset.from_tensor_slices((images, targets))
-    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+def train_dataset(arrays: dict, batch_size: int, seed: int, targets):
+    """Shuffled, augmented float batches of `(images, *targets(masks, labels))`: scans and lesion masks
+    share one random geometry, and `targets` turns them into what the model's losses expect."""
+    ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"]))
+    ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
 
-    def prepare(x, y):
-        x = tf.cast(x, tf.float32)
-        if targets_are_masks:
-            return augment(x, tf.cast(y, tf.float32))
-        return augment(x), y
+    def prepare(images, masks, labels):
+        images, masks = augment(tf.cast(images, tf.float32), tf.cast(masks, tf.float32))
+        return (images, *targets(masks, labels))
 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -61,9 +58,12 @@ def set_trainable(model: keras.Model, backbone: bool):
             layer.trainable = backbone and not isinstance(layer, layers.BatchNormalization)
 
 
-def predict_in_batches(fn, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(images[i : i + batch_size].astype(np.float32)))
-                           for i in range(0, len(images), batch_size)])
+def predict_in_batches(fn, images: np.ndarray, batch_size: int = 32):
+    """`fn` over `images` in batches; its output (an array, or a tuple of them) concatenated."""
+    batches = [fn(images[i : i + batch_size].astype(np.float32)) for i in range(0, len(images), batch_size)]
+    if isinstance(batches[0], (tuple, list)):
+        return tuple(np.concatenate([np.asarray(b[k]) for b in batches]) for k in range(len(batches[0])))
+    return np.concatenate([np.asarray(b) for b in batches])
 
 
 def save_model(build, model: keras.Model, out: Path, config: dict):

@@ -1,13 +1,15 @@
 """Train the normal/benign/malignant classifier: ImageNet EfficientNet-Lite0, fine-tuned on BUSI.
 
 Two phases on the train side: a few epochs of the new head alone, then blocks 3..15 and the head
-together with a cosine-decayed learning rate. BatchNorm stays in inference mode (batches of 16 are
+together with a cosine-decayed learning rate. On lesion scans a second loss (weight
+`--attention-weight`) asks the benign and malignant class-activation maps to peak on the lesion: the
+model is taught to take its evidence from the lesion, not from text, calipers or the image frame. BatchNorm stays in inference mode (batches of 16 are
 too small to re-estimate its statistics) and the stride-2/4 stem is frozen, which also saves time on
 2 CPU cores. Class imbalance: inverse-frequency class weights. The epoch with the best validation
 score (mean of Recall_BM and macro AUC) is kept; the test side is never read here. A temperature is
 then fitted on validation logits.
 
-    python -m training.train_classifier [--epochs 16] [--seed 7] [--out models/classifier]
+    python -m training.train_classifier [--epochs 16] [--seed 7] [--attention-weight W] [--out models/classifier]
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+from scipy import ndimage
 
 from training.busi import CLASSES, REPO_ROOT
+from training.efficientnet_lite import encoder_features, load_imagenet_weights
 from training.finetune import (SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches, save_model,
                                train_dataset, training_parser)
-from training.efficientnet_lite import encoder_features, load_imagenet_weights
-from training.metrics import calibrated, classification_metrics, expected_calibration_error, fit_temperature
+from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error,
+                              fit_temperature)
 
 GRADCAM_LAYER = "top_activation"
+FEATURE_STRIDE = 32  # input pixels per cell of GRADCAM_LAYER
+LESION_CLASSES = tf.constant([float(c in (BENIGN, MALIGNANT)) for c in range(len(CLASSES))])
 
 
 def build_classifier(size: int) -> keras.Model:
@@ -38,34 +44,86 @@ def build_classifier(size: int) -> keras.Model:
     return keras.Model(image, probs, name="busi_classifier")
 
 
+def with_class_maps(model: keras.Model) -> keras.Model:
+    """Training view of the classifier that also outputs `cells`: the logits layer applied at every
+    cell of the Grad-CAM layer. With a global-average-pool -> dense head that is the class-activation
+    map, which Grad-CAM reproduces up to a positive scale and a constant (the bias)."""
+    cells = model.get_layer("logits")(model.get_layer(GRADCAM_LAYER).output)
+    return keras.Model(model.input, {"probs": model.output, "cells": cells})
+
+
+def lesion_cells(masks: tf.Tensor) -> tf.Tensor:
+    """(B, S, S, 1) lesion masks -> (B, S/32, S/32, 1) 0/1: the feature-map cells holding at least
+    half as much lesion as the fullest cell, so even a small lesion has one. All 0 without a lesion."""
+    coverage = tf.nn.avg_pool2d(masks, FEATURE_STRIDE, FEATURE_STRIDE, "VALID")
+    fullest = tf.reduce_max(coverage, axis=(1, 2, 3), keepdims=True)
+    return tf.cast((coverage >= 0.5 * fullest) & (fullest > 0), tf.float32)
+
+
+def lesion_attention_loss(weight: float):
+    """Per scan, `weight` x -log(share of each lesion class's spatial-softmax map on the lesion cells),
+    summed over benign and malignant; 0 on scans without a lesion."""
+
+    def loss(target_cells, cell_logits):
+        batch = tf.shape(cell_logits)[0]
+        log_share = tf.nn.log_softmax(tf.reshape(cell_logits, [batch, -1, len(CLASSES)]), axis=1)
+        target = tf.reshape(target_cells, [batch, -1, 1])
+        on_lesion = tf.reduce_logsumexp(tf.where(target > 0, log_share, -1e9), axis=1)  # (B, classes)
+        has_lesion = tf.reduce_max(target, axis=1) > 0
+        return weight * tf.reduce_sum(tf.where(has_lesion, -on_lesion, 0.0) * LESION_CLASSES, axis=-1)
+
+    return loss
+
+
+def pointing_game_224(cells: np.ndarray, probs: np.ndarray, masks: np.ndarray, margin_px: int = 4) -> float:
+    """Training-time estimate of the pointing game at the model's input size: share of lesion scans
+    whose predicted class's map, upsampled bilinearly, peaks inside the dilated lesion mask."""
+    lesion = np.flatnonzero(masks.any(axis=(1, 2)))
+    size = masks.shape[1]
+    predicted = probs.argmax(axis=1)
+    maps = tf.image.resize(cells[lesion, :, :, predicted[lesion]][..., None], [size, size]).numpy()[..., 0]
+    hits = [ndimage.binary_dilation(masks[i], iterations=margin_px)[np.unravel_index(np.argmax(m), m.shape)]
+            for i, m in zip(lesion, maps)]
+    return float(np.mean(hits))
+
+
 def class_weights(labels):
     counts = np.bincount(labels, minlength=len(CLASSES))
     return {c: float(len(labels) / (len(CLASSES) * counts[c])) for c in range(len(CLASSES))}
 
 
 def main(argv=None):
-    args = training_parser(__doc__, size=224, head_epochs=3, epochs=16, batch_size=16, lr=3e-4,
-                           out=REPO_ROOT / "models" / "classifier").parse_args(argv)
+    parser = training_parser(__doc__, size=224, head_epochs=3, epochs=16, batch_size=16, lr=3e-4,
+                           out=REPO_ROOT / "models" / "classifier")
+    parser.add_argument("--attention-weight", type=float, default=0.0,
+                        help="weight of the loss that asks the lesion classes' maps to peak on the lesion")
+    args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
     train, val = load_train_val(args.size, args.limit)
 
     model = build_classifier(args.size)
     load_imagenet_weights(model)
-    logits_model = keras.Model(model.input, model.get_layer("logits").output)
-    logits_fn = tf.function(lambda x: logits_model(x, training=False))
+    trainer = with_class_maps(model)
+    logits_model = keras.Model(model.input, [model.get_layer("logits").output, trainer.output["cells"]])
+    logits_fn = tf.function(lambda x: tuple(logits_model(x, training=False)))
 
     def evaluate():
-        m = classification_metrics(calibrated(predict_in_batches(logits_fn, val["images"]), 1.0), val["labels"])
+        logits, cells = predict_in_batches(logits_fn, val["images"])
+        probs = calibrated(logits, 1.0)
+        m = classification_metrics(probs, val["labels"])
         keys = ("accuracy", "recall_bm", "recall_malignant", "macro_auc")
-        return (m["recall_bm"] + m["macro_auc"]) / 2, {k: m[k] for k in keys}
+        return (m["recall_bm"] + m["macro_auc"]) / 2, {**{k: m[k] for k in keys},
+                                                       "pointing_224": pointing_game_224(cells, probs, val["masks"])}
 
     selector = SelectOnValidation(evaluate)
-    train_ds = train_dataset(train["images"], train["labels"], args.batch_size, args.seed, targets_are_masks=False)
-    fit_two_phases(model, train_ds, len(train["labels"]), keras.losses.SparseCategoricalCrossentropy(), selector,
-                   args, class_weight=class_weights(train["labels"]))
+    weight_of = tf.constant(list(class_weights(train["labels"]).values()))
+    train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels: (
+        {"probs": labels, "cells": lesion_cells(masks)}, tf.gather(weight_of, labels)))
+    losses = {"probs": keras.losses.SparseCategoricalCrossentropy(), "cells": lesion_attention_loss(args.attention_weight)}
+    fit_two_phases(trainer, train_ds, len(train["labels"]), losses, selector, args)
 
-    val_logits = predict_in_batches(logits_fn, val["images"])
+    val_logits = predict_in_batches(logits_fn, val["images"])[0]
     temperature = fit_temperature(val_logits, val["labels"])
     ece_before = expected_calibration_error(calibrated(val_logits, 1.0), val["labels"])
     ece_after = expected_calibration_error(calibrated(val_logits, temperature), val["labels"])
@@ -83,7 +141,8 @@ def main(argv=None):
         "gradcam_layer": GRADCAM_LAYER,
         "temperature": temperature,
         "training": {"seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
-                     "batch_size": args.batch_size, "lr": args.lr, "best_epoch": best_epoch,
+                     "batch_size": args.batch_size, "lr": args.lr,
+                     "attention_weight": args.attention_weight, "best_epoch": best_epoch,
                      "val_ece_before": ece_before, "val_ece_after": ece_after,
                      "minutes": round((time.time() - started) / 60, 1), "history": selector.history},
     })

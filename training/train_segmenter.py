@@ -163,7 +163,7 @@ def main(argv=None):
                                             "best_dice": best["val_dice"], "best_normal_fp": best["val_normal_fp"]}
 
     selector = SelectOnValidation(evaluate)
-    train_ds = train_dataset(train["images"], train["masks"], args.batch_size, args.seed, targets_are_masks=True)
+    train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels: (masks,))
     fit_two_phases(model, train_ds, len(train["labels"]), dice_bce_loss, selector, args)
 
     val_probs = predict_in_batches(probs_fn, val["images"])[..., 0]
