@@ -95,7 +95,7 @@ def class_weights(labels):
 def main(argv=None):
     parser = training_parser(__doc__, size=224, head_epochs=3, epochs=16, batch_size=16, lr=3e-4,
                            out=REPO_ROOT / "models" / "classifier")
-    parser.add_argument("--attention-weight", type=float, default=0.0,
+    parser.add_argument("--attention-weight", type=float, default=0.3,
                         help="weight of the loss that asks the lesion classes' maps to peak on the lesion")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
