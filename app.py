@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import csv
+import ctypes
 import hashlib
 import logging
 import os
@@ -26,6 +28,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "GRADIO_TEMP_DIR" not in os.environ:
     os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="busi-demo-")
     atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives busy threads their own heap arenas and seldom hands their freed pages back. Gradio
+    renders every request on some thread of a large pool, so image buffers freed in one arena are not
+    reused by the next request and resident memory creeps up; few arenas keep it down
+    (`python -m bench.load_test`). Same as MALLOC_ARENA_MAX; does nothing off glibc."""
+    m_arena_max = -8  # from glibc's malloc.h
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
+
+
+limit_malloc_arenas()  # before TensorFlow and Gradio start their threads
 
 import gradio as gr
 from gradio.data_classes import FileData

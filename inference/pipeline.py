@@ -8,6 +8,7 @@ mask threshold, other opacity) without running a model again.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,7 +81,13 @@ class Analysis:
 
 
 class Analyzer:
-    """Both models and their explainers, loaded once; `analyze` is safe to call from many threads."""
+    """Both models and their explainers, loaded once; `analyze` is safe to call from many threads.
+
+    The models always run on the same `model_threads` threads, whichever thread calls: TensorFlow and
+    oneDNN keep per-thread caches, so a server that calls from a pool of dozens of threads would
+    otherwise pay that memory dozens of times over."""
+
+    model_threads = 2
 
     def __init__(self, classifier: LoadedModel | None = None, segmenter: LoadedModel | None = None, warm_up: bool = True):
         self.classifier = classifier or load_model(source_for("classifier"))
@@ -89,8 +96,15 @@ class Analyzer:
         self.classes = list(c["classes"])
         self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"])
         self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"], s["threshold"])
+        self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
         if warm_up:
             self.analyze(np.full((256, 256), 64, dtype=np.uint8))
+
+    def _run_models(self, gray: np.ndarray):
+        """Both forward passes, each with its Grad-CAM: ((logits, class maps), (mask logits, Seg-Grad-CAM))."""
+        c, s = self.classifier.config, self.segmenter.config
+        return (self.classifier_cam(to_model_input(gray, c["input_size"])[None]),
+                self.segmenter_cam(to_model_input(gray, s["input_size"])[None]))
 
     def analyze(self, source) -> Analysis:
         """Bytes, a path or an image array -> Analysis; raises inference.decode.ScanError on bad input."""
@@ -98,10 +112,8 @@ class Analyzer:
         height, width = gray.shape
         c, s = self.classifier.config, self.segmenter.config
 
-        logits, class_cams = self.classifier_cam(to_model_input(gray, c["input_size"])[None])
+        (logits, class_cams), (mask_logits, seg_cams) = self._model_pool.submit(self._run_models, gray).result()
         probabilities = softmax(logits[0] / c["temperature"])
-
-        mask_logits, seg_cams = self.segmenter_cam(to_model_input(gray, s["input_size"])[None])
         analysis = Analysis(
             gray=gray, warnings=warnings, classes=self.classes, probabilities=probabilities,
             class_cams=class_cams[0], lesion_probs=upsample(expit(mask_logits[0, ..., 0]), height, width),
