@@ -241,7 +241,9 @@ def about_text(analyzer: Analyzer) -> str:
 **Models.** An EfficientNet-Lite0 classifier (ImageNet-pretrained, fine-tuned on BUSI, probabilities
 calibrated by temperature scaling) and a U-Net segmenter with the same pretrained encoder. Grad-CAM
 explains the chosen class's pre-softmax score; Seg-Grad-CAM explains the summed logits of the
-predicted lesion.
+predicted lesion. The classifier was trained to take its benign/malignant evidence from the lesion
+(its training masks asked those maps to peak there), so a map on the lesion is expected, and a map
+elsewhere is worth a second look.
 
 **Data.** BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of breast ultrasound images.*
 Data in Brief 28 (2020) 104863. Split by patient-scan duplicate groups so the test side shares no
