@@ -166,10 +166,10 @@ def peak(cam, shape) -> tuple[int, int]:
     return np.unravel_index(np.argmax(heat), heat.shape)
 
 
-def peak_inside(cam, truth) -> bool:
+def peak_inside(cam, truth, dilation_px: int = POINTING_DILATION_PX) -> bool:
     """Pointing game: is the map's maximum inside the (dilated) true lesion?"""
     y, x = peak(cam, truth.shape)
-    return bool(ndimage.binary_dilation(truth, iterations=POINTING_DILATION_PX)[y, x])
+    return bool(ndimage.binary_dilation(truth, iterations=dilation_px)[y, x])
 
 
 def peak_in_border(cam, shape) -> bool:

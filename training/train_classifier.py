@@ -20,10 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
-from scipy import ndimage
 
 from training.busi import CLASSES, REPO_ROOT
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
+from training.evaluate import peak_inside
 from training.finetune import (SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches, save_model,
                                train_dataset, training_parser)
 from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error,
@@ -75,21 +75,23 @@ def lesion_attention_loss(weight: float):
     return loss
 
 
-def pointing_game_224(cells: np.ndarray, probs: np.ndarray, masks: np.ndarray, margin_px: int = 4) -> float:
-    """Training-time estimate of the pointing game at the model's input size: share of lesion scans
-    whose predicted class's map, upsampled bilinearly, peaks inside the dilated lesion mask."""
-    lesion = np.flatnonzero(masks.any(axis=(1, 2)))
-    size = masks.shape[1]
+def pointing_game_224(cells: np.ndarray, probs: np.ndarray, masks: np.ndarray, dilation_px: int = 4) -> float:
+    """Training-time estimate of the pointing game at the model's input size, with the evaluation's
+    own peak test: share of lesion scans whose predicted class's map peaks inside the lesion."""
     predicted = probs.argmax(axis=1)
-    maps = tf.image.resize(cells[lesion, :, :, predicted[lesion]][..., None], [size, size]).numpy()[..., 0]
-    hits = [ndimage.binary_dilation(masks[i], iterations=margin_px)[np.unravel_index(np.argmax(m), m.shape)]
-            for i, m in zip(lesion, maps)]
-    return float(np.mean(hits))
+
+    def unit_range(cam):  # the evaluation's maps are 0..1; only the peak's place matters here
+        span = cam.max() - cam.min()
+        return (cam - cam.min()) / span if span else np.zeros_like(cam)
+
+    return float(np.mean([peak_inside(unit_range(cells[i, ..., predicted[i]]), masks[i].astype(bool), dilation_px)
+                          for i in np.flatnonzero(masks.any(axis=(1, 2)))]))
 
 
-def class_weights(labels):
+def class_weights(labels) -> np.ndarray:
+    """Inverse class frequency, one weight per class index."""
     counts = np.bincount(labels, minlength=len(CLASSES))
-    return {c: float(len(labels) / (len(CLASSES) * counts[c])) for c in range(len(CLASSES))}
+    return len(labels) / (len(CLASSES) * counts)
 
 
 def main(argv=None):
@@ -117,7 +119,7 @@ def main(argv=None):
                                                        "pointing_224": pointing_game_224(cells, probs, val["masks"])}
 
     selector = SelectOnValidation(evaluate)
-    weight_of = tf.constant(list(class_weights(train["labels"]).values()))
+    weight_of = tf.constant(class_weights(train["labels"]), tf.float32)
     train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels: (
         {"probs": labels, "cells": lesion_cells(masks)}, tf.gather(weight_of, labels)))
     losses = {"probs": keras.losses.SparseCategoricalCrossentropy(), "cells": lesion_attention_loss(args.attention_weight)}
