@@ -14,18 +14,38 @@ import csv
 
 import pytest
 
-from training.busi import busi_dir
+from training.busi import SOURCES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
 
 
+def dataset_root(source: str) -> Path:
+    """A dataset's folder; without it the test is skipped, or fails where `REQUIRE_DATASETS=1`
+    (CI has the datasets beside the clone, so a skip there would hide a broken data path)."""
+    spec = SOURCES[source]
+    root = spec.data_dir()
+    if not root.is_dir():
+        message = f"{spec.title} not found at {root}; set {spec.setting} to a BUSI-layout folder"
+        if os.environ.get("REQUIRE_DATASETS") == "1":
+            pytest.fail(message + " (REQUIRE_DATASETS=1)")
+        pytest.skip(message)
+    return root
+
+
 @pytest.fixture(scope="session")
 def busi_root():
-    root = busi_dir()
-    if not root.is_dir():
-        pytest.skip(f"BUSI dataset not found at {root}; set BUSI_DIR to a BUSI-layout folder")
-    return root
+    return dataset_root("busi")
+
+
+@pytest.fixture(scope="session")
+def bus_uclm_root():
+    return dataset_root("bus_uclm")
+
+
+@pytest.fixture(scope="session")
+def breast_root():
+    return dataset_root("breast")
 
 
 @pytest.fixture(scope="session")

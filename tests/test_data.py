@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training import split
-from training.busi import CLASSES, list_samples, load_mask, load_scan
+from training import duplicates, split
+from training.busi import CLASSES, SOURCES, list_samples, load_mask, load_scan
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,22 @@ def test_sides_are_stratified(committed_rows):
             assert abs(per_class[c] / sizes[side] - whole[c] / len(used)) <= 0.03, (side, c)
 
 
-def test_split_command_reproduces_committed_csv(busi_root, tmp_path):
+@pytest.mark.parametrize("source", ["busi", "bus_uclm"])
+def test_split_command_reproduces_committed_csv(source, request, tmp_path):
+    root = request.getfixturevalue(f"{source}_root")
     out = tmp_path / "split.csv"
-    split.main(["--data", str(busi_root), "--out", str(out)])
-    assert out.read_bytes() == split.DEFAULT_OUT.read_bytes()
+    split.main([source, "--data", str(root), "--out", str(out)])
+    assert out.read_bytes() == SOURCES[source].split_csv.read_bytes()
+
+
+def test_near_duplicate_tests_on_known_pairs(busi_root):
+    """A re-zoomed export (pHash 22 bits apart) is found by keypoints, a caliper-marked re-export by
+    the same-view test, and two different patients' scans by neither."""
+    names = ["malignant/malignant (106).png", "malignant/malignant (107).png",  # zoomed copy
+             "benign/benign (433).png", "benign/benign (435).png",              # with / without calipers
+             "benign/benign (1).png", "malignant/malignant (1).png"]            # unrelated
+    pairs = duplicates.duplicate_pairs([busi_root / n for n in names])
+    found = {(names[i], names[j]) for i, j, _ in pairs}
+    assert (names[0], names[1]) in found
+    assert (names[2], names[3]) in found
+    assert not any(names[4] in pair or names[5] in pair for pair in found)

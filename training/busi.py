@@ -1,7 +1,10 @@
 """Reading a BUSI-layout folder: `<class>/<name>.<ext>` scans with `<name>_mask[_N].<ext>` masks.
 
-The folder comes from the `BUSI_DIR` setting (default `../shared/data/busi`, relative to the
-repository root). Any file names work, not only "benign (N).png".
+Three sources share that layout (`SOURCES`): BUSI and BUS-UCLM, split into train/val/test by the
+committed CSVs in `splits/`, and BrEaST-Lesions_USG, an external test set that no training input,
+model choice or calibration ever reads. Each folder comes from its setting (`BUSI_DIR`,
+`BUS_UCLM_DIR`, `BREAST_DIR`; default `../shared/data/<folder>` beside the repository). Any file
+names work, not only "benign (N).png".
 """
 
 from __future__ import annotations
@@ -19,12 +22,39 @@ CLASSES = ("normal", "benign", "malignant")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass(frozen=True)
+class Source:
+    """One dataset: where it lives and how it is used. `split_csv` None marks an external test set."""
+
+    name: str
+    title: str
+    setting: str
+    folder: str
+    split_csv: Path | None
+
+    @property
+    def external(self) -> bool:
+        return self.split_csv is None
+
+    def data_dir(self) -> Path:
+        """The setting if set, else `../shared/data/<folder>` beside the repository."""
+        setting = os.environ.get(self.setting)
+        if setting:
+            return Path(setting).expanduser().resolve()
+        return (REPO_ROOT / ".." / "shared" / "data" / self.folder).resolve()
+
+
+SOURCES = {
+    "busi": Source("busi", "BUSI (Egypt)", "BUSI_DIR", "busi", REPO_ROOT / "splits" / "busi_split.csv"),
+    "bus_uclm": Source("bus_uclm", "BUS-UCLM (Spain)", "BUS_UCLM_DIR", "bus_uclm",
+                       REPO_ROOT / "splits" / "bus_uclm_split.csv"),
+    "breast": Source("breast", "BrEaST-Lesions_USG (Poland, external)", "BREAST_DIR", "breast_lesions_usg", None),
+}
+TRAINING_SOURCES = tuple(name for name, source in SOURCES.items() if not source.external)
+
+
 def busi_dir() -> Path:
-    """The dataset folder: `BUSI_DIR` if set, else `../shared/data/busi` beside the repository."""
-    setting = os.environ.get("BUSI_DIR")
-    if setting:
-        return Path(setting).expanduser().resolve()
-    return (REPO_ROOT / ".." / "shared" / "data" / "busi").resolve()
+    return SOURCES["busi"].data_dir()
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,15 @@
-"""Duplicate-aware, class-stratified train/validation/test split of BUSI, written to a CSV.
+"""Leak-free, class-stratified train/validation/test splits of BUSI and BUS-UCLM, written to CSVs.
 
-BUSI holds the same scan exported more than once (other crop or zoom). Scans whose perceptual
-hashes (pHash of the greyscale image) differ by at most `--max-distance` bits are joined into one
-group, transitively, together with the groups in the dataset's `known_duplicates.csv`. A group never
-straddles two sides of the split.
+BUSI holds the same frame exported more than once (other crop or zoom, with or without caliper
+marks) and consecutive frames of one lesion; it has no patient ids. Scans are grouped by the two
+near-duplicate tests of `training.duplicates`, transitively, together with the groups in the
+dataset's `known_duplicates.csv`. Groups whose members carry different labels (one frame filed as
+benign and malignant) have no trustworthy ground truth: they are `excluded` from training and
+evaluation. BUS-UCLM frames are grouped by patient (its frames are near-duplicates of each other).
 
-Groups whose members carry different labels (the same scan filed as benign and malignant, or benign
-and normal) have no trustworthy ground truth: they are marked `excluded` and used for neither
-training nor evaluation.
+A group never straddles two sides. BrEaST-Lesions_USG is not split: it is the external test set.
 
-    python -m training.split [--out splits/busi_split.csv] [--seed 20261127]
+    python -m training.split [busi|bus_uclm ...] [--seed 20261129]
 """
 
 from __future__ import annotations
@@ -21,40 +21,14 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-import imagehash
-from PIL import Image
-
-from training.busi import CLASSES, REPO_ROOT, Sample, busi_dir, list_samples
+from training.busi import CLASSES, SOURCES, Sample, list_samples
+from training.duplicates import UnionFind, duplicate_pairs
 
 SIDES = ("train", "val", "test")
 FRACTIONS = (0.70, 0.15, 0.15)
-DEFAULT_SEED = 20261127
-DEFAULT_OUT = REPO_ROOT / "splits" / "busi_split.csv"
+DEFAULT_SEED = 20261129
+DEFAULT_OUT = SOURCES["busi"].split_csv
 EXCLUDED = "excluded"
-
-
-class UnionFind:
-    def __init__(self, items):
-        self.parent = {item: item for item in items}
-
-    def find(self, item):
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, a, b):
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def perceptual_hashes(samples: list[Sample]) -> dict[str, imagehash.ImageHash]:
-    hashes = {}
-    for sample in samples:
-        with Image.open(sample.path) as image:
-            hashes[sample.relpath] = imagehash.phash(image.convert("L"))
-    return hashes
 
 
 def known_duplicate_pairs(root: Path) -> list[tuple[str, str]]:
@@ -69,68 +43,83 @@ def known_duplicate_pairs(root: Path) -> list[tuple[str, str]]:
     return [(files[0], other) for files in groups.values() for other in files[1:]]
 
 
-def duplicate_groups(samples: list[Sample], max_distance: int = 4) -> dict[str, int]:
-    """Group id per file: transitive closure of near-identical pHash pairs and the known list.
+def duplicate_groups(samples: list[Sample]) -> dict[str, int]:
+    """Group id per file: transitive closure of the near-duplicate pairs and the dataset's own list.
 
     Ids are numbered 0.. in the order of each group's first file, so they are reproducible.
     """
     files = [s.relpath for s in samples]
-    hashes = perceptual_hashes(samples)
     groups = UnionFind(files)
-    for i, a in enumerate(files):
-        for b in files[i + 1 :]:
-            if hashes[a] - hashes[b] <= max_distance:
-                groups.union(a, b)
-    root = samples[0].root
-    for a, b in known_duplicate_pairs(root):
+    for i, j, _ in duplicate_pairs([s.path for s in samples]):
+        groups.union(files[i], files[j])
+    for a, b in known_duplicate_pairs(samples[0].root):
         if a in groups.parent and b in groups.parent:
             groups.union(a, b)
     ids: dict[str, int] = {}
     return {f: ids.setdefault(groups.find(f), len(ids)) for f in files}
 
 
-def assign_sides(samples: list[Sample], group_of: dict[str, int], seed: int) -> dict[str, str]:
-    """Side per file. Per class, groups are shuffled, then placed largest first on the side that is
-    furthest below its target share, so every class is split about 70/15/15."""
+def patient_stratum(labels: set[str]) -> str:
+    """The class a group is balanced under: its gravest label (a patient with any malignant frame
+    is a malignant patient), so every side gets its share of malignant patients first."""
+    return max(labels, key=CLASSES.index)
+
+
+def assign_sides(samples: list[Sample], group_of: dict[str, object], seed: int,
+                 exclude_mixed: bool = True) -> dict[str, str]:
+    """Side per file. Per stratum (`patient_stratum` of the group's labels), groups are shuffled,
+    then placed largest first on the side furthest below its target share of scans, so every
+    stratum is split about 70/15/15. With `exclude_mixed`, groups of more than one label go nowhere."""
     labels_of_group = defaultdict(set)
     members = defaultdict(list)
     for s in samples:
         labels_of_group[group_of[s.relpath]].add(s.label)
         members[group_of[s.relpath]].append(s.relpath)
+    mixed = {g for g, labels in labels_of_group.items() if len(labels) > 1} if exclude_mixed else set()
     rng = random.Random(seed)
-    side_of: dict[str, str] = {}
-    for label in CLASSES:
-        class_groups = sorted(g for g, labels in labels_of_group.items() if labels == {label})
-        rng.shuffle(class_groups)
-        class_groups.sort(key=lambda g: -len(members[g]))  # stable: shuffled order breaks ties
-        total = sum(len(members[g]) for g in class_groups)
+    side_of: dict[str, str] = {f: EXCLUDED for g in mixed for f in members[g]}
+    for stratum in CLASSES:
+        stratum_groups = sorted((g for g, labels in labels_of_group.items()
+                                 if g not in mixed and patient_stratum(labels) == stratum), key=str)
+        rng.shuffle(stratum_groups)
+        stratum_groups.sort(key=lambda g: -len(members[g]))  # stable: shuffled order breaks ties
+        total = sum(len(members[g]) for g in stratum_groups)
         filled = dict.fromkeys(SIDES, 0)
-        for g in class_groups:
+        for g in stratum_groups:
             deficits = [FRACTIONS[i] * total - filled[side] for i, side in enumerate(SIDES)]
             side = SIDES[deficits.index(max(deficits))]
             filled[side] += len(members[g])
             for f in members[g]:
                 side_of[f] = side
-    for g, labels in labels_of_group.items():
-        if len(labels) > 1:
-            for f in members[g]:
-                side_of[f] = EXCLUDED
     return side_of
 
 
-def split_rows(root: Path, seed: int = DEFAULT_SEED, max_distance: int = 4) -> list[dict]:
+def busi_rows(root: Path, seed: int = DEFAULT_SEED) -> list[dict]:
     samples = list_samples(root)
-    group_of = duplicate_groups(samples, max_distance)
+    group_of = duplicate_groups(samples)
     side_of = assign_sides(samples, group_of, seed)
-    return [
-        {"file": s.relpath, "class": s.label, "group": group_of[s.relpath], "split": side_of[s.relpath]}
-        for s in samples
-    ]
+    return [{"file": s.relpath, "class": s.label, "group": group_of[s.relpath], "split": side_of[s.relpath]}
+            for s in samples]
+
+
+def bus_uclm_rows(root: Path, seed: int = DEFAULT_SEED) -> list[dict]:
+    """By patient (`manifest.csv`): a patient's frames share one side, and a patient's normal frames
+    are kept with its lesion frames rather than excluded (they are different views, not copies)."""
+    with (root / "manifest.csv").open(newline="") as f:
+        patient_of = {row["name"]: row["patient_id"] for row in csv.DictReader(f)}
+    samples = list_samples(root)
+    group_of = {s.relpath: patient_of[s.path.stem] for s in samples}
+    side_of = assign_sides(samples, group_of, seed, exclude_mixed=False)
+    return [{"file": s.relpath, "class": s.label, "patient_id": group_of[s.relpath], "split": side_of[s.relpath]}
+            for s in samples]
+
+
+SPLITTERS = {"busi": busi_rows, "bus_uclm": bus_uclm_rows}
 
 
 def to_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["file", "class", "group", "split"], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -141,33 +130,46 @@ def read_split(path: Path = DEFAULT_OUT) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def samples_by_side(root: Path | None = None, split_csv: Path = DEFAULT_OUT) -> dict[str, list[Sample]]:
-    """The dataset's samples grouped by side of the committed split (`excluded` is its own key)."""
-    side_of = {row["file"]: row["split"] for row in read_split(split_csv)}
+def samples_by_side(source: str = "busi", root: Path | None = None) -> dict[str, list[Sample]]:
+    """A source's samples grouped by side of its committed split (`excluded` is its own key); an
+    external source is all `test`."""
+    spec = SOURCES[source]
+    samples = list_samples(root or spec.data_dir())
+    if spec.external:
+        return {"test": samples}
+    side_of = {row["file"]: row["split"] for row in read_split(spec.split_csv)}
     by_side = defaultdict(list)
-    for sample in list_samples(root):
+    for sample in samples:
         if sample.relpath not in side_of:
-            raise KeyError(f"{sample.relpath} is not in {split_csv}: re-run python -m training.split")
+            raise KeyError(f"{sample.relpath} is not in {spec.split_csv}: re-run python -m training.split {source}")
         by_side[side_of[sample.relpath]].append(sample)
     return dict(by_side)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="BUSI folder (default: BUSI_DIR)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("sources", nargs="*", choices=[[], *sorted(SPLITTERS)], help="default: all")
+    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: its setting); one source only")
+    parser.add_argument("--out", type=Path, default=None, help="CSV to write (default: splits/<source>_split.csv)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--max-distance", type=int, default=4, help="pHash Hamming distance for duplicates")
     args = parser.parse_args(argv)
-    rows = split_rows(args.data or busi_dir(), args.seed, args.max_distance)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(to_csv(rows))
-    counts = defaultdict(lambda: defaultdict(int))
-    for row in rows:
-        counts[row["split"]][row["class"]] += 1
-    print(f"wrote {args.out} ({len(rows)} scans, {len({r['group'] for r in rows})} groups)")
-    for side in (*SIDES, EXCLUDED):
-        print(f"  {side:9s}", "  ".join(f"{c} {counts[side][c]:3d}" for c in CLASSES))
+    args.sources = args.sources or sorted(SPLITTERS)
+    if (args.data or args.out) and len(args.sources) != 1:
+        parser.error("--data and --out need exactly one source")
+    for source in args.sources:
+        rows = SPLITTERS[source](args.data or SOURCES[source].data_dir(), args.seed)
+        out = args.out or SOURCES[source].split_csv
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(to_csv(rows))
+        counts = defaultdict(lambda: defaultdict(int))
+        for row in rows:
+            counts[row["split"]][row["class"]] += 1
+        key = "group" if "group" in rows[0] else "patient_id"
+        print(f"wrote {out} ({len(rows)} scans, {len({r[key] for r in rows})} {key}s)")
+        for side in (*SIDES, EXCLUDED):
+            if counts[side]:
+                groups = len({r[key] for r in rows if r["split"] == side})
+                print(f"  {side:9s}", "  ".join(f"{c} {counts[side][c]:3d}" for c in CLASSES), f"  ({groups} {key}s)")
 
 
 if __name__ == "__main__":
