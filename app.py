@@ -66,14 +66,10 @@ class ScanInput(gr.Image):
 
 
 def read_examples():
-    """Example files and captions "<ground truth> · BUSI #<number>" (all from the test split)."""
+    """Example files and captions "<ground truth> · <dataset>" (held-out scans of three sources)."""
     with (EXAMPLES_DIR / "examples.csv").open() as f:
         rows = list(csv.DictReader(f))
-    captions = []
-    for r in rows:
-        number = re.search(r"\((\d+)\)", r["source"])
-        captions.append(f"{r['ground_truth']} · BUSI #{number[1]}" if number else f"{r['ground_truth']} · {r['file']}")
-    return [str(EXAMPLES_DIR / r["file"]) for r in rows], captions
+    return [str(EXAMPLES_DIR / r["file"]) for r in rows], [f"{r['ground_truth']} · {r['dataset']}" for r in rows]
 
 
 EXAMPLE_FILES, EXAMPLE_CAPTIONS = read_examples()
@@ -209,7 +205,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                     with gr.Tab("About"):
                         gr.Markdown(about_text(analyzer))
         gallery = gr.Gallery(list(zip(EXAMPLE_FILES, EXAMPLE_CAPTIONS)), columns=5, allow_preview=False,
-                             label="Examples from the BUSI test split, captioned with the ground truth — click one to analyse it",
+                             label="Held-out examples from three hospitals (BUSI and BUS-UCLM test sides, BrEaST external), "
+                                   "captioned with the ground truth — click one to analyse it",
                              elem_id="examples", format="png", height="auto")
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
@@ -245,9 +242,11 @@ predicted lesion. The classifier was trained to take its benign/malignant eviden
 (its training masks asked those maps to peak there), so a map on the lesion is expected, and a map
 elsewhere is worth a second look.
 
-**Data.** BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of breast ultrasound images.*
-Data in Brief 28 (2020) 104863. Split by patient-scan duplicate groups so the test side shares no
-scan with training. The dataset's licence could not be confirmed.
+**Data.** Trained on BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of breast ultrasound
+images.* Data in Brief 28 (2020) 104863 (licence not confirmed). Tested separately on BUSI's test
+side, on BUS-UCLM (Vallez et al., Sci Data 2025; CC BY-NC 4.0) and on BrEaST-Lesions_USG (Pawłowska
+et al., Sci Data 2024; CC BY 4.0), scanners the models never saw: **on those, the models are much
+weaker** — see the tables in the model cards below.
 
 {cards}
 """

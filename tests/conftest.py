@@ -56,8 +56,19 @@ def analyzer():
     return Analyzer()
 
 
+def read_examples(dataset: str | None = None):
+    with (EXAMPLES / "examples.csv").open() as f:
+        return [(EXAMPLES / row["file"], row["ground_truth"]) for row in csv.DictReader(f)
+                if dataset in (None, row["dataset"])]
+
+
 @pytest.fixture(scope="session")
 def examples():
-    """(path, ground truth) of every example scan."""
-    with (EXAMPLES / "examples.csv").open() as f:
-        return [(EXAMPLES / row["file"], row["ground_truth"]) for row in csv.DictReader(f)]
+    """(path, ground truth) of every example scan: held-out scans of three sources."""
+    return read_examples()
+
+
+@pytest.fixture(scope="session")
+def busi_examples():
+    """The examples from BUSI's test side: the only source the shipped models were trained on."""
+    return read_examples("BUSI")

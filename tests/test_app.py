@@ -125,7 +125,7 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
             "--disable-sync", "--no-first-run", "--disable-quic"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(server.url, wait_until="domcontentloaded")
-        page.locator("#examples").get_by_text("malignant · BUSI #41").click()
+        page.locator("#examples").get_by_text("malignant · BUSI", exact=True).click()
         probabilities = page.locator("#probabilities")
         expect(probabilities).to_contain_text("malignant", timeout=60_000)
         expect(page.locator("#class-cam img")).to_have_count(1, timeout=30_000)

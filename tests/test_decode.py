@@ -12,7 +12,7 @@ from PIL import Image
 
 from inference.decode import MAX_PIXELS, ScanError, decode_scan
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "malignant_41.png"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "busi_malignant_49.png"
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def shipped_classifier():
 
 @pytest.fixture(scope="module")
 def malignant_input(shipped_classifier):
-    gray, _ = decode_scan(EXAMPLES / "malignant_41.png")
+    gray, _ = decode_scan(EXAMPLES / "busi_malignant_49.png")
     return to_model_input(gray, shipped_classifier.config["input_size"])[None]
 
 

@@ -1,4 +1,7 @@
-"""The real pipeline on the real models and the example scans (test side of the split)."""
+"""The real pipeline on the real models and the example scans (held-out sides of three sources).
+
+Quality is asserted on the BUSI examples, the source the shipped models were trained on; on the
+other sources' examples they are often wrong (see README), so those get shape and sanity checks."""
 
 import numpy as np
 from PIL import Image
@@ -24,13 +27,13 @@ def test_outputs_have_the_scan_size_and_valid_probabilities(analyzer, examples):
         assert set(np.unique(analysis.mask_png())) <= {0, 255}
 
 
-def test_examples_are_mostly_classified_right(analyzer, examples):
-    correct = [analyzer.analyze(path).predicted_class == truth for path, truth in examples]
-    assert sum(correct) >= 7, f"{sum(correct)}/9 examples right"
+def test_busi_examples_are_classified_right(analyzer, busi_examples):
+    correct = [analyzer.analyze(path).predicted_class == truth for path, truth in busi_examples]
+    assert sum(correct) >= 2, f"{sum(correct)}/{len(correct)} BUSI examples right"
 
 
-def test_lesions_are_found_where_the_truth_is(analyzer, examples):
-    dices = [dice_iou(analyzer.analyze(p).mask(), true_mask(p))[0] for p, truth in examples if truth != "normal"]
+def test_lesions_are_found_where_the_truth_is(analyzer, busi_examples):
+    dices = [dice_iou(analyzer.analyze(p).mask(), true_mask(p))[0] for p, truth in busi_examples if truth != "normal"]
     assert np.mean(dices) > 0.6, dices
 
 
@@ -64,10 +67,10 @@ def test_colour_photo_is_analysed_with_a_warning(analyzer):
     assert analysis.warnings and "greyscale ultrasound" in analysis.warnings[0]
 
 
-def test_normal_examples_show_no_lesion(analyzer, examples):
-    """The validated rule set: on the normal examples the pipeline draws no lesion."""
-    flagged = [analyzer.analyze(p).mask().any() for p, truth in examples if truth == "normal"]
-    assert sum(flagged) <= 1, flagged
+def test_normal_examples_show_no_lesion(analyzer, busi_examples):
+    """The validated rule set: on the normal BUSI example the pipeline draws no lesion."""
+    flagged = [analyzer.analyze(p).mask().any() for p, truth in busi_examples if truth == "normal"]
+    assert flagged == [False]
 
 
 def test_one_forward_pass_per_model_per_request(analyzer, examples, monkeypatch):

@@ -1,14 +1,16 @@
 """Evaluate the shipped models through the serving pipeline (decode -> preprocess -> model ->
 postprocess), so the numbers describe exactly what users get.
 
-    python -m training.evaluate classifier|segmenter|explain [--side test|val | --data DIR] [--json PATH]
-                                                             [--out-dir reports]
+    python -m training.evaluate [classifier segmenter explain] [--source busi bus_uclm breast]
+                                [--side test|val | --data DIR] [--json PATH] [--out-dir reports]
 
-Default data: the test side of the committed split (read only here, never during training).
-`--side val` measures the validation side instead, to choose between candidate models. With
-`--data DIR`: every scan of any BUSI-layout folder; classes it lacks make their metrics null.
-Writes `<out-dir>/<task>_<dataset>.json` and PNG figures, prints a table; `--json PATH` also writes
-the flat headline numbers.
+Default: every task on every source, each source separately: the test sides of the BUSI and
+BUS-UCLM splits and all of BrEaST-Lesions_USG (external). Test sides and BrEaST are read here only,
+once a model is chosen. `--side val` measures the validation sides instead, to choose between
+candidates (BrEaST has none, so it is skipped). With `--data DIR`: every scan of any BUSI-layout
+folder; classes it lacks make their metrics null.
+Writes `<out-dir>/<task>_<source>-<side>.json` (BrEaST: `<task>_breast-external.json`) and PNG
+figures and prints a table; `--json PATH` (one task, one dataset) also writes the flat headline numbers.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from tqdm import tqdm
 
 from explain.overlay import heatmap_overlay, mask_overlay, upsample
 from inference.pipeline import Analyzer
-from training.busi import CLASSES, REPO_ROOT, list_samples, load_mask
+from training.busi import CLASSES, REPO_ROOT, SOURCES, list_samples, load_mask
 from training.metrics import (BENIGN, MALIGNANT, bootstrap_ci, classification_metrics, dice_iou,
                               expected_calibration_error, reliability_bins)
-from training.split import samples_by_side
+from training.split import read_split, samples_by_side
 
 POINTING_DILATION_PX = 10
 BORDER_FRACTION = 0.08
@@ -115,6 +117,7 @@ def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) ->
     predicted_px = sum(int(p.sum()) for p in preds)
     true_px = sum(int(t.sum()) for t in truths)
     normal_flags = np.array([p.any() for p, n in zip(preds, normal) if n])
+    nothing_drawn = np.array([not p.any() for p, les in zip(preds, lesion) if les])
     metrics = {
         "n_images": int(len(samples)),
         "n_lesion_images": int(lesion.sum()),
@@ -123,6 +126,7 @@ def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) ->
         "dice_benign": mean_over(labels == BENIGN, 0), "dice_malignant": mean_over(labels == MALIGNANT, 0),
         "iou_benign": mean_over(labels == BENIGN, 1), "iou_malignant": mean_over(labels == MALIGNANT, 1),
         "normal_fp_rate": float(normal_flags.mean()) if normal.any() else None,
+        "lesions_called_normal": float(nothing_drawn.mean()) if lesion.any() else None,
         "pixel_precision": tp / predicted_px if predicted_px else None,
         "pixel_recall": tp / true_px if true_px else None,
         "threshold": analyses[0].threshold, "min_area_fraction": analyses[0].min_area_fraction,
@@ -134,7 +138,9 @@ def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) ->
         "ci95": {"dice": ci(lesion, 0), "iou": ci(lesion, 1), "dice_benign": ci(labels == BENIGN, 0),
                  "dice_malignant": ci(labels == MALIGNANT, 0),
                  "normal_fp_rate": bootstrap_ci(lambda idx: float(normal_flags[idx].mean()), len(normal_flags))
-                 if normal.any() else None},
+                 if normal.any() else None,
+                 "lesions_called_normal": bootstrap_ci(lambda idx: float(nothing_drawn[idx].mean()), len(nothing_drawn))
+                 if lesion.any() else None},
     }
     if lesion.any():
         order = np.flatnonzero(lesion)[np.argsort(scores[lesion, 0])]
@@ -236,7 +242,7 @@ TABLE_KEYS = {
                    "precision_malignant", "recall_malignant", "recall_bm", "macro_auc", "bm_auc", "ece",
                    "ece_uncalibrated"),
     "segmenter": ("n_lesion_images", "dice", "iou", "dice_benign", "dice_malignant", "normal_fp_rate",
-                  "pixel_precision", "pixel_recall", "scans_suppressed_as_normal", "segmenter_alone_dice",
+                  "lesions_called_normal", "pixel_precision", "pixel_recall", "scans_suppressed_as_normal", "segmenter_alone_dice",
                   "segmenter_alone_normal_fp_rate"),
     "explain": ("n_lesion_images", "pointing_game_classifier", "pointing_game_segmenter", "segmenter_no_lesion_predicted",
                 "classifier_peak_in_border_off_lesion"),
@@ -257,33 +263,65 @@ def print_table(task, metrics):
             print("   ", "  ".join(f"{v:4d}" for v in row))
 
 
+def seen_in_training(analyzer, samples) -> int:
+    """How many of `samples` the shipped models were trained or selected on: scans on the train or
+    validation side of the splits their configs name. Non-zero after a split changes, until the
+    models are retrained on the new one."""
+    seen = set()
+    for loaded in (analyzer.classifier, analyzer.segmenter):
+        for split_csv in loaded.config.get("training_splits", []):
+            rows = read_split(REPO_ROOT / split_csv)
+            source = next(name for name in SOURCES if Path(split_csv).name.startswith(f"{name}_split"))
+            root = SOURCES[source].data_dir()
+            seen |= {root / r["file"] for r in rows if r["split"] in ("train", "val")}
+    return sum(s.path in seen for s in samples)
+
+
+def datasets(args) -> list[tuple[str, list]]:
+    """(name, samples) of every dataset the command evaluates."""
+    if args.data:
+        return [(args.data.resolve().name, list_samples(args.data))]
+    chosen = []
+    for source in args.source:
+        if SOURCES[source].external:
+            if args.side == "test":
+                chosen.append((f"{source}-external", samples_by_side(source)["test"]))
+        else:
+            chosen.append((f"{source}-{args.side}", samples_by_side(source)[args.side]))
+    return chosen
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=sorted(EVALUATORS))
+    parser.add_argument("tasks", nargs="*", choices=[[], *sorted(EVALUATORS)], help="default: all")
+    parser.add_argument("--source", nargs="+", choices=sorted(SOURCES), default=list(SOURCES))
     data = parser.add_mutually_exclusive_group()
-    data.add_argument("--side", choices=("test", "val"), default="test", help="a side of the committed split")
+    data.add_argument("--side", choices=("test", "val"), default="test", help="a side of the committed splits")
     data.add_argument("--data", type=Path, help="a BUSI-layout folder: evaluate on all of its scans")
-    parser.add_argument("--json", type=Path, help="also write the flat headline numbers here")
+    parser.add_argument("--json", type=Path, help="also write the flat headline numbers here (one task, one dataset)")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports")
     args = parser.parse_args(argv)
+    tasks = args.tasks or list(EVALUATORS)
+    chosen = datasets(args)
+    if args.json and (len(tasks) > 1 or len(chosen) > 1):
+        parser.error("--json needs one task and one dataset")
 
-    if args.data:
-        samples, name = list_samples(args.data), args.data.resolve().name
-    else:
-        samples, name = samples_by_side()[args.side], f"busi-{args.side}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     analyzer = Analyzer()
-    analyses = analyse_all(analyzer, samples)
-    missing = [c for c in CLASSES if not any(s.label == c for s in samples)]
-    if missing:
-        print(f"note: {name} has no {', '.join(missing)} scans; metrics that need them are null")
-    metrics = {"dataset": name, "classes_missing": missing,
-               **EVALUATORS[args.task](samples, analyses, analyzer, args.out_dir, name)}
-    (args.out_dir / f"{args.task}_{name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if args.json:
-        flat = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
-        args.json.write_text(json.dumps(flat, indent=2) + "\n")
-    print_table(args.task, metrics)
+    for name, samples in chosen:
+        analyses = analyse_all(analyzer, samples)
+        missing = [c for c in CLASSES if not any(s.label == c for s in samples)]
+        if missing:
+            print(f"note: {name} has no {', '.join(missing)} scans; metrics that need them are null")
+        seen = seen_in_training(analyzer, samples)
+        for task in tasks:
+            metrics = {"dataset": name, "classes_missing": missing, "n_seen_in_training": seen,
+                       **EVALUATORS[task](samples, analyses, analyzer, args.out_dir, name)}
+            (args.out_dir / f"{task}_{name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            if args.json:
+                flat = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+                args.json.write_text(json.dumps(flat, indent=2) + "\n")
+            print_table(task, metrics)
 
 
 if __name__ == "__main__":
