@@ -12,10 +12,14 @@ import tensorflow as tf
 from keras import layers
 
 from training.arrays import load_arrays, subsample
+from training.busi import REPO_ROOT, SOURCES
 from training.split import samples_by_side
 
 # The stride-2/4 stem stays at its ImageNet weights: generic edges, and the costliest layers to train.
 FROZEN_PREFIXES = ("stem_", "block0_", "block1_", "block2_")
+# The split files whose train side teaches and whose validation side chooses; recorded in every
+# model's config so evaluation can tell which held-out scans a model has seen.
+TRAINING_SPLITS = [SOURCES["busi"].split_csv.relative_to(REPO_ROOT).as_posix()]
 
 
 def augment(images, masks):

@@ -24,8 +24,8 @@ from keras import layers
 from training.busi import CLASSES, REPO_ROOT
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
 from training.evaluate import peak_inside
-from training.finetune import (SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches, save_model,
-                               train_dataset, training_parser)
+from training.finetune import (TRAINING_SPLITS, SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches,
+                               save_model, train_dataset, training_parser)
 from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error,
                               fit_temperature)
 
@@ -139,6 +139,7 @@ def main(argv=None):
         "input_size": args.size,
         "preprocessing": "greyscale scan stretched to input_size x input_size (bilinear), repeated to 3 "
                          "channels, raw 0..255; the model applies (x - 127) / 128 itself",
+        "training_splits": TRAINING_SPLITS,
         "logits_layer": "logits",
         "gradcam_layer": GRADCAM_LAYER,
         "temperature": temperature,

@@ -26,8 +26,8 @@ from inference.postprocess import lesion_mask
 from training.arrays import load_arrays, subsample
 from training.busi import REPO_ROOT
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
-from training.finetune import (SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches, save_model,
-                               train_dataset, training_parser)
+from training.finetune import (TRAINING_SPLITS, SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches,
+                               save_model, train_dataset, training_parser)
 from training.metrics import dice_iou
 from training.split import samples_by_side
 
@@ -176,6 +176,7 @@ def main(argv=None):
         "input_size": args.size,
         "preprocessing": "greyscale scan stretched to input_size x input_size (bilinear), repeated to 3 "
                          "channels, raw 0..255; the model applies (x - 127) / 128 itself",
+        "training_splits": TRAINING_SPLITS,
         "logits_layer": "mask_logits",
         "gradcam_layer": SEG_GRADCAM_LAYER,
         **{key: best[key] for key in POSTPROCESSING_KEYS},
