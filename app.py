@@ -14,7 +14,6 @@ import atexit
 import contextlib
 import csv
 import ctypes
-import hashlib
 import logging
 import os
 import re
@@ -73,24 +72,33 @@ def read_examples():
 
 
 EXAMPLE_FILES, EXAMPLE_CAPTIONS = read_examples()
-EXAMPLE_HASHES = {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in EXAMPLE_FILES}
 
 
 def pick_example(event: gr.SelectData) -> str:
     return EXAMPLE_FILES[event.index]
 
 
-def take_upload(path: str | None) -> bytes:
-    """Read an uploaded file and delete it, so no upload outlives its request (examples stay)."""
+def read_upload(path: str | None) -> bytes:
+    """The uploaded file's bytes. The file itself stays: Gradio stores identical uploads at one path
+    and may hand it to another request (the Analyse button after auto-analysis, another client), so
+    its cache cleaner (`delete_cache`) owns deletion, not the first request that reads it."""
     if not path:
         raise gr.Error("Upload or paste an ultrasound scan first.")
     file = Path(path)
     if not file.is_file():
-        raise gr.Error("The uploaded file is no longer on the server (uploads are deleted after analysis); upload it again.")
-    data = file.read_bytes()
-    if hashlib.sha256(data).hexdigest() not in EXAMPLE_HASHES and file.resolve().is_relative_to(Path(os.environ["GRADIO_TEMP_DIR"]).resolve()):
-        file.unlink(missing_ok=True)
-    return data
+        raise gr.Error("The uploaded file is no longer on the server (uploads are kept 10 minutes); upload it again.")
+    return file.read_bytes()
+
+
+def readable_errors(run):
+    """Run `run()`; a bad scan becomes its own message, anything else a generic one (logged), never a trace."""
+    try:
+        return run()
+    except ScanError as error:
+        raise gr.Error(str(error)) from None
+    except Exception:
+        log.exception("analysis failed")
+        raise gr.Error("The analysis failed on this file. Try another scan.") from None
 
 
 class Handlers:
@@ -100,17 +108,17 @@ class Handlers:
         self.analyzer = analyzer
 
     def _analysis(self, path):
-        data = take_upload(path)
-        try:
-            analysis = self.analyzer.analyze(data)
-        except ScanError as error:
-            raise gr.Error(str(error)) from None
-        except Exception:  # never a stack trace in the UI; the log keeps it
-            log.exception("analysis failed")
-            raise gr.Error("The analysis failed on this file. Try another scan.") from None
+        data = read_upload(path)
+        analysis = readable_errors(lambda: self.analyzer.analyze(data))
         for warning in analysis.warnings:
             gr.Warning(warning)
         return analysis
+
+    @staticmethod
+    def forget():
+        """Before every new analysis in the UI: drop the stored result and blank every output, so a
+        failed analysis never leaves the previous scan's results beside the new image."""
+        return (None,) * 7 + ("",)
 
     @staticmethod
     def report(analysis, threshold=None) -> dict:
@@ -139,6 +147,11 @@ class Handlers:
             notes,
         )
 
+    def analyze_and_store(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45):
+        """The UI's analysis: the stored result (for re-rendering) and every output."""
+        analysis = self._analysis(path)
+        return (analysis, *self.render(analysis, explain, threshold, opacity))
+
     def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45):
         """Classify a breast ultrasound scan, segment its lesion and explain both with Grad-CAM.
 
@@ -150,8 +163,7 @@ class Handlers:
         Returns:
             probabilities, Grad-CAM overlay, lesion overlay, lesion mask (PNG 0/255), report (JSON), Seg-Grad-CAM overlay, notes.
         """
-        analysis = self._analysis(path)
-        return (analysis, *self.render(analysis, explain, threshold, opacity))
+        return self.render(self._analysis(path), explain, threshold, opacity)
 
     def classify(self, path):
         """Calibrated probabilities that a breast ultrasound scan is normal, benign or malignant.
@@ -159,7 +171,11 @@ class Handlers:
         Args:
             path: the scan (PNG, JPEG, BMP, TIFF; greyscale B-mode ultrasound).
         """
-        return self._analysis(path).probability_dict()
+        data = read_upload(path)
+        probabilities, warnings = readable_errors(lambda: self.analyzer.classify(data))
+        for warning in warnings:
+            gr.Warning(warning)
+        return dict(zip(self.analyzer.classes, map(float, probabilities)))
 
     def segment(self, path, threshold=None):
         """Segment the lesion of a breast ultrasound scan: mask and lesion statistics.
@@ -211,13 +227,17 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
         settings = [explain, threshold, opacity]
-        run.click(handlers.analyze, [scan, *settings], [state, *outputs], api_name="analyze")
-        scan.upload(handlers.analyze, [scan, *settings], [state, *outputs], api_visibility="private")
-        gallery.select(pick_example, None, scan, api_visibility="private").then(
-            handlers.analyze, [scan, *settings], [state, *outputs], api_visibility="private")
+        clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs], api_visibility="private")
+        store = dict(fn=handlers.analyze_and_store, inputs=[scan, *settings], outputs=[state, *outputs],
+                     api_visibility="private")
+        run.click(**clear).then(**store)
+        scan.upload(**clear).then(**store)
+        gallery.select(pick_example, None, scan, api_visibility="private").then(**clear).then(**store)
         gr.on([threshold.release, opacity.release, explain.change], handlers.render, [state, *settings], outputs,
               api_visibility="private")
-        # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs.
+        # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs, and none
+        # returns the gr.State (a State among the outputs empties an MCP tool's result).
+        gr.Button(visible=False).click(handlers.analyze, [scan, *settings], outputs, api_name="analyze")
         gr.Button(visible=False).click(handlers.classify, scan, label, api_name="classify")
         gr.Button(visible=False).click(handlers.segment, [scan, threshold], [mask, details], api_name="segment")
     return demo

@@ -32,6 +32,7 @@ class GradCAM:
             model.inputs, [model.get_layer(layer).output, model.get_layer(logits_layer).output]
         )
         self._run = tf.function(self._forward, reduce_retracing=True)
+        self._logits = tf.function(lambda images: self.gradient_model(images, training=False)[1], reduce_retracing=True)
 
     def targets(self, logits: tf.Tensor) -> list[tf.Tensor]:
         """One (B,) score per map; each image's score depends only on that image."""
@@ -44,6 +45,10 @@ class GradCAM:
         cams = [cam_from_gradients(features, tape.gradient(score, features)) for score in scores]
         del tape
         return logits, tf.stack(cams, axis=1)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """The forward pass alone, without gradients: for callers that need no map."""
+        return self._logits(tf.convert_to_tensor(images, tf.float32)).numpy()
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, S, S, 3) float images -> (logits, maps (B, n_targets, h, w) in 0..1 at feature size)."""

@@ -99,6 +99,16 @@ class Analyzer:
         self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
         if warm_up:
             self.analyze(np.full((256, 256), 64, dtype=np.uint8))
+            self.classify(np.full((256, 256), 64, dtype=np.uint8))
+
+    def classify(self, source) -> tuple[np.ndarray, list[str]]:
+        """Calibrated probabilities and decoder warnings from the classifier's forward pass alone:
+        no segmenter, no gradient maps. Raises inference.decode.ScanError on bad input."""
+        gray, warnings = decode_scan(source)
+        c = self.classifier.config
+        images = to_model_input(gray, c["input_size"])[None]
+        logits = self._model_pool.submit(self.classifier_cam.logits, images).result()
+        return softmax(logits[0] / c["temperature"]), warnings
 
     def _run_models(self, gray: np.ndarray):
         """Both forward passes, each with its Grad-CAM: ((logits, class maps), (mask logits, Seg-Grad-CAM))."""

@@ -13,6 +13,7 @@ import app
 from bench.server import AppServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+EXAMPLE_UPLOAD = Path(app.EXAMPLES_DIR) / "busi_benign_354.png"  # the model calls it benign (0.99)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def upload_copy(path, tmp_path):
 
 def test_analyze_returns_every_output(handlers, examples, tmp_path):
     path, truth = next((p, t) for p, t in examples if t == "malignant")
-    state, label, class_cam, overlay, mask, report, seg_cam, notes = handlers.analyze(upload_copy(path, tmp_path))
+    label, class_cam, overlay, mask, report, seg_cam, notes = handlers.analyze(upload_copy(path, tmp_path))
     height, width = np.asarray(Image.open(path)).shape[:2]
     assert abs(sum(label.values()) - 1) < 1e-5 and set(label) == {"normal", "benign", "malignant"}
     assert class_cam.shape == overlay.shape == (height, width, 3)
@@ -39,15 +40,33 @@ def test_analyze_returns_every_output(handlers, examples, tmp_path):
     assert isinstance(notes, str)
 
 
-def test_uploads_are_deleted_and_examples_kept(handlers, examples, tmp_path):
-    scan = np.asarray(Image.open(examples[0][0]))
-    upload = Path(os.environ["GRADIO_TEMP_DIR"]) / "upload-test" / "scan.png"
-    upload.parent.mkdir(exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(scan[::-1])).save(upload)
-    handlers.classify(str(upload))
-    assert not upload.exists(), "an upload must not outlive its request"
-    handlers.classify(str(examples[0][0]))
-    assert examples[0][0].exists()
+def test_the_same_upload_serves_several_requests(handlers, examples, tmp_path):
+    """Upload (auto-analysis), then Analyse, then an API call on the identical file: Gradio hands all
+    of them one path, so no request may delete it (Gradio's cache cleaner does, later)."""
+    upload = upload_copy(examples[1][0], tmp_path)
+    state, *_ = handlers.analyze_and_store(upload)
+    again, *_ = handlers.analyze_and_store(upload)
+    label, *_ = handlers.analyze(upload)
+    assert state.predicted_class == again.predicted_class == max(label, key=label.get)
+    assert Path(upload).exists()
+
+
+def test_a_new_analysis_first_forgets_the_previous_one(handlers):
+    state, label, class_cam, overlay, mask, report, seg_cam, notes = handlers.forget()
+    assert state is None and label is None and report is None and notes == ""
+    assert all(isinstance(u, dict) and u.get("__type__") == "update" for u in handlers.render(state, "normal", 0.5, 0.5))
+
+
+def test_classify_runs_the_classifier_forward_pass_only(handlers, analyzer, examples, monkeypatch):
+    path = examples[2][0]
+    expected = handlers.analyze(str(path))[0]
+    calls = []
+    for explainer in (analyzer.classifier_cam, analyzer.segmenter_cam):
+        monkeypatch.setattr(explainer, "_run", lambda images: calls.append(images))
+    probabilities = handlers.classify(str(path))
+    assert calls == [], "no gradient maps and no segmenter for /classify"
+    assert probabilities.keys() == expected.keys()
+    assert all(abs(probabilities[c] - expected[c]) < 1e-5 for c in expected)
 
 
 def test_sliders_before_any_analysis_change_nothing(handlers):
@@ -55,7 +74,7 @@ def test_sliders_before_any_analysis_change_nothing(handlers):
 
 
 def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
-    state, *_ = handlers.analyze(upload_copy(examples[4][0], tmp_path))
+    state, *_ = handlers.analyze_and_store(upload_copy(examples[4][0], tmp_path))
     label, class_cam, overlay, mask, report, seg_cam, notes = handlers.render(state, "normal", 0.2, 0.8)
     assert report["threshold"] == 0.2 and class_cam.shape[:2] == mask.shape
     _, _, _, strict_mask, _, _, _ = handlers.render(state, "benign", 0.9, 0.8)
@@ -135,11 +154,21 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
 
-        # A file that is not an image: a readable message, no stack trace, and the page keeps working.
+        # Upload a scan (it is analysed at once), then click Analyse: the same file analysed again.
+        page.locator("#scan input[type=file]").set_input_files(str(EXAMPLE_UPLOAD))
+        expect(probabilities).to_contain_text("benign", timeout=60_000)
+        page.get_by_role("button", name="Analyse").click()
+        page.wait_for_timeout(3_000)
+        expect(probabilities).to_contain_text("benign", timeout=60_000)
+        expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+
+        # A file that is not an image: a readable message, no stack trace, the previous results gone,
+        # and the page keeps working.
         bad = tmp_path / "notes.png"
         bad.write_bytes(b"this is a text file, not a scan")
         page.locator("#scan input[type=file]").set_input_files(str(bad))
         expect(page.get_by_text("not an image Pillow can read").first).to_be_visible(timeout=30_000)
+        expect(probabilities).not_to_contain_text("benign", timeout=10_000)
         assert "Traceback" not in page.content()
         page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
         browser.close()
