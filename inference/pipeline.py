@@ -15,14 +15,16 @@ import numpy as np
 from scipy.special import expit, softmax
 
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
-from explain.overlay import heatmap_overlay, mask_overlay, upsample
+from explain.overlay import heatmap_overlay, mask_overlay
 from inference.decode import decode_scan
 from inference.models import LoadedModel, load_model, source_for
 from inference.postprocess import lesion_mask, lesion_stats
-from inference.preprocess import to_model_input
+from inference.preprocess import Framing, to_model_input
 
-SUPPRESSED_NOTE = ("The classifier calls this scan normal, so no lesion is drawn (a rule chosen on the "
-                   "validation split: it removes most false alarms on normal scans).")
+SUPPRESSED_NOTE = ("The classifier is confident this scan is normal, so no lesion is drawn (a rule chosen on "
+                   "the validation sides: it removes most false alarms on normal scans).")
+DISAGREEMENT_NOTE = ("The classifier leans towards normal, but not confidently enough to hide what the "
+                     "segmenter found: the lesion is drawn; weigh both.")
 NO_LESION_NOTE = "No lesion predicted at the validated threshold, so Seg-Grad-CAM has no region to explain."
 
 
@@ -32,12 +34,14 @@ class Analysis:
     warnings: list[str]
     classes: list[str]
     probabilities: np.ndarray         # (n_classes,), calibrated, sums to 1
-    class_cams: np.ndarray            # (n_classes, h, w) Grad-CAM per class, 0..1, feature resolution
+    class_cams: np.ndarray            # (n_classes, h, w) Grad-CAM per class, 0..1, over the classifier's input
+    class_framing: Framing            # how the scan became the classifier's input (maps go back through it)
+    seg_framing: Framing
     lesion_probs: np.ndarray          # (H, W) float32 segmenter probability at the scan's size
     threshold: float                  # the segmenter's validated threshold
     min_area_fraction: float
     largest_only: bool
-    seg_cam: np.ndarray | None        # (h, w) Seg-Grad-CAM, None when the segmenter predicted no lesion
+    seg_cam: np.ndarray | None        # (h, w) Seg-Grad-CAM over the segmenter's input, None without a lesion
     notes: list[str] = field(default_factory=list)
     suppressed_as_normal: bool = False  # the classifier calls the scan normal and the validated rule hides lesions
 
@@ -62,9 +66,16 @@ class Analysis:
     def lesion_stats(self, threshold: float | None = None) -> dict:
         return lesion_stats(self.mask(threshold))
 
+    def class_map(self, class_name: str | None = None) -> np.ndarray:
+        """One class's Grad-CAM (default: the predicted class's) at the scan's size, 0..1."""
+        return self.class_framing.to_scan(self.class_cams[self.classes.index(class_name or self.predicted_class)])
+
+    def seg_map(self) -> np.ndarray | None:
+        """Seg-Grad-CAM at the scan's size, or None."""
+        return None if self.seg_cam is None else self.seg_framing.to_scan(self.seg_cam)
+
     def class_overlay(self, class_name: str | None = None, opacity: float = 0.45) -> np.ndarray:
-        index = self.classes.index(class_name or self.predicted_class)
-        return heatmap_overlay(self.gray, self.class_cams[index], opacity)
+        return heatmap_overlay(self.gray, self.class_map(class_name), opacity)
 
     def mask_overlay(self, threshold: float | None = None, opacity: float = 0.45) -> np.ndarray:
         return mask_overlay(self.gray, self.mask(threshold), opacity)
@@ -73,7 +84,7 @@ class Analysis:
         """Drawn only where a lesion is shown: None without one, or when the scan is called normal."""
         if self.seg_cam is None or self.suppressed_as_normal:
             return None
-        return heatmap_overlay(self.gray, self.seg_cam, opacity)
+        return heatmap_overlay(self.gray, self.seg_map(), opacity)
 
     def mask_png(self, threshold: float | None = None) -> np.ndarray:
         """The mask as a 0/255 uint8 image of the scan's size."""
@@ -106,33 +117,38 @@ class Analyzer:
         no segmenter, no gradient maps. Raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
         c = self.classifier.config
-        images = to_model_input(gray, c["input_size"])[None]
+        images = to_model_input(gray, Framing.for_model(gray, c))[None]
         logits = self._model_pool.submit(self.classifier_cam.logits, images).result()
         return softmax(logits[0] / c["temperature"]), warnings
 
-    def _run_models(self, gray: np.ndarray):
+    def _run_models(self, gray: np.ndarray, class_framing: Framing, seg_framing: Framing):
         """Both forward passes, each with its Grad-CAM: ((logits, class maps), (mask logits, Seg-Grad-CAM))."""
-        c, s = self.classifier.config, self.segmenter.config
-        return (self.classifier_cam(to_model_input(gray, c["input_size"])[None]),
-                self.segmenter_cam(to_model_input(gray, s["input_size"])[None]))
+        return (self.classifier_cam(to_model_input(gray, class_framing)[None]),
+                self.segmenter_cam(to_model_input(gray, seg_framing)[None]))
 
     def analyze(self, source) -> Analysis:
         """Bytes, a path or an image array -> Analysis; raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
-        height, width = gray.shape
         c, s = self.classifier.config, self.segmenter.config
-
-        (logits, class_cams), (mask_logits, seg_cams) = self._model_pool.submit(self._run_models, gray).result()
+        class_framing, seg_framing = Framing.for_model(gray, c), Framing.for_model(gray, s)
+        (logits, class_cams), (mask_logits, seg_cams) = self._model_pool.submit(
+            self._run_models, gray, class_framing, seg_framing).result()
         probabilities = softmax(logits[0] / c["temperature"])
         analysis = Analysis(
             gray=gray, warnings=warnings, classes=self.classes, probabilities=probabilities,
-            class_cams=class_cams[0], lesion_probs=upsample(expit(mask_logits[0, ..., 0]), height, width),
+            class_cams=class_cams[0], class_framing=class_framing, seg_framing=seg_framing,
+            lesion_probs=seg_framing.to_scan(expit(mask_logits[0, ..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
             largest_only=bool(s.get("largest_only", False)), seg_cam=seg_cams[0, 0],
         )
         # Seg-Grad-CAM explains the predicted lesion; with none (after post-processing) there is nothing to explain.
         if self.segmenter_cam.lesion_pixels(mask_logits)[0] == 0 or not analysis.segmenter_mask().any():
             analysis.seg_cam, analysis.notes = None, [NO_LESION_NOTE]
-        if s.get("suppress_when_classified_normal") and analysis.predicted_class == "normal":
+        p_normal = probabilities[self.classes.index("normal")]
+        gate = s.get("normal_gate")
+        if (gate is not None and p_normal >= gate) or (
+                s.get("suppress_when_classified_normal") and analysis.predicted_class == "normal"):
             analysis.suppressed_as_normal, analysis.notes = True, [SUPPRESSED_NOTE]
+        elif analysis.predicted_class == "normal" and analysis.segmenter_mask().any():
+            analysis.notes = [DISAGREEMENT_NOTE]
         return analysis

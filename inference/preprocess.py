@@ -1,16 +1,99 @@
-"""Scan -> model input, shared by training and serving so both see the same pixels."""
+"""Scan -> model input, shared by training and serving so both see the same pixels, and model maps
+-> the scan's own size.
+
+Sources frame their scans differently: BUSI and BUS-UCLM are landscape screenshots with black
+borders, text and logos around the B-mode field; BrEaST is cropped to the field. A model that sees
+each source's framing learns it. So the framing a model was trained with (its config's `framing`)
+can crop to the ultrasound field and keep the aspect ratio (the field is scaled to fit the square
+input and padded with black); models without that setting stretch the whole scan to the square.
+Every map a model returns goes back through the same `Framing`, so masks and Grad-CAM land on the
+scan where the model saw them.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+FIELD_MIN_LEVEL = 12    # grey level above which a pixel counts as image, not background
+FIELD_MIN_SHARE = 0.05  # a row/column belongs to the field when this share of it is image
+FIELD_MIN_SIDE = 0.4    # a field narrower than this share of the scan is not trusted: the whole scan is used
 
-def to_model_input(gray: np.ndarray, size: int) -> np.ndarray:
-    """(H, W) uint8 greyscale -> (size, size, 3) float32 RGB in 0..255 (models scale it themselves).
 
-    The scan is stretched to a square with bilinear resampling; outputs are mapped back to the
-    scan's own size afterwards, so aspect distortion never reaches the user."""
-    resized = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
-    return np.repeat(np.asarray(resized, dtype=np.float32)[..., None], 3, axis=-1)
+def ultrasound_field(gray: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), end-exclusive: the span of rows and columns of which at least
+    FIELD_MIN_SHARE is brighter than FIELD_MIN_LEVEL. Text panels, logos and body markers sit on
+    black and fill far less of their rows and columns than tissue does."""
+    height, width = gray.shape
+    image = gray > FIELD_MIN_LEVEL
+    rows = np.flatnonzero(image.mean(axis=1) >= FIELD_MIN_SHARE)
+    cols = np.flatnonzero(image.mean(axis=0) >= FIELD_MIN_SHARE)
+    if (len(rows) == 0 or len(cols) == 0 or rows[-1] + 1 - rows[0] < FIELD_MIN_SIDE * height
+            or cols[-1] + 1 - cols[0] < FIELD_MIN_SIDE * width):
+        return 0, height, 0, width
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
+
+def _resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a 2-D array (uint8 or float) to (height, width)."""
+    if array.shape == (height, width):
+        return array
+    mode = "F" if array.dtype != np.uint8 else "L"
+    image = Image.fromarray(array.astype(np.float32) if mode == "F" else array, mode=mode)
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a scan of `scan_shape` became a `size` x `size` model input: the `box` cut from it (top,
+    bottom, left, right) was resized to `inner` (h, w) and placed at `offset` (top, left)."""
+
+    scan_shape: tuple[int, int]
+    box: tuple[int, int, int, int]
+    size: int
+    inner: tuple[int, int]
+    offset: tuple[int, int]
+
+    @classmethod
+    def of(cls, gray: np.ndarray, size: int, crop_to_field: bool = False, keep_aspect: bool = False) -> Framing:
+        height, width = gray.shape
+        box = ultrasound_field(gray) if crop_to_field else (0, height, 0, width)
+        box_h, box_w = box[1] - box[0], box[3] - box[2]
+        if keep_aspect:
+            scale = size / max(box_h, box_w)
+            inner = (max(1, round(box_h * scale)), max(1, round(box_w * scale)))
+        else:
+            inner = (size, size)
+        offset = ((size - inner[0]) // 2, (size - inner[1]) // 2)
+        return cls((height, width), box, size, inner, offset)
+
+    @classmethod
+    def for_model(cls, gray: np.ndarray, config: dict) -> Framing:
+        """The framing a model's config asks for (none: the whole scan stretched to the square)."""
+        framing = config.get("framing", {})
+        return cls.of(gray, config["input_size"], framing.get("crop_to_field", False), framing.get("keep_aspect", False))
+
+    def to_input(self, array: np.ndarray) -> np.ndarray:
+        """A (H, W) scan or mask -> (size, size), same dtype; black (0) outside the placed field."""
+        top, bottom, left, right = self.box
+        placed = _resize(array[top:bottom, left:right], *self.inner)
+        square = np.zeros((self.size, self.size), dtype=placed.dtype)
+        square[self.offset[0]:self.offset[0] + self.inner[0], self.offset[1]:self.offset[1] + self.inner[1]] = placed
+        return square
+
+    def to_scan(self, field: np.ndarray) -> np.ndarray:
+        """A map over the model input (any resolution, e.g. Grad-CAM's 7 x 7) -> float32 (H, W) at
+        the scan's size; 0 outside the ultrasound field."""
+        square = _resize(np.asarray(field, dtype=np.float32), self.size, self.size)
+        inside = square[self.offset[0]:self.offset[0] + self.inner[0], self.offset[1]:self.offset[1] + self.inner[1]]
+        top, bottom, left, right = self.box
+        out = np.zeros(self.scan_shape, dtype=np.float32)
+        out[top:bottom, left:right] = _resize(inside, bottom - top, right - left)
+        return out
+
+
+def to_model_input(gray: np.ndarray, framing: Framing) -> np.ndarray:
+    """(H, W) uint8 greyscale -> (size, size, 3) float32 RGB in 0..255 (models scale it themselves)."""
+    return np.repeat(framing.to_input(gray).astype(np.float32)[..., None], 3, axis=-1)

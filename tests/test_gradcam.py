@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import heatmap_overlay, upsample
 from inference.models import BUNDLED, load_model
-from inference.preprocess import to_model_input
+from inference.preprocess import Framing, to_model_input
 from inference.decode import decode_scan
 from training.train_segmenter import dice_bce_loss
 
@@ -111,7 +111,7 @@ def shipped_classifier():
 @pytest.fixture(scope="module")
 def malignant_input(shipped_classifier):
     gray, _ = decode_scan(EXAMPLES / "busi_malignant_49.png")
-    return to_model_input(gray, shipped_classifier.config["input_size"])[None]
+    return to_model_input(gray, Framing.for_model(gray, shipped_classifier.config))[None]
 
 
 def test_randomising_the_top_layers_changes_the_map(shipped_classifier, malignant_input):

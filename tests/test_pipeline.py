@@ -4,9 +4,11 @@ Quality is asserted on the BUSI examples, the source the shipped models were tra
 other sources' examples they are often wrong (see README), so those get shape and sanity checks."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from inference.pipeline import NO_LESION_NOTE, SUPPRESSED_NOTE
+from inference.models import LoadedModel
+from inference.pipeline import DISAGREEMENT_NOTE, NO_LESION_NOTE, SUPPRESSED_NOTE, Analyzer
 from training.metrics import dice_iou
 
 
@@ -92,3 +94,25 @@ def test_one_forward_pass_per_model_per_request(analyzer, examples, monkeypatch)
     analysis.seg_cam_overlay()
     analysis.lesion_stats(0.6)
     assert calls == {"classifier": 1, "segmenter": 1}
+
+
+@pytest.fixture(scope="module")
+def gated(analyzer):
+    """The shipped models with the segmenter's normal gate set to `gate` (None: never hide a lesion)."""
+    def make(gate):
+        config = {k: v for k, v in analyzer.segmenter.config.items() if k != "suppress_when_classified_normal"}
+        segmenter = LoadedModel(analyzer.segmenter.model, {**config, "normal_gate": gate}, "test", "")
+        return Analyzer(analyzer.classifier, segmenter, warm_up=False)
+    return make
+
+
+def test_the_normal_gate_hides_lesions_only_from_its_probability(gated, examples):
+    always, never = gated(0.0), gated(None)
+    for path, _ in examples:
+        hidden = always.analyze(path)
+        assert hidden.suppressed_as_normal and not hidden.mask().any() and hidden.notes == [SUPPRESSED_NOTE]
+        shown = never.analyze(path)
+        assert not shown.suppressed_as_normal
+        assert np.array_equal(shown.mask(), shown.segmenter_mask())
+        disagrees = shown.predicted_class == "normal" and shown.segmenter_mask().any()
+        assert (DISAGREEMENT_NOTE in shown.notes) == disagrees

@@ -131,7 +131,7 @@ def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) ->
         "pixel_recall": tp / true_px if true_px else None,
         "threshold": analyses[0].threshold, "min_area_fraction": analyses[0].min_area_fraction,
         "largest_only": analyses[0].largest_only,
-        "suppress_when_classified_normal": bool(analyzer.segmenter.config.get("suppress_when_classified_normal")),
+        "normal_gate": analyzer.segmenter.config.get("normal_gate"),
         "scans_suppressed_as_normal": int(sum(a.suppressed_as_normal for a in analyses)),
         "segmenter_alone_dice": float(alone_dice[lesion].mean()) if lesion.any() else None,
         "segmenter_alone_normal_fp_rate": float(np.mean([p.any() for p, n in zip(alone, normal) if n])) if normal.any() else None,
@@ -192,15 +192,14 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
     classifier_hits, segmenter_hits, no_map, border = [], [], 0, []
     for i in lesion:
         a = analyses[i]
-        predicted = a.classes.index(a.predicted_class)
-        inside = peak_inside(a.class_cams[predicted], truths[i])
+        inside = peak_inside(a.class_map(), truths[i])
         classifier_hits.append(inside)
-        border.append(not inside and peak_in_border(a.class_cams[predicted], truths[i].shape))
+        border.append(not inside and peak_in_border(a.class_map(), truths[i].shape))
         if a.seg_cam is None:
             no_map += 1
             segmenter_hits.append(False)  # the segmenter predicted no lesion: counted as a miss
         else:
-            segmenter_hits.append(peak_inside(a.seg_cam, truths[i]))
+            segmenter_hits.append(peak_inside(a.seg_map(), truths[i]))
     classifier_hits, segmenter_hits = np.array(classifier_hits), np.array(segmenter_hits)
     metrics = {
         "n_lesion_images": len(lesion),
@@ -220,7 +219,7 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
         fig, axes = plt.subplots(len(picks), 3, figsize=(9, 2.8 * len(picks)))
         for r, i in enumerate(picks):
             a = analyses[i]
-            seg = heatmap_overlay(a.gray, a.seg_cam) if a.seg_cam is not None else a.gray
+            seg = heatmap_overlay(a.gray, a.seg_map()) if a.seg_cam is not None else a.gray
             panels = [mask_overlay(a.gray, truths[i]), a.class_overlay(), seg]
             titles = [f"{samples[i].relpath} (truth)", f"classifier Grad-CAM: {a.predicted_class}",
                       "Seg-Grad-CAM" if a.seg_cam is not None else "no lesion predicted"]

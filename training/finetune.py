@@ -1,53 +1,94 @@
-"""What the classifier and segmenter training share: augmentation, datasets, freezing, saving."""
+"""What the classifier and segmenter training share: data from every training source, augmentation,
+datasets, freezing, saving.
+
+Both models train on the train sides of BUSI and BUS-UCLM together (never BrEaST, the external test
+set) and are chosen on their validation sides, scored per source so scanner shift stays visible.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
+import albumentations as A
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
 from training.arrays import load_arrays, subsample
-from training.busi import REPO_ROOT, SOURCES
-from training.split import samples_by_side
+from training.busi import REPO_ROOT, SOURCES, TRAINING_SOURCES
+from training.split import read_split, samples_by_side
 
 # The stride-2/4 stem stays at its ImageNet weights: generic edges, and the costliest layers to train.
 FROZEN_PREFIXES = ("stem_", "block0_", "block1_", "block2_")
-# The split files whose train side teaches and whose validation side chooses; recorded in every
-# model's config so evaluation can tell which held-out scans a model has seen.
-TRAINING_SPLITS = [SOURCES["busi"].split_csv.relative_to(REPO_ROOT).as_posix()]
+# The framing serving uses for these models (inference.preprocess): crop to the ultrasound field,
+# keep the aspect ratio. Sources differ in both (landscape screenshots with borders, pre-cropped scans).
+FRAMING = {"crop_to_field": True, "keep_aspect": True}
+# BUS-UCLM's 21 training patients give hundreds of near-identical frames: together they weigh as
+# much as this share of BUSI's scans, spread equally over patients, then over each patient's frames.
+BUS_UCLM_SHARE = 0.5
+PREPROCESSING = ("greyscale scan framed as `framing` says (inference.preprocess.Framing: optionally cropped to the "
+                 "ultrasound field, aspect kept and padded black, else stretched) to input_size x input_size "
+                 "(bilinear), repeated to 3 channels, raw 0..255; the model applies (x - 127) / 128 itself")
 
 
-def augment(images, masks):
-    """Random crop (80-100 % of the side), horizontal flip, gain and offset; the masks get the same
-    geometry. No vertical flip: the transducer is always at the top of a scan."""
-    batch, size = tf.shape(images)[0], images.shape[1]
-    stacked = tf.concat([images, masks[..., None]], axis=-1)
-    stacked = tf.image.random_flip_left_right(stacked)
-    scale = tf.random.uniform([batch], 0.8, 1.0)
-    offset_y = tf.random.uniform([batch], 0, 1) * (1 - scale)
-    offset_x = tf.random.uniform([batch], 0, 1) * (1 - scale)
-    boxes = tf.stack([offset_y, offset_x, offset_y + scale, offset_x + scale], axis=1)
-    stacked = tf.image.crop_and_resize(stacked, boxes, tf.range(batch), [size, size])
-    gain = tf.random.uniform([batch, 1, 1, 1], 0.8, 1.2)
-    bias = tf.random.uniform([batch, 1, 1, 1], -20, 20)
-    images = tf.clip_by_value(stacked[..., :3] * gain + bias, 0, 255)
-    return images, tf.cast(stacked[..., 3:] > 0.5, tf.float32)
+def training_splits(sources) -> list[str]:
+    """The split files whose train side teaches and whose validation side chooses; recorded in every
+    model's config so evaluation can tell which held-out scans a model has seen."""
+    return [SOURCES[s].split_csv.relative_to(REPO_ROOT).as_posix() for s in sources]
+
+
+def scan_weights(source: str, samples, n_busi: int) -> np.ndarray:
+    """Per-scan loss weights: 1 per BUSI scan; BUS-UCLM as described at BUS_UCLM_SHARE."""
+    if source != "bus_uclm":
+        return np.ones(len(samples), np.float32)
+    patient_of = {r["file"]: r["patient_id"] for r in read_split(SOURCES[source].split_csv)}
+    patients = [patient_of[s.relpath] for s in samples]
+    frames = Counter(patients)
+    per_patient = BUS_UCLM_SHARE * n_busi / len(frames)
+    return np.array([per_patient / frames[p] for p in patients], np.float32)
+
+
+AUGMENT = A.Compose([
+    # geometry, applied to scan and mask alike: no vertical flip (the transducer is always at the top)
+    A.HorizontalFlip(p=0.5),
+    A.Affine(scale=(0.85, 1.15), translate_percent=(-0.06, 0.06), rotate=(-10, 10),
+             border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.8),
+    # scanner shift: gain, contrast and gamma curves, blur and speckle-like multiplicative noise
+    A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.25, p=0.8),
+    A.RandomGamma(gamma_limit=(70, 150), p=0.5),
+    A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+    A.MultiplicativeNoise(multiplier=(0.85, 1.15), elementwise=True, p=0.3),
+], seed=7)
+
+
+def augment_batch(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Albumentations on a uint8 batch (B, S, S, 3) and its 0/1 masks (B, S, S)."""
+    out_images, out_masks = np.empty_like(images), np.empty_like(masks)
+    for i in range(len(images)):
+        result = AUGMENT(image=images[i], mask=masks[i])
+        out_images[i], out_masks[i] = result["image"], result["mask"]
+    return out_images, out_masks
 
 
 def train_dataset(arrays: dict, batch_size: int, seed: int, targets):
-    """Shuffled, augmented float batches of `(images, *targets(masks, labels))`: scans and lesion masks
-    share one random geometry, and `targets` turns them into what the model's losses expect."""
-    ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"]))
+    """Shuffled, augmented float batches of `(images, *targets(masks, labels, weights))`: scans and
+    lesion masks share one random geometry, and `targets` turns them into what the model's losses
+    expect (targets, and per-scan loss weights)."""
+    weights = (arrays["weights"] / arrays["weights"].mean()).astype(np.float32)  # mean 1: the learning rate keeps its scale
+    ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"], weights))
     ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    size = arrays["images"].shape[1]
 
-    def prepare(images, masks, labels):
-        images, masks = augment(tf.cast(images, tf.float32), tf.cast(masks, tf.float32))
-        return (images, *targets(masks, labels))
+    def prepare(images, masks, labels, weights):
+        images, masks = tf.numpy_function(augment_batch, [images, masks], [tf.uint8, tf.uint8])
+        images = tf.ensure_shape(tf.cast(images, tf.float32), [None, size, size, 3])
+        masks = tf.ensure_shape(tf.cast(masks, tf.float32), [None, size, size])[..., None]
+        return (images, *targets(masks, labels, weights))
 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -90,17 +131,39 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate of the fine-tuning phase")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--limit", type=int, default=0, help="use only about N train/val scans (smoke test)")
+    parser.add_argument("--limit", type=int, default=0, help="use only about N train/val scans per source (smoke test)")
+    parser.add_argument("--sources", nargs="+", choices=TRAINING_SOURCES, default=list(TRAINING_SOURCES),
+                        help="training sources (one alone: for cross-source validation)")
+    parser.add_argument("--stretch", action="store_true",
+                        help="stretch the whole scan to the square input (the first models' framing)")
     parser.add_argument("--out", type=Path, default=out)
     return parser
 
 
-def load_train_val(size: int, limit: int) -> tuple[dict, dict]:
-    sides = samples_by_side()
-    train = load_arrays(subsample(sides["train"], limit), size)
-    val = load_arrays(subsample(sides["val"], limit), size)
-    print(f"train {len(train['labels'])} scans, val {len(val['labels'])} scans, {size}px", flush=True)
+def load_side(side: str, size: int, limit: int, framing: dict, sources=TRAINING_SOURCES) -> dict:
+    """One side of every training source, concatenated: arrays plus `source` (index into `sources`)
+    and `weights` (per-scan loss weights, `scan_weights`)."""
+    parts, n_busi = [], len(subsample(samples_by_side("busi")[side], limit))
+    for index, source in enumerate(sources):
+        samples = subsample(samples_by_side(source)[side], limit)
+        arrays = load_arrays(samples, size, framing)
+        arrays["source"] = np.full(len(samples), index)
+        arrays["weights"] = scan_weights(source, samples, n_busi)
+        parts.append(arrays)
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def load_train_val(size: int, limit: int, framing: dict, sources=TRAINING_SOURCES) -> tuple[dict, dict]:
+    train, val = (load_side(side, size, limit, framing, sources) for side in ("train", "val"))
+    for name, arrays in (("train", train), ("val", val)):
+        counts = ", ".join(f"{s} {int((arrays['source'] == i).sum())}" for i, s in enumerate(sources))
+        print(f"{name}: {counts} scans, {size}px, framing {framing}", flush=True)
     return train, val
+
+
+def per_source(arrays: dict, sources=TRAINING_SOURCES):
+    """(source name, index array) of each source present in `arrays`."""
+    return [(s, np.flatnonzero(arrays["source"] == i)) for i, s in enumerate(sources) if (arrays["source"] == i).any()]
 
 
 class SelectOnValidation(keras.callbacks.Callback):
@@ -115,7 +178,8 @@ class SelectOnValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         score, metrics = self.evaluate()
         self.history.append({"epoch": len(self.history) + 1, "loss": float(logs["loss"]), "val_score": score, **metrics})
-        print("  val: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + f", score {score:.3f}", flush=True)
+        print("  val: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None)
+              + f", score {score:.3f}", flush=True)
         if score > self.best_score:
             self.best_score, self.best_weights = score, self.model.get_weights()
 

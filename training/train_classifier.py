@@ -1,15 +1,19 @@
-"""Train the normal/benign/malignant classifier: ImageNet EfficientNet-Lite0, fine-tuned on BUSI.
+"""Train the normal/benign/malignant classifier: ImageNet EfficientNet-Lite0, fine-tuned on the train
+sides of BUSI and BUS-UCLM (`--sources` picks one, for cross-source validation).
 
-Two phases on the train side: a few epochs of the new head alone, then blocks 3..15 and the head
+Two phases on the train sides: a few epochs of the new head alone, then blocks 3..15 and the head
 together with a cosine-decayed learning rate. On lesion scans a second loss (weight
 `--attention-weight`) asks the benign and malignant class-activation maps to peak on the lesion: the
 model is taught to take its evidence from the lesion, not from text, calipers or the image frame. BatchNorm stays in inference mode (batches of 16 are
 too small to re-estimate its statistics) and the stride-2/4 stem is frozen, which also saves time on
-2 CPU cores. Class imbalance: inverse-frequency class weights. The epoch with the best validation
-score (mean of Recall_BM and macro AUC) is kept; the test side is never read here. A temperature is
-then fitted on validation logits.
+2 CPU cores. Class imbalance: inverse-frequency class weights, times the per-source scan weights.
+The epoch with the best validation score (mean of Recall_BM and macro AUC, averaged over the training
+sources' validation sides) is kept; test sides are never read here. Every training source's
+validation side is scored every epoch, so a single-source run shows its cross-source numbers. A
+temperature is then fitted on the pooled validation logits.
 
-    python -m training.train_classifier [--epochs 16] [--seed 7] [--attention-weight W] [--out models/classifier]
+    python -m training.train_classifier [--epochs 16] [--seed 7] [--attention-weight W] [--sources ...]
+                                        [--stretch] [--out models/classifier]
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training.busi import CLASSES, REPO_ROOT
+from training.busi import CLASSES, REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
 from training.evaluate import peak_inside
-from training.finetune import (TRAINING_SPLITS, SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches,
-                               save_model, train_dataset, training_parser)
+from training.finetune import (FRAMING, PREPROCESSING, SelectOnValidation, fit_two_phases, load_side, per_source,
+                               predict_in_batches, save_model, train_dataset, training_parser, training_splits)
 from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error,
                               fit_temperature)
 
@@ -89,7 +93,7 @@ def pointing_game_224(cells: np.ndarray, probs: np.ndarray, masks: np.ndarray, d
 
 
 def class_weights(labels) -> np.ndarray:
-    """Inverse class frequency, one weight per class index."""
+    """Inverse class frequency, one weight per class index (unweighted counts: a frame is a scan)."""
     counts = np.bincount(labels, minlength=len(CLASSES))
     return len(labels) / (len(CLASSES) * counts)
 
@@ -102,7 +106,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
-    train, val = load_train_val(args.size, args.limit)
+    framing = {} if args.stretch else FRAMING
+    train = load_side("train", args.size, args.limit, framing, args.sources)
+    val = load_side("val", args.size, args.limit, framing, TRAINING_SOURCES)
+    print(f"train {len(train['labels'])} scans ({', '.join(args.sources)}), val {len(val['labels'])} scans "
+          f"(all training sources), framing {framing or 'stretch'}", flush=True)
 
     model = build_classifier(args.size)
     load_imagenet_weights(model)
@@ -111,17 +119,23 @@ def main(argv=None):
     logits_fn = tf.function(lambda x: tuple(logits_model(x, training=False)))
 
     def evaluate():
+        """Score: mean over the training sources' validation sides of (Recall_BM + macro AUC) / 2."""
         logits, cells = predict_in_batches(logits_fn, val["images"])
         probs = calibrated(logits, 1.0)
-        m = classification_metrics(probs, val["labels"])
-        keys = ("accuracy", "recall_bm", "recall_malignant", "macro_auc")
-        return (m["recall_bm"] + m["macro_auc"]) / 2, {**{k: m[k] for k in keys},
-                                                       "pointing_224": pointing_game_224(cells, probs, val["masks"])}
+        metrics, scores = {}, []
+        for source, idx in per_source(val):
+            m = classification_metrics(probs[idx], val["labels"][idx])
+            for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc"):
+                metrics[f"{source}_{key}"] = m[key]
+            if source in args.sources:
+                scores.append((m["recall_bm"] + m["macro_auc"]) / 2)
+        metrics["pointing_224"] = pointing_game_224(cells, probs, val["masks"])
+        return float(np.mean(scores)), metrics
 
     selector = SelectOnValidation(evaluate)
-    weight_of = tf.constant(class_weights(train["labels"]), tf.float32)
-    train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels: (
-        {"probs": labels, "cells": lesion_cells(masks)}, tf.gather(weight_of, labels)))
+    train["weights"] = train["weights"] * class_weights(train["labels"])[train["labels"]]
+    train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels, weights: (
+        {"probs": labels, "cells": lesion_cells(masks)}, weights))
     losses = {"probs": keras.losses.SparseCategoricalCrossentropy(), "cells": lesion_attention_loss(args.attention_weight)}
     fit_two_phases(trainer, train_ds, len(train["labels"]), losses, selector, args)
 
@@ -137,13 +151,13 @@ def main(argv=None):
         "task": "classification",
         "classes": list(CLASSES),
         "input_size": args.size,
-        "preprocessing": "greyscale scan stretched to input_size x input_size (bilinear), repeated to 3 "
-                         "channels, raw 0..255; the model applies (x - 127) / 128 itself",
-        "training_splits": TRAINING_SPLITS,
+        "preprocessing": PREPROCESSING,
+        "training_splits": training_splits(args.sources),
+        "framing": framing,
         "logits_layer": "logits",
         "gradcam_layer": GRADCAM_LAYER,
         "temperature": temperature,
-        "training": {"seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
+        "training": {"sources": args.sources, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr,
                      "attention_weight": args.attention_weight, "best_epoch": best_epoch,
                      "val_ece_before": ece_before, "val_ece_after": ece_after,

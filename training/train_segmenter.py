@@ -2,11 +2,13 @@
 
 Skips come from the encoder's stride 2/4/8/16 stages, the bottleneck is its stride-32 block. The
 decoder predicts at stride 2 and upsamples the logits (full-resolution convolutions would double
-the cost on 2 CPU cores for little Dice). Trained on all three classes, so normal scans teach an
-empty mask; loss = binary cross-entropy + per-image Dice on lesion scans. The epoch with the best
-validation lesion Dice is kept, then threshold and post-processing are chosen on validation.
+the cost on 2 CPU cores for little Dice). Trained on all three classes of the train sides of BUSI
+and BUS-UCLM, so normal scans teach an empty mask; loss = binary cross-entropy + per-image Dice on
+lesion scans, weighted per scan (`training.finetune.scan_weights`). The epoch with the best pooled
+validation lesion Dice is kept, then threshold, post-processing and the normal gate (no lesion drawn
+when the classifier's normal probability reaches it) are chosen on the validation sides.
 
-    python -m training.train_segmenter [--epochs 24] [--seed 7] [--out models/segmenter]
+    python -m training.train_segmenter [--epochs 24] [--seed 7] [--sources ...] [--out models/segmenter]
 """
 
 from __future__ import annotations
@@ -23,13 +25,11 @@ from keras import layers
 
 from inference.models import load_model
 from inference.postprocess import lesion_mask
-from training.arrays import load_arrays, subsample
-from training.busi import REPO_ROOT
+from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
-from training.finetune import (TRAINING_SPLITS, SelectOnValidation, fit_two_phases, load_train_val, predict_in_batches,
-                               save_model, train_dataset, training_parser)
-from training.metrics import dice_iou
-from training.split import samples_by_side
+from training.finetune import (FRAMING, PREPROCESSING, SelectOnValidation, fit_two_phases, load_side, predict_in_batches,
+                               save_model, train_dataset, training_parser, training_splits)
+from training.metrics import calibrated, dice_iou
 
 # Seg-Grad-CAM layer: the decoder's bottleneck stage (stride 16, after ReLU). Measured on the
 # validation lesion scans: the encoder's stride-32 maps (block15_out, block15_activation) come out
@@ -38,7 +38,8 @@ from training.split import samples_by_side
 SEG_GRADCAM_LAYER = "decoder16_b_relu"
 DECODER_CHANNELS = {16: 128, 8: 64, 4: 32, 2: 16}
 MAX_NORMAL_FP_RATE = 0.10
-POSTPROCESSING_KEYS = ("threshold", "min_area_fraction", "largest_only", "suppress_when_classified_normal")
+POSTPROCESSING_KEYS = ("threshold", "min_area_fraction", "largest_only", "normal_gate")
+NORMAL_GATES = (None, 0.5, 0.6, 0.7, 0.8, 0.9)  # None: the classifier's verdict never hides a lesion
 
 
 def _conv_bn_relu(x, channels, name):
@@ -78,7 +79,7 @@ def dice_bce_loss(y_true, y_pred):
 def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float = 0.0,
                       largest_only: bool = False, suppressed: np.ndarray | None = None):
     """(mean Dice over lesion scans, share of normal scans with any predicted lesion). Scans marked
-    in `suppressed` (the classifier calls them normal) get an empty mask."""
+    in `suppressed` (the classifier is confident they are normal) get an empty mask."""
     predicted = [lesion_mask(p, threshold, min_area, largest_only) for p in probs]
     if suppressed is not None:
         predicted = [np.zeros_like(p) if s else p for p, s in zip(predicted, suppressed)]
@@ -92,42 +93,47 @@ FULL_GRID = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_area_fraction": (0.0, 
 EPOCH_GRID = {"threshold": (0.4, 0.5, 0.6), "min_area_fraction": (0.0, 0.01)}
 
 
-def choose_postprocessing(probs, val, calls_normal=None, grid=FULL_GRID):
+def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     """Post-processing with the best validation lesion Dice among those that flag at most
     MAX_NORMAL_FP_RATE of normal scans (else the fewest flags): threshold, minimum component area
-    (fraction of the image), largest component only, and — when the classifier's validation verdicts
-    `calls_normal` are given — whether to draw no lesion on scans the classifier calls normal."""
+    (fraction of the image), largest component only, and — when the classifier's validation normal
+    probabilities `p_normal` are given — the normal gate: the probability from which no lesion is
+    drawn. A gate, unlike "argmax is normal", leaves a lesion visible when the classifier is unsure."""
     results = []
-    gates = (False, True) if calls_normal is not None else (False,)
+    gates = NORMAL_GATES if p_normal is not None else (None,)
     for threshold, min_area, largest_only, gate in itertools.product(
             grid["threshold"], grid["min_area_fraction"], (False, True), gates):
-        dice, fp = validation_scores(probs, val, threshold, min_area, largest_only, calls_normal if gate else None)
+        suppressed = None if gate is None else p_normal >= gate
+        dice, fp = validation_scores(probs, val, threshold, min_area, largest_only, suppressed)
         results.append({"threshold": threshold, "min_area_fraction": min_area, "largest_only": largest_only,
-                        "suppress_when_classified_normal": gate, "val_dice": dice, "val_normal_fp": fp})
+                        "normal_gate": gate, "val_dice": dice, "val_normal_fp": fp})
     allowed = [r for r in results if r["val_normal_fp"] <= MAX_NORMAL_FP_RATE]
     best = max(allowed, key=lambda r: r["val_dice"]) if allowed else min(results, key=lambda r: (r["val_normal_fp"], -r["val_dice"]))
     return best, results
 
 
-def classifier_verdicts(args) -> np.ndarray | None:
-    """Whether the shipped classifier calls each validation scan normal (what serving will see);
-    None without a classifier."""
+def classifier_normal_probability(args) -> np.ndarray | None:
+    """The shipped classifier's calibrated normal probability on each validation scan, framed as it
+    frames them (what serving will see); None without a classifier."""
     if not args.classifier or not (args.classifier / "model.keras").exists():
         return None
     loaded = load_model(str(args.classifier))
-    images = load_arrays(subsample(samples_by_side()["val"], args.limit), loaded.config["input_size"])["images"]
-    fn = tf.function(lambda x: loaded.model(x, training=False))
-    return predict_in_batches(fn, images).argmax(axis=1) == loaded.config["classes"].index("normal")
+    c = loaded.config
+    images = load_side("val", c["input_size"], args.limit, c.get("framing", {}), TRAINING_SOURCES)["images"]
+    logits_model = keras.Model(loaded.model.input, loaded.model.get_layer(c["logits_layer"]).output)
+    logits = predict_in_batches(tf.function(lambda x: logits_model(x, training=False)), images)
+    return calibrated(logits, c["temperature"])[:, c["classes"].index("normal")]
 
 
 def revalidate_postprocessing(args):
     """Re-choose the post-processing of the model in `args.out` on validation, weights untouched."""
-    _, val = load_train_val(args.size, args.limit)
     loaded = load_model(str(args.out))
+    val = load_side("val", loaded.config["input_size"], args.limit, loaded.config.get("framing", {}))
     probs = predict_in_batches(tf.function(lambda x: loaded.model(x, training=False)), val["images"])[..., 0]
-    best, grid = choose_postprocessing(probs, val, classifier_verdicts(args))
+    best, grid = choose_postprocessing(probs, val, classifier_normal_probability(args))
     print(f"post-processing {best}", flush=True)
-    config = {**loaded.config, **{key: best[key] for key in POSTPROCESSING_KEYS}}
+    config = {**{k: v for k, v in loaded.config.items() if k != "suppress_when_classified_normal"},
+              **{key: best[key] for key in POSTPROCESSING_KEYS}}
     config["training"].update(val_dice=best["val_dice"], val_normal_fp=best["val_normal_fp"], postprocessing_grid=grid)
     (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -145,42 +151,46 @@ def main(argv=None):
         return revalidate_postprocessing(args)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
-    train, val = load_train_val(args.size, args.limit)
+    framing = {} if args.stretch else FRAMING
+    train = load_side("train", args.size, args.limit, framing, args.sources)
+    val = load_side("val", args.size, args.limit, framing, TRAINING_SOURCES)
+    print(f"train {len(train['labels'])} scans ({', '.join(args.sources)}), val {len(val['labels'])} scans, "
+          f"framing {framing or 'stretch'}", flush=True)
 
     model = build_segmenter(args.size)
     load_imagenet_weights(model)
     probs_fn = tf.function(lambda x: model(x, training=False))
 
-    calls_normal = classifier_verdicts(args)
+    p_normal = classifier_normal_probability(args)
 
     def evaluate():
         """Epoch score: the best constrained validation Dice over a coarse post-processing grid."""
         probs = predict_in_batches(probs_fn, val["images"])[..., 0]
-        best, _ = choose_postprocessing(probs, val, calls_normal, EPOCH_GRID)
+        best, _ = choose_postprocessing(probs, val, p_normal, EPOCH_GRID)
         penalty = 0.0 if best["val_normal_fp"] <= MAX_NORMAL_FP_RATE else best["val_normal_fp"]
         raw_dice, raw_fp = validation_scores(probs, val, 0.5)
         return best["val_dice"] - penalty, {"dice@0.5": raw_dice, "normal_fp@0.5": raw_fp,
                                             "best_dice": best["val_dice"], "best_normal_fp": best["val_normal_fp"]}
 
     selector = SelectOnValidation(evaluate)
-    train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels: (masks,))
+    train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels, weights: (masks, weights))
     fit_two_phases(model, train_ds, len(train["labels"]), dice_bce_loss, selector, args)
 
     val_probs = predict_in_batches(probs_fn, val["images"])[..., 0]
-    best, grid = choose_postprocessing(val_probs, val, calls_normal)
+    best, grid = choose_postprocessing(val_probs, val, p_normal)
     best_epoch = selector.best_epoch
     print(f"best epoch {best_epoch}; post-processing {best}", flush=True)
 
     save_model(lambda: build_segmenter(args.size), model, args.out, {
         "task": "segmentation",
         "input_size": args.size,
-        "preprocessing": "greyscale scan stretched to input_size x input_size (bilinear), repeated to 3 "
-                         "channels, raw 0..255; the model applies (x - 127) / 128 itself",
-        "training_splits": TRAINING_SPLITS,
+        "preprocessing": PREPROCESSING,
+        "training_splits": training_splits(args.sources),
+        "framing": framing,
         "logits_layer": "mask_logits",
         "gradcam_layer": SEG_GRADCAM_LAYER,
         **{key: best[key] for key in POSTPROCESSING_KEYS},
-        "training": {"seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
+        "training": {"sources": args.sources, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "best_epoch": best_epoch,
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
                      "minutes": round((time.time() - started) / 60, 1), "history": selector.history,

@@ -1,0 +1,65 @@
+"""Framing: the ultrasound field, aspect-preserving input, and maps back onto the scan."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.preprocess import Framing, to_model_input, ultrasound_field
+
+
+def synthetic_screenshot():
+    """A 300 x 500 'screenshot': black borders, a B-mode field at rows 40..260, columns 100..420,
+    a text strip on the black to its left, and a round lesion inside the field."""
+    rng = np.random.default_rng(0)
+    gray = np.zeros((300, 500), np.uint8)
+    gray[40:260, 100:420] = rng.integers(60, 200, (220, 320))
+    gray[50:60, 10:80:3] = 255  # text on the side panel
+    yy, xx = np.mgrid[:300, :500]
+    lesion = (yy - 150) ** 2 + (xx - 260) ** 2 <= 40 ** 2
+    gray[lesion] = 20
+    return gray, lesion
+
+
+def test_the_field_excludes_black_borders_and_panel_text():
+    gray, _ = synthetic_screenshot()
+    assert ultrasound_field(gray) == (40, 260, 100, 420)
+
+
+def test_a_blank_or_tiny_field_falls_back_to_the_whole_scan():
+    assert ultrasound_field(np.zeros((100, 120), np.uint8)) == (0, 100, 0, 120)
+    speck = np.zeros((100, 120), np.uint8)
+    speck[10:20, 10:20] = 200
+    assert ultrasound_field(speck) == (0, 100, 0, 120)
+
+
+@pytest.mark.parametrize("crop, keep", [(True, True), (False, True), (True, False), (False, False)])
+def test_a_mask_survives_the_round_trip(crop, keep):
+    gray, lesion = synthetic_screenshot()
+    framing = Framing.of(gray, 224, crop_to_field=crop, keep_aspect=keep)
+    back = framing.to_scan(framing.to_input(lesion.astype(np.uint8) * 255) / 255.0) > 0.5
+    assert back.shape == lesion.shape
+    assert (back & lesion).sum() / (back | lesion).sum() > 0.95
+
+
+def test_keep_aspect_pads_instead_of_stretching():
+    gray, lesion = synthetic_screenshot()
+    framing = Framing.of(gray, 224, crop_to_field=True, keep_aspect=True)
+    assert framing.inner == (154, 224) and framing.offset == (35, 0)  # 220 x 320 field -> 154 x 224
+    square = framing.to_input(lesion.astype(np.uint8) * 255) > 127
+    rows, cols = np.flatnonzero(square.any(axis=1)), np.flatnonzero(square.any(axis=0))
+    assert abs((rows[-1] - rows[0]) - (cols[-1] - cols[0])) <= 2, "a round lesion stays round"
+    assert not to_model_input(gray, framing)[:30].any(), "padding is black"
+
+
+def test_stretch_is_the_first_models_framing():
+    gray, _ = synthetic_screenshot()
+    framing = Framing.for_model(gray, {"input_size": 224})
+    expected = np.asarray(Image.fromarray(gray).resize((224, 224), Image.Resampling.BILINEAR), np.float32)
+    assert np.array_equal(to_model_input(gray, framing)[..., 0], expected)
+
+
+def test_maps_outside_the_field_are_zero():
+    gray, _ = synthetic_screenshot()
+    framing = Framing.of(gray, 224, crop_to_field=True, keep_aspect=True)
+    heat = framing.to_scan(np.ones((7, 7), np.float32))
+    assert heat[:40].max() == 0 and heat[:, :100].max() == 0 and heat[100:200, 150:350].min() > 0.99

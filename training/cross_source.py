@@ -1,0 +1,47 @@
+"""Compare candidate classifiers by cross-source validation, from their training records.
+
+A candidate trained on one source's train side is scored every epoch on every training source's
+validation side (`training.train_classifier --sources busi`). In-distribution validation cannot see
+scanner shift; the other source's validation side can. This reads each candidate's `config.json`
+and reports, at the epoch its own source chose, the other source's validation numbers.
+
+    python -m training.cross_source runs/candidate_a runs/candidate_b [--out reports/cross_source.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from training.busi import TRAINING_SOURCES
+
+
+def cross_source_scores(config: dict) -> dict:
+    """At the chosen epoch: the training source's own score, and per other source (Recall_BM +
+    macro AUC) / 2 and benign-vs-malignant AUC on its validation side."""
+    training = config["training"]
+    epoch = training["history"][training["best_epoch"] - 1]
+    out = {"trained_on": training["sources"], "framing": config.get("framing") or "stretch",
+           "best_epoch": training["best_epoch"], "own_validation_score": epoch["val_score"]}
+    for source in TRAINING_SOURCES:
+        if source not in training["sources"]:
+            out[f"{source}_score"] = (epoch[f"{source}_recall_bm"] + epoch[f"{source}_macro_auc"]) / 2
+            out[f"{source}_bm_auc"] = epoch[f"{source}_bm_auc"]
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("candidates", nargs="+", type=Path, help="model folders with config.json")
+    parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
+    args = parser.parse_args(argv)
+    rows = {folder.name: cross_source_scores(json.loads((folder / "config.json").read_text())) for folder in args.candidates}
+    for name, row in rows.items():
+        print(name, ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
