@@ -18,6 +18,8 @@ import logging
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -279,6 +281,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     demo = build_demo(Analyzer())  # loads both models once and warms them up
+
+    def stop(signum, frame):
+        """SIGTERM (`kill`, a container stop) ends the process like Ctrl-C does: the server closes and
+        the exit handlers run, so the temporary folder with uploads and results is removed."""
+        demo.close()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     demo.queue(default_concurrency_limit=2).launch(
         share=args.share,
         mcp_server=True if args.mcp else None,

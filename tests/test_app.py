@@ -2,6 +2,11 @@
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import gradio as gr
@@ -10,7 +15,7 @@ import pytest
 from PIL import Image
 
 import app
-from bench.server import AppServer
+from bench.server import AppServer, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXAMPLE_UPLOAD = Path(app.EXAMPLES_DIR) / "busi_benign_354.png"  # the model calls it benign (0.99)
@@ -175,3 +180,27 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
     assert shot.stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOT"):
         shutil.copy(shot, os.environ["SAVE_SCREENSHOT"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_temp_folder_goes_when_the_server_is_stopped(tmp_path, signum):
+    """The app's own temporary folder (uploads, rendered results) is removed on kill and Ctrl-C."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    port = free_port()
+    env.update(TMPDIR=str(tmp_path), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=Path(app.__file__).parent, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and process.poll() is None:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert list(tmp_path.glob("busi-demo-*")), "the app made its temporary folder"
+        process.send_signal(signum)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert not list(tmp_path.glob("busi-demo-*")), "the temporary folder outlived the server"
