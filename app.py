@@ -103,8 +103,23 @@ def readable_errors(run):
         raise gr.Error("The analysis failed on this file. Try another scan.") from None
 
 
+def in_range(value, name: str, low: float, high: float, default=None):
+    """`value` as a float in low..high (None: `default`); anything else — NaN, text, out of range —
+    is a readable error, never a silent fallback (a NaN threshold once drew no lesion at all)."""
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number from {low} to {high}; got {value!r}.") from None
+    if not low <= number <= high:  # also false for NaN
+        raise gr.Error(f"{name} must be a number from {low} to {high}; got {value!r}.")
+    return number
+
+
 class Handlers:
-    """What the events call. Every path from user input ends in results or a gr.Error message."""
+    """What the events call. Every path from user input ends in results or a gr.Error message.
+    The API functions' docstrings are their MCP tool descriptions."""
 
     def __init__(self, analyzer: Analyzer):
         self.analyzer = analyzer
@@ -126,7 +141,7 @@ class Handlers:
     def report(analysis, threshold=None) -> dict:
         return {
             "predicted_class": analysis.predicted_class,
-            "probabilities": analysis.probability_dict(),
+            "probabilities": {c: round(p, 4) for c, p in analysis.probability_dict().items()},
             "threshold": analysis.threshold if threshold is None else threshold,
             "lesion": analysis.lesion_stats(threshold),
             "warnings": analysis.warnings,
@@ -137,6 +152,10 @@ class Handlers:
         """Re-draw every output from a stored analysis: no model runs (nothing to do before one)."""
         if analysis is None:
             return (gr.skip(),) * 7  # one per rendered output
+        threshold = in_range(threshold, "threshold", 0.0, 1.0)
+        opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
+        if explain not in EXPLAIN_CHOICES:
+            raise gr.Error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {explain!r}.")
         explain = None if explain == EXPLAIN_CHOICES[0] else explain
         notes = "\n\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
         return (
@@ -155,23 +174,25 @@ class Handlers:
         return (analysis, *self.render(analysis, explain, threshold, opacity))
 
     def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45):
-        """Classify a breast ultrasound scan, segment its lesion and explain both with Grad-CAM.
+        """Classify a breast ultrasound scan (normal / benign / malignant), segment its lesion and explain
+        both with Grad-CAM. Research demo, not a medical device: not for diagnosis.
 
         Args:
-            path: the scan (PNG, JPEG, BMP, TIFF; greyscale B-mode ultrasound).
-            explain: the class whose Grad-CAM to draw ("predicted class", "normal", "benign", "malignant").
-            threshold: lesion-mask probability threshold (default: the validated one).
-            opacity: opacity of the overlays, 0..1.
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF or WebP; at least 32 px a side, at most 16 megapixels and 50 MB).
+            explain: the class whose Grad-CAM to draw: "predicted class", "normal", "benign" or "malignant".
+            threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
+            opacity: opacity of the overlays, 0 to 1 (default 0.45).
         Returns:
             probabilities, Grad-CAM overlay, lesion overlay, lesion mask (PNG 0/255), report (JSON), Seg-Grad-CAM overlay, notes.
         """
         return self.render(self._analysis(path), explain, threshold, opacity)
 
     def classify(self, path):
-        """Calibrated probabilities that a breast ultrasound scan is normal, benign or malignant.
+        """Calibrated probabilities that a breast ultrasound scan is normal, benign or malignant (the
+        classifier alone). Research demo, not a medical device: not for diagnosis.
 
         Args:
-            path: the scan (PNG, JPEG, BMP, TIFF; greyscale B-mode ultrasound).
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF or WebP; at least 32 px a side, at most 16 megapixels and 50 MB).
         """
         data = read_upload(path)
         probabilities, warnings = readable_errors(lambda: self.analyzer.classify(data))
@@ -180,14 +201,16 @@ class Handlers:
         return dict(zip(self.analyzer.classes, map(float, probabilities)))
 
     def segment(self, path, threshold=None):
-        """Segment the lesion of a breast ultrasound scan: mask and lesion statistics.
+        """Segment the lesion of a breast ultrasound scan: mask and lesion statistics. Research demo,
+        not a medical device: not for diagnosis or measurement.
 
         Args:
-            path: the scan (PNG, JPEG, BMP, TIFF; greyscale B-mode ultrasound).
-            threshold: lesion-mask probability threshold (default: the validated one).
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF or WebP; at least 32 px a side, at most 16 megapixels and 50 MB).
+            threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
         Returns:
             the lesion mask (PNG, 0/255, the scan's size) and a report with count, area and bounding box.
         """
+        threshold = in_range(threshold, "threshold", 0.0, 1.0)
         analysis = self._analysis(path)
         return analysis.mask_png(threshold), self.report(analysis, threshold)
 

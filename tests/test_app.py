@@ -204,3 +204,18 @@ def test_the_temp_folder_goes_when_the_server_is_stopped(tmp_path, signum):
     finally:
         process.kill()
     assert not list(tmp_path.glob("busi-demo-*")), "the temporary folder outlived the server"
+
+
+@pytest.mark.parametrize("threshold, opacity", [(float("nan"), 0.5), (0.5, float("nan")), ("high", 0.5), (1.5, 0.5),
+                                                (0.5, -0.1)])
+def test_bad_numbers_are_readable_errors(handlers, examples, threshold, opacity):
+    with pytest.raises(gr.Error, match="must be a number from 0.0 to 1.0"):
+        handlers.analyze(str(examples[0][0]), "predicted class", threshold, opacity)
+    if threshold != 0.5:
+        with pytest.raises(gr.Error, match="threshold must be a number"):
+            handlers.segment(str(examples[0][0]), threshold)
+
+
+def test_reports_round_probabilities(handlers, examples):
+    *_, report, _, _ = handlers.analyze(str(examples[0][0]))
+    assert all(len(repr(p).split(".")[-1]) <= 4 for p in report["probabilities"].values())
