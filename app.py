@@ -52,6 +52,7 @@ from inference.pipeline import Analyzer
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
+NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagnose or treat anyone."
 log = logging.getLogger("busi-demo")
 
@@ -139,11 +140,15 @@ class Handlers:
 
     @staticmethod
     def report(analysis, threshold=None) -> dict:
+        """The JSON report; class, probabilities and lesion are null when the scan is out of distribution."""
+        withheld = analysis.out_of_distribution
         return {
-            "predicted_class": analysis.predicted_class,
-            "probabilities": {c: round(p, 4) for c, p in analysis.probability_dict().items()},
+            "predicted_class": None if withheld else analysis.predicted_class,
+            "probabilities": None if withheld else {c: round(p, 4) for c, p in analysis.probability_dict().items()},
             "threshold": analysis.threshold if threshold is None else threshold,
-            "lesion": analysis.lesion_stats(threshold),
+            "lesion": None if withheld else analysis.lesion_stats(threshold),
+            "out_of_distribution": withheld,
+            "feature_distance": None if analysis.feature_distance is None else round(analysis.feature_distance, 2),
             "warnings": analysis.warnings,
             "notes": analysis.notes,
         }
@@ -158,6 +163,8 @@ class Handlers:
             raise gr.Error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {explain!r}.")
         explain = None if explain == EXPLAIN_CHOICES[0] else explain
         notes = "\n\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
+        if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
+            return ({NOT_ULTRASOUND: 1.0}, None, None, None, self.report(analysis, threshold), None, notes)
         return (
             analysis.probability_dict(),
             analysis.class_overlay(explain, opacity),
@@ -198,6 +205,8 @@ class Handlers:
         probabilities, warnings = readable_errors(lambda: self.analyzer.classify(data))
         for warning in warnings:
             gr.Warning(warning)
+        if probabilities is None:
+            return {NOT_ULTRASOUND: 1.0}
         return dict(zip(self.analyzer.classes, map(float, probabilities)))
 
     def segment(self, path, threshold=None):

@@ -42,12 +42,15 @@ def analyse_file(analyzer: Analyzer, path: Path, masks_dir: Path | None) -> dict
     except ScanError as error:
         row["warnings"] = f"error: {error}"
         return row
+    row["warnings"] = " | ".join(analysis.warnings)
+    if analysis.out_of_distribution:  # no class, probabilities or lesion: the warning says why
+        return row
     stats = analysis.lesion_stats()
     probabilities = analysis.probability_dict()
     row.update(predicted_class=analysis.predicted_class,
                **{f"p_{c}": f"{p:.4f}" for c, p in probabilities.items()},
                lesion_count=stats["lesion_count"], lesion_area_px=stats["lesion_area_px"],
-               lesion_area_percent=stats["lesion_area_percent"], warnings=" | ".join(analysis.warnings))
+               lesion_area_percent=stats["lesion_area_percent"])
     if masks_dir is not None:
         Image.fromarray(analysis.mask_png()).save(masks_dir / f"{path.stem}_pred.png")
     return row

@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = {"classifier": REPO_ROOT / "models" / "classifier", "segmenter": REPO_ROOT / "models" / "segmenter"}
 SETTINGS = {"classifier": "BUSI_CLASSIFIER", "segmenter": "BUSI_SEGMENTER"}
 MODEL_FILES = ("model.keras", "config.json")
+OPTIONAL_FILES = ("README.md", "ood.npz")  # the model card; the classifier's out-of-distribution check
 HUB_SCHEME = "hf://"
 
 
@@ -33,6 +34,7 @@ class LoadedModel:
     config: dict
     source: str
     card: str  # the model card (README.md) text, empty when the source has none
+    folder: Path | None = None  # where its files are (optional extras such as ood.npz live there)
 
 
 def source_for(kind: str) -> str:
@@ -54,11 +56,11 @@ def _fetch_from_hub(source: str) -> Path:
 
     repo_id, revision = parse_hub_source(source)
     folder = None
-    for filename in (*MODEL_FILES, "README.md"):
+    for filename in (*MODEL_FILES, *OPTIONAL_FILES):
         try:
             folder = Path(hf_hub_download(repo_id, filename, revision=revision)).parent
         except Exception as error:  # the Hub raises many kinds: offline, missing repo/file/revision, HTTP
-            if filename == "README.md":
+            if filename in OPTIONAL_FILES:
                 continue
             raise ModelSourceError(
                 f"cannot fetch {filename} of Hub repo {repo_id} at revision {revision}: "
@@ -79,4 +81,4 @@ def load_model(source: str) -> LoadedModel:
     except Exception as error:
         raise ModelSourceError(f"model source {source}: cannot load it: {type(error).__name__}: {error}") from error
     card = folder / "README.md"
-    return LoadedModel(model, config, source, card.read_text() if card.is_file() else "")
+    return LoadedModel(model, config, source, card.read_text() if card.is_file() else "", folder)

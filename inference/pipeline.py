@@ -17,6 +17,7 @@ from scipy.special import expit, softmax
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import heatmap_overlay, mask_overlay
 from inference.decode import decode_scan
+from inference import ood
 from inference.models import LoadedModel, load_model, source_for
 from inference.postprocess import lesion_mask, lesion_stats
 from inference.preprocess import Framing, to_model_input
@@ -44,6 +45,8 @@ class Analysis:
     seg_cam: np.ndarray | None        # (h, w) Seg-Grad-CAM over the segmenter's input, None without a lesion
     notes: list[str] = field(default_factory=list)
     suppressed_as_normal: bool = False  # the classifier calls the scan normal and the validated rule hides lesions
+    feature_distance: float | None = None  # the out-of-distribution score (None: the classifier has no check)
+    out_of_distribution: bool = False      # not like a breast ultrasound scan: no diagnosis-like output
 
     @property
     def predicted_class(self) -> str:
@@ -54,7 +57,7 @@ class Analysis:
 
     def mask(self, threshold: float | None = None) -> np.ndarray:
         """The post-processed lesion mask (H, W) bool at `threshold` (default: the validated one)."""
-        if self.suppressed_as_normal:
+        if self.suppressed_as_normal or self.out_of_distribution:
             return np.zeros(self.gray.shape, dtype=bool)
         return self.segmenter_mask(threshold)
 
@@ -82,7 +85,7 @@ class Analysis:
 
     def seg_cam_overlay(self, opacity: float = 0.45) -> np.ndarray | None:
         """Drawn only where a lesion is shown: None without one, or when the scan is called normal."""
-        if self.seg_cam is None or self.suppressed_as_normal:
+        if self.seg_cam is None or self.suppressed_as_normal or self.out_of_distribution:
             return None
         return heatmap_overlay(self.gray, self.seg_map(), opacity)
 
@@ -107,31 +110,47 @@ class Analyzer:
         self.classes = list(c["classes"])
         self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"])
         self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"], s["threshold"])
+        self.ood = ood.FeatureDistance.load(self.classifier.folder / ood.FILE_NAME) if self.classifier.folder else None
+        self._ood_features = ood.pooled_layer(self.classifier.model, self.ood.layer) if self.ood else None
         self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
         if warm_up:
             self.analyze(np.full((256, 256), 64, dtype=np.uint8))
             self.classify(np.full((256, 256), 64, dtype=np.uint8))
 
-    def classify(self, source) -> tuple[np.ndarray, list[str]]:
-        """Calibrated probabilities and decoder warnings from the classifier's forward pass alone:
-        no segmenter, no gradient maps. Raises inference.decode.ScanError on bad input."""
+    def _feature_distance(self, images: np.ndarray) -> float | None:
+        return None if self.ood is None else float(self.ood.distance(self._ood_features(images).numpy())[0])
+
+    def _ood_warning(self, distance: float | None) -> list[str]:
+        """The out-of-distribution warning when `distance` is over the threshold, else nothing."""
+        if distance is None or distance <= self.ood.threshold:
+            return []
+        return [ood.WARNING.format(distance=distance, threshold=self.ood.threshold)]
+
+    def classify(self, source) -> tuple[np.ndarray | None, list[str]]:
+        """Calibrated probabilities and warnings from the classifier's forward pass alone: no
+        segmenter, no gradient maps. Probabilities are None when the scan is out of distribution.
+        Raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
         c = self.classifier.config
         images = to_model_input(gray, Framing.for_model(gray, c))[None]
-        logits = self._model_pool.submit(self.classifier_cam.logits, images).result()
-        return softmax(logits[0] / c["temperature"]), warnings
+        logits, distance = self._model_pool.submit(
+            lambda: (self.classifier_cam.logits(images), self._feature_distance(images))).result()
+        refused = self._ood_warning(distance)
+        return (None if refused else softmax(logits[0] / c["temperature"])), warnings + refused
 
     def _run_models(self, gray: np.ndarray, class_framing: Framing, seg_framing: Framing):
-        """Both forward passes, each with its Grad-CAM: ((logits, class maps), (mask logits, Seg-Grad-CAM))."""
-        return (self.classifier_cam(to_model_input(gray, class_framing)[None]),
-                self.segmenter_cam(to_model_input(gray, seg_framing)[None]))
+        """Both forward passes, each with its Grad-CAM, and the out-of-distribution score:
+        ((logits, class maps), (mask logits, Seg-Grad-CAM), distance)."""
+        class_input = to_model_input(gray, class_framing)[None]
+        return (self.classifier_cam(class_input), self.segmenter_cam(to_model_input(gray, seg_framing)[None]),
+                self._feature_distance(class_input))
 
     def analyze(self, source) -> Analysis:
         """Bytes, a path or an image array -> Analysis; raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
         c, s = self.classifier.config, self.segmenter.config
         class_framing, seg_framing = Framing.for_model(gray, c), Framing.for_model(gray, s)
-        (logits, class_cams), (mask_logits, seg_cams) = self._model_pool.submit(
+        (logits, class_cams), (mask_logits, seg_cams), distance = self._model_pool.submit(
             self._run_models, gray, class_framing, seg_framing).result()
         probabilities = softmax(logits[0] / c["temperature"])
         analysis = Analysis(
@@ -139,8 +158,12 @@ class Analyzer:
             class_cams=class_cams[0], class_framing=class_framing, seg_framing=seg_framing,
             lesion_probs=seg_framing.to_scan(expit(mask_logits[0, ..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
-            largest_only=bool(s.get("largest_only", False)), seg_cam=seg_cams[0, 0],
+            largest_only=bool(s.get("largest_only", False)), seg_cam=seg_cams[0, 0], feature_distance=distance,
         )
+        refused = self._ood_warning(distance)
+        if refused:
+            analysis.out_of_distribution, analysis.warnings = True, warnings + refused
+            return analysis
         # Seg-Grad-CAM explains the predicted lesion; with none (after post-processing) there is nothing to explain.
         if self.segmenter_cam.lesion_pixels(mask_logits)[0] == 0 or not analysis.segmenter_mask().any():
             analysis.seg_cam, analysis.notes = None, [NO_LESION_NOTE]

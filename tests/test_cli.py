@@ -36,7 +36,8 @@ def test_batch_command_on_a_folder(tmp_path, examples, capsys):
 @pytest.mark.parametrize("kind", ["classifier", "segmenter"])
 def test_publish_dry_run_lists_the_checked_files(kind, capsys):
     files = publish_main([kind, "--repo", "owner/name", "--dry-run"])
-    assert sorted(f.name for f in files) == ["README.md", "config.json", "model.keras"]
+    expected = ["README.md", "config.json", "model.keras"] + (["ood.npz"] if kind == "classifier" else [])
+    assert sorted(f.name for f in files) == expected
     assert "would upload to owner/name" in capsys.readouterr().out
 
 

@@ -52,12 +52,17 @@ def evaluate_classifier(samples, analyses, analyzer, out_dir: Path, name: str) -
     # softmax(z / T) -> softmax(z): undo the temperature exactly, to show what calibration bought
     temperature = analyzer.classifier.config["temperature"]
     metrics["ece_uncalibrated"] = expected_calibration_error(softmax(temperature * np.log(probs), axis=1), labels)
+    # What users get on a refused scan is no classification at all; the metrics above still count the
+    # classifier's own answer there, and this says how often it was withheld.
+    refused = np.array([a.out_of_distribution for a in analyses], dtype=float)
+    metrics["ood_refused_rate"] = float(refused.mean())
     metrics["temperature"] = temperature
     metrics["ci95"] = {
         key: bootstrap_ci(lambda idx, key=key: classification_metrics(probs[idx], labels[idx])[key], len(labels))
         for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc")
         if metrics[key] is not None
     }
+    metrics["ci95"]["ood_refused_rate"] = bootstrap_ci(lambda idx: float(refused[idx].mean()), len(refused))
     plot_confusion(np.array(metrics["confusion_matrix"]), out_dir / f"classifier_{name}_confusion.png")
     plot_reliability(probs, labels, out_dir / f"classifier_{name}_reliability.png")
     return metrics
@@ -237,7 +242,7 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
 
 EVALUATORS = {"classifier": evaluate_classifier, "segmenter": evaluate_segmenter, "explain": evaluate_explanations}
 TABLE_KEYS = {
-    "classifier": ("n_images", "accuracy", "precision_normal", "recall_normal", "precision_benign", "recall_benign",
+    "classifier": ("n_images", "ood_refused_rate", "accuracy", "precision_normal", "recall_normal", "precision_benign", "recall_benign",
                    "precision_malignant", "recall_malignant", "recall_bm", "macro_auc", "bm_auc", "ece",
                    "ece_uncalibrated"),
     "segmenter": ("n_lesion_images", "dice", "iou", "dice_benign", "dice_malignant", "normal_fp_rate",

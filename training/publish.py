@@ -14,9 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from inference.models import BUNDLED, MODEL_FILES, load_model
+from inference.models import BUNDLED, MODEL_FILES, OPTIONAL_FILES, load_model
 
-UPLOADED_FILES = (*MODEL_FILES, "README.md")
+UPLOADED_FILES = (*MODEL_FILES, "README.md")  # always; the other optional files go too when present
 REQUIRED_CONFIG = {"classifier": ("classes", "input_size", "temperature", "logits_layer", "gradcam_layer"),
                    "segmenter": ("input_size", "threshold", "min_area_fraction", "logits_layer", "gradcam_layer")}
 REQUIRED_CARD_TEXT = ("not a medical device", "## Data", "## Metrics", "## Intended use", "## Limitations")
@@ -36,7 +36,7 @@ def check_folder(kind: str, folder: Path) -> list[Path]:
     if absent:
         raise ValueError(f"model card {folder / 'README.md'} lacks {absent}")
     load_model(str(folder))  # safe_mode=True: refuses anything that would run code on load
-    return [folder / name for name in UPLOADED_FILES]
+    return [folder / name for name in dict.fromkeys((*UPLOADED_FILES, *OPTIONAL_FILES)) if (folder / name).is_file()]
 
 
 def main(argv=None):

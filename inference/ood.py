@@ -1,0 +1,56 @@
+"""Is the input a breast ultrasound scan at all? A classifier answers "benign 76 %" for a photo of a
+man as readily as for a scan; this check is what stops that.
+
+The score is how far the classifier's mid-level features (the global average of one encoder block,
+`layer`) fall outside the subspace its training scans span: the norm of what a PCA of the training
+features cannot reconstruct. Mid-level features still describe texture and structure; the last
+layer's are tuned to the three classes and map a photo close to a scan. Fitted on the training
+sides by `python -m training.fit_ood`, threshold chosen on the validation sides, stored with the
+model (`ood.npz`). Above the threshold the app withholds the diagnosis-like output and says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+FILE_NAME = "ood.npz"
+WARNING = ("This image does not look like the breast ultrasound scans the models were trained on "
+           "(feature distance {distance:.1f}, limit {threshold:.1f}). No classification or lesion is shown: "
+           "the models' answers would be meaningless here.")
+
+
+@dataclass(frozen=True)
+class FeatureDistance:
+    layer: str              # the classifier layer whose global average is the feature vector
+    mean: np.ndarray        # (k,) mean feature of the training scans
+    components: np.ndarray  # (d, k) orthonormal PCA directions of the training features
+    threshold: float
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        """(n, k) features -> (n,) norms of their part outside the training subspace."""
+        centred = np.asarray(features, np.float64) - self.mean
+        return np.linalg.norm(centred - (centred @ self.components.T) @ self.components, axis=-1)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, layer=np.array(self.layer), mean=self.mean, components=self.components,
+                 threshold=np.array(self.threshold))
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureDistance | None:
+        """The fitted check in `path`, or None when the model ships without one."""
+        if not Path(path).is_file():
+            return None
+        with np.load(path, allow_pickle=False) as f:
+            return cls(str(f["layer"]), f["mean"], f["components"], float(f["threshold"]))
+
+
+def pooled_layer(model: keras.Model, layer: str):
+    """A compiled function: model inputs (B, S, S, 3) -> (B, k) global average of `layer`."""
+    features = keras.Model(model.input, model.get_layer(layer).output)
+    return tf.function(lambda images: tf.reduce_mean(features(images, training=False), axis=(1, 2)),
+                       reduce_retracing=True)

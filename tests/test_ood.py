@@ -1,0 +1,64 @@
+"""The out-of-distribution check: images that are not breast ultrasound get no diagnosis."""
+
+import csv
+
+import numpy as np
+import pytest
+import skimage.data
+
+from inference.__main__ import main as batch_main
+from inference.ood import FeatureDistance
+
+NOT_ULTRASOUND = {"camera": skimage.data.camera(), "coins": skimage.data.coins(), "moon": skimage.data.moon(),
+                  "page": skimage.data.page(), "text": skimage.data.text(), "astronaut": skimage.data.astronaut(),
+                  "blank": np.zeros((400, 500), np.uint8), "constant": np.full((400, 500), 128, np.uint8)}
+
+
+def test_the_shipped_classifier_has_a_check(analyzer):
+    assert analyzer.ood is not None and analyzer.ood.threshold > 0
+
+
+@pytest.mark.parametrize("name", sorted(NOT_ULTRASOUND))
+def test_images_that_are_not_ultrasound_are_refused(analyzer, name):
+    analysis = analyzer.analyze(NOT_ULTRASOUND[name])
+    assert analysis.out_of_distribution and analysis.feature_distance > analyzer.ood.threshold
+    assert not analysis.mask().any() and analysis.seg_cam_overlay() is None
+    assert any("does not look like the breast ultrasound" in w for w in analysis.warnings)
+    probabilities, warnings = analyzer.classify(NOT_ULTRASOUND[name])
+    assert probabilities is None and warnings
+
+
+def test_held_out_scans_of_every_source_are_accepted(analyzer, examples):
+    for path, _ in examples:
+        analysis = analyzer.analyze(path)
+        assert not analysis.out_of_distribution, (path.name, analysis.feature_distance)
+
+
+def test_the_app_and_the_batch_command_withhold_the_diagnosis(analyzer, tmp_path):
+    import app
+
+    label, class_cam, overlay, mask, report, seg_cam, notes = app.Handlers(analyzer).render(
+        analyzer.analyze(NOT_ULTRASOUND["camera"]), "predicted class", None, 0.5)
+    assert label == {app.NOT_ULTRASOUND: 1.0} and class_cam is None and mask is None and seg_cam is None
+    assert report["predicted_class"] is None and report["probabilities"] is None and report["out_of_distribution"]
+    assert "does not look like" in notes
+    from PIL import Image
+
+    Image.fromarray(NOT_ULTRASOUND["coins"]).save(tmp_path / "coins.png")
+    out = tmp_path / "rows.csv"
+    batch_main([str(tmp_path / "coins.png"), "--out", str(out)])
+    [row] = list(csv.DictReader(out.open()))
+    assert row["predicted_class"] == "" and row["p_malignant"] == "" and "does not look like" in row["warnings"]
+
+
+def test_distance_is_zero_inside_the_training_subspace(tmp_path):
+    components = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 2)))[0].T  # 2 orthonormal rows in 6-D
+    check = FeatureDistance("layer", np.ones(6), components, 1.0)
+    inside = np.ones(6) + 3 * components[0] - 2 * components[1]
+    outside = inside + 0.5 * np.linalg.svd(components)[2][-1]  # a direction orthogonal to both
+    assert check.distance(inside[None])[0] == pytest.approx(0, abs=1e-9)
+    assert check.distance(outside[None])[0] == pytest.approx(0.5)
+    check.save(tmp_path / "ood.npz")
+    loaded = FeatureDistance.load(tmp_path / "ood.npz")
+    assert loaded.layer == "layer" and loaded.threshold == 1.0 and np.allclose(loaded.components, components)
+    assert FeatureDistance.load(tmp_path / "missing.npz") is None
