@@ -47,12 +47,15 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from inference.decode import MAX_BYTES, ScanError
+from inference.outputs import prune, write_image
 from inference.pipeline import Analyzer
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
+RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered images, kept 10 minutes
+RESULTS_MAX_AGE_S = 600
 DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagnose or treat anyone."
 log = logging.getLogger("busi-demo")
 
@@ -165,13 +168,15 @@ class Handlers:
         notes = "\n\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return ({NOT_ULTRASOUND: 1.0}, None, None, None, self.report(analysis, threshold), None, notes)
+        prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
+        seg_cam = analysis.seg_cam_overlay(opacity)
         return (
             analysis.probability_dict(),
-            analysis.class_overlay(explain, opacity),
-            analysis.mask_overlay(threshold, opacity),
-            analysis.mask_png(threshold),
+            write_image(analysis.class_overlay(explain, opacity), RESULTS_DIR),
+            write_image(analysis.mask_overlay(threshold, opacity), RESULTS_DIR),
+            write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"),
             self.report(analysis, threshold),
-            analysis.seg_cam_overlay(opacity),
+            None if seg_cam is None else write_image(seg_cam, RESULTS_DIR),
             notes,
         )
 
@@ -221,7 +226,7 @@ class Handlers:
         """
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         analysis = self._analysis(path)
-        return analysis.mask_png(threshold), self.report(analysis, threshold)
+        return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"), self.report(analysis, threshold)
 
 
 def build_demo(analyzer: Analyzer) -> gr.Blocks:
@@ -289,18 +294,21 @@ def about_text(analyzer: Analyzer) -> str:
     )
     return f"""{DISCLAIMER}
 
-**Models.** An EfficientNet-Lite0 classifier (ImageNet-pretrained, fine-tuned on BUSI, probabilities
-calibrated by temperature scaling) and a U-Net segmenter with the same pretrained encoder. Grad-CAM
+**Models.** An EfficientNet-Lite0 classifier (ImageNet-pretrained, fine-tuned on two hospitals' scans,
+probabilities calibrated by temperature scaling) and a U-Net segmenter with the same pretrained
+encoder. Both see the scan cropped to its ultrasound field with its aspect ratio kept. An image
+that does not look like the breast ultrasound they were trained on gets no answer at all. Grad-CAM
 explains the chosen class's pre-softmax score; Seg-Grad-CAM explains the summed logits of the
 predicted lesion. The classifier was trained to take its benign/malignant evidence from the lesion
 (its training masks asked those maps to peak there), so a map on the lesion is expected, and a map
 elsewhere is worth a second look.
 
-**Data.** Trained on BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of breast ultrasound
-images.* Data in Brief 28 (2020) 104863 (licence not confirmed). Tested separately on BUSI's test
-side, on BUS-UCLM (Vallez et al., Sci Data 2025; CC BY-NC 4.0) and on BrEaST-Lesions_USG (Pawłowska
-et al., Sci Data 2024; CC BY 4.0), scanners the models never saw: **on those, the models are much
-weaker** — see the tables in the model cards below.
+**Data.** Trained on the train sides of BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of
+breast ultrasound images.* Data in Brief 28 (2020) 104863 (licence not confirmed) — and BUS-UCLM
+(Vallez et al., Sci Data 2025; CC BY-NC 4.0, so the weights are for non-commercial use). Tested
+separately on both test sides and on BrEaST-Lesions_USG (Pawłowska et al., Sci Data 2024; CC BY 4.0),
+a hospital the models never saw — see the tables in the model cards below: expect the BrEaST
+numbers, not the BUSI ones, on your own scanner.
 
 {cards}
 """

@@ -26,6 +26,10 @@ def handlers(analyzer):
     return app.Handlers(analyzer)
 
 
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
 def upload_copy(path, tmp_path):
     """What Gradio hands the app: a copy of the upload in its temp folder."""
     folder = Path(os.environ["GRADIO_TEMP_DIR"]) / tmp_path.name
@@ -38,10 +42,12 @@ def test_analyze_returns_every_output(handlers, examples, tmp_path):
     label, class_cam, overlay, mask, report, seg_cam, notes = handlers.analyze(upload_copy(path, tmp_path))
     height, width = np.asarray(Image.open(path)).shape[:2]
     assert abs(sum(label.values()) - 1) < 1e-5 and set(label) == {"normal", "benign", "malignant"}
-    assert class_cam.shape == overlay.shape == (height, width, 3)
-    assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
-    assert report["predicted_class"] in label and report["lesion"]["lesion_area_px"] == int((mask == 255).sum())
-    assert seg_cam is None or seg_cam.shape == (height, width, 3)
+    assert Image.open(class_cam).format == Image.open(overlay).format == "JPEG"
+    assert pixels(class_cam).shape == pixels(overlay).shape == (height, width, 3)
+    assert Image.open(mask).format == "PNG" and pixels(mask).shape == (height, width)
+    assert set(np.unique(pixels(mask))) <= {0, 255}
+    assert report["predicted_class"] in label and report["lesion"]["lesion_area_px"] == int((pixels(mask) == 255).sum())
+    assert seg_cam is None or pixels(seg_cam).shape == (height, width, 3)
     assert isinstance(notes, str)
 
 
@@ -81,9 +87,9 @@ def test_sliders_before_any_analysis_change_nothing(handlers):
 def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
     state, *_ = handlers.analyze_and_store(upload_copy(examples[4][0], tmp_path))
     label, class_cam, overlay, mask, report, seg_cam, notes = handlers.render(state, "normal", 0.2, 0.8)
-    assert report["threshold"] == 0.2 and class_cam.shape[:2] == mask.shape
+    assert report["threshold"] == 0.2 and pixels(class_cam).shape[:2] == pixels(mask).shape
     _, _, _, strict_mask, _, _, _ = handlers.render(state, "benign", 0.9, 0.8)
-    assert (strict_mask > 0).sum() <= (mask > 0).sum()
+    assert (pixels(strict_mask) > 0).sum() <= (pixels(mask) > 0).sum()
 
 
 @pytest.mark.parametrize("content, message", [

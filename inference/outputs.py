@@ -1,0 +1,53 @@
+"""Rendered results as files that are safe to serve to many clients at once.
+
+Handing Gradio a NumPy image makes it encode the image and write it to a path named by the content's
+hash, in place: two requests with identical results (the same example, two clients) rewrite one
+file while another client downloads it, and that client gets a truncated body. Here each image is
+encoded once to `<folder>/<content hash>.<format>` through a temporary file and an atomic rename,
+and never rewritten, so every reader sees a whole file. Overlays go out as JPEG (a fraction of a
+PNG's encoding time and size); the mask stays PNG, exact 0/255.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+JPEG_QUALITY = 90
+
+
+def write_image(array: np.ndarray, folder: Path, fmt: str = "jpeg") -> str:
+    """Encode a uint8 (H, W) or (H, W, 3) image as `fmt` ("jpeg" or "png") into `folder`; the path."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt.upper(), **({"quality": JPEG_QUALITY} if fmt == "jpeg" else {}))
+    data = buffer.getvalue()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha1(data).hexdigest()}.{'jpg' if fmt == 'jpeg' else fmt}"
+    if path.exists():
+        os.utime(path)  # handed out again: young again, so `prune` leaves it for this request's download
+    else:
+        descriptor, staging = tempfile.mkstemp(dir=folder, prefix=".writing-")
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(data)
+        os.replace(staging, path)
+    return str(path)
+
+
+def prune(folder: Path, max_age_s: float) -> int:
+    """Delete rendered files older than `max_age_s` (results are not kept longer than needed)."""
+    cutoff, removed = time.time() - max_age_s, 0
+    for path in folder.glob("*") if folder.is_dir() else []:
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another request pruned it first
+            pass
+    return removed

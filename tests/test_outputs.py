@@ -1,0 +1,45 @@
+"""Rendered results served to many clients at once: whole files, every time."""
+
+import threading
+
+import numpy as np
+from PIL import Image
+
+from inference.outputs import prune, write_image
+
+
+def test_identical_results_written_and_read_concurrently_are_never_truncated(tmp_path):
+    """Eight writers render the same result while eight readers decode what they were handed."""
+    image = np.random.default_rng(0).integers(0, 255, (400, 600, 3), dtype=np.uint8)
+    paths, errors = [], []
+
+    def writer():
+        for _ in range(20):
+            paths.append(write_image(image, tmp_path))
+
+    def reader():
+        for _ in range(40):
+            for path in list(paths[-3:]):
+                try:
+                    with Image.open(path) as decoded:
+                        decoded.load()
+                except Exception as error:  # a truncated or half-written file
+                    errors.append(repr(error))
+
+    threads = [threading.Thread(target=writer) for _ in range(8)] + [threading.Thread(target=reader) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert len(set(paths)) == 1 and paths[0].endswith(".jpg")
+    assert not list(tmp_path.glob(".writing-*")), "no staging file left behind"
+
+
+def test_masks_stay_exact_png_and_old_results_are_pruned(tmp_path):
+    mask = np.zeros((50, 60), np.uint8)
+    mask[10:20, 10:30] = 255
+    path = write_image(mask, tmp_path, "png")
+    assert np.array_equal(np.asarray(Image.open(path)), mask)
+    assert prune(tmp_path, 3600) == 0 and prune(tmp_path, -1) == 1
+    assert not list(tmp_path.iterdir())
