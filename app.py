@@ -54,6 +54,8 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
+# Example captions ("malignant · BUS-UCLM") wrap instead of being cut on a phone.
+CSS = "#examples .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }"
 RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered images, kept 10 minutes
 RESULTS_MAX_AGE_S = 600
 DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagnose or treat anyone."
@@ -247,11 +249,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             with gr.Column(scale=3):
                 notes = gr.Markdown(elem_id="notes")
                 with gr.Tabs():
-                    with gr.Tab("Classification"):
+                    with gr.Tab("Classify"):
                         label = gr.Label(num_top_classes=3, label="Calibrated probabilities", elem_id="probabilities")
                         explain = gr.Dropdown(EXPLAIN_CHOICES, value=EXPLAIN_CHOICES[0], label="Explain class")
                         class_cam = gr.Image(label="Classifier Grad-CAM", format="png", elem_id="class-cam")
-                    with gr.Tab("Segmentation"):
+                    with gr.Tab("Segment"):
                         with gr.Row():
                             overlay = gr.Image(label="Lesion overlay", format="png", elem_id="seg-overlay")
                             mask = gr.Image(label="Lesion mask", format="png", image_mode="L")
@@ -259,9 +261,10 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         details = gr.JSON(label="Lesion statistics and report")
                     with gr.Tab("About"):
                         gr.Markdown(about_text(analyzer))
+        gr.Markdown("**Examples — click one to analyse it.** Held-out scans from three hospitals (BUSI and "
+                    "BUS-UCLM test sides; BrEaST, never trained on), captioned with their ground truth.")
         gallery = gr.Gallery(list(zip(EXAMPLE_FILES, EXAMPLE_CAPTIONS)), columns=5, allow_preview=False,
-                             label="Held-out examples from three hospitals (BUSI and BUS-UCLM test sides, BrEaST external), "
-                                   "captioned with the ground truth — click one to analyse it",
+                             label="Examples", show_label=False,
                              elem_id="examples", format="png", height="auto")
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
@@ -333,6 +336,7 @@ def main(argv=None):
         share=args.share,
         mcp_server=True if args.mcp else None,
         theme=gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
+        css=CSS,
         ssr_mode=False,
         max_file_size=MAX_BYTES,  # Gradio refuses bigger uploads before they reach the decoder
     )

@@ -159,9 +159,9 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         probabilities = page.locator("#probabilities")
         expect(probabilities).to_contain_text("malignant", timeout=60_000)
         expect(page.locator("#class-cam img")).to_have_count(1, timeout=30_000)
-        page.get_by_role("tab", name="Segmentation").click()
+        page.get_by_role("tab", name="Segment").click()
         expect(page.locator("#seg-overlay img")).to_have_count(1, timeout=30_000)
-        page.get_by_role("tab", name="Classification").click()
+        page.get_by_role("tab", name="Classify").click()
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
 
@@ -182,6 +182,18 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(probabilities).not_to_contain_text("benign", timeout=10_000)
         assert "Traceback" not in page.content()
         page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
+
+        # A phone: every tab in view (none behind a "more" menu), example captions whole.
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.goto(server.url, wait_until="domcontentloaded")
+        expect(phone.get_by_role("tab")).to_have_count(3, timeout=30_000)
+        for name in ("Classify", "Segment", "About"):
+            expect(phone.get_by_role("tab", name=name)).to_be_visible()
+        expect(phone.get_by_label("More tabs")).to_be_hidden()
+        captions = phone.locator("#examples .caption-label")
+        expect(captions.first).to_be_visible(timeout=30_000)
+        assert captions.evaluate_all("cs => cs.every(c => c.scrollWidth <= c.clientWidth + 1)"), "a caption is cut"
+        phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOT"):
