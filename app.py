@@ -269,9 +269,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
         settings = [explain, threshold, opacity]
-        clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs], api_visibility="private")
+        clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs], api_visibility="private",
+                     show_progress="hidden")
+        # "minimal": a running timer, no ETA (Gradio's estimate averages past runs and was 4x off for big scans)
         store = dict(fn=handlers.analyze_and_store, inputs=[scan, *settings], outputs=[state, *outputs],
-                     api_visibility="private")
+                     api_visibility="private", show_progress="minimal")
         run.click(**clear).then(**store)
         scan.upload(**clear).then(**store)
         gallery.select(pick_example, None, scan, api_visibility="private").then(**clear).then(**store)

@@ -169,8 +169,7 @@ class Analyzer:
             analysis.seg_cam, analysis.notes = None, [NO_LESION_NOTE]
         p_normal = probabilities[self.classes.index("normal")]
         gate = s.get("normal_gate")
-        if (gate is not None and p_normal >= gate) or (
-                s.get("suppress_when_classified_normal") and analysis.predicted_class == "normal"):
+        if gate is not None and p_normal >= gate:
             analysis.suppressed_as_normal, analysis.notes = True, [SUPPRESSED_NOTE]
         elif analysis.predicted_class == "normal" and analysis.segmenter_mask().any():
             analysis.notes = [DISAGREEMENT_NOTE]

@@ -100,8 +100,7 @@ def test_one_forward_pass_per_model_per_request(analyzer, examples, monkeypatch)
 def gated(analyzer):
     """The shipped models with the segmenter's normal gate set to `gate` (None: never hide a lesion)."""
     def make(gate):
-        config = {k: v for k, v in analyzer.segmenter.config.items() if k != "suppress_when_classified_normal"}
-        segmenter = LoadedModel(analyzer.segmenter.model, {**config, "normal_gate": gate}, "test", "")
+        segmenter = LoadedModel(analyzer.segmenter.model, {**analyzer.segmenter.config, "normal_gate": gate}, "test", "")
         return Analyzer(analyzer.classifier, segmenter, warm_up=False)
     return make
 

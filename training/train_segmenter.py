@@ -132,8 +132,7 @@ def revalidate_postprocessing(args):
     probs = predict_in_batches(tf.function(lambda x: loaded.model(x, training=False)), val["images"])[..., 0]
     best, grid = choose_postprocessing(probs, val, classifier_normal_probability(args))
     print(f"post-processing {best}", flush=True)
-    config = {**{k: v for k, v in loaded.config.items() if k != "suppress_when_classified_normal"},
-              **{key: best[key] for key in POSTPROCESSING_KEYS}}
+    config = {**loaded.config, **{key: best[key] for key in POSTPROCESSING_KEYS}}
     config["training"].update(val_dice=best["val_dice"], val_normal_fp=best["val_normal_fp"], postprocessing_grid=grid)
     (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
