@@ -297,7 +297,7 @@ def datasets(args) -> list[tuple[str, list]]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tasks", nargs="*", choices=[[], *sorted(EVALUATORS)], help="default: all")
+    parser.add_argument("tasks", nargs="*", help=f"any of {', '.join(EVALUATORS)} (default: all)")
     parser.add_argument("--source", nargs="+", choices=sorted(SOURCES), default=list(SOURCES))
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--side", choices=("test", "val"), default="test", help="a side of the committed splits")
@@ -306,6 +306,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports")
     args = parser.parse_args(argv)
     tasks = args.tasks or list(EVALUATORS)
+    if set(tasks) - set(EVALUATORS):
+        parser.error(f"unknown task {', '.join(sorted(set(tasks) - set(EVALUATORS)))}")
     chosen = datasets(args)
     if args.json and (len(tasks) > 1 or len(chosen) > 1):
         parser.error("--json needs one task and one dataset")

@@ -148,12 +148,14 @@ def samples_by_side(source: str = "busi", root: Path | None = None) -> dict[str,
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sources", nargs="*", choices=[[], *sorted(SPLITTERS)], help="default: all")
+    parser.add_argument("sources", nargs="*", help=f"any of {', '.join(sorted(SPLITTERS))} (default: all)")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: its setting); one source only")
     parser.add_argument("--out", type=Path, default=None, help="CSV to write (default: splits/<source>_split.csv)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
     args.sources = args.sources or sorted(SPLITTERS)
+    if set(args.sources) - set(SPLITTERS):
+        parser.error(f"unknown source {', '.join(sorted(set(args.sources) - set(SPLITTERS)))}")
     if (args.data or args.out) and len(args.sources) != 1:
         parser.error("--data and --out need exactly one source")
     for source in args.sources:
