@@ -65,7 +65,12 @@ def _to_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """(greyscale uint8 (H, W), RGB uint8 (H, W, 3) or None when the source has no colour)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
+        finite = np.isfinite(values)
+        if not finite.any():
+            raise ScanError("The image holds no numbers (every pixel is NaN or infinite).")
+        # A few NaN/infinite pixels (a float TIFF) must not turn the whole scan black: they become the minimum.
+        low, high = float(values[finite].min()), float(values[finite].max())
+        values = np.where(finite, values, low)
         if image.mode == "F" and low >= 0 and high <= 1:  # floating-point images in 0..1
             return (values * 255).round().astype(np.uint8), None
         if high <= 255 and low >= 0:
@@ -128,7 +133,12 @@ def _decode_array(array: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
             raise ScanError("The image array must hold finite numbers (got booleans, NaN or infinity).")
-        # greyscale keeps its range (stretched like a 16-bit file); colour is clipped to 0..255
-        array = array.astype(np.float32) if array.ndim == 2 else array.clip(0, 255).astype(np.uint8)
+        # greyscale keeps its range (stretched like a 16-bit file); colour in 0..1 (float images) is
+        # scaled to 0..255, other colour is clipped to 0..255
+        if array.ndim == 2:
+            array = array.astype(np.float32)
+        else:
+            scale = 255.0 if np.issubdtype(array.dtype, np.floating) and 0 <= array.min() and array.max() <= 1 else 1.0
+            array = (array * scale).round().clip(0, 255).astype(np.uint8)
     gray, rgb = _to_array(Image.fromarray(array))
     return gray, quality_warnings(rgb)

@@ -146,3 +146,22 @@ def test_bad_arrays_are_refused():
         decode_scan(np.zeros((64, 64, 2), np.uint8))
     with pytest.raises(ScanError):
         decode_scan(np.full((64, 64), np.nan))
+
+
+def test_a_float_tiff_with_a_nan_pixel_keeps_its_picture(tmp_path):
+    values = np.linspace(0.0, 1000.0, 64 * 80, dtype=np.float32).reshape(64, 80)
+    values[5, 5] = np.nan
+    path = tmp_path / "scan.tif"
+    Image.fromarray(values, mode="F").save(path)
+    gray, _ = decode_scan(path.read_bytes())
+    assert gray.max() == 255 and gray[-1, -1] == 255 and gray[32].std() > 0, "not black"
+    Image.fromarray(np.full((64, 80), np.nan, np.float32), mode="F").save(path)
+    with pytest.raises(ScanError, match="no numbers"):
+        decode_scan(path.read_bytes())
+
+
+def test_a_float_colour_array_in_0_to_1_is_not_black():
+    rgb = np.zeros((64, 80, 3), np.float64)
+    rgb[..., :] = np.linspace(0, 1, 80)[None, :, None]
+    gray, _ = decode_scan(rgb)
+    assert gray[:, -1].min() == 255 and gray[:, 0].max() == 0
