@@ -237,3 +237,33 @@ def test_bad_numbers_are_readable_errors(handlers, examples, threshold, opacity)
 def test_reports_round_probabilities(handlers, examples):
     *_, report, _, _ = handlers.analyze(str(examples[0][0]))
     assert all(len(repr(p).split(".")[-1]) <= 4 for p in report["probabilities"].values())
+
+
+def test_mcp_tools_answer_with_content_and_readable_errors(tmp_path):
+    """Through a real MCP client: the tools describe themselves, /analyze returns its results (a
+    gr.State among the outputs used to empty them), and a bad scan says what was wrong."""
+    import asyncio
+    import base64
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    scan = base64.b64encode((Path(app.EXAMPLES_DIR) / "busi_malignant_49.png").read_bytes()).decode()
+    not_a_scan = base64.b64encode(b"definitely not an image").decode()
+
+    async def session_calls(url):
+        async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+                good = await session.call_tool("analyze", {"path": "data:image/png;base64," + scan})
+                bad = await session.call_tool("classify", {"path": "data:image/png;base64," + not_a_scan})
+                return tools, good, bad
+
+    with AppServer(extra_env={"GRADIO_MCP_SERVER": "True"}) as server:
+        tools, good, bad = asyncio.run(session_calls(server.url))
+    assert {"analyze", "classify", "segment"} <= set(tools)
+    assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment"))
+    assert "0 to 1" in str(tools["segment"].inputSchema["properties"]["threshold"])
+    assert not good.isError and "malignant" in good.content[0].text and "confidence" in good.content[0].text
+    assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
