@@ -165,12 +165,13 @@ class Analyzer:
             analysis.out_of_distribution, analysis.warnings = True, warnings + refused
             return analysis
         # Seg-Grad-CAM explains the predicted lesion; with none (after post-processing) there is nothing to explain.
-        if self.segmenter_cam.lesion_pixels(mask_logits)[0] == 0 or not analysis.segmenter_mask().any():
+        segmenter_found = bool(self.segmenter_cam.lesion_pixels(mask_logits)[0]) and analysis.segmenter_mask().any()
+        if not segmenter_found:
             analysis.seg_cam, analysis.notes = None, [NO_LESION_NOTE]
         p_normal = probabilities[self.classes.index("normal")]
         gate = s.get("normal_gate")
         if gate is not None and p_normal >= gate:
             analysis.suppressed_as_normal, analysis.notes = True, [SUPPRESSED_NOTE]
-        elif analysis.predicted_class == "normal" and analysis.segmenter_mask().any():
+        elif analysis.predicted_class == "normal" and segmenter_found:
             analysis.notes = [DISAGREEMENT_NOTE]
         return analysis

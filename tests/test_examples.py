@@ -9,7 +9,7 @@ from PIL import Image
 
 from inference.models import BUNDLED
 from training.busi import REPO_ROOT, SOURCES, list_samples
-from training.split import read_split
+from training.split import seen_paths
 
 EXAMPLES = REPO_ROOT / "examples"
 
@@ -20,13 +20,12 @@ def rows():
         return list(csv.DictReader(f))
 
 
-def trainable_files(source: str) -> set[str]:
-    """Files on the train or validation side of the current split and of every split a shipped model names."""
-    splits = [SOURCES[source].split_csv]
+def trained_paths() -> set:
+    """Scans on the train or validation side of the current splits and of every split a shipped model names."""
+    splits = [SOURCES[s].split_csv.relative_to(REPO_ROOT).as_posix() for s in ("busi", "bus_uclm")]
     for kind in ("classifier", "segmenter"):
-        config = json.loads((BUNDLED[kind] / "config.json").read_text())
-        splits += [REPO_ROOT / s for s in config.get("training_splits", []) if s.startswith(f"splits/{source}_split")]
-    return {r["file"] for path in splits for r in read_split(path) if r["split"] in ("train", "val")}
+        splits += json.loads((BUNDLED[kind] / "config.json").read_text()).get("training_splits", [])
+    return seen_paths(splits)
 
 
 def test_every_source_has_a_held_out_example_per_class(rows):
@@ -37,13 +36,12 @@ def test_every_source_has_a_held_out_example_per_class(rows):
 
 
 def test_examples_are_unchanged_copies_of_held_out_scans(rows, busi_root, bus_uclm_root, breast_root):
-    roots = {"BUSI": ("busi", busi_root), "BUS-UCLM": ("bus_uclm", bus_uclm_root), "BrEaST": ("breast", breast_root)}
+    roots = {"BUSI": busi_root, "BUS-UCLM": bus_uclm_root, "BrEaST": breast_root}
+    trained = trained_paths()
     for r in rows:
-        source, root = roots[r["dataset"]]
-        relpath = r["source"].split(" ", 1)[1]
-        assert (root / relpath).read_bytes() == (EXAMPLES / r["file"]).read_bytes(), r["file"]
-        if not SOURCES[source].external:
-            assert relpath not in trainable_files(source), f"{r['file']} was trained or selected on"
+        source = roots[r["dataset"]] / r["source"].split(" ", 1)[1]
+        assert source.read_bytes() == (EXAMPLES / r["file"]).read_bytes(), r["file"]
+        assert source not in trained, f"{r['file']} was trained or selected on"
 
 
 def test_no_example_is_a_copy_of_a_training_scan(rows, busi_root, bus_uclm_root):
@@ -54,8 +52,7 @@ def test_no_example_is_a_copy_of_a_training_scan(rows, busi_root, bus_uclm_root)
     def phash(path):
         return imagehash.phash(Image.open(path).convert("L")).hash.ravel()
 
-    trained = [root / f for source, root in (("busi", busi_root), ("bus_uclm", bus_uclm_root))
-               for f in trainable_files(source)]
+    trained = sorted(trained_paths())
     hashes = np.array([phash(p) for p in trained])
     for r in rows:
         closest = (hashes != phash(EXAMPLES / r["file"])).sum(axis=1).min()

@@ -33,7 +33,7 @@ from inference.pipeline import Analyzer
 from training.busi import CLASSES, REPO_ROOT, SOURCES, list_samples, load_mask
 from training.metrics import (BENIGN, MALIGNANT, bootstrap_ci, classification_metrics, dice_iou,
                               expected_calibration_error, reliability_bins)
-from training.split import read_split, samples_by_side
+from training.split import samples_by_side, seen_paths
 
 POINTING_DILATION_PX = 10
 BORDER_FRACTION = 0.08
@@ -271,13 +271,8 @@ def seen_in_training(analyzer, samples) -> int:
     """How many of `samples` the shipped models were trained or selected on: scans on the train or
     validation side of the splits their configs name. Non-zero after a split changes, until the
     models are retrained on the new one."""
-    seen = set()
-    for loaded in (analyzer.classifier, analyzer.segmenter):
-        for split_csv in loaded.config.get("training_splits", []):
-            rows = read_split(REPO_ROOT / split_csv)
-            source = next(name for name in SOURCES if Path(split_csv).name.startswith(f"{name}_split"))
-            root = SOURCES[source].data_dir()
-            seen |= {root / r["file"] for r in rows if r["split"] in ("train", "val")}
+    seen = seen_paths([csv for loaded in (analyzer.classifier, analyzer.segmenter)
+                       for csv in loaded.config.get("training_splits", [])])
     return sum(s.path in seen for s in samples)
 
 

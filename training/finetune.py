@@ -153,12 +153,16 @@ def load_side(side: str, size: int, limit: int, framing: dict, sources=TRAINING_
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def load_train_val(size: int, limit: int, framing: dict, sources=TRAINING_SOURCES) -> tuple[dict, dict]:
-    train, val = (load_side(side, size, limit, framing, sources) for side in ("train", "val"))
-    for name, arrays in (("train", train), ("val", val)):
-        counts = ", ".join(f"{s} {int((arrays['source'] == i).sum())}" for i, s in enumerate(sources))
-        print(f"{name}: {counts} scans, {size}px, framing {framing}", flush=True)
-    return train, val
+def load_training_data(args) -> tuple[dict, dict, dict]:
+    """(framing, train, val) for a training run: the train sides of `args.sources`, framed as
+    `--stretch` says, and the validation sides of every training source (a single-source run is
+    scored on the others' too: cross-source validation)."""
+    framing = {} if args.stretch else FRAMING
+    train = load_side("train", args.size, args.limit, framing, args.sources)
+    val = load_side("val", args.size, args.limit, framing, TRAINING_SOURCES)
+    print(f"train {len(train['labels'])} scans ({', '.join(args.sources)}), val {len(val['labels'])} scans "
+          f"(all training sources), framing {framing or 'stretch'}", flush=True)
+    return framing, train, val
 
 
 def per_source(arrays: dict, sources=TRAINING_SOURCES):

@@ -21,7 +21,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from training.busi import CLASSES, SOURCES, Sample, list_samples
+from training.busi import CLASSES, REPO_ROOT, SOURCES, Sample, list_samples
 from training.duplicates import UnionFind, duplicate_pairs
 
 SIDES = ("train", "val", "test")
@@ -128,6 +128,17 @@ def to_csv(rows: list[dict]) -> str:
 def read_split(path: Path = DEFAULT_OUT) -> list[dict]:
     with Path(path).open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def seen_paths(split_csvs) -> set[Path]:
+    """Scans on the train or validation side of any of `split_csvs` (as model configs name them,
+    relative to the repository): what a model trained and chosen on those splits has seen."""
+    seen = set()
+    for split_csv in split_csvs:
+        source = next(name for name in SPLITTERS if Path(split_csv).name.startswith(f"{name}_split"))
+        root = SOURCES[source].data_dir()
+        seen |= {root / r["file"] for r in read_split(REPO_ROOT / split_csv) if r["split"] in ("train", "val")}
+    return seen
 
 
 def samples_by_side(source: str = "busi", root: Path | None = None) -> dict[str, list[Sample]]:

@@ -25,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training.busi import CLASSES, REPO_ROOT, TRAINING_SOURCES
+from training.busi import CLASSES, REPO_ROOT
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
 from training.evaluate import peak_inside
-from training.finetune import (FRAMING, PREPROCESSING, SelectOnValidation, fit_two_phases, load_side, per_source,
+from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases, load_training_data, per_source,
                                predict_in_batches, save_model, train_dataset, training_parser, training_splits)
 from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error,
                               fit_temperature)
@@ -106,11 +106,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
-    framing = {} if args.stretch else FRAMING
-    train = load_side("train", args.size, args.limit, framing, args.sources)
-    val = load_side("val", args.size, args.limit, framing, TRAINING_SOURCES)
-    print(f"train {len(train['labels'])} scans ({', '.join(args.sources)}), val {len(val['labels'])} scans "
-          f"(all training sources), framing {framing or 'stretch'}", flush=True)
+    framing, train, val = load_training_data(args)
 
     model = build_classifier(args.size)
     load_imagenet_weights(model)

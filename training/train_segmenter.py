@@ -27,7 +27,8 @@ from inference.models import load_model
 from inference.postprocess import lesion_mask
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import encoder_features, load_imagenet_weights
-from training.finetune import (FRAMING, PREPROCESSING, SelectOnValidation, fit_two_phases, load_side, predict_in_batches,
+from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases, load_side, load_training_data,
+                               predict_in_batches,
                                save_model, train_dataset, training_parser, training_splits)
 from training.metrics import calibrated, dice_iou
 
@@ -150,11 +151,7 @@ def main(argv=None):
         return revalidate_postprocessing(args)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
-    framing = {} if args.stretch else FRAMING
-    train = load_side("train", args.size, args.limit, framing, args.sources)
-    val = load_side("val", args.size, args.limit, framing, TRAINING_SOURCES)
-    print(f"train {len(train['labels'])} scans ({', '.join(args.sources)}), val {len(val['labels'])} scans, "
-          f"framing {framing or 'stretch'}", flush=True)
+    framing, train, val = load_training_data(args)
 
     model = build_segmenter(args.size)
     load_imagenet_weights(model)
