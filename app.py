@@ -171,7 +171,7 @@ class Handlers:
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return ({NOT_ULTRASOUND: 1.0}, None, None, None, self.report(analysis, threshold), None, notes)
         prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
-        seg_cam = analysis.seg_cam_overlay(opacity)
+        seg_cam = analysis.seg_cam_overlay(threshold, opacity)
         return (
             analysis.probability_dict(),
             write_image(analysis.class_overlay(explain, opacity), RESULTS_DIR),
@@ -257,7 +257,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         with gr.Row():
                             overlay = gr.Image(label="Lesion overlay", format="png", elem_id="seg-overlay")
                             mask = gr.Image(label="Lesion mask", format="png", image_mode="L")
-                        seg_cam = gr.Image(label="Seg-Grad-CAM (at the validated threshold)", format="png")
+                        seg_cam = gr.Image(label="Seg-Grad-CAM of the drawn lesion", format="png")
                         details = gr.JSON(label="Lesion statistics and report")
                     with gr.Tab("About"):
                         gr.Markdown(about_text(analyzer))

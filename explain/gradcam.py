@@ -34,14 +34,15 @@ class GradCAM:
         self._run = tf.function(self._forward, reduce_retracing=True)
         self._logits = tf.function(lambda images: self.gradient_model(images, training=False)[1], reduce_retracing=True)
 
-    def targets(self, logits: tf.Tensor) -> list[tf.Tensor]:
-        """One (B,) score per map; each image's score depends only on that image."""
+    def targets(self, logits: tf.Tensor, *target_inputs: tf.Tensor) -> list[tf.Tensor]:
+        """One (B,) score per map; each image's score depends only on that image (and on its own
+        row of any `target_inputs`, e.g. the region a segmentation map explains)."""
         raise NotImplementedError
 
-    def _forward(self, images):
+    def _forward(self, images, *target_inputs):
         with tf.GradientTape(persistent=True) as tape:
             features, logits = self.gradient_model(images, training=False)
-            scores = self.targets(logits)
+            scores = self.targets(logits, *target_inputs)
         cams = [cam_from_gradients(features, tape.gradient(score, features)) for score in scores]
         del tape
         return logits, tf.stack(cams, axis=1)
@@ -50,9 +51,10 @@ class GradCAM:
         """The forward pass alone, without gradients: for callers that need no map."""
         return self._logits(tf.convert_to_tensor(images, tf.float32)).numpy()
 
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, images: np.ndarray, *target_inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, S, S, 3) float images -> (logits, maps (B, n_targets, h, w) in 0..1 at feature size)."""
-        logits, cams = self._run(tf.convert_to_tensor(images, tf.float32))
+        logits, cams = self._run(tf.convert_to_tensor(images, tf.float32),
+                                 *(tf.convert_to_tensor(t, tf.float32) for t in target_inputs))
         return logits.numpy(), cams.numpy()
 
 
@@ -64,18 +66,10 @@ class ClassifierGradCAM(GradCAM):
 
 
 class SegGradCAM(GradCAM):
-    """Target: the sum of pre-sigmoid logits over the predicted lesion (pixels whose probability
-    reaches `threshold`). With no predicted lesion the target is 0 and so is the map: callers check
-    `lesion_pixels` and say so instead of drawing it."""
+    """Target: the sum of pre-sigmoid logits over a given region — the lesion mask the user sees
+    (after thresholding and removing small specks), mapped onto the model's output grid. So the map
+    explains the drawn lesion, whatever threshold drew it. Call as `explainer(images, regions)` with
+    regions (B, S, S, 1) of 0/1; an empty region has target 0 and an all-zero map."""
 
-    def __init__(self, model: keras.Model, layer: str, logits_layer: str, threshold: float):
-        super().__init__(model, layer, logits_layer)
-        self.logit_threshold = math.log(threshold / (1 - threshold))
-
-    def targets(self, logits):
-        region = tf.cast(logits >= self.logit_threshold, logits.dtype)
-        return [tf.reduce_sum(logits * region, axis=(1, 2, 3))]
-
-    def lesion_pixels(self, logits: np.ndarray) -> np.ndarray:
-        """Per image, how many pixels the target region holds."""
-        return (logits >= self.logit_threshold).sum(axis=(1, 2, 3))
+    def targets(self, logits, regions):
+        return [tf.reduce_sum(logits * regions, axis=(1, 2, 3))]

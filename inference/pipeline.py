@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from scipy.special import expit, softmax
@@ -42,11 +43,13 @@ class Analysis:
     threshold: float                  # the segmenter's validated threshold
     min_area_fraction: float
     largest_only: bool
-    seg_cam: np.ndarray | None        # (h, w) Seg-Grad-CAM over the segmenter's input, None without a lesion
+    # mask (H, W) -> Seg-Grad-CAM of that region at the scan's size (one gradient pass of the segmenter)
+    explain_region: Callable[[np.ndarray], np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
     suppressed_as_normal: bool = False  # the classifier calls the scan normal and the validated rule hides lesions
     feature_distance: float | None = None  # the out-of-distribution score (None: the classifier has no check)
     out_of_distribution: bool = False      # not like a breast ultrasound scan: no diagnosis-like output
+    _seg_maps: dict = field(default_factory=dict, repr=False)  # threshold -> Seg-Grad-CAM, computed once each
 
     @property
     def predicted_class(self) -> str:
@@ -73,9 +76,18 @@ class Analysis:
         """One class's Grad-CAM (default: the predicted class's) at the scan's size, 0..1."""
         return self.class_framing.to_scan(self.class_cams[self.classes.index(class_name or self.predicted_class)])
 
-    def seg_map(self) -> np.ndarray | None:
-        """Seg-Grad-CAM at the scan's size, or None."""
-        return None if self.seg_cam is None else self.seg_framing.to_scan(self.seg_cam)
+    def seg_map(self, threshold: float | None = None) -> np.ndarray | None:
+        """Seg-Grad-CAM of the lesion mask shown at `threshold` (default: the validated one) at the
+        scan's size; None when no lesion is shown (none found, called normal, or not a scan). Its
+        target is exactly the displayed mask, so a new threshold gets its own map: computed on first
+        use, then kept for re-rendering."""
+        mask = self.mask(threshold)
+        if self.explain_region is None or not mask.any():
+            return None
+        key = self.threshold if threshold is None else float(threshold)
+        if key not in self._seg_maps:
+            self._seg_maps[key] = self.explain_region(mask)
+        return self._seg_maps[key]
 
     def class_overlay(self, class_name: str | None = None, opacity: float = 0.45) -> np.ndarray:
         return heatmap_overlay(self.gray, self.class_map(class_name), opacity)
@@ -83,11 +95,10 @@ class Analysis:
     def mask_overlay(self, threshold: float | None = None, opacity: float = 0.45) -> np.ndarray:
         return mask_overlay(self.gray, self.mask(threshold), opacity)
 
-    def seg_cam_overlay(self, opacity: float = 0.45) -> np.ndarray | None:
-        """Drawn only where a lesion is shown: None without one, or when the scan is called normal."""
-        if self.seg_cam is None or self.suppressed_as_normal or self.out_of_distribution:
-            return None
-        return heatmap_overlay(self.gray, self.seg_map(), opacity)
+    def seg_cam_overlay(self, threshold: float | None = None, opacity: float = 0.45) -> np.ndarray | None:
+        """Seg-Grad-CAM over the scan where a lesion is shown at `threshold`, else None."""
+        seg_map = self.seg_map(threshold)
+        return None if seg_map is None else heatmap_overlay(self.gray, seg_map, opacity)
 
     def mask_png(self, threshold: float | None = None) -> np.ndarray:
         """The mask as a 0/255 uint8 image of the scan's size."""
@@ -109,7 +120,7 @@ class Analyzer:
         c, s = self.classifier.config, self.segmenter.config
         self.classes = list(c["classes"])
         self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"])
-        self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"], s["threshold"])
+        self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"])
         self.ood = ood.FeatureDistance.load(self.classifier.folder / ood.FILE_NAME) if self.classifier.folder else None
         self._ood_features = ood.pooled_layer(self.classifier.model, self.ood.layer) if self.ood else None
         self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
@@ -138,36 +149,43 @@ class Analyzer:
         refused = self._ood_warning(distance)
         return (None if refused else softmax(logits[0] / c["temperature"])), warnings + refused
 
-    def _run_models(self, gray: np.ndarray, class_framing: Framing, seg_framing: Framing):
-        """Both forward passes, each with its Grad-CAM, and the out-of-distribution score:
-        ((logits, class maps), (mask logits, Seg-Grad-CAM), distance)."""
-        class_input = to_model_input(gray, class_framing)[None]
-        return (self.classifier_cam(class_input), self.segmenter_cam(to_model_input(gray, seg_framing)[None]),
+    def _run_models(self, class_input: np.ndarray, seg_input: np.ndarray):
+        """The classifier's pass with every class's Grad-CAM, the segmenter's forward pass (its map
+        waits until the displayed mask is known) and the out-of-distribution score:
+        ((logits, class maps), mask logits, distance)."""
+        return (self.classifier_cam(class_input), self.segmenter_cam.logits(seg_input),
                 self._feature_distance(class_input))
+
+    def _explain_region(self, seg_input: np.ndarray, seg_framing: Framing, mask: np.ndarray) -> np.ndarray:
+        """Seg-Grad-CAM whose target is `mask` (the scan-sized lesion mask on display), at the scan's size."""
+        region = seg_framing.to_input(mask.astype(np.float32)) >= 0.5
+        _, cams = self._model_pool.submit(self.segmenter_cam, seg_input, region[None, ..., None]).result()
+        return seg_framing.to_scan(cams[0, 0])
 
     def analyze(self, source) -> Analysis:
         """Bytes, a path or an image array -> Analysis; raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
         c, s = self.classifier.config, self.segmenter.config
         class_framing, seg_framing = Framing.for_model(gray, c), Framing.for_model(gray, s)
-        (logits, class_cams), (mask_logits, seg_cams), distance = self._model_pool.submit(
-            self._run_models, gray, class_framing, seg_framing).result()
+        seg_input = to_model_input(gray, seg_framing)[None]
+        (logits, class_cams), mask_logits, distance = self._model_pool.submit(
+            self._run_models, to_model_input(gray, class_framing)[None], seg_input).result()
         probabilities = softmax(logits[0] / c["temperature"])
         analysis = Analysis(
             gray=gray, warnings=warnings, classes=self.classes, probabilities=probabilities,
             class_cams=class_cams[0], class_framing=class_framing, seg_framing=seg_framing,
             lesion_probs=seg_framing.to_scan(expit(mask_logits[0, ..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
-            largest_only=bool(s.get("largest_only", False)), seg_cam=seg_cams[0, 0], feature_distance=distance,
+            largest_only=bool(s.get("largest_only", False)), feature_distance=distance,
+            explain_region=lambda mask: self._explain_region(seg_input, seg_framing, mask),
         )
         refused = self._ood_warning(distance)
         if refused:
             analysis.out_of_distribution, analysis.warnings = True, warnings + refused
             return analysis
-        # Seg-Grad-CAM explains the predicted lesion; with none (after post-processing) there is nothing to explain.
-        segmenter_found = bool(self.segmenter_cam.lesion_pixels(mask_logits)[0]) and analysis.segmenter_mask().any()
+        segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:
-            analysis.seg_cam, analysis.notes = None, [NO_LESION_NOTE]
+            analysis.notes = [NO_LESION_NOTE]
         p_normal = probabilities[self.classes.index("normal")]
         gate = s.get("normal_gate")
         if gate is not None and p_normal >= gate:

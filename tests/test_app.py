@@ -72,8 +72,9 @@ def test_classify_runs_the_classifier_forward_pass_only(handlers, analyzer, exam
     path = examples[2][0]
     expected = handlers.analyze(str(path))[0]
     calls = []
-    for explainer in (analyzer.classifier_cam, analyzer.segmenter_cam):
-        monkeypatch.setattr(explainer, "_run", lambda images: calls.append(images))
+    for explainer, attribute in ((analyzer.classifier_cam, "_run"), (analyzer.segmenter_cam, "_run"),
+                                 (analyzer.segmenter_cam, "_logits")):
+        monkeypatch.setattr(explainer, attribute, lambda *args: calls.append(args))
     probabilities = handlers.classify(str(path))
     assert calls == [], "no gradient maps and no segmenter for /classify"
     assert probabilities.keys() == expected.keys()

@@ -77,22 +77,20 @@ def test_seg_gradcam_points_at_the_segmented_region():
     model.fit(images, masks[..., None].astype(np.float32), epochs=8, batch_size=16, verbose=0)
 
     held_out, _, centres = synthetic(100, 4, np.ones(100, bool))
-    explainer = SegGradCAM(model, "bottleneck", "mask_logits", threshold=0.5)
-    logits, cams = explainer(held_out)
-    assert (explainer.lesion_pixels(logits) > 0).mean() > 0.9
+    explainer = SegGradCAM(model, "bottleneck", "mask_logits")
+    regions = (explainer.logits(held_out) >= 0).astype(np.float32)  # the predicted blob at probability 0.5
+    assert (regions.sum(axis=(1, 2, 3)) > 0).mean() > 0.9
+    logits, cams = explainer(held_out, regions)
     hits = [peak_on_blob(cam[0], c) for cam, c in zip(cams, centres)]
     assert np.mean(hits) >= 0.9
 
 
-def test_seg_gradcam_is_zero_without_a_predicted_region():
+def test_seg_gradcam_is_zero_for_an_empty_region():
     inputs = keras.Input((16, 16, 1))
     features = layers.Conv2D(4, 3, padding="same", name="features")(inputs)
-    logits = layers.Conv2D(1, 1, name="logits", bias_initializer=keras.initializers.Constant(-20.0),
-                           kernel_initializer="zeros")(features)
-    model = keras.Model(inputs, logits)
-    explainer = SegGradCAM(model, "features", "logits", threshold=0.5)
-    logits, cams = explainer(np.random.rand(2, 16, 16, 1))
-    assert (explainer.lesion_pixels(logits) == 0).all()
+    logits = layers.Conv2D(1, 1, name="logits")(features)
+    explainer = SegGradCAM(keras.Model(inputs, logits), "features", "logits")
+    _, cams = explainer(np.random.rand(2, 16, 16, 1), np.zeros((2, 16, 16, 1)))
     assert np.all(cams == 0)
 
 

@@ -6,9 +6,10 @@ other sources' examples they are often wrong (see README), so those get shape an
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from inference.models import LoadedModel
-from inference.pipeline import DISAGREEMENT_NOTE, NO_LESION_NOTE, SUPPRESSED_NOTE, Analyzer
+from inference.pipeline import DISAGREEMENT_NOTE, NO_LESION_NOTE, SUPPRESSED_NOTE, Analysis, Analyzer
 from training.metrics import dice_iou
 
 
@@ -46,8 +47,8 @@ def test_lesion_scans_get_a_seg_gradcam_and_stats(analyzer, examples):
         if analysis.suppressed_as_normal:
             assert analysis.notes == [SUPPRESSED_NOTE] and analysis.seg_cam_overlay() is None
             assert analysis.predicted_class == "normal" and not analysis.mask().any()
-        elif analysis.seg_cam is None:
-            assert analysis.notes == [NO_LESION_NOTE] and not analysis.mask().any()
+        elif not analysis.mask().any():
+            assert analysis.notes == [NO_LESION_NOTE] and analysis.seg_map() is None
         else:
             assert analysis.seg_cam_overlay().shape == (*analysis.gray.shape, 3)
         if stats["lesion_count"]:
@@ -75,25 +76,52 @@ def test_normal_examples_show_no_lesion(analyzer, busi_examples):
     assert flagged == [False]
 
 
-def test_one_forward_pass_per_model_per_request(analyzer, examples, monkeypatch):
-    """Prediction and Grad-CAM come from the same pass; re-rendering runs no model at all."""
-    calls = {"classifier": 0, "segmenter": 0}
-    for name, explainer in (("classifier", analyzer.classifier_cam), ("segmenter", analyzer.segmenter_cam)):
-        original = explainer._run
+def count_model_calls(analyzer, monkeypatch) -> dict:
+    """Counters of the classifier's pass, the segmenter's forward pass and its gradient pass."""
+    calls = {"classifier": 0, "segmenter": 0, "seg_gradcam": 0}
+    for name, explainer, attribute in (("classifier", analyzer.classifier_cam, "_run"),
+                                       ("segmenter", analyzer.segmenter_cam, "_logits"),
+                                       ("seg_gradcam", analyzer.segmenter_cam, "_run")):
+        original = getattr(explainer, attribute)
 
-        def counted(images, name=name, original=original):
+        def counted(*args, name=name, original=original):
             calls[name] += 1
-            return original(images)
+            return original(*args)
 
-        monkeypatch.setattr(explainer, "_run", counted)
-    analysis = analyzer.analyze(examples[0][0])
-    assert calls == {"classifier": 1, "segmenter": 1}
+        monkeypatch.setattr(explainer, attribute, counted)
+    return calls
+
+
+def lesion_example(analyzer, examples) -> Analysis:
+    return next(a for a in map(analyzer.analyze, (p for p, _ in examples)) if a.mask().any())
+
+
+def test_one_forward_pass_per_model_per_request(analyzer, examples, monkeypatch):
+    """Prediction and Grad-CAM come from the same classifier pass; the segmenter's map takes one
+    gradient pass per displayed mask; re-rendering the same mask runs no model at all."""
+    path = next(p for p, _ in examples if analyzer.analyze(p).mask().any())
+    calls = count_model_calls(analyzer, monkeypatch)
+    analysis = analyzer.analyze(path)
+    assert calls == {"classifier": 1, "segmenter": 1, "seg_gradcam": 0}
     for class_name in analysis.classes:
         analysis.class_overlay(class_name, 0.3)
     analysis.mask_overlay(0.2, 0.9)
-    analysis.seg_cam_overlay()
+    analysis.seg_cam_overlay(opacity=0.3)
+    analysis.seg_cam_overlay(opacity=0.8)
     analysis.lesion_stats(0.6)
-    assert calls == {"classifier": 1, "segmenter": 1}
+    assert calls == {"classifier": 1, "segmenter": 1, "seg_gradcam": 1}
+
+
+def test_seg_gradcam_explains_the_displayed_mask(analyzer, examples):
+    """Its target is the mask on screen: it peaks on that mask (within a few pixels) and a new
+    threshold, which draws another mask, gets another map."""
+    analysis = lesion_example(analyzer, examples)
+    mask = analysis.mask()
+    near_mask = ndimage.binary_dilation(mask, iterations=max(3, mask.shape[0] // 50))
+    seg_map = analysis.seg_map()
+    assert seg_map.shape == mask.shape and near_mask[np.unravel_index(np.argmax(seg_map), seg_map.shape)]
+    wider = analysis.seg_map(0.1)
+    assert analysis.mask(0.1).sum() > mask.sum() and not np.allclose(wider, seg_map)
 
 
 @pytest.fixture(scope="module")

@@ -200,11 +200,12 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
         inside = peak_inside(a.class_map(), truths[i])
         classifier_hits.append(inside)
         border.append(not inside and peak_in_border(a.class_map(), truths[i].shape))
-        if a.seg_cam is None:
+        seg_map = a.seg_map()
+        if seg_map is None:
             no_map += 1
-            segmenter_hits.append(False)  # the segmenter predicted no lesion: counted as a miss
+            segmenter_hits.append(False)  # no lesion drawn: counted as a miss
         else:
-            segmenter_hits.append(peak_inside(a.seg_map(), truths[i]))
+            segmenter_hits.append(peak_inside(seg_map, truths[i]))
     classifier_hits, segmenter_hits = np.array(classifier_hits), np.array(segmenter_hits)
     metrics = {
         "n_lesion_images": len(lesion),
@@ -224,10 +225,11 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
         fig, axes = plt.subplots(len(picks), 3, figsize=(9, 2.8 * len(picks)))
         for r, i in enumerate(picks):
             a = analyses[i]
-            seg = heatmap_overlay(a.gray, a.seg_map()) if a.seg_cam is not None else a.gray
+            seg_map = a.seg_map()
+            seg = heatmap_overlay(a.gray, seg_map) if seg_map is not None else a.gray
             panels = [mask_overlay(a.gray, truths[i]), a.class_overlay(), seg]
             titles = [f"{samples[i].relpath} (truth)", f"classifier Grad-CAM: {a.predicted_class}",
-                      "Seg-Grad-CAM" if a.seg_cam is not None else "no lesion predicted"]
+                      "Seg-Grad-CAM" if seg_map is not None else "no lesion drawn"]
             for ax, panel, title in zip(axes[r], panels, titles):
                 ax.imshow(panel, cmap="gray")
                 ax.set_title(title, fontsize=8)
