@@ -1,7 +1,9 @@
 """Any uploaded file -> 8-bit greyscale scan, or a `ScanError` whose message a user can act on.
 
-Accepted: whatever Pillow reads (PNG incl. 16-bit, JPEG, BMP, TIFF, GIF/WebP — first frame), in
-modes 1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F. EXIF orientation is applied. Transparent pixels
+Accepted: DICOM (see `inference.dicom`: it also brings the pixel size in millimetres) and whatever
+Pillow reads (PNG incl. 16-bit, JPEG, BMP, TIFF, GIF/WebP), in modes 1, L, LA, P, RGB, RGBA, CMYK,
+I;16, I, F. Multi-frame files (cine DICOM, animations) give one frame: the first unless another is
+asked for, with a warning that says which. EXIF orientation is applied. Transparent pixels
 are composited onto black (the background of a scan). Images with more than 8 bits per pixel are
 stretched from their own minimum..maximum to 0..255 (floating-point data in 0..1 is scaled by 255).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +31,22 @@ MAX_PIXELS = 16_000_000  # 4000 x 4000: far above any ultrasound; a 36 MP scan t
 MAX_BYTES = 50 * 1024 * 1024
 COLOUR_SPREAD = 40
 COLOUR_FRACTION = 0.05
+NOT_DICOM = "not a DICOM file: only DICOM files carry the size of a pixel"
 
 
 class ScanError(ValueError):
     """The input cannot be analysed; the message says why, in words meant for the user."""
+
+
+@dataclass
+class DecodedScan:
+    """A decoded scan and what the file says about it besides its pixels."""
+    gray: np.ndarray                          # (H, W) uint8
+    warnings: list[str]
+    mm_per_pixel: tuple[float, float] | None  # (x: across columns, y: down rows); None when the file has no calibration
+    mm_unavailable_reason: str | None         # why mm_per_pixel is None, in words for the user
+    frame: int = 0                            # which frame of the file this is (from 0)
+    n_frames: int = 1
 
 
 def _check_bytes(size: int):
@@ -54,29 +69,35 @@ def _read_bytes(source) -> bytes:
     return data
 
 
-def _check_size(width: int, height: int):
+def check_size(width: int, height: int):
     if width * height > MAX_PIXELS:
         raise ScanError(f"The image is {width}x{height} pixels; the limit is {MAX_PIXELS / 1e6:.0f} megapixels.")
     if min(width, height) < MIN_SIDE:
         raise ScanError(f"The image is {width}x{height} pixels; a scan needs at least {MIN_SIDE} px on each side.")
 
 
+def to_8_bit(values: np.ndarray, unit_range: bool = False) -> np.ndarray:
+    """Greyscale values of any range -> uint8: kept where they lie in 0..255 already, scaled by 255
+    with `unit_range` (floating-point images in 0..1), else stretched from their own minimum..maximum."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise ScanError("The image holds no numbers (every pixel is NaN or infinite).")
+    # A few NaN/infinite pixels (a float TIFF) must not turn the whole scan black: they become the minimum.
+    low, high = float(values[finite].min()), float(values[finite].max())
+    values = np.where(finite, values, low)
+    if unit_range and low >= 0 and high <= 1:
+        return (values * 255).round().astype(np.uint8)
+    if high <= 255 and low >= 0:
+        return values.round().astype(np.uint8)
+    scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+    return scaled.round().astype(np.uint8)
+
+
 def _to_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """(greyscale uint8 (H, W), RGB uint8 (H, W, 3) or None when the source has no colour)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        finite = np.isfinite(values)
-        if not finite.any():
-            raise ScanError("The image holds no numbers (every pixel is NaN or infinite).")
-        # A few NaN/infinite pixels (a float TIFF) must not turn the whole scan black: they become the minimum.
-        low, high = float(values[finite].min()), float(values[finite].max())
-        values = np.where(finite, values, low)
-        if image.mode == "F" and low >= 0 and high <= 1:  # floating-point images in 0..1
-            return (values * 255).round().astype(np.uint8), None
-        if high <= 255 and low >= 0:
-            return values.astype(np.uint8), None
-        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
-        return scaled.round().astype(np.uint8), None
+        return to_8_bit(np.asarray(image), unit_range=image.mode == "F"), None
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("LA", "RGBA", "PA"):
@@ -99,17 +120,43 @@ def quality_warnings(rgb: np.ndarray | None) -> list[str]:
     return []
 
 
-def decode_scan(source) -> tuple[np.ndarray, list[str]]:
-    """Bytes, a path, or an (H, W[, C]) uint8 array -> (greyscale uint8 (H, W), warnings)."""
+def check_frame(frame: int, n_frames: int):
+    if not 0 <= frame < n_frames:
+        raise ScanError(f"Frame {frame} was asked for, but the file holds {n_frames} frame(s), "
+                        f"numbered 0 to {n_frames - 1}.")
+
+
+def frame_warnings(frame: int, n_frames: int) -> list[str]:
+    """Say which frame of a multi-frame file (a cine loop, an animation) was analysed: the rest were not."""
+    if n_frames == 1:
+        return []
+    return [f"This file holds {n_frames} frames; only frame {frame} (numbered from 0) was analysed. "
+            "Choose another frame to analyse it."]
+
+
+def decode(source, frame: int = 0) -> DecodedScan:
+    """Bytes, a path, or an (H, W[, C]) array -> DecodedScan of frame `frame` (from 0)."""
     if isinstance(source, np.ndarray):
-        return _decode_array(source)
+        check_frame(frame, 1)
+        gray, rgb = _decode_array(source)
+        return DecodedScan(gray, quality_warnings(rgb), None, NOT_DICOM)
     data = _read_bytes(source)
+    from inference import dicom  # imported here: it builds on this module's checks
+
+    dicom_frame = dicom.read(data, frame)
+    if dicom_frame is not None:
+        gray, rgb = _to_array(Image.fromarray(dicom_frame.pixels))
+        return DecodedScan(gray, quality_warnings(rgb) + frame_warnings(frame, dicom_frame.n_frames),
+                           dicom_frame.mm_per_pixel, dicom_frame.mm_unavailable_reason, frame, dicom_frame.n_frames)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            _check_size(*image.size)
-            image.seek(0)
+            check_size(*image.size)
+            n_frames = getattr(image, "n_frames", 1)
+            check_frame(frame, n_frames)
+            image.seek(frame)
+            check_size(*image.size)  # a later page of a TIFF may be larger than the first
             image.load()
             image = ImageOps.exif_transpose(image)
     except ScanError:
@@ -117,19 +164,27 @@ def decode_scan(source) -> tuple[np.ndarray, list[str]]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ScanError(f"The image has more than {MAX_PIXELS / 1e6:.0f} megapixels.") from None
     except UnidentifiedImageError:
-        raise ScanError("This file is not an image Pillow can read (PNG, JPEG, BMP, TIFF, …).") from None
+        raise ScanError("This file is not an image Pillow can read (PNG, JPEG, BMP, TIFF, …) nor DICOM.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ScanError(f"The image file is damaged or truncated ({error}).") from None
     gray, rgb = _to_array(image)
-    return gray, quality_warnings(rgb)
+    return DecodedScan(gray, quality_warnings(rgb) + frame_warnings(frame, n_frames), None, NOT_DICOM,
+                       frame, n_frames)
 
 
-def _decode_array(array: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def decode_scan(source) -> tuple[np.ndarray, list[str]]:
+    """Bytes, a path, or an (H, W[, C]) uint8 array -> (greyscale uint8 (H, W), warnings) of the
+    first frame: `decode` for callers that need neither calibration nor another frame."""
+    scan = decode(source)
+    return scan.gray, scan.warnings
+
+
+def _decode_array(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ScanError(f"Expected a greyscale or RGB(A) image array, got shape {array.shape}.")
-    _check_size(array.shape[1], array.shape[0])
+    check_size(array.shape[1], array.shape[0])
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
             raise ScanError("The image array must hold finite numbers (got booleans, NaN or infinity).")
@@ -140,5 +195,4 @@ def _decode_array(array: np.ndarray) -> tuple[np.ndarray, list[str]]:
         else:
             scale = 255.0 if np.issubdtype(array.dtype, np.floating) and 0 <= array.min() and array.max() <= 1 else 1.0
             array = (array * scale).round().clip(0, 255).astype(np.uint8)
-    gray, rgb = _to_array(Image.fromarray(array))
-    return gray, quality_warnings(rgb)
+    return _to_array(Image.fromarray(array))

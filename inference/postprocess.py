@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 
 def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 0.0,
@@ -22,19 +23,61 @@ def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 
     return np.isin(labels, np.flatnonzero(keep) + 1)
 
 
-def lesion_stats(mask: np.ndarray) -> dict:
-    """Count, area (px and % of the image) and bounding box of each predicted lesion and of all."""
+def lesion_stats(mask: np.ndarray, mm_per_pixel: tuple[float, float] | None = None,
+                 mm_unavailable_reason: str = "no calibration given") -> dict:
+    """Count, area (px and % of the image) and bounding box of each predicted lesion and of all; with
+    `mm_per_pixel` ((x, y): the scan's calibration) also the total area in mm², and each lesion's
+    area, longest diameter and the width perpendicular to it in mm (at the top level: the largest
+    lesion's). Without it these are None and `size_mm_unavailable` says why (`mm_unavailable_reason`)."""
+    if mm_per_pixel is not None:
+        mm_per_pixel = (float(mm_per_pixel[0]), float(mm_per_pixel[1]))
     labels, count = ndimage.label(mask)
     area = int(mask.sum())
     stats = {"lesion_count": int(count), "lesion_area_px": area,
-             "lesion_area_percent": round(100.0 * area / mask.size, 2), "bounding_box": None, "lesions": []}
+             "lesion_area_percent": round(100.0 * area / mask.size, 2), "bounding_box": None, "lesions": [],
+             "mm_per_pixel": None if mm_per_pixel is None else list(mm_per_pixel),
+             "size_mm_unavailable": None if mm_per_pixel is not None else mm_unavailable_reason,
+             "lesion_area_mm2": None if mm_per_pixel is None else round(area * mm_per_pixel[0] * mm_per_pixel[1], 2),
+             "longest_diameter_mm": None, "perpendicular_width_mm": None}
     if count:
         rows, cols = np.nonzero(mask)
         stats["bounding_box"] = {"x0": int(cols.min()), "y0": int(rows.min()),
                                  "x1": int(cols.max()) + 1, "y1": int(rows.max()) + 1}
         for index, box in enumerate(ndimage.find_objects(labels), start=1):
-            stats["lesions"].append({
-                "area_px": int((labels[box] == index).sum()),
-                "bounding_box": {"x0": box[1].start, "y0": box[0].start, "x1": box[1].stop, "y1": box[0].stop},
-            })
+            lesion = labels[box] == index
+            lesion_area = int(lesion.sum())
+            entry = {"area_px": lesion_area,
+                     "bounding_box": {"x0": box[1].start, "y0": box[0].start, "x1": box[1].stop, "y1": box[0].stop},
+                     "area_mm2": None, "longest_diameter_mm": None, "perpendicular_width_mm": None}
+            if mm_per_pixel is not None:
+                rows, cols = np.nonzero(lesion)
+                points = np.column_stack([(cols + box[1].start) * mm_per_pixel[0], (rows + box[0].start) * mm_per_pixel[1]])
+                diameter, width = diameter_and_width(points)
+                entry.update(area_mm2=round(lesion_area * mm_per_pixel[0] * mm_per_pixel[1], 2),
+                             longest_diameter_mm=round(diameter, 2), perpendicular_width_mm=round(width, 2))
+            stats["lesions"].append(entry)
+        largest = max(stats["lesions"], key=lambda entry: entry["area_px"])
+        stats.update(longest_diameter_mm=largest["longest_diameter_mm"],
+                     perpendicular_width_mm=largest["perpendicular_width_mm"])
     return stats
+
+
+def diameter_and_width(points: np.ndarray) -> tuple[float, float]:
+    """(longest diameter, width perpendicular to it) of a set of (x, y) points in physical units —
+    the pixel centres of one lesion, so calipers land on its outermost pixels as on a scanner. The
+    diameter is the largest distance between two points (found among the convex hull's corners);
+    the width is the points' extent along the direction at right angles to it."""
+    if len(points) < 2:
+        return 0.0, 0.0
+    try:
+        corners = points[ConvexHull(points).vertices]
+    except QhullError:  # collinear points (a lesion one pixel thick): its ends are extremes in x or y
+        corners = points[[points[:, 0].argmin(), points[:, 0].argmax(), points[:, 1].argmin(), points[:, 1].argmax()]]
+    distances = np.linalg.norm(corners[:, None, :] - corners[None, :, :], axis=-1)
+    first, second = np.unravel_index(np.argmax(distances), distances.shape)
+    diameter = float(distances[first, second])
+    if diameter == 0:
+        return 0.0, 0.0
+    direction = (corners[second] - corners[first]) / diameter
+    across = corners @ np.array([-direction[1], direction[0]])
+    return diameter, float(across.max() - across.min())

@@ -1,0 +1,192 @@
+"""DICOM file -> one frame as displayed (8-bit greyscale or RGB) and the size of its pixels in mm.
+
+Recognised by the `DICM` magic after the 128-byte preamble, whatever the file's name; a dataset
+written without preamble is recognised only when it starts with a group-0002 or group-0008 element
+and parses into something with a SOP class or pixel data, so random bytes are not taken for DICOM.
+
+Pixels: MONOCHROME2 and MONOCHROME1 (inverted, so tissue is bright either way), RGB and the YBR
+colour models (pydicom converts them to RGB), PALETTE COLOR (through its lookup table); uncompressed,
+deflated, RLE, JPEG baseline/extended/lossless, JPEG-LS and JPEG 2000 (pylibjpeg plugins). A
+greyscale frame gets the file's modality rescale and VOI LUT or window when it has them, and is
+then brought to 8 bits like a 16-bit PNG (kept when it lies in 0..255, else stretched min..max).
+
+Calibration: the largest 2D region of the Sequence of Ultrasound Regions measured in cm (what
+ultrasound scanners write), else Pixel Spacing; otherwise the reason there is none.
+
+Patient-identifying attributes are never read: only the image, region and class attributes are
+touched, nothing of the dataset is kept, and no message quotes a value from the file other than
+its transfer syntax and SOP class.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
+from pydicom.pixels.utils import get_nr_frames
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from inference.decode import ScanError, check_frame, check_size, to_8_bit
+
+PREAMBLE = 128
+MAGIC = b"DICM"
+# a dataset written without preamble starts with its file meta information (group 0002, always little
+# endian) or, without that too, with group 0008 (SOP class, modality, ...) in either byte order
+HEADERLESS_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x08")
+REGION_2D = 1       # Region Spatial Format: 2D (tissue or flow)
+UNITS_CM = 3        # Physical Units X/Y Direction: cm
+COLOUR_MODELS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")  # pydicom yields RGB for all of them
+GREY_MODELS = ("MONOCHROME1", "MONOCHROME2")
+
+# pydicom's reading validation warns and logs invalid values verbatim; in a damaged file the value it
+# quotes may be a patient's name. Values are read as they are, and nothing of them is written anywhere.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+
+@dataclass
+class DicomFrame:
+    pixels: np.ndarray                        # (H, W) uint8 greyscale or (H, W, 3) uint8 RGB, as displayed
+    n_frames: int
+    mm_per_pixel: tuple[float, float] | None  # (x: across columns, y: down rows)
+    mm_unavailable_reason: str | None
+
+
+def read(data: bytes, frame: int = 0) -> DicomFrame | None:
+    """Frame `frame` (from 0) of the DICOM file in `data`; None when `data` is not DICOM at all.
+    Raises ScanError for a DICOM file that cannot be analysed."""
+    dataset = _parse(data)
+    if dataset is None:
+        return None
+    # A damaged file fails in pydicom in many ways (ValueError, KeyError, struct.error, RuntimeError
+    # from a codec, ...): whichever it is, the user can only be told the file is damaged.
+    try:
+        return _read_frame(dataset, frame)
+    except ScanError:
+        raise
+    except Exception:
+        raise ScanError("This DICOM image cannot be decoded: the file is damaged, truncated or not a valid image.") from None
+
+
+def _read_frame(dataset: Dataset, frame: int) -> DicomFrame:
+    if not any(tag in dataset for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        kind = dataset.get("SOPClassUID")
+        kind = f" ({UID(kind).name})" if kind else ""
+        raise ScanError(f"This DICOM file{kind} holds no pixel data: it is not an image, so there is no scan to analyse.")
+    transfer_syntax = _transfer_syntax(dataset)
+    try:
+        decoder = get_decoder(transfer_syntax)
+    except NotImplementedError:
+        decoder = None
+    if decoder is None or not decoder.is_available:
+        raise ScanError(f"This DICOM file uses an unsupported encoding ({transfer_syntax.name}, transfer syntax "
+                        f"{transfer_syntax}); export it uncompressed, as JPEG or JPEG 2000 DICOM, or as PNG.")
+    check_size(int(dataset.Columns), int(dataset.Rows))
+    n_frames = get_nr_frames(dataset, warn=False)
+    check_frame(frame, n_frames)
+    pixels = _displayed(dataset, pixel_array(dataset, index=frame))
+    return DicomFrame(pixels, n_frames, *calibration(dataset))
+
+
+def _parse(data: bytes) -> Dataset | None:
+    if data[PREAMBLE:PREAMBLE + len(MAGIC)] == MAGIC:
+        try:
+            return pydicom.dcmread(io.BytesIO(data))
+        except Exception:  # pydicom's errors on a broken header are of many kinds
+            raise ScanError("This DICOM file is damaged or truncated: its header cannot be read.") from None
+    if data[:2] not in HEADERLESS_STARTS:
+        return None
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+        is_dicom = "SOPClassUID" in dataset or "PixelData" in dataset
+    except Exception:  # bytes that merely start like a dataset
+        return None
+    return dataset if is_dicom else None
+
+
+def _transfer_syntax(dataset: Dataset) -> UID:
+    """The file's transfer syntax; a dataset without one in its header (written without preamble
+    and header, or with a header that omits it) is uncompressed in the encoding its elements were read in."""
+    transfer_syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+    if transfer_syntax is None:
+        implicit_vr, little_endian = dataset.original_encoding
+        transfer_syntax = (ImplicitVRLittleEndian if implicit_vr else
+                           ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian)
+        dataset.ensure_file_meta()
+        dataset.file_meta.TransferSyntaxUID = transfer_syntax
+    return UID(transfer_syntax)
+
+
+def _displayed(dataset: Dataset, pixels: np.ndarray) -> np.ndarray:
+    """Decoded stored values of one frame -> uint8 greyscale (H, W) or RGB (H, W, 3) as it is meant to be seen."""
+    model = str(dataset.PhotometricInterpretation).strip()
+    if model in GREY_MODELS and pixels.ndim == 2:
+        values = apply_modality_lut(pixels, dataset)
+        try:
+            values = apply_voi_lut(values, dataset)
+        except (ValueError, NotImplementedError, IndexError, AttributeError):
+            pass  # an invalid window or VOI LUT is ignored: the frame is stretched like any wide image
+        gray = to_8_bit(values)
+        return 255 - gray if model == "MONOCHROME1" else gray
+    if model == "PALETTE COLOR" and pixels.ndim == 2:
+        rgb = apply_color_lut(pixels, dataset)[..., :3]
+        return _rgb_to_8_bit(rgb, 8 * rgb.dtype.itemsize)  # a LUT's entries span its whole bit depth
+    if model in COLOUR_MODELS and pixels.ndim == 3 and pixels.shape[-1] == 3:
+        return _rgb_to_8_bit(pixels, int(dataset.BitsStored))
+    raise ScanError(f"This DICOM image uses the colour model {model!r} with {int(dataset.SamplesPerPixel)} "
+                    "sample(s) per pixel, which this app does not read; export it as greyscale or RGB.")
+
+
+def _rgb_to_8_bit(rgb: np.ndarray, bits: int) -> np.ndarray:
+    if bits <= 8:
+        return rgb.astype(np.uint8)
+    return (rgb.astype(np.float64) * (255 / (2 ** bits - 1))).round().clip(0, 255).astype(np.uint8)
+
+
+def calibration(dataset: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    """((x, y) mm per pixel, None), or (None, why there is none). Ultrasound regions come first: a
+    scanner writes the B-mode field's calibration there, and Pixel Spacing is rarely set in ultrasound."""
+    regions = dataset.get("SequenceOfUltrasoundRegions") or []
+    planar = [region for region in regions if region.get("RegionSpatialFormat") == REGION_2D]
+    in_cm = [region for region in planar if region.get("PhysicalUnitsXDirection") == UNITS_CM
+             and region.get("PhysicalUnitsYDirection") == UNITS_CM
+             and _positive(region.get("PhysicalDeltaX")) and _positive(region.get("PhysicalDeltaY"))]
+    fitting = [region for region in in_cm if _fits(region, int(dataset.Columns), int(dataset.Rows))]
+    if fitting:
+        region = max(fitting, key=_region_area)
+        return (10 * float(region.PhysicalDeltaX), 10 * float(region.PhysicalDeltaY)), None
+    spacing = dataset.get("PixelSpacing")  # mm: between rows (y), then between columns (x)
+    if spacing is not None and len(spacing) == 2 and all(_positive(value) for value in spacing):
+        return (float(spacing[1]), float(spacing[0])), None
+    if in_cm:
+        return None, ("the file's ultrasound regions extend beyond the image (was it resized after the scan?), "
+                      "so their calibration does not apply")
+    if planar:
+        return None, "the file's ultrasound image regions are calibrated in units other than length"
+    return None, "no calibration in the file (neither ultrasound regions in cm nor Pixel Spacing)"
+
+
+def _positive(value) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and number > 0
+
+
+def _fits(region: Dataset, width: int, height: int) -> bool:
+    corners = [region.get(name) for name in ("RegionLocationMinX0", "RegionLocationMinY0",
+                                             "RegionLocationMaxX1", "RegionLocationMaxY1")]
+    if None in corners:
+        return False
+    x0, y0, x1, y1 = (int(value) for value in corners)
+    return 0 <= x0 <= x1 < width and 0 <= y0 <= y1 < height
+
+
+def _region_area(region: Dataset) -> int:
+    return ((int(region.RegionLocationMaxX1) - int(region.RegionLocationMinX0) + 1)
+            * (int(region.RegionLocationMaxY1) - int(region.RegionLocationMinY0) + 1))

@@ -1,0 +1,339 @@
+"""DICOM input: calibrated scans built from the example PNGs, and every DICOM bundled with pydicom
+(no download) decoded to a sensible greyscale image or refused with a clear message; lesion sizes in
+millimetres on the real pipeline and on shapes with known answers."""
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels import pixel_array
+from pydicom.uid import MPEG2MPML, UltrasoundImageStorage
+
+from inference.decode import MAX_PIXELS, NOT_DICOM, ScanError, decode, decode_scan
+from inference.postprocess import diameter_and_width, lesion_stats
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PATIENT_NAME = "Secretname^Planted"
+PATIENT_ID = "PID-8675309"
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return np.asarray(Image.open(EXAMPLES / "busi_malignant_49.png").convert("L"))
+
+
+@pytest.fixture(scope="module")
+def small_dicom(scan):
+    """A calibrated two-frame DICOM small enough to damage in many ways quickly."""
+    pixels = np.stack([scan[:40, :48], scan[40:80, :48]])
+    return dicom_bytes(pixels, SequenceOfUltrasoundRegions=[ultrasound_region(0, 0, 47, 39, 0.01, 0.01)])
+
+
+def ultrasound_region(x0, y0, x1, y1, cm_per_pixel_x, cm_per_pixel_y, spatial_format=1, units=3) -> Dataset:
+    region = Dataset()
+    region.RegionSpatialFormat, region.RegionDataType = spatial_format, 1
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, y0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1, y1
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = units
+    region.PhysicalDeltaX, region.PhysicalDeltaY = cm_per_pixel_x, cm_per_pixel_y
+    return region
+
+
+def dicom_dataset(pixels: np.ndarray, photometric="MONOCHROME2", bits=8, **attributes) -> Dataset:
+    """An ultrasound dataset holding `pixels` ((frames,) rows, columns[, 3]) with a patient's name and ID."""
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.SOPClassUID, dataset.Modality = UltrasoundImageStorage, "US"
+    dataset.PatientName, dataset.PatientID = PATIENT_NAME, PATIENT_ID
+    dataset.set_pixel_data(pixels, photometric, bits)
+    for name, value in attributes.items():
+        setattr(dataset, name, value)
+    return dataset
+
+
+def to_bytes(dataset: Dataset, **write_options) -> bytes:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset, enforce_file_format=not write_options, **write_options)
+    return buffer.getvalue()
+
+
+def dicom_bytes(pixels: np.ndarray, photometric="MONOCHROME2", bits=8, **attributes) -> bytes:
+    return to_bytes(dicom_dataset(pixels, photometric, bits, **attributes))
+
+
+# --- calibration ----------------------------------------------------------------------------------
+
+def test_largest_2d_region_in_cm_gives_the_pixel_size(scan):
+    height, width = scan.shape
+    regions = [ultrasound_region(0, 0, width - 1, height - 1, 0.007, 0.006),
+               ultrasound_region(10, 10, 60, 60, 0.02, 0.02),                     # a smaller 2D inset
+               ultrasound_region(0, 0, width - 1, 40, 0.5, 0.5, spatial_format=3)]  # a spectral strip
+    decoded = decode(dicom_bytes(scan, SequenceOfUltrasoundRegions=regions))
+    assert np.array_equal(decoded.gray, scan) and decoded.warnings == []
+    assert decoded.mm_per_pixel == pytest.approx((0.07, 0.06)) and decoded.mm_unavailable_reason is None
+
+
+def test_pixel_spacing_is_row_then_column(scan):
+    decoded = decode(dicom_bytes(scan, PixelSpacing=[0.2, 0.1]))
+    assert decoded.mm_per_pixel == pytest.approx((0.1, 0.2))
+
+
+@pytest.mark.parametrize("attributes, reason", [
+    ({}, "no calibration in the file"),
+    ({"SequenceOfUltrasoundRegions": [ultrasound_region(0, 0, 50, 50, 0.01, 0.01, units=4)]}, "units other than length"),
+    ({"SequenceOfUltrasoundRegions": [ultrasound_region(0, 0, 5000, 5000, 0.01, 0.01)]}, "beyond the image"),
+    ({"PixelSpacing": [0, 0.1]}, "no calibration in the file"),
+])
+def test_missing_or_unusable_calibration_says_why(scan, attributes, reason):
+    decoded = decode(dicom_bytes(scan, **attributes))
+    assert decoded.mm_per_pixel is None and reason in decoded.mm_unavailable_reason
+
+
+def test_png_and_arrays_have_no_calibration(scan):
+    for source in (EXAMPLES / "busi_malignant_49.png", scan):
+        decoded = decode(source)
+        assert decoded.mm_per_pixel is None and decoded.mm_unavailable_reason == NOT_DICOM
+
+
+def test_bundled_ultrasound_resized_after_calibration_is_not_measured():
+    """pydicom's palette ultrasound was shrunk for its test suite; its regions still describe the original."""
+    decoded = decode(get_testdata_file("examples_palette.dcm"))
+    assert decoded.mm_per_pixel is None and "beyond the image" in decoded.mm_unavailable_reason
+
+
+# --- pixels ---------------------------------------------------------------------------------------
+
+def test_monochrome1_is_inverted(scan):
+    assert np.array_equal(decode(dicom_bytes(scan, "MONOCHROME1")).gray, 255 - scan)
+
+
+def test_16_bit_without_window_is_stretched_and_with_window_is_windowed(scan):
+    wide = scan.astype(np.uint16) * 16  # 12-bit data
+    gray = decode(dicom_bytes(wide, bits=12)).gray
+    expected = (wide - wide.min()) / (wide.max() - wide.min()) * 255
+    assert np.abs(gray - expected).max() <= 1
+    windowed = decode(dicom_bytes(wide, bits=12, WindowCenter=2048, WindowWidth=1024)).gray
+    assert windowed[wide <= 1536].max() == 0 and windowed[wide > 2560].min() == 255
+    inside = (wide > 1600) & (wide < 2500)
+    assert np.abs(windowed[inside] - (wide[inside] - 1536) / 1024 * 255).max() <= 1.5
+
+
+def test_multi_frame_analyses_frame_0_by_default_and_any_frame_on_request(scan):
+    frames = np.stack([scan, 255 - scan, scan[::-1]])
+    data = dicom_bytes(frames)
+    first = decode(data)
+    assert np.array_equal(first.gray, scan) and (first.frame, first.n_frames) == (0, 3)
+    assert any("3 frames" in w and "frame 0" in w for w in first.warnings)
+    last = decode(data, frame=2)
+    assert np.array_equal(last.gray, scan[::-1]) and any("frame 2" in w for w in last.warnings)
+    with pytest.raises(ScanError, match="numbered 0 to 2"):
+        decode(data, frame=3)
+
+
+def test_dicom_without_extension_or_preamble_decodes(scan, tmp_path):
+    path = tmp_path / "IM0001"
+    path.write_bytes(dicom_bytes(scan))
+    assert np.array_equal(decode_scan(path)[0], scan)
+    dataset = dicom_dataset(scan)
+    del dataset.file_meta  # a bare dataset: no preamble, no header, no transfer syntax
+    bare = to_bytes(dataset, implicit_vr=True, little_endian=True)
+    assert bare[:2] == b"\x08\x00" and np.array_equal(decode(bare).gray, scan)
+
+
+def test_dicom_without_pixel_data_is_refused(scan):
+    dataset = dicom_dataset(scan)
+    del dataset.PixelData
+    with pytest.raises(ScanError, match="no pixel data") as refusal:
+        decode(to_bytes(dataset))
+    assert PATIENT_NAME not in str(refusal.value)
+    with pytest.raises(ScanError, match=r"\(RT Plan Storage\) holds no pixel data"):
+        decode(get_testdata_file("rtplan.dcm"))
+
+
+def test_unsupported_encoding_is_named(scan):
+    dataset = dicom_dataset(scan)
+    dataset.PixelData = encapsulate([b"\x00\x00\x01\xb3" + bytes(200)])  # an MPEG-2 stream's start
+    dataset.file_meta.TransferSyntaxUID = MPEG2MPML
+    with pytest.raises(ScanError, match="unsupported encoding.*MPEG2 Main Profile"):
+        decode(to_bytes(dataset))
+
+
+def test_damaged_dicom_is_refused(scan):
+    data = dicom_bytes(scan)
+    with pytest.raises(ScanError, match="damaged"):
+        decode(data[: len(data) // 2])
+    with pytest.raises(ScanError, match="DICOM file"):  # the magic, then noise
+        decode(bytes(128) + b"DICM" + bytes(range(256)) * 4)
+
+
+def test_bytes_that_only_start_like_a_dataset_are_not_dicom():
+    with pytest.raises(ScanError, match="not an image"):
+        decode(b"\x08\x00" + bytes(range(256)) * 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_damaged_dicom_never_raises_anything_but_a_scan_error(small_dicom, data):
+    """Cut short, or with bytes overwritten anywhere (header, attributes, pixels)."""
+    damaged = bytearray(small_dicom[: data.draw(st.integers(0, len(small_dicom)))])
+    for _ in range(data.draw(st.integers(0, 8))):
+        if damaged:
+            damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        decoded = decode(bytes(damaged))
+    except ScanError as error:
+        assert str(error)
+    else:
+        assert decoded.gray.dtype == np.uint8 and min(decoded.gray.shape) >= 32
+
+
+def test_size_limits_apply_to_dicom(scan):
+    with pytest.raises(ScanError, match="at least 32 px"):
+        decode(dicom_bytes(scan[:20]))
+    dataset = dicom_dataset(scan)
+    dataset.Rows = dataset.Columns = int(MAX_PIXELS ** 0.5) + 100  # a header that promises too much
+    with pytest.raises(ScanError, match="megapixels"):
+        decode(to_bytes(dataset))
+
+
+# pydicom's bundled files: (name, None when it decodes, else what the refusal says)
+BUNDLED = [
+    ("examples_ybr_color.dcm", None),        # ultrasound cine, 30 frames, JPEG baseline YBR_FULL_422
+    ("examples_palette.dcm", None),          # ultrasound, PALETTE COLOR
+    ("examples_rgb_color.dcm", None),        # ultrasound, RGB
+    ("examples_jpeg2k.dcm", None),           # ultrasound, JPEG 2000 lossless YBR_RCT
+    ("ExplVR_BigEnd.dcm", None),             # ultrasound, RGB, explicit VR big endian
+    ("SC_rgb_rle.dcm", None),
+    ("SC_rgb_rle_16bit.dcm", None),
+    ("SC_rgb_rle_32bit_2frame.dcm", None),
+    ("SC_rgb_jpeg_dcmtk.dcm", None),         # JPEG baseline, YBR_FULL
+    ("SC_rgb_dcmtk_+eb+cy+n2.dcm", None),
+    ("SC_rgb_dcmtk_+eb+cy+s2.dcm", None),    # JPEG baseline, YBR_FULL_422
+    ("SC_rgb_dcmtk_+eb+cr.dcm", None),       # JPEG baseline, RGB
+    ("SC_ybr_full_422_uncompressed.dcm", None),
+    ("SC_rgb_jpeg_gdcm.dcm", None),          # JPEG lossless
+    ("SC_rgb_gdcm_KY.dcm", None),            # JPEG 2000
+    ("SC_rgb_jls_lossy_line.dcm", None),     # JPEG-LS
+    ("SC_rgb_jpeg.dcm", None),
+    ("JPEG2000.dcm", None),
+    ("JPGExtended.dcm", None),
+    ("MR_small_RLE.dcm", None),
+    ("MR_small_jp2klossless.dcm", None),
+    ("MR_small_jpeg_ls_lossless.dcm", None),
+    ("MR_small_bigendian.dcm", None),
+    ("CT_small.dcm", None),                  # signed 16-bit with rescale
+    ("693_J2KI.dcm", None),
+    ("image_dfl.dcm", None),                 # deflated
+    ("examples_overlay.dcm", None),
+    ("liver_1frame.dcm", None),              # 1 bit per pixel
+    ("MR_truncated.dcm", "damaged"),
+    ("JPEG2000-embedded-sequence-delimiter.dcm", "cannot be decoded"),
+    ("SC_rgb_small_odd.dcm", "at least 32 px"),
+    ("rtdose.dcm", "at least 32 px"),
+    ("rtplan.dcm", "no pixel data"),
+    ("rtstruct.dcm", "no pixel data"),       # no preamble
+    ("waveform_ecg.dcm", "no pixel data"),
+    ("test-SR.dcm", "no pixel data"),
+]
+
+
+@pytest.mark.parametrize("name, refusal", BUNDLED)
+def test_bundled_dicom_decodes_or_is_refused_clearly(name, refusal):
+    path = get_testdata_file(name)
+    if refusal is not None:
+        with pytest.raises(ScanError, match=refusal):
+            decode(path)
+        return
+    decoded = decode(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = pydicom.dcmread(path)
+    assert decoded.gray.dtype == np.uint8 and decoded.gray.shape == (dataset.Rows, dataset.Columns)
+    assert decoded.gray.std() > 0, "the image has content"
+    if dataset.SamplesPerPixel == 3 and dataset.BitsAllocated == 8:  # grey is the ITU-R 601 luma of pydicom's RGB
+        rgb = pixel_array(dataset, index=0).astype(np.float64)
+        luma = rgb @ [0.299, 0.587, 0.114]
+        assert np.abs(decoded.gray - luma).max() <= 1
+
+
+def test_colour_models_give_the_same_grey():
+    """The same colour test card stored as RGB (RLE), YCbCr (uncompressed 4:2:2, JPEG) and 16/32-bit RGB."""
+    reference = decode(get_testdata_file("SC_rgb_rle.dcm")).gray.astype(int)
+    for name in ("SC_ybr_full_422_uncompressed.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle_16bit.dcm",
+                 "SC_rgb_rle_32bit.dcm", "SC_rgb_gdcm_KY.dcm"):
+        assert np.abs(decode(get_testdata_file(name)).gray - reference).mean() < 1, name
+
+
+def test_colour_dicom_gets_the_colour_warning():
+    assert any("greyscale ultrasound" in w for w in decode(get_testdata_file("SC_rgb_rle.dcm")).warnings)
+
+
+def test_cine_frames_differ():
+    path = get_testdata_file("examples_ybr_color.dcm")
+    first, later = decode(path), decode(path, frame=20)
+    assert first.n_frames == 30 and not np.array_equal(first.gray, later.gray)
+
+
+# --- millimetres ----------------------------------------------------------------------------------
+
+def test_disc_area_and_diameter():
+    yy, xx = np.mgrid[:300, :400]
+    radius, spacing = 60, 0.1
+    stats = lesion_stats((xx - 200) ** 2 + (yy - 150) ** 2 <= radius ** 2, (spacing, spacing))
+    assert stats["lesion_area_mm2"] == pytest.approx(np.pi * (radius * spacing) ** 2, rel=0.01)
+    assert stats["longest_diameter_mm"] == pytest.approx(2 * radius * spacing, abs=spacing)
+    assert stats["perpendicular_width_mm"] == pytest.approx(2 * radius * spacing, abs=spacing)
+    assert stats["size_mm_unavailable"] is None and stats["mm_per_pixel"] == [spacing, spacing]
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.5, np.pi / 2])
+def test_ellipse_diameter_is_its_major_axis_and_width_its_minor(angle):
+    yy, xx = np.mgrid[:400, :400] - 200.0
+    along, across = xx * np.cos(angle) + yy * np.sin(angle), -xx * np.sin(angle) + yy * np.cos(angle)
+    ellipse = (along / 120) ** 2 + (across / 45) ** 2 <= 1
+    stats = lesion_stats(ellipse, (0.05, 0.05))
+    assert stats["longest_diameter_mm"] == pytest.approx(240 * 0.05, abs=0.1)
+    assert stats["perpendicular_width_mm"] == pytest.approx(90 * 0.05, abs=0.1)
+
+
+def test_anisotropic_pixels_are_measured_in_physical_space():
+    """A square of 100 x 50 pixels whose pixels are 0.1 mm wide and 0.2 mm tall is 10 mm square."""
+    mask = np.zeros((80, 140), bool)
+    mask[10:60, 20:120] = True
+    stats = lesion_stats(mask, (0.1, 0.2))
+    assert stats["lesion_area_mm2"] == pytest.approx(100.0)
+    side = 9.9  # between the outermost pixel centres: 99 x 0.1 mm and 49 x 0.2 mm...
+    assert stats["longest_diameter_mm"] == pytest.approx(np.hypot(side, 49 * 0.2), abs=0.01)
+
+
+def test_each_lesion_is_measured_and_the_area_is_the_total():
+    mask = np.zeros((100, 200), bool)
+    mask[10:30, 10:50] = True   # the larger
+    mask[60:70, 150:160] = True
+    stats = lesion_stats(mask, (0.5, 0.5))
+    assert stats["lesion_area_mm2"] == pytest.approx((800 + 100) * 0.25)
+    assert [lesion["area_mm2"] for lesion in stats["lesions"]] == pytest.approx([200.0, 25.0])
+    assert stats["longest_diameter_mm"] == stats["lesions"][0]["longest_diameter_mm"] == pytest.approx(np.hypot(39, 19) * 0.5, abs=0.01)
+
+
+def test_without_spacing_mm_are_none_with_a_reason():
+    mask = np.zeros((50, 50), bool)
+    mask[5:20, 5:20] = True
+    stats = lesion_stats(mask, None, NOT_DICOM)
+    assert stats["lesion_area_mm2"] is stats["longest_diameter_mm"] is stats["lesions"][0]["area_mm2"] is None
+    assert stats["size_mm_unavailable"] == NOT_DICOM
+
+
+def test_thin_and_tiny_lesions():
+    assert diameter_and_width(np.array([[0.0, 0.0]])) == (0.0, 0.0)
+    line = np.column_stack([np.arange(50.0), np.full(50, 3.0)])
+    assert diameter_and_width(line) == pytest.approx((49.0, 0.0))
