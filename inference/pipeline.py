@@ -1,5 +1,8 @@
-"""One analysis of one scan: decode -> preprocess -> classifier and segmenter (each one forward pass
-that also yields its Grad-CAM) -> results at the scan's own size.
+"""Analysis of scans: decode -> preprocess -> classifier and segmenter -> results at each scan's own
+size, for one scan (`Analyzer.analyze`, the app) or a batch (`Analyzer.analyze_batch`, the batch
+command and the Ray engine). Both go through the same steps — `prepare` (framing, model inputs), one
+forward pass of each model over the whole batch, `_finish` (probabilities, mask, normal gate,
+out-of-distribution refusal) — so a batch gives the same results as its scans one at a time.
 
 `Analyzer` loads both models once per process and warms them up, so the first request does not pay
 for graph tracing. `Analysis` holds everything needed to re-render (other class to explain, other
@@ -8,16 +11,17 @@ mask threshold, other opacity) without running a model again.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy.special import expit, softmax
 
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import heatmap_overlay, mask_overlay
-from inference.decode import decode_scan
+from inference.decode import ScanError, decode_scan
 from inference import ood
 from inference.models import LoadedModel, load_model, source_for
 from inference.postprocess import lesion_mask, lesion_stats
@@ -36,7 +40,8 @@ class Analysis:
     warnings: list[str]
     classes: list[str]
     probabilities: np.ndarray         # (n_classes,), calibrated, sums to 1
-    class_cams: np.ndarray            # (n_classes, h, w) Grad-CAM per class, 0..1, over the classifier's input
+    class_cams: np.ndarray | None     # (n_classes, h, w) Grad-CAM per class, 0..1, over the classifier's input;
+                                      # None when analysed without them (`analyze_batch` unless asked)
     class_framing: Framing            # how the scan became the classifier's input (maps go back through it)
     seg_framing: Framing
     lesion_probs: np.ndarray          # (H, W) float32 segmenter probability at the scan's size
@@ -74,6 +79,8 @@ class Analysis:
 
     def class_map(self, class_name: str | None = None) -> np.ndarray:
         """One class's Grad-CAM (default: the predicted class's) at the scan's size, 0..1."""
+        if self.class_cams is None:
+            raise ValueError("this scan was analysed without class maps (analyze_batch(..., class_maps=True) gives them)")
         return self.class_framing.to_scan(self.class_cams[self.classes.index(class_name or self.predicted_class)])
 
     def seg_map(self, threshold: float | None = None) -> np.ndarray | None:
@@ -105,14 +112,38 @@ class Analysis:
         return self.mask(threshold).astype(np.uint8) * 255
 
 
+def decode_or_error(source):
+    """`decode_scan(source)`, or the ScanError it raised: a batch carries each failure as a value,
+    so one bad file does not stop the others."""
+    try:
+        return decode_scan(source)
+    except ScanError as error:
+        return error
+
+
+@dataclass
+class PreparedScan:
+    """A decoded scan framed for both models: its part of a batch's model inputs, and what `_finish`
+    needs to bring the models' outputs back to the scan."""
+    gray: np.ndarray
+    warnings: list[str]
+    class_framing: Framing
+    seg_framing: Framing
+    class_input: np.ndarray  # (S, S, 3) float32, the classifier's input
+    seg_input: np.ndarray    # (S, S, 3) float32, the segmenter's input
+
+
 class Analyzer:
-    """Both models and their explainers, loaded once; `analyze` is safe to call from many threads.
+    """Both models and their explainers, loaded once; `analyze` and `analyze_batch` are safe to call
+    from many threads.
 
     The models always run on the same `model_threads` threads, whichever thread calls: TensorFlow and
     oneDNN keep per-thread caches, so a server that calls from a pool of dozens of threads would
-    otherwise pay that memory dozens of times over."""
+    otherwise pay that memory dozens of times over. Decoding, framing and post-processing of a batch's
+    scans run on `scan_threads` threads: Pillow, NumPy and SciPy release the GIL for most of it."""
 
     model_threads = 2
+    scan_threads = os.cpu_count() or 2
 
     def __init__(self, classifier: LoadedModel | None = None, segmenter: LoadedModel | None = None, warm_up: bool = True):
         self.classifier = classifier or load_model(source_for("classifier"))
@@ -124,12 +155,14 @@ class Analyzer:
         self.ood = ood.FeatureDistance.load(self.classifier.folder / ood.FILE_NAME) if self.classifier.folder else None
         self._ood_features = ood.pooled_layer(self.classifier.model, self.ood.layer) if self.ood else None
         self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
+        self._scan_pool = ThreadPoolExecutor(self.scan_threads, thread_name_prefix="scans")
         if warm_up:
             self.analyze(np.full((256, 256), 64, dtype=np.uint8))
             self.classify(np.full((256, 256), 64, dtype=np.uint8))
 
-    def _feature_distance(self, images: np.ndarray) -> float | None:
-        return None if self.ood is None else float(self.ood.distance(self._ood_features(images).numpy())[0])
+    def _feature_distances(self, images: np.ndarray) -> np.ndarray | None:
+        """(B,) out-of-distribution scores of a batch of classifier inputs; None without the check."""
+        return None if self.ood is None else self.ood.distance(self._ood_features(images).numpy())
 
     def _ood_warning(self, distance: float | None) -> list[str]:
         """The out-of-distribution warning when `distance` is over the threshold, else nothing."""
@@ -144,17 +177,22 @@ class Analyzer:
         gray, warnings = decode_scan(source)
         c = self.classifier.config
         images = to_model_input(gray, Framing.for_model(gray, c))[None]
-        logits, distance = self._model_pool.submit(
-            lambda: (self.classifier_cam.logits(images), self._feature_distance(images))).result()
-        refused = self._ood_warning(distance)
+        logits, distances = self._model_pool.submit(
+            lambda: (self.classifier_cam.logits(images), self._feature_distances(images))).result()
+        refused = self._ood_warning(None if distances is None else float(distances[0]))
         return (None if refused else softmax(logits[0] / c["temperature"])), warnings + refused
 
-    def _run_models(self, class_input: np.ndarray, seg_input: np.ndarray):
-        """The classifier's pass with every class's Grad-CAM, the segmenter's forward pass (its map
-        waits until the displayed mask is known) and the out-of-distribution score:
-        ((logits, class maps), mask logits, distance)."""
-        return (self.classifier_cam(class_input), self.segmenter_cam.logits(seg_input),
-                self._feature_distance(class_input))
+    def _run_models(self, class_inputs: np.ndarray, seg_inputs: np.ndarray, class_maps: bool):
+        """One pass of each model over a batch, and the out-of-distribution scores: (logits, every
+        class's Grad-CAM or None, mask logits, distances or None). The segmenter's pass has no
+        gradient tape (its map waits until the displayed mask is known); the classifier's has one
+        only when `class_maps` asks for the maps. The compiled functions relax the batch dimension
+        after a second size, so batches of any size share one graph."""
+        if class_maps:
+            logits, class_cams = self.classifier_cam(class_inputs)
+        else:
+            logits, class_cams = self.classifier_cam.logits(class_inputs), None
+        return logits, class_cams, self.segmenter_cam.logits(seg_inputs), self._feature_distances(class_inputs)
 
     def _explain_region(self, seg_input: np.ndarray, seg_framing: Framing, mask: np.ndarray) -> np.ndarray:
         """Seg-Grad-CAM whose target is `mask` (the scan-sized lesion mask on display), at the scan's size."""
@@ -162,26 +200,31 @@ class Analyzer:
         _, cams = self._model_pool.submit(self.segmenter_cam, seg_input, region[None, ..., None]).result()
         return seg_framing.to_scan(cams[0, 0])
 
-    def analyze(self, source) -> Analysis:
-        """Bytes, a path or an image array -> Analysis; raises inference.decode.ScanError on bad input."""
-        gray, warnings = decode_scan(source)
-        c, s = self.classifier.config, self.segmenter.config
-        class_framing, seg_framing = Framing.for_model(gray, c), Framing.for_model(gray, s)
-        seg_input = to_model_input(gray, seg_framing)[None]
-        (logits, class_cams), mask_logits, distance = self._model_pool.submit(
-            self._run_models, to_model_input(gray, class_framing)[None], seg_input).result()
-        probabilities = softmax(logits[0] / c["temperature"])
+    def prepare(self, gray: np.ndarray, warnings: list[str]) -> PreparedScan:
+        """A decoded scan -> its framings and both models' inputs."""
+        class_framing = Framing.for_model(gray, self.classifier.config)
+        seg_framing = Framing.for_model(gray, self.segmenter.config)
+        return PreparedScan(gray, warnings, class_framing, seg_framing,
+                            to_model_input(gray, class_framing), to_model_input(gray, seg_framing))
+
+    def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None,
+                mask_logits: np.ndarray, distance: float | None) -> Analysis:
+        """One scan's model outputs -> its Analysis: calibrated probabilities, the lesion
+        probabilities at the scan's size, the out-of-distribution refusal and the normal gate."""
+        s = self.segmenter.config
+        probabilities = softmax(logits / self.classifier.config["temperature"])
+        seg_input = scan.seg_input[None]
         analysis = Analysis(
-            gray=gray, warnings=warnings, classes=self.classes, probabilities=probabilities,
-            class_cams=class_cams[0], class_framing=class_framing, seg_framing=seg_framing,
-            lesion_probs=seg_framing.to_scan(expit(mask_logits[0, ..., 0])),
+            gray=scan.gray, warnings=scan.warnings, classes=self.classes, probabilities=probabilities,
+            class_cams=class_cams, class_framing=scan.class_framing, seg_framing=scan.seg_framing,
+            lesion_probs=scan.seg_framing.to_scan(expit(mask_logits[..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
             largest_only=bool(s.get("largest_only", False)), feature_distance=distance,
-            explain_region=lambda mask: self._explain_region(seg_input, seg_framing, mask),
+            explain_region=lambda mask: self._explain_region(seg_input, scan.seg_framing, mask),
         )
         refused = self._ood_warning(distance)
         if refused:
-            analysis.out_of_distribution, analysis.warnings = True, warnings + refused
+            analysis.out_of_distribution, analysis.warnings = True, scan.warnings + refused
             return analysis
         segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:
@@ -193,3 +236,31 @@ class Analyzer:
         elif analysis.predicted_class == "normal" and segmenter_found:
             analysis.notes = [DISAGREEMENT_NOTE]
         return analysis
+
+    def analyze_decoded(self, decoded: Sequence, class_maps: bool = False) -> list[Analysis | ScanError]:
+        """What `decode_or_error` gave for each scan of a batch -> its Analysis, or its ScanError as
+        it came. The batch's scans share one forward pass of each model; framing and
+        post-processing run on the scan threads."""
+        prepared = list(self._scan_pool.map(
+            lambda item: item if isinstance(item, ScanError) else self.prepare(*item), decoded))
+        scans = [p for p in prepared if not isinstance(p, ScanError)]
+        if not scans:
+            return prepared
+        logits, class_cams, mask_logits, distances = self._model_pool.submit(
+            self._run_models, np.stack([p.class_input for p in scans]), np.stack([p.seg_input for p in scans]),
+            class_maps).result()
+        nothing = [None] * len(scans)  # for outputs not computed: class maps not asked for, no OOD check
+        analyses = iter(self._scan_pool.map(self._finish, scans, logits, nothing if class_cams is None else class_cams,
+                                            mask_logits, nothing if distances is None else distances))
+        return [p if isinstance(p, ScanError) else next(analyses) for p in prepared]
+
+    def analyze_batch(self, sources: Sequence, class_maps: bool = False) -> list[Analysis | ScanError]:
+        """Bytes, paths or image arrays -> an Analysis or a ScanError for each, in order: decoded on
+        the scan threads, then `analyze_decoded`. Grad-CAM of every class only with `class_maps`
+        (a gradient pass); Seg-Grad-CAM is computed when asked for, as with `analyze`."""
+        return self.analyze_decoded(list(self._scan_pool.map(decode_or_error, sources)), class_maps)
+
+    def analyze(self, source) -> Analysis:
+        """Bytes, a path or an image array -> Analysis with every class's Grad-CAM; raises
+        inference.decode.ScanError on bad input."""
+        return self.analyze_decoded([decode_scan(source)], class_maps=True)[0]
