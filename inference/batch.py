@@ -1,0 +1,177 @@
+"""The batch job's per-scan pieces, shared by the local engine (`run_local`, below) and the Ray engine
+(`inference.ray_engine`) so both write the same rows and images: which files are scans, one scan's
+result row, the images written beside it (predicted mask, Grad-CAM maps) and the results file (CSV,
+or Parquet with typed columns).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path, PurePath
+
+from PIL import Image
+from tqdm import tqdm
+
+from inference.decode import ScanError
+from inference.files import is_image_file, mask_owner
+from inference.pipeline import Analysis, Analyzer
+
+# Column -> Arrow type (Parquet); the CSV has the same columns, with empty cells where Parquet has nulls.
+COLUMN_TYPES = {"file": "string", "predicted_class": "string", "p_normal": "double", "p_benign": "double",
+                "p_malignant": "double", "lesion_count": "int64", "lesion_area_px": "int64",
+                "lesion_area_percent": "double", "warnings": "string"}
+COLUMNS = list(COLUMN_TYPES)
+ERROR_PREFIX = "error: "  # how a failed file's row starts its warnings
+PARQUET_ROW_GROUP = 10_000
+
+
+def find_scans(paths: list[str]) -> list[Path]:
+    """Files as given, and every image below each folder (sorted), minus ground-truth masks."""
+    found = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found += sorted(p for p in given.rglob("*") if p.is_file() and is_image_file(p) and mask_owner(p) is None)
+        else:
+            found.append(given)
+    return found
+
+
+def result_row(file: str, result: Analysis | ScanError) -> dict:
+    """One scan's row: its error, or its class, probabilities and lesion statistics (None where an
+    out-of-distribution scan has no class, probabilities or lesion: its warning says why)."""
+    row = dict.fromkeys(COLUMNS)
+    row["file"] = file
+    if isinstance(result, ScanError):
+        row["warnings"] = f"{ERROR_PREFIX}{result}"
+        return row
+    row["warnings"] = " | ".join(result.warnings)
+    if result.out_of_distribution:
+        return row
+    stats = result.lesion_stats()
+    row.update(predicted_class=result.predicted_class,
+               **{f"p_{c}": p for c, p in result.probability_dict().items()},
+               lesion_count=stats["lesion_count"], lesion_area_px=stats["lesion_area_px"],
+               lesion_area_percent=stats["lesion_area_percent"])
+    return row
+
+
+def write_images(stem: str, analysis: Analysis, masks_dir: Path | None, explain_dir: Path | None) -> None:
+    """DIR/<stem>_pred.png: the lesion mask (0/255); with `explain_dir`, <stem>_gradcam.png (the
+    predicted class's Grad-CAM over the scan) and <stem>_seg_gradcam.png where a lesion is shown.
+    Nothing for an out-of-distribution scan: it has no diagnosis-like output to draw."""
+    if analysis.out_of_distribution:
+        return
+    if masks_dir is not None:
+        Image.fromarray(analysis.mask_png()).save(masks_dir / f"{stem}_pred.png")
+    if explain_dir is not None:
+        Image.fromarray(analysis.class_overlay()).save(explain_dir / f"{stem}_gradcam.png")
+        seg_overlay = analysis.seg_cam_overlay()
+        if seg_overlay is not None:
+            Image.fromarray(seg_overlay).save(explain_dir / f"{stem}_seg_gradcam.png")
+
+
+def record_scan(file: str, result: Analysis | ScanError, masks_dir: Path | None = None,
+                explain_dir: Path | None = None) -> dict:
+    """Write a scan's images (if asked for) and return its row: what both engines do with each result."""
+    if not isinstance(result, ScanError):
+        write_images(PurePath(file).stem, result, masks_dir, explain_dir)
+    return result_row(file, result)
+
+
+class CsvResults:
+    """Rows -> CSV, probabilities to 4 decimals, empty cells for missing values."""
+
+    def __init__(self, path: Path):
+        self._file = path.open("w", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        self._writer.writeheader()
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow({c: "" if v is None else f"{v:.4f}" if c.startswith("p_") else v for c, v in row.items()})
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def arrow_schema():
+    import pyarrow as pa
+
+    return pa.schema([(column, pa.type_for_alias(kind)) for column, kind in COLUMN_TYPES.items()])
+
+
+class ParquetResults:
+    """Rows -> Parquet with typed columns (nulls where the CSV has empty cells), written a row group
+    at a time, so a million-scan run never holds its rows in memory. Needs pyarrow (requirements-ray.txt)."""
+
+    def __init__(self, path: Path):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise SystemExit("Parquet output needs pyarrow: pip install -r requirements-ray.txt") from None
+        self._schema = arrow_schema()
+        self._writer = pq.ParquetWriter(path, self._schema)
+        self._pending: list[dict] = []
+
+    def write(self, row: dict) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= PARQUET_ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self._schema))
+            self._pending = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
+def open_results(path: Path) -> CsvResults | ParquetResults:
+    """The results file for `path`: Parquet for a .parquet name, else CSV."""
+    return ParquetResults(path) if path.suffix.lower() == ".parquet" else CsvResults(path)
+
+
+def batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def one_ahead(fn, items):
+    """(item, fn(item)) for each item in order, fn of the next item running (on one thread) while
+    the caller handles the current one; never more than one result waits."""
+    with ThreadPoolExecutor(1) as ahead:
+        previous = None
+        for item in items:
+            current = item, ahead.submit(fn, item)
+            if previous is not None:
+                yield previous[0], previous[1].result()
+            previous = current
+        if previous is not None:
+            yield previous[0], previous[1].result()
+
+
+def run_local(scans: list[Path], out: Path, masks_dir: Path | None = None, explain_dir: Path | None = None,
+              batch_size: int = 16, analyzer: Analyzer | None = None) -> int:
+    """Analyse `scans` in batches of `batch_size` on this machine and write one row each to `out`;
+    returns how many failed. The next batch is analysed while this one's images and rows are written."""
+    analyzer = analyzer or Analyzer()
+    analyse = partial(analyzer.analyze_batch, class_maps=explain_dir is not None)
+    record = partial(record_scan, masks_dir=masks_dir, explain_dir=explain_dir)
+    results, failures = open_results(out), 0
+    try:
+        with ThreadPoolExecutor(os.cpu_count()) as writers, \
+                tqdm(total=len(scans), desc="analysing", unit="scan") as progress:
+            for chunk, analysed in one_ahead(analyse, batches(scans, batch_size)):
+                for row in writers.map(record, map(str, chunk), analysed):
+                    results.write(row)
+                    failures += row["warnings"].startswith(ERROR_PREFIX)
+                progress.update(len(chunk))
+    finally:
+        results.close()
+    return failures

@@ -1,0 +1,114 @@
+"""python -m inference SOURCE... --engine ray: the batch job as a Ray Data pipeline, for archives of
+10^5-10^6 scans on a cluster (or on this machine's cores).
+
+    read files (ray.data.read_binary_files: local folders, shared storage, s3://, gs://, ...)
+      -> decode (stateless tasks; ground-truth masks dropped)
+      -> analyse (an autoscaling pool of actors, each loading both models once, a batch per forward pass)
+      -> rows streamed back to this process and written as CSV or Parquet; masks/maps written by the actors
+
+Each stage calls the functions the local engine calls (`decode_or_error`, `Analyzer.analyze_decoded`,
+`inference.batch.record_scan`), so both engines give the same rows. A file that fails becomes a row
+with its error; the job goes on. Ray is an optional extra (requirements-ray.txt): only
+`python -m inference --engine ray` imports this module.
+"""
+
+from __future__ import annotations
+
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import ray
+
+from inference.batch import ERROR_PREFIX, arrow_schema, open_results, record_scan
+from inference.files import IMAGE_SUFFIXES, mask_owner
+from inference.models import REPO_ROOT, load_model, source_for
+from inference.pipeline import Analyzer, decode_or_error
+
+# Between the decode and analyse stages: decode_or_error's result (the scan's pixels and warnings,
+# or its ScanError) pickled as one value, so a failure travels down the pipeline like a scan. Only
+# this job's own workers write it.
+DECODED_SCHEMA = pa.schema([("file", pa.string()), ("decoded", pa.binary())])
+# Our packages travel to every worker (a cluster's nodes need only the requirements installed).
+RUNTIME_ENV = {"py_modules": [str(REPO_ROOT / "inference"), str(REPO_ROOT / "explain")],
+               "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
+
+
+def connect(address: str | None = None, **local_options) -> None:
+    """Join the Ray cluster at `address`, or start a local Ray (`local_options`, e.g. num_cpus, go to
+    it) when None; nothing when this process is connected already."""
+    if not ray.is_initialized():
+        ray.init(address=address, runtime_env=RUNTIME_ENV, **local_options)
+
+
+def for_workers(path: str | Path | None) -> str | None:
+    """A path as every worker can use it: URIs as given, local paths made absolute (workers do not
+    share this process's working directory)."""
+    if path is None or "://" in str(path):
+        return path
+    return str(Path(path).resolve())
+
+
+def decode_files(batch: pa.Table) -> pa.Table:
+    """Files' bytes -> their decoded scans (or errors); ground-truth masks (`*_mask*`) are dropped."""
+    rows = [{"file": path, "decoded": pickle.dumps(decode_or_error(data))}
+            for path, data in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist())
+            if mask_owner(PurePosixPath(path)) is None]
+    return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
+
+
+class AnalyseScans:
+    """The model stage: an actor that loads both models once (bundled folders or pinned hf://
+    sources, as resolved on the driver) and turns each batch of decoded scans into result rows,
+    writing masks and maps where asked (folders every node can write: shared storage)."""
+
+    def __init__(self, classifier_source: str, segmenter_source: str, cpus: float,
+                 masks_dir: str | None, explain_dir: str | None):
+        import tensorflow as tf
+
+        # TensorFlow would size its thread pools to the whole node; an actor gets `cpus` of it.
+        threads = max(1, int(cpus))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        self.analyzer = Analyzer(load_model(classifier_source), load_model(segmenter_source))
+        self.class_maps = explain_dir is not None
+        self.record = partial(record_scan, masks_dir=masks_dir and Path(masks_dir),
+                              explain_dir=explain_dir and Path(explain_dir))
+        self.writers = ThreadPoolExecutor(threads)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        decoded = [pickle.loads(value) for value in batch["decoded"].to_pylist()]
+        results = self.analyzer.analyze_decoded(decoded, class_maps=self.class_maps)
+        rows = list(self.writers.map(self.record, batch["file"].to_pylist(), results))
+        return pa.Table.from_pylist(rows, schema=arrow_schema())
+
+
+def build_dataset(sources: list[str], masks_dir: Path | None, explain_dir: Path | None, batch_size: int,
+                  actor_cpus: float) -> ray.data.Dataset:
+    """The pipeline, not yet run."""
+    return (ray.data.read_binary_files([for_workers(source) for source in sources], include_paths=True,
+                                       file_extensions=[suffix[1:] for suffix in IMAGE_SUFFIXES])
+            .map_batches(decode_files, batch_format="pyarrow")
+            .map_batches(AnalyseScans, batch_size=batch_size, batch_format="pyarrow", num_cpus=actor_cpus,
+                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None),
+                         fn_constructor_kwargs=dict(classifier_source=source_for("classifier"),
+                                                    segmenter_source=source_for("segmenter"), cpus=actor_cpus,
+                                                    masks_dir=for_workers(masks_dir), explain_dir=for_workers(explain_dir))))
+
+
+def run(sources: list[str], out: Path, masks_dir: Path | None = None, explain_dir: Path | None = None,
+        batch_size: int = 16, address: str | None = None, actor_cpus: float = 1) -> tuple[int, int]:
+    """Run the job and write its rows to `out` (.csv or .parquet) as they arrive, in completion
+    order; returns (scans, failures)."""
+    connect(address)
+    results, total, failures = open_results(out), 0, 0
+    try:
+        for row in build_dataset(sources, masks_dir, explain_dir, batch_size, actor_cpus).iter_rows():
+            results.write(row)
+            total += 1
+            failures += row["warnings"].startswith(ERROR_PREFIX)
+    finally:
+        results.close()
+    return total, failures

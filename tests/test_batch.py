@@ -1,0 +1,105 @@
+"""The batched path and the Ray engine give the results of one scan at a time: same classes,
+probabilities within 1e-4, same masks; a broken file is a row with its error and the run goes on."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.__main__ import main as batch_main
+from inference.batch import ERROR_PREFIX, find_scans, run_local
+from inference.decode import ScanError
+from inference.pipeline import Analysis
+
+PROBABILITY_TOLERANCE = 1e-4
+
+
+def assert_same_analysis(batched: Analysis, single: Analysis):
+    assert batched.predicted_class == single.predicted_class
+    np.testing.assert_allclose(batched.probabilities, single.probabilities, atol=PROBABILITY_TOLERANCE)
+    assert np.array_equal(batched.mask(), single.mask())
+    assert (batched.notes, batched.warnings, batched.out_of_distribution) == \
+           (single.notes, single.warnings, single.out_of_distribution)
+
+
+def scan_folder(root, examples):
+    """The example scans, one ground-truth mask (skipped by both engines) and a broken file."""
+    root.mkdir()
+    for path, _ in examples:
+        shutil.copy(path, root / path.name)
+    first = examples[0][0]
+    shutil.copy(first.parent / "masks" / f"{first.stem}_mask.png", root / f"{first.stem}_mask.png")
+    (root / "broken.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def test_batches_of_any_size_give_the_single_scan_results(analyzer, examples):
+    paths = [path for path, _ in examples]
+    batched = analyzer.analyze_batch(paths[:4]) + analyzer.analyze_batch(paths[4:])
+    for path, result in zip(paths, batched):
+        assert_same_analysis(result, analyzer.analyze(path))
+        assert result.class_cams is None  # maps only when asked for
+
+
+def test_a_broken_file_is_an_error_in_its_place(analyzer, examples, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    results = analyzer.analyze_batch([examples[0][0], broken, examples[1][0]], class_maps=True)
+    assert isinstance(results[1], ScanError)
+    assert all(isinstance(r, Analysis) and r.class_cams.shape[0] == 3 for r in (results[0], results[2]))
+
+
+def test_batch_command_rows_masks_and_maps_match_single_scans(analyzer, examples, tmp_path):
+    folder = scan_folder(tmp_path / "scans", examples)
+    out, masks, maps = tmp_path / "results.csv", tmp_path / "masks", tmp_path / "maps"
+    assert batch_main([str(folder), "--out", str(out), "--masks", str(masks), "--explain", str(maps),
+                       "--batch-size", "4"]) == 0
+    rows = {row["file"]: row for row in csv.DictReader(out.open())}
+    assert sorted(rows) == sorted(str(p) for p in find_scans([str(folder)]))
+    assert rows.pop(str(folder / "broken.png"))["warnings"].startswith(ERROR_PREFIX)
+    for file, row in rows.items():
+        single = analyzer.analyze(file)
+        stem = file.rsplit("/", 1)[1][:-4]
+        assert row["predicted_class"] == single.predicted_class
+        for name, probability in single.probability_dict().items():
+            assert abs(float(row[f"p_{name}"]) - probability) <= PROBABILITY_TOLERANCE
+        assert int(row["lesion_area_px"]) == single.mask().sum()
+        assert np.array_equal(np.asarray(Image.open(masks / f"{stem}_pred.png")), single.mask_png())
+        assert (maps / f"{stem}_gradcam.png").is_file()
+        assert (maps / f"{stem}_seg_gradcam.png").is_file() == single.mask().any()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray on two CPUs for this module (its start-up is the slow part)."""
+    ray = pytest.importorskip("ray")
+    from inference import ray_engine
+
+    ray_engine.connect(None, num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray_engine
+    ray.shutdown()
+
+
+def test_ray_job_gives_the_local_rows_and_masks(ray_local, analyzer, examples, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = scan_folder(tmp_path / "scans", examples)
+    local_masks, ray_masks = tmp_path / "local_masks", tmp_path / "ray_masks"
+    local_masks.mkdir(), ray_masks.mkdir()
+    run_local(find_scans([str(folder)]), tmp_path / "local.parquet", local_masks, batch_size=4, analyzer=analyzer)
+    total, failures = ray_local.run([str(folder)], tmp_path / "ray.parquet", ray_masks, batch_size=4)
+    local = sorted(pq.read_table(tmp_path / "local.parquet").to_pylist(), key=lambda row: row["file"])
+    remote = sorted(pq.read_table(tmp_path / "ray.parquet").to_pylist(), key=lambda row: row["file"])
+    assert (total, failures) == (len(examples) + 1, 1)
+    assert [row["file"] for row in remote] == [row["file"] for row in local]
+    for mine, theirs in zip(remote, local):
+        probabilities = [name for name in mine if name.startswith("p_")]
+        assert {k: v for k, v in mine.items() if k not in probabilities} == \
+               {k: v for k, v in theirs.items() if k not in probabilities}
+        if mine["predicted_class"] is not None:
+            np.testing.assert_allclose([mine[p] for p in probabilities], [theirs[p] for p in probabilities],
+                                       atol=PROBABILITY_TOLERANCE)
+    assert sorted(p.name for p in ray_masks.iterdir()) == sorted(p.name for p in local_masks.iterdir())
+    for mask in local_masks.iterdir():
+        assert np.array_equal(np.asarray(Image.open(mask)), np.asarray(Image.open(ray_masks / mask.name)))
