@@ -21,7 +21,7 @@ from scipy.special import expit, softmax
 
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import heatmap_overlay, mask_overlay
-from inference.decode import ScanError, decode_scan
+from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
 from inference import ood
 from inference.models import LoadedModel, load_model, source_for
 from inference.postprocess import lesion_mask, lesion_stats
@@ -54,6 +54,10 @@ class Analysis:
     suppressed_as_normal: bool = False  # the classifier calls the scan normal and the validated rule hides lesions
     feature_distance: float | None = None  # the out-of-distribution score (None: the classifier has no check)
     out_of_distribution: bool = False      # not like a breast ultrasound scan: no diagnosis-like output
+    mm_per_pixel: tuple[float, float] | None = None  # (x, y) from the file's calibration: sizes in mm
+    mm_unavailable_reason: str | None = NOT_DICOM    # why there are no sizes in mm
+    frame: int = 0                                   # which frame of a multi-frame file was analysed
+    n_frames: int = 1
     _seg_maps: dict = field(default_factory=dict, repr=False)  # threshold -> Seg-Grad-CAM, computed once each
 
     @property
@@ -75,7 +79,7 @@ class Analysis:
                            self.min_area_fraction, self.largest_only)
 
     def lesion_stats(self, threshold: float | None = None) -> dict:
-        return lesion_stats(self.mask(threshold))
+        return lesion_stats(self.mask(threshold), self.mm_per_pixel, self.mm_unavailable_reason)
 
     def class_map(self, class_name: str | None = None) -> np.ndarray:
         """One class's Grad-CAM (default: the predicted class's) at the scan's size, 0..1."""
@@ -112,11 +116,11 @@ class Analysis:
         return self.mask(threshold).astype(np.uint8) * 255
 
 
-def decode_or_error(source):
-    """`decode_scan(source)`, or the ScanError it raised: a batch carries each failure as a value,
+def decode_or_error(source) -> DecodedScan | ScanError:
+    """`decode(source)`, or the ScanError it raised: a batch carries each failure as a value,
     so one bad file does not stop the others."""
     try:
-        return decode_scan(source)
+        return decode(source)
     except ScanError as error:
         return error
 
@@ -125,8 +129,7 @@ def decode_or_error(source):
 class PreparedScan:
     """A decoded scan framed for both models: its part of a batch's model inputs, and what `_finish`
     needs to bring the models' outputs back to the scan."""
-    gray: np.ndarray
-    warnings: list[str]
+    decoded: DecodedScan
     class_framing: Framing
     seg_framing: Framing
     class_input: np.ndarray  # (S, S, 3) float32, the classifier's input
@@ -200,11 +203,12 @@ class Analyzer:
         _, cams = self._model_pool.submit(self.segmenter_cam, seg_input, region[None, ..., None]).result()
         return seg_framing.to_scan(cams[0, 0])
 
-    def prepare(self, gray: np.ndarray, warnings: list[str]) -> PreparedScan:
+    def prepare(self, decoded: DecodedScan) -> PreparedScan:
         """A decoded scan -> its framings and both models' inputs."""
+        gray = decoded.gray
         class_framing = Framing.for_model(gray, self.classifier.config)
         seg_framing = Framing.for_model(gray, self.segmenter.config)
-        return PreparedScan(gray, warnings, class_framing, seg_framing,
+        return PreparedScan(decoded, class_framing, seg_framing,
                             to_model_input(gray, class_framing), to_model_input(gray, seg_framing))
 
     def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None,
@@ -214,17 +218,20 @@ class Analyzer:
         s = self.segmenter.config
         probabilities = softmax(logits / self.classifier.config["temperature"])
         seg_input = scan.seg_input[None]
+        decoded = scan.decoded
         analysis = Analysis(
-            gray=scan.gray, warnings=scan.warnings, classes=self.classes, probabilities=probabilities,
+            gray=decoded.gray, warnings=decoded.warnings, classes=self.classes, probabilities=probabilities,
             class_cams=class_cams, class_framing=scan.class_framing, seg_framing=scan.seg_framing,
             lesion_probs=scan.seg_framing.to_scan(expit(mask_logits[..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
             largest_only=bool(s.get("largest_only", False)), feature_distance=distance,
             explain_region=lambda mask: self._explain_region(seg_input, scan.seg_framing, mask),
+            mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
+            frame=decoded.frame, n_frames=decoded.n_frames,
         )
         refused = self._ood_warning(distance)
         if refused:
-            analysis.out_of_distribution, analysis.warnings = True, scan.warnings + refused
+            analysis.out_of_distribution, analysis.warnings = True, decoded.warnings + refused
             return analysis
         segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:
@@ -242,7 +249,7 @@ class Analyzer:
         it came. The batch's scans share one forward pass of each model; framing and
         post-processing run on the scan threads."""
         prepared = list(self._scan_pool.map(
-            lambda item: item if isinstance(item, ScanError) else self.prepare(*item), decoded))
+            lambda item: item if isinstance(item, ScanError) else self.prepare(item), decoded))
         scans = [p for p in prepared if not isinstance(p, ScanError)]
         if not scans:
             return prepared
@@ -260,7 +267,7 @@ class Analyzer:
         (a gradient pass); Seg-Grad-CAM is computed when asked for, as with `analyze`."""
         return self.analyze_decoded(list(self._scan_pool.map(decode_or_error, sources)), class_maps)
 
-    def analyze(self, source) -> Analysis:
-        """Bytes, a path or an image array -> Analysis with every class's Grad-CAM; raises
-        inference.decode.ScanError on bad input."""
-        return self.analyze_decoded([decode_scan(source)], class_maps=True)[0]
+    def analyze(self, source, frame: int = 0) -> Analysis:
+        """Bytes, a path or an image array -> Analysis of frame `frame` (from 0) of a multi-frame
+        file, with every class's Grad-CAM; raises inference.decode.ScanError on bad input."""
+        return self.analyze_decoded([decode(source, frame)], class_maps=True)[0]

@@ -337,3 +337,52 @@ def test_thin_and_tiny_lesions():
     assert diameter_and_width(np.array([[0.0, 0.0]])) == (0.0, 0.0)
     line = np.column_stack([np.arange(50.0), np.full(50, 3.0)])
     assert diameter_and_width(line) == pytest.approx((49.0, 0.0))
+
+
+# --- through the real pipeline --------------------------------------------------------------------
+
+@pytest.mark.parametrize("calibration, mm_per_pixel", [("ultrasound region", (0.071, 0.063)),
+                                                      ("pixel spacing", (0.09, 0.08))])
+def test_analysis_reports_lesion_size_in_mm(analyzer, scan, calibration, mm_per_pixel):
+    height, width = scan.shape
+    if calibration == "ultrasound region":
+        attributes = {"SequenceOfUltrasoundRegions": [
+            ultrasound_region(0, 0, width - 1, height - 1, mm_per_pixel[0] / 10, mm_per_pixel[1] / 10)]}
+    else:
+        attributes = {"PixelSpacing": [mm_per_pixel[1], mm_per_pixel[0]]}
+    stats = analyzer.analyze(dicom_bytes(scan, **attributes)).lesion_stats()
+    assert stats["lesion_count"] >= 1, "the example shows a lesion"
+    assert stats["lesion_area_px"] == analyzer.analyze(scan).lesion_stats()["lesion_area_px"], "the same pixels"
+    assert stats["mm_per_pixel"] == pytest.approx(list(mm_per_pixel)) and stats["size_mm_unavailable"] is None
+    expected = stats["lesion_area_px"] * mm_per_pixel[0] * mm_per_pixel[1]
+    assert stats["lesion_area_mm2"] == pytest.approx(expected, rel=0.01)
+    largest = max(stats["lesions"], key=lambda lesion: lesion["area_px"])
+    box = largest["bounding_box"]
+    box_diagonal = np.hypot((box["x1"] - box["x0"]) * mm_per_pixel[0], (box["y1"] - box["y0"]) * mm_per_pixel[1])
+    assert 0 < stats["perpendicular_width_mm"] <= stats["longest_diameter_mm"] <= box_diagonal
+    assert stats["longest_diameter_mm"] == largest["longest_diameter_mm"]
+
+
+def test_analysis_of_uncalibrated_dicom_and_png_says_why(analyzer, scan):
+    for source, reason in ((dicom_bytes(scan), "no calibration in the file"),
+                           (EXAMPLES / "busi_malignant_49.png", NOT_DICOM)):
+        stats = analyzer.analyze(source).lesion_stats()
+        assert stats["lesion_area_mm2"] is None and stats["longest_diameter_mm"] is None
+        assert reason in stats["size_mm_unavailable"]
+
+
+def test_analysis_of_a_chosen_frame(analyzer, scan):
+    data = dicom_bytes(np.stack([np.full_like(scan, 30), scan]))
+    analysis = analyzer.analyze(data, frame=1)
+    assert np.array_equal(analysis.gray, scan) and (analysis.frame, analysis.n_frames) == (1, 2)
+    assert any("2 frames" in w and "frame 1" in w for w in analysis.warnings)
+
+
+def test_patient_identity_appears_nowhere(analyzer, scan):
+    data = dicom_bytes(np.stack([scan, scan]), SequenceOfUltrasoundRegions=[
+        ultrasound_region(0, 0, scan.shape[1] - 1, scan.shape[0] - 1, 0.007, 0.007)])
+    assert PATIENT_NAME.encode() in data and PATIENT_ID.encode() in data
+    analysis = analyzer.analyze(data)
+    shown = repr(decode(data)) + repr(analysis.lesion_stats()) + repr(analysis.warnings) + repr(analysis.notes)
+    for secret in (PATIENT_NAME, "Secretname", PATIENT_ID):
+        assert secret not in shown
