@@ -126,7 +126,7 @@ def check_frame(frame: int, n_frames: int):
                         f"numbered 0 to {n_frames - 1}.")
 
 
-def frame_warnings(frame: int, n_frames: int) -> list[str]:
+def _frame_warnings(frame: int, n_frames: int) -> list[str]:
     """Say which frame of a multi-frame file (a cine loop, an animation) was analysed: the rest were not."""
     if n_frames == 1:
         return []
@@ -146,7 +146,7 @@ def decode(source, frame: int = 0) -> DecodedScan:
     dicom_frame = dicom.read(data, frame)
     if dicom_frame is not None:
         gray, rgb = _to_array(Image.fromarray(dicom_frame.pixels))
-        return DecodedScan(gray, quality_warnings(rgb) + frame_warnings(frame, dicom_frame.n_frames),
+        return DecodedScan(gray, quality_warnings(rgb) + _frame_warnings(frame, dicom_frame.n_frames),
                            dicom_frame.mm_per_pixel, dicom_frame.mm_unavailable_reason, frame, dicom_frame.n_frames)
     try:
         with warnings.catch_warnings():
@@ -168,7 +168,7 @@ def decode(source, frame: int = 0) -> DecodedScan:
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ScanError(f"The image file is damaged or truncated ({error}).") from None
     gray, rgb = _to_array(image)
-    return DecodedScan(gray, quality_warnings(rgb) + frame_warnings(frame, n_frames), None, NOT_DICOM,
+    return DecodedScan(gray, quality_warnings(rgb) + _frame_warnings(frame, n_frames), None, NOT_DICOM,
                        frame, n_frames)
 
 
