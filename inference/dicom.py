@@ -89,7 +89,7 @@ def _read_frame(dataset: Dataset, frame: int) -> DicomFrame:
     n_frames = get_nr_frames(dataset, warn=False)
     check_frame(frame, n_frames)
     pixels = _displayed(dataset, pixel_array(dataset, index=frame))
-    return DicomFrame(pixels, n_frames, *calibration(dataset))
+    return DicomFrame(pixels, n_frames, *_calibration(dataset))
 
 
 def _parse(data: bytes) -> Dataset | None:
@@ -147,7 +147,7 @@ def _rgb_to_8_bit(rgb: np.ndarray, bits: int) -> np.ndarray:
     return (rgb.astype(np.float64) * (255 / (2 ** bits - 1))).round().clip(0, 255).astype(np.uint8)
 
 
-def calibration(dataset: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+def _calibration(dataset: Dataset) -> tuple[tuple[float, float] | None, str | None]:
     """((x, y) mm per pixel, None), or (None, why there is none). Ultrasound regions come first: a
     scanner writes the B-mode field's calibration there, and Pixel Spacing is rarely set in ultrasound."""
     regions = dataset.get("SequenceOfUltrasoundRegions") or []
