@@ -16,7 +16,7 @@ def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 
     if (min_area_fraction <= 0 and not largest_only) or not mask.any():
         return mask
     labels, count = ndimage.label(mask)
-    areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]  # pixels per component
     keep = areas >= min_area_fraction * mask.size
     if largest_only:
         keep &= areas == areas.max()

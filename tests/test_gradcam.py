@@ -150,3 +150,19 @@ def test_overlay_is_at_the_scan_size_and_blends():
     assert rgb.shape == (300, 200, 3) and rgb.dtype == np.uint8
     assert np.array_equal(rgb[0, 0], [100, 100, 100]), "a cold region leaves the scan untouched"
     assert not np.array_equal(rgb[150, 100], [100, 100, 100])
+
+
+def test_heatmap_overlay_blends_the_colormap_by_the_maps_value():
+    """Cold pixels keep the scan, hot pixels at full opacity take the colormap's top colour, and
+    opacity 0 leaves the scan untouched."""
+    from matplotlib import colormaps
+
+    gray = np.full((40, 60), 100, np.uint8)
+    cam = np.zeros((40, 60), np.float32)
+    cam[:, 30:] = 1.0
+    overlay = heatmap_overlay(gray, cam, opacity=1.0)
+    assert overlay.shape == (40, 60, 3) and overlay.dtype == np.uint8
+    assert (overlay[:, :25] == 100).all()
+    hot = np.round(np.array(colormaps["jet"](1.0)[:3]) * 255)
+    assert np.abs(overlay[:, 35:].astype(int) - hot).max() <= 1
+    assert (heatmap_overlay(gray, cam, opacity=0.0) == 100).all()
