@@ -54,3 +54,16 @@ def pooled_layer(model: keras.Model, layer: str):
     features = keras.Model(model.input, model.get_layer(layer).output)
     return tf.function(lambda images: tf.reduce_mean(features(images, training=False), axis=(1, 2)),
                        reduce_retracing=True)
+
+
+def output_and_pooled_layer(model: keras.Model, output_layer: str, layer: str):
+    """A compiled function: model inputs (B, S, S, 3) -> (`output_layer`'s output, (B, k) global
+    average of `layer`) from one forward pass: the classifier's logits and its check's features
+    without running the layers they share twice."""
+    both = keras.Model(model.input, [model.get_layer(output_layer).output, model.get_layer(layer).output])
+
+    def run(images):
+        output, features = both(images, training=False)
+        return output, tf.reduce_mean(features, axis=(1, 2))
+
+    return tf.function(run, reduce_retracing=True)

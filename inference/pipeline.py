@@ -157,6 +157,8 @@ class Analyzer:
         self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"])
         self.ood = ood.FeatureDistance.load(self.classifier.folder / ood.FILE_NAME) if self.classifier.folder else None
         self._ood_features = ood.pooled_layer(self.classifier.model, self.ood.layer) if self.ood else None
+        self._logits_and_ood_features = (ood.output_and_pooled_layer(self.classifier.model, c["logits_layer"], self.ood.layer)
+                                         if self.ood else None)
         self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
         self._scan_pool = ThreadPoolExecutor(self.scan_threads, thread_name_prefix="scans")
         if warm_up:
@@ -166,6 +168,14 @@ class Analyzer:
     def _feature_distances(self, images: np.ndarray) -> np.ndarray | None:
         """(B,) out-of-distribution scores of a batch of classifier inputs; None without the check."""
         return None if self.ood is None else self.ood.distance(self._ood_features(images).numpy())
+
+    def _logits_and_distances(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The classifier's logits without a gradient tape, and the out-of-distribution scores from
+        the same forward pass."""
+        if self.ood is None:
+            return self.classifier_cam.logits(images), None
+        logits, features = self._logits_and_ood_features(images)
+        return logits.numpy(), self.ood.distance(features.numpy())
 
     def _ood_warning(self, distance: float | None) -> list[str]:
         """The out-of-distribution warning when `distance` is over the threshold, else nothing."""
@@ -180,8 +190,7 @@ class Analyzer:
         gray, warnings = decode_scan(source)
         c = self.classifier.config
         images = to_model_input(gray, Framing.for_model(gray, c))[None]
-        logits, distances = self._model_pool.submit(
-            lambda: (self.classifier_cam.logits(images), self._feature_distances(images))).result()
+        logits, distances = self._model_pool.submit(self._logits_and_distances, images).result()
         refused = self._ood_warning(None if distances is None else float(distances[0]))
         return (None if refused else softmax(logits[0] / c["temperature"])), warnings + refused
 
@@ -189,13 +198,14 @@ class Analyzer:
         """One pass of each model over a batch, and the out-of-distribution scores: (logits, every
         class's Grad-CAM or None, mask logits, distances or None). The segmenter's pass has no
         gradient tape (its map waits until the displayed mask is known); the classifier's has one
-        only when `class_maps` asks for the maps. The compiled functions relax the batch dimension
-        after a second size, so batches of any size share one graph."""
+        only when `class_maps` asks for the maps, else its logits and the out-of-distribution
+        features come from one pass. The compiled functions relax the batch dimension after a
+        second size, so batches of any size share one graph."""
         if class_maps:
-            logits, class_cams = self.classifier_cam(class_inputs)
+            (logits, class_cams), distances = self.classifier_cam(class_inputs), self._feature_distances(class_inputs)
         else:
-            logits, class_cams = self.classifier_cam.logits(class_inputs), None
-        return logits, class_cams, self.segmenter_cam.logits(seg_inputs), self._feature_distances(class_inputs)
+            (logits, distances), class_cams = self._logits_and_distances(class_inputs), None
+        return logits, class_cams, self.segmenter_cam.logits(seg_inputs), distances
 
     def _explain_region(self, seg_input: np.ndarray, seg_framing: Framing, mask: np.ndarray) -> np.ndarray:
         """Seg-Grad-CAM whose target is `mask` (the scan-sized lesion mask on display), at the scan's size."""
