@@ -58,3 +58,20 @@ def test_no_example_is_a_copy_of_a_training_scan(rows, busi_root, bus_uclm_root)
         closest = (hashes != phash(EXAMPLES / r["file"])).sum(axis=1).min()
         assert closest > 10, f"{r['file']} is {closest} bits from a training scan"
     assert list_samples(busi_root)  # the dataset really was read
+
+
+def test_dicom_example_is_the_png_example_with_the_datasets_calibration(breast_root):
+    """The gallery's DICOM holds the BrEaST example's pixels unchanged, the pixel size BrEaST's
+    manifest gives (cm -> mm), and no patient attributes."""
+    import pydicom
+
+    from inference.decode import decode
+    from training.dicom_example import DICOM_EXAMPLES, pixel_size_cm
+
+    path = DICOM_EXAMPLES / "breast_case010.dcm"
+    decoded = decode(path)
+    assert np.array_equal(decoded.gray, np.asarray(Image.open(EXAMPLES / "breast_case010.png").convert("L")))
+    expected_mm = pixel_size_cm("breast_case010") * 10
+    assert decoded.mm_per_pixel == pytest.approx((expected_mm, expected_mm)) and 0.05 < expected_mm < 0.2
+    dataset = pydicom.dcmread(path)
+    assert not any(element.keyword.startswith("Patient") for element in dataset)
