@@ -8,17 +8,14 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-LESION_COLOUR = np.array([255, 64, 64], dtype=np.float32)
+LESION_COLOUR = (255, 64, 64)
+MASK_STYLES = ("filled", "outline")
 
 
 def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     """A low-resolution map (h, w) resized bilinearly to (height, width), clipped to 0..1."""
     image = Image.fromarray(cam.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
     return np.clip(np.asarray(image), 0.0, 1.0)
-
-
-def _as_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(gray.astype(np.float32)[..., None], 3, axis=-1)
 
 
 @lru_cache(maxsize=4)
@@ -42,11 +39,22 @@ def heatmap_overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = 0.45, co
     return np.asarray(Image.composite(colours.convert("RGB"), scan, alpha))
 
 
-def mask_overlay(gray: np.ndarray, mask: np.ndarray, opacity: float = 0.45) -> np.ndarray:
-    """Tint the lesion pixels of the (H, W) scan and draw their outline fully opaque."""
-    rgb = _as_rgb(gray)
-    rgb[mask] = rgb[mask] * (1 - opacity) + LESION_COLOUR * opacity
+def mask_overlay(gray: np.ndarray, mask: np.ndarray, opacity: float = 0.45, style: str = "filled") -> np.ndarray:
+    """The lesion on the (H, W) scan: its outline fully opaque, and with `style` "filled" its pixels
+    tinted at `opacity` too; "outline" leaves the tissue inside the edge untouched, for reading it."""
+    if style not in MASK_STYLES:
+        raise ValueError(f"style must be one of {MASK_STYLES}, got {style!r}")
+    scan = Image.fromarray(gray, mode="L").convert("RGB")
+    lesion = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+    colour = Image.new("RGB", scan.size, LESION_COLOUR)
+    if style == "filled":
+        scan = Image.composite(colour, scan, lesion.point(lambda v: round(v * opacity)))
+    scan.paste(colour, mask=Image.fromarray(outline(mask).astype(np.uint8) * 255, mode="L"))
+    return np.asarray(scan)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The mask's pixels with a 4-neighbour outside it (the image border does not count as outside)."""
     inner = mask.copy()
     inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
-    rgb[mask & ~inner] = LESION_COLOUR
-    return rgb.round().astype(np.uint8)
+    return mask & ~inner

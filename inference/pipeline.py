@@ -59,6 +59,7 @@ class Analysis:
     frame: int = 0                                   # which frame of a multi-frame file was analysed
     n_frames: int = 1
     _seg_maps: dict = field(default_factory=dict, repr=False)  # threshold -> Seg-Grad-CAM, computed once each
+    _masks: dict = field(default_factory=dict, repr=False)     # threshold -> post-processed mask
 
     @property
     def predicted_class(self) -> str:
@@ -74,9 +75,15 @@ class Analysis:
         return self.segmenter_mask(threshold)
 
     def segmenter_mask(self, threshold: float | None = None) -> np.ndarray:
-        """The segmenter's own mask, before the classifier's verdict is taken into account."""
-        return lesion_mask(self.lesion_probs, self.threshold if threshold is None else threshold,
-                           self.min_area_fraction, self.largest_only)
+        """The segmenter's own mask, before the classifier's verdict is taken into account. One
+        rendering asks for the same mask several times (overlay, PNG, statistics, Seg-Grad-CAM):
+        it is post-processed once per threshold and kept (read-only)."""
+        key = self.threshold if threshold is None else float(threshold)
+        if key not in self._masks:
+            mask = lesion_mask(self.lesion_probs, key, self.min_area_fraction, self.largest_only)
+            mask.flags.writeable = False
+            self._masks[key] = mask
+        return self._masks[key]
 
     def lesion_stats(self, threshold: float | None = None) -> dict:
         return lesion_stats(self.mask(threshold), self.mm_per_pixel, self.mm_unavailable_reason)
@@ -103,8 +110,9 @@ class Analysis:
     def class_overlay(self, class_name: str | None = None, opacity: float = 0.45) -> np.ndarray:
         return heatmap_overlay(self.gray, self.class_map(class_name), opacity)
 
-    def mask_overlay(self, threshold: float | None = None, opacity: float = 0.45) -> np.ndarray:
-        return mask_overlay(self.gray, self.mask(threshold), opacity)
+    def mask_overlay(self, threshold: float | None = None, opacity: float = 0.45, style: str = "filled") -> np.ndarray:
+        """The lesion drawn on the scan: "filled" (tinted, outlined) or "outline" only."""
+        return mask_overlay(self.gray, self.mask(threshold), opacity, style)
 
     def seg_cam_overlay(self, threshold: float | None = None, opacity: float = 0.45) -> np.ndarray | None:
         """Seg-Grad-CAM over the scan where a lesion is shown at `threshold`, else None."""

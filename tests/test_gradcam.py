@@ -166,3 +166,21 @@ def test_heatmap_overlay_blends_the_colormap_by_the_maps_value():
     hot = np.round(np.array(colormaps["jet"](1.0)[:3]) * 255)
     assert np.abs(overlay[:, 35:].astype(int) - hot).max() <= 1
     assert (heatmap_overlay(gray, cam, opacity=0.0) == 100).all()
+
+
+def test_mask_overlay_outlines_the_lesion_filled_or_not():
+    """Both styles draw the edge in the lesion colour; "filled" tints the inside at the given
+    opacity, "outline" leaves it as the scan; outside the lesion the scan is untouched."""
+    from explain.overlay import LESION_COLOUR, mask_overlay
+
+    gray = np.full((30, 40), 90, np.uint8)
+    mask = np.zeros((30, 40), bool)
+    mask[10:20, 10:30] = True
+    filled, outlined = mask_overlay(gray, mask, 0.5, "filled"), mask_overlay(gray, mask, 0.5, "outline")
+    for overlay in (filled, outlined):
+        assert tuple(overlay[10, 15]) == tuple(overlay[19, 29]) == LESION_COLOUR
+        assert (overlay[:9] == 90).all() and (overlay[:, 31:] == 90).all()
+    assert np.abs(filled[15, 20].astype(int) - (np.array(LESION_COLOUR) + 90) / 2).max() <= 1
+    assert (outlined[15, 20] == 90).all()
+    with pytest.raises(ValueError):
+        mask_overlay(gray, mask, 0.5, "dotted")
