@@ -1,0 +1,347 @@
+"""A one- or two-page A4 PDF of one analysis (fpdf2; no UI): what the app shows, on paper.
+
+`pdf_report(analysis, ...)` -> the PDF's bytes: the date and time of the analysis (UTC), the file
+name it was given (never anything read from inside the file: no patient data), the scan, the lesion
+overlay with its outline, the classifier's Grad-CAM of the predicted class and the Seg-Grad-CAM of
+the drawn lesion (or why there is none), the calibrated probabilities, the lesion measurements (in
+mm where the file is calibrated, else why not), the warnings and notes, the models and their
+revisions, the segmentation threshold, and the disclaimer in every page's footer.
+
+An out-of-distribution scan gets what the app gives it: "not recognised as a breast ultrasound
+scan" and the reason; no class, no probabilities, no lesion, no maps.
+
+`model_descriptions(classifier, segmenter)` says which models made the analysis: each one's source
+as configured (bundled folder, or `hf://owner/name@revision` plus the Hub commit it resolved to) and
+the first 12 hex digits of its weights file's SHA-256, computed once per file.
+
+Text is set in DejaVu Sans, which ships with matplotlib (a runtime dependency): the warnings hold
+"—", "≥", "²", "⚠" that the PDF core fonts (Latin-1) cannot show; any character the font lacks is
+printed as "?".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path, PureWindowsPath
+from typing import TYPE_CHECKING
+
+import matplotlib
+import numpy as np
+from fpdf import FPDF
+from fpdf.enums import XPos, YPos
+from PIL import Image
+
+if TYPE_CHECKING:  # the pipeline pulls in TensorFlow; the report only reads an Analysis
+    from inference.models import LoadedModel
+    from inference.pipeline import Analysis
+
+TITLE = "Breast ultrasound analysis — research report"
+DISCLAIMER = "Research demo — not a medical device. Not for diagnosis, triage or treatment."
+NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
+FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+FONT = "DejaVu"
+MAX_IMAGE_PX = 800     # images go in at about display size: the report stays small
+JPEG_QUALITY = 85
+MARGIN = 15            # mm
+IMAGE_GAP = 4          # mm between the two images of a row
+IMAGE_MAX_HEIGHT = 68  # mm
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def percent(probability: float) -> str:
+    """How the report prints a probability: "76.3 %"."""
+    return f"{100.0 * float(probability):.1f} %"
+
+
+def _number(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_hash(folder: Path | None) -> str | None:
+    """The SHA-256 of `folder/model.keras` (hex), computed once per file version; None without one."""
+    path = None if folder is None else Path(folder) / "model.keras"
+    if path is None or not path.is_file():
+        return None
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def describe_model(model: LoadedModel) -> str:
+    """One line naming a loaded model: its source (a folder inside the repository relative to it,
+    marked bundled), the Hub commit a `hf://` source resolved to, and its weights' short hash."""
+    source = model.source
+    parts = []
+    if source.startswith("hf://"):
+        parts.append(source)
+        folder = model.folder
+        if folder is not None and folder.parent.name == "snapshots":  # the Hub cache: snapshots/<commit>/
+            parts.append(f"resolved commit {folder.name[:12]}")
+    else:
+        path = Path(source).resolve()
+        try:
+            parts.append(f"{path.relative_to(REPO_ROOT).as_posix()} (bundled with the app)")
+        except ValueError:
+            parts.append(source)
+    digest = weights_hash(model.folder)
+    parts.append(f"weights SHA-256 {digest[:12]}" if digest else "weights hash unavailable")
+    return " · ".join(parts)
+
+
+def model_descriptions(classifier: LoadedModel, segmenter: LoadedModel) -> dict[str, str]:
+    """{"classifier": ..., "segmenter": ...} for `pdf_report(models=...)`, e.g. from an Analyzer:
+    `model_descriptions(analyzer.classifier, analyzer.segmenter)` (the hash is read once per file)."""
+    return {"classifier": describe_model(classifier), "segmenter": describe_model(segmenter)}
+
+
+# --- text and images ------------------------------------------------------------------------------
+
+def scan_label(name: str | None) -> str:
+    """The file's own name (no folders), without control characters, at most 120 characters."""
+    if not name:
+        return "not given"
+    base = PureWindowsPath(str(name)).name or str(name)  # strips both / and \ folders
+    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
+    return (base[:117] + "…" if len(base) > 120 else base) or "not given"
+
+
+def _jpeg(array: np.ndarray) -> io.BytesIO:
+    """A uint8 (H, W) or (H, W, 3) image as JPEG, scaled down to at most MAX_IMAGE_PX a side."""
+    image = Image.fromarray(np.ascontiguousarray(array))
+    if max(image.size) > MAX_IMAGE_PX:
+        image.thumbnail((MAX_IMAGE_PX, MAX_IMAGE_PX), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    buffer.seek(0)
+    return buffer
+
+
+class _Report(FPDF):
+    def __init__(self):
+        super().__init__(orientation="P", unit="mm", format="A4")
+        self.set_margins(MARGIN, MARGIN, MARGIN)
+        self.set_auto_page_break(True, margin=20)
+        self.add_font(FONT, "", str(FONT_DIR / "DejaVuSans.ttf"))
+        self.add_font(FONT, "B", str(FONT_DIR / "DejaVuSans-Bold.ttf"))
+        self._glyphs = set(self.fonts[FONT.lower()].cmap)
+        self.set_title(TITLE)
+        self.set_creator("busi-demo inference.report")
+
+    def safe(self, text: str) -> str:
+        """`text` with every character the font lacks replaced by "?" (control characters dropped)."""
+        return "".join(ch if ord(ch) in self._glyphs else ("" if ord(ch) < 32 or ch == "\ufe0f" else "?")
+                       for ch in str(text))
+
+    def footer(self):
+        self.set_y(-15)
+        self.set_font(FONT, "B", 8)
+        self.cell(0, 4, self.safe(DISCLAIMER), align="C", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.set_font(FONT, "", 7)
+        self.cell(0, 4, f"page {self.page_no()} of {{nb}}", align="C")
+
+    def heading(self, text: str, keep_with: float = 9):
+        """A section title, moved to a new page with the `keep_with` mm that must follow it."""
+        if self.will_page_break(9 + keep_with):
+            self.add_page()
+        self.ln(2)
+        self.set_font(FONT, "B", 11)
+        self.cell(0, 7, self.safe(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.set_font(FONT, "", 9)
+
+    def para(self, text: str, bold: bool = False, size: float = 9):
+        self.set_font(FONT, "B" if bold else "", size)
+        self.multi_cell(0, size * 0.5, self.safe(text), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.set_font(FONT, "", 9)
+
+    def rows(self, rows: list[tuple[str, ...]], col_widths: tuple[float, ...], headings: bool = True):
+        self.set_font(FONT, "", 9)
+        with self.table(col_widths=col_widths, width=self.epw, text_align="LEFT", line_height=4.5,
+                        first_row_as_headings=headings, padding=(0.8, 1.5)) as table:
+            for row in rows:
+                cells = table.row()
+                for value in row:
+                    cells.cell(self.safe(value))
+        self.ln(1)
+
+    def image_row(self, panels: list[tuple[str, np.ndarray | None, str]], heading: str | None = None):
+        """Up to two images side by side, each under its caption (the row under `heading`, kept on
+        one page); a panel without an image shows its `reason` text in the image's place."""
+        width = (self.epw - IMAGE_GAP) / 2
+        sizes = []
+        for _, array, _ in panels:
+            if array is None:
+                sizes.append((width, 20.0))
+                continue
+            h, w = array.shape[:2]
+            scale = min(width / w, IMAGE_MAX_HEIGHT / h)
+            sizes.append((w * scale, h * scale))
+        row_height = 6 + max(h for _, h in sizes)
+        if heading:
+            self.heading(heading, keep_with=row_height)
+        elif self.will_page_break(row_height):
+            self.add_page()
+        top = self.get_y()
+        for index, ((caption, array, reason), (w, h)) in enumerate(zip(panels, sizes)):
+            x = self.l_margin + index * (width + IMAGE_GAP)
+            self.set_xy(x, top)
+            self.set_font(FONT, "B", 9)
+            self.multi_cell(width, 5, self.safe(caption), align="L", new_x=XPos.LEFT, new_y=YPos.NEXT)
+            if array is None:
+                self.set_font(FONT, "", 9)
+                self.set_xy(x, top + 6)
+                self.multi_cell(width, 4.5, self.safe(reason), border=1, padding=2, align="L")
+            else:
+                self.image(_jpeg(array), x=x, y=top + 6, w=w, h=h)
+        self.set_xy(self.l_margin, top + row_height + 3)
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+def _measurements(stats: dict) -> list[tuple[str, str]]:
+    rows = [("Quantity", "Value"),
+            ("Lesions drawn", str(stats["lesion_count"])),
+            ("Lesion area", f"{stats['lesion_area_px']:,} px ({stats['lesion_area_percent']:.2f} % of the image)")]
+    if stats["size_mm_unavailable"] is None:
+        spacing = stats["mm_per_pixel"]
+        rows.append(("Pixel size (from the file)", f"{spacing[0]:.4g} × {spacing[1]:.4g} mm (x × y)"))
+        rows.append(("Lesion area in mm²", f"{_number(stats['lesion_area_mm2'], 2)} mm²"))
+        if stats["lesion_count"]:
+            which = " (largest lesion)" if stats["lesion_count"] > 1 else ""
+            rows.append((f"Longest diameter{which}", f"{stats['longest_diameter_mm']:.1f} mm"))
+            rows.append((f"Perpendicular width{which}", f"{stats['perpendicular_width_mm']:.1f} mm"))
+    else:
+        rows.append(("Sizes in mm", f"unavailable: {stats['size_mm_unavailable']}"))
+    return rows
+
+
+def _lesion_rows(stats: dict, limit: int = 8) -> list[tuple[str, ...]]:
+    """One row per lesion, largest first (at most `limit`), when more than one is drawn."""
+    lesions = sorted(stats["lesions"], key=lambda lesion: -lesion["area_px"])
+    calibrated = stats["size_mm_unavailable"] is None
+    rows = [("Lesion", "Area (px)", "Area (mm²)", "Longest diameter", "Perpendicular width", "Box x0, y0 – x1, y1")]
+    for number, lesion in enumerate(lesions[:limit], start=1):
+        box = lesion["bounding_box"]
+        rows.append((str(number), f"{lesion['area_px']:,}",
+                     _number(lesion["area_mm2"], 2) if calibrated else "–",
+                     f"{lesion['longest_diameter_mm']:.1f} mm" if calibrated else "–",
+                     f"{lesion['perpendicular_width_mm']:.1f} mm" if calibrated else "–",
+                     f"{box['x0']}, {box['y0']} – {box['x1']}, {box['y1']}"))
+    if len(lesions) > limit:
+        rows.append(("…", f"{len(lesions) - limit} smaller lesions not listed", "", "", "", ""))
+    return rows
+
+
+def _seg_cam_reason(analysis: Analysis, stats: dict) -> str:
+    if analysis.suppressed_as_normal:
+        return ("No lesion is drawn: the classifier is confident this scan is normal (the validated rule), "
+                "so Seg-Grad-CAM has no region to explain.")
+    if not stats["lesion_count"]:
+        return "No lesion predicted at this threshold, so Seg-Grad-CAM has no region to explain."
+    return "Seg-Grad-CAM is not available for this analysis."
+
+
+def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: float = 0.45,
+               models: dict[str, str] | None = None, scan_name: str | None = None,
+               analysed_at: datetime | None = None) -> bytes:
+    """The PDF (bytes) of `analysis` as the app shows it at `threshold` (default: the validated one)
+    and `opacity`. `models`: role -> description, e.g. `model_descriptions(analyzer.classifier,
+    analyzer.segmenter)`; `scan_name`: the uploaded file's name (only its last part is printed);
+    `analysed_at`: when the analysis ran (default: now; a naive time is taken as UTC), printed in UTC."""
+    used = analysis.threshold if threshold is None else float(threshold)
+    moment = analysed_at or datetime.now(UTC)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    withheld = analysis.out_of_distribution
+
+    pdf = _Report()
+    pdf.add_page()
+    pdf.set_font(FONT, "B", 15)
+    pdf.multi_cell(0, 8, pdf.safe(TITLE), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.ln(1)
+    frame = (f"frame {analysis.frame} of {analysis.n_frames} (numbered from 0)" if analysis.n_frames > 1
+             else "single frame")
+    height, width = analysis.gray.shape
+    pdf.rows([("Analysed", moment.strftime("%Y-%m-%d %H:%M:%S UTC")),
+              ("File", scan_label(scan_name)),
+              ("Image", f"{width} × {height} px, {frame}")], col_widths=(1, 4), headings=False)
+
+    pdf.heading("Result")
+    if withheld:
+        pdf.para(f"This image is {NOT_ULTRASOUND}.", bold=True, size=11)
+        pdf.para("No classification, probabilities or lesion are given: the models' answers would be "
+                 "meaningless for an image unlike the scans they were trained on.")
+    else:
+        pdf.para(f"Predicted class: {analysis.predicted_class} "
+                 f"({percent(analysis.probability_dict()[analysis.predicted_class])}, calibrated)", bold=True, size=11)
+        pdf.ln(1)
+        pdf.rows([("Class", "Calibrated probability")]
+                 + [(name, percent(p)) for name, p in analysis.probability_dict().items()], col_widths=(1, 1))
+
+    messages = [f"⚠ {text}" for text in analysis.warnings] + [f"Note: {text}" for text in analysis.notes]
+    if messages:
+        pdf.heading("Warnings and notes")
+        for message in messages:
+            pdf.para(message)
+            pdf.ln(1)
+
+    validated = used == analysis.threshold
+    threshold_text = (f"Segmentation threshold: {used:.2f} (the validated one)" if validated
+                      else f"Segmentation threshold: {used:.2f} (chosen; the validated one is {analysis.threshold:.2f})")
+    if not withheld:
+        stats = analysis.lesion_stats(used)
+        pdf.heading("Lesion measurements")
+        pdf.para(threshold_text)
+        pdf.ln(1)
+        pdf.rows(_measurements(stats), col_widths=(2, 3))
+        if stats["lesion_count"] > 1:
+            pdf.ln(2)
+            pdf.rows(_lesion_rows(stats), col_widths=(0.7, 1.2, 1.2, 1.5, 1.6, 2.2))
+        if stats["size_mm_unavailable"] is None:
+            pdf.para("Sizes in mm use the pixel size recorded in the file; the lesion outline is the "
+                     "segmenter's, not a clinician's calipers.", size=8)
+
+    if withheld:
+        pdf.image_row([("Scan as analysed", analysis.gray, "")], heading="Scan")
+    else:
+        try:
+            class_cam, class_reason = analysis.class_overlay(None, opacity), ""
+        except ValueError:  # analysed without class maps (a batch run)
+            class_cam, class_reason = None, "Grad-CAM was not computed for this analysis."
+        seg_cam = analysis.seg_cam_overlay(used, opacity)
+        pdf.image_row([("Scan as analysed", analysis.gray, ""),
+                       (f"Lesion overlay with outline (threshold {used:.2f})", analysis.mask_overlay(used, opacity), "")],
+                      heading="Scan and lesion")
+        pdf.image_row([(f"Grad-CAM of the classifier: {analysis.predicted_class}", class_cam, class_reason),
+                       ("Seg-Grad-CAM of the drawn lesion", seg_cam,
+                        "" if seg_cam is not None else _seg_cam_reason(analysis, stats))],
+                      heading="Where the models looked (Grad-CAM)")
+
+    pdf.heading("Models")
+    if models:
+        pdf.rows([("Model", "Source and revision")] + [(role, text) for role, text in models.items()], col_widths=(1, 4))
+    else:
+        pdf.para("Model sources and revisions were not recorded with this report.")
+    if analysis.feature_distance is not None:
+        pdf.para(f"Out-of-distribution check: feature distance {analysis.feature_distance:.1f} "
+                 f"({'over' if withheld else 'within'} the limit).", size=8)
+    if withheld:
+        pdf.para(threshold_text, size=8)
+    else:
+        pdf.ln(2)
+        pdf.para("Probabilities are the classifier's, calibrated by temperature scaling on validation scans; the "
+                 "maps show where each model looked, not why. Expect lower accuracy on scanners the models "
+                 "never saw.", size=8)
+    return bytes(pdf.output())
