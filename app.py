@@ -46,13 +46,20 @@ limit_malloc_arenas()  # before TensorFlow and Gradio start their threads
 import gradio as gr
 from gradio.data_classes import FileData
 
+from explain.overlay import MASK_STYLES
+from inference.batch_files import BatchInputError, read_batch_inputs
+from inference.batch import COLUMNS, CsvResults, result_row
 from inference.decode import MAX_BYTES, ScanError
-from inference.outputs import prune, write_image
+from inference.outputs import prune, write_file, write_image
 from inference.pipeline import Analyzer
+from inference.report import model_descriptions, pdf_report
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
+REPORT_NAME = "breast-ultrasound-report.pdf"
+BATCH_NAME = "breast-ultrasound-batch.csv"
+BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 # Example captions ("malignant · BUS-UCLM") wrap instead of being cut on a phone.
 CSS = "#examples .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }"
@@ -73,17 +80,30 @@ class ScanInput(gr.Image):
 
 
 def read_examples():
-    """Example files and captions "<ground truth> · <dataset>" (held-out scans of three sources)."""
+    """Example files, what the gallery shows for each, and captions "<ground truth> · <dataset>"
+    (held-out scans of three sources), then the calibrated DICOM made from the BrEaST malignant one
+    (shown by its PNG twin: a browser cannot draw DICOM)."""
     with (EXAMPLES_DIR / "examples.csv").open() as f:
         rows = list(csv.DictReader(f))
-    return [str(EXAMPLES_DIR / r["file"]) for r in rows], [f"{r['ground_truth']} · {r['dataset']}" for r in rows]
+    files = [str(EXAMPLES_DIR / r["file"]) for r in rows]
+    captions = [f"{r['ground_truth']} · {r['dataset']}" for r in rows]
+    dicom = EXAMPLES_DIR / "dicom" / "breast_case010.dcm"
+    return (files + [str(dicom)], files + [str(EXAMPLES_DIR / "breast_case010.png")],
+            captions + ["malignant · BrEaST · DICOM, sizes in mm"])
 
 
-EXAMPLE_FILES, EXAMPLE_CAPTIONS = read_examples()
+EXAMPLE_FILES, EXAMPLE_PICTURES, EXAMPLE_CAPTIONS = read_examples()
 
 
-def pick_example(event: gr.SelectData) -> str:
-    return EXAMPLE_FILES[event.index]
+def pick_example(event: gr.SelectData) -> tuple[str, str]:
+    """(the picture for the scan box, the file to analyse)."""
+    return EXAMPLE_PICTURES[event.index], EXAMPLE_FILES[event.index]
+
+
+def current_file(picture: str | None, uploaded: str | None) -> str | None:
+    """The file to analyse: the last one chosen by upload, file box or example (`uploaded`), else
+    what the scan box shows."""
+    return uploaded or picture
 
 
 def read_upload(path: str | None) -> bytes:
@@ -109,6 +129,19 @@ def readable_errors(run):
         raise gr.Error("The analysis failed on this file. Try another scan.") from None
 
 
+def frame_index(value) -> int:
+    """A frame number (0 = first) from the UI or an API call; anything else is a readable error."""
+    if value is None:
+        return 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"frame must be a whole number from 0; got {value!r}.") from None
+    if not number >= 0 or number != int(number):  # also refuses NaN
+        raise gr.Error(f"frame must be a whole number from 0; got {value!r}.")
+    return int(number)
+
+
 def in_range(value, name: str, low: float, high: float, default=None):
     """`value` as a float in low..high (None: `default`); anything else — NaN, text, out of range —
     is a readable error, never a silent fallback (a NaN threshold once drew no lesion at all)."""
@@ -129,10 +162,12 @@ class Handlers:
 
     def __init__(self, analyzer: Analyzer):
         self.analyzer = analyzer
+        self.models = model_descriptions(analyzer.classifier, analyzer.segmenter)
 
-    def _analysis(self, path):
+    def _analysis(self, path, frame=0):
         data = read_upload(path)
-        analysis = readable_errors(lambda: self.analyzer.analyze(data))
+        frame = frame_index(frame)
+        analysis = readable_errors(lambda: self.analyzer.analyze(data, frame))
         for warning in analysis.warnings:
             gr.Warning(warning)
         return analysis
@@ -141,7 +176,7 @@ class Handlers:
     def forget():
         """Before every new analysis in the UI: drop the stored result and blank every output, so a
         failed analysis never leaves the previous scan's results beside the new image."""
-        return (None,) * 7 + ("",)
+        return (None,) * 7 + ("", gr.update(value=None, visible=False))  # state, six results, notes, PDF
 
     @staticmethod
     def report(analysis, threshold=None) -> dict:
@@ -152,20 +187,25 @@ class Handlers:
             "probabilities": None if withheld else {c: round(p, 4) for c, p in analysis.probability_dict().items()},
             "threshold": analysis.threshold if threshold is None else threshold,
             "lesion": None if withheld else analysis.lesion_stats(threshold),
+            "frame": analysis.frame,
+            "n_frames": analysis.n_frames,
             "out_of_distribution": withheld,
             "feature_distance": None if analysis.feature_distance is None else round(analysis.feature_distance, 2),
             "warnings": analysis.warnings,
             "notes": analysis.notes,
         }
 
-    def render(self, analysis, explain, threshold, opacity):
-        """Re-draw every output from a stored analysis: no model runs (nothing to do before one)."""
+    def render(self, analysis, explain, threshold, opacity, style=MASK_STYLES[0]):
+        """Re-draw every output from a stored analysis: no model runs, except Seg-Grad-CAM's gradient
+        pass the first time a threshold draws a new mask (nothing to do before an analysis)."""
         if analysis is None:
             return (gr.skip(),) * 7  # one per rendered output
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
         if explain not in EXPLAIN_CHOICES:
             raise gr.Error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {explain!r}.")
+        if style not in MASK_STYLES:
+            raise gr.Error(f"style must be one of {', '.join(MASK_STYLES)}; got {style!r}.")
         explain = None if explain == EXPLAIN_CHOICES[0] else explain
         notes = "\n\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
@@ -175,38 +215,72 @@ class Handlers:
         return (
             analysis.probability_dict(),
             write_image(analysis.class_overlay(explain, opacity), RESULTS_DIR),
-            write_image(analysis.mask_overlay(threshold, opacity), RESULTS_DIR),
+            write_image(analysis.mask_overlay(threshold, opacity, style), RESULTS_DIR),
             write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"),
             self.report(analysis, threshold),
             None if seg_cam is None else write_image(seg_cam, RESULTS_DIR),
             notes,
         )
 
-    def analyze_and_store(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45):
-        """The UI's analysis: the stored result (for re-rendering) and every output."""
-        analysis = self._analysis(path)
-        return (analysis, *self.render(analysis, explain, threshold, opacity))
+    @staticmethod
+    def frame_picker(analysis):
+        """The frame slider: shown only for a file with several frames, at the frame analysed."""
+        if analysis is None or analysis.n_frames <= 1:
+            return gr.update(visible=False, value=0)
+        return gr.update(visible=True, minimum=0, maximum=analysis.n_frames - 1, value=analysis.frame,
+                         label=f"Frame (of {analysis.n_frames}, from 0)")
 
-    def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45):
+    def analyze_and_store(self, path, frame=0, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45,
+                          style=MASK_STYLES[0]):
+        """The UI's analysis: the stored result (for re-rendering), every output, the frame picker."""
+        analysis = self._analysis(path, frame)
+        return (analysis, *self.render(analysis, explain, threshold, opacity, style), self.frame_picker(analysis))
+
+    def pdf(self, analysis, threshold=None, opacity=0.45, path=None):
+        """The stored analysis as a PDF report (the UI's download button)."""
+        if analysis is None:
+            raise gr.Error("Analyse a scan first; the report describes the last analysis.")
+        threshold = in_range(threshold, "threshold", 0.0, 1.0)
+        opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
+        data = pdf_report(analysis, threshold, opacity, self.models, Path(path).name if path else None)
+        return write_file(data, RESULTS_DIR, "pdf", REPORT_NAME)
+
+    def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45, frame=0):
         """Classify a breast ultrasound scan (normal / benign / malignant), segment its lesion and explain
         both with Grad-CAM. Research demo, not a medical device: not for diagnosis.
 
         Args:
-            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF or WebP; at least 32 px a side, at most 16 megapixels and 50 MB).
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
             explain: the class whose Grad-CAM to draw: "predicted class", "normal", "benign" or "malignant".
             threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
             opacity: opacity of the overlays, 0 to 1 (default 0.45).
+            frame: which frame of a multi-frame file (DICOM cine, animated GIF, multi-page TIFF) to analyse, from 0 (default 0).
         Returns:
-            probabilities, Grad-CAM overlay, lesion overlay, lesion mask (PNG 0/255), report (JSON), Seg-Grad-CAM overlay, notes.
+            probabilities, Grad-CAM overlay, lesion overlay, lesion mask (PNG 0/255), report (JSON, with lesion sizes in mm for a calibrated DICOM), Seg-Grad-CAM overlay, notes.
         """
-        return self.render(self._analysis(path), explain, threshold, opacity)
+        return self.render(self._analysis(path, frame), explain, threshold, opacity)
+
+    def report_pdf(self, path, threshold=None, frame=0):
+        """A PDF report of one breast ultrasound scan: the scan, lesion overlay, Grad-CAM maps, calibrated
+        probabilities, lesion measurements (mm for a calibrated DICOM), warnings, model versions and
+        date. Research demo, not a medical device: not for diagnosis.
+
+        Args:
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
+            threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
+            frame: which frame of a multi-frame file to analyse, from 0 (default 0).
+        Returns:
+            the PDF file.
+        """
+        threshold = in_range(threshold, "threshold", 0.0, 1.0)
+        return self.pdf(self._analysis(path, frame), threshold, 0.45, path)
 
     def classify(self, path):
         """Calibrated probabilities that a breast ultrasound scan is normal, benign or malignant (the
         classifier alone). Research demo, not a medical device: not for diagnosis.
 
         Args:
-            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF or WebP; at least 32 px a side, at most 16 megapixels and 50 MB).
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
         """
         data = read_upload(path)
         probabilities, warnings = readable_errors(lambda: self.analyzer.classify(data))
@@ -221,14 +295,48 @@ class Handlers:
         not a medical device: not for diagnosis or measurement.
 
         Args:
-            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF or WebP; at least 32 px a side, at most 16 megapixels and 50 MB).
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
             threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
         Returns:
-            the lesion mask (PNG, 0/255, the scan's size) and a report with count, area and bounding box.
+            the lesion mask (PNG, 0/255, the scan's size) and a report with count, area (px, and mm for a calibrated DICOM) and bounding box.
         """
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         analysis = self._analysis(path)
         return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"), self.report(analysis, threshold)
+
+    def batch(self, paths, progress=gr.Progress()):
+        """The Batch tab: many scans (files and/or zip archives) -> a table with one row per scan, a
+        gallery of lesion outlines and the table as CSV — the rows `python -m inference` writes."""
+        try:
+            scans = read_batch_inputs(paths or [])
+        except BatchInputError as error:
+            raise gr.Error(str(error)) from None
+        if not scans:
+            raise gr.Error("Choose one or more scans, or a zip archive of scans.")
+        rows, gallery = [], []
+        progress(0, desc="analysing", total=len(scans), unit="scans")
+        for start in range(0, len(scans), BATCH_CHUNK):
+            chunk = scans[start:start + BATCH_CHUNK]
+            results = readable_errors(lambda: self.analyzer.analyze_batch([data for _, data in chunk]))
+            for (name, _), result in zip(chunk, results):
+                rows.append(result_row(name, result))
+                if not isinstance(result, ScanError) and not result.out_of_distribution:
+                    caption = f"{name}: {result.predicted_class} {result.probabilities.max():.0%}"
+                    gallery.append((write_image(result.mask_overlay(style="outline"), RESULTS_DIR), caption))
+            progress(min(start + BATCH_CHUNK, len(scans)) / len(scans), desc="analysing")
+        table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)] for r in rows]
+        return table, gallery, write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)
+
+
+def batch_csv(rows: list[dict]) -> bytes:
+    """The rows as the batch command's CSV."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / BATCH_NAME
+        results = CsvResults(path)
+        for row in rows:
+            results.write(row)
+        results.close()
+        return path.read_bytes()
 
 
 def build_demo(analyzer: Analyzer) -> gr.Blocks:
@@ -238,52 +346,90 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         gr.Markdown(f"# Breast ultrasound analysis\nClassify a breast ultrasound scan (normal / benign / "
                     f"malignant), segment the lesion, and see what each model looked at (Grad-CAM). {DISCLAIMER}")
         state = gr.State(time_to_live=1800)  # a stored analysis (for re-rendering) lives 30 min at most
-        with gr.Row():
-            with gr.Column(scale=2):
-                scan = ScanInput(label="Ultrasound scan", type="filepath", image_mode=None,
-                                 sources=["upload", "clipboard"], format="png", height=360, elem_id="scan")
-                run = gr.Button("Analyse", variant="primary")
-                threshold = gr.Slider(0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold",
-                                      info=f"Validated default {default_threshold:.2f}")
-                opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity")
-            with gr.Column(scale=3):
-                notes = gr.Markdown(elem_id="notes")
-                with gr.Tabs():
-                    with gr.Tab("Classify"):
-                        label = gr.Label(num_top_classes=3, label="Calibrated probabilities", elem_id="probabilities")
-                        explain = gr.Dropdown(EXPLAIN_CHOICES, value=EXPLAIN_CHOICES[0], label="Explain class")
-                        class_cam = gr.Image(label="Classifier Grad-CAM", format="png", elem_id="class-cam")
-                    with gr.Tab("Segment"):
+        chosen = gr.State()  # the file being analysed when the scan box only shows a picture of it (DICOM, examples)
+        with gr.Tabs():
+            with gr.Tab("Scan"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        scan = ScanInput(label="Ultrasound scan", type="filepath", image_mode=None,
+                                         sources=["upload", "clipboard"], format="png", height=360, elem_id="scan")
+                        scan_file = gr.File(label="…or a DICOM or any other scan file", file_count="single",
+                                            file_types=None, height=130, elem_id="scan-file")
+                        frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
                         with gr.Row():
-                            overlay = gr.Image(label="Lesion overlay", format="png", elem_id="seg-overlay")
-                            mask = gr.Image(label="Lesion mask", format="png", image_mode="L")
-                        seg_cam = gr.Image(label="Seg-Grad-CAM of the drawn lesion", format="png")
-                        details = gr.JSON(label="Lesion statistics and report")
-                    with gr.Tab("About"):
-                        gr.Markdown(about_text(analyzer))
-        gr.Markdown("**Examples — click one to analyse it.** Held-out scans from three hospitals (BUSI and "
-                    "BUS-UCLM test sides; BrEaST, never trained on), captioned with their ground truth.")
-        gallery = gr.Gallery(list(zip(EXAMPLE_FILES, EXAMPLE_CAPTIONS)), columns=5, allow_preview=False,
-                             label="Examples", show_label=False,
-                             elem_id="examples", format="png", height="auto")
+                            run = gr.Button("Analyse", variant="primary")
+                            make_pdf = gr.Button("PDF report", elem_id="make-pdf")
+                        pdf = gr.File(label="PDF report of the last analysis", elem_id="pdf", visible=False)
+                        threshold = gr.Slider(0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold",
+                                              info=f"Validated default {default_threshold:.2f}")
+                        opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity", elem_id="opacity")
+                        style = gr.Radio(list(MASK_STYLES), value=MASK_STYLES[0], label="Lesion drawn", elem_id="style")
+                    with gr.Column(scale=3):
+                        notes = gr.Markdown(elem_id="notes")
+                        with gr.Tabs():
+                            with gr.Tab("Classify"):
+                                label = gr.Label(num_top_classes=3, label="Calibrated probabilities", elem_id="probabilities")
+                                explain = gr.Dropdown(EXPLAIN_CHOICES, value=EXPLAIN_CHOICES[0], label="Explain class")
+                                class_cam = gr.Image(label="Classifier Grad-CAM", format="png", elem_id="class-cam")
+                            with gr.Tab("Segment"):
+                                with gr.Row():
+                                    overlay = gr.Image(label="Lesion overlay", format="png", elem_id="seg-overlay")
+                                    mask = gr.Image(label="Lesion mask", format="png", image_mode="L")
+                                seg_cam = gr.Image(label="Seg-Grad-CAM of the drawn lesion", format="png")
+                                details = gr.JSON(label="Lesion statistics and report")
+                gr.Markdown("**Examples — click one to analyse it.** Held-out scans from three hospitals (BUSI and "
+                            "BUS-UCLM test sides; BrEaST, never trained on), captioned with their ground truth; the last "
+                            "is a calibrated DICOM.")
+                gallery = gr.Gallery(list(zip(EXAMPLE_PICTURES, EXAMPLE_CAPTIONS)), columns=5, allow_preview=False,
+                                     label="Examples", show_label=False,
+                                     elem_id="examples", format="png", height="auto")
+            with gr.Tab("Batch"):
+                batch_files = gr.File(label="Scans or zip archives", file_count="multiple",
+                                      file_types=None, elem_id="batch-files")
+                batch_run = gr.Button("Analyse all", variant="primary", elem_id="batch-run")
+                batch_table = gr.Dataframe(headers=COLUMNS, label="Results (click a header to sort)",
+                                           interactive=False, wrap=True, elem_id="batch-table")
+                batch_gallery = gr.Gallery(label="Lesions outlined", columns=4, height="auto",
+                                           format="jpeg", elem_id="batch-gallery")
+                batch_csv_file = gr.File(label="Table as CSV", elem_id="batch-csv")
+            with gr.Tab("About"):
+                gr.Markdown(about_text(analyzer))
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
-        settings = [explain, threshold, opacity]
-        clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs], api_visibility="private",
+        settings = [explain, threshold, opacity, style]
+        clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs, pdf], api_visibility="private",
                      show_progress="hidden")
         # "minimal": a running timer, no ETA (Gradio's estimate averages past runs and was 4x off for big scans)
-        store = dict(fn=handlers.analyze_and_store, inputs=[scan, *settings], outputs=[state, *outputs],
+        store = dict(fn=lambda picture, uploaded, *rest: handlers.analyze_and_store(current_file(picture, uploaded), *rest),
+                     inputs=[scan, chosen, frame, *settings], outputs=[state, *outputs, frame],
                      api_visibility="private", show_progress="minimal")
+        first_frame = dict(fn=lambda: 0, outputs=frame, api_visibility="private", show_progress="hidden")
         run.click(**clear).then(**store)
-        scan.upload(**clear).then(**store)
-        gallery.select(pick_example, None, scan, api_visibility="private").then(**clear).then(**store)
-        gr.on([threshold.release, opacity.release, explain.change], handlers.render, [state, *settings], outputs,
-              api_visibility="private")
+        frame.release(**clear).then(**store)
+        # A new scan: remember which file it is, start at its first frame, analyse.
+        scan.upload(lambda: None, None, chosen, api_visibility="private").then(**first_frame).then(**clear).then(**store)
+        scan.clear(lambda: None, None, chosen, api_visibility="private")
+        scan_file.upload(lambda path: (path, None), scan_file, [chosen, scan], api_visibility="private") \
+            .then(**first_frame).then(**clear).then(**store) \
+            .then(lambda analysis: None if analysis is None else write_image(analysis.gray, RESULTS_DIR, "png"),
+                  state, scan, api_visibility="private")
+        gallery.select(pick_example, None, [scan, chosen], api_visibility="private") \
+            .then(**first_frame).then(**clear).then(**store)
+        gr.on([threshold.release, opacity.release, explain.change, style.change], handlers.render,
+              [state, *settings], outputs, api_visibility="private")
+        make_pdf.click(lambda analysis, threshold, opacity, picture, uploaded: gr.update(visible=True, value=handlers.pdf(
+                           analysis, threshold, opacity, current_file(picture, uploaded))),
+                       [state, threshold, opacity, scan, chosen], pdf, api_visibility="private")
+        batch_run.click(handlers.batch, batch_files, [batch_table, batch_gallery, batch_csv_file],
+                        api_visibility="private", show_progress="full")
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs, and none
         # returns the gr.State (a State among the outputs empties an MCP tool's result).
-        gr.Button(visible=False).click(handlers.analyze, [scan, *settings], outputs, api_name="analyze")
+        api_frame = gr.Number(value=0, precision=0, visible=False)
+        gr.Button(visible=False).click(handlers.analyze, [scan, explain, threshold, opacity, api_frame], outputs,
+                                       api_name="analyze")
         gr.Button(visible=False).click(handlers.classify, scan, label, api_name="classify")
         gr.Button(visible=False).click(handlers.segment, [scan, threshold], [mask, details], api_name="segment")
+        gr.Button(visible=False).click(handlers.report_pdf, [scan, threshold, api_frame], pdf, api_name="report")
     return demo
 
 

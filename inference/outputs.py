@@ -27,13 +27,19 @@ def write_image(array: np.ndarray, folder: Path, fmt: str = "jpeg") -> str:
     """Encode a uint8 (H, W) or (H, W, 3) image as `fmt` ("jpeg" or "png") into `folder`; the path."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt.upper(), **({"quality": JPEG_QUALITY} if fmt == "jpeg" else {}))
-    data = buffer.getvalue()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha1(data).hexdigest()}.{'jpg' if fmt == 'jpeg' else fmt}"
+    return write_file(buffer.getvalue(), folder, "jpg" if fmt == "jpeg" else fmt)
+
+
+def write_file(data: bytes, folder: Path, suffix: str, download_name: str | None = None) -> str:
+    """`data` as `<folder>/<content hash>.<suffix>` — or, for a file a user downloads and keeps,
+    `<folder>/<content hash>/<download_name>` — written once through an atomic rename; the path."""
+    digest = hashlib.sha1(data).hexdigest()
+    path = folder / f"{digest}.{suffix}" if download_name is None else folder / digest / download_name
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         os.utime(path)  # handed out again: young again, so `prune` leaves it for this request's download
     else:
-        descriptor, staging = tempfile.mkstemp(dir=folder, prefix=".writing-")
+        descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=".writing-")
         with os.fdopen(descriptor, "wb") as f:
             f.write(data)
         os.replace(staging, path)
@@ -41,13 +47,17 @@ def write_image(array: np.ndarray, folder: Path, fmt: str = "jpeg") -> str:
 
 
 def prune(folder: Path, max_age_s: float) -> int:
-    """Delete rendered files older than `max_age_s` (results are not kept longer than needed)."""
+    """Delete rendered files older than `max_age_s`, and the folders they leave empty (results are
+    not kept longer than needed)."""
     cutoff, removed = time.time() - max_age_s, 0
-    for path in folder.glob("*") if folder.is_dir() else []:
+    for path in sorted(folder.rglob("*"), reverse=True) if folder.is_dir() else []:  # files before their folders
         try:
-            if path.stat().st_mtime < cutoff:
+            if path.is_dir():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif path.stat().st_mtime < cutoff:
                 path.unlink()
                 removed += 1
-        except FileNotFoundError:  # another request pruned it first
+        except (FileNotFoundError, OSError):  # another request pruned it (or wrote into it) first
             pass
     return removed

@@ -63,8 +63,9 @@ def test_the_same_upload_serves_several_requests(handlers, examples, tmp_path):
 
 
 def test_a_new_analysis_first_forgets_the_previous_one(handlers):
-    state, label, class_cam, overlay, mask, report, seg_cam, notes = handlers.forget()
+    state, label, class_cam, overlay, mask, report, seg_cam, notes, pdf = handlers.forget()
     assert state is None and label is None and report is None and notes == ""
+    assert pdf["value"] is None and pdf["visible"] is False
     assert all(isinstance(u, dict) and u.get("__type__") == "update" for u in handlers.render(state, "normal", 0.5, 0.5))
 
 
@@ -115,6 +116,73 @@ def test_tiny_image_is_refused(handlers, tmp_path):
 
 # --- live server ---------------------------------------------------------------------------------
 
+DICOM_EXAMPLE = Path(app.EXAMPLES_DIR) / "dicom" / "breast_case010.dcm"
+
+
+def pdf_text(path) -> str:
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(path).pages)
+
+
+def test_dicom_upload_reports_lesion_size_in_mm(handlers, tmp_path):
+    """A calibrated DICOM (even renamed without a suffix, as PACS exports are) gives sizes in mm;
+    the same scan as a PNG says why it has none."""
+    upload = upload_copy(DICOM_EXAMPLE, tmp_path)
+    bare = Path(upload).with_name("IM0001")
+    shutil.copy(upload, bare)
+    *_, report, seg_cam, notes = handlers.analyze(str(bare))
+    lesion = report["lesion"]
+    spacing = lesion["mm_per_pixel"][0] * lesion["mm_per_pixel"][1]
+    assert lesion["lesion_area_px"] > 0 and abs(lesion["lesion_area_mm2"] - lesion["lesion_area_px"] * spacing) <= 0.01 * lesion["lesion_area_mm2"]
+    assert lesion["longest_diameter_mm"] > lesion["perpendicular_width_mm"] > 0
+    png_report = handlers.analyze(upload_copy(Path(app.EXAMPLES_DIR) / "breast_case010.png", tmp_path))[4]
+    assert png_report["lesion"]["lesion_area_mm2"] is None and png_report["lesion"]["size_mm_unavailable"]
+    assert png_report["lesion"]["lesion_area_px"] == lesion["lesion_area_px"]
+
+
+def test_pdf_report_of_the_stored_analysis(handlers, tmp_path):
+    state, *_ = handlers.analyze_and_store(upload_copy(DICOM_EXAMPLE, tmp_path))
+    path = handlers.pdf(state, None, 0.45, str(DICOM_EXAMPLE))
+    assert Path(path).name == app.REPORT_NAME and open(path, "rb").read(5) == b"%PDF-"
+    text = pdf_text(path)
+    assert state.predicted_class in text and "not a medical device" in text and "mm" in text
+    with pytest.raises(gr.Error, match="Analyse a scan first"):
+        handlers.pdf(None)
+
+
+def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
+    """Files and a zip (with a DICOM without suffix, a broken scan, a text file and a ground-truth
+    mask): one row per scan in order — the text file and the mask are not scans — the broken one an
+    error row, the CSV the same rows, a gallery image per analysed scan."""
+    import csv
+    import zipfile
+
+    archive = tmp_path / "scans.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(DICOM_EXAMPLE, "study/IM0001")
+        z.writestr("study/broken.png", b"not a png")
+        z.writestr("study/readme.txt", "notes")
+        z.write(examples[1][0], "study/masks/x_mask.png")
+    files = [str(examples[2][0]), str(archive)]
+    table, gallery, csv_path = handlers.batch(files, progress=lambda *args, **kwargs: None)
+    names = [row[0] for row in table]
+    assert names == [examples[2][0].name, "scans.zip/study/IM0001", "scans.zip/study/broken.png"]
+    single = handlers.analyzer.analyze(examples[2][0])
+    assert table[0][1] == single.predicted_class and abs(table[0][4] - single.probabilities[2]) < 1e-4
+    assert table[1][1] in ("normal", "benign", "malignant") and table[2][-1].startswith("error: ")
+    assert len(gallery) == 2
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == names and rows[2]["predicted_class"] == ""
+    with pytest.raises(gr.Error, match="Choose one or more scans"):
+        handlers.batch([], progress=lambda *args, **kwargs: None)
+    bad_zip = tmp_path / "broken.zip"
+    bad_zip.write_bytes(b"PK not really")
+    with pytest.raises(gr.Error, match="not a zip archive"):
+        handlers.batch([str(bad_zip)], progress=lambda *args, **kwargs: None)
+
+
 @pytest.fixture(scope="module")
 def server():
     with AppServer() as running:
@@ -125,7 +193,7 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
     from gradio_client import handle_file
 
     client = server.client()
-    assert {"/analyze", "/classify", "/segment"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/analyze", "/classify", "/segment", "/report"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     path = next(p for p, t in examples if t == "benign")
     label, class_cam, overlay, mask, report, seg_cam, notes = client.predict(handle_file(str(path)), api_name="/analyze")
     assert report["predicted_class"] == label["label"]
@@ -144,6 +212,12 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
         client.predict(handle_file(str(bad)), api_name="/analyze")
     again = client.predict(handle_file(str(path)), api_name="/classify")
     assert again["label"] == label["label"], "the server keeps serving after a bad file"
+
+    *_, dicom_report, _, _ = client.predict(handle_file(str(DICOM_EXAMPLE)), api_name="/analyze")
+    assert dicom_report["lesion"]["lesion_area_mm2"] > 0 and dicom_report["n_frames"] == 1
+    pdf = client.predict(handle_file(str(DICOM_EXAMPLE)), 0.5, 0, api_name="/report")
+    text = pdf_text(pdf)
+    assert dicom_report["predicted_class"] in text and "not a medical device" in text
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install chromium)")
@@ -183,14 +257,49 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(probabilities).not_to_contain_text("benign", timeout=10_000)
         assert "Traceback" not in page.content()
         page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
+        # ... and moving a slider then brings back nothing of the previous scan.
+        opacity = page.locator("#opacity input[type=number]")
+        opacity.fill("0.8")
+        opacity.press("Tab")  # the slider's release: a re-render from the stored result, which is gone
+        page.wait_for_timeout(2_000)
+        expect(probabilities).not_to_contain_text("benign")
+
+        # A DICOM through the file box: analysed, shown, sizes in mm; then its PDF report downloaded.
+        page.locator("#scan-file input[type=file]").set_input_files(str(DICOM_EXAMPLE))
+        expect(probabilities).to_contain_text("malignant", timeout=60_000)
+        expect(page.locator("#scan img")).to_have_count(1, timeout=30_000)
+        page.get_by_role("tab", name="Segment").click()
+        expect(page.get_by_text("lesion_area_mm2").first).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="PDF report").click()
+        link = page.locator("#pdf a").first
+        expect(link).to_be_visible(timeout=30_000)
+        with page.expect_download() as download:
+            link.click()
+        report = tmp_path / "report.pdf"
+        download.value.save_as(report)
+        assert "malignant" in pdf_text(report) and "not a medical device" in pdf_text(report)
+
+        # A batch of three files: a row each, sortable table, outlines, CSV.
+        page.get_by_role("tab", name="Batch").click()
+        page.locator("#batch-files input[type=file]").set_input_files(
+            [str(EXAMPLE_UPLOAD), str(DICOM_EXAMPLE), str(bad)])
+        page.get_by_role("button", name="Analyse all").click()
+        table = page.locator("#batch-table")
+        expect(table).to_contain_text("breast_case010.dcm", timeout=60_000)
+        expect(table).to_contain_text("error: ")
+        expect(page.locator("#batch-gallery img")).to_have_count(2, timeout=30_000)
+        expect(page.locator("#batch-csv a").first).to_be_visible()
+        page.screenshot(path=str(tmp_path / "batch.png"), full_page=True)
+        page.get_by_role("tab", name="Scan").click()
 
         # A phone: every tab in view (none behind a "more" menu), example captions whole.
         phone = browser.new_page(viewport={"width": 390, "height": 844})
         phone.goto(server.url, wait_until="domcontentloaded")
-        expect(phone.get_by_role("tab")).to_have_count(3, timeout=30_000)
-        for name in ("Classify", "Segment", "About"):
+        expect(phone.get_by_role("tab")).to_have_count(5, timeout=30_000)
+        for name in ("Scan", "Batch", "About", "Classify", "Segment"):
             expect(phone.get_by_role("tab", name=name)).to_be_visible()
-        expect(phone.get_by_label("More tabs")).to_be_hidden()
+        for more in phone.get_by_label("More tabs").all():
+            expect(more).to_be_hidden()
         captions = phone.locator("#examples .caption-label")
         expect(captions.first).to_be_visible(timeout=30_000)
         assert captions.evaluate_all("cs => cs.every(c => c.scrollWidth <= c.clientWidth + 1)"), "a caption is cut"

@@ -43,3 +43,14 @@ def test_masks_stay_exact_png_and_old_results_are_pruned(tmp_path):
     assert np.array_equal(np.asarray(Image.open(path)), mask)
     assert prune(tmp_path, 3600) == 0 and prune(tmp_path, -1) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_downloads_keep_their_name_and_are_pruned_with_their_folder(tmp_path):
+    from inference.outputs import write_file
+
+    path = write_file(b"%PDF-1.4 report", tmp_path, "pdf", "breast-ultrasound-report.pdf")
+    assert path.endswith("/breast-ultrasound-report.pdf") and open(path, "rb").read() == b"%PDF-1.4 report"
+    assert write_file(b"%PDF-1.4 report", tmp_path, "pdf", "breast-ultrasound-report.pdf") == path
+    assert write_file(b"%PDF-1.4 other", tmp_path, "pdf", "breast-ultrasound-report.pdf") != path
+    assert prune(tmp_path, 3600) == 0 and prune(tmp_path, -1) == 2
+    assert not list(tmp_path.iterdir())
