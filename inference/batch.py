@@ -16,24 +16,28 @@ from PIL import Image
 from tqdm import tqdm
 
 from inference.decode import ScanError
-from inference.files import is_image_file, mask_owner
+from inference.files import is_scan_file
 from inference.pipeline import Analysis, Analyzer
 
 # Column -> Arrow type (Parquet); the CSV has the same columns, with empty cells where Parquet has nulls.
 COLUMN_TYPES = {"file": "string", "predicted_class": "string", "p_normal": "double", "p_benign": "double",
                 "p_malignant": "double", "lesion_count": "int64", "lesion_area_px": "int64",
-                "lesion_area_percent": "double", "warnings": "string"}
+                "lesion_area_percent": "double", "lesion_area_mm2": "double", "longest_diameter_mm": "double",
+                "perpendicular_width_mm": "double", "warnings": "string"}
+SIZE_COLUMNS = ("lesion_count", "lesion_area_px", "lesion_area_percent", "lesion_area_mm2", "longest_diameter_mm",
+                "perpendicular_width_mm")  # from lesion_stats; the mm ones empty without a calibration
 COLUMNS = list(COLUMN_TYPES)
 ERROR_PREFIX = "error: "  # how a failed file's row starts its warnings
 PARQUET_ROW_GROUP = 10_000
 
 
 def find_scans(paths: list[str]) -> list[Path]:
-    """Files as given, and every image below each folder (sorted), minus ground-truth masks."""
+    """Files as given, and every scan file below each folder (sorted): images, DICOM, files without
+    a suffix; not ground-truth masks (`inference.files.is_scan_file`)."""
     found = []
     for given in map(Path, paths):
         if given.is_dir():
-            found += sorted(p for p in given.rglob("*") if p.is_file() and is_image_file(p) and mask_owner(p) is None)
+            found += sorted(p for p in given.rglob("*") if p.is_file() and is_scan_file(p))
         else:
             found.append(given)
     return found
@@ -53,8 +57,7 @@ def result_row(file: str, result: Analysis | ScanError) -> dict:
     stats = result.lesion_stats()
     row.update(predicted_class=result.predicted_class,
                **{f"p_{c}": p for c, p in result.probability_dict().items()},
-               lesion_count=stats["lesion_count"], lesion_area_px=stats["lesion_area_px"],
-               lesion_area_percent=stats["lesion_area_percent"])
+               **{column: stats[column] for column in SIZE_COLUMNS})
     return row
 
 

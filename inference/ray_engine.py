@@ -23,7 +23,7 @@ import pyarrow as pa
 import ray
 
 from inference.batch import ERROR_PREFIX, arrow_schema, open_results, record_scan
-from inference.files import IMAGE_SUFFIXES, mask_owner
+from inference.files import is_scan_file
 from inference.models import REPO_ROOT, load_model, source_for
 from inference.pipeline import Analyzer, decode_or_error
 
@@ -52,10 +52,11 @@ def for_workers(path: str | Path | None) -> str | None:
 
 
 def decode_files(batch: pa.Table) -> pa.Table:
-    """Files' bytes -> their decoded scans (or errors); ground-truth masks (`*_mask*`) are dropped."""
+    """Files' bytes -> their decoded scans (or errors); what is no scan file by the batch command's
+    rule (`inference.files.is_scan_file`: e.g. ground-truth masks, hidden files) is dropped."""
     rows = [{"file": path, "decoded": pickle.dumps(decode_or_error(data))}
             for path, data in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist())
-            if mask_owner(PurePosixPath(path)) is None]
+            if is_scan_file(PurePosixPath(path))]
     return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
 
 
@@ -88,8 +89,7 @@ class AnalyseScans:
 def build_dataset(sources: list[str], masks_dir: Path | None, explain_dir: Path | None, batch_size: int,
                   actor_cpus: float) -> ray.data.Dataset:
     """The pipeline, not yet run."""
-    return (ray.data.read_binary_files([for_workers(source) for source in sources], include_paths=True,
-                                       file_extensions=[suffix[1:] for suffix in IMAGE_SUFFIXES])
+    return (ray.data.read_binary_files([for_workers(source) for source in sources], include_paths=True)
             .map_batches(decode_files, batch_format="pyarrow")
             .map_batches(AnalyseScans, batch_size=batch_size, batch_format="pyarrow", num_cpus=actor_cpus,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None),
@@ -103,6 +103,9 @@ def run(sources: list[str], out: Path, masks_dir: Path | None = None, explain_di
     """Run the job and write its rows to `out` (.csv or .parquet) as they arrive, in completion
     order; returns (scans, failures)."""
     connect(address)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if actor_cpus >= cpus:  # the read tasks would wait forever for a CPU the model actor holds
+        raise SystemExit(f"--actor-cpus {actor_cpus:g} leaves none of the cluster's {cpus:g} CPUs for reading files")
     results, total, failures = open_results(out), 0, 0
     try:
         for row in build_dataset(sources, masks_dir, explain_dir, batch_size, actor_cpus).iter_rows():

@@ -45,3 +45,25 @@ def test_publish_refuses_an_incomplete_folder(tmp_path):
     (tmp_path / "model.keras").write_bytes(b"")
     with pytest.raises(ValueError, match="lacks"):
         check_folder("classifier", tmp_path)
+
+
+def test_batch_command_reads_dicom_folders_and_reports_mm(tmp_path):
+    """A PACS-style folder (DICOM files without a suffix, a DICOMDIR index, a hidden file): the DICOM
+    scans are rows with their size in mm; the index and the hidden file are not scans."""
+    from training.busi import REPO_ROOT
+
+    dicom = REPO_ROOT / "examples" / "dicom" / "breast_case010.dcm"
+    folder = tmp_path / "export" / "SERIES1"
+    folder.mkdir(parents=True)
+    shutil.copy(dicom, folder / "IM0001")
+    shutil.copy(dicom, folder / "IM0002.dcm")
+    (tmp_path / "export" / "DICOMDIR").write_bytes(b"index")
+    (folder / ".DS_Store").write_bytes(b"junk")
+    out = tmp_path / "results.csv"
+    assert batch_main([str(tmp_path / "export"), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["file"].rsplit("/", 1)[1] for r in rows] == ["IM0001", "IM0002.dcm"]
+    for row in rows:
+        area_mm2, area_px = float(row["lesion_area_mm2"]), int(row["lesion_area_px"])
+        assert area_px > 0 and abs(area_mm2 - area_px * 0.1078 ** 2) <= 0.01 * area_mm2
+        assert float(row["longest_diameter_mm"]) >= float(row["perpendicular_width_mm"]) > 0
