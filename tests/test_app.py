@@ -141,6 +141,35 @@ def test_dicom_upload_reports_lesion_size_in_mm(handlers, tmp_path):
     assert png_report["lesion"]["lesion_area_px"] == lesion["lesion_area_px"]
 
 
+def test_multi_frame_file_gets_a_frame_picker(handlers, tmp_path):
+    """A three-frame cine: frame 0 first, the picker offers 0..2, any frame can be analysed, a frame
+    that is not there (or not a whole number) is a readable error."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UltrasoundMultiFrameImageStorage
+
+    scan = np.asarray(Image.open(Path(app.EXAMPLES_DIR) / "busi_malignant_49.png").convert("L"))
+    cine = Dataset()
+    cine.file_meta = FileMetaDataset()
+    cine.SOPClassUID, cine.Modality = UltrasoundMultiFrameImageStorage, "US"
+    cine.set_pixel_data(np.stack([scan, scan[:, ::-1], scan]), "MONOCHROME2", 8)
+    path = Path(os.environ["GRADIO_TEMP_DIR"]) / tmp_path.name / "cine.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(path, cine, enforce_file_format=True)
+
+    state, *_, picker = handlers.analyze_and_store(str(path))
+    assert state.frame == 0 and state.n_frames == 3
+    assert picker["visible"] is True and picker["maximum"] == 2 and picker["value"] == 0
+    flipped, *_, picker = handlers.analyze_and_store(str(path), 1)
+    assert flipped.frame == 1 and picker["value"] == 1 and np.array_equal(flipped.gray, scan[:, ::-1])
+    assert handlers.report(flipped)["frame"] == 1
+    for bad in (3, 1.5, "x"):
+        with pytest.raises(gr.Error, match="frame"):
+            handlers.analyze_and_store(str(path), bad)
+    single, *_, picker = handlers.analyze_and_store(upload_copy(Path(app.EXAMPLES_DIR) / "busi_malignant_49.png", tmp_path))
+    assert picker["visible"] is False
+
+
 def test_pdf_report_of_the_stored_analysis(handlers, tmp_path):
     state, *_ = handlers.analyze_and_store(upload_copy(DICOM_EXAMPLE, tmp_path))
     path = handlers.pdf(state, None, 0.45, str(DICOM_EXAMPLE))
