@@ -1,0 +1,133 @@
+"""Throughput of the batch command's three paths on the same scans, in one run:
+
+    python -m bench.batch [FOLDER] [--copies 20] [--rounds 3] [--batch-size 16] [--no-ray] [--out reports/batch_benchmark.json]
+
+1. single scan: `Analyzer.analyze` per file and its row, as `python -m inference` did before batching
+   (every class's Grad-CAM included, as the app needs);
+2. batched local: `inference.batch.run_local` (parallel decoding, one forward pass per model per
+   batch, no Grad-CAM), the default engine;
+3. Ray local: `inference.ray_engine.run` on a local Ray with this machine's cores; its time includes
+   starting the actors and loading the models in them (Ray itself is started before the clock).
+
+The models' forward passes alone are timed too, per scan, as each path runs them: at batch 1 (the
+classifier with its Grad-CAM, the out-of-distribution features, the segmenter) and at the batch size
+(classifier and out-of-distribution features from one pass, the segmenter).
+
+The scans are FOLDER's scan files (default: the examples) copied `--copies` times under distinct
+names, so every path reads the same files. The two local paths share one warmed-up Analyzer (model
+loading and graph tracing are not timed) and run alternately, `--rounds` times each, so a neighbour's
+load on a shared machine hits both alike; their median round counts. Ray runs once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.benchmark import machine
+from inference.batch import find_scans, open_results, result_row, run_local
+from inference.decode import decode
+from inference.pipeline import Analyzer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def copied_scans(source: Path, copies: int, into: Path) -> list[Path]:
+    for copy in range(copies):
+        for scan in find_scans([str(source)]):
+            shutil.copy(scan, into / f"{scan.stem}_copy{copy:03d}{scan.suffix}")
+    return find_scans([str(into)])
+
+
+def single_scan_path(analyzer: Analyzer, scans: list[Path], out: Path) -> None:
+    results = open_results(out)
+    try:
+        for scan in scans:
+            results.write(result_row(str(scan), analyzer.analyze(scan)))
+    finally:
+        results.close()
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def forward_ms_per_scan(analyzer: Analyzer, scans: list[Path], batch_size: int, rounds: int) -> dict:
+    """Median ms per scan of each model's forward pass, at batch 1 and at `batch_size`."""
+    prepared = [analyzer.prepare(decode(scan)) for scan in scans[:batch_size]]
+    class_inputs = np.stack([p.class_input for p in prepared])
+    seg_inputs = np.stack([p.seg_input for p in prepared])
+    passes = {
+        "classifier_and_ood_batch_1": lambda: [(analyzer.classifier_cam(x[None]), analyzer._feature_distances(x[None]))
+                                               for x in class_inputs],
+        "segmenter_batch_1": lambda: [analyzer.segmenter_cam.logits(x[None]) for x in seg_inputs],
+        f"classifier_and_ood_batch_{batch_size}": lambda: analyzer._logits_and_distances(class_inputs),
+        f"segmenter_batch_{batch_size}": lambda: analyzer.segmenter_cam.logits(seg_inputs),
+    }
+    return {name: round(statistics.median(timed(run) for _ in range(rounds)) / len(prepared) * 1000, 1)
+            for name, run in passes.items()}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", nargs="?", type=Path, default=REPO_ROOT / "examples")
+    parser.add_argument("--copies", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray path (Ray not installed)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "batch_benchmark.json")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="batch-bench-") as work:
+        work = Path(work)
+        (work / "scans").mkdir()
+        scans = copied_scans(args.folder, args.copies, work / "scans")
+        analyzer = Analyzer()
+        analyzer.analyze_batch(scans[:args.batch_size])  # traces the batched graphs, as Analyzer() did the single ones
+        rounds = {"single_scan": [], "batched_local": []}
+        for _ in range(args.rounds):
+            rounds["single_scan"].append(timed(lambda: single_scan_path(analyzer, scans, work / "single.csv")))
+            rounds["batched_local"].append(timed(lambda: run_local(scans, work / "batched.csv",
+                                                                   batch_size=args.batch_size, analyzer=analyzer)))
+        seconds = {path: statistics.median(times) for path, times in rounds.items()}
+        forward = forward_ms_per_scan(analyzer, scans, args.batch_size, args.rounds)
+        ray_start = None
+        if not args.no_ray:
+            from inference import ray_engine
+
+            ray_start = timed(lambda: ray_engine.connect(None, include_dashboard=False, log_to_driver=False))
+            seconds["ray_local"] = timed(lambda: ray_engine.run([str(work / "scans")], work / "ray.csv",
+                                                                batch_size=args.batch_size))
+
+    single_rate = len(scans) / seconds["single_scan"]
+    report = {
+        "command": "python -m bench.batch" + (f" {args.folder}" if args.folder != REPO_ROOT / "examples" else "")
+                   + f" --copies {args.copies} --rounds {args.rounds} --batch-size {args.batch_size}",
+        "machine": machine(), "cores": os.cpu_count(), "n_scans": len(scans), "batch_size": args.batch_size,
+        "rounds_seconds": {path: [round(t, 2) for t in times] for path, times in rounds.items()},
+        "scans": f"the scan files in {args.folder.name}/ x {args.copies} copies",
+        "paths": {name: {"seconds": round(s, 2), "scans_per_s": round(len(scans) / s, 2),
+                         "speed_up": round(len(scans) / s / single_rate, 2)} for name, s in seconds.items()},
+        "forward_ms_per_scan": forward,
+    }
+    if ray_start is not None:
+        report["paths"]["ray_local"]["ray_start_s"] = round(ray_start, 2)
+        report["paths"]["ray_local"]["note"] = "includes starting the actors and loading the models in them"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
