@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.address and args.engine != "ray":
+        parser.error("--address is for --engine ray")
     for folder in (args.masks, args.explain):
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
