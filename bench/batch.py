@@ -1,7 +1,12 @@
 """Throughput of the batch command's three paths on the same scans, in one run:
 
-    python -m bench.batch [FOLDER] [--copies 20] [--rounds 3] [--batch-size 16] [--no-ray] [--out reports/batch_benchmark.json]
+    python -m bench.batch [FOLDER] [--copies 20] [--rounds 3] [--batch-size 16] [--no-ray]
+                          [--baseline b9cefff] [--out reports/batch_benchmark.json]
 
+0. before batching: the batch command as it was at commit `--baseline` (one scan at a time, both
+   models' Grad-CAMs always computed), run from a git worktree of that commit on the same image
+   files (it read no DICOM). Its rate excludes start-up: the difference between a run over all the
+   scans and a run over one, so model loading and tracing cancel out;
 1. single scan: `Analyzer.analyze` per file and its row, as `python -m inference` did before batching
    (every class's Grad-CAM included, as the app needs);
 2. batched local: `inference.batch.run_local` (parallel decoding, one forward pass per model per
@@ -26,6 +31,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +69,21 @@ def timed(run) -> float:
     return time.perf_counter() - start
 
 
+def baseline_scans_per_s(revision: str, scans: list[Path], work: Path) -> float:
+    """Scans/s of `python -m inference` at `revision` over `scans`, start-up excluded (see above)."""
+    tree = work / "baseline"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO_ROOT, check=True,
+                   capture_output=True)
+    try:
+        def run(files: list[Path]) -> float:
+            return timed(lambda: subprocess.run([sys.executable, "-m", "inference", *map(str, files), "--out",
+                                                 str(work / "baseline.csv")], cwd=tree, check=True,
+                                                capture_output=True))
+        return (len(scans) - 1) / (run(scans) - run(scans[:1]))
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO_ROOT, capture_output=True)
+
+
 def forward_ms_per_scan(analyzer: Analyzer, scans: list[Path], batch_size: int, rounds: int) -> dict:
     """Median ms per scan of each model's forward pass, at batch 1 and at `batch_size`."""
     prepared = [analyzer.prepare(decode(scan)) for scan in scans[:batch_size]]
@@ -85,6 +107,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray path (Ray not installed)")
+    parser.add_argument("--baseline", default="b9cefff", help="commit of the batch command before batching "
+                        "(needs a git checkout; '' skips it)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "batch_benchmark.json")
     args = parser.parse_args(argv)
 
@@ -101,6 +125,13 @@ def main(argv=None) -> dict:
                                                                    batch_size=args.batch_size, analyzer=analyzer)))
         seconds = {path: statistics.median(times) for path, times in rounds.items()}
         forward = forward_ms_per_scan(analyzer, scans, args.batch_size, args.rounds)
+        baseline = None
+        if args.baseline:
+            images = [scan for scan in scans if scan.suffix.lower() != ".dcm"]
+            baseline = {"scans_per_s": round(baseline_scans_per_s(args.baseline, images, work), 2),
+                        "n_scans": len(images), "commit": args.baseline,
+                        "note": "python -m inference before batching, on the image files (it read no DICOM); "
+                                "start-up excluded"}
         ray_start = None
         if not args.no_ray:
             from inference import ray_engine
@@ -112,7 +143,8 @@ def main(argv=None) -> dict:
     single_rate = len(scans) / seconds["single_scan"]
     report = {
         "command": "python -m bench.batch" + (f" {args.folder}" if args.folder != REPO_ROOT / "examples" else "")
-                   + f" --copies {args.copies} --rounds {args.rounds} --batch-size {args.batch_size}",
+                   + f" --copies {args.copies} --rounds {args.rounds} --batch-size {args.batch_size}"
+                   + f" --baseline '{args.baseline}'",
         "machine": machine(), "cores": os.cpu_count(), "n_scans": len(scans), "batch_size": args.batch_size,
         "rounds_seconds": {path: [round(t, 2) for t in times] for path, times in rounds.items()},
         "scans": f"the scan files in {args.folder.name}/ x {args.copies} copies",
@@ -120,6 +152,10 @@ def main(argv=None) -> dict:
                          "speed_up": round(len(scans) / s / single_rate, 2)} for name, s in seconds.items()},
         "forward_ms_per_scan": forward,
     }
+    if baseline is not None:
+        baseline["speed_up_of_batched_local"] = round(report["paths"]["batched_local"]["scans_per_s"]
+                                                      / baseline["scans_per_s"], 2)
+        report["before_batching"] = baseline
     if ray_start is not None:
         report["paths"]["ray_local"]["ray_start_s"] = round(ray_start, 2)
         report["paths"]["ray_local"]["note"] = "includes starting the actors and loading the models in them"
