@@ -107,8 +107,8 @@ def in_process(runs: int) -> dict:
         results[name] = {
             "analyze": time_calls(lambda data, analyzer=analyzer: full_analysis(analyzer, data), scans, runs),
             "classifier_with_gradcam": time_calls(analyzer.classifier_cam, [x_c], runs),
-            "segmenter_with_seg_gradcam": time_calls(lambda x, cam=analyzer.segmenter_cam: cam(x, np.ones_like(x[..., :1])),
-                                                     [x_s], runs),
+            "segmenter_with_seg_gradcam": time_calls(
+                lambda x, cam=analyzer.segmenter_cam: cam(cam.forward(x)[1], np.ones_like(x[..., :1])), [x_s], runs),
             "parameters": {"classifier": analyzer.classifier.model.count_params(),
                            "segmenter": analyzer.segmenter.model.count_params()},
         }
@@ -126,9 +126,12 @@ def served(requests: int) -> dict:
         print(f"cold start {cold_start:.1f} s", flush=True)
         levels = {}
         for workers in (1, 4, 16):
-            outcome = call_concurrently(server, [files[i % len(files)] for i in range(max(requests, workers))], workers)
+            calls = [files[i % len(files)] for i in range(max(requests, workers))]
+            cpu_before = server.cpu_seconds()
+            outcome = call_concurrently(server, calls, workers)
             levels[str(workers)] = {"rps": round(outcome["rps"], 2), "p95_ms": outcome["p95_ms"],
-                                    "p50_ms": outcome["p50_ms"], "errors": outcome["errors"]}
+                                    "p50_ms": outcome["p50_ms"], "errors": outcome["errors"],
+                                    "server_cpu_ms_per_request": round((server.cpu_seconds() - cpu_before) / len(calls) * 1000, 1)}
             print(f"{workers:2d} callers: {levels[str(workers)]}", flush=True)
         peak_rss_mb = server.peak_rss_mb()
     return {"cold_start_s": round(cold_start, 1), "peak_rss_mb": round(peak_rss_mb), "concurrency": levels}

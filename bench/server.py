@@ -73,12 +73,21 @@ class AppServer:
         return self.log.read()[-chars:]
 
     def client(self):
-        """One gradio_client per calling thread (a Client is not meant to be shared across threads)."""
+        """One gradio_client per calling thread (a Client is not meant to be shared across threads).
+        The server is plain HTTP on loopback, so certificate checks are off: gradio_client opens a new
+        httpx connection per upload and download, and with checks on each one loads the CA bundle
+        (a TLS context it never uses here), which made the clients, not the server, the larger CPU
+        load on a 2-core machine running both."""
         from gradio_client import Client
 
         if getattr(self._local, "client", None) is None:
-            self._local.client = Client(self.url, verbose=False)
+            self._local.client = Client(self.url, verbose=False, ssl_verify=False)
         return self._local.client
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far, from /proc."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     @staticmethod
     def file(path):

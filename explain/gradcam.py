@@ -1,14 +1,20 @@
 """Grad-CAM (Selvaraju et al. 2017) for the classifier and Seg-Grad-CAM (Vinogradova et al. 2020)
-for the segmenter: one base class, two small variants that only say what the target score is.
+for the segmenter.
 
-Every call runs the model once: the same forward pass yields the model's output (logits) and, through
-one gradient tape, the maps for every target. The gradient model is built from the flat model's
-own layers (input -> [feature layer, logits layer]), so it is connected to the inputs.
+Classifier: one call runs the model once; the same forward pass yields the logits and, through one
+gradient tape, every class's map (its target is the class's pre-softmax logit). The gradient model
+is built from the flat model's own layers (input -> [feature layer, logits layer]), so it is
+connected to the inputs.
+
+Segmenter: the target is the region the user sees (the post-processed lesion mask), known only after
+the forward pass. So the model is split at the map's layer: `forward` runs it once and also keeps
+what the part after that layer (the head) reads — the layer's maps and the skip connections that join
+later (a U-Net's) — and the map then takes a gradient pass through the head alone. The maps'
+gradient does not depend on the layers before them, so this is the whole model's gradient, at about
+half the cost of a second full pass.
 """
 
 from __future__ import annotations
-
-import math
 
 import keras
 import numpy as np
@@ -24,8 +30,9 @@ def cam_from_gradients(features: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(cam, peak)
 
 
-class GradCAM:
-    """Maps of `layer` for the target scores that `targets` derives from the `logits_layer` output."""
+class ClassifierGradCAM:
+    """Maps of `layer` for every class's pre-softmax logit (the `logits_layer` output), so any class
+    can be shown without another pass."""
 
     def __init__(self, model: keras.Model, layer: str, logits_layer: str):
         self.gradient_model = keras.Model(
@@ -34,15 +41,10 @@ class GradCAM:
         self._run = tf.function(self._forward, reduce_retracing=True)
         self._logits = tf.function(lambda images: self.gradient_model(images, training=False)[1], reduce_retracing=True)
 
-    def targets(self, logits: tf.Tensor, *target_inputs: tf.Tensor) -> list[tf.Tensor]:
-        """One (B,) score per map; each image's score depends only on that image (and on its own
-        row of any `target_inputs`, e.g. the region a segmentation map explains)."""
-        raise NotImplementedError
-
-    def _forward(self, images, *target_inputs):
+    def _forward(self, images):
         with tf.GradientTape(persistent=True) as tape:
             features, logits = self.gradient_model(images, training=False)
-            scores = self.targets(logits, *target_inputs)
+            scores = [logits[:, c] for c in range(logits.shape[-1])]
         cams = [cam_from_gradients(features, tape.gradient(score, features)) for score in scores]
         del tape
         return logits, tf.stack(cams, axis=1)
@@ -51,25 +53,69 @@ class GradCAM:
         """The forward pass alone, without gradients: for callers that need no map."""
         return self._logits(tf.convert_to_tensor(images, tf.float32)).numpy()
 
-    def __call__(self, images: np.ndarray, *target_inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B, S, S, 3) float images -> (logits, maps (B, n_targets, h, w) in 0..1 at feature size)."""
-        logits, cams = self._run(tf.convert_to_tensor(images, tf.float32),
-                                 *(tf.convert_to_tensor(t, tf.float32) for t in target_inputs))
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, S, S, 3) float images -> (logits, maps (B, n_classes, h, w) in 0..1 at feature size)."""
+        logits, cams = self._run(tf.convert_to_tensor(images, tf.float32))
         return logits.numpy(), cams.numpy()
 
 
-class ClassifierGradCAM(GradCAM):
-    """Targets: every class's pre-softmax logit, so any class can be shown without another pass."""
+def head_inputs(model: keras.Model, layer: str, output_layer: str) -> list:
+    """The tensors the part of `model` between `layer` and `output_layer` reads: `layer`'s output
+    first, then each tensor from before `layer` that joins that part (skip connections), in the
+    order the graph meets them."""
+    start = model.get_layer(layer).output
+    depends: dict[int, bool] = {}
 
-    def targets(self, logits):
-        return [logits[:, c] for c in range(logits.shape[-1])]
+    def inputs_of(tensor):
+        operation, node_index, _ = tensor._keras_history
+        return operation._inbound_nodes[node_index].input_tensors
+
+    def depends_on_start(tensor) -> bool:
+        if id(tensor) not in depends:
+            depends[id(tensor)] = tensor is start or any(map(depends_on_start, inputs_of(tensor)))
+        return depends[id(tensor)]
+
+    boundary, seen = [start], {id(start)}
+
+    def collect(tensor):
+        if tensor is start or id(tensor) in seen:
+            return
+        seen.add(id(tensor))
+        for source in inputs_of(tensor):
+            if depends_on_start(source):
+                collect(source)
+            elif id(source) not in {id(b) for b in boundary}:
+                boundary.append(source)
+
+    collect(model.get_layer(output_layer).output)
+    return boundary
 
 
-class SegGradCAM(GradCAM):
-    """Target: the sum of pre-sigmoid logits over a given region — the lesion mask the user sees
-    (after thresholding and removing small specks), mapped onto the model's output grid. So the map
-    explains the drawn lesion, whatever threshold drew it. Call as `explainer(images, regions)` with
-    regions (B, S, S, 1) of 0/1; an empty region has target 0 and an all-zero map."""
+class SegGradCAM:
+    """Maps of `layer` whose target is the sum of the pre-sigmoid `logits_layer` output over a given
+    region (the displayed lesion mask, on the model's output grid). An empty region has target 0 and
+    an all-zero map."""
 
-    def targets(self, logits, regions):
-        return [tf.reduce_sum(logits * regions, axis=(1, 2, 3))]
+    def __init__(self, model: keras.Model, layer: str, logits_layer: str):
+        boundary = head_inputs(model, layer, logits_layer)
+        logits = model.get_layer(logits_layer).output
+        self.trunk = keras.Model(model.inputs, [logits, *boundary])
+        self.head = keras.Model(boundary, logits)
+        self._forward = tf.function(lambda images: self.trunk(images, training=False), reduce_retracing=True)
+        self._run = tf.function(self._maps, reduce_retracing=True)
+
+    def _maps(self, inputs, regions):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs[0])
+            score = tf.reduce_sum(self.head(inputs, training=False) * regions, axis=(1, 2, 3))
+        return cam_from_gradients(inputs[0], tape.gradient(score, inputs[0]))
+
+    def forward(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(B, S, S, C) float images -> (mask logits, the head's inputs for `__call__`), no gradients."""
+        logits, *inputs = self._forward(tf.convert_to_tensor(images, tf.float32))
+        return logits.numpy(), [t.numpy() for t in inputs]
+
+    def __call__(self, inputs: list[np.ndarray], regions: np.ndarray) -> np.ndarray:
+        """The head's inputs from `forward` and (B, S, S, 1) regions of 0/1 -> maps (B, h, w) in 0..1."""
+        return self._run([tf.convert_to_tensor(t, tf.float32) for t in inputs],
+                         tf.convert_to_tensor(regions, tf.float32)).numpy()

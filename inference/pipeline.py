@@ -204,8 +204,9 @@ class Analyzer:
 
     def _run_models(self, class_inputs: np.ndarray, seg_inputs: np.ndarray, class_maps: bool):
         """One pass of each model over a batch, and the out-of-distribution scores: (logits, every
-        class's Grad-CAM or None, mask logits, distances or None). The segmenter's pass has no
-        gradient tape (its map waits until the displayed mask is known); the classifier's has one
+        class's Grad-CAM or None, mask logits, the inputs of the segmenter's Seg-Grad-CAM head,
+        distances or None). The segmenter's pass has no gradient tape (its map waits until the
+        displayed mask is known); the classifier's has one
         only when `class_maps` asks for the maps, else its logits and the out-of-distribution
         features come from one pass. The compiled functions relax the batch dimension after a
         second size, so batches of any size share one graph."""
@@ -213,13 +214,14 @@ class Analyzer:
             (logits, class_cams), distances = self.classifier_cam(class_inputs), self._feature_distances(class_inputs)
         else:
             (logits, distances), class_cams = self._logits_and_distances(class_inputs), None
-        return logits, class_cams, self.segmenter_cam.logits(seg_inputs), distances
+        return (logits, class_cams, *self.segmenter_cam.forward(seg_inputs), distances)
 
-    def _explain_region(self, seg_input: np.ndarray, seg_framing: Framing, mask: np.ndarray) -> np.ndarray:
-        """Seg-Grad-CAM whose target is `mask` (the scan-sized lesion mask on display), at the scan's size."""
+    def _explain_region(self, head_inputs: list[np.ndarray], seg_framing: Framing, mask: np.ndarray) -> np.ndarray:
+        """Seg-Grad-CAM whose target is `mask` (the scan-sized lesion mask on display), at the scan's
+        size, from the scan's kept head inputs: a gradient pass through the segmenter's head only."""
         region = seg_framing.to_input(mask.astype(np.float32)) >= 0.5
-        _, cams = self._model_pool.submit(self.segmenter_cam, seg_input, region[None, ..., None]).result()
-        return seg_framing.to_scan(cams[0, 0])
+        cams = self._model_pool.submit(self.segmenter_cam, head_inputs, region[None, ..., None]).result()
+        return seg_framing.to_scan(cams[0])
 
     def prepare(self, decoded: DecodedScan) -> PreparedScan:
         """A decoded scan -> its framings and both models' inputs."""
@@ -230,12 +232,11 @@ class Analyzer:
                             to_model_input(gray, class_framing), to_model_input(gray, seg_framing))
 
     def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None,
-                mask_logits: np.ndarray, distance: float | None) -> Analysis:
+                mask_logits: np.ndarray, head_inputs: list[np.ndarray], distance: float | None) -> Analysis:
         """One scan's model outputs -> its Analysis: calibrated probabilities, the lesion
         probabilities at the scan's size, the out-of-distribution refusal and the normal gate."""
         s = self.segmenter.config
         probabilities = softmax(logits / self.classifier.config["temperature"])
-        seg_input = scan.seg_input[None]
         decoded = scan.decoded
         analysis = Analysis(
             gray=decoded.gray, warnings=decoded.warnings, classes=self.classes, probabilities=probabilities,
@@ -243,7 +244,7 @@ class Analyzer:
             lesion_probs=scan.seg_framing.to_scan(expit(mask_logits[..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
             largest_only=bool(s.get("largest_only", False)), feature_distance=distance,
-            explain_region=lambda mask: self._explain_region(seg_input, scan.seg_framing, mask),
+            explain_region=lambda mask: self._explain_region(head_inputs, scan.seg_framing, mask),
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames,
         )
@@ -271,12 +272,13 @@ class Analyzer:
         scans = [p for p in prepared if not isinstance(p, ScanError)]
         if not scans:
             return prepared
-        logits, class_cams, mask_logits, distances = self._model_pool.submit(
+        logits, class_cams, mask_logits, head_inputs, distances = self._model_pool.submit(
             self._run_models, np.stack([p.class_input for p in scans]), np.stack([p.seg_input for p in scans]),
             class_maps).result()
         nothing = [None] * len(scans)  # for outputs not computed: class maps not asked for, no OOD check
+        each_head_inputs = [[t[i:i + 1] for t in head_inputs] for i in range(len(scans))]
         analyses = iter(self._scan_pool.map(self._finish, scans, logits, nothing if class_cams is None else class_cams,
-                                            mask_logits, nothing if distances is None else distances))
+                                            mask_logits, each_head_inputs, nothing if distances is None else distances))
         return [p if isinstance(p, ScanError) else next(analyses) for p in prepared]
 
     def analyze_batch(self, sources: Sequence, class_maps: bool = False) -> list[Analysis | ScanError]:

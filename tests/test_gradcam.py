@@ -78,10 +78,11 @@ def test_seg_gradcam_points_at_the_segmented_region():
 
     held_out, _, centres = synthetic(100, 4, np.ones(100, bool))
     explainer = SegGradCAM(model, "bottleneck", "mask_logits")
-    regions = (explainer.logits(held_out) >= 0).astype(np.float32)  # the predicted blob at probability 0.5
+    logits, head_inputs = explainer.forward(held_out)
+    regions = (logits >= 0).astype(np.float32)  # the predicted blob at probability 0.5
     assert (regions.sum(axis=(1, 2, 3)) > 0).mean() > 0.9
-    logits, cams = explainer(held_out, regions)
-    hits = [peak_on_blob(cam[0], c) for cam, c in zip(cams, centres)]
+    cams = explainer(head_inputs, regions)
+    hits = [peak_on_blob(cam, c) for cam, c in zip(cams, centres)]
     assert np.mean(hits) >= 0.9
 
 
@@ -90,8 +91,32 @@ def test_seg_gradcam_is_zero_for_an_empty_region():
     features = layers.Conv2D(4, 3, padding="same", name="features")(inputs)
     logits = layers.Conv2D(1, 1, name="logits")(features)
     explainer = SegGradCAM(keras.Model(inputs, logits), "features", "logits")
-    _, cams = explainer(np.random.rand(2, 16, 16, 1), np.zeros((2, 16, 16, 1)))
-    assert np.all(cams == 0)
+    _, head_inputs = explainer.forward(np.random.rand(2, 16, 16, 1))
+    assert np.all(explainer(head_inputs, np.zeros((2, 16, 16, 1))) == 0)
+
+
+def test_seg_gradcam_through_the_head_is_the_whole_models_gradient(analyzer, examples):
+    """The shipped U-Net split at its Seg-Grad-CAM layer: the head's inputs are that layer's maps and
+    the three skip connections joining later, and the map equals Seg-Grad-CAM taken through the whole
+    model in one tape."""
+    import tensorflow as tf
+
+    from explain.gradcam import cam_from_gradients
+    from inference.decode import decode
+
+    config, explainer = analyzer.segmenter.config, analyzer.segmenter_cam
+    assert len(explainer.head.inputs) == 4
+    images = analyzer.prepare(decode(examples[2][0])).seg_input[None]
+    logits, head_inputs = explainer.forward(images)
+    regions = (logits >= 0).astype(np.float32)
+    whole = keras.Model(analyzer.segmenter.model.inputs, [analyzer.segmenter.model.get_layer(config["gradcam_layer"]).output,
+                                                          analyzer.segmenter.model.get_layer(config["logits_layer"]).output])
+    with tf.GradientTape() as tape:
+        features, whole_logits = whole([images], training=False)
+        score = tf.reduce_sum(whole_logits * regions)
+    expected = cam_from_gradients(features, tape.gradient(score, features)).numpy()
+    assert regions.sum() > 0 and np.abs(whole_logits.numpy() - logits).max() < 1e-4
+    assert np.abs(explainer(head_inputs, regions) - expected).max() < 1e-4
 
 
 def rank_correlation(a, b) -> float:

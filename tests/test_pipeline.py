@@ -80,7 +80,7 @@ def count_model_calls(analyzer, monkeypatch) -> dict:
     """Counters of the classifier's pass, the segmenter's forward pass and its gradient pass."""
     calls = {"classifier": 0, "segmenter": 0, "seg_gradcam": 0}
     for name, explainer, attribute in (("classifier", analyzer.classifier_cam, "_run"),
-                                       ("segmenter", analyzer.segmenter_cam, "_logits"),
+                                       ("segmenter", analyzer.segmenter_cam, "_forward"),
                                        ("seg_gradcam", analyzer.segmenter_cam, "_run")):
         original = getattr(explainer, attribute)
 
