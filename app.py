@@ -57,8 +57,10 @@ from inference.report import model_descriptions, pdf_report
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
+DISPLAY_MAX_SIDE = 1024  # overlays are drawn no larger: bigger scans are shown shrunk anyway
 REPORT_NAME = "breast-ultrasound-report.pdf"
 BATCH_NAME = "breast-ultrasound-batch.csv"
+BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 # Example captions ("malignant · BUS-UCLM") wrap instead of being cut on a phone.
@@ -211,11 +213,12 @@ class Handlers:
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return ({NOT_ULTRASOUND: 1.0}, None, None, None, self.report(analysis, threshold), None, notes)
         prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
-        seg_cam = analysis.seg_cam_overlay(threshold, opacity)
+        shown = analysis.for_display(DISPLAY_MAX_SIDE)  # overlays at display size; the mask file at full size
+        seg_cam = shown.seg_cam_overlay(threshold, opacity)
         return (
             analysis.probability_dict(),
-            write_image(analysis.class_overlay(explain, opacity), RESULTS_DIR),
-            write_image(analysis.mask_overlay(threshold, opacity, style), RESULTS_DIR),
+            write_image(shown.class_overlay(explain, opacity), RESULTS_DIR),
+            write_image(shown.mask_overlay(threshold, opacity, style), RESULTS_DIR),
             write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"),
             self.report(analysis, threshold),
             None if seg_cam is None else write_image(seg_cam, RESULTS_DIR),
@@ -322,7 +325,8 @@ class Handlers:
                 rows.append(result_row(name, result))
                 if not isinstance(result, ScanError) and not result.out_of_distribution:
                     caption = f"{name}: {result.predicted_class} {result.probabilities.max():.0%}"
-                    gallery.append((write_image(result.mask_overlay(style="outline"), RESULTS_DIR), caption))
+                    outlined = result.for_display(BATCH_THUMBNAIL_SIDE).mask_overlay(style="outline")
+                    gallery.append((write_image(outlined, RESULTS_DIR), caption))
             progress(min(start + BATCH_CHUNK, len(scans)) / len(scans), desc="analysing")
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)] for r in rows]
         return table, gallery, write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)

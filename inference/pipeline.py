@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -25,7 +25,7 @@ from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_s
 from inference import ood
 from inference.models import LoadedModel, load_model, source_for
 from inference.postprocess import lesion_mask, lesion_stats
-from inference.preprocess import Framing, to_model_input
+from inference.preprocess import Framing, resize, to_model_input
 
 SUPPRESSED_NOTE = ("The classifier is confident this scan is normal, so no lesion is drawn (a rule chosen on "
                    "the validation sides: it removes most false alarms on normal scans).")
@@ -48,7 +48,8 @@ class Analysis:
     threshold: float                  # the segmenter's validated threshold
     min_area_fraction: float
     largest_only: bool
-    # mask (H, W) -> Seg-Grad-CAM of that region at the scan's size (one gradient pass of the segmenter)
+    # region (S, S) bool over the segmenter's input -> its Seg-Grad-CAM (h, w) over that input
+    # (a gradient pass through the segmenter's head)
     explain_region: Callable[[np.ndarray], np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
     suppressed_as_normal: bool = False  # the classifier calls the scan normal and the validated rule hides lesions
@@ -60,6 +61,7 @@ class Analysis:
     n_frames: int = 1
     _seg_maps: dict = field(default_factory=dict, repr=False)  # threshold -> Seg-Grad-CAM, computed once each
     _masks: dict = field(default_factory=dict, repr=False)     # threshold -> post-processed mask
+    _displays: dict = field(default_factory=dict, repr=False)  # longest side -> smaller copy for drawing
 
     @property
     def predicted_class(self) -> str:
@@ -104,8 +106,26 @@ class Analysis:
             return None
         key = self.threshold if threshold is None else float(threshold)
         if key not in self._seg_maps:
-            self._seg_maps[key] = self.explain_region(mask)
-        return self._seg_maps[key]
+            self._seg_maps[key] = self.explain_region(self.seg_framing.to_input(mask.astype(np.float32)) >= 0.5)
+        return self.seg_framing.to_scan(self._seg_maps[key])
+
+    def for_display(self, longest_side: int) -> Analysis:
+        """This analysis on a copy of the scan no longer than `longest_side` on either side (itself
+        if already so), for drawing overlays: a 4000 px scan's overlays cost seconds at full size and
+        are shown a few hundred pixels wide. Kept, so re-rendering reuses it. Measurements and the
+        mask file come from the full-size analysis."""
+        height, width = self.gray.shape
+        if max(height, width) <= longest_side:
+            return self
+        if longest_side not in self._displays:
+            scale = longest_side / max(height, width)
+            shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+            self._displays[longest_side] = replace(
+                self, gray=resize(self.gray, *shape), lesion_probs=resize(self.lesion_probs, *shape),
+                class_framing=self.class_framing.resized(shape), seg_framing=self.seg_framing.resized(shape),
+                mm_per_pixel=None if self.mm_per_pixel is None else (self.mm_per_pixel[0] / scale, self.mm_per_pixel[1] / scale),
+                _seg_maps={}, _masks={}, _displays={})
+        return self._displays[longest_side]
 
     def class_overlay(self, class_name: str | None = None, opacity: float = 0.45) -> np.ndarray:
         return heatmap_overlay(self.gray, self.class_map(class_name), opacity)
@@ -216,12 +236,10 @@ class Analyzer:
             (logits, distances), class_cams = self._logits_and_distances(class_inputs), None
         return (logits, class_cams, *self.segmenter_cam.forward(seg_inputs), distances)
 
-    def _explain_region(self, head_inputs: list[np.ndarray], seg_framing: Framing, mask: np.ndarray) -> np.ndarray:
-        """Seg-Grad-CAM whose target is `mask` (the scan-sized lesion mask on display), at the scan's
-        size, from the scan's kept head inputs: a gradient pass through the segmenter's head only."""
-        region = seg_framing.to_input(mask.astype(np.float32)) >= 0.5
-        cams = self._model_pool.submit(self.segmenter_cam, head_inputs, region[None, ..., None]).result()
-        return seg_framing.to_scan(cams[0])
+    def _explain_region(self, head_inputs: list[np.ndarray], region: np.ndarray) -> np.ndarray:
+        """Seg-Grad-CAM whose target is `region` (the displayed lesion mask on the segmenter's input
+        grid), from the scan's kept head inputs: a gradient pass through the segmenter's head only."""
+        return self._model_pool.submit(self.segmenter_cam, head_inputs, region[None, ..., None]).result()[0]
 
     def prepare(self, decoded: DecodedScan) -> PreparedScan:
         """A decoded scan -> its framings and both models' inputs."""
@@ -244,7 +262,7 @@ class Analyzer:
             lesion_probs=scan.seg_framing.to_scan(expit(mask_logits[..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
             largest_only=bool(s.get("largest_only", False)), feature_distance=distance,
-            explain_region=lambda mask: self._explain_region(head_inputs, scan.seg_framing, mask),
+            explain_region=lambda region: self._explain_region(head_inputs, region),
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames,
         )

@@ -12,7 +12,7 @@ scan where the model saw them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -36,7 +36,7 @@ def ultrasound_field(gray: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of a 2-D array (uint8 or float) to (height, width)."""
     if array.shape == (height, width):
         return array
@@ -75,10 +75,18 @@ class Framing:
         framing = config.get("framing", {})
         return cls.of(gray, config["input_size"], framing.get("crop_to_field", False), framing.get("keep_aspect", False))
 
+    def resized(self, scan_shape: tuple[int, int]) -> Framing:
+        """The same framing for the scan resized to `scan_shape` (maps drawn on a smaller copy)."""
+        scale_y, scale_x = scan_shape[0] / self.scan_shape[0], scan_shape[1] / self.scan_shape[1]
+        top, bottom, left, right = self.box
+        box = (round(top * scale_y), max(round(bottom * scale_y), round(top * scale_y) + 1),
+               round(left * scale_x), max(round(right * scale_x), round(left * scale_x) + 1))
+        return replace(self, scan_shape=tuple(scan_shape), box=box)
+
     def to_input(self, array: np.ndarray) -> np.ndarray:
         """A (H, W) scan or mask -> (size, size), same dtype; black (0) outside the placed field."""
         top, bottom, left, right = self.box
-        placed = _resize(array[top:bottom, left:right], *self.inner)
+        placed = resize(array[top:bottom, left:right], *self.inner)
         square = np.zeros((self.size, self.size), dtype=placed.dtype)
         square[self.offset[0]:self.offset[0] + self.inner[0], self.offset[1]:self.offset[1] + self.inner[1]] = placed
         return square
@@ -86,11 +94,11 @@ class Framing:
     def to_scan(self, field: np.ndarray) -> np.ndarray:
         """A map over the model input (any resolution, e.g. Grad-CAM's 7 x 7) -> float32 (H, W) at
         the scan's size; 0 outside the ultrasound field."""
-        square = _resize(np.asarray(field, dtype=np.float32), self.size, self.size)
+        square = resize(np.asarray(field, dtype=np.float32), self.size, self.size)
         inside = square[self.offset[0]:self.offset[0] + self.inner[0], self.offset[1]:self.offset[1] + self.inner[1]]
         top, bottom, left, right = self.box
         out = np.zeros(self.scan_shape, dtype=np.float32)
-        out[top:bottom, left:right] = _resize(inside, bottom - top, right - left)
+        out[top:bottom, left:right] = resize(inside, bottom - top, right - left)
         return out
 
 

@@ -313,16 +313,17 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
             pdf.para("Sizes in mm use the pixel size recorded in the file; the lesion outline is the "
                      "segmenter's, not a clinician's calipers.", size=8)
 
+    shown = analysis.for_display(MAX_IMAGE_PX)  # images drawn at the size they are printed
     if withheld:
-        pdf.image_row([("Scan as analysed", analysis.gray, "")], heading="Scan")
+        pdf.image_row([("Scan as analysed", shown.gray, "")], heading="Scan")
     else:
         try:
-            class_cam, class_reason = analysis.class_overlay(None, opacity), ""
+            class_cam, class_reason = shown.class_overlay(None, opacity), ""
         except ValueError:  # analysed without class maps (a batch run)
             class_cam, class_reason = None, "Grad-CAM was not computed for this analysis."
-        seg_cam = analysis.seg_cam_overlay(used, opacity)
-        pdf.image_row([("Scan as analysed", analysis.gray, ""),
-                       (f"Lesion overlay with outline (threshold {used:.2f})", analysis.mask_overlay(used, opacity), "")],
+        seg_cam = shown.seg_cam_overlay(used, opacity)
+        pdf.image_row([("Scan as analysed", shown.gray, ""),
+                       (f"Lesion overlay with outline (threshold {used:.2f})", shown.mask_overlay(used, opacity), "")],
                       heading="Scan and lesion")
         pdf.image_row([(f"Grad-CAM of the classifier: {analysis.predicted_class}", class_cam, class_reason),
                        ("Seg-Grad-CAM of the drawn lesion", seg_cam,

@@ -143,3 +143,20 @@ def test_the_normal_gate_hides_lesions_only_from_its_probability(gated, examples
         assert np.array_equal(shown.mask(), shown.segmenter_mask())
         disagrees = shown.predicted_class == "normal" and shown.segmenter_mask().any()
         assert (DISAGREEMENT_NOTE in shown.notes) == disagrees
+
+
+def test_display_copy_of_a_big_scan_draws_the_same_lesion(analyzer, examples):
+    """A scan enlarged to 3000 px is drawn on a 1024 px copy: overlays at that size, the lesion in
+    the same place as the full-size mask, Seg-Grad-CAM on it; the full-size analysis is untouched."""
+    path = next(p for p, _ in examples if analyzer.analyze(p).mask().any())
+    big = np.asarray(Image.open(path).convert("L").resize((3000, 2400), Image.Resampling.BILINEAR))
+    analysis = analyzer.analyze(big)
+    shown = analysis.for_display(1024)
+    assert shown.gray.shape == (819, 1024) and analysis.gray.shape == (2400, 3000)
+    assert shown.mask_overlay().shape == shown.class_overlay().shape == (819, 1024, 3)
+    full_small = np.asarray(Image.fromarray(analysis.mask_png()).resize((1024, 819), Image.Resampling.NEAREST)) > 0
+    assert dice_iou(shown.mask(), full_small)[0] > 0.95
+    seg_map = shown.seg_map()
+    assert seg_map.shape == (819, 1024) and ndimage.binary_dilation(shown.mask(), iterations=10)[
+        np.unravel_index(np.argmax(seg_map), seg_map.shape)]
+    assert shown is analysis.for_display(1024) and analysis.for_display(4000) is analysis
