@@ -242,11 +242,14 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
     again = client.predict(handle_file(str(path)), api_name="/classify")
     assert again["label"] == label["label"], "the server keeps serving after a bad file"
 
-    *_, dicom_report, _, _ = client.predict(handle_file(str(DICOM_EXAMPLE)), api_name="/analyze")
+    dicom_label, *_, dicom_report, _, _ = client.predict(handle_file(str(DICOM_EXAMPLE)), api_name="/analyze")
     assert dicom_report["lesion"]["lesion_area_mm2"] > 0 and dicom_report["n_frames"] == 1
-    pdf = client.predict(handle_file(str(DICOM_EXAMPLE)), 0.5, 0, api_name="/report")
+    pdf = client.predict(handle_file(str(DICOM_EXAMPLE)), None, 0, api_name="/report")
     text = pdf_text(pdf)
     assert dicom_report["predicted_class"] in text and "not a medical device" in text
+    from inference.report import percent
+
+    assert all(percent(c["confidence"]) in text for c in dicom_label["confidences"]), "every probability printed"
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install chromium)")
