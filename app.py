@@ -428,12 +428,17 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         api_visibility="private", show_progress="full")
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs, and none
         # returns the gr.State (a State among the outputs empties an MCP tool's result).
-        api_frame = gr.Number(value=0, precision=0, visible=False)
-        gr.Button(visible=False).click(handlers.analyze, [scan, explain, threshold, opacity, api_frame], outputs,
-                                       api_name="analyze")
+        # Their settings come through plain hidden inputs, not the UI's slider and menu: those refuse a
+        # null or unknown value before the handler can say what is wrong (or use the default).
+        api_explain = gr.Textbox(value=EXPLAIN_CHOICES[0], visible=False)
+        api_threshold = gr.Number(value=None, visible=False)
+        api_opacity = gr.Number(value=0.45, visible=False)
+        api_frame = gr.Number(value=0, visible=False)
+        gr.Button(visible=False).click(handlers.analyze, [scan, api_explain, api_threshold, api_opacity, api_frame],
+                                       outputs, api_name="analyze")
         gr.Button(visible=False).click(handlers.classify, scan, label, api_name="classify")
-        gr.Button(visible=False).click(handlers.segment, [scan, threshold], [mask, details], api_name="segment")
-        gr.Button(visible=False).click(handlers.report_pdf, [scan, threshold, api_frame], pdf, api_name="report")
+        gr.Button(visible=False).click(handlers.segment, [scan, api_threshold], [mask, details], api_name="segment")
+        gr.Button(visible=False).click(handlers.report_pdf, [scan, api_threshold, api_frame], pdf, api_name="report")
     return demo
 
 

@@ -251,6 +251,16 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
 
     assert all(percent(c["confidence"]) in text for c in dicom_label["confidences"]), "every probability printed"
 
+    # Settings through the API: null means the default; anything else wrong is named.
+    *_, default_report, _, _ = client.predict(handle_file(str(path)), "benign", None, None, None, api_name="/analyze")
+    assert default_report["threshold"] == report["threshold"]
+    for settings, message in ((("predicted class", "high", 0.5, 0), "threshold must be a number"),
+                              (("sideways", None, 0.5, 0), "explain must be one of"),
+                              (("predicted class", None, 0.5, 1.5), "frame must be a whole number"),
+                              (("predicted class", None, 0.5, 2), "Frame 2 was asked for, but the file holds 1 frame")):
+        with pytest.raises(Exception, match=message):
+            client.predict(handle_file(str(path)), *settings, api_name="/analyze")
+
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install chromium)")
 def test_browser_clicks_an_example_and_sees_results(server, tmp_path):

@@ -211,7 +211,7 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
         "n_lesion_images": len(lesion),
         "pointing_game_classifier": float(classifier_hits.mean()) if lesion else None,
         "pointing_game_segmenter": float(segmenter_hits.mean()) if lesion else None,
-        "segmenter_no_lesion_predicted": no_map,
+        "segmenter_no_lesion_drawn": no_map,
         "classifier_peak_in_border_off_lesion": float(np.mean(border)) if lesion else None,
         "border_fraction": BORDER_FRACTION,
         "dilation_px": POINTING_DILATION_PX,
@@ -250,7 +250,7 @@ TABLE_KEYS = {
     "segmenter": ("n_lesion_images", "dice", "iou", "dice_benign", "dice_malignant", "normal_fp_rate",
                   "lesions_called_normal", "pixel_precision", "pixel_recall", "scans_suppressed_as_normal", "segmenter_alone_dice",
                   "segmenter_alone_normal_fp_rate"),
-    "explain": ("n_lesion_images", "pointing_game_classifier", "pointing_game_segmenter", "segmenter_no_lesion_predicted",
+    "explain": ("n_lesion_images", "pointing_game_classifier", "pointing_game_segmenter", "segmenter_no_lesion_drawn",
                 "classifier_peak_in_border_off_lesion"),
 }
 
