@@ -52,7 +52,7 @@ from inference.batch import COLUMNS, CsvResults, result_row
 from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
 from inference.pipeline import Analyzer
-from inference.report import model_descriptions, pdf_report
+from inference.report import describe_model, model_descriptions, pdf_report
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
@@ -63,8 +63,13 @@ BATCH_NAME = "breast-ultrasound-batch.csv"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
-# Example captions ("malignant · BUS-UCLM") wrap instead of being cut on a phone.
-CSS = "#examples .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }"
+# Example captions ("malignant · BUS-UCLM") wrap instead of being cut; on a phone the galleries show
+# three columns, not five off-screen.
+CSS = """#examples .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }
+@media (max-width: 640px) {
+  #examples .grid-container, #batch-gallery .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  #examples .caption-label { font-size: 11px; padding: 1px 4px; }
+}"""
 RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered images, kept 10 minutes
 RESULTS_MAX_AGE_S = 600
 DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagnose or treat anyone."
@@ -91,7 +96,7 @@ def read_examples():
     captions = [f"{r['ground_truth']} · {r['dataset']}" for r in rows]
     dicom = EXAMPLES_DIR / "dicom" / "breast_case010.dcm"
     return (files + [str(dicom)], files + [str(EXAMPLES_DIR / "breast_case010.png")],
-            captions + ["malignant · BrEaST · DICOM, sizes in mm"])
+            captions + ["malignant · BrEaST · DICOM, mm"])
 
 
 EXAMPLE_FILES, EXAMPLE_PICTURES, EXAMPLE_CAPTIONS = read_examples()
@@ -108,15 +113,21 @@ def current_file(picture: str | None, uploaded: str | None) -> str | None:
     return uploaded or picture
 
 
+def user_error(message: str) -> gr.Error:
+    """An error the user must read: it stays on screen until closed (a toast that fades leaves only
+    the outputs' bare "Error" badges behind)."""
+    return gr.Error(message, duration=None)
+
+
 def read_upload(path: str | None) -> bytes:
     """The uploaded file's bytes. The file itself stays: Gradio stores identical uploads at one path
     and may hand it to another request (the Analyse button after auto-analysis, another client), so
     its cache cleaner (`delete_cache`) owns deletion, not the first request that reads it."""
     if not path:
-        raise gr.Error("Upload or paste an ultrasound scan first.")
+        raise user_error("Upload or paste an ultrasound scan first.")
     file = Path(path)
     if not file.is_file():
-        raise gr.Error("The uploaded file is no longer on the server (uploads are kept 10 minutes); upload it again.")
+        raise user_error("The uploaded file is no longer on the server (uploads are kept 10 minutes); upload it again.")
     return file.read_bytes()
 
 
@@ -125,10 +136,10 @@ def readable_errors(run):
     try:
         return run()
     except ScanError as error:
-        raise gr.Error(str(error)) from None
+        raise user_error(str(error)) from None
     except Exception:
         log.exception("analysis failed")
-        raise gr.Error("The analysis failed on this file. Try another scan.") from None
+        raise user_error("The analysis failed on this file. Try another scan.") from None
 
 
 def frame_index(value) -> int:
@@ -138,9 +149,9 @@ def frame_index(value) -> int:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"frame must be a whole number from 0; got {value!r}.") from None
+        raise user_error(f"frame must be a whole number from 0; got {value!r}.") from None
     if not number >= 0 or number != int(number):  # also refuses NaN
-        raise gr.Error(f"frame must be a whole number from 0; got {value!r}.")
+        raise user_error(f"frame must be a whole number from 0; got {value!r}.")
     return int(number)
 
 
@@ -152,9 +163,9 @@ def in_range(value, name: str, low: float, high: float, default=None):
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number from {low} to {high}; got {value!r}.") from None
+        raise user_error(f"{name} must be a number from {low} to {high}; got {value!r}.") from None
     if not low <= number <= high:  # also false for NaN
-        raise gr.Error(f"{name} must be a number from {low} to {high}; got {value!r}.")
+        raise user_error(f"{name} must be a number from {low} to {high}; got {value!r}.")
     return number
 
 
@@ -181,14 +192,15 @@ class Handlers:
         return (None,) * 7 + ("", gr.update(value=None, visible=False))  # state, six results, notes, PDF
 
     @staticmethod
-    def report(analysis, threshold=None) -> dict:
-        """The JSON report; class, probabilities and lesion are null when the scan is out of distribution."""
+    def report(analysis, threshold=None, lesion=None) -> dict:
+        """The JSON report; class, probabilities and lesion are null when the scan is out of distribution.
+        `lesion`: the lesion statistics at `threshold` when the caller has them already."""
         withheld = analysis.out_of_distribution
         return {
             "predicted_class": None if withheld else analysis.predicted_class,
             "probabilities": None if withheld else {c: round(p, 4) for c, p in analysis.probability_dict().items()},
             "threshold": analysis.threshold if threshold is None else threshold,
-            "lesion": None if withheld else analysis.lesion_stats(threshold),
+            "lesion": None if withheld else lesion or analysis.lesion_stats(threshold),
             "frame": analysis.frame,
             "n_frames": analysis.n_frames,
             "out_of_distribution": withheld,
@@ -205,13 +217,15 @@ class Handlers:
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
         if explain not in EXPLAIN_CHOICES:
-            raise gr.Error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {explain!r}.")
+            raise user_error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {explain!r}.")
         if style not in MASK_STYLES:
-            raise gr.Error(f"style must be one of {', '.join(MASK_STYLES)}; got {style!r}.")
+            raise user_error(f"style must be one of {', '.join(MASK_STYLES)}; got {style!r}.")
         explain = None if explain == EXPLAIN_CHOICES[0] else explain
-        notes = "\n\n".join(f"⚠️ {w}" for w in analysis.warnings + analysis.notes)
+        notes = [f"⚠️ {w}" for w in analysis.warnings + analysis.notes]
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
-            return ({NOT_ULTRASOUND: 1.0}, None, None, None, self.report(analysis, threshold), None, notes)
+            return (NOT_ULTRASOUND, None, None, None, self.report(analysis, threshold), None, "\n\n".join(notes))
+        lesion = analysis.lesion_stats(threshold)
+        notes = "\n\n".join(notes + ([f"📏 {lesion_summary(lesion)}"] if lesion["lesion_count"] else []))
         prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
         shown = analysis.for_display(DISPLAY_MAX_SIDE)  # overlays at display size; the mask file at full size
         seg_cam = shown.seg_cam_overlay(threshold, opacity)
@@ -220,7 +234,7 @@ class Handlers:
             write_image(shown.class_overlay(explain, opacity), RESULTS_DIR),
             write_image(shown.mask_overlay(threshold, opacity, style), RESULTS_DIR),
             write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"),
-            self.report(analysis, threshold),
+            self.report(analysis, threshold, lesion),
             None if seg_cam is None else write_image(seg_cam, RESULTS_DIR),
             notes,
         )
@@ -242,7 +256,7 @@ class Handlers:
     def pdf(self, analysis, threshold=None, opacity=0.45, path=None):
         """The stored analysis as a PDF report (the UI's download button)."""
         if analysis is None:
-            raise gr.Error("Analyse a scan first; the report describes the last analysis.")
+            raise user_error("Analyse a scan first; the report describes the last analysis.")
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
         data = pdf_report(analysis, threshold, opacity, self.models, Path(path).name if path else None)
@@ -290,7 +304,7 @@ class Handlers:
         for warning in warnings:
             gr.Warning(warning)
         if probabilities is None:
-            return {NOT_ULTRASOUND: 1.0}
+            return NOT_ULTRASOUND
         return dict(zip(self.analyzer.classes, map(float, probabilities)))
 
     def segment(self, path, threshold=None):
@@ -313,9 +327,9 @@ class Handlers:
         try:
             scans = read_batch_inputs(paths or [])
         except BatchInputError as error:
-            raise gr.Error(str(error)) from None
+            raise user_error(str(error)) from None
         if not scans:
-            raise gr.Error("Choose one or more scans, or a zip archive of scans.")
+            raise user_error("Choose one or more scans, or a zip archive of scans.")
         rows, gallery = [], []
         progress(0, desc="analysing", total=len(scans), unit="scans")
         for start in range(0, len(scans), BATCH_CHUNK):
@@ -330,6 +344,19 @@ class Handlers:
             progress(min(start + BATCH_CHUNK, len(scans)) / len(scans), desc="analysing")
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)] for r in rows]
         return table, gallery, write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)
+
+
+def lesion_summary(lesion: dict) -> str:
+    """One line on the drawn lesion for the notes: how much of the scan, and its size in mm when the
+    file is calibrated (else why not), so nobody has to dig the figures out of the JSON."""
+    count = lesion["lesion_count"]
+    text = f"Lesion drawn: {count} region{'s' * (count > 1)}, {lesion['lesion_area_percent']} % of the scan"
+    if lesion["lesion_area_mm2"] is None:
+        return f"{text}; no size in mm ({lesion['size_mm_unavailable']})."
+    largest = "largest " if count > 1 else ""
+    return (f"{text}, {lesion['lesion_area_mm2']:.1f} mm²; {largest}{lesion['longest_diameter_mm']:.1f} × "
+            f"{lesion['perpendicular_width_mm']:.1f} mm (longest diameter × perpendicular width, from the file's "
+            "calibration; the segmenter's outline, not calipers).")
 
 
 def batch_csv(rows: list[dict]) -> bytes:
@@ -392,7 +419,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                       file_types=None, elem_id="batch-files")
                 batch_run = gr.Button("Analyse all", variant="primary", elem_id="batch-run")
                 batch_table = gr.Dataframe(headers=COLUMNS, label="Results (click a header to sort)",
-                                           interactive=False, wrap=True, elem_id="batch-table")
+                                           interactive=False, elem_id="batch-table")
                 batch_gallery = gr.Gallery(label="Lesions outlined", columns=4, height="auto",
                                            format="jpeg", elem_id="batch-gallery")
                 batch_csv_file = gr.File(label="Table as CSV", elem_id="batch-csv")
@@ -407,16 +434,21 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         store = dict(fn=lambda picture, uploaded, *rest: handlers.analyze_and_store(current_file(picture, uploaded), *rest),
                      inputs=[scan, chosen, frame, *settings], outputs=[state, *outputs, frame],
                      api_visibility="private", show_progress="minimal")
-        first_frame = dict(fn=lambda: 0, outputs=frame, api_visibility="private", show_progress="hidden")
+        first_frame = dict(fn=lambda: gr.update(value=0, visible=False), outputs=frame, api_visibility="private",
+                           show_progress="hidden")
+        # A file from the file box is shown in the scan box as analysed (a browser cannot draw DICOM), frame by frame.
+        show_analysed = dict(fn=lambda analysis, uploaded: gr.skip() if analysis is None or uploaded is None
+                             else write_image(analysis.gray, RESULTS_DIR, "png"),
+                             inputs=[state, chosen], outputs=scan, api_visibility="private", show_progress="hidden")
         run.click(**clear).then(**store)
-        frame.release(**clear).then(**store)
+        frame.release(**clear).then(**store).then(**show_analysed)
         # A new scan: remember which file it is, start at its first frame, analyse.
         scan.upload(lambda: None, None, chosen, api_visibility="private").then(**first_frame).then(**clear).then(**store)
         scan.clear(lambda: None, None, chosen, api_visibility="private")
         scan_file.upload(lambda path: (path, None), scan_file, [chosen, scan], api_visibility="private") \
-            .then(**first_frame).then(**clear).then(**store) \
-            .then(lambda analysis: None if analysis is None else write_image(analysis.gray, RESULTS_DIR, "png"),
-                  state, scan, api_visibility="private")
+            .then(**first_frame).then(**clear).then(**store).then(**show_analysed)
+        scan_file.clear(lambda: (None, None), None, [chosen, scan], api_visibility="private") \
+            .then(**first_frame).then(**clear)
         gallery.select(pick_example, None, [scan, chosen], api_visibility="private") \
             .then(**first_frame).then(**clear).then(**store)
         gr.on([threshold.release, opacity.release, explain.change, style.change], handlers.render,
@@ -449,7 +481,7 @@ def without_front_matter(card: str) -> str:
 
 def about_text(analyzer: Analyzer) -> str:
     cards = "\n\n".join(
-        f"<details><summary>Model card: {name} ({m.source})</summary>\n\n{without_front_matter(m.card)}\n\n</details>"
+        f"<details><summary>Model card: {name} ({describe_model(m)})</summary>\n\n{without_front_matter(m.card)}\n\n</details>"
         for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
     )
     return f"""{DISCLAIMER}

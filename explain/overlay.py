@@ -49,12 +49,17 @@ def mask_overlay(gray: np.ndarray, mask: np.ndarray, opacity: float = 0.45, styl
     colour = Image.new("RGB", scan.size, LESION_COLOUR)
     if style == "filled":
         scan = Image.composite(colour, scan, lesion.point(lambda v: round(v * opacity)))
-    scan.paste(colour, mask=Image.fromarray(outline(mask).astype(np.uint8) * 255, mode="L"))
+    edge = outline(mask, width=1 if style == "filled" else 2)  # alone, a 1-px line is hard to see
+    scan.paste(colour, mask=Image.fromarray(edge.astype(np.uint8) * 255, mode="L"))
     return np.asarray(scan)
 
 
-def outline(mask: np.ndarray) -> np.ndarray:
-    """The mask's pixels with a 4-neighbour outside it (the image border does not count as outside)."""
-    inner = mask.copy()
-    inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """The mask's pixels within `width` 4-neighbour steps of its outside (the image border does not
+    count as outside)."""
+    inner = mask
+    for _ in range(width):
+        eroded = inner.copy()
+        eroded[1:-1, 1:-1] = inner[1:-1, 1:-1] & inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
+        inner = eroded
     return mask & ~inner

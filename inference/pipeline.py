@@ -27,8 +27,9 @@ from inference.models import LoadedModel, load_model, source_for
 from inference.postprocess import lesion_mask, lesion_stats
 from inference.preprocess import Framing, resize, to_model_input
 
-SUPPRESSED_NOTE = ("The classifier is confident this scan is normal, so no lesion is drawn (a rule chosen on "
-                   "the validation sides: it removes most false alarms on normal scans).")
+SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at {p_normal:.0%}, at or above the "
+                   "{gate:.0%} from which a rule chosen on the validation sides hides the segmenter's finding "
+                   "(it removes most false alarms on normal scans).")
 DISAGREEMENT_NOTE = ("The classifier leans towards normal, but not confidently enough to hide what the "
                      "segmenter found: the lesion is drawn; weigh both.")
 NO_LESION_NOTE = "No lesion predicted at the validated threshold, so Seg-Grad-CAM has no region to explain."
@@ -276,7 +277,8 @@ class Analyzer:
         p_normal = probabilities[self.classes.index("normal")]
         gate = s.get("normal_gate")
         if gate is not None and p_normal >= gate:
-            analysis.suppressed_as_normal, analysis.notes = True, [SUPPRESSED_NOTE]
+            analysis.suppressed_as_normal = True
+            analysis.notes = [SUPPRESSED_NOTE.format(p_normal=p_normal, gate=gate)]
         elif analysis.predicted_class == "normal" and segmenter_found:
             analysis.notes = [DISAGREEMENT_NOTE]
         return analysis

@@ -35,7 +35,7 @@ def lesion_stats(mask: np.ndarray, mm_per_pixel: tuple[float, float] | None = No
     area = int(mask.sum())
     stats = {"lesion_count": int(count), "lesion_area_px": area,
              "lesion_area_percent": round(100.0 * area / mask.size, 2), "bounding_box": None, "lesions": [],
-             "mm_per_pixel": None if mm_per_pixel is None else list(mm_per_pixel),
+             "mm_per_pixel": None if mm_per_pixel is None else [round(v, 5) for v in mm_per_pixel],
              "size_mm_unavailable": None if mm_per_pixel is not None else mm_unavailable_reason,
              "lesion_area_mm2": None if mm_per_pixel is None else round(area * mm_per_pixel[0] * mm_per_pixel[1], 2),
              "longest_diameter_mm": None, "perpendicular_width_mm": None}

@@ -133,10 +133,12 @@ def test_dicom_upload_reports_lesion_size_in_mm(handlers, tmp_path):
     shutil.copy(upload, bare)
     *_, report, seg_cam, notes = handlers.analyze(str(bare))
     lesion = report["lesion"]
+    assert f"{lesion['lesion_area_mm2']:.1f} mm²" in notes and f"{lesion['longest_diameter_mm']:.1f} ×" in notes
     spacing = lesion["mm_per_pixel"][0] * lesion["mm_per_pixel"][1]
     assert lesion["lesion_area_px"] > 0 and abs(lesion["lesion_area_mm2"] - lesion["lesion_area_px"] * spacing) <= 0.01 * lesion["lesion_area_mm2"]
     assert lesion["longest_diameter_mm"] > lesion["perpendicular_width_mm"] > 0
-    png_report = handlers.analyze(upload_copy(Path(app.EXAMPLES_DIR) / "breast_case010.png", tmp_path))[4]
+    *_, png_report, _, png_notes = handlers.analyze(upload_copy(Path(app.EXAMPLES_DIR) / "breast_case010.png", tmp_path))
+    assert "no size in mm" in png_notes
     assert png_report["lesion"]["lesion_area_mm2"] is None and png_report["lesion"]["size_mm_unavailable"]
     assert png_report["lesion"]["lesion_area_px"] == lesion["lesion_area_px"]
 
@@ -344,6 +346,8 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
             expect(more).to_be_hidden()
         captions = phone.locator("#examples .caption-label")
         expect(captions.first).to_be_visible(timeout=30_000)
+        rights = phone.locator("#examples img").evaluate_all("es => es.map(e => e.getBoundingClientRect().right)")
+        assert len(rights) == len(app.EXAMPLE_FILES) and max(rights) <= 390, "every example within the screen"
         assert captions.evaluate_all("cs => cs.every(c => c.scrollWidth <= c.clientWidth + 1)"), "a caption is cut"
         phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
         browser.close()

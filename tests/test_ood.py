@@ -39,7 +39,7 @@ def test_the_app_and_the_batch_command_withhold_the_diagnosis(analyzer, tmp_path
 
     label, class_cam, overlay, mask, report, seg_cam, notes = app.Handlers(analyzer).render(
         analyzer.analyze(NOT_ULTRASOUND["camera"]), "predicted class", None, 0.5)
-    assert label == {app.NOT_ULTRASOUND: 1.0} and class_cam is None and mask is None and seg_cam is None
+    assert label == app.NOT_ULTRASOUND and class_cam is None and mask is None and seg_cam is None
     assert report["predicted_class"] is None and report["probabilities"] is None and report["out_of_distribution"]
     assert "does not look like" in notes
     from PIL import Image

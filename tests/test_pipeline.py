@@ -13,6 +13,11 @@ from inference.pipeline import DISAGREEMENT_NOTE, NO_LESION_NOTE, SUPPRESSED_NOT
 from training.metrics import dice_iou
 
 
+def suppressed_note(analysis, gate: float) -> str:
+    """The note of a scan the normal gate `gate` hides, with its own normal probability."""
+    return SUPPRESSED_NOTE.format(p_normal=analysis.probabilities[analysis.classes.index("normal")], gate=gate)
+
+
 def true_mask(path):
     return np.asarray(Image.open(path.parent / "masks" / f"{path.stem}_mask.png").convert("L")) > 127
 
@@ -45,7 +50,8 @@ def test_lesion_scans_get_a_seg_gradcam_and_stats(analyzer, examples):
         analysis = analyzer.analyze(path)
         stats = analysis.lesion_stats()
         if analysis.suppressed_as_normal:
-            assert analysis.notes == [SUPPRESSED_NOTE] and analysis.seg_cam_overlay() is None
+            gate = analyzer.segmenter.config["normal_gate"]
+            assert analysis.notes == [suppressed_note(analysis, gate)] and analysis.seg_cam_overlay() is None
             assert analysis.predicted_class == "normal" and not analysis.mask().any()
         elif not analysis.mask().any():
             assert analysis.notes == [NO_LESION_NOTE] and analysis.seg_map() is None
@@ -137,7 +143,8 @@ def test_the_normal_gate_hides_lesions_only_from_its_probability(gated, examples
     always, never = gated(0.0), gated(None)
     for path, _ in examples:
         hidden = always.analyze(path)
-        assert hidden.suppressed_as_normal and not hidden.mask().any() and hidden.notes == [SUPPRESSED_NOTE]
+        assert hidden.suppressed_as_normal and not hidden.mask().any()
+        assert hidden.notes == [suppressed_note(hidden, 0.0)]
         shown = never.analyze(path)
         assert not shown.suppressed_as_normal
         assert np.array_equal(shown.mask(), shown.segmenter_mask())
