@@ -225,7 +225,7 @@ class Handlers:
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return (NOT_ULTRASOUND, None, None, None, self.report(analysis, threshold), None, "\n\n".join(notes))
         lesion = analysis.lesion_stats(threshold)
-        notes = "\n\n".join(notes + ([f"📏 {lesion_summary(lesion)}"] if lesion["lesion_count"] else []))
+        notes = "\n\n".join(notes + ([lesion_summary(lesion)] if lesion["lesion_count"] else []))
         prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
         shown = analysis.for_display(DISPLAY_MAX_SIDE)  # overlays at display size; the mask file at full size
         seg_cam = shown.seg_cam_overlay(threshold, opacity)
