@@ -155,6 +155,13 @@ def frame_index(value) -> int:
     return int(number)
 
 
+def explained_class(explain) -> str | None:
+    """The class whose Grad-CAM to draw, from the menu's choice (None: the predicted class)."""
+    if explain not in EXPLAIN_CHOICES:
+        raise user_error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {explain!r}.")
+    return None if explain == EXPLAIN_CHOICES[0] else explain
+
+
 def in_range(value, name: str, low: float, high: float, default=None):
     """`value` as a float in low..high (None: `default`); anything else — NaN, text, out of range —
     is a readable error, never a silent fallback (a NaN threshold once drew no lesion at all)."""
@@ -216,11 +223,9 @@ class Handlers:
             return (gr.skip(),) * 7  # one per rendered output
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
-        if explain not in EXPLAIN_CHOICES:
-            raise user_error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {explain!r}.")
+        explain = explained_class(explain)
         if style not in MASK_STYLES:
             raise user_error(f"style must be one of {', '.join(MASK_STYLES)}; got {style!r}.")
-        explain = None if explain == EXPLAIN_CHOICES[0] else explain
         notes = [f"⚠️ {w}" for w in analysis.warnings + analysis.notes]
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return (NOT_ULTRASOUND, None, None, None, self.report(analysis, threshold), None, "\n\n".join(notes))
@@ -253,13 +258,15 @@ class Handlers:
         analysis = self._analysis(path, frame)
         return (analysis, *self.render(analysis, explain, threshold, opacity, style), self.frame_picker(analysis))
 
-    def pdf(self, analysis, threshold=None, opacity=0.45, path=None):
-        """The stored analysis as a PDF report (the UI's download button)."""
+    def pdf(self, analysis, threshold=None, opacity=0.45, path=None, explain=EXPLAIN_CHOICES[0]):
+        """The stored analysis as a PDF report (the UI's download button), as shown: threshold,
+        opacity and the class whose Grad-CAM is on screen."""
         if analysis is None:
             raise user_error("Analyse a scan first; the report describes the last analysis.")
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
-        data = pdf_report(analysis, threshold, opacity, self.models, Path(path).name if path else None)
+        data = pdf_report(analysis, threshold, opacity, self.models, Path(path).name if path else None,
+                          explain=explained_class(explain))
         return write_file(data, RESULTS_DIR, "pdf", REPORT_NAME)
 
     def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45, frame=0):
@@ -453,9 +460,10 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             .then(**first_frame).then(**clear).then(**store)
         gr.on([threshold.release, opacity.release, explain.change, style.change], handlers.render,
               [state, *settings], outputs, api_visibility="private")
-        make_pdf.click(lambda analysis, threshold, opacity, picture, uploaded: gr.update(visible=True, value=handlers.pdf(
-                           analysis, threshold, opacity, current_file(picture, uploaded))),
-                       [state, threshold, opacity, scan, chosen], pdf, api_visibility="private")
+        make_pdf.click(lambda analysis, threshold, opacity, picture, uploaded, explain: gr.update(
+                           visible=True, value=handlers.pdf(analysis, threshold, opacity, current_file(picture, uploaded),
+                                                            explain)),
+                       [state, threshold, opacity, scan, chosen, explain], pdf, api_visibility="private")
         batch_run.click(handlers.batch, batch_files, [batch_table, batch_gallery, batch_csv_file],
                         api_visibility="private", show_progress="full")
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs, and none

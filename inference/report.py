@@ -256,9 +256,9 @@ def _seg_cam_reason(analysis: Analysis, stats: dict) -> str:
 
 def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: float = 0.45,
                models: dict[str, str] | None = None, scan_name: str | None = None,
-               analysed_at: datetime | None = None) -> bytes:
+               analysed_at: datetime | None = None, explain: str | None = None) -> bytes:
     """The PDF (bytes) of `analysis` as the app shows it at `threshold` (default: the validated one)
-    and `opacity`. `models`: role -> description, e.g. `model_descriptions(analyzer.classifier,
+    and `opacity`, with the Grad-CAM of class `explain` (default: the predicted class). `models`: role -> description, e.g. `model_descriptions(analyzer.classifier,
     analyzer.segmenter)`; `scan_name`: the uploaded file's name (only its last part is printed);
     `analysed_at`: when the analysis ran (default: now; a naive time is taken as UTC), printed in UTC."""
     used = analysis.threshold if threshold is None else float(threshold)
@@ -318,14 +318,17 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
         pdf.image_row([("Scan as analysed", shown.gray, "")], heading="Scan")
     else:
         try:
-            class_cam, class_reason = shown.class_overlay(None, opacity), ""
+            class_cam, class_reason = shown.class_overlay(explain, opacity), ""
         except ValueError:  # analysed without class maps (a batch run)
             class_cam, class_reason = None, "Grad-CAM was not computed for this analysis."
         seg_cam = shown.seg_cam_overlay(used, opacity)
         pdf.image_row([("Scan as analysed", shown.gray, ""),
                        (f"Lesion overlay with outline (threshold {used:.2f})", shown.mask_overlay(used, opacity), "")],
                       heading="Scan and lesion")
-        pdf.image_row([(f"Grad-CAM of the classifier: {analysis.predicted_class}", class_cam, class_reason),
+        explained = explain or analysis.predicted_class
+        pdf.image_row([(f"Grad-CAM of the classifier: {explained}"
+                        + ("" if explained == analysis.predicted_class else " (not the predicted class)"),
+                        class_cam, class_reason),
                        ("Seg-Grad-CAM of the drawn lesion", seg_cam,
                         "" if seg_cam is not None else _seg_cam_reason(analysis, stats))],
                       heading="Where the models looked (Grad-CAM)")

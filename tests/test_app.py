@@ -178,6 +178,9 @@ def test_pdf_report_of_the_stored_analysis(handlers, tmp_path):
     assert Path(path).name == app.REPORT_NAME and open(path, "rb").read(5) == b"%PDF-"
     text = pdf_text(path)
     assert state.predicted_class in text and "not a medical device" in text and "mm" in text
+    other = next(c for c in state.classes if c != state.predicted_class)
+    other_text = " ".join(pdf_text(handlers.pdf(state, None, 0.45, str(DICOM_EXAMPLE), other)).split())
+    assert f"Grad-CAM of the classifier: {other} (not the predicted class)" in other_text, "the class on screen"
     with pytest.raises(gr.Error, match="Analyse a scan first"):
         handlers.pdf(None)
 
