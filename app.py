@@ -258,6 +258,23 @@ class Handlers:
         analysis = self._analysis(path, frame)
         return (analysis, *self.render(analysis, explain, threshold, opacity, style), self.frame_picker(analysis))
 
+    def analyze_chosen(self, picture, uploaded, frame=0, *settings):
+        """The UI's analysis of the file chosen last (`current_file`)."""
+        return self.analyze_and_store(current_file(picture, uploaded), frame, *settings)
+
+    @staticmethod
+    def show_analysed(analysis, uploaded):
+        """The scan box's picture of a file from the file box or a frame: the scan as analysed (a
+        browser cannot draw DICOM); nothing for an image the scan box already shows."""
+        if analysis is None or uploaded is None:
+            return gr.skip()
+        return write_image(analysis.gray, RESULTS_DIR, "png")
+
+    def pdf_download(self, analysis, threshold, opacity, picture, uploaded, explain):
+        """The PDF report button: the report of what is on screen, shown for download."""
+        return gr.update(visible=True, value=self.pdf(analysis, threshold, opacity, current_file(picture, uploaded),
+                                                      explain))
+
     def pdf(self, analysis, threshold=None, opacity=0.45, path=None, explain=EXPLAIN_CHOICES[0]):
         """The stored analysis as a PDF report (the UI's download button), as shown: threshold,
         opacity and the class whose Grad-CAM is on screen."""
@@ -438,15 +455,12 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs, pdf], api_visibility="private",
                      show_progress="hidden")
         # "minimal": a running timer, no ETA (Gradio's estimate averages past runs and was 4x off for big scans)
-        store = dict(fn=lambda picture, uploaded, *rest: handlers.analyze_and_store(current_file(picture, uploaded), *rest),
-                     inputs=[scan, chosen, frame, *settings], outputs=[state, *outputs, frame],
+        store = dict(fn=handlers.analyze_chosen, inputs=[scan, chosen, frame, *settings], outputs=[state, *outputs, frame],
                      api_visibility="private", show_progress="minimal")
         first_frame = dict(fn=lambda: gr.update(value=0, visible=False), outputs=frame, api_visibility="private",
                            show_progress="hidden")
-        # A file from the file box is shown in the scan box as analysed (a browser cannot draw DICOM), frame by frame.
-        show_analysed = dict(fn=lambda analysis, uploaded: gr.skip() if analysis is None or uploaded is None
-                             else write_image(analysis.gray, RESULTS_DIR, "png"),
-                             inputs=[state, chosen], outputs=scan, api_visibility="private", show_progress="hidden")
+        show_analysed = dict(fn=handlers.show_analysed, inputs=[state, chosen], outputs=scan, api_visibility="private",
+                             show_progress="hidden")
         run.click(**clear).then(**store)
         frame.release(**clear).then(**store).then(**show_analysed)
         # A new scan: remember which file it is, start at its first frame, analyse.
@@ -460,10 +474,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             .then(**first_frame).then(**clear).then(**store)
         gr.on([threshold.release, opacity.release, explain.change, style.change], handlers.render,
               [state, *settings], outputs, api_visibility="private")
-        make_pdf.click(lambda analysis, threshold, opacity, picture, uploaded, explain: gr.update(
-                           visible=True, value=handlers.pdf(analysis, threshold, opacity, current_file(picture, uploaded),
-                                                            explain)),
-                       [state, threshold, opacity, scan, chosen, explain], pdf, api_visibility="private")
+        make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain], pdf,
+                       api_visibility="private")
         batch_run.click(handlers.batch, batch_files, [batch_table, batch_gallery, batch_csv_file],
                         api_visibility="private", show_progress="full")
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs, and none
