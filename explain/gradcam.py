@@ -102,6 +102,7 @@ class SegGradCAM:
         self.trunk = keras.Model(model.inputs, [logits, *boundary])
         self.head = keras.Model(boundary, logits)
         self._forward = tf.function(lambda images: self.trunk(images, training=False), reduce_retracing=True)
+        self._logits = tf.function(lambda images: self.trunk(images, training=False)[0], reduce_retracing=True)
         self._run = tf.function(self._maps, reduce_retracing=True)
 
     def _maps(self, inputs, regions):
@@ -114,6 +115,10 @@ class SegGradCAM:
         """(B, S, S, C) float images -> (mask logits, the head's inputs for `__call__`), no gradients."""
         logits, *inputs = self._forward(tf.convert_to_tensor(images, tf.float32))
         return logits.numpy(), [t.numpy() for t in inputs]
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """The mask logits alone, for callers that will draw no map (nothing else is copied out)."""
+        return self._logits(tf.convert_to_tensor(images, tf.float32)).numpy()
 
     def __call__(self, inputs: list[np.ndarray], regions: np.ndarray) -> np.ndarray:
         """The head's inputs from `forward` and (B, S, S, 1) regions of 0/1 -> maps (B, h, w) in 0..1."""

@@ -164,7 +164,7 @@ def run_local(scans: list[Path], out: Path, masks_dir: Path | None = None, expla
     """Analyse `scans` in batches of `batch_size` on this machine and write one row each to `out`;
     returns how many failed. The next batch is analysed while this one's images and rows are written."""
     analyzer = analyzer or Analyzer()
-    analyse = partial(analyzer.analyze_batch, class_maps=explain_dir is not None)
+    analyse = partial(analyzer.analyze_batch, maps=explain_dir is not None)
     record = partial(record_scan, masks_dir=masks_dir, explain_dir=explain_dir)
     results, failures = open_results(out), 0
     try:

@@ -94,7 +94,7 @@ class Analysis:
     def class_map(self, class_name: str | None = None) -> np.ndarray:
         """One class's Grad-CAM (default: the predicted class's) at the scan's size, 0..1."""
         if self.class_cams is None:
-            raise ValueError("this scan was analysed without class maps (analyze_batch(..., class_maps=True) gives them)")
+            raise ValueError("this scan was analysed without maps (analyze_batch(..., maps=True) gives them)")
         return self.class_framing.to_scan(self.class_cams[self.classes.index(class_name or self.predicted_class)])
 
     def seg_map(self, threshold: float | None = None) -> np.ndarray | None:
@@ -223,19 +223,19 @@ class Analyzer:
         refused = self._ood_warning(None if distances is None else float(distances[0]))
         return (None if refused else softmax(logits[0] / c["temperature"])), warnings + refused
 
-    def _run_models(self, class_inputs: np.ndarray, seg_inputs: np.ndarray, class_maps: bool):
+    def _run_models(self, class_inputs: np.ndarray, seg_inputs: np.ndarray, maps: bool):
         """One pass of each model over a batch, and the out-of-distribution scores: (logits, every
-        class's Grad-CAM or None, mask logits, the inputs of the segmenter's Seg-Grad-CAM head,
-        distances or None). The segmenter's pass has no gradient tape (its map waits until the
-        displayed mask is known); the classifier's has one
-        only when `class_maps` asks for the maps, else its logits and the out-of-distribution
-        features come from one pass. The compiled functions relax the batch dimension after a
-        second size, so batches of any size share one graph."""
-        if class_maps:
+        class's Grad-CAM or None, mask logits, the inputs of the segmenter's Seg-Grad-CAM head or
+        None, distances or None). Only with `maps` does the classifier's pass carry a gradient tape
+        and the segmenter's keep its head inputs (the Seg-Grad-CAM of a mask is made once the mask
+        is shown); without, the classifier's logits and the out-of-distribution features come from
+        one pass, and the segmenter's from a pass that returns its logits alone. The compiled
+        functions relax the batch dimension after a second size, so batches of any size share one graph."""
+        if maps:
             (logits, class_cams), distances = self.classifier_cam(class_inputs), self._feature_distances(class_inputs)
-        else:
-            (logits, distances), class_cams = self._logits_and_distances(class_inputs), None
-        return (logits, class_cams, *self.segmenter_cam.forward(seg_inputs), distances)
+            return (logits, class_cams, *self.segmenter_cam.forward(seg_inputs), distances)
+        (logits, distances) = self._logits_and_distances(class_inputs)
+        return logits, None, self.segmenter_cam.logits(seg_inputs), None, distances
 
     def _explain_region(self, head_inputs: list[np.ndarray], region: np.ndarray) -> np.ndarray:
         """Seg-Grad-CAM whose target is `region` (the displayed lesion mask on the segmenter's input
@@ -251,7 +251,7 @@ class Analyzer:
                             to_model_input(gray, class_framing), to_model_input(gray, seg_framing))
 
     def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None,
-                mask_logits: np.ndarray, head_inputs: list[np.ndarray], distance: float | None) -> Analysis:
+                mask_logits: np.ndarray, head_inputs: list[np.ndarray] | None, distance: float | None) -> Analysis:
         """One scan's model outputs -> its Analysis: calibrated probabilities, the lesion
         probabilities at the scan's size, the out-of-distribution refusal and the normal gate."""
         s = self.segmenter.config
@@ -263,7 +263,7 @@ class Analyzer:
             lesion_probs=scan.seg_framing.to_scan(expit(mask_logits[..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
             largest_only=bool(s.get("largest_only", False)), feature_distance=distance,
-            explain_region=lambda region: self._explain_region(head_inputs, region),
+            explain_region=None if head_inputs is None else lambda region: self._explain_region(head_inputs, region),
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames,
         )
@@ -283,7 +283,7 @@ class Analyzer:
             analysis.notes = [DISAGREEMENT_NOTE]
         return analysis
 
-    def analyze_decoded(self, decoded: Sequence, class_maps: bool = False) -> list[Analysis | ScanError]:
+    def analyze_decoded(self, decoded: Sequence, maps: bool = False) -> list[Analysis | ScanError]:
         """What `decode_or_error` gave for each scan of a batch -> its Analysis, or its ScanError as
         it came. The batch's scans share one forward pass of each model; framing and
         post-processing run on the scan threads."""
@@ -294,20 +294,20 @@ class Analyzer:
             return prepared
         logits, class_cams, mask_logits, head_inputs, distances = self._model_pool.submit(
             self._run_models, np.stack([p.class_input for p in scans]), np.stack([p.seg_input for p in scans]),
-            class_maps).result()
-        nothing = [None] * len(scans)  # for outputs not computed: class maps not asked for, no OOD check
-        each_head_inputs = [[t[i:i + 1] for t in head_inputs] for i in range(len(scans))]
+            maps).result()
+        nothing = [None] * len(scans)  # for outputs not computed: maps not asked for, no OOD check
+        each_head_inputs = nothing if head_inputs is None else [[t[i:i + 1] for t in head_inputs] for i in range(len(scans))]
         analyses = iter(self._scan_pool.map(self._finish, scans, logits, nothing if class_cams is None else class_cams,
                                             mask_logits, each_head_inputs, nothing if distances is None else distances))
         return [p if isinstance(p, ScanError) else next(analyses) for p in prepared]
 
-    def analyze_batch(self, sources: Sequence, class_maps: bool = False) -> list[Analysis | ScanError]:
+    def analyze_batch(self, sources: Sequence, maps: bool = False) -> list[Analysis | ScanError]:
         """Bytes, paths or image arrays -> an Analysis or a ScanError for each, in order: decoded on
-        the scan threads, then `analyze_decoded`. Grad-CAM of every class only with `class_maps`
-        (a gradient pass); Seg-Grad-CAM is computed when asked for, as with `analyze`."""
-        return self.analyze_decoded(list(self._scan_pool.map(decode_or_error, sources)), class_maps)
+        the scan threads, then `analyze_decoded`. Grad-CAM maps only with `maps`: every class's
+        (a gradient pass) and, when asked for, the Seg-Grad-CAM of the shown lesion, as with `analyze`."""
+        return self.analyze_decoded(list(self._scan_pool.map(decode_or_error, sources)), maps)
 
     def analyze(self, source, frame: int = 0) -> Analysis:
         """Bytes, a path or an image array -> Analysis of frame `frame` (from 0) of a multi-frame
         file, with every class's Grad-CAM; raises inference.decode.ScanError on bad input."""
-        return self.analyze_decoded([decode(source, frame)], class_maps=True)[0]
+        return self.analyze_decoded([decode(source, frame)], maps=True)[0]

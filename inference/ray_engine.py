@@ -74,14 +74,14 @@ class AnalyseScans:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         self.analyzer = Analyzer(load_model(classifier_source), load_model(segmenter_source))
-        self.class_maps = explain_dir is not None
+        self.maps = explain_dir is not None
         self.record = partial(record_scan, masks_dir=masks_dir and Path(masks_dir),
                               explain_dir=explain_dir and Path(explain_dir))
         self.writers = ThreadPoolExecutor(threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         decoded = [pickle.loads(value) for value in batch["decoded"].to_pylist()]
-        results = self.analyzer.analyze_decoded(decoded, class_maps=self.class_maps)
+        results = self.analyzer.analyze_decoded(decoded, maps=self.maps)
         rows = list(self.writers.map(self.record, batch["file"].to_pylist(), results))
         return pa.Table.from_pylist(rows, schema=arrow_schema())
 

@@ -74,7 +74,7 @@ def test_classify_runs_the_classifier_forward_pass_only(handlers, analyzer, exam
     expected = handlers.analyze(str(path))[0]
     calls = []
     for explainer, attribute in ((analyzer.classifier_cam, "_run"), (analyzer.segmenter_cam, "_run"),
-                                 (analyzer.segmenter_cam, "_forward")):
+                                 (analyzer.segmenter_cam, "_forward"), (analyzer.segmenter_cam, "_logits")):
         monkeypatch.setattr(explainer, attribute, lambda *args: calls.append(args))
     probabilities = handlers.classify(str(path))
     assert calls == [], "no gradient maps and no segmenter for /classify"

@@ -46,7 +46,7 @@ def test_batches_of_any_size_give_the_single_scan_results(analyzer, examples):
 def test_a_broken_file_is_an_error_in_its_place(analyzer, examples, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
-    results = analyzer.analyze_batch([examples[0][0], broken, examples[1][0]], class_maps=True)
+    results = analyzer.analyze_batch([examples[0][0], broken, examples[1][0]], maps=True)
     assert isinstance(results[1], ScanError)
     assert all(isinstance(r, Analysis) and r.class_cams.shape[0] == 3 for r in (results[0], results[2]))
 
