@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import csv
 import ctypes
+import io
 import logging
 import os
 import re
@@ -385,13 +386,11 @@ def lesion_summary(lesion: dict) -> str:
 
 def batch_csv(rows: list[dict]) -> bytes:
     """The rows as the batch command's CSV."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / BATCH_NAME
-        results = CsvResults(path)
-        for row in rows:
-            results.write(row)
-        results.close()
-        return path.read_bytes()
+    buffer = io.StringIO(newline="")
+    results = CsvResults(buffer)
+    for row in rows:
+        results.write(row)
+    return buffer.getvalue().encode()
 
 
 def build_demo(analyzer: Analyzer) -> gr.Blocks:

@@ -75,16 +75,16 @@ def head_inputs(model: keras.Model, layer: str, output_layer: str) -> list:
             depends[id(tensor)] = tensor is start or any(map(depends_on_start, inputs_of(tensor)))
         return depends[id(tensor)]
 
-    boundary, seen = [start], {id(start)}
+    boundary, seen = [start], {id(start)}  # `seen`: tensors visited, the boundary's included
 
     def collect(tensor):
-        if tensor is start or id(tensor) in seen:
-            return
-        seen.add(id(tensor))
         for source in inputs_of(tensor):
+            if id(source) in seen:
+                continue
+            seen.add(id(source))
             if depends_on_start(source):
                 collect(source)
-            elif id(source) not in {id(b) for b in boundary}:
+            else:
                 boundary.append(source)
 
     collect(model.get_layer(output_layer).output)

@@ -7,6 +7,7 @@ or Parquet with typed columns).
 from __future__ import annotations
 
 import csv
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -85,10 +86,11 @@ def record_scan(file: str, result: Analysis | ScanError, masks_dir: Path | None 
 
 
 class CsvResults:
-    """Rows -> CSV, probabilities to 4 decimals, empty cells for missing values."""
+    """Rows -> CSV, probabilities to 4 decimals, empty cells for missing values; into a file at
+    `path`, or into an open text stream (the app's Batch tab builds its CSV in memory)."""
 
-    def __init__(self, path: Path):
-        self._file = path.open("w", newline="")
+    def __init__(self, path: Path | io.TextIOBase):
+        self._file = path if isinstance(path, io.TextIOBase) else path.open("w", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
         self._writer.writeheader()
 
