@@ -8,6 +8,7 @@
    and a classic U-Net (64..1024 filters, ~31 M parameters) at 256 px, random weights: only speed
    is compared — runs in the same process, so the ratio is measured on one machine in one session.
 2. Cold start: `python app.py` from process start to the first answered /analyze via gradio_client.
+   The PDF report of an analysed scan is timed too (its Seg-Grad-CAM already computed, as in the app).
 3. Throughput with 1, 4 and 16 concurrent gradio_client callers; peak resident memory of the server.
 """
 
@@ -27,6 +28,7 @@ from keras import layers
 from bench.server import AppServer, call_concurrently, example_files
 from inference.models import LoadedModel
 from inference.pipeline import Analyzer
+from inference.report import pdf_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,6 +111,7 @@ def in_process(runs: int) -> dict:
             "classifier_with_gradcam": time_calls(analyzer.classifier_cam, [x_c], runs),
             "segmenter_with_seg_gradcam": time_calls(
                 lambda x, cam=analyzer.segmenter_cam: cam(cam.forward(x)[1], np.ones_like(x[..., :1])), [x_s], runs),
+            "pdf_report": time_calls(pdf_report, [analyzer.analyze(scans[0])], max(10, runs // 4)),
             "parameters": {"classifier": analyzer.classifier.model.count_params(),
                            "segmenter": analyzer.segmenter.model.count_params()},
         }
@@ -168,6 +171,7 @@ def print_table(report: dict):
          f"{seed['analyze']['p50_ms']} / {seed['analyze']['p95_ms']}"),
         ("classifier + Grad-CAM p50 (ms)", ours["classifier_with_gradcam"]["p50_ms"], seed["classifier_with_gradcam"]["p50_ms"]),
         ("segmenter + Seg-Grad-CAM p50 (ms)", ours["segmenter_with_seg_gradcam"]["p50_ms"], seed["segmenter_with_seg_gradcam"]["p50_ms"]),
+        ("PDF report p50 (ms)", ours["pdf_report"]["p50_ms"], seed["pdf_report"]["p50_ms"]),
         ("parameters (classifier + segmenter)", f"{sum(ours['parameters'].values()) / 1e6:.1f} M",
          f"{sum(seed['parameters'].values()) / 1e6:.1f} M"),
     ]

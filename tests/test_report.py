@@ -5,7 +5,6 @@ probabilities or lesion; a calibrated DICOM gets sizes in mm and never its patie
 import dataclasses
 import hashlib
 import io
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -179,12 +178,9 @@ def test_describe_model_names_the_hub_commit_and_weights_hash(tmp_path):
     assert other == f"{tmp_path / 'elsewhere'} · weights hash unavailable"
 
 
-def test_report_is_fast_and_small(analyses, models):
-    analysis = analyses["busi_malignant_49.png"]
-    pdf_report(analysis, models=models)  # Seg-Grad-CAM is computed once, then kept (as in the app)
-    start = time.perf_counter()
-    pdf = pdf_report(analysis, models=models)
-    assert time.perf_counter() - start < 1.0
+def test_report_is_small(analyses, models):
+    """Its speed is measured by `python -m bench.benchmark` (PDF report p50), not asserted here."""
+    pdf = pdf_report(analyses["busi_malignant_49.png"], models=models)
     assert len(pdf) < 500_000
 
 

@@ -112,7 +112,8 @@ def render_speed(reports_dir: Path = REPORTS) -> str:
              "| measure | ours | seed architecture |", "|---|---|---|"]
     for key, label in (("analyze", "full analysis (decode → both models + both Grad-CAMs → overlays), p50 / p95"),
                        ("classifier_with_gradcam", "classifier + Grad-CAM, p50 / p95"),
-                       ("segmenter_with_seg_gradcam", "segmenter + Seg-Grad-CAM, p50 / p95")):
+                       ("segmenter_with_seg_gradcam", "segmenter + Seg-Grad-CAM, p50 / p95"),
+                       ("pdf_report", "PDF report of an analysed scan, p50 / p95")):
         lines.append(f"| {label} | {ms(ours, key)} | {ms(seed, key)} |")
     lines.append(f"| parameters (both models) | {sum(ours['parameters'].values()) / 1e6:.1f} M | "
                  f"{sum(seed['parameters'].values()) / 1e6:.1f} M |")
