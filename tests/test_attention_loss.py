@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.train_classifier import (BENIGN, MALIGNANT, build_classifier, lesion_attention_loss, lesion_cells,
-                                       pointing_game_224, with_class_maps)
+from training.architectures import build_classifier
+from training.train_classifier import (BENIGN, MALIGNANT, lesion_attention_loss, lesion_cells, pointing_game_224,
+                                       with_class_maps)
 
 SIZE, CELLS = 224, 7
 

@@ -23,29 +23,17 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
 
+from training.architectures import FEATURE_STRIDE, GRADCAM_LAYER, build_classifier
 from training.busi import CLASSES, REPO_ROOT
-from training.efficientnet_lite import encoder_features, load_imagenet_weights
+from training.efficientnet_lite import load_imagenet_weights
 from training.evaluate import peak_inside
 from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases, load_training_data, per_source,
                                predict_in_batches, save_model, train_dataset, training_parser, training_splits)
 from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error,
                               fit_temperature)
 
-GRADCAM_LAYER = "top_activation"
-FEATURE_STRIDE = 32  # input pixels per cell of GRADCAM_LAYER
 LESION_CLASSES = tf.constant([float(c in (BENIGN, MALIGNANT)) for c in range(len(CLASSES))])
-
-
-def build_classifier(size: int) -> keras.Model:
-    """Flat model: image (RGB 0..255) -> `logits` (pre-softmax, for Grad-CAM) -> `probs`."""
-    image = keras.Input((size, size, 3), name="image")
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image)["top"])
-    x = layers.Dropout(0.3, name="head_dropout")(x)
-    logits = layers.Dense(len(CLASSES), name="logits")(x)
-    probs = layers.Softmax(name="probs")(logits)
-    return keras.Model(image, probs, name="busi_classifier")
 
 
 def with_class_maps(model: keras.Model) -> keras.Model:

@@ -21,47 +21,19 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
 
 from inference.models import load_model
 from inference.postprocess import lesion_mask
+from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
 from training.busi import REPO_ROOT, TRAINING_SOURCES
-from training.efficientnet_lite import encoder_features, load_imagenet_weights
+from training.efficientnet_lite import load_imagenet_weights
 from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases, load_side, load_training_data,
-                               predict_in_batches,
-                               save_model, train_dataset, training_parser, training_splits)
+                               predict_in_batches, save_model, train_dataset, training_parser, training_splits)
 from training.metrics import calibrated, dice_iou
 
-# Seg-Grad-CAM layer: the decoder's bottleneck stage (stride 16, after ReLU). Measured on the
-# validation lesion scans: the encoder's stride-32 maps (block15_out, block15_activation) come out
-# all zero after the ReLU on 89-94 of 95 scans, this layer never does and its peak lands on the
-# lesion in 97 % of them (pointing game).
-SEG_GRADCAM_LAYER = "decoder16_b_relu"
-DECODER_CHANNELS = {16: 128, 8: 64, 4: 32, 2: 16}
 MAX_NORMAL_FP_RATE = 0.10
 POSTPROCESSING_KEYS = ("threshold", "min_area_fraction", "largest_only", "normal_gate")
 NORMAL_GATES = (None, 0.5, 0.6, 0.7, 0.8, 0.9)  # None: the classifier's verdict never hides a lesion
-
-
-def _conv_bn_relu(x, channels, name):
-    x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=name + "_conv")(x)
-    return layers.ReLU(name=name + "_relu")(layers.BatchNormalization(name=name + "_bn")(x))
-
-
-def build_segmenter(size: int) -> keras.Model:
-    """Flat U-Net: image (RGB 0..255) -> `mask_logits` (pre-sigmoid, for Seg-Grad-CAM) -> `mask_probs`."""
-    image = keras.Input((size, size, 3), name="image")
-    features = encoder_features(image, head=False)
-    x = features[32]
-    for stride, channels in DECODER_CHANNELS.items():
-        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"decoder{stride}_up")(x)
-        x = layers.Concatenate(name=f"decoder{stride}_concat")([x, features[stride]])
-        x = _conv_bn_relu(x, channels, f"decoder{stride}_a")
-        x = _conv_bn_relu(x, channels, f"decoder{stride}_b")
-    x = layers.Conv2D(1, 1, name="decoder_logits")(x)
-    logits = layers.UpSampling2D(2, interpolation="bilinear", name="mask_logits")(x)
-    probs = layers.Activation("sigmoid", name="mask_probs")(logits)
-    return keras.Model(image, probs, name="busi_segmenter")
 
 
 def dice_bce_loss(y_true, y_pred):
