@@ -17,12 +17,13 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
+import tensorflow as tf
 from scipy.special import expit, softmax
 
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import heatmap_overlay, mask_overlay
 from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
-from inference import ood
+from inference import ood, shared_encoder
 from inference.models import LoadedModel, load_model, source_for
 from inference.postprocess import lesion_mask, lesion_stats
 from inference.preprocess import Framing, resize, to_model_input
@@ -188,11 +189,30 @@ class Analyzer:
         self._ood_features = ood.pooled_layer(self.classifier.model, self.ood.layer) if self.ood else None
         self._logits_and_ood_features = (ood.output_and_pooled_layer(self.classifier.model, c["logits_layer"], self.ood.layer)
                                          if self.ood else None)
+        self._one_encoder_pass = self._compile_one_encoder_pass()
         self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
         self._scan_pool = ThreadPoolExecutor(self.scan_threads, thread_name_prefix="scans")
         if warm_up:
             self.analyze(np.full((256, 256), 64, dtype=np.uint8))
             self.classify(np.full((256, 256), 64, dtype=np.uint8))
+
+    def _compile_one_encoder_pass(self) -> Callable | None:
+        """When the segmenter holds the classifier's encoder (`inference.shared_encoder`): a compiled
+        function, classifier inputs -> (logits, pooled out-of-distribution features or None, mask
+        logits), running the encoder once for both models. None otherwise."""
+        if not shared_encoder.shares_encoder(self.classifier, self.segmenter):
+            return None
+        model = self.classifier.model
+        outputs = [model.get_layer(self.classifier.config["logits_layer"]).output]
+        if self.ood:
+            outputs.append(model.get_layer(self.ood.layer).output)
+        both = shared_encoder.with_decoder_outputs(model, outputs, self.segmenter.model, self.segmenter.config["logits_layer"])
+
+        def run(images):
+            logits, *features, mask_logits = both(images, training=False)
+            return logits, (tf.reduce_mean(features[0], axis=(1, 2)) if features else None), mask_logits
+
+        return tf.function(run, reduce_retracing=True)
 
     def _feature_distances(self, images: np.ndarray) -> np.ndarray | None:
         """(B,) out-of-distribution scores of a batch of classifier inputs; None without the check."""
@@ -229,11 +249,16 @@ class Analyzer:
         None, distances or None). Only with `maps` does the classifier's pass carry a gradient tape
         and the segmenter's keep its head inputs (the Seg-Grad-CAM of a mask is made once the mask
         is shown); without, the classifier's logits and the out-of-distribution features come from
-        one pass, and the segmenter's from a pass that returns its logits alone. The compiled
+        one pass, and the segmenter's from a pass that returns its logits alone — or all three from one
+        encoder pass when the segmenter holds the classifier's encoder. The compiled
         functions relax the batch dimension after a second size, so batches of any size share one graph."""
         if maps:
             (logits, class_cams), distances = self.classifier_cam(class_inputs), self._feature_distances(class_inputs)
             return (logits, class_cams, *self.segmenter_cam.forward(seg_inputs), distances)
+        if self._one_encoder_pass is not None:
+            logits, features, mask_logits = self._one_encoder_pass(tf.convert_to_tensor(class_inputs, tf.float32))
+            distances = None if features is None else self.ood.distance(features.numpy())
+            return logits.numpy(), None, mask_logits.numpy(), None, distances
         (logits, distances) = self._logits_and_distances(class_inputs)
         return logits, None, self.segmenter_cam.logits(seg_inputs), None, distances
 

@@ -68,6 +68,21 @@ def encoder_features(image, head: bool = True) -> dict:
     return features
 
 
+def is_encoder_layer(layer) -> bool:
+    return layer.name == "rescale" or layer.name.startswith(("stem_", "block"))
+
+
+def copy_encoder(source: keras.Model, target: keras.Model) -> int:
+    """Copy every encoder layer's weights from `source` to the same-named layer of `target` (both
+    built on `encoder_features`); returns how many layers carried weights."""
+    copied = 0
+    for layer in target.layers:
+        if is_encoder_layer(layer) and layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+            copied += 1
+    return copied
+
+
 def imagenet_classifier(size: int = 224) -> keras.Model:
     """Lite0 with its 1000-class ImageNet head and ImageNet weights — used to check the port."""
     image = keras.Input((size, size, 3), name="image")

@@ -207,3 +207,14 @@ def fit_two_phases(model, train_ds, n_train: int, loss, selector: SelectOnValida
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
     model.fit(train_ds, epochs=args.epochs, callbacks=[selector], verbose=2, **fit_kwargs)
     model.set_weights(selector.best_weights)
+
+
+def fit_new_layers(model, train_ds, n_train: int, loss, selector: SelectOnValidation, args):
+    """The encoder stays frozen throughout (it is another trained model's): the new layers train for
+    `args.head_epochs + args.epochs`, cosine-decayed from 1e-3. Ends with the best validation weights."""
+    set_trainable(model, backbone=False)
+    epochs = args.head_epochs + args.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(1e-3, epochs * int(np.ceil(n_train / args.batch_size)), alpha=0.05)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
+    model.fit(train_ds, epochs=epochs, callbacks=[selector], verbose=2)
+    model.set_weights(selector.best_weights)

@@ -8,7 +8,11 @@ lesion scans, weighted per scan (`training.finetune.scan_weights`). The epoch wi
 validation lesion Dice is kept, then threshold, post-processing and the normal gate (no lesion drawn
 when the classifier's normal probability reaches it) are chosen on the validation sides.
 
-    python -m training.train_segmenter [--epochs 24] [--seed 7] [--sources ...] [--out models/segmenter]
+With `--encoder-from CLASSIFIER` the encoder is the trained classifier's, frozen, at its input size,
+and only the decoder trains: serving can then run one encoder pass for both models.
+
+    python -m training.train_segmenter [--epochs 24] [--seed 7] [--sources ...] [--encoder-from models/classifier]
+                                       [--out models/segmenter]
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from inference.models import load_model
 from inference.postprocess import lesion_mask
 from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
 from training.busi import REPO_ROOT, TRAINING_SOURCES
-from training.efficientnet_lite import load_imagenet_weights
-from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases, load_side, load_training_data,
-                               predict_in_batches, save_model, train_dataset, training_parser, training_splits)
+from training.efficientnet_lite import copy_encoder, load_imagenet_weights
+from training.finetune import (PREPROCESSING, SelectOnValidation, fit_new_layers, fit_two_phases, load_side,
+                               load_training_data, predict_in_batches, save_model, train_dataset, training_parser,
+                               training_splits)
 from training.metrics import calibrated, dice_iou
 
 MAX_NORMAL_FP_RATE = 0.10
@@ -115,6 +120,8 @@ def main(argv=None):
                              out=REPO_ROOT / "models" / "segmenter")
     parser.add_argument("--classifier", type=Path, default=REPO_ROOT / "models" / "classifier",
                         help="shipped classifier, to validate 'no lesion on scans it calls normal' ('' to skip)")
+    parser.add_argument("--encoder-from", type=Path,
+                        help="a trained classifier folder: take its encoder, frozen, and its input size (--size ignored)")
     parser.add_argument("--postprocessing-only", action="store_true",
                         help="keep the weights in --out; re-choose its post-processing on validation "
                              "(after the classifier changed)")
@@ -123,10 +130,16 @@ def main(argv=None):
         return revalidate_postprocessing(args)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
+    if args.encoder_from:
+        encoder_source = load_model(str(args.encoder_from))
+        args.size = encoder_source.config["input_size"]
     framing, train, val = load_training_data(args)
-
     model = build_segmenter(args.size)
-    load_imagenet_weights(model)
+    if args.encoder_from:
+        copied = copy_encoder(encoder_source.model, model)
+        print(f"encoder from {args.encoder_from}: {copied} layers, frozen", flush=True)
+    else:
+        load_imagenet_weights(model)
     probs_fn = tf.function(lambda x: model(x, training=False))
 
     p_normal = classifier_normal_probability(args)
@@ -142,7 +155,8 @@ def main(argv=None):
 
     selector = SelectOnValidation(evaluate)
     train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels, weights: (masks, weights))
-    fit_two_phases(model, train_ds, len(train["labels"]), dice_bce_loss, selector, args)
+    fit = fit_new_layers if args.encoder_from else fit_two_phases
+    fit(model, train_ds, len(train["labels"]), dice_bce_loss, selector, args)
 
     val_probs = predict_in_batches(probs_fn, val["images"])[..., 0]
     best, grid = choose_postprocessing(val_probs, val, p_normal)
@@ -158,7 +172,8 @@ def main(argv=None):
         "logits_layer": "mask_logits",
         "gradcam_layer": SEG_GRADCAM_LAYER,
         **{key: best[key] for key in POSTPROCESSING_KEYS},
-        "training": {"sources": args.sources, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
+        "training": {"sources": args.sources, "seed": args.seed,
+                     "encoder_from": str(args.encoder_from) if args.encoder_from else None, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "best_epoch": best_epoch,
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
                      "minutes": round((time.time() - started) / 60, 1), "history": selector.history,
