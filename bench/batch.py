@@ -1,7 +1,8 @@
 """Throughput of the batch command's three paths on the same scans, in one run:
 
     python -m bench.batch [FOLDER] [--copies 20] [--rounds 3] [--batch-size 16] [--no-ray]
-                          [--baseline b9cefff] [--out reports/batch_benchmark.json]
+                          [--baseline b9cefff] [--fast-segmenter models/segmenter_fast]
+                          [--out reports/batch_benchmark.json]
 
 0. before batching: the batch command as it was at commit `--baseline` (one scan at a time, both
    models' Grad-CAMs always computed), run from a git worktree of that commit on the same image
@@ -11,6 +12,8 @@
    (every class's Grad-CAM included, as the app needs);
 2. batched local: `inference.batch.run_local` (parallel decoding, one forward pass per model per
    batch, no Grad-CAM), the default engine;
+2b. batched local with the fast segmenter (`--fast-segmenter`, a decoder on the classifier's frozen
+   encoder: `inference.shared_encoder`), so the encoder runs once per scan for both models;
 3. Ray local: `inference.ray_engine.run` on a local Ray with this machine's cores; its time includes
    starting the actors and loading the models in them (Ray itself is started before the clock).
 
@@ -42,6 +45,7 @@ import numpy as np
 from bench.benchmark import machine
 from inference.batch import find_scans, open_results, result_row, run_local
 from inference.decode import decode
+from inference.models import load_model
 from inference.pipeline import Analyzer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +113,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray path (Ray not installed)")
     parser.add_argument("--baseline", default="b9cefff", help="commit of the batch command before batching "
                         "(needs a git checkout; '' skips it)")
+    parser.add_argument("--fast-segmenter", default="models/segmenter_fast",
+                        help="segmenter on the classifier's encoder, for the one-encoder-pass path ('' skips it)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "batch_benchmark.json")
     args = parser.parse_args(argv)
 
@@ -117,12 +123,19 @@ def main(argv=None) -> dict:
         (work / "scans").mkdir()
         scans = copied_scans(args.folder, args.copies, work / "scans")
         analyzer = Analyzer()
-        analyzer.analyze_batch(scans[:args.batch_size])  # traces the batched graphs, as Analyzer() did the single ones
-        rounds = {"single_scan": [], "batched_local": []}
+        batched = {"batched_local": analyzer}
+        if args.fast_segmenter:
+            bundled = REPO_ROOT / args.fast_segmenter
+            fast = load_model(str(bundled) if bundled.is_dir() else args.fast_segmenter)
+            batched["batched_local_fast_segmenter"] = Analyzer(analyzer.classifier, fast)
+        for engine in batched.values():
+            engine.analyze_batch(scans[:args.batch_size])  # traces the batched graphs, as Analyzer() did the single ones
+        rounds = {"single_scan": [], **{name: [] for name in batched}}
         for _ in range(args.rounds):
             rounds["single_scan"].append(timed(lambda: single_scan_path(analyzer, scans, work / "single.csv")))
-            rounds["batched_local"].append(timed(lambda: run_local(scans, work / "batched.csv",
-                                                                   batch_size=args.batch_size, analyzer=analyzer)))
+            for name, engine in batched.items():
+                rounds[name].append(timed(lambda engine=engine: run_local(scans, work / "batched.csv",
+                                                                           batch_size=args.batch_size, analyzer=engine)))
         seconds = {path: statistics.median(times) for path, times in rounds.items()}
         forward = forward_ms_per_scan(analyzer, scans, args.batch_size, args.rounds)
         baseline = None
@@ -144,8 +157,11 @@ def main(argv=None) -> dict:
     report = {
         "command": "python -m bench.batch" + (f" {args.folder}" if args.folder != REPO_ROOT / "examples" else "")
                    + f" --copies {args.copies} --rounds {args.rounds} --batch-size {args.batch_size}"
-                   + f" --baseline '{args.baseline}'",
+                   + f" --baseline '{args.baseline}'"
+                   + f" --fast-segmenter '{args.fast_segmenter}'",
         "machine": machine(), "cores": os.cpu_count(), "n_scans": len(scans), "batch_size": args.batch_size,
+        "models": {name: {"classifier": engine.classifier.source, "segmenter": engine.segmenter.source,
+                          "one_encoder_pass": engine._one_encoder_pass is not None} for name, engine in batched.items()},
         "rounds_seconds": {path: [round(t, 2) for t in times] for path, times in rounds.items()},
         "scans": f"the scan files in {args.folder.name}/ x {args.copies} copies",
         "paths": {name: {"seconds": round(s, 2), "scans_per_s": round(len(scans) / s, 2),
@@ -153,8 +169,8 @@ def main(argv=None) -> dict:
         "forward_ms_per_scan": forward,
     }
     if baseline is not None:
-        baseline["speed_up_of_batched_local"] = round(report["paths"]["batched_local"]["scans_per_s"]
-                                                      / baseline["scans_per_s"], 2)
+        for name in batched:
+            baseline[f"speed_up_of_{name}"] = round(report["paths"][name]["scans_per_s"] / baseline["scans_per_s"], 2)
         report["before_batching"] = baseline
     if ray_start is not None:
         report["paths"]["ray_local"]["ray_start_s"] = round(ray_start, 2)

@@ -49,6 +49,15 @@ def breast_root():
 
 
 @pytest.fixture(scope="session")
+def true_mask():
+    """A function: example scan path -> its ground-truth lesion mask (bool), from examples/masks."""
+    import numpy as np
+    from PIL import Image
+
+    return lambda path: np.asarray(Image.open(path.parent / "masks" / f"{path.stem}_mask.png").convert("L")) > 127
+
+
+@pytest.fixture(scope="session")
 def analyzer():
     """The real pipeline on the bundled models, loaded and warmed up once for the whole run."""
     from inference.pipeline import Analyzer

@@ -3,16 +3,21 @@ the one-pass outputs equal the two models run apart, and the pass is used only w
 are truly the same."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inference import shared_encoder
 from inference.decode import decode
-from inference.models import LoadedModel
+from inference.models import LoadedModel, load_model
 from inference.pipeline import Analyzer
+from training.metrics import dice_iou
 from training.architectures import build_segmenter
 from training.efficientnet_lite import copy_encoder
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
 
 
 def segmenter_on_encoder_of(classifier: LoadedModel, segmenter: LoadedModel) -> LoadedModel:
@@ -51,3 +56,16 @@ def test_different_encoders_are_run_apart(analyzer, shared):
         assert Analyzer(analyzer.classifier, shared, warm_up=False)._one_encoder_pass is None
     finally:
         layer.set_weights(original)
+
+
+def test_bundled_fast_segmenter_shares_the_classifiers_pass_and_finds_lesions(analyzer, busi_examples, true_mask):
+    fast = Analyzer(analyzer.classifier, load_model(str(MODELS / "segmenter_fast")), warm_up=False)
+    assert fast._one_encoder_pass is not None
+    paths = [path for path, _ in busi_examples]
+    for batched, path in zip(fast.analyze_batch(paths), paths):
+        single = fast.analyze(path)  # both models in full, as the app runs them
+        assert batched.predicted_class == single.predicted_class
+        np.testing.assert_allclose(batched.probabilities, single.probabilities, atol=1e-4)
+        assert np.array_equal(batched.mask(), single.mask())
+    dices = [dice_iou(fast.analyze(p).mask(), true_mask(p))[0] for p, truth in busi_examples if truth != "normal"]
+    assert np.mean(dices) > 0.6, dices
