@@ -67,6 +67,12 @@ def single_scan_path(analyzer: Analyzer, scans: list[Path], out: Path) -> None:
         results.close()
 
 
+def repo_relative(source: str) -> str:
+    """A model source as the report shows it: bundled folders relative to the repository."""
+    path = Path(source)
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_absolute() and path.is_relative_to(REPO_ROOT) else source
+
+
 def timed(run) -> float:
     start = time.perf_counter()
     run()
@@ -160,7 +166,8 @@ def main(argv=None) -> dict:
                    + f" --baseline '{args.baseline}'"
                    + f" --fast-segmenter '{args.fast_segmenter}'",
         "machine": machine(), "cores": os.cpu_count(), "n_scans": len(scans), "batch_size": args.batch_size,
-        "models": {name: {"classifier": engine.classifier.source, "segmenter": engine.segmenter.source,
+        "models": {name: {"classifier": repo_relative(engine.classifier.source),
+                          "segmenter": repo_relative(engine.segmenter.source),
                           "one_encoder_pass": engine._one_encoder_pass is not None} for name, engine in batched.items()},
         "rounds_seconds": {path: [round(t, 2) for t in times] for path, times in rounds.items()},
         "scans": f"the scan files in {args.folder.name}/ x {args.copies} copies",
