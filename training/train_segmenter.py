@@ -54,6 +54,23 @@ def dice_bce_loss(y_true, y_pred):
     return tf.reduce_mean(keras.losses.binary_crossentropy(y_true, y_pred, axis=(1, 2, 3))) + dice_loss
 
 
+def with_normal_presence(loss, weight: float):
+    """`loss` plus, on the scans without a lesion, `weight` x -log(1 - the map's highest probability):
+    the pixel-averaged cross-entropy barely notices one confident blob on a normal scan, yet that blob
+    is a lesion drawn on a normal scan. 0 adds nothing."""
+    if weight == 0:
+        return loss
+
+    def combined(y_true, y_pred):
+        truth = tf.reduce_sum(tf.reshape(tf.cast(y_true, y_pred.dtype), tf.shape(y_pred)), axis=(1, 2, 3))
+        normal = tf.cast(truth == 0, y_pred.dtype)
+        peak = tf.reduce_max(y_pred, axis=(1, 2, 3))
+        presence = -tf.math.log(tf.maximum(1 - peak, keras.config.epsilon()))
+        return loss(y_true, y_pred) + weight * tf.math.divide_no_nan(tf.reduce_sum(presence * normal), tf.reduce_sum(normal))
+
+    return combined
+
+
 def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float = 0.0,
                       largest_only: bool = False, suppressed: np.ndarray | None = None):
     """(mean Dice over lesion scans, share of normal scans with any predicted lesion). Scans marked
@@ -120,6 +137,8 @@ def main(argv=None):
                              out=REPO_ROOT / "models" / "segmenter")
     parser.add_argument("--classifier", type=Path, default=REPO_ROOT / "models" / "classifier",
                         help="shipped classifier, to validate 'no lesion on scans it calls normal' ('' to skip)")
+    parser.add_argument("--normal-presence-weight", type=float, default=0.0,
+                        help="weight of the loss on the highest lesion probability of normal scans (0: none)")
     parser.add_argument("--encoder-from", type=Path,
                         help="a trained classifier folder: take its encoder, frozen, and its input size (--size ignored)")
     parser.add_argument("--postprocessing-only", action="store_true",
@@ -156,7 +175,8 @@ def main(argv=None):
     selector = SelectOnValidation(evaluate)
     train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels, weights: (masks, weights))
     fit = fit_new_layers if args.encoder_from else fit_two_phases
-    fit(model, train_ds, len(train["labels"]), dice_bce_loss, selector, args)
+    loss = with_normal_presence(dice_bce_loss, args.normal_presence_weight)
+    fit(model, train_ds, len(train["labels"]), loss, selector, args)
 
     val_probs = predict_in_batches(probs_fn, val["images"])[..., 0]
     best, grid = choose_postprocessing(val_probs, val, p_normal)
@@ -173,7 +193,8 @@ def main(argv=None):
         "gradcam_layer": SEG_GRADCAM_LAYER,
         **{key: best[key] for key in POSTPROCESSING_KEYS},
         "training": {"sources": args.sources, "seed": args.seed,
-                     "encoder_from": str(args.encoder_from) if args.encoder_from else None, "head_epochs": args.head_epochs, "epochs": args.epochs,
+                     "encoder_from": str(args.encoder_from) if args.encoder_from else None,
+                     "normal_presence_weight": args.normal_presence_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "best_epoch": best_epoch,
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
                      "minutes": round((time.time() - started) / 60, 1), "history": selector.history,
