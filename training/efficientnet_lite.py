@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from inference.shared_encoder import is_encoder_layer
 from training.torch_weights import efficientnet_lite0_checkpoint, load_state_dict
 
 # (repeats, kernel, first stride, expand ratio, output channels) per stage, as in EfficientNet-B0.
@@ -66,10 +67,6 @@ def encoder_features(image, head: bool = True) -> dict:
         x = layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False, name="top_conv")(x)
         features["top"] = _relu6("top_activation")(_bn("top_bn")(x))
     return features
-
-
-def is_encoder_layer(layer) -> bool:
-    return layer.name == "rescale" or layer.name.startswith(("stem_", "block"))
 
 
 def copy_encoder(source: keras.Model, target: keras.Model) -> int:
