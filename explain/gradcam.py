@@ -59,6 +59,27 @@ class ClassifierGradCAM:
         return logits.numpy(), cams.numpy()
 
 
+def _inputs_of(tensor) -> list:
+    """The tensors the layer call that produced `tensor` read."""
+    operation, node_index, _ = tensor._keras_history
+    return operation._inbound_nodes[node_index].input_tensors
+
+
+def graph_boundary(output, stops) -> list:
+    """Walking back from `output` through a functional graph, the tensors where `stops(tensor)` holds,
+    each once, in the order the walk meets them: the inputs of the part that computes `output` from them."""
+    boundary, seen = [], set()
+
+    def walk(tensor):
+        for source in _inputs_of(tensor):
+            if id(source) not in seen:
+                seen.add(id(source))
+                (boundary.append if stops(source) else walk)(source)
+
+    walk(output)
+    return boundary
+
+
 def head_inputs(model: keras.Model, layer: str, output_layer: str) -> list:
     """The tensors the part of `model` between `layer` and `output_layer` reads: `layer`'s output
     first, then each tensor from before `layer` that joins that part (skip connections), in the
@@ -66,29 +87,13 @@ def head_inputs(model: keras.Model, layer: str, output_layer: str) -> list:
     start = model.get_layer(layer).output
     depends: dict[int, bool] = {}
 
-    def inputs_of(tensor):
-        operation, node_index, _ = tensor._keras_history
-        return operation._inbound_nodes[node_index].input_tensors
-
     def depends_on_start(tensor) -> bool:
         if id(tensor) not in depends:
-            depends[id(tensor)] = tensor is start or any(map(depends_on_start, inputs_of(tensor)))
+            depends[id(tensor)] = tensor is start or any(map(depends_on_start, _inputs_of(tensor)))
         return depends[id(tensor)]
 
-    boundary, seen = [start], {id(start)}  # `seen`: tensors visited, the boundary's included
-
-    def collect(tensor):
-        for source in inputs_of(tensor):
-            if id(source) in seen:
-                continue
-            seen.add(id(source))
-            if depends_on_start(source):
-                collect(source)
-            else:
-                boundary.append(source)
-
-    collect(model.get_layer(output_layer).output)
-    return boundary
+    boundary = graph_boundary(model.get_layer(output_layer).output, lambda t: t is start or not depends_on_start(t))
+    return [start] + [t for t in boundary if t is not start]
 
 
 class SegGradCAM:

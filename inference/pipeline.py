@@ -271,9 +271,11 @@ class Analyzer:
         """A decoded scan -> its framings and both models' inputs."""
         gray = decoded.gray
         class_framing = Framing.for_model(gray, self.classifier.config)
+        class_input = to_model_input(gray, class_framing)
+        if self._one_encoder_pass is not None:  # same input size and framing: one input serves both
+            return PreparedScan(decoded, class_framing, class_framing, class_input, class_input)
         seg_framing = Framing.for_model(gray, self.segmenter.config)
-        return PreparedScan(decoded, class_framing, seg_framing,
-                            to_model_input(gray, class_framing), to_model_input(gray, seg_framing))
+        return PreparedScan(decoded, class_framing, seg_framing, class_input, to_model_input(gray, seg_framing))
 
     def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None,
                 mask_logits: np.ndarray, head_inputs: list[np.ndarray] | None, distance: float | None) -> Analysis:

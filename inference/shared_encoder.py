@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from explain.gradcam import graph_boundary
+
 # Layer names of the EfficientNet-Lite encoder both models are built on (training.efficientnet_lite).
 ENCODER_PREFIXES = ("rescale", "stem_", "block")
 
@@ -41,20 +43,7 @@ def shares_encoder(classifier, segmenter) -> bool:
 def decoder(model: keras.Model, output_layer: str) -> tuple[list[str], keras.Model]:
     """The part of `model` after its encoder, up to `output_layer`: (names of the encoder layers
     whose outputs it reads, in the order of its inputs; that part as a model of those outputs)."""
-    boundary, seen = [], set()
-
-    def collect(tensor):
-        operation, node_index, _ = tensor._keras_history
-        for source in operation._inbound_nodes[node_index].input_tensors:
-            if id(source) in seen:
-                continue
-            seen.add(id(source))
-            if is_encoder_layer(_producer(source)):
-                boundary.append(source)
-            else:
-                collect(source)
-
-    collect(model.get_layer(output_layer).output)
+    boundary = graph_boundary(model.get_layer(output_layer).output, lambda t: is_encoder_layer(_producer(t)))
     return [_producer(t).name for t in boundary], keras.Model(boundary, model.get_layer(output_layer).output)
 
 

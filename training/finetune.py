@@ -192,6 +192,14 @@ class SelectOnValidation(keras.callbacks.Callback):
         return max(self.history, key=lambda h: h["val_score"])["epoch"]
 
 
+def _cosine_fit(model, train_ds, n_train: int, loss, selector: SelectOnValidation, args, lr: float, epochs: int,
+                **fit_kwargs):
+    """`epochs` epochs with AdamW, the learning rate cosine-decayed from `lr` to 5 % of it."""
+    schedule = keras.optimizers.schedules.CosineDecay(lr, epochs * int(np.ceil(n_train / args.batch_size)), alpha=0.05)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
+    model.fit(train_ds, epochs=epochs, callbacks=[selector], verbose=2, **fit_kwargs)
+
+
 def fit_two_phases(model, train_ds, n_train: int, loss, selector: SelectOnValidation, args, **fit_kwargs):
     """Phase 1: new layers only (encoder frozen), lr 1e-3. Phase 2: encoder past the stem too,
     cosine-decayed from `args.lr`. Ends with the best validation weights loaded."""
@@ -202,10 +210,7 @@ def fit_two_phases(model, train_ds, n_train: int, loss, selector: SelectOnValida
 
     print("phase 2: encoder past the stem trains too", flush=True)
     set_trainable(model, backbone=True)
-    steps = args.epochs * int(np.ceil(n_train / args.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.05)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
-    model.fit(train_ds, epochs=args.epochs, callbacks=[selector], verbose=2, **fit_kwargs)
+    _cosine_fit(model, train_ds, n_train, loss, selector, args, args.lr, args.epochs, **fit_kwargs)
     model.set_weights(selector.best_weights)
 
 
@@ -213,8 +218,5 @@ def fit_new_layers(model, train_ds, n_train: int, loss, selector: SelectOnValida
     """The encoder stays frozen throughout (it is another trained model's): the new layers train for
     `args.head_epochs + args.epochs`, cosine-decayed from 1e-3. Ends with the best validation weights."""
     set_trainable(model, backbone=False)
-    epochs = args.head_epochs + args.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(1e-3, epochs * int(np.ceil(n_train / args.batch_size)), alpha=0.05)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
-    model.fit(train_ds, epochs=epochs, callbacks=[selector], verbose=2)
+    _cosine_fit(model, train_ds, n_train, loss, selector, args, 1e-3, args.head_epochs + args.epochs)
     model.set_weights(selector.best_weights)
