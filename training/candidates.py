@@ -16,7 +16,7 @@ from pathlib import Path
 
 from training.busi import REPO_ROOT
 
-OPTIONS = ("encoder_from", "normal_presence_weight", "head_epochs", "epochs", "seed", "minutes", "best_epoch")
+OPTIONS = ("encoder_from", "init_from", "normal_presence_weight", "lr", "head_epochs", "epochs", "seed", "minutes", "best_epoch")
 CHOICE = ("threshold", "min_area_fraction", "largest_only", "normal_gate")
 
 
@@ -26,7 +26,9 @@ def validation_record(folder: Path) -> dict:
     return {"input_size": config["input_size"],
             **{key: training.get(key) for key in OPTIONS},
             "chosen_postprocessing": {key: config[key] for key in CHOICE},
-            "val_dice": round(training["val_dice"], 4), "val_normal_fp": round(training["val_normal_fp"], 4)}
+            "val_dice": round(training["val_dice"], 4), "val_normal_fp": round(training["val_normal_fp"], 4),
+            "val_normal_fp_by_source": {source: round(share, 4) for source, share
+                                        in training.get("val_normal_fp_by_source", {}).items()}}
 
 
 def main(argv=None) -> dict:
@@ -37,7 +39,8 @@ def main(argv=None) -> dict:
     rows = {(p.resolve().relative_to(REPO_ROOT).as_posix() if p.resolve().is_relative_to(REPO_ROOT) else str(p)):
             validation_record(p) for p in args.candidates}
     for name, row in rows.items():
-        print(f"{name:28s} val Dice {row['val_dice']:.3f}, normals flagged {row['val_normal_fp']:.3f}, "
+        print(f"{name:28s} val Dice {row['val_dice']:.3f}, normals flagged {row['val_normal_fp']:.3f} "
+              f"{row['val_normal_fp_by_source']}, "
               f"gate {row['chosen_postprocessing']['normal_gate']}")
     if args.out:
         args.out.write_text(json.dumps({"command": "python -m training.candidates " + " ".join(rows), "candidates": rows},

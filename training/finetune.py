@@ -201,12 +201,14 @@ def _cosine_fit(model, train_ds, n_train: int, loss, selector: SelectOnValidatio
 
 
 def fit_two_phases(model, train_ds, n_train: int, loss, selector: SelectOnValidation, args, **fit_kwargs):
-    """Phase 1: new layers only (encoder frozen), lr 1e-3. Phase 2: encoder past the stem too,
-    cosine-decayed from `args.lr`. Ends with the best validation weights loaded."""
-    print("phase 1: encoder frozen", flush=True)
-    set_trainable(model, backbone=False)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4), loss=loss)
-    model.fit(train_ds, epochs=args.head_epochs, callbacks=[selector], verbose=2, **fit_kwargs)
+    """Phase 1: new layers only (encoder frozen), lr 1e-3; skipped when `args.head_epochs` is 0 (a
+    model whose new layers are trained already). Phase 2: encoder past the stem too, cosine-decayed
+    from `args.lr`. Ends with the best validation weights loaded."""
+    if args.head_epochs:
+        print("phase 1: encoder frozen", flush=True)
+        set_trainable(model, backbone=False)
+        model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4), loss=loss)
+        model.fit(train_ds, epochs=args.head_epochs, callbacks=[selector], verbose=2, **fit_kwargs)
 
     print("phase 2: encoder past the stem trains too", flush=True)
     set_trainable(model, backbone=True)

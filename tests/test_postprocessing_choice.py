@@ -1,0 +1,50 @@
+"""The segmenter's post-processing is chosen on validation under a cap on normal scans flagged that
+holds for each source: a rule that flags few normals pooled, because one scanner's normals are many
+and easy, must not pass while it flags another scanner's normals often."""
+
+import numpy as np
+
+from training.train_segmenter import MAX_NORMAL_FP_RATE, choose_postprocessing, validation_scores
+
+GRID = {"threshold": (0.5,), "min_area_fraction": (0.0,)}
+
+
+def scans(n_lesion: int, n_normal: int, source: int, normal_peak, lesion_peak: float = 0.9):
+    """Lesion scans (a 4x4 square at `lesion_peak`) then normal scans with one pixel at `normal_peak[i]`."""
+    probs = np.full((n_lesion + n_normal, 8, 8), 0.01, np.float32)
+    masks = np.zeros((n_lesion + n_normal, 8, 8), np.uint8)
+    probs[:n_lesion, 2:6, 2:6], masks[:n_lesion, 2:6, 2:6] = lesion_peak, 1
+    probs[n_lesion:, 0, 0] = normal_peak
+    labels = np.array([1] * n_lesion + [0] * n_normal)
+    return probs, {"masks": masks, "labels": labels, "source": np.full(len(labels), source)}
+
+
+def joined(*parts):
+    probs = np.concatenate([p for p, _ in parts])
+    return probs, {key: np.concatenate([v[key] for _, v in parts]) for key in parts[0][1]}
+
+
+def test_scores_are_mean_lesion_dice_and_share_of_normals_drawn():
+    probs, val = scans(3, 4, 0, [0.9, 0.9, 0.1, 0.1])
+    dice, normal_fp = validation_scores(probs, val, 0.5)
+    assert np.isclose(dice, 1.0) and np.isclose(normal_fp, 0.5)
+    hidden = np.array([True] + [False] * 6)  # one lesion hidden by the classifier's gate scores 0
+    assert np.isclose(validation_scores(probs, val, 0.5, suppressed=hidden)[0], 2 / 3)
+
+
+def test_one_sources_flagged_normals_are_not_averaged_away():
+    # source 0: 20 normals, 3 flagged (15 %); source 1: 80 normals, none flagged -> pooled 3 %
+    probs, val = joined(scans(5, 20, 0, [0.9] * 3 + [0.1] * 17), scans(5, 80, 1, [0.1] * 80))
+    p_normal = np.zeros(len(val["labels"]))
+    p_normal[5:8] = 0.95  # the classifier is sure of the three flagged normals
+    best, results = choose_postprocessing(probs, val, p_normal, GRID)
+    ungated = next(r for r in results if r["normal_gate"] is None)
+    assert np.isclose(ungated["val_normal_fp"], 0.03) and np.isclose(ungated["val_normal_fp_by_source"]["busi"], 0.15)
+    assert max(best["val_normal_fp_by_source"].values()) <= MAX_NORMAL_FP_RATE
+    assert best["normal_gate"] is not None and np.isclose(best["val_dice"], 1.0)
+
+
+def test_without_an_allowed_rule_the_fewest_flags_win():
+    probs, val = scans(4, 4, 1, [0.9] * 4)
+    best, _ = choose_postprocessing(probs, val, None, GRID)
+    assert best["normal_gate"] is None and np.isclose(best["val_normal_fp_by_source"]["bus_uclm"], 1.0)
