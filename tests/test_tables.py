@@ -30,3 +30,16 @@ def test_a_changed_report_changes_the_table(tmp_path):
     (reports / "classifier_breast-external.json").write_text(json.dumps(report))
     after = tables.regenerate(text, reports)
     assert before != after and "0.500 (0.400–0.600)" in after
+
+
+def test_a_bar_is_met_or_not_by_the_reported_value(tmp_path):
+    reports = tmp_path / "reports"
+    shutil.copytree(tables.REPORTS, reports)
+    path = reports / "segmenter_busi-test.json"
+    report = json.loads(path.read_text())
+    row = lambda: next(line for line in tables.render_bars(reports).splitlines()
+                       if line.startswith("| BUSI test | normal scans with a lesion drawn"))
+    for value, met in ((0.10, "| yes |"), (0.15, "| yes |"), (0.20, "| **no** |")):
+        report["normal_fp_rate"] = value
+        path.write_text(json.dumps(report))
+        assert row().endswith(met) and f"{value:.3f}" in row()
