@@ -45,3 +45,16 @@ def test_cross_source_scores_read_the_chosen_epoch():
     scores = cross_source_scores(config)
     assert scores["bus_uclm_score"] == pytest.approx(0.7) and scores["bus_uclm_bm_auc"] == 0.7
     assert scores["framing"] == "stretch" and "busi_score" not in scores
+
+
+def test_cross_source_scores_of_a_segmenter_are_the_other_sources_numbers_at_the_chosen_epoch():
+    from training.cross_source import cross_source_scores
+
+    history = [{"val_score": 0.7, "busi_dice@0.5": 0.7, "bus_uclm_dice@0.5": 0.4, "bus_uclm_missed@0.5": 0.3},
+               {"val_score": 0.6, "busi_dice@0.5": 0.6, "bus_uclm_dice@0.5": 0.5, "bus_uclm_missed@0.5": 0.1}]
+    config = {"task": "segmentation", "framing": {"crop_to_field": True},
+              "training": {"sources": ["busi"], "best_epoch": 1, "history": history, "normal_presence_weight": 0.5}}
+    scores = cross_source_scores(config)
+    assert scores["bus_uclm_dice@0.5"] == 0.4 and scores["bus_uclm_missed@0.5"] == 0.3
+    assert scores["task"] == "segmentation" and scores["normal_presence_weight"] == 0.5
+    assert "busi_dice@0.5" not in scores and "bus_uclm_score" not in scores

@@ -1,7 +1,8 @@
-"""Compare candidate classifiers by cross-source validation, from their training records.
+"""Compare candidate classifiers or segmenters by cross-source validation, from their training records.
 
 A candidate trained on one source's train side is scored every epoch on every training source's
-validation side (`training.train_classifier --sources busi`). In-distribution validation cannot see
+validation side (`training.train_classifier --sources busi`, `training.train_segmenter --sources
+busi --classifier ''`). In-distribution validation cannot see
 scanner shift; the other source's validation side can. This reads each candidate's `config.json`
 and reports, at the epoch its own source chose, the other source's validation numbers.
 
@@ -18,16 +19,19 @@ from training.busi import TRAINING_SOURCES
 
 
 def cross_source_scores(config: dict) -> dict:
-    """At the chosen epoch: the training source's own score, and per other source (Recall_BM +
-    macro AUC) / 2 and benign-vs-malignant AUC on its validation side."""
+    """At the chosen epoch: the training source's own score, and every other source's validation
+    numbers (a classifier's also summed up as (Recall_BM + macro AUC) / 2)."""
     training = config["training"]
     epoch = training["history"][training["best_epoch"] - 1]
-    out = {"trained_on": training["sources"], "framing": config.get("framing") or "stretch",
+    out = {"task": config.get("task", "classification"), "trained_on": training["sources"],
+           "framing": config.get("framing") or "stretch", "normal_presence_weight": training.get("normal_presence_weight"),
+           "init_from": (training.get("init_from") or {}).get("model"),
            "best_epoch": training["best_epoch"], "own_validation_score": epoch["val_score"]}
     for source in TRAINING_SOURCES:
         if source not in training["sources"]:
-            out[f"{source}_score"] = (epoch[f"{source}_recall_bm"] + epoch[f"{source}_macro_auc"]) / 2
-            out[f"{source}_bm_auc"] = epoch[f"{source}_bm_auc"]
+            out.update({key: value for key, value in epoch.items() if key.startswith(f"{source}_")})
+            if f"{source}_recall_bm" in epoch:
+                out[f"{source}_score"] = (epoch[f"{source}_recall_bm"] + epoch[f"{source}_macro_auc"]) / 2
     return out
 
 

@@ -199,15 +199,28 @@ def main(argv=None):
 
     p_normal = classifier_normal_probability(args)
 
+    # Epochs and post-processing are chosen on the validation sides of the sources trained on; the
+    # others' (a single-source run) are only scored: cross-source validation (python -m training.cross_source).
+    own = np.isin(val["source"], [TRAINING_SOURCES.index(source) for source in args.sources])
+    own_val = {key: value[own] for key, value in val.items()}
+    own_p_normal = None if p_normal is None else p_normal[own]
+
     def evaluate():
-        """Epoch score: the best constrained validation Dice over a coarse post-processing grid."""
+        """Epoch score: the best constrained validation Dice over a coarse post-processing grid; and
+        per source, the segmenter alone at threshold 0.5: lesion Dice, lesion scans missed, normal
+        scans flagged."""
         probs = predict_in_batches(probs_fn, val["images"])[..., 0]
-        best, _ = choose_postprocessing(probs, val, p_normal, EPOCH_GRID)
+        best, _ = choose_postprocessing(probs[own], own_val, own_p_normal, EPOCH_GRID)
         worst = worst_normal_fp(best)
         penalty = 0.0 if worst <= MAX_NORMAL_FP_RATE else worst
-        raw_dice, raw_fp = validation_scores(probs, val, 0.5)
-        return best["val_dice"] - penalty, {"dice@0.5": raw_dice, "normal_fp@0.5": raw_fp,
-                                            "best_dice": best["val_dice"], "best_normal_fp": worst}
+        metrics = {"best_dice": best["val_dice"], "best_normal_fp": worst}
+        dice, drawn = _mask_scores(probs, val, 0.5, 0.0, False)
+        for source, index in per_source(val):
+            lesion = val["labels"][index] > 0
+            metrics.update({f"{source}_dice@0.5": float(dice[index][lesion].mean()),
+                            f"{source}_missed@0.5": float((~drawn[index][lesion]).mean()),
+                            f"{source}_normal_fp@0.5": float(drawn[index][~lesion].mean())})
+        return best["val_dice"] - penalty, metrics
 
     selector = SelectOnValidation(evaluate)
     train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels, weights: (masks, weights))
@@ -216,7 +229,7 @@ def main(argv=None):
     fit(model, train_ds, len(train["labels"]), loss, selector, args)
 
     val_probs = predict_in_batches(probs_fn, val["images"])[..., 0]
-    best, grid = choose_postprocessing(val_probs, val, p_normal)
+    best, grid = choose_postprocessing(val_probs[own], own_val, own_p_normal)
     best_epoch = selector.best_epoch
     print(f"best epoch {best_epoch}; post-processing {best}", flush=True)
 
