@@ -59,6 +59,9 @@ def test_classification_metrics_on_a_known_case():
     # a malignant scan ranks above a benign one in 2 + 2 + 1 of the 6 pairs
     assert m["bm_auc"] == pytest.approx(5 / 6)
     assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 1], [0, 1, 2]]
+    assert m["lesions_called_normal"] == 0.0
+    m = classification_metrics(np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.1, 0.3, 0.6]]), np.array([0, 1, 2]))
+    assert m["lesions_called_normal"] == pytest.approx(0.5)  # one of the two lesion scans
 
 
 def test_temperature_recovers_a_known_scale():

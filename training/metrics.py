@@ -12,7 +12,7 @@ from scipy.special import log_softmax, softmax
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 CLASSES = ("normal", "benign", "malignant")
-BENIGN, MALIGNANT = 1, 2
+NORMAL, BENIGN, MALIGNANT = 0, 1, 2
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int) -> list[tuple[float, float, float]]:
@@ -70,6 +70,8 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
     lesion = np.isin(labels, [BENIGN, MALIGNANT])
     bm_score = probs[lesion, MALIGNANT] / np.clip(probs[lesion, BENIGN] + probs[lesion, MALIGNANT], 1e-12, None)
     out["bm_auc"] = _auc(labels[lesion] == MALIGNANT, bm_score)
+    # what "no lesion drawn when the classifier says normal" would hide
+    out["lesions_called_normal"] = float((predicted[lesion] == NORMAL).mean()) if lesion.any() else None
     out["ece"] = expected_calibration_error(probs, labels)
     out["confusion_matrix"] = confusion_matrix(labels, predicted, labels=list(range(len(CLASSES)))).tolist()
     return out

@@ -109,7 +109,7 @@ def main(argv=None):
         metrics, scores = {}, []
         for source, idx in per_source(val):
             m = classification_metrics(probs[idx], val["labels"][idx])
-            for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc"):
+            for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc", "lesions_called_normal"):
                 metrics[f"{source}_{key}"] = m[key]
             if source in args.sources:
                 scores.append((m["recall_bm"] + m["macro_auc"]) / 2)
