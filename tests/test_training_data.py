@@ -58,3 +58,4 @@ def test_cross_source_scores_of_a_segmenter_are_the_other_sources_numbers_at_the
     assert scores["bus_uclm_dice@0.5"] == 0.4 and scores["bus_uclm_missed@0.5"] == 0.3
     assert scores["task"] == "segmentation" and scores["normal_presence_weight"] == 0.5
     assert "busi_dice@0.5" not in scores and "bus_uclm_score" not in scores
+    assert scores["range_over_epochs"]["bus_uclm_dice@0.5"] == [0.4, 0.5] and "busi_dice@0.5" not in scores["range_over_epochs"]

@@ -20,18 +20,25 @@ from training.busi import TRAINING_SOURCES
 
 def cross_source_scores(config: dict) -> dict:
     """At the chosen epoch: the training source's own score, and every other source's validation
-    numbers (a classifier's also summed up as (Recall_BM + macro AUC) / 2)."""
+    numbers (a classifier's also summed up as (Recall_BM + macro AUC) / 2); and each of those
+    numbers' range over all epochs."""
     training = config["training"]
     epoch = training["history"][training["best_epoch"] - 1]
     out = {"task": config.get("task", "classification"), "trained_on": training["sources"],
            "framing": config.get("framing") or "stretch", "normal_presence_weight": training.get("normal_presence_weight"),
            "init_from": (training.get("init_from") or {}).get("model"),
            "best_epoch": training["best_epoch"], "own_validation_score": epoch["val_score"]}
+    ranges = {}
     for source in TRAINING_SOURCES:
         if source not in training["sources"]:
-            out.update({key: value for key, value in epoch.items() if key.startswith(f"{source}_")})
+            keys = [key for key in epoch if key.startswith(f"{source}_")]
+            out.update({key: epoch[key] for key in keys})
+            # how far another epoch, equally plausible to the own source, would have moved it
+            ranges.update({key: [min(values), max(values)] for key in keys
+                           if None not in (values := [e[key] for e in training["history"]])})
             if f"{source}_recall_bm" in epoch:
                 out[f"{source}_score"] = (epoch[f"{source}_recall_bm"] + epoch[f"{source}_macro_auc"]) / 2
+    out["range_over_epochs"] = ranges
     return out
 
 
