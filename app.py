@@ -534,12 +534,15 @@ def main(argv=None):
     demo = build_demo(Analyzer())  # loads both models once and warms them up
 
     def stop(signum, frame):
-        """SIGTERM (`kill`, a container stop) ends the process like Ctrl-C does: the server closes and
-        the exit handlers run, so the temporary folder with uploads and results is removed."""
+        """SIGTERM (`kill`, a container stop) and Ctrl-C: the server closes and the exit handlers run,
+        so the temporary folder with uploads and results is removed. Ctrl-C gets this handler too, so
+        stopping does not depend on where Gradio's launch is when the signal comes (Gradio handles
+        KeyboardInterrupt only in its final wait loop; one CI run saw the server outlive SIGINT by 60 s)."""
         demo.close()
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     demo.queue(default_concurrency_limit=2).launch(
         share=args.share,
         mcp_server=True if args.mcp else None,
