@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from training.busi import REPO_ROOT
+from training.busi import REPO_ROOT, SOURCES, TRAINING_SOURCES
 
 REPORTS = REPO_ROOT / "reports"
 DATASETS = (("busi-test", "BUSI test"), ("bus_uclm-test", "BUS-UCLM test"), ("breast-external", "BrEaST (external)"))
@@ -127,7 +127,7 @@ def render_cross_source(reports_dir: Path, name: str, columns, note: str) -> str
     at the epoch their own source chose, with the range over all epochs in brackets: one row per
     run, `columns` = (key suffix, label)."""
     rows = json.loads((reports_dir / name).read_text())
-    titles = {"busi": "BUSI", "bus_uclm": "BUS-UCLM"}
+    titles = {source: SOURCES[source].title for source in TRAINING_SOURCES}
     lines = ["| run | trained on | scored on (unseen) | " + " | ".join(label for _, label in columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
 
