@@ -136,6 +136,9 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
                         help="training sources (one alone: for cross-source validation)")
     parser.add_argument("--stretch", action="store_true",
                         help="stretch the whole scan to the square input (the first models' framing)")
+    parser.add_argument("--average-from", type=int, default=0,
+                        help="from this epoch on (head epochs count), score and keep the running mean of the "
+                             "weights since then instead of each epoch's own (stochastic weight averaging); 0: off")
     parser.add_argument("--out", type=Path, default=out)
     return parser
 
@@ -172,20 +175,50 @@ def per_source(arrays: dict, sources=TRAINING_SOURCES):
 
 class SelectOnValidation(keras.callbacks.Callback):
     """After every epoch, scores the model on validation with `evaluate() -> (score, metrics)` and
-    keeps the best weights in memory: early stopping without ever looking at the test side."""
+    keeps the best weights in memory: early stopping without ever looking at the test side.
 
-    def __init__(self, evaluate):
+    From epoch `average_from` on (counting every phase's epochs from 1; 0: never) what is scored and
+    kept is the running mean of the weights at the end of each epoch since then (stochastic weight
+    averaging), while training itself goes on from the epoch's own weights. A single-source
+    classifier's verdict on another source's lesions swings from one epoch to the next
+    (reports/cross_source_classifiers.json); the mean of several epochs' weights is one flat point
+    between them rather than one draw of that swing. BatchNorm statistics are frozen (`set_trainable`),
+    so the mean needs no re-estimation."""
+
+    def __init__(self, evaluate, average_from: int = 0):
         super().__init__()
-        self.evaluate = evaluate
+        self.evaluate, self.average_from = evaluate, average_from
         self.best_score, self.best_weights, self.history = -np.inf, None, []
+        self.average, self.n_averaged = None, 0
+
+    def _scored_weights(self) -> list[np.ndarray] | None:
+        """The running mean updated with this epoch's weights, once averaging has begun; else None."""
+        epoch = len(self.history) + 1
+        if not self.average_from or epoch < self.average_from:
+            return None
+        weights = self.model.get_weights()
+        self.n_averaged += 1
+        self.average = weights if self.average is None else [
+            mean + (w - mean) / self.n_averaged for mean, w in zip(self.average, weights)]
+        return self.average
 
     def on_epoch_end(self, epoch, logs=None):
-        score, metrics = self.evaluate()
-        self.history.append({"epoch": len(self.history) + 1, "loss": float(logs["loss"]), "val_score": score, **metrics})
+        averaged = self._scored_weights()
+        if averaged is None:
+            score, metrics = self.evaluate()
+        else:
+            own = self.model.get_weights()
+            self.model.set_weights(averaged)
+            score, metrics = self.evaluate()
+            self.model.set_weights(own)
+        self.history.append({"epoch": len(self.history) + 1, "loss": float(logs["loss"]), "val_score": score,
+                             "epochs_averaged": self.n_averaged if averaged is not None else 1, **metrics})
         print("  val: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None)
-              + f", score {score:.3f}", flush=True)
+              + f", score {score:.3f}" + (f" (mean of {self.n_averaged} epochs)" if averaged is not None else ""),
+              flush=True)
         if score > self.best_score:
-            self.best_score, self.best_weights = score, self.model.get_weights()
+            self.best_score = score
+            self.best_weights = averaged if averaged is not None else self.model.get_weights()
 
     @property
     def best_epoch(self) -> int:

@@ -13,7 +13,7 @@ validation side is scored every epoch, so a single-source run shows its cross-so
 temperature is then fitted on the pooled validation logits.
 
     python -m training.train_classifier [--epochs 16] [--seed 7] [--attention-weight W] [--sources ...]
-                                        [--stretch] [--out models/classifier]
+                                        [--average-from EPOCH] [--stretch] [--out models/classifier]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def main(argv=None):
         metrics["pointing_224"] = pointing_game_224(cells, probs, val["masks"])
         return float(np.mean(scores)), metrics
 
-    selector = SelectOnValidation(evaluate)
+    selector = SelectOnValidation(evaluate, args.average_from)
     train["weights"] = train["weights"] * class_weights(train["labels"])[train["labels"]]
     train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels, weights: (
         {"probs": labels, "cells": lesion_cells(masks)}, weights))
@@ -143,7 +143,8 @@ def main(argv=None):
         "temperature": temperature,
         "training": {"sources": args.sources, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr,
-                     "attention_weight": args.attention_weight, "best_epoch": best_epoch,
+                     "attention_weight": args.attention_weight, "average_from": args.average_from,
+                     "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
                      "val_ece_before": ece_before, "val_ece_after": ece_after,
                      "minutes": round((time.time() - started) / 60, 1), "history": selector.history},
     })

@@ -222,7 +222,7 @@ def main(argv=None):
                             f"{source}_normal_fp@0.5": float(drawn[index][~lesion].mean())})
         return best["val_dice"] - penalty, metrics
 
-    selector = SelectOnValidation(evaluate)
+    selector = SelectOnValidation(evaluate, args.average_from)
     train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels, weights: (masks, weights))
     fit = fit_new_layers if args.encoder_from else fit_two_phases
     loss = with_normal_presence(dice_bce_loss, args.normal_presence_weight)
@@ -247,7 +247,8 @@ def main(argv=None):
                      "init_from": ({"model": str(args.init_from), "minutes": start.config["training"].get("minutes")}
                                    if args.init_from else None),
                      "normal_presence_weight": args.normal_presence_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
-                     "batch_size": args.batch_size, "lr": args.lr, "best_epoch": best_epoch,
+                     "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from,
+                     "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
                      "val_normal_fp_by_source": best["val_normal_fp_by_source"],
                      "minutes": round((time.time() - started) / 60, 1), "history": selector.history,
