@@ -1,11 +1,14 @@
-"""Compare candidate segmenters on the validation sides, from their training records.
+"""Compare candidate segmenters, or candidate classifiers, on the validation sides, from their
+training records.
 
 Each `python -m training.train_segmenter ... --out FOLDER` run records in `FOLDER/config.json` the
-post-processing it chose on the pooled validation sides and that choice's lesion Dice and share of
-normal scans flagged. This collects them side by side, so a candidate is kept or dropped on
-validation alone (test sides are read only for the one kept).
+post-processing it chose on the validation sides and that choice's lesion Dice and share of normal
+scans flagged; each `python -m training.train_classifier` run, every validation source's numbers at
+every epoch. This collects them side by side, so a candidate is kept or dropped on validation alone
+(test sides are read only for the one kept).
 
     python -m training.candidates models/segmenter runs/candidate ... [--out reports/segmenter_candidates.json]
+    python -m training.candidates models/classifier runs/candidate ... [--out reports/classifier_candidates.json]
 """
 
 from __future__ import annotations
@@ -14,16 +17,47 @@ import argparse
 import json
 from pathlib import Path
 
-from training.busi import REPO_ROOT
+import keras
+import tensorflow as tf
 
-OPTIONS = ("encoder_from", "init_from", "normal_presence_weight", "lr", "head_epochs", "epochs", "seed", "minutes", "best_epoch")
+from inference.models import load_model
+from training.busi import REPO_ROOT, TRAINING_SOURCES
+from training.finetune import load_side, per_source, predict_in_batches
+from training.metrics import calibrated, expected_calibration_error
+from training.train_classifier import validation_metrics
+
+OPTIONS = ("encoder_from", "init_from", "normal_presence_weight", "average_from", "lr", "head_epochs", "epochs", "seed",
+           "minutes", "best_epoch")
+CLASSIFIER_OPTIONS = ("attention_weight", "average_from", "lr", "head_epochs", "epochs", "seed", "minutes", "best_epoch")
+CLASSIFIER_METRICS = ("recall_bm", "macro_auc", "bm_auc", "recall_malignant", "lesions_called_normal")
 CHOICE = ("threshold", "min_area_fraction", "largest_only", "normal_gate")
+
+
+def classifier_record(folder: Path, config: dict) -> dict:
+    """A classifier's options, and its validation numbers re-scored from its saved weights (so models
+    trained before a metric existed get it too): the score its training chose by, each source's
+    numbers and the calibration error after its temperature."""
+    training = config["training"]
+    loaded = load_model(str(folder))
+    val = load_side("val", config["input_size"], 0, config.get("framing", {}), TRAINING_SOURCES)
+    logits_model = keras.Model(loaded.model.input, loaded.model.get_layer(config["logits_layer"]).output)
+    logits = predict_in_batches(tf.function(lambda x: logits_model(x, training=False)), val["images"])
+    score, metrics = validation_metrics(logits, val, training["sources"])
+    epoch = training["history"][training["best_epoch"] - 1]
+    return {"task": "classification", "input_size": config["input_size"],
+            **{key: training.get(key) for key in CLASSIFIER_OPTIONS},
+            "epochs_averaged": epoch.get("epochs_averaged", 1), "val_score": round(score, 4),
+            "val_ece": round(expected_calibration_error(calibrated(logits, config["temperature"]), val["labels"]), 4),
+            "by_source": {source: {key: round(metrics[f"{source}_{key}"], 4) for key in CLASSIFIER_METRICS}
+                          for source, _ in per_source(val)}}
 
 
 def validation_record(folder: Path) -> dict:
     config = json.loads((folder / "config.json").read_text())
     training = config["training"]
-    return {"input_size": config["input_size"],
+    if config["task"] == "classification":
+        return classifier_record(folder, config)
+    return {"task": "segmentation", "input_size": config["input_size"],
             **{key: training.get(key) for key in OPTIONS},
             "chosen_postprocessing": {key: config[key] for key in CHOICE},
             "val_dice": round(training["val_dice"], 4), "val_normal_fp": round(training["val_normal_fp"], 4),
@@ -39,6 +73,9 @@ def main(argv=None) -> dict:
     rows = {(p.resolve().relative_to(REPO_ROOT).as_posix() if p.resolve().is_relative_to(REPO_ROOT) else str(p)):
             validation_record(p) for p in args.candidates}
     for name, row in rows.items():
+        if row["task"] == "classification":
+            print(f"{name:28s} val score {row['val_score']:.3f}, ECE {row['val_ece']:.3f}, {row['by_source']}")
+            continue
         print(f"{name:28s} val Dice {row['val_dice']:.3f}, normals flagged {row['val_normal_fp']:.3f} "
               f"{row['val_normal_fp_by_source']}, "
               f"gate {row['chosen_postprocessing']['normal_gate']}")

@@ -27,6 +27,7 @@ def cross_source_scores(config: dict) -> dict:
     out = {"task": config.get("task", "classification"), "trained_on": training["sources"],
            "framing": config.get("framing") or "stretch", "normal_presence_weight": training.get("normal_presence_weight"),
            "init_from": (training.get("init_from") or {}).get("model"),
+           "average_from": training.get("average_from") or 0, "epochs_averaged": epoch.get("epochs_averaged", 1),
            "best_epoch": training["best_epoch"], "own_validation_score": epoch["val_score"]}
     ranges = {}
     for source in TRAINING_SOURCES:

@@ -33,6 +33,7 @@ from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases
 from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error,
                               fit_temperature)
 
+VALIDATION_METRICS = ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc", "lesions_called_normal")
 LESION_CLASSES = tf.constant([float(c in (BENIGN, MALIGNANT)) for c in range(len(CLASSES))])
 
 
@@ -80,6 +81,19 @@ def pointing_game_224(cells: np.ndarray, probs: np.ndarray, masks: np.ndarray, d
                           for i in np.flatnonzero(masks.any(axis=(1, 2)))]))
 
 
+def validation_metrics(logits: np.ndarray, val: dict, sources) -> tuple[float, dict]:
+    """(score, metrics) of uncalibrated `logits` on the validation scans `val`: every source's numbers,
+    and the score = mean over `sources` (those trained on) of (Recall_BM + macro AUC) / 2."""
+    probs = calibrated(logits, 1.0)
+    metrics, scores = {}, []
+    for source, idx in per_source(val):
+        m = classification_metrics(probs[idx], val["labels"][idx])
+        metrics.update({f"{source}_{key}": m[key] for key in VALIDATION_METRICS})
+        if source in sources:
+            scores.append((m["recall_bm"] + m["macro_auc"]) / 2)
+    return float(np.mean(scores)), metrics
+
+
 def class_weights(labels) -> np.ndarray:
     """Inverse class frequency, one weight per class index (unweighted counts: a frame is a scan)."""
     counts = np.bincount(labels, minlength=len(CLASSES))
@@ -103,18 +117,10 @@ def main(argv=None):
     logits_fn = tf.function(lambda x: tuple(logits_model(x, training=False)))
 
     def evaluate():
-        """Score: mean over the training sources' validation sides of (Recall_BM + macro AUC) / 2."""
         logits, cells = predict_in_batches(logits_fn, val["images"])
-        probs = calibrated(logits, 1.0)
-        metrics, scores = {}, []
-        for source, idx in per_source(val):
-            m = classification_metrics(probs[idx], val["labels"][idx])
-            for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc", "lesions_called_normal"):
-                metrics[f"{source}_{key}"] = m[key]
-            if source in args.sources:
-                scores.append((m["recall_bm"] + m["macro_auc"]) / 2)
-        metrics["pointing_224"] = pointing_game_224(cells, probs, val["masks"])
-        return float(np.mean(scores)), metrics
+        score, metrics = validation_metrics(logits, val, args.sources)
+        metrics["pointing_224"] = pointing_game_224(cells, calibrated(logits, 1.0), val["masks"])
+        return score, metrics
 
     selector = SelectOnValidation(evaluate, args.average_from)
     train["weights"] = train["weights"] * class_weights(train["labels"])[train["labels"]]
