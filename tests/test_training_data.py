@@ -5,7 +5,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from training.finetune import BUS_UCLM_SHARE, augment_batch, scan_weights
+from training.finetune import BUS_UCLM_SHARE, Augmentation, scan_weights
 from training.split import samples_by_side
 
 
@@ -21,19 +21,42 @@ def test_bus_uclm_patients_weigh_equally_and_half_as_much_as_busi(busi_root, bus
     assert np.all(scan_weights("busi", samples_by_side("busi")["train"], n_busi) == 1)
 
 
-def test_augmentation_moves_scan_and_mask_together():
-    """A bright square on black with its mask: after any augmentation the mask still covers bright
-    pixels and the black background stays outside it."""
+@pytest.mark.parametrize("zoom_crop", [0.0, 1.0])
+def test_augmentation_moves_scan_and_mask_together(zoom_crop):
+    """A bright square on black with its mask: after any augmentation (zoomed crops or not) the mask
+    still covers bright pixels and the black background stays outside it."""
     images = np.zeros((16, 128, 128, 3), np.uint8)
     masks = np.zeros((16, 128, 128), np.uint8)
     images[:, 40:90, 30:70] = 200
     masks[:, 40:90, 30:70] = 1
-    out_images, out_masks = augment_batch(images, masks)
+    out_images, out_masks = Augmentation(128, zoom_crop)(images, masks)
     assert out_images.shape == images.shape and out_masks.shape == masks.shape
     assert not np.array_equal(out_images, images), "something was augmented"
     for image, mask in zip(out_images, out_masks):
         inside, outside = image[..., 0][mask > 0], image[..., 0][mask == 0]
         assert inside.mean() > 2 * max(outside.mean(), 1), "the mask follows the square"
+
+
+def test_zoomed_crops_keep_the_whole_lesion_and_zoom_normal_scans_alike():
+    """Every zoomed crop keeps the lesion whole (its area grows, none of it is cut), framed like
+    serving (aspect kept, black padding); normal scans are zoomed as often and as much."""
+    size = 128
+    images = np.full((64, size, size, 3), 90, np.uint8)  # a uniform field: padding shows as black
+    masks = np.zeros((64, size, size), np.uint8)
+    masks[:32, 60:80, 50:76] = 1  # half the scans hold a 20 x 26 lesion, half are normal
+    zoom = Augmentation(size, zoom_crop=1.0)
+    zoom.compose.transforms = zoom.compose.transforms[:1]  # the zoomed crop alone
+    out_images, out_masks = zoom(images, masks)
+    lesion_area = out_masks[:32].sum(axis=(1, 2))
+    assert np.all(lesion_area >= 20 * 26 * 0.95), "no lesion is cut"
+    assert np.median(lesion_area) > 1.5 * 20 * 26, "lesions are zoomed in"
+    for image, mask in zip(out_images[:32], out_masks[:32]):
+        field = image[..., 0] > 0
+        assert field[mask > 0].all(), "the lesion lies inside the placed field"
+        assert field.any(axis=0).all() or field.any(axis=1).all(), "the field fills one side: aspect kept, padded"
+    padded = lambda batch: (batch[..., 0] == 0).mean(axis=(1, 2))  # the share of black padding: how far zoomed
+    assert abs(np.median(padded(out_images[:32])) - np.median(padded(out_images[32:]))) < 0.25
+    assert (padded(out_images[32:]) > 0.05).mean() > 0.5, "normal scans are cropped too"
 
 
 def test_cross_source_scores_read_the_chosen_epoch():

@@ -53,39 +53,75 @@ def scan_weights(source: str, samples, n_busi: int) -> np.ndarray:
     return np.array([per_patient / frames[p] for p in patients], np.float32)
 
 
-AUGMENT = A.Compose([
-    # geometry, applied to scan and mask alike: no vertical flip (the transducer is always at the top)
+# Scanner shift: geometry (scan and mask alike; no vertical flip, the transducer is always at the
+# top), gain, contrast and gamma curves, blur and speckle-like multiplicative noise.
+SCANNER_SHIFT = [
     A.HorizontalFlip(p=0.5),
     A.Affine(scale=(0.85, 1.15), translate_percent=(-0.06, 0.06), rotate=(-10, 10),
              border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.8),
-    # scanner shift: gain, contrast and gamma curves, blur and speckle-like multiplicative noise
     A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.25, p=0.8),
     A.RandomGamma(gamma_limit=(70, 150), p=0.5),
     A.GaussianBlur(blur_limit=(3, 5), p=0.2),
     A.MultiplicativeNoise(multiplier=(0.85, 1.15), elementwise=True, p=0.3),
-], seed=7)
+]
+# Share of a normal scan's side taken by the stand-in box its zoomed crop keeps (a typical lesion's).
+STAND_IN_SIDE = (0.2, 0.4)
 
 
-def augment_batch(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Albumentations on a uint8 batch (B, S, S, 3) and its 0/1 masks (B, S, S)."""
-    out_images, out_masks = np.empty_like(images), np.empty_like(masks)
-    for i in range(len(images)):
-        result = AUGMENT(image=images[i], mask=masks[i])
-        out_images[i], out_masks[i] = result["image"], result["mask"]
-    return out_images, out_masks
+class Augmentation:
+    """The training augmentation of `size` x `size` scans and their masks, a batch at a time.
+
+    With `zoom_crop` > 0, that share of scans is first cut to a random box holding the whole lesion,
+    aspect kept and padded black as serving frames a scan (albumentations' BBoxSafeRandomCrop). Some
+    hospitals export scans pre-cropped around the lesion (BrEaST does), and on validation scans
+    re-framed that way the classifier calls more lesions normal. Normal scans get the same crop
+    around a stand-in box of a lesion's size (`zoom_box`), so "zoomed in" cannot become a sign of a
+    lesion."""
+
+    def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7):
+        self.zoom_crop, self.rng = zoom_crop, np.random.default_rng(seed)
+        zoom = [A.Sequential([
+            A.BBoxSafeRandomCrop(erosion_rate=0.0, p=1.0),
+            A.LongestMaxSize(max_size=size, p=1.0),
+            A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+        ], p=zoom_crop)] if zoom_crop else []
+        self.compose = A.Compose(zoom + SCANNER_SHIFT, seed=seed, bbox_params=A.BboxParams(
+            format="pascal_voc", label_fields=["box_ids"], clip=True) if zoom_crop else None)
+
+    def zoom_box(self, mask: np.ndarray) -> np.ndarray:
+        """(1, 4) pascal-VOC box a zoomed crop must keep: the lesion's bounding box, or on a normal
+        scan a random stand-in of a lesion's size below the top eighth (skin and transducer)."""
+        if mask.any():
+            rows, cols = np.nonzero(mask)
+            return np.array([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], np.float32)
+        height, width = mask.shape
+        side = self.rng.uniform(*STAND_IN_SIDE)
+        box_h, box_w = max(1, int(side * height)), max(1, int(side * width))
+        top, left = self.rng.integers(height // 8, height - box_h + 1), self.rng.integers(0, width - box_w + 1)
+        return np.array([[left, top, left + box_w, top + box_h]], np.float32)
+
+    def __call__(self, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A uint8 batch (B, S, S, 3) and its 0/1 masks (B, S, S) -> both augmented, same shapes."""
+        out_images, out_masks = np.empty_like(images), np.empty_like(masks)
+        for i in range(len(images)):
+            boxes = {"bboxes": self.zoom_box(masks[i]), "box_ids": [0]} if self.zoom_crop else {}
+            result = self.compose(image=images[i], mask=masks[i], **boxes)
+            out_images[i], out_masks[i] = result["image"], result["mask"]
+        return out_images, out_masks
 
 
-def train_dataset(arrays: dict, batch_size: int, seed: int, targets):
+def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: float = 0.0):
     """Shuffled, augmented float batches of `(images, *targets(masks, labels, weights))`: scans and
-    lesion masks share one random geometry, and `targets` turns them into what the model's losses
-    expect (targets, and per-scan loss weights)."""
+    lesion masks share one random geometry (`Augmentation`, zoomed crops on `zoom_crop` of them), and
+    `targets` turns them into what the model's losses expect (targets, and per-scan loss weights)."""
     weights = (arrays["weights"] / arrays["weights"].mean()).astype(np.float32)  # mean 1: the learning rate keeps its scale
     ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"], weights))
     ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     size = arrays["images"].shape[1]
+    augment = Augmentation(size, zoom_crop, seed)
 
     def prepare(images, masks, labels, weights):
-        images, masks = tf.numpy_function(augment_batch, [images, masks], [tf.uint8, tf.uint8])
+        images, masks = tf.numpy_function(augment, [images, masks], [tf.uint8, tf.uint8])
         images = tf.ensure_shape(tf.cast(images, tf.float32), [None, size, size, 3])
         masks = tf.ensure_shape(tf.cast(masks, tf.float32), [None, size, size])[..., None]
         return (images, *targets(masks, labels, weights))
@@ -136,6 +172,9 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
                         help="training sources (one alone: for cross-source validation)")
     parser.add_argument("--stretch", action="store_true",
                         help="stretch the whole scan to the square input (the first models' framing)")
+    parser.add_argument("--zoom-crop", type=float, default=0.0,
+                        help="share of training scans cut to a random box around the lesion (or a stand-in box "
+                             "on normal scans), aspect kept: pre-cropped exports of other hospitals; 0: none")
     parser.add_argument("--average-from", type=int, default=0,
                         help="from this epoch on (head epochs count), score and keep the running mean of the "
                              "weights since then instead of each epoch's own (stochastic weight averaging); 0: off")

@@ -223,7 +223,8 @@ def main(argv=None):
         return best["val_dice"] - penalty, metrics
 
     selector = SelectOnValidation(evaluate, args.average_from)
-    train_ds = train_dataset(train, args.batch_size, args.seed, targets=lambda masks, labels, weights: (masks, weights))
+    train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop,
+                             targets=lambda masks, labels, weights: (masks, weights))
     fit = fit_new_layers if args.encoder_from else fit_two_phases
     loss = with_normal_presence(dice_bce_loss, args.normal_presence_weight)
     fit(model, train_ds, len(train["labels"]), loss, selector, args)
@@ -247,7 +248,7 @@ def main(argv=None):
                      "init_from": ({"model": str(args.init_from), "minutes": start.config["training"].get("minutes")}
                                    if args.init_from else None),
                      "normal_presence_weight": args.normal_presence_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
-                     "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from,
+                     "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from, "zoom_crop": args.zoom_crop,
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
                      "val_normal_fp_by_source": best["val_normal_fp_by_source"],
