@@ -24,32 +24,41 @@ from inference.models import load_model
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.finetune import load_side, per_source, predict_in_batches
 from training.metrics import calibrated, expected_calibration_error
+from training.reframe import MARGIN, crop_around_lesions
 from training.train_classifier import validation_metrics
 
-OPTIONS = ("encoder_from", "init_from", "normal_presence_weight", "average_from", "lr", "head_epochs", "epochs", "seed",
+OPTIONS = ("encoder_from", "init_from", "normal_presence_weight", "average_from", "zoom_crop", "lr", "head_epochs", "epochs", "seed",
            "minutes", "best_epoch")
-CLASSIFIER_OPTIONS = ("attention_weight", "average_from", "lr", "head_epochs", "epochs", "seed", "minutes", "best_epoch")
-CLASSIFIER_METRICS = ("recall_bm", "macro_auc", "bm_auc", "recall_malignant", "lesions_called_normal")
+CLASSIFIER_OPTIONS = ("attention_weight", "average_from", "zoom_crop", "lr", "head_epochs", "epochs", "seed", "minutes", "best_epoch")
+CLASSIFIER_METRICS = ("recall_normal", "recall_bm", "macro_auc", "bm_auc", "recall_malignant", "lesions_called_normal")
 CHOICE = ("threshold", "min_area_fraction", "largest_only", "normal_gate")
 
 
 def classifier_record(folder: Path, config: dict) -> dict:
     """A classifier's options, and its validation numbers re-scored from its saved weights (so models
     trained before a metric existed get it too): the score its training chose by, each source's
-    numbers and the calibration error after its temperature."""
+    numbers, the calibration error after its temperature, and each source's numbers on the same
+    scans re-framed as a pre-cropped export (`training.reframe`)."""
     training = config["training"]
     loaded = load_model(str(folder))
     val = load_side("val", config["input_size"], 0, config.get("framing", {}), TRAINING_SOURCES)
     logits_model = keras.Model(loaded.model.input, loaded.model.get_layer(config["logits_layer"]).output)
-    logits = predict_in_batches(tf.function(lambda x: logits_model(x, training=False)), val["images"])
+    logits_of = tf.function(lambda x: logits_model(x, training=False))
+    logits = predict_in_batches(logits_of, val["images"])
     score, metrics = validation_metrics(logits, val, training["sources"])
+    _, reframed = validation_metrics(predict_in_batches(logits_of, crop_around_lesions(val["images"], val["masks"])),
+                                     val, training["sources"])
     epoch = training["history"][training["best_epoch"] - 1]
+
+    def by_source(numbers):
+        return {source: {key: round(numbers[f"{source}_{key}"], 4) for key in CLASSIFIER_METRICS}
+                for source, _ in per_source(val)}
+
     return {"task": "classification", "input_size": config["input_size"],
             **{key: training.get(key) for key in CLASSIFIER_OPTIONS},
             "epochs_averaged": epoch.get("epochs_averaged", 1), "val_score": round(score, 4),
             "val_ece": round(expected_calibration_error(calibrated(logits, config["temperature"]), val["labels"]), 4),
-            "by_source": {source: {key: round(metrics[f"{source}_{key}"], 4) for key in CLASSIFIER_METRICS}
-                          for source, _ in per_source(val)}}
+            "by_source": by_source(metrics), "reframed_margin": MARGIN, "reframed_by_source": by_source(reframed)}
 
 
 def validation_record(folder: Path) -> dict:
@@ -74,7 +83,8 @@ def main(argv=None) -> dict:
             validation_record(p) for p in args.candidates}
     for name, row in rows.items():
         if row["task"] == "classification":
-            print(f"{name:28s} val score {row['val_score']:.3f}, ECE {row['val_ece']:.3f}, {row['by_source']}")
+            print(f"{name:28s} val score {row['val_score']:.3f}, ECE {row['val_ece']:.3f}, {row['by_source']}; "
+                  f"re-framed: {row['reframed_by_source']}")
             continue
         print(f"{name:28s} val Dice {row['val_dice']:.3f}, normals flagged {row['val_normal_fp']:.3f} "
               f"{row['val_normal_fp_by_source']}, "

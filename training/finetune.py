@@ -68,6 +68,19 @@ SCANNER_SHIFT = [
 STAND_IN_SIDE = (0.2, 0.4)
 
 
+def lesion_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(1, 4) pascal-VOC box around the lesion of a (S, S) mask; on a normal scan, a random stand-in
+    of a lesion's size (`STAND_IN_SIDE`) below the top eighth (skin and transducer)."""
+    if mask.any():
+        rows, cols = np.nonzero(mask)
+        return np.array([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], np.float32)
+    height, width = mask.shape
+    side = rng.uniform(*STAND_IN_SIDE)
+    box_h, box_w = max(1, int(side * height)), max(1, int(side * width))
+    top, left = rng.integers(height // 8, height - box_h + 1), rng.integers(0, width - box_w + 1)
+    return np.array([[left, top, left + box_w, top + box_h]], np.float32)
+
+
 class Augmentation:
     """The training augmentation of `size` x `size` scans and their masks, a batch at a time.
 
@@ -75,7 +88,7 @@ class Augmentation:
     aspect kept and padded black as serving frames a scan (albumentations' BBoxSafeRandomCrop). Some
     hospitals export scans pre-cropped around the lesion (BrEaST does), and on validation scans
     re-framed that way the classifier calls more lesions normal. Normal scans get the same crop
-    around a stand-in box of a lesion's size (`zoom_box`), so "zoomed in" cannot become a sign of a
+    around a stand-in box of a lesion's size (`lesion_box`), so "zoomed in" cannot become a sign of a
     lesion."""
 
     def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7):
@@ -88,23 +101,11 @@ class Augmentation:
         self.compose = A.Compose(zoom + SCANNER_SHIFT, seed=seed, bbox_params=A.BboxParams(
             format="pascal_voc", label_fields=["box_ids"], clip=True) if zoom_crop else None)
 
-    def zoom_box(self, mask: np.ndarray) -> np.ndarray:
-        """(1, 4) pascal-VOC box a zoomed crop must keep: the lesion's bounding box, or on a normal
-        scan a random stand-in of a lesion's size below the top eighth (skin and transducer)."""
-        if mask.any():
-            rows, cols = np.nonzero(mask)
-            return np.array([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], np.float32)
-        height, width = mask.shape
-        side = self.rng.uniform(*STAND_IN_SIDE)
-        box_h, box_w = max(1, int(side * height)), max(1, int(side * width))
-        top, left = self.rng.integers(height // 8, height - box_h + 1), self.rng.integers(0, width - box_w + 1)
-        return np.array([[left, top, left + box_w, top + box_h]], np.float32)
-
     def __call__(self, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A uint8 batch (B, S, S, 3) and its 0/1 masks (B, S, S) -> both augmented, same shapes."""
         out_images, out_masks = np.empty_like(images), np.empty_like(masks)
         for i in range(len(images)):
-            boxes = {"bboxes": self.zoom_box(masks[i]), "box_ids": [0]} if self.zoom_crop else {}
+            boxes = {"bboxes": lesion_box(masks[i], self.rng), "box_ids": [0]} if self.zoom_crop else {}
             result = self.compose(image=images[i], mask=masks[i], **boxes)
             out_images[i], out_masks[i] = result["image"], result["mask"]
         return out_images, out_masks

@@ -33,7 +33,8 @@ from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases
 from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error,
                               fit_temperature)
 
-VALIDATION_METRICS = ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc", "lesions_called_normal")
+VALIDATION_METRICS = ("accuracy", "recall_normal", "recall_bm", "recall_malignant", "macro_auc", "bm_auc",
+                      "lesions_called_normal")
 LESION_CLASSES = tf.constant([float(c in (BENIGN, MALIGNANT)) for c in range(len(CLASSES))])
 
 

@@ -1,0 +1,37 @@
+"""Validation scans re-framed as a pre-cropped export: cut to the lesion's bounding box plus a margin,
+aspect kept, padded black as serving frames a scan.
+
+Some hospitals export scans cropped around the lesion (BrEaST does); BUSI and BUS-UCLM keep the
+whole field. Scoring a model on its validation scans re-framed this way shows, without reading any
+test side, whether framing alone moves its verdict — e.g. whether it calls lesions normal once they
+fill the picture. Normal scans are cut around a stand-in box of a lesion's size, as in training
+(`training.finetune.lesion_box`), so the two kinds of scan are framed alike. The cut is made from
+the model-sized arrays, so the re-framed scans are also a little blurrier than a real export.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from training.finetune import lesion_box
+
+MARGIN = 0.25  # of the box's height and width, on each side
+
+
+def crop_around_lesions(images: np.ndarray, masks: np.ndarray, margin: float = MARGIN, seed: int = 0) -> np.ndarray:
+    """(N, S, S, 3) uint8 scans and their (N, S, S) masks -> the scans re-framed (N, S, S, 3)."""
+    rng, size = np.random.default_rng(seed), images.shape[1]
+    out = np.empty_like(images)
+    for i, (image, mask) in enumerate(zip(images, masks)):
+        x0, y0, x1, y1 = lesion_box(mask > 0, rng)[0]
+        grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
+        frame = A.Compose([
+            A.Crop(x_min=max(0, int(x0 - grow_x)), y_min=max(0, int(y0 - grow_y)),
+                   x_max=min(size, int(np.ceil(x1 + grow_x))), y_max=min(size, int(np.ceil(y1 + grow_y)))),
+            A.LongestMaxSize(max_size=size),
+            A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0),
+        ])
+        out[i] = frame(image=image)["image"]
+    return out
