@@ -60,3 +60,15 @@ def test_classifier_candidates_show_which_weights_were_kept(tmp_path):
     assert lines[3].startswith("|  |  |  |  | BUS-UCLM (Spain) |") and "| 0.125 |" in lines[3]
     assert lines[4].startswith("| `b` | mean of epochs 10–19 |")
     assert "plus 25% a side" in lines[-1]
+
+
+def test_cross_source_tables_average_each_recipe_over_its_directions(tmp_path):
+    def run(trained_on, other, value):
+        return {"trained_on": [trained_on], f"{other}_bm_auc": value, "range_over_epochs": {f"{other}_bm_auc": [0, 1]}}
+
+    rows = {"xs_busi": run("busi", "bus_uclm", 0.6), "xs_bus_uclm": run("bus_uclm", "busi", 0.8),
+            "xs_busi_zoom": run("busi", "bus_uclm", 0.7)}
+    (tmp_path / "xs.json").write_text(json.dumps(rows))
+    text = tables.render_cross_source(tmp_path, "xs.json", (("bm_auc", "AUC"),), "note.")
+    assert "| `xs_*`: mean of the 2 directions | | | 0.700 |" in text
+    assert "xs_*_zoom`: mean" not in text, "one direction is no mean"

@@ -1,4 +1,4 @@
-"""Weight averaging: along one run (SelectOnValidation, stochastic weight averaging) and across runs (training.soup)."""
+"""Stochastic weight averaging in the epoch selector (training.finetune.SelectOnValidation)."""
 
 import keras
 import numpy as np
@@ -57,20 +57,3 @@ def test_without_averaging_the_best_epochs_own_weights_are_kept():
     for got, want in zip(selector.best_weights, own[1]):
         np.testing.assert_array_equal(got, want)
 
-
-def test_a_soup_is_the_variable_by_variable_mean_of_its_members():
-    from training.soup import mean_weights
-
-    def member(seed):
-        keras.utils.set_random_seed(seed)
-        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization(),
-                                 keras.layers.Dense(2)])
-
-    members = [member(seed) for seed in (1, 2, 3)]
-    soup = mean_weights(members)
-    assert len(soup) == len(members[0].get_weights())
-    for k, variable in enumerate(soup):
-        np.testing.assert_allclose(variable, (members[0].get_weights()[k] + members[1].get_weights()[k]
-                                              + members[2].get_weights()[k]) / 3, rtol=1e-6)
-    model = member(4)
-    model.set_weights(soup)  # the soup fits the members' architecture
