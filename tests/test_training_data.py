@@ -92,9 +92,11 @@ def test_reframing_cuts_around_the_lesion_and_keeps_its_shape():
     masks = np.zeros((4, size, size), np.uint8)
     masks[:2, 60:80, 40:80] = 1  # two scans hold a 20 x 40 lesion, two are normal
     images[:2][masks[:2] > 0] = 200
-    out = crop_around_lesions(images, masks, margin=0.25)
-    assert out.shape == images.shape
-    for image in out[:2]:
+    out, out_masks = crop_around_lesions(images, masks, margin=0.25)
+    assert out.shape == images.shape and out_masks.shape == masks.shape
+    for image, mask in zip(out[:2], out_masks[:2]):
+        bright, inside = image[..., 0] > 145, mask > 0
+        assert (bright & inside).sum() / (bright | inside).sum() > 0.9, "the mask is re-framed with its scan"
         lesion = image[..., 0] == 200
         rows, cols = np.nonzero(lesion)
         # box 40 wide + 25 % a side = 60 px -> 128 px: the lesion is 40 * 128 / 60 px wide, still twice as wide as high
@@ -102,6 +104,6 @@ def test_reframing_cuts_around_the_lesion_and_keeps_its_shape():
         assert 1.8 < (cols.max() - cols.min() + 1) / (rows.max() - rows.min() + 1) < 2.2
         assert (image[..., 0] == 0).any(), "padded black above and below: aspect kept"
     ramp = np.repeat(np.repeat(np.arange(size, dtype=np.uint8)[None, :, None], size, axis=0)[None], 2, axis=0)
-    normals = crop_around_lesions(np.repeat(ramp, 3, axis=-1), masks[2:], margin=0.25)
+    normals, _ = crop_around_lesions(np.repeat(ramp, 3, axis=-1), masks[2:], margin=0.25)
     # a lesion-sized box (20-40 % of the side, + 25 % a side) spans far fewer grey levels than the whole ramp
     assert all(np.ptp(image[..., 0][image[..., 0] > 0]) < 0.7 * size for image in normals), "normals are cut too"

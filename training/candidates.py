@@ -46,7 +46,7 @@ def classifier_record(folder: Path, config: dict) -> dict:
     logits_of = tf.function(lambda x: logits_model(x, training=False))
     logits = predict_in_batches(logits_of, val["images"])
     score, metrics = validation_metrics(logits, val, training["sources"])
-    _, reframed = validation_metrics(predict_in_batches(logits_of, crop_around_lesions(val["images"], val["masks"])),
+    _, reframed = validation_metrics(predict_in_batches(logits_of, crop_around_lesions(val["images"], val["masks"])[0]),
                                      val, training["sources"])
     epoch = training["history"][training["best_epoch"] - 1]
 

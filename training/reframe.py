@@ -20,10 +20,11 @@ from training.finetune import lesion_box
 MARGIN = 0.25  # of the box's height and width, on each side
 
 
-def crop_around_lesions(images: np.ndarray, masks: np.ndarray, margin: float = MARGIN, seed: int = 0) -> np.ndarray:
-    """(N, S, S, 3) uint8 scans and their (N, S, S) masks -> the scans re-framed (N, S, S, 3)."""
+def crop_around_lesions(images: np.ndarray, masks: np.ndarray, margin: float = MARGIN,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(N, S, S, 3) uint8 scans and their (N, S, S) masks -> both re-framed, same shapes."""
     rng, size = np.random.default_rng(seed), images.shape[1]
-    out = np.empty_like(images)
+    out, out_masks = np.empty_like(images), np.empty_like(masks)
     for i, (image, mask) in enumerate(zip(images, masks)):
         x0, y0, x1, y1 = lesion_box(mask > 0, rng)[0]
         grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
@@ -31,7 +32,8 @@ def crop_around_lesions(images: np.ndarray, masks: np.ndarray, margin: float = M
             A.Crop(x_min=max(0, int(x0 - grow_x)), y_min=max(0, int(y0 - grow_y)),
                    x_max=min(size, int(np.ceil(x1 + grow_x))), y_max=min(size, int(np.ceil(y1 + grow_y)))),
             A.LongestMaxSize(max_size=size),
-            A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0),
+            A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
         ])
-        out[i] = frame(image=image)["image"]
-    return out
+        framed = frame(image=image, mask=mask)
+        out[i], out_masks[i] = framed["image"], framed["mask"]
+    return out, out_masks
