@@ -27,9 +27,10 @@ from training.metrics import calibrated, expected_calibration_error
 from training.reframe import MARGIN, crop_around_lesions
 from training.train_classifier import validation_metrics
 
-OPTIONS = ("encoder_from", "init_from", "normal_presence_weight", "average_from", "zoom_crop", "lr", "head_epochs", "epochs", "seed",
-           "minutes", "best_epoch")
-CLASSIFIER_OPTIONS = ("attention_weight", "average_from", "zoom_crop", "lr", "head_epochs", "epochs", "seed", "minutes", "best_epoch")
+OPTIONS = ("encoder_from", "init_from", "normal_presence_weight", "average_from", "zoom_crop", "lr", "head_epochs",
+           "epochs", "seed", "minutes", "best_epoch")
+CLASSIFIER_OPTIONS = ("attention_weight", "average_from", "zoom_crop", "lr", "head_epochs", "epochs", "seed", "minutes",
+                      "best_epoch")
 CLASSIFIER_METRICS = ("recall_normal", "recall_bm", "macro_auc", "bm_auc", "recall_malignant", "lesions_called_normal")
 CHOICE = ("threshold", "min_area_fraction", "largest_only", "normal_gate")
 
