@@ -17,12 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-import keras
-import tensorflow as tf
-
 from inference.models import load_model
 from training.busi import REPO_ROOT, TRAINING_SOURCES
-from training.finetune import load_side, per_source, predict_in_batches
+from training.finetune import load_side, logits_function, per_source, predict_in_batches
 from training.metrics import calibrated, expected_calibration_error
 from training.reframe import MARGIN, crop_around_lesions
 from training.train_classifier import validation_metrics
@@ -43,8 +40,7 @@ def classifier_record(folder: Path, config: dict) -> dict:
     training = config["training"]
     loaded = load_model(str(folder))
     val = load_side("val", config["input_size"], 0, config.get("framing", {}), TRAINING_SOURCES)
-    logits_model = keras.Model(loaded.model.input, loaded.model.get_layer(config["logits_layer"]).output)
-    logits_of = tf.function(lambda x: logits_model(x, training=False))
+    logits_of = logits_function(loaded)
     logits = predict_in_batches(logits_of, val["images"])
     score, metrics = validation_metrics(logits, val, training["sources"])
     _, reframed = validation_metrics(predict_in_batches(logits_of, crop_around_lesions(val["images"], val["masks"])[0]),

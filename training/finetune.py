@@ -148,6 +148,13 @@ def predict_in_batches(fn, images: np.ndarray, batch_size: int = 32):
     return np.concatenate([np.asarray(b) for b in batches])
 
 
+def logits_function(loaded):
+    """A loaded classifier (`inference.models.LoadedModel`) -> compiled images -> logits (its config's
+    logits layer, before temperature), for scoring it on validation scans."""
+    logits_model = keras.Model(loaded.model.input, loaded.model.get_layer(loaded.config["logits_layer"]).output)
+    return tf.function(lambda x: logits_model(x, training=False))
+
+
 def save_model(build, model: keras.Model, out: Path, config: dict):
     """Save a fresh, uncompiled copy of `model` (no optimizer state, ~3x smaller) and its config."""
     out.mkdir(parents=True, exist_ok=True)

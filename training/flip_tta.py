@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from inference.models import load_model, source_for
 from training.busi import REPO_ROOT
-from training.finetune import load_side, per_source, predict_in_batches
+from training.finetune import load_side, logits_function, per_source, predict_in_batches
 from training.metrics import calibrated, classification_metrics
 from training.train_segmenter import POSTPROCESSING_KEYS, choose_postprocessing, validation_scores
 
@@ -45,8 +45,7 @@ def main(argv=None):
 
     classifier, segmenter = load_model(source_for("classifier")), load_model(source_for("segmenter"))
     c, s = classifier.config, segmenter.config
-    logits_model = tf.keras.Model(classifier.model.input, classifier.model.get_layer(c["logits_layer"]).output)
-    classify = tf.function(lambda x: logits_model(x, training=False))
+    classify = logits_function(classifier)
     segment = tf.function(lambda x: segmenter.model(x, training=False))
     class_val = load_side("val", c["input_size"], 0, c.get("framing", {}))
     seg_val = load_side("val", s["input_size"], 0, s.get("framing", {}))

@@ -36,8 +36,8 @@ from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import copy_encoder, load_imagenet_weights
 from training.finetune import (PREPROCESSING, SelectOnValidation, fit_new_layers, fit_two_phases, load_side,
-                               load_training_data, per_source, predict_in_batches, save_model, train_dataset, training_parser,
-                               training_splits)
+                               load_training_data, logits_function, per_source, predict_in_batches, save_model,
+                               train_dataset, training_parser, training_splits)
 from training.metrics import calibrated, dice_iou
 
 MAX_NORMAL_FP_RATE = 0.10
@@ -142,8 +142,7 @@ def classifier_normal_probability(args) -> np.ndarray | None:
     loaded = load_model(str(args.classifier))
     c = loaded.config
     images = load_side("val", c["input_size"], args.limit, c.get("framing", {}), TRAINING_SOURCES)["images"]
-    logits_model = keras.Model(loaded.model.input, loaded.model.get_layer(c["logits_layer"]).output)
-    logits = predict_in_batches(tf.function(lambda x: logits_model(x, training=False)), images)
+    logits = predict_in_batches(logits_function(loaded), images)
     return calibrated(logits, c["temperature"])[:, c["classes"].index("normal")]
 
 
