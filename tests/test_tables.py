@@ -45,21 +45,24 @@ def test_a_bar_is_met_or_not_by_the_reported_value(tmp_path):
         assert row().endswith(met) and f"{value:.3f}" in row()
 
 
-def test_classifier_candidates_show_which_weights_were_kept(tmp_path):
+def test_classifier_candidates_show_which_weights_were_kept_and_the_rendering_panel(tmp_path):
     numbers = {"recall_bm": 0.8, "macro_auc": 0.9, "bm_auc": 0.85, "recall_malignant": 0.7, "lesions_called_normal": 0.05}
-    reframed = {**numbers, "bm_auc": 0.75, "lesions_called_normal": 0.2}
+    panel = {"as is": {"val_score": 0.874}, "re-framed": {"val_score": 0.8}}
     record = {"command": "python -m training.candidates a b", "candidates": {
         "a": {"best_epoch": 12, "epochs_averaged": 1, "minutes": 10.2, "val_score": 0.874, "val_ece": 0.059,
               "by_source": {"busi": numbers, "bus_uclm": {**numbers, "lesions_called_normal": 0.125}},
-              "reframed_margin": 0.25, "reframed_by_source": {"busi": reframed, "bus_uclm": reframed}},
+              "renderings": panel, "panel_score": 0.837, "panel_lesions_called_normal": 0.1},
         "b": {"best_epoch": 19, "epochs_averaged": 10, "minutes": 11.0, "val_score": 0.9, "val_ece": 0.05,
-              "by_source": {"busi": numbers}, "reframed_margin": 0.25, "reframed_by_source": {"busi": reframed}}}}
+              "by_source": {"busi": numbers}, "renderings": panel, "panel_score": 0.837,
+              "panel_lesions_called_normal": 0.2}}}
     (tmp_path / "classifier_candidates.json").write_text(json.dumps(record))
     lines = tables.render_classifier_candidates(tmp_path).splitlines()
-    assert lines[2] == "| `a` | epoch 12 | 10.2 | 0.874 | BUSI (Egypt) | 0.800 | 0.900 | 0.850 | 0.050 | 0.750 | 0.200 |"
-    assert lines[3].startswith("|  |  |  |  | BUS-UCLM (Spain) |") and "| 0.125 |" in lines[3]
+    assert lines[2] == "| `a` | epoch 12 | 10.2 | 0.874 | BUSI (Egypt) | 0.800 | 0.900 | 0.850 | 0.050 |"
+    assert lines[3].startswith("|  |  |  |  | BUS-UCLM (Spain) |") and lines[3].endswith("| 0.125 |")
     assert lines[4].startswith("| `b` | mean of epochs 10–19 |")
-    assert "plus 25% a side" in lines[-1]
+    assert lines[6] == "| candidate | as is | re-framed | panel: mean val score | panel: lesion scans called normal |"
+    assert lines[8] == "| `a` | 0.874 | 0.800 | 0.837 | 0.100 |"
+    assert lines[9].endswith("| 0.200 |")
 
 
 def test_cross_source_tables_average_each_recipe_over_its_directions(tmp_path):

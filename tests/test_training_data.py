@@ -107,3 +107,23 @@ def test_reframing_cuts_around_the_lesion_and_keeps_its_shape():
     normals, _ = crop_around_lesions(np.repeat(ramp, 3, axis=-1), masks[2:], margin=0.25)
     # a lesion-sized box (20-40 % of the side, + 25 % a side) spans far fewer grey levels than the whole ramp
     assert all(np.ptp(image[..., 0][image[..., 0] > 0]) < 0.7 * size for image in normals), "normals are cut too"
+
+
+def test_rendering_panel_changes_the_pixels_the_way_each_name_says_and_repeats_exactly():
+    from training.renderings import RENDERINGS, rendered
+
+    rng = np.random.default_rng(0)
+    size = 64
+    images = np.repeat(rng.integers(40, 200, (3, size, size, 1), dtype=np.uint8), 3, axis=-1)
+    masks = np.zeros((3, size, size), np.uint8)
+    masks[0, 20:40, 20:40] = 1
+    first, again = rendered(images, masks), rendered(images, masks)
+    assert list(first) == list(RENDERINGS)
+    for name, out in first.items():
+        assert out.shape == images.shape and out.dtype == np.uint8, name
+        assert np.array_equal(out, again[name]), f"{name} is not deterministic"
+    assert np.array_equal(first["as is"], images)
+    assert first["gamma 0.67"].mean() > images.mean() > first["gamma 1.5"].mean(), "gamma < 1 brightens, > 1 darkens"
+    detail = lambda batch: np.abs(np.diff(batch.astype(float), axis=2)).mean()  # noqa: E731 - pixel-to-pixel change
+    assert detail(first["downscaled x0.5"]) < detail(images) < detail(first["sharpened"])
+    assert 0 < np.abs(first["JPEG q30"].astype(int) - images).mean() < 40, "compressed, not replaced"

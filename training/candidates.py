@@ -17,11 +17,13 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from inference.models import load_model
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.finetune import load_side, logits_function, per_source, predict_in_batches
 from training.metrics import calibrated, expected_calibration_error
-from training.reframe import MARGIN, crop_around_lesions
+from training.renderings import rendered
 from training.train_classifier import validation_metrics
 
 OPTIONS = ("encoder_from", "init_from", "normal_presence_weight", "average_from", "zoom_crop", "lr", "head_epochs",
@@ -35,27 +37,34 @@ CHOICE = ("threshold", "min_area_fraction", "largest_only", "normal_gate")
 def classifier_record(folder: Path, config: dict) -> dict:
     """A classifier's options, and its validation numbers re-scored from its saved weights (so models
     trained before a metric existed get it too): the score its training chose by, each source's
-    numbers, the calibration error after its temperature, and each source's numbers on the same
-    scans re-framed as a pre-cropped export (`training.reframe`)."""
+    numbers, the calibration error after its temperature, and the same on every rendering of the
+    validation scans (`training.renderings`), with their mean score and mean share of lesions called
+    normal: the panel a robustness trade is judged on."""
     training = config["training"]
     loaded = load_model(str(folder))
     val = load_side("val", config["input_size"], 0, config.get("framing", {}), TRAINING_SOURCES)
     logits_of = logits_function(loaded)
     logits = predict_in_batches(logits_of, val["images"])
     score, metrics = validation_metrics(logits, val, training["sources"])
-    _, reframed = validation_metrics(predict_in_batches(logits_of, crop_around_lesions(val["images"], val["masks"])[0]),
-                                     val, training["sources"])
     epoch = training["history"][training["best_epoch"] - 1]
 
     def by_source(numbers):
         return {source: {key: round(numbers[f"{source}_{key}"], 4) for key in CLASSIFIER_METRICS}
                 for source, _ in per_source(val)}
 
+    panel = {}
+    for name, images in rendered(val["images"], val["masks"]).items():
+        rendering_score, rendering_metrics = validation_metrics(predict_in_batches(logits_of, images), val,
+                                                                training["sources"])
+        panel[name] = {"val_score": round(rendering_score, 4), "by_source": by_source(rendering_metrics)}
     return {"task": "classification", "input_size": config["input_size"],
             **{key: training.get(key) for key in CLASSIFIER_OPTIONS},
             "epochs_averaged": epoch.get("epochs_averaged", 1), "val_score": round(score, 4),
             "val_ece": round(expected_calibration_error(calibrated(logits, config["temperature"]), val["labels"]), 4),
-            "by_source": by_source(metrics), "reframed_margin": MARGIN, "reframed_by_source": by_source(reframed)}
+            "by_source": by_source(metrics), "renderings": panel,
+            "panel_score": round(float(np.mean([r["val_score"] for r in panel.values()])), 4),
+            "panel_lesions_called_normal": round(float(np.mean(
+                [numbers["lesions_called_normal"] for r in panel.values() for numbers in r["by_source"].values()])), 4)}
 
 
 def validation_record(folder: Path) -> dict:
@@ -81,7 +90,8 @@ def main(argv=None) -> dict:
     for name, row in rows.items():
         if row["task"] == "classification":
             print(f"{name:28s} val score {row['val_score']:.3f}, ECE {row['val_ece']:.3f}, {row['by_source']}; "
-                  f"re-framed: {row['reframed_by_source']}")
+                  f"panel score {row['panel_score']:.3f}, lesions called normal {row['panel_lesions_called_normal']:.3f}: "
+                  + ", ".join(f"{r}: {v['val_score']:.3f}" for r, v in row["renderings"].items()))
             continue
         print(f"{name:28s} val Dice {row['val_dice']:.3f}, normals flagged {row['val_normal_fp']:.3f} "
               f"{row['val_normal_fp_by_source']}, "
