@@ -166,7 +166,7 @@ def save_model(build, model: keras.Model, out: Path, config: dict):
 
 
 def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch_size: int, lr: float,
-                    out: Path) -> argparse.ArgumentParser:
+                    out: Path, zoom_crop: float = 0.0) -> argparse.ArgumentParser:
     """The options both trainers take, with each one's defaults."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=size, help="input side in pixels")
@@ -180,7 +180,7 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
                         help="training sources (one alone: for cross-source validation)")
     parser.add_argument("--stretch", action="store_true",
                         help="stretch the whole scan to the square input (the first models' framing)")
-    parser.add_argument("--zoom-crop", type=float, default=0.0,
+    parser.add_argument("--zoom-crop", type=float, default=zoom_crop,
                         help="share of training scans cut to a random box around the lesion (or a stand-in box "
                              "on normal scans), aspect kept: pre-cropped exports of other hospitals; 0: none")
     parser.add_argument("--average-from", type=int, default=0,

@@ -290,8 +290,11 @@ RENDERERS = {
     "summary": lambda reports_dir: render(CLASSIFIER_ROWS + SEGMENTER_ROWS, reports_dir),
     "speed": render_speed,
     "comparison": render_comparison,
+    "previous_shipped": lambda reports_dir: render_comparison(
+        reports_dir, "shipped_2026-11-29", "", COMPARED_ROWS, "models of 2026-11-29 → shipped"),
     "segmenter_presence_ft": lambda reports_dir: render_comparison(
-        reports_dir, "", "segmenter_presence_ft", SEGMENTER_ROWS[1:], "shipped → presence-loss fine-tune, not shipped"),
+        reports_dir, "shipped_2026-11-29", "segmenter_presence_ft", SEGMENTER_ROWS[1:],
+        "shipped until 2026-12-01 → presence-loss fine-tune, not shipped"),
     "bars": render_bars,
     "segmenter_candidates": render_candidates,
     "classifier_candidates": render_classifier_candidates,
@@ -305,7 +308,8 @@ RENDERERS = {
         (("bm_auc", "benign-vs-malignant AUC"), ("recall_malignant", "malignant recall"),
          ("lesions_called_normal", "lesion scans called normal")),
         "Argmax of the uncalibrated probabilities; `_swa` runs keep a running mean of the weights from epoch 10 "
-        "(`--average-from 10`), `_zoom` runs train on zoomed crops too (`--zoom-crop 0.3`); in brackets, the range "
+        "(`--average-from 10`), `_zoom` runs train on zoomed crops too (`--zoom-crop 0.3`, the shipped recipe), the "
+        "others without (`--zoom-crop 0`); in brackets, the range "
         "over all epochs of the run."),
     "batch": render_batch,
     "load": render_load,

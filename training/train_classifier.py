@@ -13,7 +13,7 @@ validation side is scored every epoch, so a single-source run shows its cross-so
 temperature is then fitted on the pooled validation logits.
 
     python -m training.train_classifier [--epochs 16] [--seed 7] [--attention-weight W] [--sources ...]
-                                        [--average-from EPOCH] [--zoom-crop P] [--stretch] [--out models/classifier]
+                                        [--average-from EPOCH] [--zoom-crop 0.3] [--stretch] [--out models/classifier]
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def class_weights(labels) -> np.ndarray:
 
 
 def main(argv=None):
-    parser = training_parser(__doc__, size=224, head_epochs=3, epochs=16, batch_size=16, lr=3e-4,
-                           out=REPO_ROOT / "models" / "classifier")
+    parser = training_parser(__doc__, size=224, head_epochs=3, epochs=16, batch_size=16, lr=3e-4, zoom_crop=0.3,
+                             out=REPO_ROOT / "models" / "classifier")
     parser.add_argument("--attention-weight", type=float, default=0.3,
                         help="weight of the loss that asks the lesion classes' maps to peak on the lesion")
     args = parser.parse_args(argv)
