@@ -7,6 +7,10 @@ features cannot reconstruct. Mid-level features still describe texture and struc
 layer's are tuned to the three classes and map a photo close to a scan. Fitted on the training
 sides by `python -m training.fit_ood`, threshold chosen on the validation sides, stored with the
 model (`ood.npz`). Above the threshold the app withholds the diagnosis-like output and says why.
+
+A blank image (nothing brighter than a scan's black background) is refused before any feature is
+read: scans are mostly black, so a black picture can sit close to their features while holding
+nothing to diagnose.
 """
 
 from __future__ import annotations
@@ -18,10 +22,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from inference.preprocess import FIELD_MIN_LEVEL
+
 FILE_NAME = "ood.npz"
 WARNING = ("This image does not look like the breast ultrasound scans the models were trained on "
            "(feature distance {distance:.1f}, limit {threshold:.1f}). No classification or lesion is shown: "
            "the models' answers would be meaningless here.")
+
+BLANK_WARNING = ("This image is blank: no pixel is brighter than a scan's black background, so there is no scan to "
+                 "analyse. No classification or lesion is shown.")
+
+
+def is_blank(gray: np.ndarray) -> bool:
+    """True when no pixel of the (H, W) uint8 image is brighter than a scan's background."""
+    return int(gray.max()) <= FIELD_MIN_LEVEL
 
 
 @dataclass(frozen=True)

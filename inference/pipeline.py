@@ -34,6 +34,9 @@ SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at
 DISAGREEMENT_NOTE = ("The classifier leans towards normal, but not confidently enough to hide what the "
                      "segmenter found: the lesion is drawn; weigh both.")
 NO_LESION_NOTE = "No lesion predicted at the validated threshold, so Seg-Grad-CAM has no region to explain."
+SPARED_NOTE = ("The classifier rates this scan normal at {p_normal:.0%}, but the segmenter is sure of the lesion it "
+               "found (peak probability {peak:.0%}, at or above the {spares:.0%} from which a rule chosen on the "
+               "validation sides keeps such a lesion drawn): the lesion is drawn; weigh both.")
 
 
 @dataclass
@@ -226,8 +229,11 @@ class Analyzer:
         logits, features = self._logits_and_ood_features(images)
         return logits.numpy(), self.ood.distance(features.numpy())
 
-    def _ood_warning(self, distance: float | None) -> list[str]:
-        """The out-of-distribution warning when `distance` is over the threshold, else nothing."""
+    def _refusal(self, gray: np.ndarray, distance: float | None) -> list[str]:
+        """Why the scan `gray` gets no diagnosis-like output — blank, or its features' distance over
+        the check's threshold — else nothing."""
+        if ood.is_blank(gray):
+            return [ood.BLANK_WARNING]
         if distance is None or distance <= self.ood.threshold:
             return []
         return [ood.WARNING.format(distance=distance, threshold=self.ood.threshold)]
@@ -240,7 +246,7 @@ class Analyzer:
         c = self.classifier.config
         images = to_model_input(gray, Framing.for_model(gray, c))[None]
         logits, distances = self._model_pool.submit(self._logits_and_distances, images).result()
-        refused = self._ood_warning(None if distances is None else float(distances[0]))
+        refused = self._refusal(gray, None if distances is None else float(distances[0]))
         return (None if refused else softmax(logits[0] / c["temperature"])), warnings + refused
 
     def _run_models(self, class_inputs: np.ndarray, seg_inputs: np.ndarray, maps: bool):
@@ -280,7 +286,8 @@ class Analyzer:
     def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None,
                 mask_logits: np.ndarray, head_inputs: list[np.ndarray] | None, distance: float | None) -> Analysis:
         """One scan's model outputs -> its Analysis: calibrated probabilities, the lesion
-        probabilities at the scan's size, the out-of-distribution refusal and the normal gate."""
+        probabilities at the scan's size, the out-of-distribution refusal and the normal gate (which
+        spares a lesion whose segmenter peak reaches `normal_gate_spares`, when the config sets it)."""
         s = self.segmenter.config
         probabilities = softmax(logits / self.classifier.config["temperature"])
         decoded = scan.decoded
@@ -294,7 +301,7 @@ class Analyzer:
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames,
         )
-        refused = self._ood_warning(distance)
+        refused = self._refusal(decoded.gray, distance)
         if refused:
             analysis.out_of_distribution, analysis.warnings = True, decoded.warnings + refused
             return analysis
@@ -302,8 +309,11 @@ class Analyzer:
         if not segmenter_found:
             analysis.notes = [NO_LESION_NOTE]
         p_normal = probabilities[self.classes.index("normal")]
-        gate = s.get("normal_gate")
-        if gate is not None and p_normal >= gate:
+        gate, spares = s.get("normal_gate"), s.get("normal_gate_spares")
+        peak = float(analysis.lesion_probs[analysis.segmenter_mask()].max()) if segmenter_found else 0.0
+        if gate is not None and p_normal >= gate and spares is not None and peak >= spares:
+            analysis.notes = [SPARED_NOTE.format(p_normal=p_normal, peak=peak, spares=spares)]
+        elif gate is not None and p_normal >= gate:
             analysis.suppressed_as_normal = True
             analysis.notes = [SUPPRESSED_NOTE.format(p_normal=p_normal, gate=gate)]
         elif analysis.predicted_class == "normal" and segmenter_found:

@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 
 from inference.__main__ import main as batch_main
-from inference.ood import FeatureDistance
+from inference.ood import BLANK_WARNING, FeatureDistance
 
 NOT_ULTRASOUND = {"camera": skimage.data.camera(), "coins": skimage.data.coins(), "moon": skimage.data.moon(),
                   "page": skimage.data.page(), "text": skimage.data.text(), "astronaut": skimage.data.astronaut(),
@@ -20,10 +20,14 @@ def test_the_shipped_classifier_has_a_check(analyzer):
 
 @pytest.mark.parametrize("name", sorted(NOT_ULTRASOUND))
 def test_images_that_are_not_ultrasound_are_refused(analyzer, name):
+    """Refused by the feature distance, or — a black image, which holds nothing to diagnose — as blank."""
     analysis = analyzer.analyze(NOT_ULTRASOUND[name])
-    assert analysis.out_of_distribution and analysis.feature_distance > analyzer.ood.threshold
-    assert not analysis.mask().any() and analysis.seg_cam_overlay() is None
-    assert any("does not look like the breast ultrasound" in w for w in analysis.warnings)
+    assert analysis.out_of_distribution and not analysis.mask().any() and analysis.seg_cam_overlay() is None
+    if name == "blank":
+        assert analysis.warnings == [BLANK_WARNING]
+    else:
+        assert analysis.feature_distance > analyzer.ood.threshold
+        assert any("does not look like the breast ultrasound" in w for w in analysis.warnings)
     probabilities, warnings = analyzer.classify(NOT_ULTRASOUND[name])
     assert probabilities is None and warnings
 
@@ -62,3 +66,16 @@ def test_distance_is_zero_inside_the_training_subspace(tmp_path):
     loaded = FeatureDistance.load(tmp_path / "ood.npz")
     assert loaded.layer == "layer" and loaded.threshold == 1.0 and np.allclose(loaded.components, components)
     assert FeatureDistance.load(tmp_path / "missing.npz") is None
+
+
+def test_a_dark_scan_is_not_taken_for_a_blank_image(examples):
+    """Only an image with nothing above a scan's black background is blank: a scan darkened to a
+    tenth of its brightness still shows its field above it."""
+    from PIL import Image
+
+    from inference.ood import is_blank
+
+    path = examples[0][0]
+    gray = np.asarray(Image.open(path).convert("L"))
+    assert is_blank(np.zeros_like(gray)) and is_blank(np.full_like(gray, 12))
+    assert not is_blank(gray) and not is_blank((gray // 10).astype(np.uint8))

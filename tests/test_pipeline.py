@@ -9,7 +9,7 @@ from PIL import Image
 from scipy import ndimage
 
 from inference.models import LoadedModel
-from inference.pipeline import DISAGREEMENT_NOTE, NO_LESION_NOTE, SUPPRESSED_NOTE, Analysis, Analyzer
+from inference.pipeline import DISAGREEMENT_NOTE, NO_LESION_NOTE, SPARED_NOTE, SUPPRESSED_NOTE, Analysis, Analyzer
 from training.metrics import dice_iou
 
 
@@ -129,10 +129,11 @@ def test_seg_gradcam_explains_the_displayed_mask(analyzer, examples):
 
 @pytest.fixture(scope="module")
 def gated(analyzer):
-    """The shipped models with the segmenter's normal gate set to `gate` (None: never hide a lesion)."""
-    def make(gate):
-        segmenter = LoadedModel(analyzer.segmenter.model, {**analyzer.segmenter.config, "normal_gate": gate}, "test", "")
-        return Analyzer(analyzer.classifier, segmenter, warm_up=False)
+    """The shipped models with the segmenter's normal gate set to `gate` (None: never hide a lesion),
+    sparing lesions whose segmenter peak reaches `spares` (None: none spared)."""
+    def make(gate, spares=None):
+        config = {**analyzer.segmenter.config, "normal_gate": gate, "normal_gate_spares": spares}
+        return Analyzer(analyzer.classifier, LoadedModel(analyzer.segmenter.model, config, "test", ""), warm_up=False)
     return make
 
 
@@ -147,6 +148,20 @@ def test_the_normal_gate_hides_lesions_only_from_its_probability(gated, examples
         assert np.array_equal(shown.mask(), shown.segmenter_mask())
         disagrees = shown.predicted_class == "normal" and shown.segmenter_mask().any()
         assert (DISAGREEMENT_NOTE in shown.notes) == disagrees
+
+
+def test_the_gate_spares_only_lesions_whose_segmenter_peak_reaches_its_level(gated, examples):
+    hide_all = gated(0.0)
+    for path, _ in examples:
+        hidden = hide_all.analyze(path)
+        found = hidden.segmenter_mask()
+        if not found.any():
+            continue
+        peak = float(hidden.lesion_probs[found].max())
+        below, at = gated(0.0, peak + 0.001).analyze(path), gated(0.0, peak).analyze(path)
+        assert below.suppressed_as_normal and not below.mask().any()
+        assert not at.suppressed_as_normal and np.array_equal(at.mask(), found)
+        assert at.notes == [SPARED_NOTE.format(p_normal=at.probability_dict()["normal"], peak=peak, spares=peak)]
 
 
 def test_display_copy_of_a_big_scan_draws_the_same_lesion(analyzer, examples):

@@ -48,3 +48,15 @@ def test_without_an_allowed_rule_the_fewest_flags_win():
     probs, val = scans(4, 4, 1, [0.9] * 4)
     best, _ = choose_postprocessing(probs, val, None, GRID)
     assert best["normal_gate"] is None and np.isclose(best["val_normal_fp_by_source"]["bus_uclm"], 1.0)
+
+
+def test_the_gate_spares_lesions_the_segmenter_is_sure_of_when_that_wins_on_validation():
+    # the classifier calls every scan normal; lesions peak at 0.995, five flagged normals at 0.97: only
+    # sparing from 0.99 keeps the lesions and hides those normals
+    probs, val = scans(5, 20, 0, [0.97] * 5 + [0.1] * 15, lesion_peak=0.995)
+    best, results = choose_postprocessing(probs, val, np.ones(len(val["labels"])), GRID)
+    assert best["normal_gate"] is not None and best["normal_gate_spares"] == 0.99
+    assert np.isclose(best["val_dice"], 1.0) and np.isclose(best["val_normal_fp"], 0.0)
+    unspared = [r for r in results if r["normal_gate"] is not None and r["normal_gate_spares"] is None]
+    assert all(np.isclose(r["val_dice"], 0.0) for r in unspared), "without sparing, the gate hides every lesion"
+    assert not any(r["normal_gate_spares"] is not None for r in results if r["normal_gate"] is None)

@@ -2,6 +2,7 @@
 
 from collections import defaultdict
 
+import cv2
 import numpy as np
 import pytest
 
@@ -21,15 +22,15 @@ def test_bus_uclm_patients_weigh_equally_and_half_as_much_as_busi(busi_root, bus
     assert np.all(scan_weights("busi", samples_by_side("busi")["train"], n_busi) == 1)
 
 
-@pytest.mark.parametrize("zoom_crop", [0.0, 1.0])
-def test_augmentation_moves_scan_and_mask_together(zoom_crop):
-    """A bright square on black with its mask: after any augmentation (zoomed crops or not) the mask
-    still covers bright pixels and the black background stays outside it."""
+@pytest.mark.parametrize("zoom_crop, export_shift", [(0.0, False), (1.0, False), (1.0, True)])
+def test_augmentation_moves_scan_and_mask_together(zoom_crop, export_shift):
+    """A bright square on black with its mask: after any augmentation (zoomed crops or not, export
+    shift or not) the mask still covers bright pixels and the black background stays outside it."""
     images = np.zeros((16, 128, 128, 3), np.uint8)
     masks = np.zeros((16, 128, 128), np.uint8)
     images[:, 40:90, 30:70] = 200
     masks[:, 40:90, 30:70] = 1
-    out_images, out_masks = Augmentation(128, zoom_crop)(images, masks)
+    out_images, out_masks = Augmentation(128, zoom_crop, export_shift=export_shift)(images, masks)
     assert out_images.shape == images.shape and out_masks.shape == masks.shape
     assert not np.array_equal(out_images, images), "something was augmented"
     for image, mask in zip(out_images, out_masks):
@@ -127,3 +128,16 @@ def test_rendering_panel_changes_the_pixels_the_way_each_name_says_and_repeats_e
     detail = lambda batch: np.abs(np.diff(batch.astype(float), axis=2)).mean()  # noqa: E731 - pixel-to-pixel change
     assert detail(first["downscaled x0.5"]) < detail(images) < detail(first["sharpened"])
     assert 0 < np.abs(first["JPEG q30"].astype(int) - images).mean() < 40, "compressed, not replaced"
+
+
+def test_export_shift_sharpens_grabs_and_compresses_some_scans():
+    """With the export shift, some scans of a batch gain pixel-to-pixel detail (sharpening, JPEG
+    blocks) beyond anything the scanner-shift augmentation alone gives, from the same seed."""
+    rng = np.random.default_rng(1)
+    images = np.repeat(rng.integers(60, 180, (64, 64, 64, 1), dtype=np.uint8), 3, axis=-1)
+    images = np.stack([cv2.GaussianBlur(image, (5, 5), 0) for image in images])  # smooth: sharpening shows
+    masks = np.zeros((64, 64, 64), np.uint8)
+    detail = lambda batch: np.abs(np.diff(batch[..., 0].astype(float), axis=2)).mean(axis=(1, 2))  # noqa: E731
+    plain = detail(Augmentation(64, 0.0, seed=3)(images, masks)[0])
+    shifted = detail(Augmentation(64, 0.0, seed=3, export_shift=True)(images, masks)[0])
+    assert (shifted > 1.5 * plain.max()).sum() >= 2

@@ -137,6 +137,7 @@ def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) ->
         "threshold": analyses[0].threshold, "min_area_fraction": analyses[0].min_area_fraction,
         "largest_only": analyses[0].largest_only,
         "normal_gate": analyzer.segmenter.config.get("normal_gate"),
+        "normal_gate_spares": analyzer.segmenter.config.get("normal_gate_spares"),
         "scans_suppressed_as_normal": int(sum(a.suppressed_as_normal for a in analyses)),
         "segmenter_alone_dice": float(alone_dice[lesion].mean()) if lesion.any() else None,
         "segmenter_alone_normal_fp_rate": float(np.mean([p.any() for p, n in zip(alone, normal) if n])) if normal.any() else None,

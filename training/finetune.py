@@ -64,6 +64,15 @@ SCANNER_SHIFT = [
     A.GaussianBlur(blur_limit=(3, 5), p=0.2),
     A.MultiplicativeNoise(multiplier=(0.85, 1.15), elementwise=True, p=0.3),
 ]
+# Export shift: what a scanner's processing and a hospital's export pipeline do to the pixels after
+# acquisition — edge enhancement, a lower-resolution grab, lossy compression. On validation scans
+# rendered these ways (`training.renderings`) every classifier lost most on sharpened scans.
+EXPORT_SHIFT = [
+    A.Sharpen(alpha=(0.2, 0.6), lightness=(0.8, 1.0), p=0.25),
+    A.Downscale(scale_range=(0.5, 0.9), interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR},
+                p=0.2),
+    A.ImageCompression(quality_range=(30, 90), p=0.25),
+]
 # Share of a normal scan's side taken by the stand-in box its zoomed crop keeps (a typical lesion's).
 STAND_IN_SIDE = (0.2, 0.4)
 
@@ -89,17 +98,18 @@ class Augmentation:
     hospitals export scans pre-cropped around the lesion (BrEaST does), and on validation scans
     re-framed that way the classifier calls more lesions normal. Normal scans get the same crop
     around a stand-in box of a lesion's size (`lesion_box`), so "zoomed in" cannot become a sign of a
-    lesion."""
+    lesion. With `export_shift`, `EXPORT_SHIFT` follows the scanner shift."""
 
-    def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7):
+    def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7, export_shift: bool = False):
         self.zoom_crop, self.rng = zoom_crop, np.random.default_rng(seed)
         zoom = [A.Sequential([
             A.BBoxSafeRandomCrop(erosion_rate=0.0, p=1.0),
             A.LongestMaxSize(max_size=size, p=1.0),
             A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
         ], p=zoom_crop)] if zoom_crop else []
-        self.compose = A.Compose(zoom + SCANNER_SHIFT, seed=seed, bbox_params=A.BboxParams(
-            format="pascal_voc", label_fields=["box_ids"], clip=True) if zoom_crop else None)
+        self.compose = A.Compose(zoom + SCANNER_SHIFT + (EXPORT_SHIFT if export_shift else []), seed=seed,
+                                 bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True)
+                                 if zoom_crop else None)
 
     def __call__(self, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A uint8 batch (B, S, S, 3) and its 0/1 masks (B, S, S) -> both augmented, same shapes."""
@@ -111,15 +121,17 @@ class Augmentation:
         return out_images, out_masks
 
 
-def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: float = 0.0):
+def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: float = 0.0,
+                  export_shift: bool = False):
     """Shuffled, augmented float batches of `(images, *targets(masks, labels, weights))`: scans and
-    lesion masks share one random geometry (`Augmentation`, zoomed crops on `zoom_crop` of them), and
+    lesion masks share one random geometry (`Augmentation`, zoomed crops on `zoom_crop` of them, the
+    export shift with `export_shift`), and
     `targets` turns them into what the model's losses expect (targets, and per-scan loss weights)."""
     weights = (arrays["weights"] / arrays["weights"].mean()).astype(np.float32)  # mean 1: the learning rate keeps its scale
     ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"], weights))
     ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     size = arrays["images"].shape[1]
-    augment = Augmentation(size, zoom_crop, seed)
+    augment = Augmentation(size, zoom_crop, seed, export_shift)
 
     def prepare(images, masks, labels, weights):
         images, masks = tf.numpy_function(augment, [images, masks], [tf.uint8, tf.uint8])
@@ -183,6 +195,8 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
     parser.add_argument("--zoom-crop", type=float, default=zoom_crop,
                         help="share of training scans cut to a random box around the lesion (or a stand-in box "
                              "on normal scans), aspect kept: pre-cropped exports of other hospitals; 0: none")
+    parser.add_argument("--export-shift", action="store_true",
+                        help="also augment with sharpening, low-resolution grabs and JPEG compression (EXPORT_SHIFT)")
     parser.add_argument("--average-from", type=int, default=0,
                         help="from this epoch on (head epochs count), score and keep the running mean of the "
                              "weights since then instead of each epoch's own (stochastic weight averaging); 0: off")

@@ -41,8 +41,9 @@ from training.finetune import (PREPROCESSING, SelectOnValidation, fit_new_layers
 from training.metrics import calibrated, dice_iou
 
 MAX_NORMAL_FP_RATE = 0.10
-POSTPROCESSING_KEYS = ("threshold", "min_area_fraction", "largest_only", "normal_gate")
+POSTPROCESSING_KEYS = ("threshold", "min_area_fraction", "largest_only", "normal_gate", "normal_gate_spares")
 NORMAL_GATES = (None, 0.5, 0.6, 0.7, 0.8, 0.9)  # None: the classifier's verdict never hides a lesion
+GATE_SPARES = (None, 0.9, 0.95, 0.99)  # segmenter peak from which the gate leaves a lesion drawn; None: never
 
 
 def dice_bce_loss(y_true, y_pred):
@@ -76,10 +77,12 @@ def with_normal_presence(loss, weight: float):
 
 
 def _mask_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float, largest_only: bool):
-    """Per scan: Dice of the post-processed mask against the truth, and whether anything is drawn."""
+    """Per scan: Dice of the post-processed mask against the truth, whether anything is drawn, and
+    the highest lesion probability inside what is drawn (0 when nothing is)."""
     predicted = [lesion_mask(p, threshold, min_area, largest_only) for p in probs]
     dice = np.array([dice_iou(p, m > 0)[0] for p, m in zip(predicted, val["masks"])])
-    return dice, np.array([p.any() for p in predicted])
+    peaks = np.array([float(p[m].max()) if m.any() else 0.0 for p, m in zip(probs, predicted)])
+    return dice, np.array([p.any() for p in predicted]), peaks
 
 
 def _scores(dice: np.ndarray, drawn: np.ndarray, hidden: np.ndarray, val: dict) -> dict:
@@ -97,7 +100,7 @@ def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: 
                       largest_only: bool = False, suppressed: np.ndarray | None = None):
     """(mean Dice over lesion scans, share of normal scans with any predicted lesion). Scans marked
     in `suppressed` (the classifier is confident they are normal) get an empty mask."""
-    dice, drawn = _mask_scores(probs, val, threshold, min_area, largest_only)
+    dice, drawn, _ = _mask_scores(probs, val, threshold, min_area, largest_only)
     scores = _scores(dice, drawn, np.zeros_like(drawn) if suppressed is None else suppressed, val)
     return scores["val_dice"], scores["val_normal_fp"]
 
@@ -118,16 +121,20 @@ def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     component area (fraction of the image), largest component only, and — when the classifier's
     validation normal probabilities `p_normal` are given — the normal gate: the probability from
     which no lesion is drawn. A gate, unlike "argmax is normal", leaves a lesion visible when the
-    classifier is unsure."""
+    classifier is unsure. With a gate, also the segmenter peak from which it spares a lesion
+    (`normal_gate_spares`): a classifier that calls an unfamiliar scanner's lesions normal should not
+    hide one the segmenter is sure of."""
     results = []
-    gates = NORMAL_GATES if p_normal is not None else (None,)
+    gates = [(gate, spares) for gate in NORMAL_GATES for spares in (GATE_SPARES if gate is not None else (None,))]
     for threshold, min_area, largest_only in itertools.product(
             grid["threshold"], grid["min_area_fraction"], (False, True)):
-        dice, drawn = _mask_scores(probs, val, threshold, min_area, largest_only)
-        for gate in gates:
+        dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only)
+        for gate, spares in gates if p_normal is not None else [(None, None)]:
             hidden = np.zeros_like(drawn) if gate is None else p_normal >= gate
+            if spares is not None:
+                hidden &= peaks < spares
             results.append({"threshold": threshold, "min_area_fraction": min_area, "largest_only": largest_only,
-                            "normal_gate": gate, **_scores(dice, drawn, hidden, val)})
+                            "normal_gate": gate, "normal_gate_spares": spares, **_scores(dice, drawn, hidden, val)})
     allowed = [r for r in results if worst_normal_fp(r) <= MAX_NORMAL_FP_RATE]
     best = (max(allowed, key=lambda r: r["val_dice"]) if allowed
             else min(results, key=lambda r: (worst_normal_fp(r), -r["val_dice"])))
@@ -213,7 +220,7 @@ def main(argv=None):
         worst = worst_normal_fp(best)
         penalty = 0.0 if worst <= MAX_NORMAL_FP_RATE else worst
         metrics = {"best_dice": best["val_dice"], "best_normal_fp": worst}
-        dice, drawn = _mask_scores(probs, val, 0.5, 0.0, False)
+        dice, drawn, _ = _mask_scores(probs, val, 0.5, 0.0, False)
         for source, index in per_source(val):
             lesion = val["labels"][index] > 0
             metrics.update({f"{source}_dice@0.5": float(dice[index][lesion].mean()),
@@ -222,7 +229,7 @@ def main(argv=None):
         return best["val_dice"] - penalty, metrics
 
     selector = SelectOnValidation(evaluate, args.average_from)
-    train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop,
+    train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop, export_shift=args.export_shift,
                              targets=lambda masks, labels, weights: (masks, weights))
     fit = fit_new_layers if args.encoder_from else fit_two_phases
     loss = with_normal_presence(dice_bce_loss, args.normal_presence_weight)
@@ -247,7 +254,8 @@ def main(argv=None):
                      "init_from": ({"model": str(args.init_from), "minutes": start.config["training"].get("minutes")}
                                    if args.init_from else None),
                      "normal_presence_weight": args.normal_presence_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
-                     "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from, "zoom_crop": args.zoom_crop,
+                     "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from,
+                     "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
                      "val_normal_fp_by_source": best["val_normal_fp_by_source"],
