@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -58,7 +59,7 @@ def design_negatives(config: dict) -> dict[str, np.ndarray]:
     return {name: to_model_input(picture, Framing.for_model(picture, config)) for name, picture in pictures.items()}
 
 
-def pooled_layers(model: keras.Model, layers) -> callable:
+def pooled_layers(model: keras.Model, layers) -> Callable:
     """A compiled function: inputs (B, S, S, 3) -> a tuple of (B, k) global averages, one per layer."""
     features = keras.Model(model.input, [model.get_layer(layer).output for layer in layers])
     return tf.function(lambda images: tuple(tf.reduce_mean(f, axis=(1, 2)) for f in features(images, training=False)))
@@ -82,7 +83,8 @@ def unseen_source_margin(train: np.ndarray, train_source: np.ndarray, val: np.nd
     return max(1.0, float(np.mean(list(ratios.values())))), ratios
 
 
-def layer_check(train: dict, val: dict, negatives: np.ndarray, layer: str, components: int) -> tuple[FeatureDistance, dict]:
+def layer_check(train: dict, val: dict, negatives: np.ndarray, layer: str,
+                components: int) -> tuple[FeatureDistance, dict]:
     """One layer's check (fitted on the pooled training sides, thresholded as the module says) and
     its record: margin, threshold, validation distances and the share of design negatives refused."""
     margin, ratios = unseen_source_margin(train["features"], train["source"], val["features"], val["source"],
