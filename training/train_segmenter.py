@@ -125,11 +125,12 @@ def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     (`normal_gate_spares`): a classifier that calls an unfamiliar scanner's lesions normal should not
     hide one the segmenter is sure of."""
     results = []
-    gates = [(gate, spares) for gate in NORMAL_GATES for spares in (GATE_SPARES if gate is not None else (None,))]
+    gates = ([(gate, spares) for gate in NORMAL_GATES for spares in (GATE_SPARES if gate is not None else (None,))]
+             if p_normal is not None else [(None, None)])
     for threshold, min_area, largest_only in itertools.product(
             grid["threshold"], grid["min_area_fraction"], (False, True)):
         dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only)
-        for gate, spares in gates if p_normal is not None else [(None, None)]:
+        for gate, spares in gates:
             hidden = np.zeros_like(drawn) if gate is None else p_normal >= gate
             if spares is not None:
                 hidden &= peaks < spares
