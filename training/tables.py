@@ -315,7 +315,8 @@ RENDERERS = {
          ("lesions_called_normal", "lesion scans called normal")),
         "Argmax of the uncalibrated probabilities; `_swa` runs keep a running mean of the weights from epoch 10 "
         "(`--average-from 10`), `_zoom` runs train on zoomed crops too (`--zoom-crop 0.3`, the shipped recipe), the "
-        "others without (`--zoom-crop 0`); in brackets, the range "
+        "others without (`--zoom-crop 0`); `_zoom_export` runs add the export shift (`--export-shift`); in brackets, "
+        "the range "
         "over all epochs of the run."),
     "batch": render_batch,
     "load": render_load,
