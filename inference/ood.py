@@ -15,6 +15,7 @@ nothing to diagnose.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,16 @@ class FeatureDistance:
             return cls(str(f["layer"]), f["mean"], f["components"], float(f["threshold"]))
 
 
-def pooled_layer(model: keras.Model, layer: str):
-    """A compiled function: model inputs (B, S, S, 3) -> (B, k) global average of `layer`."""
-    features = keras.Model(model.input, model.get_layer(layer).output)
-    return tf.function(lambda images: tf.reduce_mean(features(images, training=False), axis=(1, 2)),
-                       reduce_retracing=True)
+def pooled_layers(model: keras.Model, layers) -> Callable:
+    """A compiled function: model inputs (B, S, S, 3) -> a tuple of (B, k) global averages, one per
+    layer of `layers` (several, to compare candidate layers in one forward pass)."""
+    features = keras.Model(model.input, [model.get_layer(layer).output for layer in layers])
+
+    def run(images):
+        outputs = features(images, training=False)  # Keras unwraps a one-output list
+        return tuple(tf.reduce_mean(f, axis=(1, 2)) for f in (outputs if isinstance(outputs, (list, tuple)) else [outputs]))
+
+    return tf.function(run, reduce_retracing=True)
 
 
 def output_and_pooled_layer(model: keras.Model, output_layer: str, layer: str):

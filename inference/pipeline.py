@@ -189,7 +189,7 @@ class Analyzer:
         self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"])
         self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"])
         self.ood = ood.FeatureDistance.load(self.classifier.folder / ood.FILE_NAME) if self.classifier.folder else None
-        self._ood_features = ood.pooled_layer(self.classifier.model, self.ood.layer) if self.ood else None
+        self._ood_features = ood.pooled_layers(self.classifier.model, [self.ood.layer]) if self.ood else None
         self._logits_and_ood_features = (ood.output_and_pooled_layer(self.classifier.model, c["logits_layer"], self.ood.layer)
                                          if self.ood else None)
         self._one_encoder_pass = self._compile_one_encoder_pass()
@@ -219,7 +219,7 @@ class Analyzer:
 
     def _feature_distances(self, images: np.ndarray) -> np.ndarray | None:
         """(B,) out-of-distribution scores of a batch of classifier inputs; None without the check."""
-        return None if self.ood is None else self.ood.distance(self._ood_features(images).numpy())
+        return None if self.ood is None else self.ood.distance(self._ood_features(images)[0].numpy())
 
     def _logits_and_distances(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The classifier's logits without a gradient tape, and the out-of-distribution scores from
@@ -310,10 +310,11 @@ class Analyzer:
             analysis.notes = [NO_LESION_NOTE]
         p_normal = probabilities[self.classes.index("normal")]
         gate, spares = s.get("normal_gate"), s.get("normal_gate_spares")
-        peak = float(analysis.lesion_probs[analysis.segmenter_mask()].max()) if segmenter_found else 0.0
-        if gate is not None and p_normal >= gate and spares is not None and peak >= spares:
+        gated = gate is not None and p_normal >= gate
+        peak = float(analysis.lesion_probs[analysis.segmenter_mask()].max()) if gated and segmenter_found else 0.0
+        if gated and spares is not None and peak >= spares:
             analysis.notes = [SPARED_NOTE.format(p_normal=p_normal, peak=peak, spares=spares)]
-        elif gate is not None and p_normal >= gate:
+        elif gated:
             analysis.suppressed_as_normal = True
             analysis.notes = [SUPPRESSED_NOTE.format(p_normal=p_normal, gate=gate)]
         elif analysis.predicted_class == "normal" and segmenter_found:

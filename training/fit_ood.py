@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import keras
 import numpy as np
 import skimage.color
 import skimage.data
@@ -35,7 +33,7 @@ import tensorflow as tf
 from sklearn.decomposition import PCA
 
 from inference.models import load_model
-from inference.ood import FILE_NAME, FeatureDistance
+from inference.ood import FILE_NAME, FeatureDistance, pooled_layers
 from inference.preprocess import Framing, to_model_input
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.finetune import load_side, predict_in_batches
@@ -57,12 +55,6 @@ def design_negatives(config: dict) -> dict[str, np.ndarray]:
     pictures = {name: gray(getattr(skimage.data, name)()) for name in DESIGN_NEGATIVES}
     pictures["uniform noise"] = np.random.default_rng(0).integers(0, 256, (400, 500), dtype=np.uint8)
     return {name: to_model_input(picture, Framing.for_model(picture, config)) for name, picture in pictures.items()}
-
-
-def pooled_layers(model: keras.Model, layers) -> Callable:
-    """A compiled function: inputs (B, S, S, 3) -> a tuple of (B, k) global averages, one per layer."""
-    features = keras.Model(model.input, [model.get_layer(layer).output for layer in layers])
-    return tf.function(lambda images: tuple(tf.reduce_mean(f, axis=(1, 2)) for f in features(images, training=False)))
 
 
 def fitted(features: np.ndarray, layer: str, components: int) -> FeatureDistance:
