@@ -25,7 +25,7 @@ from explain.overlay import heatmap_overlay, mask_overlay
 from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
 from inference import ood, shared_encoder
 from inference.models import LoadedModel, load_model, source_for
-from inference.postprocess import lesion_mask, lesion_stats
+from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats
 from inference.preprocess import Framing, resize, to_model_input
 
 SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at {p_normal:.0%}, at or above the "
@@ -312,11 +312,11 @@ class Analyzer:
         gate, spares = s.get("normal_gate"), s.get("normal_gate_spares")
         gated = gate is not None and p_normal >= gate
         peak = float(analysis.lesion_probs[analysis.segmenter_mask()].max()) if gated and segmenter_found else 0.0
-        if gated and spares is not None and peak >= spares:
-            analysis.notes = [SPARED_NOTE.format(p_normal=p_normal, peak=peak, spares=spares)]
-        elif gated:
+        if hidden_by_normal_gate(p_normal, peak, gate, spares):
             analysis.suppressed_as_normal = True
             analysis.notes = [SUPPRESSED_NOTE.format(p_normal=p_normal, gate=gate)]
+        elif gated:
+            analysis.notes = [SPARED_NOTE.format(p_normal=p_normal, peak=peak, spares=spares)]
         elif analysis.predicted_class == "normal" and segmenter_found:
             analysis.notes = [DISAGREEMENT_NOTE]
         return analysis

@@ -23,6 +23,16 @@ def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 
     return np.isin(labels, np.flatnonzero(keep) + 1)
 
 
+def hidden_by_normal_gate(p_normal, peak, gate: float | None, spares: float | None):
+    """Whether the normal gate hides what the segmenter drew: the classifier's normal probability
+    reaches `gate` (None: never), unless the segmenter's peak inside the drawing reaches `spares`
+    (None: nothing is spared). Scalars or arrays of scans alike; one rule for validation and serving."""
+    if gate is None:
+        return np.zeros(np.shape(p_normal), dtype=bool)
+    hidden = np.asarray(p_normal) >= gate
+    return hidden if spares is None else hidden & (np.asarray(peak) < spares)
+
+
 def lesion_stats(mask: np.ndarray, mm_per_pixel: tuple[float, float] | None = None,
                  mm_unavailable_reason: str = "no calibration given") -> dict:
     """Count, area (px and % of the image) and bounding box of each predicted lesion and of all; with

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from inference.models import load_model
-from inference.postprocess import lesion_mask
+from inference.postprocess import hidden_by_normal_gate, lesion_mask
 from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import copy_encoder, load_imagenet_weights
@@ -131,9 +131,7 @@ def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
             grid["threshold"], grid["min_area_fraction"], (False, True)):
         dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only)
         for gate, spares in gates:
-            hidden = np.zeros_like(drawn) if gate is None else p_normal >= gate
-            if spares is not None:
-                hidden &= peaks < spares
+            hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares)
             results.append({"threshold": threshold, "min_area_fraction": min_area, "largest_only": largest_only,
                             "normal_gate": gate, "normal_gate_spares": spares, **_scores(dice, drawn, hidden, val)})
     allowed = [r for r in results if worst_normal_fp(r) <= MAX_NORMAL_FP_RATE]
