@@ -1,4 +1,4 @@
-"""The EfficientNet-Lite0 port: a safe checkpoint reader and a conversion that keeps ImageNet skill."""
+"""The EfficientNet-Lite0/Lite1 port: a safe checkpoint reader and a conversion that keeps ImageNet skill."""
 
 import io
 import os
@@ -10,17 +10,32 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from training.efficientnet_lite import imagenet_classifier
-from training.torch_weights import (MAGIC_NUMBER, PROTOCOL_VERSION, UnsafePickleError,
-                                    efficientnet_lite0_checkpoint, load_state_dict)
+from training.architectures import build_segmenter
+from training.efficientnet_lite import ENCODERS, imagenet_classifier
+from training.finetune import stem_layers
+from training.torch_weights import (MAGIC_NUMBER, PROTOCOL_VERSION, UnsafePickleError, efficientnet_lite_checkpoint,
+                                    load_state_dict)
+
+# (tensors, ImageNet parameters) of the published checkpoints (lukemelas-style EfficientNet-Lite, 1000 classes).
+CHECKPOINTS = {"lite0": (296, 4_694_024), "lite1": (386, 5_470_344)}
 
 
-def test_checkpoint_reads_without_torch():
-    state = load_state_dict(efficientnet_lite0_checkpoint())
-    assert len(state) == 296
-    assert sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked")) == 4_694_024
+@pytest.mark.parametrize("variant", ENCODERS)
+def test_checkpoint_reads_without_torch(variant):
+    state = load_state_dict(efficientnet_lite_checkpoint(variant))
+    parameters = sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    assert (len(state), parameters) == CHECKPOINTS[variant]
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
     assert state["_conv_stem.weight"].dtype == np.float32
+
+
+@pytest.mark.parametrize(("variant", "frozen_blocks"), [("lite0", 3), ("lite1", 4)])
+def test_stem_is_every_block_up_to_stride_4(variant, frozen_blocks):
+    """Lite1's extra block in stage 2 (stride 4) is frozen with the stem, its stride-8 blocks train."""
+    frozen = stem_layers(build_segmenter(256, variant))
+    blocks = {name.split("_")[0] for name in frozen if name.startswith("block")}
+    assert blocks == {f"block{i}" for i in range(frozen_blocks)}
+    assert "stem_conv" in frozen and not any(name.startswith("decoder") for name in frozen)
 
 
 class _Exploit:
@@ -61,16 +76,16 @@ def test_malicious_header_is_refused(tmp_path):
 
 
 def test_truncated_checkpoint_is_an_error(tmp_path):
-    data = efficientnet_lite0_checkpoint().read_bytes()
+    data = efficientnet_lite_checkpoint("lite0").read_bytes()
     path = tmp_path / "short.pth"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises((ValueError, struct.error)):
         load_state_dict(path)
 
 
-@pytest.fixture(scope="module")
-def imagenet_model():
-    return imagenet_classifier(224)
+@pytest.fixture(scope="module", params=ENCODERS)
+def imagenet_model(request):
+    return imagenet_classifier(224, request.param)
 
 
 def _top1(model, photo):

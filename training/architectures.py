@@ -1,5 +1,5 @@
-"""The two shipped models, built from parts: the EfficientNet-Lite0 encoder
-(`training.efficientnet_lite`), a classification head, and a U-Net decoder.
+"""The two shipped models, built from parts: an EfficientNet-Lite encoder (Lite0 or Lite1,
+`training.efficientnet_lite`), a classification head, and a U-Net decoder.
 
 Both are flat Keras functional models (every encoder layer reachable by name), so Grad-CAM can read
 any layer and the U-Net takes its skips from the encoder's stages. Inputs are RGB 0..255; the
@@ -30,10 +30,10 @@ SEG_GRADCAM_LAYER = "decoder16_b_relu"
 DECODER_CHANNELS = {16: 128, 8: 64, 4: 32, 2: 16}
 
 
-def build_classifier(size: int) -> keras.Model:
+def build_classifier(size: int, encoder: str = "lite0") -> keras.Model:
     """Image (RGB 0..255) -> `logits` (pre-softmax, for Grad-CAM) -> `probs` over CLASSES."""
     image = keras.Input((size, size, 3), name="image")
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image)["top"])
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image, variant=encoder)["top"])
     x = layers.Dropout(0.3, name="head_dropout")(x)
     logits = layers.Dense(len(CLASSES), name="logits")(x)
     probs = layers.Softmax(name="probs")(logits)
@@ -45,11 +45,11 @@ def _conv_bn_relu(x, channels, name):
     return layers.ReLU(name=name + "_relu")(layers.BatchNormalization(name=name + "_bn")(x))
 
 
-def build_segmenter(size: int) -> keras.Model:
+def build_segmenter(size: int, encoder: str = "lite0") -> keras.Model:
     """U-Net: image (RGB 0..255) -> `mask_logits` (pre-sigmoid, for Seg-Grad-CAM) -> `mask_probs`.
     Skips from the encoder's stride 2/4/8/16 stages; its stride-32 block is the bottleneck."""
     image = keras.Input((size, size, 3), name="image")
-    features = encoder_features(image, head=False)
+    features = encoder_features(image, head=False, variant=encoder)
     x = features[32]
     for stride, channels in DECODER_CHANNELS.items():
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"decoder{stride}_up")(x)

@@ -26,7 +26,7 @@ from training.metrics import calibrated, expected_calibration_error
 from training.renderings import rendered
 from training.train_classifier import validation_metrics
 
-OPTIONS = ("encoder_from", "init_from", "normal_presence_weight", "average_from", "zoom_crop", "lr", "head_epochs",
+OPTIONS = ("encoder", "encoder_from", "init_from", "normal_presence_weight", "average_from", "zoom_crop", "lr", "head_epochs",
            "epochs", "seed", "minutes", "best_epoch")
 CLASSIFIER_OPTIONS = ("attention_weight", "average_from", "zoom_crop", "lr", "head_epochs", "epochs", "seed", "minutes",
                       "best_epoch")

@@ -1,7 +1,9 @@
-"""EfficientNet-Lite0 in plain Keras 3 layers, with ImageNet weights from the PyTorch checkpoint.
+"""EfficientNet-Lite0 and -Lite1 in plain Keras 3 layers, with ImageNet weights from the PyTorch checkpoints.
 
 Lite differs from EfficientNet-B0: no squeeze-and-excite, ReLU6 everywhere, stem (32) and head
 (1280) widths fixed. Convolutions use TF-style "same" padding (Keras' own) and BatchNorm eps 1e-3.
+Lite1 is Lite0 with more blocks in the five middle stages (depth x1.1, rounded up) and the same
+widths, so one port serves both; Lite2 would also widen every stage and is not ported.
 
 The encoder is built *flat* into the caller's graph (`encoder_features`), so every layer is reachable
 by name from the final model — Grad-CAM and U-Net skips need that. Inputs are RGB 0..255; the model
@@ -15,11 +17,13 @@ import numpy as np
 from keras import layers
 
 from inference.shared_encoder import is_encoder_layer
-from training.torch_weights import efficientnet_lite0_checkpoint, load_state_dict
+from training.torch_weights import efficientnet_lite_checkpoint, load_state_dict
 
-# (repeats, kernel, first stride, expand ratio, output channels) per stage, as in EfficientNet-B0.
-STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-          (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+# (kernel, first stride, expand ratio, output channels) per stage, as in EfficientNet-B0 ...
+STAGES = ((3, 1, 1, 16), (3, 2, 6, 24), (5, 2, 6, 40), (3, 2, 6, 80), (5, 1, 6, 112), (5, 2, 6, 192), (3, 1, 6, 320))
+# ... and the blocks per stage of each variant (the checkpoints' `_blocks.N` layout).
+STAGE_REPEATS = {"lite0": (1, 2, 2, 3, 3, 4, 1), "lite1": (1, 3, 3, 4, 4, 5, 1)}
+ENCODERS = tuple(STAGE_REPEATS)
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 BN_EPSILON = 1e-3
@@ -49,8 +53,13 @@ def _block(x, index, kernel, stride, expand, out_channels):
     return _bn(p + "out")(h)
 
 
-def encoder_features(image, head: bool = True) -> dict:
-    """Build the encoder on an RGB 0..255 tensor, flat in the caller's graph.
+def _stages(variant: str):
+    """(repeats, kernel, first stride, expand ratio, output channels) per stage of `variant`."""
+    return [(repeats, *stage) for repeats, stage in zip(STAGE_REPEATS[variant], STAGES, strict=True)]
+
+
+def encoder_features(image, head: bool = True, variant: str = "lite0") -> dict:
+    """Build the `variant` encoder on an RGB 0..255 tensor, flat in the caller's graph.
 
     Returns {stride: tensor} for strides 2, 4, 8, 16 and 32 (last block at that stride) and, with
     `head`, "top": the 1280-channel head activation `top_activation` (the classifier's Grad-CAM layer)."""
@@ -58,7 +67,7 @@ def encoder_features(image, head: bool = True) -> dict:
     x = layers.Conv2D(STEM_CHANNELS, 3, 2, padding="same", use_bias=False, name="stem_conv")(x)
     x = _relu6("stem_activation")(_bn("stem_bn")(x))
     features, index = {}, 0
-    for repeats, kernel, stride, expand, channels in STAGES:
+    for repeats, kernel, stride, expand, channels in _stages(variant):
         for r in range(repeats):
             x = _block(x, index, kernel, stride if r == 0 else 1, expand, channels)
             index += 1
@@ -80,17 +89,17 @@ def copy_encoder(source: keras.Model, target: keras.Model) -> int:
     return copied
 
 
-def imagenet_classifier(size: int = 224) -> keras.Model:
-    """Lite0 with its 1000-class ImageNet head and ImageNet weights — used to check the port."""
+def imagenet_classifier(size: int = 224, variant: str = "lite0") -> keras.Model:
+    """`variant` with its 1000-class ImageNet head and ImageNet weights — used to check the port."""
     image = keras.Input((size, size, 3), name="image")
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image)["top"])
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image, variant=variant)["top"])
     x = layers.Dense(1000, activation="softmax", name="predictions")(x)
-    model = keras.Model(image, x, name="efficientnet_lite0_imagenet")
-    load_imagenet_weights(model)
+    model = keras.Model(image, x, name=f"efficientnet_{variant}_imagenet")
+    load_imagenet_weights(model, variant)
     return model
 
 
-def _torch_to_keras(state: dict) -> dict[str, list[np.ndarray]]:
+def _torch_to_keras(state: dict, variant: str) -> dict[str, list[np.ndarray]]:
     """Keras layer name -> weight list, for every tensor of the lukemelas-style state dict."""
     def conv(key):  # (out, in, kh, kw) -> (kh, kw, in, out)
         return [state[key + ".weight"].transpose(2, 3, 1, 0)]
@@ -105,7 +114,7 @@ def _torch_to_keras(state: dict) -> dict[str, list[np.ndarray]]:
            "top_conv": conv("_conv_head"), "top_bn": bn("_bn1"),
            "predictions": [state["_fc.weight"].T, state["_fc.bias"]]}
     index = 0
-    for repeats, _kernel, _stride, expand, _channels in STAGES:
+    for repeats, _kernel, _stride, expand, _channels in _stages(variant):
         for r in range(repeats):
             t, k = f"_blocks.{index}.", f"block{index}_"
             if expand != 1:
@@ -119,19 +128,19 @@ def _torch_to_keras(state: dict) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def load_imagenet_weights(model: keras.Model, checkpoint=None) -> int:
-    """Copy ImageNet weights into every layer of `model` that has a Lite0 name; returns how many
-    layers were set. The head (`top_*`, ImageNet `predictions`) is loaded where the model has one;
-    the stem and all blocks must be there."""
-    state = load_state_dict(checkpoint or efficientnet_lite0_checkpoint())
+def load_imagenet_weights(model: keras.Model, variant: str = "lite0", checkpoint=None) -> int:
+    """Copy `variant`'s ImageNet weights into every layer of `model` that has one of its names;
+    returns how many layers were set. The head (`top_*`, ImageNet `predictions`) is loaded where the
+    model has one; the stem and all blocks must be there."""
+    state = load_state_dict(checkpoint or efficientnet_lite_checkpoint(variant))
     names = {layer.name for layer in model.layers}
     loaded = 0
-    converted = _torch_to_keras(state)
+    converted = _torch_to_keras(state, variant)
     for name, weights in converted.items():
         if name in names:
             model.get_layer(name).set_weights(weights)
             loaded += 1
     missing = [n for n in converted if n.startswith(("stem_", "block")) and n not in names]
     if missing:
-        raise ValueError(f"{model.name} lacks Lite0 layers {missing[:3]}…: is the encoder built flat?")
+        raise ValueError(f"{model.name} lacks {variant} layers {missing[:3]}…: is the encoder built flat, as {variant}?")
     return loaded

@@ -21,10 +21,9 @@ from keras import layers
 
 from training.arrays import load_arrays, subsample
 from training.busi import REPO_ROOT, SOURCES, TRAINING_SOURCES
+from training.efficientnet_lite import ENCODERS
 from training.split import read_split, samples_by_side
 
-# The stride-2/4 stem stays at its ImageNet weights: generic edges, and the costliest layers to train.
-FROZEN_PREFIXES = ("stem_", "block0_", "block1_", "block2_")
 # The framing serving uses for these models (inference.preprocess): crop to the ultrasound field,
 # keep the aspect ratio. Sources differ in both (landscape screenshots with borders, pre-cropped scans).
 FRAMING = {"crop_to_field": True, "keep_aspect": True}
@@ -142,11 +141,22 @@ def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def stem_layers(model: keras.Model) -> set[str]:
+    """Names of the encoder's layers up to stride 4 — the stem and every block whose output is at
+    stride 2 or 4 (Lite0: blocks 0-2, Lite1: 0-3). They stay at their ImageNet weights: generic
+    edges, and the costliest layers to train."""
+    size = model.input_shape[1]
+    early = {layer.name.removesuffix("out") for layer in model.layers
+             if layer.name.startswith("block") and layer.name.endswith("_out") and layer.output.shape[1] >= size // 4}
+    return {layer.name for layer in model.layers if layer.name.startswith(("stem_", *early))}
+
+
 def set_trainable(model: keras.Model, backbone: bool):
     """BatchNorm of the encoder stays in inference mode (batches are too small to re-estimate it),
-    the stem is frozen, the rest of the encoder follows `backbone`; every other layer trains."""
+    the stem (`stem_layers`) is frozen, the rest of the encoder follows `backbone`; every other layer trains."""
+    frozen = stem_layers(model)
     for layer in model.layers:
-        if layer.name.startswith(FROZEN_PREFIXES):
+        if layer.name in frozen:
             layer.trainable = False
         elif layer.name.startswith(("block", "top_")):
             layer.trainable = backbone and not isinstance(layer, layers.BatchNormalization)
@@ -182,6 +192,8 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
     """The options both trainers take, with each one's defaults."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=size, help="input side in pixels")
+    parser.add_argument("--encoder", choices=ENCODERS, default="lite0",
+                        help="ImageNet EfficientNet-Lite encoder (lite1: ~1.55x lite0's compute)")
     parser.add_argument("--head-epochs", type=int, default=head_epochs, help="epochs with the encoder frozen")
     parser.add_argument("--epochs", type=int, default=epochs, help="epochs with the encoder (past the stem) training")
     parser.add_argument("--batch-size", type=int, default=batch_size)

