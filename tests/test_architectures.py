@@ -18,7 +18,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 def test_shipped_model_is_the_one_defined_here(name, build):
     config = json.loads((MODELS / name / "config.json").read_text())
     shipped = keras.saving.load_model(MODELS / name / "model.keras", compile=False)
-    built = build(config["input_size"])
+    built = build(config["input_size"], config["training"].get("encoder", "lite0"))  # models before Lite1: lite0
     assert [layer.name for layer in built.layers] == [layer.name for layer in shipped.layers]
     built.set_weights(shipped.get_weights())
     size = config["input_size"]
