@@ -304,6 +304,8 @@ RENDERERS = {
     "comparison": render_comparison,
     "previous_shipped": lambda reports_dir: render_comparison(
         reports_dir, "shipped_2026-11-29", "", COMPARED_ROWS, "models of 2026-11-29 → shipped"),
+    "previous_segmenter": lambda reports_dir: render_comparison(
+        reports_dir, "shipped_2026-12-01", "", SEGMENTER_ROWS[1:], "segmenter of 2026-12-01 → shipped"),
     "segmenter_presence_ft": lambda reports_dir: render_comparison(
         reports_dir, "shipped_2026-11-29", "segmenter_presence_ft", SEGMENTER_ROWS[1:],
         "shipped until 2026-12-01 → presence-loss fine-tune, not shipped"),
