@@ -28,8 +28,11 @@ def test_scores_are_mean_lesion_dice_and_share_of_normals_drawn():
     probs, val = scans(3, 4, 0, [0.9, 0.9, 0.1, 0.1])
     dice, normal_fp = validation_scores(probs, val, 0.5)
     assert np.isclose(dice, 1.0) and np.isclose(normal_fp, 0.5)
-    hidden = np.array([True] + [False] * 6)  # one lesion hidden by the classifier's gate scores 0
-    assert np.isclose(validation_scores(probs, val, 0.5, suppressed=hidden)[0], 2 / 3)
+    p_normal = np.array([0.8] + [0.1] * 6)  # one lesion hidden by the classifier's gate scores 0 ...
+    assert np.isclose(validation_scores(probs, val, 0.5, p_normal=p_normal, gate=0.5)[0], 2 / 3)
+    # ... unless the segmenter's peak inside it (0.9) reaches the sparing level
+    assert np.isclose(validation_scores(probs, val, 0.5, p_normal=p_normal, gate=0.5, spares=0.85)[0], 1.0)
+    assert np.isclose(validation_scores(probs, val, 0.5, p_normal=p_normal, gate=0.5, spares=0.95)[0], 2 / 3)
 
 
 def test_one_sources_flagged_normals_are_not_averaged_away():

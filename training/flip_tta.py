@@ -62,9 +62,9 @@ def main(argv=None):
             variant["classifier"][source] = {key: metrics[key] for key in CLASSIFIER_KEYS}
         for source, index in per_source(seg_val) + [("pooled", np.arange(len(seg_val["labels"])))]:
             part = {key: seg_val[key][index] for key in ("labels", "masks")}
-            suppressed = p_normal[index] >= shipped["normal_gate"]
             dice, normal_fp = validation_scores(lesion_probs[index], part, shipped["threshold"],
-                                                shipped["min_area_fraction"], shipped["largest_only"], suppressed)
+                                                shipped["min_area_fraction"], shipped["largest_only"], p_normal[index],
+                                                shipped["normal_gate"], shipped["normal_gate_spares"])
             variant["segmenter"][source] = {"dice_at_shipped_postprocessing": dice,
                                             "normal_fp_at_shipped_postprocessing": normal_fp}
         best, _ = choose_postprocessing(lesion_probs, seg_val, p_normal)

@@ -97,11 +97,14 @@ def _scores(dice: np.ndarray, drawn: np.ndarray, hidden: np.ndarray, val: dict) 
 
 
 def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float = 0.0,
-                      largest_only: bool = False, suppressed: np.ndarray | None = None):
-    """(mean Dice over lesion scans, share of normal scans with any predicted lesion). Scans marked
-    in `suppressed` (the classifier is confident they are normal) get an empty mask."""
-    dice, drawn, _ = _mask_scores(probs, val, threshold, min_area, largest_only)
-    scores = _scores(dice, drawn, np.zeros_like(drawn) if suppressed is None else suppressed, val)
+                      largest_only: bool = False, p_normal: np.ndarray | None = None, gate: float | None = None,
+                      spares: float | None = None):
+    """(mean Dice over lesion scans, share of normal scans with any predicted lesion). A scan whose
+    drawing the normal gate hides (`hidden_by_normal_gate` with the classifier's `p_normal`) gets an
+    empty mask."""
+    dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only)
+    hidden = hidden_by_normal_gate(np.zeros(len(drawn)) if p_normal is None else p_normal, peaks, gate, spares)
+    scores = _scores(dice, drawn, hidden, val)
     return scores["val_dice"], scores["val_normal_fp"]
 
 
