@@ -107,7 +107,6 @@ def render_comparison(reports_dir: Path = REPORTS, earlier: str = "baseline", la
 # What a single-source segmenter's record gives for the unseen source (the segmenter alone, threshold 0.5).
 SEGMENTER_CROSS_SOURCE_COLUMNS = (("dice@0.5", "lesion Dice"), ("missed@0.5", "lesion scans missed"),
                                   ("normal_fp@0.5", "normal scans flagged"))
-ENCODER_NAMES = {"lite0": "Lite0", "lite1": "Lite1"}  # rows recorded before the encoder was a choice: Lite0
 
 
 def spared(choice: dict) -> str:
@@ -124,7 +123,7 @@ def render_candidates(reports_dir: Path = REPORTS, name: str = "segmenter_candid
     for folder, row in record["candidates"].items():
         choice, flagged = row["chosen_postprocessing"], row["val_normal_fp_by_source"]
         start = (row.get("init_from") or {}).get("model") or (f"encoder of {row['encoder_from']}" if row["encoder_from"]
-                                                               else f"ImageNet {ENCODER_NAMES[row.get('encoder') or 'lite0']}")
+                                                               else f"ImageNet {(row.get('encoder') or 'lite0').title()}")  # rows before Lite1: Lite0
         lr = 1e-3 if row["encoder_from"] else row["lr"]  # a frozen encoder: only the decoder trains, at 1e-3
         lines.append(f"| `{folder}` | {start} | {row['normal_presence_weight'] or 0} | {row['epochs']}, {lr} "
                      f"({row['best_epoch']}) | {row['minutes']} | {choice['threshold']}, {choice['min_area_fraction']}, "

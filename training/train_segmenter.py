@@ -103,7 +103,7 @@ def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: 
     drawing the normal gate hides (`hidden_by_normal_gate` with the classifier's `p_normal`) gets an
     empty mask."""
     dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only)
-    hidden = hidden_by_normal_gate(np.zeros(len(drawn)) if p_normal is None else p_normal, peaks, gate, spares)
+    hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares)
     scores = _scores(dice, drawn, hidden, val)
     return scores["val_dice"], scores["val_normal_fp"]
 
