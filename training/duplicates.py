@@ -21,7 +21,10 @@ detector (ImageNet features), as the groups should not be graded by the detector
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import imagehash
@@ -37,6 +40,7 @@ VIEW_STRONG_CORRELATION = 0.93
 FRAME_MIN_INLIERS = 10
 THUMBNAIL = 64
 KEYPOINT_SIDE = 256  # longer side the keypoints are found at
+PARALLEL_MIN_ITEMS = 64  # fewer items run in this process: starting workers would cost more
 
 
 class UnionFind:
@@ -87,27 +91,55 @@ def keypoint_inliers(a: ScanSignature, b: ScanSignature) -> int:
     return 0 if inliers is None else int(inliers.sum())
 
 
-def is_same_view(bits: int, correlation: float) -> bool:
-    return (bits <= VIEW_MAX_BITS and correlation >= VIEW_MIN_CORRELATION) or correlation >= VIEW_STRONG_CORRELATION
+def is_same_view(bits, correlation):
+    """For one pair, or element-wise for arrays of pairs."""
+    return ((bits <= VIEW_MAX_BITS) & (correlation >= VIEW_MIN_CORRELATION)) | (correlation >= VIEW_STRONG_CORRELATION)
 
 
-def is_candidate(bits: int, correlation: float) -> bool:
-    """Worth a keypoint check: zoomed copies measured 6-24 bits apart, correlated 0.70 or more."""
-    return bits <= 20 or correlation >= 0.8 or (bits <= 24 and correlation >= 0.7)
+def is_candidate(bits, correlation):
+    """Worth a keypoint check: zoomed copies measured 6-24 bits apart, correlated 0.70 or more.
+    For one pair, or element-wise for arrays of pairs."""
+    return (bits <= 20) | (correlation >= 0.8) | ((bits <= 24) & (correlation >= 0.7))
+
+
+_shared_signatures: list[ScanSignature] = []
+
+
+def _share(signatures: list[ScanSignature]) -> None:
+    global _shared_signatures
+    _shared_signatures = signatures
+
+
+def _pair_inliers(pair: tuple[int, int]) -> int:
+    i, j = pair
+    return keypoint_inliers(_shared_signatures[i], _shared_signatures[j])
+
+
+def _on_every_core(function: Callable, items: list, signatures: list[ScanSignature] | None = None) -> list:
+    """`function` over `items`, in order, on one process per core, each holding `signatures`.
+
+    Processes are spawned, not forked: the caller may hold TensorFlow's threads (the tests do), and a
+    fork copies their locks mid-use. ORB and RANSAC are deterministic, so results match a serial run."""
+    workers = os.cpu_count() or 1
+    if workers == 1 or len(items) < PARALLEL_MIN_ITEMS:
+        _share(signatures or [])
+        return [function(item) for item in items]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_share,
+                             initargs=(signatures or [],)) as pool:
+        return list(pool.map(function, items, chunksize=max(1, len(items) // (8 * workers))))
 
 
 def duplicate_pairs(paths: list[Path]) -> list[tuple[int, int, str]]:
     """(i, j, which test) for every duplicate pair among `paths`, i < j."""
-    signatures = [ScanSignature(p) for p in paths]
+    signatures = _on_every_core(ScanSignature, list(paths))
     hashes = np.array([s.phash for s in signatures])
     bits = (hashes[:, None, :] != hashes[None, :, :]).sum(-1)
     thumbs = np.array([s.thumbnail for s in signatures])
     correlation = thumbs @ thumbs.T
-    pairs = []
-    for i, j in zip(*np.triu_indices(len(paths), 1)):
-        i, j = int(i), int(j)
-        if is_same_view(bits[i, j], correlation[i, j]):
-            pairs.append((i, j, "same view"))
-        elif is_candidate(bits[i, j], correlation[i, j]) and keypoint_inliers(signatures[i], signatures[j]) >= FRAME_MIN_INLIERS:
-            pairs.append((i, j, "same frame"))
-    return pairs
+    upper = np.triu(np.ones(bits.shape, dtype=bool), 1)
+    same_view = upper & is_same_view(bits, correlation)
+    candidates = [(int(i), int(j)) for i, j in np.argwhere(upper & ~same_view & is_candidate(bits, correlation))]
+    inliers = _on_every_core(_pair_inliers, candidates, signatures)
+    same_frame = [pair for pair, count in zip(candidates, inliers) if count >= FRAME_MIN_INLIERS]
+    return sorted([(int(i), int(j), "same view") for i, j in np.argwhere(same_view)]
+                  + [(i, j, "same frame") for i, j in same_frame])

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from explain.overlay import heatmap_overlay, mask_overlay, upsample
 from inference.pipeline import Analyzer
 from training.busi import CLASSES, REPO_ROOT, SOURCES, list_samples, load_mask
-from training.metrics import (BENIGN, MALIGNANT, bootstrap_ci, classification_metrics, dice_iou,
+from training.metrics import (BENIGN, MALIGNANT, bootstrap_ci, bootstrap_cis, classification_metrics, dice_iou,
                               expected_calibration_error, reliability_bins)
 from training.split import samples_by_side, seen_paths
 
@@ -57,11 +57,9 @@ def evaluate_classifier(samples, analyses, analyzer, out_dir: Path, name: str) -
     refused = np.array([a.out_of_distribution for a in analyses], dtype=float)
     metrics["ood_refused_rate"] = float(refused.mean())
     metrics["temperature"] = temperature
-    metrics["ci95"] = {
-        key: bootstrap_ci(lambda idx, key=key: classification_metrics(probs[idx], labels[idx])[key], len(labels))
-        for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc")
-        if metrics[key] is not None
-    }
+    metrics["ci95"] = bootstrap_cis(lambda idx: classification_metrics(probs[idx], labels[idx]),
+                                    [key for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc")
+                                     if metrics[key] is not None], len(labels))
     metrics["ci95"]["ood_refused_rate"] = bootstrap_ci(lambda idx: float(refused[idx].mean()), len(refused))
     plot_confusion(np.array(metrics["confusion_matrix"]), out_dir / f"classifier_{name}_confusion.png")
     plot_reliability(probs, labels, out_dir / f"classifier_{name}_reliability.png")

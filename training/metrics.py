@@ -87,16 +87,23 @@ def dice_iou(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float(2 * intersection / total), float(intersection / union)
 
 
-def bootstrap_ci(statistic, n: int, rounds: int = 1000, seed: int = 0, alpha: float = 0.05):
-    """Percentile 95 % interval of `statistic(indices)` over resamples of range(n) with replacement.
+def bootstrap_cis(statistics, keys, n: int, rounds: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Percentile 95 % intervals of several statistics over the same resamples of range(n) with
+    replacement: `statistics(indices)` returns a dict holding each of `keys`, computed once per
+    resample (the classifier's metrics come from one scikit-learn pass, which dominates the cost).
 
-    Resamples on which the statistic is undefined (returns None) are skipped."""
+    A key's resamples on which it is undefined (None) are skipped; a key undefined on all is None."""
     rng = np.random.default_rng(seed)
-    values = []
+    values = {key: [] for key in keys}
     for _ in range(rounds):
-        value = statistic(rng.integers(0, n, n))
-        if value is not None:
-            values.append(value)
-    if not values:
-        return None
-    return [float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))]
+        resample = statistics(rng.integers(0, n, n))
+        for key in keys:
+            if resample[key] is not None:
+                values[key].append(resample[key])
+    return {key: [float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))] if v else None
+            for key, v in values.items()}
+
+
+def bootstrap_ci(statistic, n: int, rounds: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """Percentile 95 % interval of `statistic(indices)`; None where it is undefined on every resample."""
+    return bootstrap_cis(lambda indices: {"value": statistic(indices)}, ["value"], n, rounds, seed, alpha)["value"]
