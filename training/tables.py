@@ -321,6 +321,11 @@ RENDERERS = {
         SEGMENTER_CROSS_SOURCE_COLUMNS,
         "The segmenter alone at threshold 0.5; `_lite1` runs have the EfficientNet-Lite1 encoder (`--encoder lite1`), "
         "the others Lite0; in brackets, the range over all epochs of the run."),
+    "cross_source_zoom_segmenters": lambda reports_dir: render_cross_source(
+        reports_dir, "cross_source_zoom_segmenters.json",
+        SEGMENTER_CROSS_SOURCE_COLUMNS,
+        "The segmenter alone at threshold 0.5; `_zoom` runs train on zoomed crops too (`--zoom-crop 0.3`, the "
+        "classifier's augmentation), the others without; in brackets, the range over all epochs of the run."),
     "cross_source_classifiers": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_classifiers.json",
         (("bm_auc", "benign-vs-malignant AUC"), ("recall_malignant", "malignant recall"),
