@@ -8,6 +8,10 @@ can crop to the ultrasound field and keep the aspect ratio (the field is scaled 
 input and padded with black); models without that setting stretch the whole scan to the square.
 Every map a model returns goes back through the same `Framing`, so masks and Grad-CAM land on the
 scan where the model saw them.
+
+Scanners also differ in gain, dynamic range and post-processing. A model's framing may ask for the
+placed field to be standardised by contrast-limited adaptive histogram equalisation (`clahe`), so
+that a model sees local contrast rather than each scanner's grey-level curve.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
+from skimage.exposure import equalize_adapthist
 
 FIELD_MIN_LEVEL = 12    # grey level above which a pixel counts as image, not background
 FIELD_MIN_SHARE = 0.05  # a row/column belongs to the field when this share of it is image
 FIELD_MIN_SIDE = 0.4    # a field narrower than this share of the scan is not trusted: the whole scan is used
+CLAHE_CLIP_LIMIT = 0.01  # scikit-image's default; its tiles are 1/8 of each side of the placed field
 
 
 def ultrasound_field(gray: np.ndarray) -> tuple[int, int, int, int]:
@@ -48,16 +54,19 @@ def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Framing:
     """How a scan of `scan_shape` became a `size` x `size` model input: the `box` cut from it (top,
-    bottom, left, right) was resized to `inner` (h, w) and placed at `offset` (top, left)."""
+    bottom, left, right) was resized to `inner` (h, w) and placed at `offset` (top, left); with
+    `clahe`, the placed field of a scan (not of a mask) is equalised."""
 
     scan_shape: tuple[int, int]
     box: tuple[int, int, int, int]
     size: int
     inner: tuple[int, int]
     offset: tuple[int, int]
+    clahe: bool = False
 
     @classmethod
-    def of(cls, gray: np.ndarray, size: int, crop_to_field: bool = False, keep_aspect: bool = False) -> Framing:
+    def of(cls, gray: np.ndarray, size: int, crop_to_field: bool = False, keep_aspect: bool = False,
+           clahe: bool = False) -> Framing:
         height, width = gray.shape
         box = ultrasound_field(gray) if crop_to_field else (0, height, 0, width)
         box_h, box_w = box[1] - box[0], box[3] - box[2]
@@ -67,13 +76,14 @@ class Framing:
         else:
             inner = (size, size)
         offset = ((size - inner[0]) // 2, (size - inner[1]) // 2)
-        return cls((height, width), box, size, inner, offset)
+        return cls((height, width), box, size, inner, offset, clahe)
 
     @classmethod
     def for_model(cls, gray: np.ndarray, config: dict) -> Framing:
         """The framing a model's config asks for (none: the whole scan stretched to the square)."""
         framing = config.get("framing", {})
-        return cls.of(gray, config["input_size"], framing.get("crop_to_field", False), framing.get("keep_aspect", False))
+        return cls.of(gray, config["input_size"], framing.get("crop_to_field", False), framing.get("keep_aspect", False),
+                      framing.get("clahe", False))
 
     def resized(self, scan_shape: tuple[int, int]) -> Framing:
         """The same framing for the scan resized to `scan_shape` (maps drawn on a smaller copy)."""
@@ -104,4 +114,9 @@ class Framing:
 
 def to_model_input(gray: np.ndarray, framing: Framing) -> np.ndarray:
     """(H, W) uint8 greyscale -> (size, size, 3) float32 RGB in 0..255 (models scale it themselves)."""
-    return np.repeat(framing.to_input(gray).astype(np.float32)[..., None], 3, axis=-1)
+    square = framing.to_input(gray).astype(np.float32)
+    if framing.clahe:  # the field only: equalising the black padding would light it up
+        (top, left), (height, width) = framing.offset, framing.inner
+        field = square[top:top + height, left:left + width]
+        square[top:top + height, left:left + width] = 255 * equalize_adapthist(field / 255, clip_limit=CLAHE_CLIP_LIMIT)
+    return np.repeat(square[..., None], 3, axis=-1)

@@ -63,3 +63,27 @@ def test_maps_outside_the_field_are_zero():
     framing = Framing.of(gray, 224, crop_to_field=True, keep_aspect=True)
     heat = framing.to_scan(np.ones((7, 7), np.float32))
     assert heat[:40].max() == 0 and heat[:, :100].max() == 0 and heat[100:200, 150:350].min() > 0.99
+
+
+def test_clahe_from_the_config_evens_out_scanner_gain_and_keeps_the_padding_black():
+    """The same tissue at a low gain and narrow range, as another scanner might show it: equalised,
+    its contrast comes much closer to the original's; masks and maps are framed as without it."""
+    gray, lesion = synthetic_screenshot()
+    dim = gray.copy()
+    dim[40:260, 100:420] = (gray[40:260, 100:420] * 0.35 + 13).astype(np.uint8)
+    framing = {"crop_to_field": True, "keep_aspect": True}
+
+    def field_contrast(image, config_framing):
+        f = Framing.for_model(image, {"input_size": 224, "framing": config_framing})
+        square = to_model_input(image, f)[..., 0]
+        assert not square[:30].any(), "padding is black"
+        return square[f.offset[0]:f.offset[0] + f.inner[0]].std(), f
+
+    (plain_dim, _), (plain, plain_framing) = field_contrast(dim, framing), field_contrast(gray, framing)
+    (equalised_dim, _), (equalised, clahe_framing) = (field_contrast(dim, framing | {"clahe": True}),
+                                                      field_contrast(gray, framing | {"clahe": True}))
+    assert clahe_framing.clahe and not plain_framing.clahe
+    assert plain_dim / plain < 0.4 and equalised_dim / equalised > 0.8
+    assert (clahe_framing.inner, clahe_framing.offset) == (plain_framing.inner, plain_framing.offset)
+    mask = lesion.astype(np.uint8) * 255
+    assert np.array_equal(clahe_framing.to_input(mask), plain_framing.to_input(mask))

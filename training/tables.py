@@ -326,6 +326,12 @@ RENDERERS = {
         SEGMENTER_CROSS_SOURCE_COLUMNS,
         "The segmenter alone at threshold 0.5; `_zoom` runs train on zoomed crops too (`--zoom-crop 0.3`, the "
         "classifier's augmentation), the others without; in brackets, the range over all epochs of the run."),
+    "cross_source_swa_segmenters": lambda reports_dir: render_cross_source(
+        reports_dir, "cross_source_swa_segmenters.json",
+        SEGMENTER_CROSS_SOURCE_COLUMNS,
+        "The segmenter alone at threshold 0.5; `_swa` runs continue the plain run of the same source for 4 epochs at "
+        "learning rate 1e-4 and keep the running mean of the weights (`--average-from 1`); in brackets, the range "
+        "over all epochs of the run."),
     "cross_source_classifiers": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_classifiers.json",
         (("bm_auc", "benign-vs-malignant AUC"), ("recall_malignant", "malignant recall"),
