@@ -148,24 +148,29 @@ def trained_encoder(loaded) -> str:
     return loaded.config["training"].get("encoder", "lite0")
 
 
-def classifier_normal_probability(args) -> np.ndarray | None:
-    """The shipped classifier's calibrated normal probability on each validation scan, framed as it
-    frames them (what serving will see); None without a classifier."""
-    if not args.classifier or not (args.classifier / "model.keras").exists():
+def classifier_normal_probability(classifier: Path | None, limit: int = 0) -> np.ndarray | None:
+    """The classifier's (in folder `classifier`) calibrated normal probability on each validation
+    scan, framed as it frames them (what serving will see); None without a classifier."""
+    if not classifier or not (classifier / "model.keras").exists():
         return None
-    loaded = load_model(str(args.classifier))
+    loaded = load_model(str(classifier))
     c = loaded.config
-    images = load_side("val", c["input_size"], args.limit, c.get("framing", {}), TRAINING_SOURCES)["images"]
+    images = load_side("val", c["input_size"], limit, c.get("framing", {}), TRAINING_SOURCES)["images"]
     logits = predict_in_batches(logits_function(loaded), images)
     return calibrated(logits, c["temperature"])[:, c["classes"].index("normal")]
+
+
+def lesion_probabilities(loaded, images: np.ndarray) -> np.ndarray:
+    """(N, size, size) lesion probabilities of a loaded segmenter on framed model inputs."""
+    return predict_in_batches(tf.function(lambda x: loaded.model(x, training=False)), images)[..., 0]
 
 
 def revalidate_postprocessing(args):
     """Re-choose the post-processing of the model in `args.out` on validation, weights untouched."""
     loaded = load_model(str(args.out))
     val = load_side("val", loaded.config["input_size"], args.limit, loaded.config.get("framing", {}))
-    probs = predict_in_batches(tf.function(lambda x: loaded.model(x, training=False)), val["images"])[..., 0]
-    best, grid = choose_postprocessing(probs, val, classifier_normal_probability(args))
+    probs = lesion_probabilities(loaded, val["images"])
+    best, grid = choose_postprocessing(probs, val, classifier_normal_probability(args.classifier, args.limit))
     print(f"post-processing {best}", flush=True)
     config = {**loaded.config, **{key: best[key] for key in POSTPROCESSING_KEYS}}
     config["training"].update(val_dice=best["val_dice"], val_normal_fp=best["val_normal_fp"],
@@ -210,7 +215,7 @@ def main(argv=None):
         load_imagenet_weights(model, args.encoder)
     probs_fn = tf.function(lambda x: model(x, training=False))
 
-    p_normal = classifier_normal_probability(args)
+    p_normal = classifier_normal_probability(args.classifier, args.limit)
 
     # Epochs and post-processing are chosen on the validation sides of the sources trained on; the
     # others' (a single-source run) are only scored: cross-source validation (python -m training.cross_source).
