@@ -332,6 +332,11 @@ RENDERERS = {
         "The segmenter alone at threshold 0.5; `_swa` runs continue the plain run of the same source for 4 epochs at "
         "learning rate 1e-4 and keep the running mean of the weights (`--average-from 1`); in brackets, the range "
         "over all epochs of the run."),
+    "cross_source_clahe_segmenters": lambda reports_dir: render_cross_source(
+        reports_dir, "cross_source_clahe_segmenters.json",
+        SEGMENTER_CROSS_SOURCE_COLUMNS,
+        "The segmenter alone at threshold 0.5; `_clahe` runs see the framed field equalised by CLAHE (`--clahe`), "
+        "the others as it is; in brackets, the range over all epochs of the run."),
     "cross_source_classifiers": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_classifiers.json",
         (("bm_auc", "benign-vs-malignant AUC"), ("recall_malignant", "malignant recall"),
