@@ -24,7 +24,7 @@ from training.finetune import load_side
 from training.train_segmenter import classifier_normal_probability, choose_postprocessing, lesion_probabilities
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("members", nargs="+", type=Path, help="segmenter folders with the same input size and framing")
     parser.add_argument("--classifier", type=Path, default=REPO_ROOT / "models" / "classifier",
