@@ -80,29 +80,37 @@ def graph_boundary(output, stops) -> list:
     return boundary
 
 
-def head_inputs(model: keras.Model, layer: str, output_layer: str) -> list:
-    """The tensors the part of `model` between `layer` and `output_layer` reads: `layer`'s output
-    first, then each tensor from before `layer` that joins that part (skip connections), in the
-    order the graph meets them."""
-    start = model.get_layer(layer).output
+def head_inputs(model: keras.Model, layers: list[str], output_layer: str) -> list:
+    """The tensors the part of `model` between `layers` and `output_layer` reads: the `layers`'
+    outputs first, in their order, then each tensor from before them that joins that part (skip
+    connections), in the order the graph meets them."""
+    starts = [model.get_layer(layer).output for layer in layers]
+    start_ids = {id(start) for start in starts}
     depends: dict[int, bool] = {}
 
     def depends_on_start(tensor) -> bool:
         if id(tensor) not in depends:
-            depends[id(tensor)] = tensor is start or any(map(depends_on_start, _inputs_of(tensor)))
+            depends[id(tensor)] = id(tensor) in start_ids or any(map(depends_on_start, _inputs_of(tensor)))
         return depends[id(tensor)]
 
-    boundary = graph_boundary(model.get_layer(output_layer).output, lambda t: t is start or not depends_on_start(t))
-    return [start] + [t for t in boundary if t is not start]
+    boundary = graph_boundary(model.get_layer(output_layer).output,
+                              lambda t: id(t) in start_ids or not depends_on_start(t))
+    return starts + [t for t in boundary if id(t) not in start_ids]
 
 
 class SegGradCAM:
     """Maps of `layer` whose target is the sum of the pre-sigmoid `logits_layer` output over a given
     region (the displayed lesion mask, on the model's output grid). An empty region has target 0 and
-    an all-zero map."""
+    an all-zero map.
 
-    def __init__(self, model: keras.Model, layer: str, logits_layer: str):
-        boundary = head_inputs(model, layer, logits_layer)
+    `layer` may also be a list of layers of one spatial size, as an ensemble of segmenters has (one
+    per member, `training.architectures.build_segmenter_ensemble`): their channels are taken as one
+    layer's, so the map is the sum of each member's weighted maps, rectified and normalised once,
+    and a member that contributes more to the target weighs more in it."""
+
+    def __init__(self, model: keras.Model, layer: str | list[str], logits_layer: str):
+        self.layers = [layer] if isinstance(layer, str) else list(layer)
+        boundary = head_inputs(model, self.layers, logits_layer)
         logits = model.get_layer(logits_layer).output
         self.trunk = keras.Model(model.inputs, [logits, *boundary])
         self.head = keras.Model(boundary, logits)
@@ -111,10 +119,12 @@ class SegGradCAM:
         self._run = tf.function(self._maps, reduce_retracing=True)
 
     def _maps(self, inputs, regions):
+        maps = inputs[:len(self.layers)]
         with tf.GradientTape() as tape:
-            tape.watch(inputs[0])
+            tape.watch(maps)
             score = tf.reduce_sum(self.head(inputs, training=False) * regions, axis=(1, 2, 3))
-        return cam_from_gradients(inputs[0], tape.gradient(score, inputs[0]))
+        gradients = tape.gradient(score, maps)
+        return cam_from_gradients(tf.concat(maps, axis=-1), tf.concat(gradients, axis=-1))
 
     def forward(self, images: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """(B, S, S, C) float images -> (mask logits, the head's inputs for `__call__`), no gradients."""

@@ -1,19 +1,34 @@
 """The ensemble command on the shipped segmenter and a few validation scans per source."""
 
-import pytest
+import json
 
+import numpy as np
+import pytest
+from skimage.data import camera
+
+from inference.models import load_model
+from inference.preprocess import Framing, to_model_input
 from training.ensemble import main as ensemble_main
 
+SEGMENTER = "models/segmenter"
 
-def test_a_model_averaged_with_itself_is_scored_as_the_model(tmp_path):
-    rows = ensemble_main(["models/segmenter", "models/segmenter", "--limit", "12", "--out", str(tmp_path / "e.json")])
+
+def test_a_model_averaged_with_itself_is_scored_and_saved_as_the_model(tmp_path):
+    rows = ensemble_main([SEGMENTER, SEGMENTER, "--limit", "12", "--out", str(tmp_path / "e.json"),
+                          "--save", str(tmp_path / "ensemble")])
     alone, _, mean = rows
-    assert mean["members"] == ["models/segmenter"] * 2
+    assert mean["members"] == [SEGMENTER] * 2
     assert {k: v for k, v in mean.items() if k != "members"} == {k: v for k, v in alone.items() if k != "members"}
-    assert 0.3 < alone["val_dice"] <= 1 and (tmp_path / "e.json").exists()
+    assert 0.3 < alone["val_dice"] <= 1 and json.loads((tmp_path / "e.json").read_text())["rows"][-1]["members"] == mean["members"]
+
+    single, saved = load_model(SEGMENTER), load_model(str(tmp_path / "ensemble"))
+    assert saved.config["threshold"] == mean["threshold"] and saved.config["normal_gate"] == mean["normal_gate"]
+    assert len(saved.config["gradcam_layer"]) == 2 and [m["model"] for m in saved.config["training"]["members"]] == [SEGMENTER] * 2
+    scan = to_model_input(camera(), Framing.for_model(camera(), saved.config))[None]
+    np.testing.assert_allclose(saved.model.predict(scan, verbose=0), single.model.predict(scan, verbose=0), atol=1e-5)
 
 
 def test_members_that_frame_scans_differently_are_refused(capsys):
     with pytest.raises(SystemExit):
-        ensemble_main(["models/segmenter", "models/segmenter_fast"])
+        ensemble_main([SEGMENTER, "models/segmenter_fast"])
     assert "share input size and framing" in capsys.readouterr().err

@@ -96,25 +96,26 @@ def test_seg_gradcam_is_zero_for_an_empty_region():
 
 
 def test_seg_gradcam_through_the_head_is_the_whole_models_gradient(analyzer, examples):
-    """The shipped U-Net split at its Seg-Grad-CAM layer: the head's inputs are that layer's maps and
-    the three skip connections joining later, and the map equals Seg-Grad-CAM taken through the whole
-    model in one tape."""
+    """The shipped U-Net split at its Seg-Grad-CAM layer (each member's, in an ensemble): the head's
+    inputs are those layers' maps and each member's three skip connections joining later, and the
+    map equals Seg-Grad-CAM taken through the whole model in one tape, over the layers' channels."""
     import tensorflow as tf
 
     from explain.gradcam import cam_from_gradients
     from inference.decode import decode
 
-    config, explainer = analyzer.segmenter.config, analyzer.segmenter_cam
-    assert len(explainer.head.inputs) == 4
+    model, config, explainer = analyzer.segmenter.model, analyzer.segmenter.config, analyzer.segmenter_cam
+    assert len(explainer.head.inputs) == 4 * len(explainer.layers)
     images = analyzer.prepare(decode(examples[2][0])).seg_input[None]
     logits, head_inputs = explainer.forward(images)
     regions = (logits >= 0).astype(np.float32)
-    whole = keras.Model(analyzer.segmenter.model.inputs, [analyzer.segmenter.model.get_layer(config["gradcam_layer"]).output,
-                                                          analyzer.segmenter.model.get_layer(config["logits_layer"]).output])
+    whole = keras.Model(model.inputs, [[model.get_layer(layer).output for layer in explainer.layers],
+                                       model.get_layer(config["logits_layer"]).output])
     with tf.GradientTape() as tape:
         features, whole_logits = whole([images], training=False)
         score = tf.reduce_sum(whole_logits * regions)
-    expected = cam_from_gradients(features, tape.gradient(score, features)).numpy()
+    gradients = tape.gradient(score, features)
+    expected = cam_from_gradients(tf.concat(features, axis=-1), tf.concat(gradients, axis=-1)).numpy()
     assert regions.sum() > 0 and np.abs(whole_logits.numpy() - logits).max() < 1e-4
     assert np.abs(explainer(head_inputs, regions) - expected).max() < 1e-4
 

@@ -1,5 +1,6 @@
 """The two shipped models, built from parts: an EfficientNet-Lite encoder (Lite0 or Lite1,
-`training.efficientnet_lite`), a classification head, and a U-Net decoder.
+`training.efficientnet_lite`), a classification head, and a U-Net decoder; and an ensemble of
+segmenters as one model.
 
 Both are flat Keras functional models (every encoder layer reachable by name), so Grad-CAM can read
 any layer and the U-Net takes its skips from the encoder's stages. Inputs are RGB 0..255; the
@@ -60,3 +61,35 @@ def build_segmenter(size: int, encoder: str = "lite0") -> keras.Model:
     logits = layers.UpSampling2D(2, interpolation="bilinear", name="mask_logits")(x)
     probs = layers.Activation("sigmoid", name="mask_probs")(logits)
     return keras.Model(image, probs, name="busi_segmenter")
+
+
+def member_layer(index: int, name: str) -> str:
+    """The name an ensemble gives its member `index`'s layer `name`."""
+    return f"member{index}_{name}"
+
+
+def build_segmenter_ensemble(members: list[keras.Model]) -> keras.Model:
+    """Segmenters (same input) as one flat model whose `mask_probs` is the mean of the members'
+    lesion probabilities: runs trained alike agree on lesions more than on the chance blobs one run
+    draws on a normal scan (`training.ensemble` scores it on validation).
+
+    Each member's layers are copies of its own, weights included, renamed by `member_layer`, so
+    Seg-Grad-CAM reaches every member's layers by name (a nested member would hide them).
+    `mask_logits` is the logit of the mean probability, logsumexp(log sigmoid(l)) - logsumexp(log
+    sigmoid(-l)) over the members' logits l: finite where members saturate, so its gradient is too.
+    Built from Keras layers and ops only, so it loads in safe mode without this module."""
+    image = keras.Input(members[0].inputs[0].shape[1:], name="image")
+    logits = []
+    for index, member in enumerate(members):
+        def renamed(layer, index=index):
+            return layer.__class__.from_config({**layer.get_config(), "name": member_layer(index, layer.name)})
+
+        copy = keras.models.clone_model(member, input_tensors=image, clone_function=renamed)
+        copy.set_weights(member.get_weights())
+        logits.append(copy.get_layer(member_layer(index, "mask_logits")).output)
+    stacked = layers.Concatenate(name="member_logits")(logits)
+    log_mean = keras.ops.logsumexp(keras.ops.log_sigmoid(stacked), axis=-1, keepdims=True)
+    log_mean_complement = keras.ops.logsumexp(keras.ops.log_sigmoid(-stacked), axis=-1, keepdims=True)
+    mean_logits = layers.Identity(name="mask_logits")(log_mean - log_mean_complement)
+    probs = layers.Activation("sigmoid", name="mask_probs")(mean_logits)
+    return keras.Model(image, probs, name="busi_segmenter_ensemble")

@@ -1,13 +1,21 @@
-"""Score the mean of several segmenters' lesion probabilities on the validation sides.
+"""Score the mean of several segmenters' lesion probabilities on the validation sides; save it as one model.
 
 An ensemble of seeds is one of the levers the project's issue allows if it wins on validation:
 runs trained alike tend to agree on lesions and to disagree on the chance blobs one run draws on a
 normal scan (a single run's share of normal scans flagged swings from epoch to epoch). This scores
 the mean of the members' probabilities the way the trainer scores one model, with the
 post-processing re-chosen by its grid (per-source cap on normal scans flagged, the classifier's
-gate, sparing), and each member on the same terms beside it. Validation sides only.
+gate, sparing) on the validation sides of the sources the members were trained on, and each member
+on the same terms beside it. Every row also gives each source's numbers for the segmenter alone at
+threshold 0.5, as the trainer records them: for members trained on one source, the other source's
+are cross-source validation (`training.cross_source`). Validation sides only.
 
-    python -m training.ensemble models/segmenter runs/seg_seed8 [--out reports/segmenter_ensemble.json]
+With `--save DIR` the ensemble becomes one flat model (`training.architectures.build_segmenter_ensemble`)
+with the post-processing chosen here and Seg-Grad-CAM on every member's layer, which serving loads
+like any segmenter.
+
+    python -m training.ensemble models/segmenter runs/seg_seed8 [--classifier ''] [--out reports/segmenter_ensemble.json]
+                                [--save runs/seg_ensemble]
 """
 
 from __future__ import annotations
@@ -19,40 +27,76 @@ from pathlib import Path
 import numpy as np
 
 from inference.models import load_model
+from training.architectures import build_segmenter_ensemble, member_layer
 from training.busi import REPO_ROOT
 from training.finetune import load_side
-from training.train_segmenter import classifier_normal_probability, choose_postprocessing, lesion_probabilities
+from training.train_segmenter import (POSTPROCESSING_KEYS, alone_at_half, choose_postprocessing,
+                                      classifier_normal_probability, lesion_probabilities, own_side)
+
+# What the saved ensemble's config keeps of each member's training record.
+MEMBER_RECORD = ("sources", "encoder", "seed", "head_epochs", "epochs", "batch_size", "lr", "best_epoch", "val_dice",
+                 "minutes")
+
+
+def save_ensemble(members, folders: list[Path], row: dict, grid: list[dict], out: Path) -> None:
+    """The ensemble as one model in `out`: model.keras and a config whose post-processing is `row`'s,
+    whose Seg-Grad-CAM layers are each member's own, and whose training record names the members."""
+    first = members[0].config
+    config = {**first, **{key: row[key] for key in POSTPROCESSING_KEYS}, "logits_layer": "mask_logits",
+              "gradcam_layer": [member_layer(index, layer) for index, m in enumerate(members)
+                                for layer in np.atleast_1d(m.config["gradcam_layer"]).tolist()],  # a member may be an ensemble
+              "training": {"sources": first["training"]["sources"],
+                           "members": [{"model": str(folder), **{key: m.config["training"].get(key, "lite0" if key == "encoder" else None)
+                                                                  for key in MEMBER_RECORD}}
+                                       for folder, m in zip(folders, members)],
+                           "val_dice": row["val_dice"], "val_normal_fp": row["val_normal_fp"],
+                           "val_normal_fp_by_source": row["val_normal_fp_by_source"], "postprocessing_grid": grid}}
+    out.mkdir(parents=True, exist_ok=True)
+    build_segmenter_ensemble([m.model for m in members]).save(out / "model.keras")
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"saved {out / 'model.keras'}", flush=True)
 
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("members", nargs="+", type=Path, help="segmenter folders with the same input size and framing")
+    parser.add_argument("members", nargs="+", type=Path, help="segmenter folders with the same input size, framing "
+                                                             "and training sources")
     parser.add_argument("--classifier", type=Path, default=REPO_ROOT / "models" / "classifier",
                         help="classifier whose normal probability gates the drawing ('' for none)")
     parser.add_argument("--limit", type=int, default=0, help="about N validation scans per source (smoke test)")
     parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
+    parser.add_argument("--save", type=Path, help="save the ensemble as one model in this folder")
     args = parser.parse_args(argv)
     if len(args.members) < 2:
         parser.error("an ensemble needs at least two members")
     members = [load_model(str(folder)) for folder in args.members]
-    size, framing = members[0].config["input_size"], members[0].config.get("framing", {})
+    size, framing, sources = (members[0].config["input_size"], members[0].config.get("framing", {}),
+                              members[0].config["training"]["sources"])
     if any((m.config["input_size"], m.config.get("framing", {})) != (size, framing) for m in members):
         parser.error("members must share input size and framing: their probabilities are averaged pixel by pixel")
+    if any(m.config["training"]["sources"] != sources for m in members):
+        parser.error("members must be trained on the same sources: the post-processing is chosen on those")
     val = load_side("val", size, args.limit, framing)
+    own, own_val = own_side(val, sources)
     p_normal = classifier_normal_probability(args.classifier, args.limit)
+    own_p_normal = None if p_normal is None else p_normal[own]
     probabilities = [lesion_probabilities(member, val["images"]) for member in members]
     names = [str(folder) for folder in args.members]
     rows = []
     for row_members, probs in [*(([name], p) for name, p in zip(names, probabilities)),
                                (names, np.mean(probabilities, axis=0))]:
-        best, _ = choose_postprocessing(probs, val, p_normal)
-        rows.append({"members": row_members, **best})
+        best, grid = choose_postprocessing(probs[own], own_val, own_p_normal)
+        rows.append({"members": row_members, **best, "alone_at_0.5": alone_at_half(probs, val)})
         print(f"{' + '.join(row_members)}: val Dice {best['val_dice']:.3f}, normals flagged {best['val_normal_fp']:.3f} "
               f"{best['val_normal_fp_by_source']}, threshold {best['threshold']}, gate {best['normal_gate']}, "
-              f"spares {best['normal_gate_spares']}", flush=True)
+              f"spares {best['normal_gate_spares']}; alone at 0.5: "
+              + ", ".join(f"{key} {value:.3f}" for key, value in rows[-1]["alone_at_0.5"].items()), flush=True)
     if args.out:
-        command = "python -m training.ensemble " + " ".join(names)
-        args.out.write_text(json.dumps({"command": command, "side": "validation", "rows": rows}, indent=2) + "\n")
+        command = "python -m training.ensemble " + " ".join(names) + (" --classifier ''" if p_normal is None else "")
+        args.out.write_text(json.dumps({"command": command, "side": "validation", "trained_on": sources, "rows": rows},
+                                       indent=2) + "\n")
+    if args.save:
+        save_ensemble(members, args.members, rows[-1], grid, args.save)  # the last row, and grid, are the ensemble's
     return rows
 
 

@@ -108,6 +108,27 @@ def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: 
     return scores["val_dice"], scores["val_normal_fp"]
 
 
+def alone_at_half(probs: np.ndarray, val: dict) -> dict:
+    """Per source, the segmenter alone (threshold 0.5, no minimum area, no gate): lesion Dice, lesion
+    scans missed, normal scans flagged, keyed `<source>_dice@0.5` etc. Fixed post-processing, so a
+    source no choice was made on (cross-source validation) is scored the same way as the others."""
+    dice, drawn, _ = _mask_scores(probs, val, 0.5, 0.0, False)
+    metrics = {}
+    for source, index in per_source(val):
+        lesion = val["labels"][index] > 0
+        metrics.update({f"{source}_dice@0.5": float(dice[index][lesion].mean()),
+                        f"{source}_missed@0.5": float((~drawn[index][lesion]).mean()),
+                        f"{source}_normal_fp@0.5": float(drawn[index][~lesion].mean())})
+    return metrics
+
+
+def own_side(val: dict, sources) -> tuple[np.ndarray, dict]:
+    """Which validation scans come from the `sources` a model was trained on, and those scans: epochs
+    and post-processing are chosen there, the other sources are only scored."""
+    own = np.isin(val["source"], [TRAINING_SOURCES.index(source) for source in sources])
+    return own, {key: value[own] for key, value in val.items()}
+
+
 def worst_normal_fp(scores: dict) -> float:
     """The highest share of normal scans flagged over the validation sources (pooled when unknown):
     a rule that flags few of one scanner's normals but many of another's fails that scanner's users."""
@@ -219,8 +240,7 @@ def main(argv=None):
 
     # Epochs and post-processing are chosen on the validation sides of the sources trained on; the
     # others' (a single-source run) are only scored: cross-source validation (python -m training.cross_source).
-    own = np.isin(val["source"], [TRAINING_SOURCES.index(source) for source in args.sources])
-    own_val = {key: value[own] for key, value in val.items()}
+    own, own_val = own_side(val, args.sources)
     own_p_normal = None if p_normal is None else p_normal[own]
 
     def evaluate():
@@ -231,14 +251,8 @@ def main(argv=None):
         best, _ = choose_postprocessing(probs[own], own_val, own_p_normal, EPOCH_GRID)
         worst = worst_normal_fp(best)
         penalty = 0.0 if worst <= MAX_NORMAL_FP_RATE else worst
-        metrics = {"best_dice": best["val_dice"], "best_normal_fp": worst}
-        dice, drawn, _ = _mask_scores(probs, val, 0.5, 0.0, False)
-        for source, index in per_source(val):
-            lesion = val["labels"][index] > 0
-            metrics.update({f"{source}_dice@0.5": float(dice[index][lesion].mean()),
-                            f"{source}_missed@0.5": float((~drawn[index][lesion]).mean()),
-                            f"{source}_normal_fp@0.5": float(drawn[index][~lesion].mean())})
-        return best["val_dice"] - penalty, metrics
+        return best["val_dice"] - penalty, {"best_dice": best["val_dice"], "best_normal_fp": worst,
+                                            **alone_at_half(probs, val)}
 
     selector = SelectOnValidation(evaluate, args.average_from)
     train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop, export_shift=args.export_shift,
