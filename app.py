@@ -503,10 +503,13 @@ def about_text(analyzer: Analyzer) -> str:
         f"<details><summary>Model card: {name} ({describe_model(m)})</summary>\n\n{without_front_matter(m.card)}\n\n</details>"
         for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
     )
+    members = len(analyzer.segmenter.config.get("training", {}).get("members", []))
+    segmenter = (f"the mean of {members} U-Net segmenters (one recipe, {members} random seeds)" if members
+                 else "a U-Net segmenter")
     return f"""{DISCLAIMER}
 
 **Models.** An EfficientNet-Lite0 classifier (ImageNet-pretrained, fine-tuned on two hospitals' scans,
-probabilities calibrated by temperature scaling) and a U-Net segmenter with the same pretrained
+probabilities calibrated by temperature scaling) and {segmenter}, with the same pretrained
 encoder. Both see the scan cropped to its ultrasound field with its aspect ratio kept. An image
 that does not look like the breast ultrasound they were trained on gets no answer at all. Grad-CAM
 explains the chosen class's pre-softmax score; Seg-Grad-CAM explains the summed logits of the

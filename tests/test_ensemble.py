@@ -10,7 +10,7 @@ from inference.models import load_model
 from inference.preprocess import Framing, to_model_input
 from training.ensemble import main as ensemble_main
 
-SEGMENTER = "models/segmenter"
+SEGMENTER = "models/segmenter_fast"  # a single U-Net (the shipped segmenter may be an ensemble already)
 
 
 def test_a_model_averaged_with_itself_is_scored_and_saved_as_the_model(tmp_path):
@@ -30,5 +30,5 @@ def test_a_model_averaged_with_itself_is_scored_and_saved_as_the_model(tmp_path)
 
 def test_members_that_frame_scans_differently_are_refused(capsys):
     with pytest.raises(SystemExit):
-        ensemble_main([SEGMENTER, "models/segmenter_fast"])
+        ensemble_main([SEGMENTER, "models/segmenter"])
     assert "share input size and framing" in capsys.readouterr().err
