@@ -32,3 +32,15 @@ def test_members_that_frame_scans_differently_are_refused(capsys):
     with pytest.raises(SystemExit):
         ensemble_main([SEGMENTER, "models/segmenter"])
     assert "share input size and framing" in capsys.readouterr().err
+
+
+def test_a_classifier_averaged_with_itself_is_scored_as_the_classifier():
+    alone, _, mean = ensemble_main(["models/classifier", "models/classifier", "--limit", "12"])
+    assert {k: v for k, v in mean.items() if k != "members"} == pytest.approx({k: v for k, v in alone.items() if k != "members"})
+    assert 0.5 < alone["val_score"] <= 1 and 0 <= alone["bus_uclm_lesions_called_normal"] <= 1
+
+
+def test_a_classifier_ensemble_is_not_saved(capsys):
+    with pytest.raises(SystemExit):
+        ensemble_main(["models/classifier", "models/classifier", "--save", "unused"])
+    assert "segmenter ensembles only" in capsys.readouterr().err

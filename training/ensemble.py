@@ -1,4 +1,5 @@
-"""Score the mean of several segmenters' lesion probabilities on the validation sides; save it as one model.
+"""Score the mean of several segmenters' (or classifiers') probabilities on the validation sides; save a
+segmenter ensemble as one model.
 
 An ensemble of seeds is one of the levers the project's issue allows if it wins on validation:
 runs trained alike tend to agree on lesions and to disagree on the chance blobs one run draws on a
@@ -14,6 +15,11 @@ With `--save DIR` the ensemble becomes one flat model (`training.architectures.b
 with the post-processing chosen here and Seg-Grad-CAM on every member's layer, which serving loads
 like any segmenter.
 
+Classifiers (their configs say `"task": "classification"`) are scored the way their trainer scores
+an epoch (`training.train_classifier.validation_metrics`, uncalibrated): the ensemble's probabilities
+are the mean of the members' softmax outputs, its score is on the sources the members were trained
+on, and every source's numbers are given, so single-source members are cross-source validation too.
+
     python -m training.ensemble models/segmenter runs/seg_seed8 [--classifier ''] [--out reports/segmenter_ensemble.json]
                                 [--save runs/seg_ensemble]
 """
@@ -25,11 +31,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from inference.models import load_model
 from training.architectures import build_segmenter_ensemble, member_layer
 from training.busi import REPO_ROOT
-from training.finetune import load_side
+from training.finetune import load_side, logits_function, predict_in_batches
+from training.train_classifier import validation_metrics
 from training.train_segmenter import (POSTPROCESSING_KEYS, alone_at_half, choose_postprocessing,
                                       classifier_normal_probability, lesion_probabilities, own_side)
 
@@ -57,31 +65,13 @@ def save_ensemble(members, folders: list[Path], row: dict, grid: list[dict], out
     print(f"saved {out / 'model.keras'}", flush=True)
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("members", nargs="+", type=Path, help="segmenter folders with the same input size, framing "
-                                                             "and training sources")
-    parser.add_argument("--classifier", type=Path, default=REPO_ROOT / "models" / "classifier",
-                        help="classifier whose normal probability gates the drawing ('' for none)")
-    parser.add_argument("--limit", type=int, default=0, help="about N validation scans per source (smoke test)")
-    parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
-    parser.add_argument("--save", type=Path, help="save the ensemble as one model in this folder")
-    args = parser.parse_args(argv)
-    if len(args.members) < 2:
-        parser.error("an ensemble needs at least two members")
-    members = [load_model(str(folder)) for folder in args.members]
-    size, framing, sources = (members[0].config["input_size"], members[0].config.get("framing", {}),
-                              members[0].config["training"]["sources"])
-    if any((m.config["input_size"], m.config.get("framing", {})) != (size, framing) for m in members):
-        parser.error("members must share input size and framing: their probabilities are averaged pixel by pixel")
-    if any(m.config["training"]["sources"] != sources for m in members):
-        parser.error("members must be trained on the same sources: the post-processing is chosen on those")
-    val = load_side("val", size, args.limit, framing)
+def segmenter_rows(members, names: list[str], val: dict, sources, p_normal) -> tuple[list[dict], list[dict]]:
+    """Each segmenter, then the mean of their probabilities, with post-processing chosen on the
+    `sources`' validation scans (gated by the classifier's normal probabilities `p_normal`, if any);
+    and the ensemble's whole post-processing grid."""
     own, own_val = own_side(val, sources)
-    p_normal = classifier_normal_probability(args.classifier, args.limit)
     own_p_normal = None if p_normal is None else p_normal[own]
     probabilities = [lesion_probabilities(member, val["images"]) for member in members]
-    names = [str(folder) for folder in args.members]
     rows = []
     for row_members, probs in [*(([name], p) for name, p in zip(names, probabilities)),
                                (names, np.mean(probabilities, axis=0))]:
@@ -91,12 +81,58 @@ def main(argv=None) -> list[dict]:
               f"{best['val_normal_fp_by_source']}, threshold {best['threshold']}, gate {best['normal_gate']}, "
               f"spares {best['normal_gate_spares']}; alone at 0.5: "
               + ", ".join(f"{key} {value:.3f}" for key, value in rows[-1]["alone_at_0.5"].items()), flush=True)
+    return rows, grid  # the last row, and grid, are the ensemble's
+
+
+def classifier_rows(members, names: list[str], val: dict, sources) -> list[dict]:
+    """Each classifier, then the mean of their softmax probabilities, scored as their trainer scores
+    an epoch: the validation score on `sources` and every source's numbers."""
+    probabilities = [softmax(predict_in_batches(logits_function(member), val["images"]), axis=-1) for member in members]
+    rows = []
+    for row_members, probs in [*(([name], p) for name, p in zip(names, probabilities)),
+                               (names, np.mean(probabilities, axis=0))]:
+        score, metrics = validation_metrics(np.log(probs), val, sources)  # log-probabilities: softmax gives probs back
+        rows.append({"members": row_members, "val_score": score, **metrics})
+        print(f"{' + '.join(row_members)}: val score {score:.3f}; "
+              + ", ".join(f"{key} {value:.3f}" for key, value in metrics.items()), flush=True)
+    return rows
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("members", nargs="+", type=Path, help="segmenter (or classifier) folders with the same input "
+                                                             "size, framing and training sources")
+    parser.add_argument("--classifier", type=Path, default=REPO_ROOT / "models" / "classifier",
+                        help="for segmenters: the classifier whose normal probability gates the drawing ('' for none)")
+    parser.add_argument("--limit", type=int, default=0, help="about N validation scans per source (smoke test)")
+    parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
+    parser.add_argument("--save", type=Path, help="save a segmenter ensemble as one model in this folder")
+    args = parser.parse_args(argv)
+    if len(args.members) < 2:
+        parser.error("an ensemble needs at least two members")
+    members = [load_model(str(folder)) for folder in args.members]
+    first = members[0].config
+    size, framing, sources, task = first["input_size"], first.get("framing", {}), first["training"]["sources"], first["task"]
+    if any((m.config["input_size"], m.config.get("framing", {})) != (size, framing) for m in members):
+        parser.error("members must share input size and framing: their probabilities are averaged pixel by pixel")
+    if any(m.config["training"]["sources"] != sources or m.config["task"] != task for m in members):
+        parser.error("members must be of one task and trained on the same sources: choices are made on those")
+    if args.save and task != "segmentation":
+        parser.error("--save writes segmenter ensembles only")
+    val = load_side("val", size, args.limit, framing)
+    names = [str(folder) for folder in args.members]
+    p_normal = classifier_normal_probability(args.classifier, args.limit) if task == "segmentation" else None
+    if task == "segmentation":
+        rows, grid = segmenter_rows(members, names, val, sources, p_normal)
+    else:
+        rows = classifier_rows(members, names, val, sources)
     if args.out:
-        command = "python -m training.ensemble " + " ".join(names) + (" --classifier ''" if p_normal is None else "")
-        args.out.write_text(json.dumps({"command": command, "side": "validation", "trained_on": sources, "rows": rows},
-                                       indent=2) + "\n")
+        ungated = task == "segmentation" and p_normal is None
+        command = "python -m training.ensemble " + " ".join(names) + (" --classifier ''" if ungated else "")
+        args.out.write_text(json.dumps({"command": command, "task": task, "side": "validation", "trained_on": sources,
+                                        "rows": rows}, indent=2) + "\n")
     if args.save:
-        save_ensemble(members, args.members, rows[-1], grid, args.save)  # the last row, and grid, are the ensemble's
+        save_ensemble(members, args.members, rows[-1], grid, args.save)
     return rows
 
 
