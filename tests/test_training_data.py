@@ -141,3 +141,30 @@ def test_export_shift_sharpens_grabs_and_compresses_some_scans():
     plain = detail(Augmentation(64, 0.0, seed=3)(images, masks)[0])
     shifted = detail(Augmentation(64, 0.0, seed=3, export_shift=True)(images, masks)[0])
     assert (shifted > 1.5 * plain.max()).sum() >= 2
+
+
+def test_ultrasound_shift_darkens_and_shades_the_field_and_leaves_the_padding_black():
+    """With the ultrasound shift alone, some scans of a uniform field get darker with depth
+    (attenuation) or patchy (shadow, haze); the black padding beside the field stays black and masks
+    are untouched: its transforms change pixels only, before any geometry, so scan and mask still
+    move together (the test above)."""
+    import albumentations as A
+
+    from training.finetune import ULTRASOUND_SHIFT, field_mask
+
+    images = np.zeros((64, 64, 64, 3), np.uint8)
+    images[:, :, 8:56] = 150  # the field, padded black left and right
+    masks = np.zeros((64, 64, 64), np.uint8)
+    masks[:, 20:30, 20:30] = 1
+    assert field_mask(images[0]).sum() == 64 * 48
+    assert all(isinstance(t, A.ImageOnlyTransform) for t in ULTRASOUND_SHIFT)
+    shift = Augmentation(64, ultrasound_shift=True, seed=5)
+    assert shift.compose.transforms[:len(ULTRASOUND_SHIFT)] == ULTRASOUND_SHIFT, "first, before any geometry"
+    shift.compose.transforms = shift.compose.transforms[:len(ULTRASOUND_SHIFT)]  # the ultrasound shift alone
+    out_images, out_masks = shift(images, masks)
+    assert np.array_equal(out_masks, masks)
+    assert out_images[:, :, :8].max() == 0 and out_images[:, :, 56:].max() == 0, "padding stays black"
+    depth_ratio = out_images[:, 48:, 8:56, 0].mean(axis=(1, 2)) / out_images[:, :16, 8:56, 0].mean(axis=(1, 2)).clip(1)
+    changed = np.abs(out_images.astype(int) - images).mean(axis=(1, 2, 3)) > 2
+    assert 0.15 < changed.mean() < 0.95, "some scans, not all"
+    assert (depth_ratio < 0.8).sum() >= 3, "deep tissue darker than shallow on some scans"

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import albumentations as A
+from usaugment.albumentations import DepthAttenuation, GaussianShadow, HazeArtifact, SpeckleReduction
 import cv2
 import keras
 import numpy as np
@@ -72,6 +73,16 @@ EXPORT_SHIFT = [
                 p=0.2),
     A.ImageCompression(quality_range=(30, 90), p=0.25),
 ]
+# Ultrasound shift (usaugment, Tupper & Gagné 2025, on albumentations): what differs between probes,
+# presets and patients in the acquisition itself — depth attenuation, acoustic shadows, haze, and the
+# speckle reduction scanners apply. They work on float images inside the ultrasound field
+# (`field_mask`), so they come first, on the framed scan before any geometry; library defaults, each
+# on a quarter of the scans.
+ULTRASOUND_SHIFT = [
+    A.ToFloat(max_value=255),
+    DepthAttenuation(p=0.25), GaussianShadow(p=0.25), HazeArtifact(p=0.25), SpeckleReduction(p=0.25),
+    A.FromFloat(dtype="uint8", max_value=255),
+]
 # Share of a normal scan's side taken by the stand-in box its zoomed crop keeps (a typical lesion's).
 STAND_IN_SIDE = (0.2, 0.4)
 
@@ -89,6 +100,16 @@ def lesion_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.array([[left, top, left + box_w, top + box_h]], np.float32)
 
 
+def field_mask(image: np.ndarray) -> np.ndarray:
+    """(S, S) 0/1 mask of the ultrasound field in a framed (S, S, 3) scan: the rectangle the field was
+    placed in, everything but the black padding around it."""
+    rows, cols = np.nonzero(image.max(axis=-1))
+    mask = np.zeros(image.shape[:2], np.uint8)
+    if rows.size:
+        mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = 1
+    return mask
+
+
 class Augmentation:
     """The training augmentation of `size` x `size` scans and their masks, a batch at a time.
 
@@ -97,16 +118,20 @@ class Augmentation:
     hospitals export scans pre-cropped around the lesion (BrEaST does), and on validation scans
     re-framed that way the classifier calls more lesions normal. Normal scans get the same crop
     around a stand-in box of a lesion's size (`lesion_box`), so "zoomed in" cannot become a sign of a
-    lesion. With `export_shift`, `EXPORT_SHIFT` follows the scanner shift."""
+    lesion. With `export_shift`, `EXPORT_SHIFT` follows the scanner shift; with `ultrasound_shift`,
+    `ULTRASOUND_SHIFT` comes before everything."""
 
-    def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7, export_shift: bool = False):
+    def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7, export_shift: bool = False,
+                 ultrasound_shift: bool = False):
+        self.ultrasound_shift = ultrasound_shift
         self.zoom_crop, self.rng = zoom_crop, np.random.default_rng(seed)
         zoom = [A.Sequential([
             A.BBoxSafeRandomCrop(erosion_rate=0.0, p=1.0),
             A.LongestMaxSize(max_size=size, p=1.0),
             A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
         ], p=zoom_crop)] if zoom_crop else []
-        self.compose = A.Compose(zoom + SCANNER_SHIFT + (EXPORT_SHIFT if export_shift else []), seed=seed,
+        self.compose = A.Compose((ULTRASOUND_SHIFT if ultrasound_shift else []) + zoom + SCANNER_SHIFT
+                                 + (EXPORT_SHIFT if export_shift else []), seed=seed,
                                  bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True)
                                  if zoom_crop else None)
 
@@ -114,23 +139,25 @@ class Augmentation:
         """A uint8 batch (B, S, S, 3) and its 0/1 masks (B, S, S) -> both augmented, same shapes."""
         out_images, out_masks = np.empty_like(images), np.empty_like(masks)
         for i in range(len(images)):
-            boxes = {"bboxes": lesion_box(masks[i], self.rng), "box_ids": [0]} if self.zoom_crop else {}
-            result = self.compose(image=images[i], mask=masks[i], **boxes)
+            extra = {"bboxes": lesion_box(masks[i], self.rng), "box_ids": [0]} if self.zoom_crop else {}
+            if self.ultrasound_shift:
+                extra["scan_mask"] = field_mask(images[i])
+            result = self.compose(image=images[i], mask=masks[i], **extra)
             out_images[i], out_masks[i] = result["image"], result["mask"]
         return out_images, out_masks
 
 
 def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: float = 0.0,
-                  export_shift: bool = False):
+                  export_shift: bool = False, ultrasound_shift: bool = False):
     """Shuffled, augmented float batches of `(images, *targets(masks, labels, weights))`: scans and
     lesion masks share one random geometry (`Augmentation`, zoomed crops on `zoom_crop` of them, the
-    export shift with `export_shift`), and
+    export shift with `export_shift`, the ultrasound shift with `ultrasound_shift`), and
     `targets` turns them into what the model's losses expect (targets, and per-scan loss weights)."""
     weights = (arrays["weights"] / arrays["weights"].mean()).astype(np.float32)  # mean 1: the learning rate keeps its scale
     ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"], weights))
     ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     size = arrays["images"].shape[1]
-    augment = Augmentation(size, zoom_crop, seed, export_shift)
+    augment = Augmentation(size, zoom_crop, seed, export_shift, ultrasound_shift)
 
     def prepare(images, masks, labels, weights):
         images, masks = tf.numpy_function(augment, [images, masks], [tf.uint8, tf.uint8])
@@ -212,6 +239,9 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
                              "on normal scans), aspect kept: pre-cropped exports of other hospitals; 0: none")
     parser.add_argument("--export-shift", action="store_true",
                         help="also augment with sharpening, low-resolution grabs and JPEG compression (EXPORT_SHIFT)")
+    parser.add_argument("--ultrasound-shift", action="store_true",
+                        help="add usaugment's depth attenuation, shadows, haze and speckle reduction to the "
+                             "training augmentation (training.finetune.ULTRASOUND_SHIFT)")
     parser.add_argument("--average-from", type=int, default=0,
                         help="from this epoch on (head epochs count), score and keep the running mean of the "
                              "weights since then instead of each epoch's own (stochastic weight averaging); 0: off")
