@@ -75,3 +75,17 @@ def test_cross_source_tables_average_each_recipe_over_its_directions(tmp_path):
     text = tables.render_cross_source(tmp_path, "xs.json", (("bm_auc", "AUC"),), "note.")
     assert "| `xs_*`: mean of the 2 directions | | | 0.700 |" in text
     assert "xs_*_zoom`: mean" not in text, "one direction is no mean"
+
+
+def test_a_recipe_run_with_several_seeds_is_also_averaged_over_seeds_and_directions(tmp_path):
+    def run(trained_on, other, value):
+        return {"trained_on": [trained_on], f"{other}_bm_auc": value, "range_over_epochs": {f"{other}_bm_auc": [0, 1]}}
+
+    rows = {"xs_busi": run("busi", "bus_uclm", 0.6), "xs_bus_uclm": run("bus_uclm", "busi", 0.8),
+            "xs_busi_s8": run("busi", "bus_uclm", 0.4), "xs_bus_uclm_s8": run("bus_uclm", "busi", 0.6),
+            "xs_busi_swa": run("busi", "bus_uclm", 0.9), "xs_bus_uclm_swa": run("bus_uclm", "busi", 0.9)}
+    (tmp_path / "xs.json").write_text(json.dumps(rows))
+    text = tables.render_cross_source(tmp_path, "xs.json", (("bm_auc", "AUC"),), "note.")
+    assert "| `xs_*_s8`: mean of the 2 directions | | | 0.500 |" in text
+    assert "| `xs_*`: mean of 2 seeds × 2 directions | | | 0.600 |" in text
+    assert "`xs_*_swa`: mean of 2 seeds" not in text and "| `xs_*_swa`: mean of the 2 directions | | | 0.900 |" in text
