@@ -440,6 +440,12 @@ RENDERERS = {
         reports_dir, ("classifier_ensemble.json",),
         "Argmax of the uncalibrated probabilities, as the trainer scores an epoch; the last row is the mean of both "
         "members' probabilities."),
+    "cross_source_classifier_seeds": lambda reports_dir: render_classifier_ensembles(
+        reports_dir, tuple(f"cross_source_classifier_{recipe}_{source}.json"
+                           for recipe in ("plain", "zoom") for source in TRAINING_SOURCES),
+        "Argmax of the uncalibrated probabilities at each run's chosen epoch; `_zoom` runs train on zoomed crops "
+        "(`--zoom-crop 0.3`, the shipped recipe), the others without; `_s8` runs have seed 8, the others seed 7; "
+        "rows with + are the mean of both seeds' probabilities."),
     "cross_source_classifiers": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_classifiers.json",
         (("bm_auc", "benign-vs-malignant AUC"), ("recall_malignant", "malignant recall"),
