@@ -39,11 +39,15 @@ from training.busi import REPO_ROOT
 from training.finetune import load_side, logits_function, predict_in_batches
 from training.train_classifier import validation_metrics
 from training.train_segmenter import (POSTPROCESSING_KEYS, alone_at_half, choose_postprocessing,
-                                      classifier_normal_probability, lesion_probabilities, own_side)
+                                      classifier_normal_probability, lesion_probabilities, own_side, trained_encoder)
 
 # What the saved ensemble's config keeps of each member's training record.
-MEMBER_RECORD = ("sources", "encoder", "seed", "head_epochs", "epochs", "batch_size", "lr", "best_epoch", "val_dice",
-                 "minutes")
+MEMBER_RECORD = ("sources", "seed", "head_epochs", "epochs", "batch_size", "lr", "best_epoch", "val_dice", "minutes")
+
+
+def each_and_mean(names: list[str], probabilities: list[np.ndarray]):
+    """(members, probabilities) rows: each member alone, then all of them with the mean probability."""
+    return [*(([name], p) for name, p in zip(names, probabilities)), (names, np.mean(probabilities, axis=0))]
 
 
 def save_ensemble(members, folders: list[Path], row: dict, grid: list[dict], out: Path) -> None:
@@ -54,8 +58,8 @@ def save_ensemble(members, folders: list[Path], row: dict, grid: list[dict], out
               "gradcam_layer": [member_layer(index, layer) for index, m in enumerate(members)
                                 for layer in np.atleast_1d(m.config["gradcam_layer"]).tolist()],  # a member may be an ensemble
               "training": {"sources": first["training"]["sources"],
-                           "members": [{"model": str(folder), **{key: m.config["training"].get(key, "lite0" if key == "encoder" else None)
-                                                                  for key in MEMBER_RECORD}}
+                           "members": [{"model": str(folder), "encoder": trained_encoder(m),
+                                        **{key: m.config["training"].get(key) for key in MEMBER_RECORD}}
                                        for folder, m in zip(folders, members)],
                            "val_dice": row["val_dice"], "val_normal_fp": row["val_normal_fp"],
                            "val_normal_fp_by_source": row["val_normal_fp_by_source"], "postprocessing_grid": grid}}
@@ -73,8 +77,7 @@ def segmenter_rows(members, names: list[str], val: dict, sources, p_normal) -> t
     own_p_normal = None if p_normal is None else p_normal[own]
     probabilities = [lesion_probabilities(member, val["images"]) for member in members]
     rows = []
-    for row_members, probs in [*(([name], p) for name, p in zip(names, probabilities)),
-                               (names, np.mean(probabilities, axis=0))]:
+    for row_members, probs in each_and_mean(names, probabilities):
         best, grid = choose_postprocessing(probs[own], own_val, own_p_normal)
         rows.append({"members": row_members, **best, "alone_at_0.5": alone_at_half(probs, val)})
         print(f"{' + '.join(row_members)}: val Dice {best['val_dice']:.3f}, normals flagged {best['val_normal_fp']:.3f} "
@@ -89,8 +92,7 @@ def classifier_rows(members, names: list[str], val: dict, sources) -> list[dict]
     an epoch: the validation score on `sources` and every source's numbers."""
     probabilities = [softmax(predict_in_batches(logits_function(member), val["images"]), axis=-1) for member in members]
     rows = []
-    for row_members, probs in [*(([name], p) for name, p in zip(names, probabilities)),
-                               (names, np.mean(probabilities, axis=0))]:
+    for row_members, probs in each_and_mean(names, probabilities):
         score, metrics = validation_metrics(np.log(probs), val, sources)  # log-probabilities: softmax gives probs back
         rows.append({"members": row_members, "val_score": score, **metrics})
         print(f"{' + '.join(row_members)}: val score {score:.3f}; "
@@ -112,10 +114,11 @@ def main(argv=None) -> list[dict]:
         parser.error("an ensemble needs at least two members")
     members = [load_model(str(folder)) for folder in args.members]
     first = members[0].config
-    size, framing, sources, task = first["input_size"], first.get("framing", {}), first["training"]["sources"], first["task"]
+    size, framing, sources = first["input_size"], first.get("framing", {}), first["training"]["sources"]
+    task = first.get("task", "classification")  # the first classifiers' configs did not say
     if any((m.config["input_size"], m.config.get("framing", {})) != (size, framing) for m in members):
         parser.error("members must share input size and framing: their probabilities are averaged pixel by pixel")
-    if any(m.config["training"]["sources"] != sources or m.config["task"] != task for m in members):
+    if any(m.config["training"]["sources"] != sources or m.config.get("task", "classification") != task for m in members):
         parser.error("members must be of one task and trained on the same sources: choices are made on those")
     if args.save and task != "segmentation":
         parser.error("--save writes segmenter ensembles only")
