@@ -440,6 +440,12 @@ RENDERERS = {
         "Argmax of the uncalibrated probabilities at each run's chosen epoch; `_zoom` runs train on zoomed crops "
         "(`--zoom-crop 0.3`, the shipped recipe), the others without; `_s8` runs have seed 8, the others seed 7; "
         "rows with + are the mean of both seeds' probabilities.", own_score=itemgetter("val_score")),
+    "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
+        reports_dir, "cross_source_ultrasound_segmenters.json",
+        SEGMENTER_CROSS_SOURCE_COLUMNS,
+        "The segmenter alone at threshold 0.5; `_us` runs add usaugment's ultrasound shift to the augmentation "
+        "(`--ultrasound-shift`), the others not; `_s8` runs have seed 8, the others seed 7; in brackets, the range "
+        "over all epochs of the run."),
     "cross_source_classifiers": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_classifiers.json",
         (("bm_auc", "benign-vs-malignant AUC"), ("recall_malignant", "malignant recall"),
