@@ -13,12 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 import albumentations as A
-from usaugment.albumentations import DepthAttenuation, GaussianShadow, HazeArtifact, SpeckleReduction
 import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+from usaugment.albumentations import DepthAttenuation, GaussianShadow, HazeArtifact, SpeckleReduction
 
 from training.arrays import load_arrays, subsample
 from training.busi import REPO_ROOT, SOURCES, TRAINING_SOURCES
