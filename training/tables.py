@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from operator import itemgetter
 import sys
+from operator import itemgetter
 from pathlib import Path
 
 from training.busi import REPO_ROOT, SOURCES, TRAINING_SOURCES
@@ -189,19 +189,20 @@ def family_means(families: dict[str, list[list[float]]], blank_cells: int) -> li
     """Table rows of each recipe's mean over the directions it was run in (`families`: label -> one
     row of numbers per direction) and, for a recipe run with several seeds (labels that differ only
     by a `_s<seed>` suffix; single runs, not ensembles), its mean over every seed and direction."""
+    def mean_row(label: str, values: list[list[float]]) -> str:
+        return (f"| {label} |" + " |" * blank_cells + " "
+                + " | ".join(f"{sum(column) / len(column):.3f}" for column in zip(*values)) + " |")
+
     lines, seeds = [], {}
     for family, values in families.items():
         if len(values) > 1:
-            lines.append(f"| {family}: mean of the {len(values)} directions |" + " |" * blank_cells + " "
-                         + " | ".join(f"{sum(column) / len(column):.3f}" for column in zip(*values)) + " |")
+            lines.append(mean_row(f"{family}: mean of the {len(values)} directions", values))
         if " + " not in family:
             seeds.setdefault(re.sub(r"_s\d+\b", "", family), []).append(values)
     for recipe, runs in seeds.items():
         if len(runs) > 1:
             values = [row for run in runs for row in run]
-            lines.append(f"| {recipe}: mean of {len(runs)} seeds × {len(values) // len(runs)} directions |"
-                         + " |" * blank_cells + " "
-                         + " | ".join(f"{sum(column) / len(column):.3f}" for column in zip(*values)) + " |")
+            lines.append(mean_row(f"{recipe}: mean of {len(runs)} seeds × {len(values) // len(runs)} directions", values))
     return lines
 
 
