@@ -168,3 +168,26 @@ def test_ultrasound_shift_darkens_and_shades_the_field_and_leaves_the_padding_bl
     changed = np.abs(out_images.astype(int) - images).mean(axis=(1, 2, 3)) > 2
     assert 0.15 < changed.mean() < 0.95, "some scans, not all"
     assert (depth_ratio < 0.8).sum() >= 3, "deep tissue darker than shallow on some scans"
+
+
+@pytest.mark.parametrize("name", ["busi_benign_354.png", "breast_case015.png"])
+def test_speckle_reduction_keeps_every_pixel_finite_at_its_smallest_sigmas(name):
+    """The bilateral filter's spatial sigma is drawn from `SPECKLE_SIGMA_SPATIAL`; at its lower end,
+    with the smallest range sigma, a real scan's field stays finite, so no NaN reaches the 8-bit cast
+    (from the library's default lower end, 0.1, it does not)."""
+    import albumentations as A
+    from PIL import Image
+    from usaugment.albumentations import SpeckleReduction
+
+    from training.finetune import SPECKLE_SIGMA_SPATIAL, ULTRASOUND_SHIFT, field_mask
+
+    assert any(isinstance(t, SpeckleReduction) and t.sigma_spatial == SPECKLE_SIGMA_SPATIAL for t in ULTRASOUND_SHIFT)
+    grey = np.asarray(Image.open(f"examples/{name}").convert("L").resize((256, 256)))
+    scan = np.repeat(grey[..., None], 3, axis=-1)
+
+    def filtered(sigma_spatial):
+        speckle = SpeckleReduction(sigma_color=1e-4, sigma_spatial=sigma_spatial, p=1.0)
+        return A.Compose([A.ToFloat(max_value=255), speckle])(image=scan, scan_mask=field_mask(scan))["image"]
+
+    assert np.isfinite(filtered(SPECKLE_SIGMA_SPATIAL[0])).all()
+    assert not np.isfinite(filtered(0.1)).all(), "the library's default range reaches the NaNs"

@@ -77,10 +77,15 @@ EXPORT_SHIFT = [
 # presets and patients in the acquisition itself — depth attenuation, acoustic shadows, haze, and the
 # speckle reduction scanners apply. They work on float images inside the ultrasound field
 # (`field_mask`), so they come first, on the framed scan before any geometry; library defaults, each
-# on a quarter of the scans.
+# on a quarter of the scans, except one: speckle reduction's spatial sigma starts at 0.3 pixel, not
+# 0.1, because scikit-image's bilateral filter returns NaN pixels for spatial sigmas below about 0.25
+# when the range sigma is small too (measured on framed scans), which the cast back to 8 bits turns
+# into arbitrary values; at such a sigma the filter leaves the scan as it is anyway.
+SPECKLE_SIGMA_SPATIAL = (0.3, 2.0)
 ULTRASOUND_SHIFT = [
     A.ToFloat(max_value=255),
-    DepthAttenuation(p=0.25), GaussianShadow(p=0.25), HazeArtifact(p=0.25), SpeckleReduction(p=0.25),
+    DepthAttenuation(p=0.25), GaussianShadow(p=0.25), HazeArtifact(p=0.25),
+    SpeckleReduction(sigma_spatial=SPECKLE_SIGMA_SPATIAL, p=0.25),
     A.FromFloat(dtype="uint8", max_value=255),
 ]
 # Share of a normal scan's side taken by the stand-in box its zoomed crop keeps (a typical lesion's).

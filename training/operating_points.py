@@ -1,0 +1,84 @@
+"""Compare single-source segmenters on the source they were not trained on, at matched shares of
+normal scans flagged.
+
+The cross-source numbers of `training.cross_source` are the segmenter alone at threshold 0.5: each
+run sits at its own point of the trade between finding lesions and drawing on normal scans (one
+BUSI-trained run flags 89 % of BUS-UCLM's normal scans at Dice 0.785, another 20 % at 0.500), so
+comparing recipes at that one point confounds the recipe with where its epoch happened to land.
+This scores every post-processing setting of the trainer's grid (threshold, minimum area, largest
+component only; no classifier gate) on the unseen source's validation side and reports, for each
+cap on the share of its normal scans flagged, the best lesion Dice reachable under it (drawing
+nothing always is: Dice 0). That setting is chosen on the unseen side itself, so these numbers say
+how well a recipe's maps separate lesions from normal tissue on a new scanner, not what a deployed
+model scores. Beside them: the unseen numbers at the post-processing the run chose on its own source,
+which is what it would ship with. Validation sides only.
+
+    python -m training.operating_points runs/xs_seg_busi runs/xs_seg_bus_uclm ... [--out reports/x.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from inference.models import load_model
+from training.busi import TRAINING_SOURCES
+from training.finetune import load_side
+from training.train_segmenter import FULL_GRID, choose_postprocessing, lesion_probabilities, validation_scores
+
+CAPS = (0.1, 0.2, 0.3)
+
+
+def best_dice_under(grid: list[dict], cap: float) -> float:
+    """The highest lesion Dice among `grid`'s settings that flag at most `cap` of the normal scans
+    (0.0, drawing nothing, when none does)."""
+    return max((r["val_dice"] for r in grid if r["val_normal_fp"] <= cap), default=0.0)
+
+
+def unseen_operating_points(loaded, val: dict, caps=CAPS) -> dict:
+    """For every validation source the model in `loaded` was not trained on: the best Dice under
+    each cap on normal scans flagged, and the Dice and normals flagged at the post-processing the
+    model chose on its own source."""
+    config = loaded.config
+    probs = lesion_probabilities(loaded, val["images"])
+    out = {}
+    for index, source in enumerate(TRAINING_SOURCES):
+        if source in config["training"]["sources"] or not (val["source"] == index).any():
+            continue
+        side = {key: value[val["source"] == index] for key, value in val.items()}
+        _, grid = choose_postprocessing(probs[val["source"] == index], side, None, FULL_GRID)
+        dice, flagged = validation_scores(probs[val["source"] == index], side, config["threshold"],
+                                          config["min_area_fraction"], config["largest_only"])
+        out[source] = {**{f"dice@fp{cap}": best_dice_under(grid, cap) for cap in caps},
+                       "dice@own_choice": dice, "normal_fp@own_choice": flagged}
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="single-source segmenter folders (config.json, model.keras)")
+    parser.add_argument("--limit", type=int, default=0, help="about N validation scans per source (smoke test)")
+    parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
+    args = parser.parse_args(argv)
+    sides, rows = {}, {}
+    for folder in args.runs:
+        loaded = load_model(str(folder))
+        size, framing = loaded.config["input_size"], loaded.config.get("framing", {})
+        key = json.dumps([size, framing], sort_keys=True)
+        if key not in sides:  # runs framed alike share one loaded validation side
+            sides[key] = load_side("val", size, args.limit, framing)
+        rows[folder.name] = {"trained_on": loaded.config["training"]["sources"],
+                             "unseen": unseen_operating_points(loaded, sides[key])}
+        print(folder.name, json.dumps(rows[folder.name]["unseen"]), flush=True)
+    report = {"command": "python -m training.operating_points " + " ".join(str(f) for f in args.runs),
+              "side": "validation", "caps": list(CAPS), "rows": rows}
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
