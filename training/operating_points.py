@@ -2,9 +2,10 @@
 normal scans flagged.
 
 The cross-source numbers of `training.cross_source` are the segmenter alone at threshold 0.5: each
-run sits at its own point of the trade between finding lesions and drawing on normal scans (one
-BUSI-trained run flags 89 % of BUS-UCLM's normal scans at Dice 0.785, another 20 % at 0.500), so
-comparing recipes at that one point confounds the recipe with where its epoch happened to land.
+run sits at its own point of the trade between finding lesions and drawing on normal scans
+(`reports/cross_source_clahe_segmenters.json`: trained on BUSI, the plain run flags most of BUS-UCLM's
+normal scans at a high Dice, the CLAHE run few at a lower one), so comparing recipes at that one
+point confounds the recipe with where its epoch happened to land.
 This scores every post-processing setting of the trainer's grid (threshold, minimum area, largest
 component only; no classifier gate) on the unseen source's validation side and reports, for each
 cap on the share of its normal scans flagged, the best lesion Dice reachable under it (drawing
@@ -21,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-import numpy as np
 
 from inference.models import load_model
 from training.busi import TRAINING_SOURCES
@@ -48,10 +47,11 @@ def unseen_operating_points(loaded, val: dict, caps=CAPS) -> dict:
     for index, source in enumerate(TRAINING_SOURCES):
         if source in config["training"]["sources"] or not (val["source"] == index).any():
             continue
-        side = {key: value[val["source"] == index] for key, value in val.items()}
-        _, grid = choose_postprocessing(probs[val["source"] == index], side, None, FULL_GRID)
-        dice, flagged = validation_scores(probs[val["source"] == index], side, config["threshold"],
-                                          config["min_area_fraction"], config["largest_only"])
+        here = val["source"] == index
+        side = {key: value[here] for key, value in val.items()}
+        _, grid = choose_postprocessing(probs[here], side, None, FULL_GRID)
+        dice, flagged = validation_scores(probs[here], side, config["threshold"], config["min_area_fraction"],
+                                          config["largest_only"])
         out[source] = {**{f"dice@fp{cap}": best_dice_under(grid, cap) for cap in caps},
                        "dice@own_choice": dice, "normal_fp@own_choice": flagged}
     return out
