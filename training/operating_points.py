@@ -24,8 +24,7 @@ import json
 from pathlib import Path
 
 from inference.models import load_model
-from training.busi import TRAINING_SOURCES
-from training.finetune import load_side
+from training.finetune import load_side, per_source
 from training.train_segmenter import FULL_GRID, choose_postprocessing, lesion_probabilities, validation_scores
 
 CAPS = (0.1, 0.2, 0.3)
@@ -44,13 +43,12 @@ def unseen_operating_points(loaded, val: dict, caps=CAPS) -> dict:
     config = loaded.config
     probs = lesion_probabilities(loaded, val["images"])
     out = {}
-    for index, source in enumerate(TRAINING_SOURCES):
-        if source in config["training"]["sources"] or not (val["source"] == index).any():
+    for source, index in per_source(val):
+        if source in config["training"]["sources"]:
             continue
-        here = val["source"] == index
-        side = {key: value[here] for key, value in val.items()}
-        _, grid = choose_postprocessing(probs[here], side, None, FULL_GRID)
-        dice, flagged = validation_scores(probs[here], side, config["threshold"], config["min_area_fraction"],
+        side = {key: value[index] for key, value in val.items()}
+        _, grid = choose_postprocessing(probs[index], side, None, FULL_GRID)
+        dice, flagged = validation_scores(probs[index], side, config["threshold"], config["min_area_fraction"],
                                           config["largest_only"])
         out[source] = {**{f"dice@fp{cap}": best_dice_under(grid, cap) for cap in caps},
                        "dice@own_choice": dice, "normal_fp@own_choice": flagged}
