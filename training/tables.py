@@ -419,6 +419,8 @@ RENDERERS = {
     "bars": render_bars,
     "segmenter_candidates": render_candidates,
     "classifier_candidates": render_classifier_candidates,
+    "classifier_candidates_lite1": lambda reports_dir: render_classifier_candidates(
+        reports_dir, "classifier_candidates_lite1.json"),
     "segmenter_ensemble": render_ensemble,
     "cross_source_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_presence.json",
@@ -457,10 +459,11 @@ RENDERERS = {
         "members' probabilities.", own_score=itemgetter("val_score")),
     "cross_source_classifier_seeds": lambda reports_dir: render_ensembles(
         reports_dir, tuple(f"cross_source_classifier_{recipe}_{source}.json"
-                           for recipe in ("plain", "zoom") for source in TRAINING_SOURCES),
+                           for recipe in ("plain", "zoom", "zoom_lite1") for source in TRAINING_SOURCES),
         "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number,
         "Argmax of the uncalibrated probabilities at each run's chosen epoch; `_zoom` runs train on zoomed crops "
-        "(`--zoom-crop 0.3`, the shipped recipe), the others without; `_s8` runs have seed 8, the others seed 7; "
+        "(`--zoom-crop 0.3`, the shipped recipe), the others without; `_lite1` runs have the EfficientNet-Lite1 "
+        "encoder (`--encoder lite1`), the others Lite0; `_s8` runs have seed 8, the others seed 7; "
         "rows with + are the mean of both seeds' probabilities.", own_score=itemgetter("val_score")),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
