@@ -36,6 +36,12 @@ class LoadedModel:
     card: str  # the model card (README.md) text, empty when the source has none
     folder: Path | None = None  # where its files are (optional extras such as ood.npz live there)
 
+    @property
+    def encoder(self) -> str:
+        """The ImageNet encoder it was built on, e.g. "EfficientNet-Lite1", from its training record
+        (models trained before Lite1 was ported do not name one: Lite0)."""
+        return "EfficientNet-" + self.config.get("training", {}).get("encoder", "lite0").title()
+
 
 def source_for(kind: str) -> str:
     """The configured source of `kind` ("classifier" or "segmenter"): its setting, else the bundled folder."""

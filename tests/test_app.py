@@ -426,3 +426,11 @@ def test_mcp_tools_answer_with_content_and_readable_errors(tmp_path):
     assert "0 to 1" in str(tools["segment"].inputSchema["properties"]["threshold"])
     assert not good.isError and "malignant" in good.content[0].text and "confidence" in good.content[0].text
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
+
+
+def test_about_names_each_models_encoder(analyzer):
+    """The About text names the encoder each bundled model was trained on (the classifier's config
+    says Lite1; the segmenter's, trained before Lite1 was ported, names none: Lite0), not a fixed one."""
+    text = app.about_text(analyzer)
+    assert "An EfficientNet-Lite1 classifier" in text
+    assert "with an EfficientNet-Lite0 encoder, also ImageNet-pretrained" in text

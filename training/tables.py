@@ -412,7 +412,11 @@ RENDERERS = {
     "previous_shipped": lambda reports_dir: render_comparison(
         reports_dir, "shipped_2026-11-29", "", COMPARED_ROWS, "models of 2026-11-29 → shipped"),
     "previous_segmenter": lambda reports_dir: render_comparison(
-        reports_dir, "shipped_2026-12-01", "", SEGMENTER_ROWS[1:], "segmenter of 2026-12-01 → shipped"),
+        reports_dir, "shipped_2026-12-01", "shipped_2026-12-02", SEGMENTER_ROWS[1:],
+        "segmenter of 2026-12-01 → of 2026-12-02"),
+    "previous_classifier": lambda reports_dir: render_comparison(
+        reports_dir, "shipped_2026-12-02", "", COMPARED_ROWS + (("explain", "pointing_game_classifier", "Grad-CAM pointing game"),),
+        "models of 2026-12-02 → shipped"),
     "segmenter_presence_ft": lambda reports_dir: render_comparison(
         reports_dir, "shipped_2026-11-29", "segmenter_presence_ft", SEGMENTER_ROWS[1:],
         "shipped until 2026-12-01 → presence-loss fine-tune, not shipped"),
