@@ -417,6 +417,9 @@ RENDERERS = {
     "previous_classifier": lambda reports_dir: render_comparison(
         reports_dir, "shipped_2026-12-02", "", COMPARED_ROWS + (("explain", "pointing_game_classifier", "Grad-CAM pointing game"),),
         "models of 2026-12-02 → shipped"),
+    "previous_segmenter_fast": lambda reports_dir: render_comparison(
+        reports_dir, "shipped_2026-12-02/segmenter_fast", "segmenter_fast", SEGMENTER_ROWS[1:],
+        "fast segmenter on the Lite0 classifier's encoder → on the Lite1 one's"),
     "segmenter_presence_ft": lambda reports_dir: render_comparison(
         reports_dir, "shipped_2026-11-29", "segmenter_presence_ft", SEGMENTER_ROWS[1:],
         "shipped until 2026-12-01 → presence-loss fine-tune, not shipped"),
