@@ -506,13 +506,15 @@ def about_text(analyzer: Analyzer) -> str:
     members = len(analyzer.segmenter.config.get("training", {}).get("members", []))
     segmenter = (f"the mean of {members} U-Net segmenters (one recipe, {members} random seeds)" if members
                  else "a U-Net segmenter")
-    classifier_encoder, segmenter_encoder = analyzer.classifier.encoder, analyzer.segmenter.encoder
+    classifier_encoder, segmenter_encoder = (f"EfficientNet-{m.encoder.title()}"
+                                             for m in (analyzer.classifier, analyzer.segmenter))
     encoders = ("the same pretrained encoder" if classifier_encoder == segmenter_encoder
                 else f"an {segmenter_encoder} encoder, also ImageNet-pretrained")
     return f"""{DISCLAIMER}
 
 **Models.** An {classifier_encoder} classifier (ImageNet-pretrained, fine-tuned on two hospitals' scans,
-probabilities calibrated by temperature scaling) and {segmenter}, with {encoders}. Both see the scan cropped to its ultrasound field with its aspect ratio kept. An image
+probabilities calibrated by temperature scaling) and {segmenter}, with {encoders}. Both see the scan
+cropped to its ultrasound field with its aspect ratio kept. An image
 that does not look like the breast ultrasound they were trained on gets no answer at all. Grad-CAM
 explains the chosen class's pre-softmax score; Seg-Grad-CAM explains the summed logits of the
 predicted lesion. The classifier was trained to take its benign/malignant evidence from the lesion

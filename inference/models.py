@@ -38,9 +38,9 @@ class LoadedModel:
 
     @property
     def encoder(self) -> str:
-        """The ImageNet encoder it was built on, e.g. "EfficientNet-Lite1", from its training record
-        (models trained before Lite1 was ported do not name one: Lite0)."""
-        return "EfficientNet-" + self.config.get("training", {}).get("encoder", "lite0").title()
+        """The EfficientNet-Lite variant it was built on ("lite0", "lite1"), from its training record
+        (models trained before Lite1 was ported do not name one: lite0)."""
+        return self.config.get("training", {}).get("encoder", "lite0")
 
 
 def source_for(kind: str) -> str:

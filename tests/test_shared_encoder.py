@@ -15,7 +15,6 @@ from inference.pipeline import Analyzer
 from training.metrics import dice_iou
 from training.architectures import build_segmenter
 from training.efficientnet_lite import copy_encoder
-from training.train_segmenter import trained_encoder
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -24,7 +23,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 def segmenter_on_encoder_of(classifier: LoadedModel, segmenter: LoadedModel) -> LoadedModel:
     """The shipped segmenter's settings on a U-Net whose encoder is the classifier's (decoder untrained)."""
     size = classifier.config["input_size"]
-    model = build_segmenter(size, trained_encoder(classifier))
+    model = build_segmenter(size, classifier.encoder)
     copy_encoder(classifier.model, model)
     config = {**segmenter.config, "input_size": size, "framing": classifier.config.get("framing")}
     return LoadedModel(model, config, "the classifier's encoder with an untrained decoder", "")

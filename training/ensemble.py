@@ -39,7 +39,7 @@ from training.busi import REPO_ROOT
 from training.finetune import load_side, logits_function, predict_in_batches
 from training.train_classifier import validation_metrics
 from training.train_segmenter import (POSTPROCESSING_KEYS, alone_at_half, choose_postprocessing,
-                                      classifier_normal_probability, lesion_probabilities, own_side, trained_encoder)
+                                      classifier_normal_probability, lesion_probabilities, own_side)
 
 # What the saved ensemble's config keeps of each member's training record.
 MEMBER_RECORD = ("sources", "seed", "head_epochs", "epochs", "batch_size", "lr", "best_epoch", "val_dice", "minutes")
@@ -58,7 +58,7 @@ def save_ensemble(members, folders: list[Path], row: dict, grid: list[dict], out
               "gradcam_layer": [member_layer(index, layer) for index, m in enumerate(members)
                                 for layer in np.atleast_1d(m.config["gradcam_layer"]).tolist()],  # a member may be an ensemble
               "training": {"sources": first["training"]["sources"],
-                           "members": [{"model": str(folder), "encoder": trained_encoder(m),
+                           "members": [{"model": str(folder), "encoder": m.encoder,
                                         **{key: m.config["training"].get(key) for key in MEMBER_RECORD}}
                                        for folder, m in zip(folders, members)],
                            "val_dice": row["val_dice"], "val_normal_fp": row["val_normal_fp"],

@@ -166,11 +166,6 @@ def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     return best, results
 
 
-def trained_encoder(loaded) -> str:
-    """The EfficientNet-Lite variant a trained model was built on (models before Lite1 was ported: lite0)."""
-    return loaded.config["training"].get("encoder", "lite0")
-
-
 def classifier_normal_probability(classifier: Path | None, limit: int = 0) -> np.ndarray | None:
     """The classifier's (in folder `classifier`) calibrated normal probability on each validation
     scan, framed as it frames them (what serving will see); None without a classifier."""
@@ -222,10 +217,10 @@ def main(argv=None):
     started = time.time()
     if args.encoder_from:
         encoder_source = load_model(str(args.encoder_from))
-        args.size, args.encoder = encoder_source.config["input_size"], trained_encoder(encoder_source)
+        args.size, args.encoder = encoder_source.config["input_size"], encoder_source.encoder
     if args.init_from:
         start = load_model(str(args.init_from))
-        args.size, args.encoder = start.config["input_size"], trained_encoder(start)
+        args.size, args.encoder = start.config["input_size"], start.encoder
     framing, train, val = load_training_data(args)
     model = build_segmenter(args.size, args.encoder)
     if args.encoder_from:
