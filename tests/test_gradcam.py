@@ -139,22 +139,32 @@ def malignant_input(shipped_classifier):
 
 
 def test_randomising_the_top_layers_changes_the_map(shipped_classifier, malignant_input):
+    """Model-randomisation sanity check (Adebayo et al. 2018): with the head and the encoder's last
+    block re-drawn at random, the map must change. One random draw is a coin flip (the Lite0 model's
+    rank correlation with its randomised self ran from -0.3 to 0.8 over three draws), so the mean
+    over several draws is what is tested."""
     config = shipped_classifier.config
     original = ClassifierGradCAM(shipped_classifier.model, config["gradcam_layer"], config["logits_layer"])
     logits, cams = original(malignant_input)
-    predicted = int(logits.argmax())
+    own_map = cams[0, int(logits.argmax())]
+    last_block = max(int(layer.name.split("_")[0][len("block"):]) for layer in shipped_classifier.model.layers
+                     if layer.name.startswith("block") and layer.name.endswith("_project_conv"))  # Lite0: 15, Lite1: 20
+    top_layers = ("logits", "top_conv", f"block{last_block}_project_conv", f"block{last_block}_expand_conv")
 
-    randomised = keras.models.clone_model(shipped_classifier.model)
-    randomised.set_weights(shipped_classifier.model.get_weights())
-    for offset, name in enumerate(("logits", "top_conv", "block15_project_conv", "block15_expand_conv")):
-        layer = randomised.get_layer(name)
-        kernel = keras.initializers.GlorotUniform(seed=offset)(layer.kernel.shape)
-        layer.kernel.assign(kernel)
-    random_logits, random_cams = ClassifierGradCAM(randomised, config["gradcam_layer"], config["logits_layer"])(malignant_input)
-    # Each model explains its own prediction: both maps must have structure, or the check is vacuous.
-    random_map = random_cams[0, int(random_logits.argmax())]
-    assert cams[0, predicted].std() > 0 and random_map.std() > 0
-    assert rank_correlation(cams[0, predicted], random_map) < 0.5
+    correlations = []
+    for draw in range(5):
+        randomised = keras.models.clone_model(shipped_classifier.model)
+        randomised.set_weights(shipped_classifier.model.get_weights())
+        for offset, name in enumerate(top_layers):
+            layer = randomised.get_layer(name)
+            layer.kernel.assign(keras.initializers.GlorotUniform(seed=10 * draw + offset)(layer.kernel.shape))
+        random_logits, random_cams = ClassifierGradCAM(randomised, config["gradcam_layer"], config["logits_layer"])(malignant_input)
+        random_map = random_cams[0, int(random_logits.argmax())]
+        if random_map.std() > 0:  # an all-zero map (every cell below the ReLU) ranks nothing
+            correlations.append(rank_correlation(own_map, random_map))
+    # Each model explains its own prediction: the maps must have structure, or the check is vacuous.
+    assert own_map.std() > 0 and len(correlations) >= 3
+    assert np.mean(correlations) < 0.5
 
 
 def test_maps_of_two_classes_differ(shipped_classifier, malignant_input):
