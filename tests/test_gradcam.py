@@ -15,6 +15,7 @@ from inference.models import BUNDLED, load_model
 from inference.preprocess import Framing, to_model_input
 from inference.decode import decode_scan
 from training.train_segmenter import dice_bce_loss
+from training.efficientnet_lite import STAGE_REPEATS
 
 SIZE, RADIUS = 48, 5
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -147,8 +148,7 @@ def test_randomising_the_top_layers_changes_the_map(shipped_classifier, malignan
     original = ClassifierGradCAM(shipped_classifier.model, config["gradcam_layer"], config["logits_layer"])
     logits, cams = original(malignant_input)
     own_map = cams[0, int(logits.argmax())]
-    last_block = max(int(layer.name.split("_")[0][len("block"):]) for layer in shipped_classifier.model.layers
-                     if layer.name.startswith("block") and layer.name.endswith("_project_conv"))  # Lite0: 15, Lite1: 20
+    last_block = sum(STAGE_REPEATS[shipped_classifier.encoder]) - 1  # Lite0: 15, Lite1: 20
     top_layers = ("logits", "top_conv", f"block{last_block}_project_conv", f"block{last_block}_expand_conv")
 
     correlations = []
