@@ -208,6 +208,7 @@ class Handlers:
             "predicted_class": None if withheld else analysis.predicted_class,
             "probabilities": None if withheld else {c: round(p, 4) for c, p in analysis.probability_dict().items()},
             "threshold": analysis.threshold if threshold is None else threshold,
+            "peak_threshold": analysis.peak_threshold,
             "lesion": None if withheld else lesion or analysis.lesion_stats(threshold),
             "frame": analysis.frame,
             "n_frames": analysis.n_frames,
@@ -393,6 +394,14 @@ def batch_csv(rows: list[dict]) -> bytes:
     return buffer.getvalue().encode()
 
 
+def threshold_info(segmenter_config: dict) -> str:
+    """The mask slider's hint: the validated default and, when the config sets one, the peak a lesion
+    must reach to be drawn at all (the slider moves the outline, not that)."""
+    peak = segmenter_config.get("peak_threshold")
+    return f"Validated default {float(segmenter_config['threshold']):.2f}" + (
+        "" if peak is None else f"; a lesion is drawn only where the map reaches {float(peak):.2f}")
+
+
 def build_demo(analyzer: Analyzer) -> gr.Blocks:
     handlers = Handlers(analyzer)
     default_threshold = float(analyzer.segmenter.config["threshold"])
@@ -415,7 +424,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                             make_pdf = gr.Button("PDF report", elem_id="make-pdf")
                         pdf = gr.File(label="PDF report of the last analysis", elem_id="pdf", visible=False)
                         threshold = gr.Slider(0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold",
-                                              info=f"Validated default {default_threshold:.2f}")
+                                              info=threshold_info(analyzer.segmenter.config))
                         opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity", elem_id="opacity")
                         style = gr.Radio(list(MASK_STYLES), value=MASK_STYLES[0], label="Lesion drawn", elem_id="style")
                     with gr.Column(scale=3):

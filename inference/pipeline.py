@@ -53,6 +53,7 @@ class Analysis:
     threshold: float                  # the segmenter's validated threshold
     min_area_fraction: float
     largest_only: bool
+    peak_threshold: float | None      # a lesion is drawn only if its peak reaches this (None: any that passes threshold)
     # region (S, S) bool over the segmenter's input -> its Seg-Grad-CAM (h, w) over that input
     # (a gradient pass through the segmenter's head)
     explain_region: Callable[[np.ndarray], np.ndarray] | None = None
@@ -87,7 +88,7 @@ class Analysis:
         it is post-processed once per threshold and kept (read-only)."""
         key = self.threshold if threshold is None else float(threshold)
         if key not in self._masks:
-            mask = lesion_mask(self.lesion_probs, key, self.min_area_fraction, self.largest_only)
+            mask = lesion_mask(self.lesion_probs, key, self.min_area_fraction, self.largest_only, self.peak_threshold)
             mask.flags.writeable = False
             self._masks[key] = mask
         return self._masks[key]
@@ -296,7 +297,8 @@ class Analyzer:
             class_cams=class_cams, class_framing=scan.class_framing, seg_framing=scan.seg_framing,
             lesion_probs=scan.seg_framing.to_scan(expit(mask_logits[..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
-            largest_only=bool(s.get("largest_only", False)), feature_distance=distance,
+            largest_only=bool(s.get("largest_only", False)), peak_threshold=s.get("peak_threshold"),
+            feature_distance=distance,
             explain_region=None if head_inputs is None else lambda region: self._explain_region(head_inputs, region),
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames,

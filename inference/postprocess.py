@@ -8,19 +8,26 @@ from scipy.spatial import ConvexHull, QhullError
 
 
 def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 0.0,
-                largest_only: bool = False) -> np.ndarray:
+                largest_only: bool = False, peak_threshold: float | None = None) -> np.ndarray:
     """Threshold a (H, W) probability map, drop connected components smaller than
     `min_area_fraction` of the image and, with `largest_only`, keep only the largest one (most
-    scans show one lesion; which rules apply is chosen on the validation set)."""
+    scans show one lesion; which rules apply is chosen on the validation set).
+
+    With `peak_threshold` (hysteresis), a component is kept only if its highest probability reaches
+    it: whether a lesion is drawn at all and how far its outline reaches are then two settings, so
+    the outline need not be cut tight to keep normal tissue from being flagged."""
     mask = probs >= threshold
-    if (min_area_fraction <= 0 and not largest_only) or not mask.any():
+    if (min_area_fraction <= 0 and not largest_only and peak_threshold is None) or not mask.any():
         return mask
     labels, count = ndimage.label(mask)
+    index = np.arange(1, count + 1)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]  # pixels per component
-    keep = areas >= min_area_fraction * mask.size
-    if largest_only:
-        keep &= areas == areas.max()
-    return np.isin(labels, np.flatnonzero(keep) + 1)
+    candidates = (np.ones(count, dtype=bool) if peak_threshold is None
+                  else ndimage.maximum(probs, labels, index) >= peak_threshold)
+    keep = candidates & (areas >= min_area_fraction * mask.size)
+    if largest_only and candidates.any():
+        keep &= areas == areas[candidates].max()
+    return np.isin(labels, index[keep])
 
 
 def hidden_by_normal_gate(p_normal, peak, gate: float | None, spares: float | None):

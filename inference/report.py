@@ -300,6 +300,8 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
     validated = used == analysis.threshold
     threshold_text = (f"Segmentation threshold: {used:.2f} (the validated one)" if validated
                       else f"Segmentation threshold: {used:.2f} (chosen; the validated one is {analysis.threshold:.2f})")
+    if analysis.peak_threshold is not None:
+        threshold_text += f"; a lesion is drawn only where the map reaches {analysis.peak_threshold:.2f} (validated)"
     if not withheld:
         stats = analysis.lesion_stats(used)
         pdf.heading("Lesion measurements")

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from inference.models import LoadedModel
 from inference.pipeline import DISAGREEMENT_NOTE, NO_LESION_NOTE, SPARED_NOTE, SUPPRESSED_NOTE, Analysis, Analyzer
+from inference.postprocess import lesion_mask
 from training.metrics import dice_iou
 
 
@@ -130,9 +131,10 @@ def test_seg_gradcam_explains_the_displayed_mask(analyzer, examples):
 @pytest.fixture(scope="module")
 def gated(analyzer):
     """The shipped models with the segmenter's normal gate set to `gate` (None: never hide a lesion),
-    sparing lesions whose segmenter peak reaches `spares` (None: none spared)."""
-    def make(gate, spares=None):
-        config = {**analyzer.segmenter.config, "normal_gate": gate, "normal_gate_spares": spares}
+    sparing lesions whose segmenter peak reaches `spares` (None: none spared), and any other
+    post-processing `settings` of its config."""
+    def make(gate, spares=None, **settings):
+        config = {**analyzer.segmenter.config, "normal_gate": gate, "normal_gate_spares": spares, **settings}
         return Analyzer(analyzer.classifier, LoadedModel(analyzer.segmenter.model, config, "test", ""), warm_up=False)
     return make
 
@@ -163,6 +165,22 @@ def test_the_gate_spares_only_lesions_whose_segmenter_peak_reaches_its_level(gat
         assert below.suppressed_as_normal and not below.mask().any()
         assert not at.suppressed_as_normal and np.array_equal(at.mask(), found)
         assert at.notes == [SPARED_NOTE.format(p_normal=at.probability_dict()["normal"], peak=peak, spares=peak)]
+
+
+def test_a_lesion_is_drawn_only_if_its_peak_reaches_the_peak_threshold(gated, analyzer, examples):
+    """Serving applies the config's `peak_threshold` (hysteresis): the outline follows the threshold,
+    the peak decides whether it is drawn at all, and the user's threshold still moves the outline."""
+    path = next(p for p, _ in examples if analyzer.analyze(p).mask().any())
+    plain = gated(None, peak_threshold=None, threshold=0.3).analyze(path)
+    found = plain.segmenter_mask()
+    peak = float(plain.lesion_probs[found].max())
+    kept = gated(None, peak_threshold=peak, threshold=0.3).analyze(path)
+    dropped = gated(None, peak_threshold=min(peak + 0.001, 1.0), threshold=0.3).analyze(path)
+    assert np.array_equal(kept.mask(), lesion_mask(plain.lesion_probs, 0.3, kept.min_area_fraction,
+                                                   kept.largest_only, peak))
+    assert kept.mask().any() and kept.mask().sum() <= found.sum()
+    assert not dropped.mask().any() and dropped.notes == [NO_LESION_NOTE]
+    assert kept.mask(0.2).sum() >= kept.mask().sum() >= kept.mask(0.5).sum()
 
 
 def test_display_copy_of_a_big_scan_draws_the_same_lesion(analyzer, examples):

@@ -4,7 +4,9 @@ and easy, must not pass while it flags another scanner's normals often."""
 
 import numpy as np
 
-from training.train_segmenter import MAX_NORMAL_FP_RATE, choose_postprocessing, validation_scores
+from inference.postprocess import lesion_mask
+from training.train_segmenter import (MAX_NORMAL_FP_RATE, choose_postprocessing, trade_off_frontier,
+                                      validation_scores, worst_normal_fp)
 
 GRID = {"threshold": (0.5,), "min_area_fraction": (0.0,)}
 
@@ -63,3 +65,39 @@ def test_the_gate_spares_lesions_the_segmenter_is_sure_of_when_that_wins_on_vali
     unspared = [r for r in results if r["normal_gate"] is not None and r["normal_gate_spares"] is None]
     assert all(np.isclose(r["val_dice"], 0.0) for r in unspared), "without sparing, the gate hides every lesion"
     assert not any(r["normal_gate_spares"] is not None for r in results if r["normal_gate"] is None)
+
+
+def test_a_peak_threshold_drops_faint_components_but_keeps_a_kept_ones_faint_rim():
+    probs = np.zeros((40, 40), np.float32)
+    probs[5:15, 5:15], probs[8:12, 8:12] = 0.5, 0.95   # a lesion: a sure core in a fainter rim
+    probs[25:35, 25:35] = 0.6                          # faint tissue, nowhere sure
+    plain, peaked = lesion_mask(probs, 0.4), lesion_mask(probs, 0.4, peak_threshold=0.9)
+    assert plain.sum() == 200 and peaked.sum() == 100 and peaked[5:15, 5:15].all()
+    assert lesion_mask(probs, 0.4, largest_only=True, peak_threshold=0.9).sum() == 100, \
+        "the largest component is chosen among those whose peak qualifies"
+    assert not lesion_mask(probs, 0.4, peak_threshold=0.99).any()
+
+
+def test_a_peak_threshold_wins_when_outlines_need_a_low_threshold_and_normals_a_high_one():
+    # lesions: the truth's outer ring at 0.45, its centre at 0.95; five of 20 normals show a faint 0.6 blob.
+    # One threshold either cuts the outline (0.7: Dice 0.4) or flags the normals (0.4: 25 %); hysteresis does neither.
+    probs, val = scans(5, 20, 0, [0.6] * 5 + [0.1] * 15, lesion_peak=0.45)
+    probs[:5, 3:5, 3:5] = 0.95
+    grid = {"threshold": (0.4, 0.7), "peak_threshold": (None, 0.9), "min_area_fraction": (0.0,)}
+    best, results = choose_postprocessing(probs, val, None, grid)
+    assert best["threshold"] == 0.4 and best["peak_threshold"] == 0.9
+    assert np.isclose(best["val_dice"], 1.0) and np.isclose(best["val_normal_fp"], 0.0)
+    assert not any(r["peak_threshold"] == 0.9 and r["threshold"] > 0.9 for r in results)
+    assert {r["peak_threshold"] for r in results if r["threshold"] == 0.7} == {None, 0.9}
+
+
+def test_the_kept_frontier_holds_every_setting_no_other_beats():
+    probs, val = scans(5, 20, 0, [0.6] * 5 + [0.1] * 15, lesion_peak=0.45)
+    probs[:5, 3:5, 3:5] = 0.95
+    _, results = choose_postprocessing(probs, val, np.linspace(0, 1, len(val["labels"])))
+    frontier = trade_off_frontier(results)
+    assert 0 < len(frontier) < len(results)
+    for row in results:  # every setting is matched or beaten by one on the frontier
+        assert any(worst_normal_fp(f) <= worst_normal_fp(row) and f["val_dice"] >= row["val_dice"] for f in frontier)
+    fps = [worst_normal_fp(f) for f in frontier]
+    assert fps == sorted(fps) and [f["val_dice"] for f in frontier] == sorted(f["val_dice"] for f in frontier)

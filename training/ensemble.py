@@ -39,7 +39,8 @@ from training.busi import REPO_ROOT
 from training.finetune import load_side, logits_function, predict_in_batches
 from training.train_classifier import validation_metrics
 from training.train_segmenter import (POSTPROCESSING_KEYS, alone_at_half, choose_postprocessing,
-                                      classifier_normal_probability, lesion_probabilities, own_side)
+                                      classifier_normal_probability, lesion_probabilities, own_side,
+                                      trade_off_frontier)
 
 # What the saved ensemble's config keeps of each member's training record.
 MEMBER_RECORD = ("sources", "seed", "head_epochs", "epochs", "batch_size", "lr", "best_epoch", "val_dice", "minutes")
@@ -62,7 +63,8 @@ def save_ensemble(members, folders: list[Path], row: dict, grid: list[dict], out
                                         **{key: m.config["training"].get(key) for key in MEMBER_RECORD}}
                                        for folder, m in zip(folders, members)],
                            "val_dice": row["val_dice"], "val_normal_fp": row["val_normal_fp"],
-                           "val_normal_fp_by_source": row["val_normal_fp_by_source"], "postprocessing_grid": grid}}
+                           "val_normal_fp_by_source": row["val_normal_fp_by_source"],
+                           "postprocessing_frontier": trade_off_frontier(grid)}}
     out.mkdir(parents=True, exist_ok=True)
     build_segmenter_ensemble([m.model for m in members]).save(out / "model.keras")
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -133,7 +133,7 @@ def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) ->
         "pixel_precision": tp / predicted_px if predicted_px else None,
         "pixel_recall": tp / true_px if true_px else None,
         "threshold": analyses[0].threshold, "min_area_fraction": analyses[0].min_area_fraction,
-        "largest_only": analyses[0].largest_only,
+        "largest_only": analyses[0].largest_only, "peak_threshold": analyses[0].peak_threshold,
         "normal_gate": analyzer.segmenter.config.get("normal_gate"),
         "normal_gate_spares": analyzer.segmenter.config.get("normal_gate_spares"),
         "scans_suppressed_as_normal": int(sum(a.suppressed_as_normal for a in analyses)),

@@ -64,7 +64,8 @@ def main(argv=None):
             part = {key: seg_val[key][index] for key in ("labels", "masks")}
             dice, normal_fp = validation_scores(lesion_probs[index], part, shipped["threshold"],
                                                 shipped["min_area_fraction"], shipped["largest_only"], p_normal[index],
-                                                shipped["normal_gate"], shipped["normal_gate_spares"])
+                                                shipped["normal_gate"], shipped["normal_gate_spares"],
+                                                shipped.get("peak_threshold"))
             variant["segmenter"][source] = {"dice_at_shipped_postprocessing": dice,
                                             "normal_fp_at_shipped_postprocessing": normal_fp}
         best, _ = choose_postprocessing(lesion_probs, seg_val, p_normal)

@@ -49,7 +49,7 @@ def unseen_operating_points(loaded, val: dict, caps=CAPS) -> dict:
         side = {key: value[index] for key, value in val.items()}
         _, grid = choose_postprocessing(probs[index], side, None, FULL_GRID)
         dice, flagged = validation_scores(probs[index], side, config["threshold"], config["min_area_fraction"],
-                                          config["largest_only"])
+                                          config["largest_only"], peak_threshold=config.get("peak_threshold"))
         out[source] = {**{f"dice@fp{cap}": best_dice_under(grid, cap) for cap in caps},
                        "dice@own_choice": dice, "normal_fp@own_choice": flagged}
     return out

@@ -111,6 +111,12 @@ SEGMENTER_CROSS_SOURCE_COLUMNS = (("dice@0.5", "lesion Dice"), ("missed@0.5", "l
                                   ("normal_fp@0.5", "normal scans flagged"))
 
 
+def thresholds(choice: dict) -> str:
+    """A post-processing choice's threshold, and the peak a drawn lesion must reach when it sets one."""
+    peak = choice.get("peak_threshold")
+    return f"{choice['threshold']}" + (f" (peak ≥ {peak})" if peak is not None else "")
+
+
 def spared(choice: dict) -> str:
     """How a post-processing choice's normal gate spares lesions the segmenter is sure of ("" if never)."""
     spares = choice.get("normal_gate_spares")
@@ -120,7 +126,7 @@ def spared(choice: dict) -> str:
 def render_candidates(reports_dir: Path = REPORTS, name: str = "segmenter_candidates.json") -> str:
     """Segmenter candidates on the validation sides (`python -m training.candidates ... --out`)."""
     record = json.loads((reports_dir / name).read_text())
-    lines = ["| candidate | start | loss on normals' peak | epochs, lr (kept) | minutes | threshold, min. area, "
+    lines = ["| candidate | start | loss on normals' peak | epochs, lr (kept) | minutes | threshold (and the peak a lesion must reach), min. area, "
              "normal gate (and the segmenter peak it spares) | val lesion Dice | val normals flagged (BUSI / BUS-UCLM) |", "|---|---|---|---|---|---|---|---|"]
     for folder, row in record["candidates"].items():
         choice, flagged = row["chosen_postprocessing"], row["val_normal_fp_by_source"]
@@ -128,7 +134,7 @@ def render_candidates(reports_dir: Path = REPORTS, name: str = "segmenter_candid
                                                                else f"ImageNet {(row.get('encoder') or 'lite0').title()}")  # rows before Lite1: Lite0
         lr = 1e-3 if row["encoder_from"] else row["lr"]  # a frozen encoder: only the decoder trains, at 1e-3
         lines.append(f"| `{folder}` | {start} | {row['normal_presence_weight'] or 0} | {row['epochs']}, {lr} "
-                     f"({row['best_epoch']}) | {row['minutes']} | {choice['threshold']}, {choice['min_area_fraction']}, "
+                     f"({row['best_epoch']}) | {row['minutes']} | {thresholds(choice)}, {choice['min_area_fraction']}, "
                      f"{choice['normal_gate']}{spared(choice)} | {row['val_dice']:.3f} | "
                      + (f"{flagged['busi']:.3f} / {flagged['bus_uclm']:.3f}" if flagged else
                         f"{row['val_normal_fp']:.3f} pooled") + " |")
@@ -138,11 +144,11 @@ def render_candidates(reports_dir: Path = REPORTS, name: str = "segmenter_candid
 def render_ensemble(reports_dir: Path = REPORTS, name: str = "segmenter_ensemble.json") -> str:
     """Segmenters and the mean of their probabilities on the validation sides (`python -m training.ensemble`)."""
     record = json.loads((reports_dir / name).read_text())
-    lines = ["| segmenters | threshold, min. area, normal gate (and the segmenter peak it spares) | val lesion Dice | "
+    lines = ["| segmenters | threshold (and the peak a lesion must reach), min. area, normal gate (and the segmenter peak it spares) | val lesion Dice | "
              "val normals flagged (BUSI / BUS-UCLM) |", "|---|---|---|---|"]
     for row in record["rows"]:
         flagged = row["val_normal_fp_by_source"]
-        lines.append(f"| {' + '.join(f'`{m}`' for m in row['members'])} | {row['threshold']}, {row['min_area_fraction']}, "
+        lines.append(f"| {' + '.join(f'`{m}`' for m in row['members'])} | {thresholds(row)}, {row['min_area_fraction']}, "
                      f"{row['normal_gate']}{spared(row)} | {row['val_dice']:.3f} | "
                      f"{flagged['busi']:.3f} / {flagged['bus_uclm']:.3f} |")
     return ("\n".join(lines) + "\n\nThe last row is the mean of the members' lesion probabilities; every row's "

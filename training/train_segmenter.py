@@ -41,7 +41,8 @@ from training.finetune import (PREPROCESSING, SelectOnValidation, fit_new_layers
 from training.metrics import calibrated, dice_iou
 
 MAX_NORMAL_FP_RATE = 0.10
-POSTPROCESSING_KEYS = ("threshold", "min_area_fraction", "largest_only", "normal_gate", "normal_gate_spares")
+POSTPROCESSING_KEYS = ("threshold", "peak_threshold", "min_area_fraction", "largest_only", "normal_gate",
+                       "normal_gate_spares")
 # Classifier normal probability from which no lesion is drawn; None: the classifier's verdict never hides a
 # lesion. Below 0.5 too: a classifier calibrated otherwise (the Lite1 one) rates normal scans lower.
 NORMAL_GATES = (None, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -78,10 +79,11 @@ def with_normal_presence(loss, weight: float):
     return combined
 
 
-def _mask_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float, largest_only: bool):
+def _mask_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float, largest_only: bool,
+                 peak_threshold: float | None = None):
     """Per scan: Dice of the post-processed mask against the truth, whether anything is drawn, and
     the highest lesion probability inside what is drawn (0 when nothing is)."""
-    predicted = [lesion_mask(p, threshold, min_area, largest_only) for p in probs]
+    predicted = [lesion_mask(p, threshold, min_area, largest_only, peak_threshold) for p in probs]
     dice = np.array([dice_iou(p, m > 0)[0] for p, m in zip(predicted, val["masks"])])
     peaks = np.array([float(p[m].max()) if m.any() else 0.0 for p, m in zip(probs, predicted)])
     return dice, np.array([p.any() for p in predicted]), peaks
@@ -100,11 +102,11 @@ def _scores(dice: np.ndarray, drawn: np.ndarray, hidden: np.ndarray, val: dict) 
 
 def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float = 0.0,
                       largest_only: bool = False, p_normal: np.ndarray | None = None, gate: float | None = None,
-                      spares: float | None = None):
+                      spares: float | None = None, peak_threshold: float | None = None):
     """(mean Dice over lesion scans, share of normal scans with any predicted lesion). A scan whose
     drawing the normal gate hides (`hidden_by_normal_gate` with the classifier's `p_normal`) gets an
     empty mask."""
-    dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only)
+    dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold)
     hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares)
     scores = _scores(dice, drawn, hidden, val)
     return scores["val_dice"], scores["val_normal_fp"]
@@ -137,13 +139,16 @@ def worst_normal_fp(scores: dict) -> float:
     return max(scores["val_normal_fp_by_source"].values(), default=scores["val_normal_fp"])
 
 
-FULL_GRID = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_area_fraction": (0.0, 0.0025, 0.005, 0.01, 0.02)}
+# peak_threshold: None, or a level above the threshold that a component's peak must reach to be drawn.
+FULL_GRID = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "peak_threshold": (None, 0.5, 0.6, 0.7, 0.8, 0.9),
+             "min_area_fraction": (0.0, 0.0025, 0.005, 0.01, 0.02)}
 EPOCH_GRID = {"threshold": (0.4, 0.5, 0.6), "min_area_fraction": (0.0, 0.01)}
 
 
 def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     """Post-processing with the best validation lesion Dice among those that flag at most
-    MAX_NORMAL_FP_RATE of each source's normal scans (else the fewest flags): threshold, minimum
+    MAX_NORMAL_FP_RATE of each source's normal scans (else the fewest flags): threshold, the peak a
+    component must reach to be drawn (`peak_threshold`, strictly above the threshold, or None), minimum
     component area (fraction of the image), largest component only, and — when the classifier's
     validation normal probabilities `p_normal` are given — the normal gate: the probability from
     which no lesion is drawn. A gate, unlike "argmax is normal", leaves a lesion visible when the
@@ -153,17 +158,33 @@ def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     results = []
     gates = ([(gate, spares) for gate in NORMAL_GATES for spares in (GATE_SPARES if gate is not None else (None,))]
              if p_normal is not None else [(None, None)])
-    for threshold, min_area, largest_only in itertools.product(
-            grid["threshold"], grid["min_area_fraction"], (False, True)):
-        dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only)
+    for threshold, peak_threshold, min_area, largest_only in itertools.product(
+            grid["threshold"], grid.get("peak_threshold", (None,)), grid["min_area_fraction"], (False, True)):
+        if peak_threshold is not None and peak_threshold <= threshold:
+            continue
+        dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold)
         for gate, spares in gates:
             hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares)
-            results.append({"threshold": threshold, "min_area_fraction": min_area, "largest_only": largest_only,
-                            "normal_gate": gate, "normal_gate_spares": spares, **_scores(dice, drawn, hidden, val)})
+            results.append({"threshold": threshold, "peak_threshold": peak_threshold, "min_area_fraction": min_area,
+                            "largest_only": largest_only, "normal_gate": gate, "normal_gate_spares": spares,
+                            **_scores(dice, drawn, hidden, val)})
     allowed = [r for r in results if worst_normal_fp(r) <= MAX_NORMAL_FP_RATE]
     best = (max(allowed, key=lambda r: r["val_dice"]) if allowed
             else min(results, key=lambda r: (worst_normal_fp(r), -r["val_dice"])))
     return best, results
+
+
+def trade_off_frontier(results: list[dict]) -> list[dict]:
+    """The settings of a post-processing grid that no other beats on both validation Dice and the worst
+    source's share of normal scans flagged, by that share: the trade the choice was made on, kept in
+    the training record (the whole grid, thousands of settings, would bloat config.json)."""
+    ranked = sorted(results, key=lambda r: (worst_normal_fp(r), -r["val_dice"]))
+    frontier, best_dice = [], -1.0
+    for row in ranked:
+        if row["val_dice"] > best_dice:
+            frontier.append(row)
+            best_dice = row["val_dice"]
+    return frontier
 
 
 def classifier_normal_probability(classifier: Path | None, limit: int = 0) -> np.ndarray | None:
@@ -184,15 +205,20 @@ def lesion_probabilities(loaded, images: np.ndarray) -> np.ndarray:
 
 
 def revalidate_postprocessing(args):
-    """Re-choose the post-processing of the model in `args.out` on validation, weights untouched."""
+    """Re-choose the post-processing of the model in `args.out` on the validation sides of the sources
+    it was trained on (as training chose it), weights untouched."""
     loaded = load_model(str(args.out))
     val = load_side("val", loaded.config["input_size"], args.limit, loaded.config.get("framing", {}))
-    probs = lesion_probabilities(loaded, val["images"])
-    best, grid = choose_postprocessing(probs, val, classifier_normal_probability(args.classifier, args.limit))
+    own, own_val = own_side(val, loaded.config["training"]["sources"])
+    probs = lesion_probabilities(loaded, own_val["images"])
+    p_normal = classifier_normal_probability(args.classifier, args.limit)
+    grid = {**FULL_GRID, "peak_threshold": (None, *args.peak_thresholds)}
+    best, grid = choose_postprocessing(probs, own_val, None if p_normal is None else p_normal[own], grid)
     print(f"post-processing {best}", flush=True)
     config = {**loaded.config, **{key: best[key] for key in POSTPROCESSING_KEYS}}
     config["training"].update(val_dice=best["val_dice"], val_normal_fp=best["val_normal_fp"],
-                              val_normal_fp_by_source=best["val_normal_fp_by_source"], postprocessing_grid=grid)
+                              val_normal_fp_by_source=best["val_normal_fp_by_source"],
+                              postprocessing_frontier=trade_off_frontier(grid))
     (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -210,6 +236,9 @@ def main(argv=None):
     parser.add_argument("--postprocessing-only", action="store_true",
                         help="keep the weights in --out; re-choose its post-processing on validation "
                              "(after the classifier changed)")
+    parser.add_argument("--peak-thresholds", type=float, nargs="*", default=[t for t in FULL_GRID["peak_threshold"] if t],
+                        help="with --postprocessing-only: the peaks a drawn lesion may be asked to reach "
+                             "(none given: only the threshold decides)")
     args = parser.parse_args(argv)
     if args.postprocessing_only:
         return revalidate_postprocessing(args)
@@ -285,7 +314,7 @@ def main(argv=None):
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
                      "val_normal_fp_by_source": best["val_normal_fp_by_source"],
                      "minutes": round((time.time() - started) / 60, 1), "history": selector.history,
-                     "postprocessing_grid": grid},
+                     "postprocessing_frontier": trade_off_frontier(grid)},
     })
 
 
