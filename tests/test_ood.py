@@ -8,6 +8,7 @@ import skimage.data
 
 from inference.__main__ import main as batch_main
 from inference.ood import BLANK_WARNING, FeatureDistance
+from training.fit_ood import candidate_layers
 
 NOT_ULTRASOUND = {"camera": skimage.data.camera(), "coins": skimage.data.coins(), "moon": skimage.data.moon(),
                   "page": skimage.data.page(), "text": skimage.data.text(), "astronaut": skimage.data.astronaut(),
@@ -16,6 +17,17 @@ NOT_ULTRASOUND = {"camera": skimage.data.camera(), "coins": skimage.data.coins()
 
 def test_the_shipped_classifier_has_a_check(analyzer):
     assert analyzer.ood is not None and analyzer.ood.threshold > 0
+
+
+def test_the_check_was_chosen_among_layers_of_the_classifiers_own_encoder(analyzer):
+    """The candidates follow the encoder (Lite1 has five more blocks than Lite0), exist in the shipped
+    classifier, and include the layer its check uses."""
+    candidates = candidate_layers(analyzer.classifier.encoder)
+    names = {layer.name for layer in analyzer.classifier.model.layers}
+    assert set(candidates) <= names and analyzer.ood.layer in candidates
+    assert candidates[-2] == f"block{max(int(n[5:-4]) for n in names if n.startswith('block') and n.endswith('_out'))}_out"
+    assert candidate_layers("lite0") == ["block5_out", "block7_out", "block9_out", "block11_out", "block13_out",
+                                         "block15_out", "top_activation"]
 
 
 @pytest.mark.parametrize("name", sorted(NOT_ULTRASOUND))

@@ -36,10 +36,17 @@ from inference.models import load_model
 from inference.ood import FILE_NAME, FeatureDistance, pooled_layers
 from inference.preprocess import Framing, to_model_input
 from training.busi import REPO_ROOT, TRAINING_SOURCES
+from training.efficientnet_lite import STAGE_REPEATS
 from training.finetune import load_side, predict_in_batches
 
-CANDIDATE_LAYERS = ("block5_out", "block7_out", "block9_out", "block11_out", "block13_out", "block15_out",
-                    "top_activation")
+
+def candidate_layers(encoder: str) -> list[str]:
+    """Every other block's output from block 5 to the encoder's last block, that last block, and the
+    head's activation: Lite0 ends at block 15, Lite1 at block 20."""
+    last = sum(STAGE_REPEATS[encoder]) - 1
+    return [f"block{index}_out" for index in sorted({*range(5, last + 1, 2), last})] + ["top_activation"]
+
+
 DESIGN_NEGATIVES = ("binary_blobs", "brick", "cell", "checkerboard", "chelsea", "clock", "coffee", "colorwheel", "grass",
                     "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo", "microaneurysms", "retina",
                     "rocket", "shepp_logan_phantom")
@@ -94,11 +101,12 @@ def layer_check(train: dict, val: dict, negatives: np.ndarray, layer: str,
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "classifier")
-    parser.add_argument("--layers", nargs="+", default=list(CANDIDATE_LAYERS))
+    parser.add_argument("--layers", nargs="+", help="candidate layers (default: candidate_layers of the model's encoder)")
     parser.add_argument("--components", type=int, default=32)
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "reports" / "ood_layers.json")
     args = parser.parse_args(argv)
     loaded = load_model(str(args.model))
+    args.layers = args.layers or candidate_layers(loaded.encoder)
     c = loaded.config
     sides = {side: load_side(side, c["input_size"], 0, c.get("framing", {}), TRAINING_SOURCES) for side in ("train", "val")}
     negatives = design_negatives(c)

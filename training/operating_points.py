@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
                              "unseen": unseen_operating_points(loaded, sides[key])}
         print(folder.name, json.dumps(rows[folder.name]["unseen"]), flush=True)
     report = {"command": "python -m training.operating_points " + " ".join(str(f) for f in args.runs),
-              "side": "validation", "caps": list(CAPS), "rows": rows}
+              "side": "validation", "caps": list(CAPS), "grid": FULL_GRID, "rows": rows}
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return report

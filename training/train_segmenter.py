@@ -216,6 +216,7 @@ def revalidate_postprocessing(args):
     best, grid = choose_postprocessing(probs, own_val, None if p_normal is None else p_normal[own], grid)
     print(f"post-processing {best}", flush=True)
     config = {**loaded.config, **{key: best[key] for key in POSTPROCESSING_KEYS}}
+    config["training"].pop("postprocessing_grid", None)  # the whole grid of an earlier choice, recorded before the frontier
     config["training"].update(val_dice=best["val_dice"], val_normal_fp=best["val_normal_fp"],
                               val_normal_fp_by_source=best["val_normal_fp_by_source"],
                               postprocessing_frontier=trade_off_frontier(grid))
