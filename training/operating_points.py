@@ -6,8 +6,8 @@ run sits at its own point of the trade between finding lesions and drawing on no
 (`reports/cross_source_clahe_segmenters.json`: trained on BUSI, the plain run flags most of BUS-UCLM's
 normal scans at a high Dice, the CLAHE run few at a lower one), so comparing recipes at that one
 point confounds the recipe with where its epoch happened to land.
-This scores every post-processing setting of the trainer's grid (threshold, minimum area, largest
-component only; no classifier gate) on the unseen source's validation side and reports, for each
+This scores every post-processing setting of the trainer's grid (threshold, the peak a lesion must
+reach, minimum area, largest component only; no classifier gate; the report records the grid) on the unseen source's validation side and reports, for each
 cap on the share of its normal scans flagged, the best lesion Dice reachable under it (drawing
 nothing always is: Dice 0). That setting is chosen on the unseen side itself, so these numbers say
 how well a recipe's maps separate lesions from normal tissue on a new scanner, not what a deployed
