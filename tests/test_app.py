@@ -434,3 +434,13 @@ def test_about_names_each_models_encoder(analyzer):
     text = app.about_text(analyzer)
     assert "An EfficientNet-Lite1 classifier" in text
     assert "with an EfficientNet-Lite0 encoder, also ImageNet-pretrained" in text
+
+
+def test_the_threshold_hint_says_which_peak_a_lesion_must_reach(analyzer):
+    """The slider moves the outline; with a peak threshold in the config, its hint says a lesion is
+    drawn only where the map reaches it (else a user lowering the slider expects fainter lesions)."""
+    config = analyzer.segmenter.config
+    hint = app.threshold_info(config)
+    assert hint.startswith(f"Validated default {config['threshold']:.2f}")
+    assert (f"reaches {config['peak_threshold']:.2f}" in hint) == (config.get("peak_threshold") is not None)
+    assert app.threshold_info({"threshold": 0.5}) == "Validated default 0.50"
