@@ -142,7 +142,7 @@ def worst_normal_fp(scores: dict) -> float:
 # peak_threshold: None, or a level above the threshold that a component's peak must reach to be drawn.
 FULL_GRID = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "peak_threshold": (None, 0.5, 0.6, 0.7, 0.8, 0.9),
              "min_area_fraction": (0.0, 0.0025, 0.005, 0.01, 0.02)}
-EPOCH_GRID = {"threshold": (0.4, 0.5, 0.6), "min_area_fraction": (0.0, 0.01)}
+EPOCH_GRID = {"threshold": (0.4, 0.5, 0.6), "peak_threshold": (None, 0.9), "min_area_fraction": (0.0, 0.01)}
 
 
 def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
