@@ -429,8 +429,11 @@ RENDERERS = {
         reports_dir, "shipped_2026-12-02_lite1", "", SEGMENTER_ROWS[1:],
         "segmenter post-processing of 2026-12-02 → with a peak threshold"),
     "previous_segmenter_fast": lambda reports_dir: render_comparison(
-        reports_dir, "shipped_2026-12-02/segmenter_fast", "segmenter_fast", SEGMENTER_ROWS[1:],
+        reports_dir, "shipped_2026-12-02/segmenter_fast", "shipped_2026-12-02_lite1/segmenter_fast", SEGMENTER_ROWS[1:],
         "fast segmenter on the Lite0 classifier's encoder → on the Lite1 one's"),
+    "previous_segmenter_fast_peak": lambda reports_dir: render_comparison(
+        reports_dir, "shipped_2026-12-02_lite1/segmenter_fast", "segmenter_fast", SEGMENTER_ROWS[1:],
+        "fast segmenter of 2026-12-02 → retrained, with a peak threshold"),
     "segmenter_presence_ft": lambda reports_dir: render_comparison(
         reports_dir, "shipped_2026-11-29", "segmenter_presence_ft", SEGMENTER_ROWS[1:],
         "shipped until 2026-12-01 → presence-loss fine-tune, not shipped"),
