@@ -212,8 +212,8 @@ def revalidate_postprocessing(args):
     own, own_val = own_side(val, loaded.config["training"]["sources"])
     probs = lesion_probabilities(loaded, own_val["images"])
     p_normal = classifier_normal_probability(args.classifier, args.limit)
-    grid = {**FULL_GRID, "peak_threshold": (None, *args.peak_thresholds)}
-    best, grid = choose_postprocessing(probs, own_val, None if p_normal is None else p_normal[own], grid)
+    searched = {**FULL_GRID, "peak_threshold": (None, *args.peak_thresholds)}
+    best, grid = choose_postprocessing(probs, own_val, None if p_normal is None else p_normal[own], searched)
     print(f"post-processing {best}", flush=True)
     config = {**loaded.config, **{key: best[key] for key in POSTPROCESSING_KEYS}}
     config["training"].pop("postprocessing_grid", None)  # the whole grid of an earlier choice, recorded before the frontier
