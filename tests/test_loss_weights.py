@@ -1,34 +1,26 @@
-"""The training loss weights on the real train sides: BUS-UCLM's patients and the three classes each
-get the share of the loss the recipe says, whatever the number of frames behind them."""
+"""The training loss weights on the real train sides: BUS-UCLM weighs the share of BUSI the recipe
+says, spread equally over its patients whatever the number of frames behind each."""
+
+from collections import defaultdict
 
 import numpy as np
 import pytest
 
-from training.busi import CLASSES
+from training.busi import SOURCES
 from training.finetune import BUS_UCLM_SHARE, samples_by_side, scan_weights
-from training.train_classifier import class_weights
+from training.split import read_split
 
 
-@pytest.fixture(scope="module")
-def train_side(busi_root, bus_uclm_root):
+def test_bus_uclm_weighs_its_share_of_busi_equally_per_patient(busi_root, bus_uclm_root):
     busi, uclm = samples_by_side("busi")["train"], samples_by_side("bus_uclm")["train"]
-    weights = np.concatenate([scan_weights("busi", busi, len(busi)), scan_weights("bus_uclm", uclm, len(busi))])
-    labels = np.array([CLASSES.index(s.label) for s in busi + uclm])
-    return labels, weights, len(busi)
+    assert scan_weights("busi", busi, len(busi)).sum() == pytest.approx(len(busi))
+    weights = scan_weights("bus_uclm", uclm, len(busi))
+    assert weights.sum() == pytest.approx(BUS_UCLM_SHARE * len(busi))
 
-
-def test_bus_uclm_weighs_its_share_of_busi(train_side):
-    labels, weights, n_busi = train_side
-    assert weights[:n_busi].sum() == pytest.approx(n_busi)
-    assert weights[n_busi:].sum() == pytest.approx(BUS_UCLM_SHARE * n_busi)
-
-
-def test_each_class_carries_an_equal_share_of_the_weighted_loss(train_side):
-    labels, weights, _ = train_side
-    loss_weights = weights * class_weights(labels, weights)[labels]
-    shares = np.bincount(labels, weights=loss_weights, minlength=len(CLASSES)) / loss_weights.sum()
-    np.testing.assert_allclose(shares, 1 / len(CLASSES), rtol=1e-6)
-    assert loss_weights.sum() == pytest.approx(weights.sum()), "class weights move weight between classes, not scale it"
-    # Frame counts would not do it: BUS-UCLM's many down-weighted normal frames would count as full scans.
-    frame_balanced = weights * (len(labels) / (len(CLASSES) * np.bincount(labels)))[labels]
-    assert np.bincount(labels, weights=frame_balanced)[CLASSES.index("normal")] / frame_balanced.sum() < 0.3
+    patient_of = {r["file"]: r["patient_id"] for r in read_split(SOURCES["bus_uclm"].split_csv)}
+    per_patient = defaultdict(float)
+    for sample, weight in zip(uclm, weights, strict=True):
+        per_patient[patient_of[sample.relpath]] += weight
+    frames = np.bincount(np.unique([patient_of[s.relpath] for s in uclm], return_inverse=True)[1])
+    assert frames.max() > 3 * frames.min(), "patients differ in frames, so equal weights say something"
+    np.testing.assert_allclose(list(per_patient.values()), BUS_UCLM_SHARE * len(busi) / len(per_patient), rtol=1e-5)

@@ -442,6 +442,8 @@ RENDERERS = {
     "classifier_candidates": render_classifier_candidates,
     "classifier_candidates_lite1": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_lite1.json"),
+    "classifier_candidates_balanced": lambda reports_dir: render_classifier_candidates(
+        reports_dir, "classifier_candidates_balanced.json"),
     "segmenter_ensemble": render_ensemble,
     "cross_source_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_presence.json",

@@ -6,8 +6,7 @@ together with a cosine-decayed learning rate. On lesion scans a second loss (wei
 `--attention-weight`) asks the benign and malignant class-activation maps to peak on the lesion: the
 model is taught to take its evidence from the lesion, not from text, calipers or the image frame. BatchNorm stays in inference mode (batches of 16 are
 too small to re-estimate its statistics) and the stride-2/4 stem is frozen, which also saves time on
-2 CPU cores. Class imbalance: inverse-frequency class weights over the per-source scan weights, times those weights
-(each class carries an equal share of the loss).
+2 CPU cores. Class imbalance: inverse-frequency class weights, times the per-source scan weights.
 The epoch with the best validation score (mean of Recall_BM and macro AUC, averaged over the training
 sources' validation sides) is kept; test sides are never read here. Every training source's
 validation side is scored every epoch, so a single-source run shows its cross-source numbers. A
@@ -96,13 +95,13 @@ def validation_metrics(logits: np.ndarray, val: dict, sources) -> tuple[float, d
     return float(np.mean(scores)), metrics
 
 
-def class_weights(labels, scan_weights) -> np.ndarray:
-    """Inverse class frequency, one weight per class index, counted over the per-scan weights: the loss
-    weight is class weight x scan weight, so counting frames instead would let BUS-UCLM's many
-    down-weighted normal frames inflate the normal count (after weighting, the classes carried
-    0.28 / 0.34 / 0.38 of the loss). Counted this way each class carries an equal share."""
-    totals = np.bincount(labels, weights=scan_weights, minlength=len(CLASSES))
-    return np.sum(scan_weights) / (len(CLASSES) * totals)
+def class_weights(labels) -> np.ndarray:
+    """Inverse class frequency, one weight per class index (unweighted counts: a frame is a scan).
+    Times the per-scan source weights, the classes carry 0.28 / 0.34 / 0.38 of the loss (BUS-UCLM's
+    down-weighted frames are mostly normal). Counting over the weights instead, so that each carries a
+    third, was tried (classifier card, rule 31): more lesions called normal on the renderings panel."""
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    return len(labels) / (len(CLASSES) * counts)
 
 
 def main(argv=None):
@@ -128,7 +127,7 @@ def main(argv=None):
         return score, metrics
 
     selector = SelectOnValidation(evaluate, args.average_from)
-    train["weights"] = train["weights"] * class_weights(train["labels"], train["weights"])[train["labels"]]
+    train["weights"] = train["weights"] * class_weights(train["labels"])[train["labels"]]
     train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop, export_shift=args.export_shift,
                              ultrasound_shift=args.ultrasound_shift,
                              targets=lambda masks, labels, weights: ({"probs": labels, "cells": lesion_cells(masks)}, weights))
