@@ -25,7 +25,7 @@ from explain.overlay import heatmap_overlay, mask_overlay
 from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
 from inference import ood, shared_encoder
 from inference.models import LoadedModel, load_model, source_for
-from inference.postprocess import closer_look_box, hidden_by_normal_gate, lesion_mask, lesion_stats
+from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats
 from inference.preprocess import Framing, resize, to_model_input
 
 SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at {p_normal:.0%}, at or above the "
@@ -37,9 +37,6 @@ NO_LESION_NOTE = "No lesion predicted at the validated threshold, so Seg-Grad-CA
 SPARED_NOTE = ("The classifier rates this scan normal at {p_normal:.0%}, but the segmenter is sure of the lesion it "
                "found (peak probability {peak:.0%}, at or above the {spares:.0%} from which a rule chosen on the "
                "validation sides keeps such a lesion drawn): the lesion is drawn; weigh both.")
-CLOSER_LOOK_NOTE = ("The classifier rates the whole scan normal at {p_normal:.0%}, but on a second look at a crop around "
-                    "the lesion the segmenter found it rates it normal at {p_closer:.0%}, below the {gate:.0%} from which "
-                    "a rule chosen on the validation sides hides the finding: the lesion is drawn; weigh both.")
 
 
 @dataclass
@@ -317,32 +314,14 @@ class Analyzer:
         gate, spares = s.get("normal_gate"), s.get("normal_gate_spares")
         gated = gate is not None and p_normal >= gate
         peak = float(analysis.lesion_probs[analysis.segmenter_mask()].max()) if gated and segmenter_found else 0.0
-        hidden = hidden_by_normal_gate(p_normal, peak, gate, spares)
-        p_closer = (self._closer_look(analysis) if hidden and segmenter_found and s.get("normal_gate_second_look")
-                    else None)
-        if p_closer is not None:
-            hidden = hidden_by_normal_gate(p_normal, peak, gate, spares, p_closer)
-        if hidden:
+        if hidden_by_normal_gate(p_normal, peak, gate, spares):
             analysis.suppressed_as_normal = True
             analysis.notes = [SUPPRESSED_NOTE.format(p_normal=p_normal, gate=gate)]
-        elif p_closer is not None:
-            analysis.notes = [CLOSER_LOOK_NOTE.format(p_normal=p_normal, p_closer=p_closer, gate=gate)]
         elif gated:
             analysis.notes = [SPARED_NOTE.format(p_normal=p_normal, peak=peak, spares=spares)]
         elif analysis.predicted_class == "normal" and segmenter_found:
             analysis.notes = [DISAGREEMENT_NOTE]
         return analysis
-
-    def _closer_look(self, analysis: Analysis) -> float:
-        """The second look of the normal gate (`normal_gate_second_look`): the classifier's calibrated
-        normal probability on a crop of the scan around the segmenter's most confident finding
-        (`closer_look_box`), framed as it frames a whole scan. One more classifier pass, only for a
-        scan whose drawing the gate would hide."""
-        c = self.classifier.config
-        box = closer_look_box(analysis.lesion_probs, analysis.threshold)
-        images = to_model_input(analysis.gray, Framing.for_model(analysis.gray, c, box))[None]
-        logits = self._model_pool.submit(self.classifier_cam.logits, images).result()
-        return float(softmax(logits[0] / c["temperature"])[self.classes.index("normal")])
 
     def analyze_decoded(self, decoded: Sequence, maps: bool = False) -> list[Analysis | ScanError]:
         """What `decode_or_error` gave for each scan of a batch -> its Analysis, or its ScanError as

@@ -30,37 +30,14 @@ def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 
     return np.isin(labels, index[keep])
 
 
-def hidden_by_normal_gate(p_normal, peak, gate: float | None, spares: float | None, p_normal_closer=None):
+def hidden_by_normal_gate(p_normal, peak, gate: float | None, spares: float | None):
     """Whether the normal gate hides what the segmenter drew: the classifier's normal probability
     reaches `gate` (None: never), unless the segmenter's peak inside the drawing reaches `spares`
-    (None: nothing is spared), and — when `p_normal_closer` is given (the second look) — unless the
-    classifier, reading a crop around the segmenter's finding (`closer_look_box`), puts it below the
-    gate. Scalars or arrays of scans alike; one rule for validation and serving."""
+    (None: nothing is spared). Scalars or arrays of scans alike; one rule for validation and serving."""
     if gate is None:
         return np.zeros(np.shape(p_normal), dtype=bool)
     hidden = np.asarray(p_normal) >= gate
-    if spares is not None:
-        hidden = hidden & (np.asarray(peak) < spares)
-    return hidden if p_normal_closer is None else hidden & (np.asarray(p_normal_closer) >= gate)
-
-
-CLOSER_LOOK_MARGIN = 0.25  # of the region's height and width, on each side: the lesion with some context
-
-
-def closer_look_box(probs: np.ndarray, threshold: float) -> tuple[int, int, int, int] | None:
-    """(top, bottom, left, right) of the crop a second look reads: the connected region above
-    `threshold` that holds the map's highest value, grown by CLOSER_LOOK_MARGIN each side and clipped
-    to the map; None when nothing reaches the threshold. Only the threshold decides it, so validation
-    can score it once per threshold; the region is the segmenter's most confident finding, which is
-    the one drawn whenever any is drawn, unless a minimum area or largest-only rule removed it."""
-    if probs.max() < threshold:
-        return None
-    labels, _ = ndimage.label(probs >= threshold)
-    rows, cols = ndimage.find_objects(labels)[labels.flat[np.argmax(probs)] - 1]
-    grow_y, grow_x = CLOSER_LOOK_MARGIN * (rows.stop - rows.start), CLOSER_LOOK_MARGIN * (cols.stop - cols.start)
-    height, width = probs.shape
-    return (max(0, int(rows.start - grow_y)), min(height, int(np.ceil(rows.stop + grow_y))),
-            max(0, int(cols.start - grow_x)), min(width, int(np.ceil(cols.stop + grow_x))))
+    return hidden if spares is None else hidden & (np.asarray(peak) < spares)
 
 
 def lesion_stats(mask: np.ndarray, mm_per_pixel: tuple[float, float] | None = None,

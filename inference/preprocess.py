@@ -69,12 +69,6 @@ class Framing:
            clahe: bool = False) -> Framing:
         height, width = gray.shape
         box = ultrasound_field(gray) if crop_to_field else (0, height, 0, width)
-        return cls.around(gray.shape, box, size, keep_aspect, clahe)
-
-    @classmethod
-    def around(cls, scan_shape: tuple[int, int], box: tuple[int, int, int, int], size: int, keep_aspect: bool = False,
-               clahe: bool = False) -> Framing:
-        """The scan's `box` (top, bottom, left, right) placed in the size x size input."""
         box_h, box_w = box[1] - box[0], box[3] - box[2]
         if keep_aspect:
             scale = size / max(box_h, box_w)
@@ -82,16 +76,12 @@ class Framing:
         else:
             inner = (size, size)
         offset = ((size - inner[0]) // 2, (size - inner[1]) // 2)
-        return cls(tuple(scan_shape), box, size, inner, offset, clahe)
+        return cls((height, width), box, size, inner, offset, clahe)
 
     @classmethod
-    def for_model(cls, gray: np.ndarray, config: dict, box: tuple[int, int, int, int] | None = None) -> Framing:
-        """The framing a model's config asks for (none: the whole scan stretched to the square); with
-        `box`, that part of the scan framed the same way instead of the field (a closer look)."""
+    def for_model(cls, gray: np.ndarray, config: dict) -> Framing:
+        """The framing a model's config asks for (none: the whole scan stretched to the square)."""
         framing = config.get("framing", {})
-        if box is not None:
-            return cls.around(gray.shape, box, config["input_size"], framing.get("keep_aspect", False),
-                              framing.get("clahe", False))
         return cls.of(gray, config["input_size"], framing.get("crop_to_field", False), framing.get("keep_aspect", False),
                       framing.get("clahe", False))
 

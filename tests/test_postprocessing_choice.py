@@ -4,7 +4,7 @@ and easy, must not pass while it flags another scanner's normals often."""
 
 import numpy as np
 
-from inference.postprocess import closer_look_box, hidden_by_normal_gate, lesion_mask
+from inference.postprocess import lesion_mask
 from training.train_segmenter import (MAX_NORMAL_FP_RATE, choose_postprocessing, trade_off_frontier,
                                       validation_scores, worst_normal_fp)
 
@@ -101,27 +101,3 @@ def test_the_kept_frontier_holds_every_setting_no_other_beats():
         assert any(worst_normal_fp(f) <= worst_normal_fp(row) and f["val_dice"] >= row["val_dice"] for f in frontier)
     fps = [worst_normal_fp(f) for f in frontier]
     assert fps == sorted(fps) and [f["val_dice"] for f in frontier] == sorted(f["val_dice"] for f in frontier)
-
-
-def test_the_second_look_frames_the_most_confident_region_with_a_margin():
-    probs = np.zeros((100, 100), np.float32)
-    probs[10:20, 10:30] = 0.6                      # larger, fainter
-    probs[60:80, 50:70] = 0.9                      # the most confident region: 20 x 20
-    assert closer_look_box(probs, 0.5) == (55, 85, 45, 75)  # grown by 5 (25 %) each side
-    probs[90:100, 0:4] = 0.95                      # now the most confident one touches two edges
-    assert closer_look_box(probs, 0.5) == (87, 100, 0, 5)
-    assert closer_look_box(probs, 0.99) is None, "nothing above the threshold: nothing to look at"
-
-
-def test_the_second_look_keeps_lesions_whose_crop_the_classifier_does_not_call_normal():
-    # the classifier calls every whole scan normal; on the crops it calls the lesions not normal and the
-    # flagged normals normal: only the second look keeps the lesions and still hides those normals
-    probs, val = scans(5, 20, 0, [0.97] * 5 + [0.1] * 15)
-    closer = np.where(val["labels"] > 0, 0.1, 0.9)
-    best, results = choose_postprocessing(probs, val, np.ones(len(val["labels"])), GRID, {0.5: closer})
-    assert best["normal_gate"] is not None and best["normal_gate_second_look"]
-    assert np.isclose(best["val_dice"], 1.0) and np.isclose(best["val_normal_fp"], 0.0)
-    assert not any(r["normal_gate_second_look"] for r in results if r["normal_gate"] is None)
-    # the same rule as serving's: hidden only if the crop's normal probability also reaches the gate
-    assert list(hidden_by_normal_gate(np.array([0.9, 0.9, 0.2]), 0.0, 0.5, None, np.array([0.4, 0.6, 0.9]))) == [
-        False, True, False]

@@ -31,21 +31,18 @@ import numpy as np
 import tensorflow as tf
 
 from inference.models import load_model
-from inference.postprocess import closer_look_box, hidden_by_normal_gate, lesion_mask
-from inference.preprocess import Framing, to_model_input
+from inference.postprocess import hidden_by_normal_gate, lesion_mask
 from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
-from training.arrays import subsample
-from training.busi import REPO_ROOT, TRAINING_SOURCES, load_scan
+from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import copy_encoder, load_imagenet_weights
 from training.finetune import (PREPROCESSING, SelectOnValidation, fit_new_layers, fit_two_phases, load_side,
                                load_training_data, logits_function, per_source, predict_in_batches, save_model,
                                train_dataset, training_parser, training_splits)
 from training.metrics import calibrated, dice_iou
-from training.split import samples_by_side
 
 MAX_NORMAL_FP_RATE = 0.10
 POSTPROCESSING_KEYS = ("threshold", "peak_threshold", "min_area_fraction", "largest_only", "normal_gate",
-                       "normal_gate_spares", "normal_gate_second_look")
+                       "normal_gate_spares")
 # Classifier normal probability from which no lesion is drawn; None: the classifier's verdict never hides a
 # lesion. Below 0.5 too: a classifier calibrated otherwise (the Lite1 one) rates normal scans lower.
 NORMAL_GATES = (None, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -148,7 +145,7 @@ FULL_GRID = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "peak_threshold": (None, 0.
 EPOCH_GRID = {"threshold": (0.4, 0.5, 0.6), "peak_threshold": (None, 0.9), "min_area_fraction": (0.0, 0.01)}
 
 
-def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID, p_normal_closer=None):
+def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     """Post-processing with the best validation lesion Dice among those that flag at most
     MAX_NORMAL_FP_RATE of each source's normal scans (else the fewest flags): threshold, the peak a
     component must reach to be drawn (`peak_threshold`, strictly above the threshold, or None), minimum
@@ -157,25 +154,20 @@ def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID, p_normal_cl
     which no lesion is drawn. A gate, unlike "argmax is normal", leaves a lesion visible when the
     classifier is unsure. With a gate, also the segmenter peak from which it spares a lesion
     (`normal_gate_spares`): a classifier that calls an unfamiliar scanner's lesions normal should not
-    hide one the segmenter is sure of. With `p_normal_closer` (threshold -> the classifier's normal
-    probability on each scan's second-look crop, `closer_look_normal_probability`), also whether the
-    gate takes that second look before it hides a drawing (`normal_gate_second_look`)."""
+    hide one the segmenter is sure of."""
     results = []
-    gates = ([(gate, spares, second_look) for gate in NORMAL_GATES
-              for spares in (GATE_SPARES if gate is not None else (None,))
-              for second_look in ((False, True) if gate is not None and p_normal_closer is not None else (False,))]
-             if p_normal is not None else [(None, None, False)])
+    gates = ([(gate, spares) for gate in NORMAL_GATES for spares in (GATE_SPARES if gate is not None else (None,))]
+             if p_normal is not None else [(None, None)])
     for threshold, peak_threshold, min_area, largest_only in itertools.product(
             grid["threshold"], grid.get("peak_threshold", (None,)), grid["min_area_fraction"], (False, True)):
         if peak_threshold is not None and peak_threshold <= threshold:
             continue
         dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold)
-        for gate, spares, second_look in gates:
-            hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares,
-                                           p_normal_closer[threshold] if second_look else None)
+        for gate, spares in gates:
+            hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares)
             results.append({"threshold": threshold, "peak_threshold": peak_threshold, "min_area_fraction": min_area,
                             "largest_only": largest_only, "normal_gate": gate, "normal_gate_spares": spares,
-                            "normal_gate_second_look": second_look, **_scores(dice, drawn, hidden, val)})
+                            **_scores(dice, drawn, hidden, val)})
     allowed = [r for r in results if worst_normal_fp(r) <= MAX_NORMAL_FP_RATE]
     best = (max(allowed, key=lambda r: r["val_dice"]) if allowed
             else min(results, key=lambda r: (worst_normal_fp(r), -r["val_dice"])))
@@ -207,32 +199,6 @@ def classifier_normal_probability(classifier: Path | None, limit: int = 0) -> np
     return calibrated(logits, c["temperature"])[:, c["classes"].index("normal")]
 
 
-def closer_look_normal_probability(classifier: Path | None, segmenter_config: dict, probs: np.ndarray, sources,
-                                   thresholds, limit: int = 0) -> dict | None:
-    """Threshold -> the classifier's (in folder `classifier`) calibrated normal probability on each
-    validation scan's second-look crop, as serving computes it (`Analyzer._closer_look`): the
-    segmenter's map `probs` (the scans of `sources`' validation sides, on the segmenter's input grid)
-    taken back to the scan's own size, `closer_look_box` there, that part of the original scan framed
-    as the classifier frames scans. 1.0 where nothing reaches the threshold (nothing drawn, nothing
-    to look at). None without a classifier."""
-    if not classifier or not (classifier / "model.keras").exists():
-        return None
-    loaded = load_model(str(classifier))
-    c = loaded.config
-    scans = [load_scan(sample) for source in TRAINING_SOURCES if source in sources
-             for sample in subsample(samples_by_side(source)["val"], limit)]
-    maps = [Framing.for_model(gray, segmenter_config).to_scan(p) for gray, p in zip(scans, probs, strict=True)]
-    logits_of, normal = logits_function(loaded), c["classes"].index("normal")
-    out = {}
-    for threshold in thresholds:
-        boxes = [closer_look_box(m, threshold) for m in maps]
-        looked = [i for i, box in enumerate(boxes) if box is not None]
-        crops = np.stack([to_model_input(scans[i], Framing.for_model(scans[i], c, boxes[i])) for i in looked])
-        out[threshold] = np.ones(len(scans))
-        out[threshold][looked] = calibrated(predict_in_batches(logits_of, crops), c["temperature"])[:, normal]
-    return out
-
-
 def lesion_probabilities(loaded, images: np.ndarray) -> np.ndarray:
     """(N, size, size) lesion probabilities of a loaded segmenter on framed model inputs."""
     return predict_in_batches(tf.function(lambda x: loaded.model(x, training=False)), images)[..., 0]
@@ -247,9 +213,7 @@ def revalidate_postprocessing(args):
     probs = lesion_probabilities(loaded, own_val["images"])
     p_normal = classifier_normal_probability(args.classifier, args.limit)
     searched = {**FULL_GRID, "peak_threshold": (None, *args.peak_thresholds)}
-    p_closer = closer_look_normal_probability(args.classifier, loaded.config, probs, loaded.config["training"]["sources"],
-                                              searched["threshold"], args.limit)
-    best, grid = choose_postprocessing(probs, own_val, None if p_normal is None else p_normal[own], searched, p_closer)
+    best, grid = choose_postprocessing(probs, own_val, None if p_normal is None else p_normal[own], searched)
     print(f"post-processing {best}", flush=True)
     config = {**loaded.config, **{key: best[key] for key in POSTPROCESSING_KEYS}}
     config["training"].pop("postprocessing_grid", None)  # the whole grid of an earlier choice, recorded before the frontier
@@ -326,9 +290,7 @@ def main(argv=None):
     fit(model, train_ds, len(train["labels"]), loss, selector, args)
 
     val_probs = predict_in_batches(probs_fn, val["images"])[..., 0]
-    p_closer = closer_look_normal_probability(args.classifier, {"input_size": args.size, "framing": framing},
-                                              val_probs[own], args.sources, FULL_GRID["threshold"], args.limit)
-    best, grid = choose_postprocessing(val_probs[own], own_val, own_p_normal, p_normal_closer=p_closer)
+    best, grid = choose_postprocessing(val_probs[own], own_val, own_p_normal)
     best_epoch = selector.best_epoch
     print(f"best epoch {best_epoch}; post-processing {best}", flush=True)
 
