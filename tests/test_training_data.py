@@ -191,27 +191,3 @@ def test_speckle_reduction_keeps_every_pixel_finite_at_its_smallest_sigmas(name)
 
     assert np.isfinite(filtered(SPECKLE_SIGMA_SPATIAL[0])).all()
     assert not np.isfinite(filtered(0.1)).all(), "the library's default range reaches the NaNs"
-
-
-def test_annotation_marks_go_on_normal_and_lesion_scans_alike_at_the_box_ends():
-    """With every scan marked and no other augmentation, lesion and normal scans both gain light
-    caliper pixels, some within a few pixels of their box's left and right ends; masks stay as they
-    were, and at share 0 the scans pass through unmarked."""
-    from training.finetune import MARK_GREY, draw_annotation_marks, lesion_box
-
-    images = np.full((32, 128, 128, 3), 60, np.uint8)
-    masks = np.zeros((32, 128, 128), np.uint8)
-    masks[:16, 50:80, 40:90] = 1  # half lesion scans, half normal
-    marks = Augmentation(128, annotation_marks=1.0, seed=2)
-    marks.compose.transforms = []  # the marks alone
-    out_images, out_masks = marks(images, masks)
-    assert np.array_equal(out_masks, masks)
-    light = out_images[..., 0] >= MARK_GREY[0]
-    assert light[:16].any(axis=(1, 2)).all() and light[16:].any(axis=(1, 2)).all(), "every scan, either class"
-    assert light.mean(axis=(1, 2)).max() < 0.05, "thin marks, not a bright patch"
-    rng = np.random.default_rng(0)
-    marked = draw_annotation_marks(images[0], lesion_box(masks[0], rng), rng)[..., 0] >= MARK_GREY[0]
-    assert marked[45:86, 34:47].any() and marked[45:86, 83:96].any(), "crosses at the lesion's left and right ends"
-    unmarked = Augmentation(128, annotation_marks=0.0, seed=2)
-    unmarked.compose.transforms = []
-    assert np.array_equal(unmarked(images, masks)[0], images)

@@ -28,8 +28,8 @@ from training.train_classifier import validation_metrics
 
 OPTIONS = ("encoder", "encoder_from", "init_from", "normal_presence_weight", "average_from", "zoom_crop", "lr", "head_epochs",
            "epochs", "seed", "minutes", "best_epoch")
-CLASSIFIER_OPTIONS = ("attention_weight", "average_from", "zoom_crop", "lr", "head_epochs", "epochs", "seed", "minutes",
-                      "best_epoch")
+CLASSIFIER_OPTIONS = ("attention_weight", "average_from", "zoom_crop", "ultrasound_shift", "lr",
+                      "head_epochs", "epochs", "seed", "minutes", "best_epoch")
 CLASSIFIER_METRICS = ("recall_normal", "recall_bm", "macro_auc", "bm_auc", "recall_malignant", "lesions_called_normal")
 CHOICE = ("threshold", "peak_threshold", "min_area_fraction", "largest_only", "normal_gate", "normal_gate_spares")
 

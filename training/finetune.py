@@ -88,46 +88,6 @@ ULTRASOUND_SHIFT = [
     SpeckleReduction(sigma_spatial=SPECKLE_SIGMA_SPATIAL, p=0.25),
     A.FromFloat(dtype="uint8", max_value=255),
 ]
-# Annotation marks: sonographers measure lesions, so most scans with calipers, measuring lines and
-# typed notes hold a lesion (BUS-UCLM: about half its lesion frames, 9 of its 404 normal frames), and
-# a model can learn the marks instead of the tissue. A scan without them — another hospital's clean
-# export — is then more often called normal. `draw_annotation_marks` puts such marks on scans of every
-# class alike (calipers at the ends of the lesion's box, or of a normal scan's stand-in box), so marks
-# stop telling lesion from normal. Sizes are in pixels of the framed 224-256 px input.
-MARK_SIZE = (6, 13)           # caliper cross, pixels across
-MARK_GREY = (170, 256)        # marks are drawn light grey to white
-MARK_TEXTS = ("L", "R", "RT", "LT", "1", "2", "D1", "D2", "0.84cm", "1.27cm", "2.05 cm", "12 o'clock", "RAD", "ARAD")
-
-
-def draw_annotation_marks(image: np.ndarray, box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A copy of a framed (S, S, 3) uint8 scan with marks as a scanner draws them: one or two caliper
-    pairs across `box` ((1, 4) pascal-VOC, `lesion_box`), each pair's ends a cross with an optional
-    dotted line between them, and on half the scans a short note typed in the field (OpenCV's marker,
-    dot and Hershey-font drawing)."""
-    marked = image.copy()
-    grey = int(rng.integers(*MARK_GREY))
-    colour = (grey, grey, grey)
-    left, top, right, bottom = box[0]
-    centre_x, centre_y = (left + right) / 2, (top + bottom) / 2
-    pairs = [((left, centre_y), (right, centre_y)), ((centre_x, top), (centre_x, bottom))]
-    marker, size = int(rng.choice([cv2.MARKER_CROSS, cv2.MARKER_TILTED_CROSS])), int(rng.integers(*MARK_SIZE))
-    for ends in pairs[:rng.integers(1, 3)]:
-        (x0, y0), (x1, y1) = ((int(x + rng.integers(-3, 4)), int(y + rng.integers(-3, 4))) for x, y in ends)
-        for end in ((x0, y0), (x1, y1)):
-            cv2.drawMarker(marked, end, colour, marker, size, 1)
-        if rng.random() < 0.5:
-            for t in np.linspace(0.1, 0.9, 9):
-                cv2.circle(marked, (round(x0 + t * (x1 - x0)), round(y0 + t * (y1 - y0))), 0, colour, -1)
-    if rng.random() < 0.5:
-        rows, cols = np.nonzero(field_mask(image))
-        if rows.size:
-            x = int(rng.integers(cols.min(), max(cols.min() + 1, cols.max() - 40)))
-            y = int(rng.integers(rows.min() + 10, max(rows.min() + 11, rows.max())))
-            cv2.putText(marked, str(rng.choice(MARK_TEXTS)), (x, y), cv2.FONT_HERSHEY_SIMPLEX,
-                        float(rng.uniform(0.25, 0.45)), colour, 1, cv2.LINE_AA)
-    return marked
-
-
 # Share of a normal scan's side taken by the stand-in box its zoomed crop keeps (a typical lesion's).
 STAND_IN_SIDE = (0.2, 0.4)
 
@@ -164,12 +124,11 @@ class Augmentation:
     re-framed that way the classifier calls more lesions normal. Normal scans get the same crop
     around a stand-in box of a lesion's size (`lesion_box`), so "zoomed in" cannot become a sign of a
     lesion. With `export_shift`, `EXPORT_SHIFT` follows the scanner shift; with `ultrasound_shift`,
-    `ULTRASOUND_SHIFT` comes before everything; `annotation_marks` is the share of scans that first get
-    calipers and notes drawn on them (`draw_annotation_marks`), lesion and normal scans alike."""
+    `ULTRASOUND_SHIFT` comes before everything."""
 
     def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7, export_shift: bool = False,
-                 ultrasound_shift: bool = False, annotation_marks: float = 0.0):
-        self.ultrasound_shift, self.annotation_marks = ultrasound_shift, annotation_marks
+                 ultrasound_shift: bool = False):
+        self.ultrasound_shift = ultrasound_shift
         self.zoom_crop, self.rng = zoom_crop, np.random.default_rng(seed)
         zoom = [A.Sequential([
             A.BBoxSafeRandomCrop(erosion_rate=0.0, p=1.0),
@@ -185,30 +144,25 @@ class Augmentation:
         """A uint8 batch (B, S, S, 3) and its 0/1 masks (B, S, S) -> both augmented, same shapes."""
         out_images, out_masks = np.empty_like(images), np.empty_like(masks)
         for i in range(len(images)):
-            # no draw from `rng` for what is off: a recipe without marks keeps its random stream
-            box = lesion_box(masks[i], self.rng) if self.zoom_crop or self.annotation_marks else None
-            marked = self.annotation_marks and self.rng.random() < self.annotation_marks
-            image = draw_annotation_marks(images[i], box, self.rng) if marked else images[i]
-            extra = {"bboxes": box, "box_ids": [0]} if self.zoom_crop else {}
+            extra = {"bboxes": lesion_box(masks[i], self.rng), "box_ids": [0]} if self.zoom_crop else {}
             if self.ultrasound_shift:
-                extra["scan_mask"] = field_mask(image)
-            result = self.compose(image=image, mask=masks[i], **extra)
+                extra["scan_mask"] = field_mask(images[i])
+            result = self.compose(image=images[i], mask=masks[i], **extra)
             out_images[i], out_masks[i] = result["image"], result["mask"]
         return out_images, out_masks
 
 
 def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: float = 0.0,
-                  export_shift: bool = False, ultrasound_shift: bool = False, annotation_marks: float = 0.0):
+                  export_shift: bool = False, ultrasound_shift: bool = False):
     """Shuffled, augmented float batches of `(images, *targets(masks, labels, weights))`: scans and
     lesion masks share one random geometry (`Augmentation`, zoomed crops on `zoom_crop` of them, the
-    export shift with `export_shift`, the ultrasound shift with `ultrasound_shift`, drawn annotation
-    marks on `annotation_marks` of them), and
+    export shift with `export_shift`, the ultrasound shift with `ultrasound_shift`), and
     `targets` turns them into what the model's losses expect (targets, and per-scan loss weights)."""
     weights = (arrays["weights"] / arrays["weights"].mean()).astype(np.float32)  # mean 1: the learning rate keeps its scale
     ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"], weights))
     ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     size = arrays["images"].shape[1]
-    augment = Augmentation(size, zoom_crop, seed, export_shift, ultrasound_shift, annotation_marks)
+    augment = Augmentation(size, zoom_crop, seed, export_shift, ultrasound_shift)
 
     def prepare(images, masks, labels, weights):
         images, masks = tf.numpy_function(augment, [images, masks], [tf.uint8, tf.uint8])
@@ -293,10 +247,6 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
     parser.add_argument("--ultrasound-shift", action="store_true",
                         help="add usaugment's depth attenuation, shadows, haze and speckle reduction to the "
                              "training augmentation (training.finetune.ULTRASOUND_SHIFT)")
-    parser.add_argument("--annotation-marks", type=float, default=0.0,
-                        help="share of training scans, of every class alike, that get calipers and typed notes "
-                             "drawn on them (training.finetune.draw_annotation_marks), so marks stop telling "
-                             "lesion from normal; 0: none")
     parser.add_argument("--average-from", type=int, default=0,
                         help="from this epoch on (head epochs count), score and keep the running mean of the "
                              "weights since then instead of each epoch's own (stochastic weight averaging); 0: off")
