@@ -326,6 +326,15 @@ def classifier_number(row: dict, source: str, key: str) -> float:
     return row[f"{source}_{key}"]
 
 
+def render_classifier_recipes(reports_dir: Path, recipes: tuple[str, ...], note: str) -> str:
+    """Single-source classifier recipes run in both directions and with two seeds
+    (`reports/cross_source_classifier_<recipe>_<source>.json`, `python -m training.ensemble`), side by side."""
+    return render_ensembles(reports_dir, tuple(f"cross_source_classifier_{recipe}_{source}.json"
+                                               for recipe in recipes for source in TRAINING_SOURCES),
+                            "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number, note,
+                            own_score=itemgetter("val_score"))
+
+
 # The project's bars for the shipped models (issue 12): (report task, key, dataset, label, ">=" or "<=", bar)
 BARS = (
     ("classifier", "bm_auc", "breast-external", "benign-vs-malignant AUC", ">=", 0.80),
@@ -501,23 +510,19 @@ RENDERERS = {
         reports_dir, ("classifier_ensemble.json",), "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number,
         "Argmax of the uncalibrated probabilities, as the trainer scores an epoch; the last row is the mean of both "
         "members' probabilities.", own_score=itemgetter("val_score")),
-    "cross_source_classifier_seeds": lambda reports_dir: render_ensembles(
-        reports_dir, tuple(f"cross_source_classifier_{recipe}_{source}.json"
-                           for recipe in ("plain", "zoom", "zoom_lite1") for source in TRAINING_SOURCES),
-        "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number,
+    "cross_source_classifier_seeds": lambda reports_dir: render_classifier_recipes(
+        reports_dir, ("plain", "zoom", "zoom_lite1"),
         "Argmax of the uncalibrated probabilities at each run's chosen epoch; `_zoom` runs train on zoomed crops "
         "(`--zoom-crop 0.3`, the shipped recipe), the others without; `_lite1` runs have the EfficientNet-Lite1 "
         "encoder (`--encoder lite1`), the others Lite0; `_s8` runs have seed 8, the others seed 7; "
-        "rows with + are the mean of both seeds' probabilities.", own_score=itemgetter("val_score")),
-    "cross_source_classifier_augmentations": lambda reports_dir: render_ensembles(
-        reports_dir, tuple(f"cross_source_classifier_{recipe}_{source}.json"
-                           for recipe in ("zoom_lite1", "us_lite1", "marks_lite1") for source in TRAINING_SOURCES),
-        "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number,
+        "rows with + are the mean of both seeds' probabilities."),
+    "cross_source_classifier_augmentations": lambda reports_dir: render_classifier_recipes(
+        reports_dir, ("zoom_lite1", "us_lite1", "marks_lite1"),
         "Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
         "(EfficientNet-Lite1, zoomed crops); `_us` runs add usaugment's ultrasound shift (`--ultrasound-shift`, "
         "rule 33), `_marks` runs draw calipers and notes on 30 % of the training scans of every class "
         "(`--annotation-marks 0.3`, rule 34); `_s8` runs have seed 8, the others seed 7; rows with + are the mean "
-        "of both seeds' probabilities.", own_score=itemgetter("val_score")),
+        "of both seeds' probabilities."),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
