@@ -65,6 +65,15 @@ def test_a_classifier_averaged_with_itself_is_scored_as_the_classifier():
     alone, _, mean = ensemble_main(["models/classifier", "models/classifier", "--limit", "12"])
     assert {k: v for k, v in mean.items() if k != "members"} == pytest.approx({k: v for k, v in alone.items() if k != "members"})
     assert 0.5 < alone["val_score"] <= 1 and 0 <= alone["bus_uclm_lesions_called_normal"] <= 1
+    (only,) = ensemble_main(["models/classifier", "--limit", "12"])  # one folder: scored alone, one row
+    assert only["members"] == ["models/classifier"]
+    assert {k: v for k, v in only.items() if k != "members"} == pytest.approx({k: v for k, v in alone.items() if k != "members"})
+
+
+def test_one_segmenter_is_not_saved_as_an_ensemble(capsys):
+    with pytest.raises(SystemExit):
+        ensemble_main([SEGMENTER, "--save", "unused"])
+    assert "at least two members" in capsys.readouterr().err
 
 
 def test_a_classifier_ensemble_is_not_saved(capsys):

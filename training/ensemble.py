@@ -19,6 +19,7 @@ Classifiers (their configs say `"task": "classification"`) are scored the way th
 an epoch (`training.train_classifier.validation_metrics`, uncalibrated): the ensemble's probabilities
 are the mean of the members' softmax outputs, its score is on the sources the members were trained
 on, and every source's numbers are given, so single-source members are cross-source validation too.
+Given one folder, it scores that model alone, in the same report form.
 
     python -m training.ensemble models/segmenter runs/seg_seed8 [--classifier ''] [--out reports/segmenter_ensemble.json]
                                 [--save runs/seg_ensemble]
@@ -47,8 +48,11 @@ MEMBER_RECORD = ("sources", "seed", "head_epochs", "epochs", "batch_size", "lr",
 
 
 def each_and_mean(names: list[str], probabilities: list[np.ndarray]):
-    """(members, probabilities) rows: each member alone, then all of them with the mean probability."""
-    return [*(([name], p) for name, p in zip(names, probabilities)), (names, np.mean(probabilities, axis=0))]
+    """(members, probabilities) rows: each member alone, then (for two or more) all of them with the mean
+    probability. One member is scored alone: a run whose training folder is gone keeps its report rows,
+    and a later seed of its recipe gets rows of the same form."""
+    alone = [([name], p) for name, p in zip(names, probabilities)]
+    return alone + [(names, np.mean(probabilities, axis=0))] if len(names) > 1 else alone
 
 
 def save_ensemble(members, folders: list[Path], row: dict, grid: list[dict], out: Path) -> None:
@@ -112,8 +116,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
     parser.add_argument("--save", type=Path, help="save a segmenter ensemble as one model in this folder")
     args = parser.parse_args(argv)
-    if len(args.members) < 2:
-        parser.error("an ensemble needs at least two members")
+    if args.save and len(args.members) < 2:
+        parser.error("an ensemble to save needs at least two members")
     members = [load_model(str(folder)) for folder in args.members]
     first = members[0].config
     size, framing, sources = first["input_size"], first.get("framing", {}), first["training"]["sources"]

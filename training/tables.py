@@ -473,6 +473,8 @@ RENDERERS = {
         reports_dir, "classifier_candidates_lite1.json"),
     "classifier_candidates_balanced": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_balanced.json"),
+    "classifier_candidates_ultrasound_shift": lambda reports_dir: render_classifier_candidates(
+        reports_dir, "classifier_candidates_ultrasound_shift.json"),
     "segmenter_ensemble": render_ensemble,
     "second_look": render_second_look,
     "cross_source_segmenters": lambda reports_dir: render_cross_source(
@@ -523,6 +525,12 @@ RENDERERS = {
         "rule 33), `_marks` runs draw calipers and notes on 30 % of the training scans of every class "
         "(`--annotation-marks 0.3`, rule 34); `_s8` runs have seed 8, the others seed 7; rows with + are the mean "
         "of both seeds' probabilities."),
+    "cross_source_classifier_seed_check": lambda reports_dir: render_classifier_recipes(
+        reports_dir, ("zoom_lite1", "us_lite1", "zoom_lite1_s9", "us_lite1_s9"),
+        "Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
+        "(EfficientNet-Lite1, zoomed crops); `_us` runs add usaugment's ultrasound shift (`--ultrasound-shift`); "
+        "`_s8` and `_s9` runs have seeds 8 and 9, the others seed 7; rows with + are the mean of both seeds' "
+        "probabilities (seeds 7 and 8). Rule 35 compares the two recipes' means over 3 seeds × 2 directions."),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
