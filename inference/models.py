@@ -38,7 +38,7 @@ class LoadedModel:
 
     @property
     def encoder(self) -> str:
-        """The EfficientNet-Lite variant it was built on ("lite0", "lite1"), from its training record
+        """The EfficientNet-Lite variant it was built on ("lite0", "lite1", "lite2"), from its training record
         (models trained before Lite1 was ported do not name one: lite0)."""
         return self.config.get("training", {}).get("encoder", "lite0")
 

@@ -1,4 +1,4 @@
-"""The EfficientNet-Lite0/Lite1 port: a safe checkpoint reader and a conversion that keeps ImageNet skill."""
+"""The EfficientNet-Lite0/Lite1/Lite2 port: a safe checkpoint reader and a conversion that keeps ImageNet skill."""
 
 import io
 import os
@@ -17,7 +17,7 @@ from training.torch_weights import (MAGIC_NUMBER, PROTOCOL_VERSION, UnsafePickle
                                     load_state_dict)
 
 # (tensors, ImageNet parameters) of the published checkpoints (lukemelas-style EfficientNet-Lite, 1000 classes).
-CHECKPOINTS = {"lite0": (296, 4_694_024), "lite1": (386, 5_470_344)}
+CHECKPOINTS = {"lite0": (296, 4_694_024), "lite1": (386, 5_470_344), "lite2": (386, 6_150_168)}
 
 
 @pytest.mark.parametrize("variant", ENCODERS)
@@ -29,7 +29,7 @@ def test_checkpoint_reads_without_torch(variant):
     assert state["_conv_stem.weight"].dtype == np.float32
 
 
-@pytest.mark.parametrize(("variant", "frozen_blocks"), [("lite0", 3), ("lite1", 4)])
+@pytest.mark.parametrize(("variant", "frozen_blocks"), [("lite0", 3), ("lite1", 4), ("lite2", 4)])
 def test_stem_is_every_block_up_to_stride_4(variant, frozen_blocks):
     """Lite1's extra block in stage 2 (stride 4) is frozen with the stem, its stride-8 blocks train."""
     frozen = stem_layers(build_segmenter(256, variant))

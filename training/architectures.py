@@ -1,4 +1,4 @@
-"""The two shipped models, built from parts: an EfficientNet-Lite encoder (Lite0 or Lite1,
+"""The two shipped models, built from parts: an EfficientNet-Lite encoder (Lite0, Lite1 or Lite2,
 `training.efficientnet_lite`), a classification head, and a U-Net decoder; and an ensemble of
 segmenters as one model.
 

@@ -1,9 +1,10 @@
-"""EfficientNet-Lite0 and -Lite1 in plain Keras 3 layers, with ImageNet weights from the PyTorch checkpoints.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in plain Keras 3 layers, with ImageNet weights from the PyTorch checkpoints.
 
 Lite differs from EfficientNet-B0: no squeeze-and-excite, ReLU6 everywhere, stem (32) and head
 (1280) widths fixed. Convolutions use TF-style "same" padding (Keras' own) and BatchNorm eps 1e-3.
 Lite1 is Lite0 with more blocks in the five middle stages (depth x1.1, rounded up) and the same
-widths, so one port serves both; Lite2 would also widen every stage and is not ported.
+widths; Lite2 has Lite1's blocks with its five deeper stages widened (x1.1, rounded to multiples of 8,
+as its checkpoint holds them). One port serves all three.
 
 The encoder is built *flat* into the caller's graph (`encoder_features`), so every layer is reachable
 by name from the final model — Grad-CAM and U-Net skips need that. Inputs are RGB 0..255; the model
@@ -19,10 +20,12 @@ from keras import layers
 from inference.shared_encoder import is_encoder_layer
 from training.torch_weights import efficientnet_lite_checkpoint, load_state_dict
 
-# (kernel, first stride, expand ratio, output channels) per stage, as in EfficientNet-B0 ...
-STAGES = ((3, 1, 1, 16), (3, 2, 6, 24), (5, 2, 6, 40), (3, 2, 6, 80), (5, 1, 6, 112), (5, 2, 6, 192), (3, 1, 6, 320))
-# ... and the blocks per stage of each variant (the checkpoints' `_blocks.N` layout).
-STAGE_REPEATS = {"lite0": (1, 2, 2, 3, 3, 4, 1), "lite1": (1, 3, 3, 4, 4, 5, 1)}
+# (kernel, first stride, expand ratio) per stage, as in EfficientNet-B0 ...
+STAGES = ((3, 1, 1), (3, 2, 6), (5, 2, 6), (3, 2, 6), (5, 1, 6), (5, 2, 6), (3, 1, 6))
+# ... and each variant's blocks and output channels per stage (the checkpoints' `_blocks.N` layout).
+STAGE_REPEATS = {"lite0": (1, 2, 2, 3, 3, 4, 1), "lite1": (1, 3, 3, 4, 4, 5, 1), "lite2": (1, 3, 3, 4, 4, 5, 1)}
+STAGE_CHANNELS = {"lite0": (16, 24, 40, 80, 112, 192, 320), "lite1": (16, 24, 40, 80, 112, 192, 320),
+                  "lite2": (16, 24, 48, 88, 120, 208, 352)}
 ENCODERS = tuple(STAGE_REPEATS)
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
@@ -55,7 +58,8 @@ def _block(x, index, kernel, stride, expand, out_channels):
 
 def _stages(variant: str):
     """(repeats, kernel, first stride, expand ratio, output channels) per stage of `variant`."""
-    return [(repeats, *stage) for repeats, stage in zip(STAGE_REPEATS[variant], STAGES, strict=True)]
+    return [(repeats, *stage, channels)
+            for repeats, stage, channels in zip(STAGE_REPEATS[variant], STAGES, STAGE_CHANNELS[variant], strict=True)]
 
 
 def encoder_features(image, head: bool = True, variant: str = "lite0") -> dict:

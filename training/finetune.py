@@ -175,7 +175,7 @@ def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: 
 
 def stem_layers(model: keras.Model) -> set[str]:
     """Names of the encoder's layers up to stride 4 — the stem and every block whose output is at
-    stride 2 or 4 (Lite0: blocks 0-2, Lite1: 0-3). They stay at their ImageNet weights: generic
+    stride 2 or 4 (Lite0: blocks 0-2, Lite1 and Lite2: 0-3). They stay at their ImageNet weights: generic
     edges, and the costliest layers to train."""
     size = model.input_shape[1]
     early = {layer.name.removesuffix("out") for layer in model.layers
@@ -225,7 +225,7 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=size, help="input side in pixels")
     parser.add_argument("--encoder", choices=ENCODERS, default="lite0",
-                        help="ImageNet EfficientNet-Lite encoder (lite1: ~1.55x lite0's compute)")
+                        help="ImageNet EfficientNet-Lite encoder (lite1: ~1.55x lite0's compute at 224 px; lite2 wider still)")
     parser.add_argument("--head-epochs", type=int, default=head_epochs, help="epochs with the encoder frozen")
     parser.add_argument("--epochs", type=int, default=epochs, help="epochs with the encoder (past the stem) training")
     parser.add_argument("--batch-size", type=int, default=batch_size)
