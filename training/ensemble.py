@@ -49,8 +49,8 @@ MEMBER_RECORD = ("sources", "seed", "head_epochs", "epochs", "batch_size", "lr",
 
 def each_and_mean(names: list[str], probabilities: list[np.ndarray]):
     """(members, probabilities) rows: each member alone, then (for two or more) all of them with the mean
-    probability. One member is scored alone: a run whose training folder is gone keeps its report rows,
-    and a later seed of its recipe gets rows of the same form."""
+    probability. A single member gets its own row only: a later seed of a recipe whose earlier seeds
+    were reported together is reported in the same form."""
     alone = [([name], p) for name, p in zip(names, probabilities)]
     return alone + [(names, np.mean(probabilities, axis=0))] if len(names) > 1 else alone
 
