@@ -531,6 +531,13 @@ RENDERERS = {
         "(EfficientNet-Lite1, zoomed crops); `_us` runs add usaugment's ultrasound shift (`--ultrasound-shift`); "
         "`_s8` and `_s9` runs have seeds 8 and 9, the others seed 7; rows with + are the mean of both seeds' "
         "probabilities (seeds 7 and 8). Rule 35 compares the two recipes' means over 3 seeds × 2 directions."),
+    "cross_source_classifier_lite2": lambda reports_dir: render_classifier_recipes(
+        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite2"),
+        "Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
+        "(zoomed crops, 224 px); `_lite1` runs have the shipped EfficientNet-Lite1 encoder, `_lite2` runs "
+        "EfficientNet-Lite2 (`--encoder lite2`); `_s8` and `_s9` runs have seeds 8 and 9, the others seed 7; rows "
+        "with + are the mean of the seeds' probabilities. Rule 36 compares the two encoders' means over 3 seeds × "
+        "2 directions."),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
