@@ -538,6 +538,13 @@ RENDERERS = {
         "EfficientNet-Lite2 (`--encoder lite2`); `_s8` and `_s9` runs have seeds 8 and 9, the others seed 7; rows "
         "with + are the mean of the seeds' probabilities. Rule 36 compares the two encoders' means over 3 seeds × "
         "2 directions."),
+    "cross_source_classifier_learning_rate": lambda reports_dir: render_classifier_recipes(
+        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_lr1e-4"),
+        "Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
+        "(EfficientNet-Lite1, zoomed crops); `_lr1e-4` runs fine-tune at a peak learning rate of 1e-4 (`--lr 1e-4`), "
+        "the others at the shipped 3e-4; `_s8` and `_s9` runs have seeds 8 and 9, the others seed 7; rows with + are "
+        "the mean of the seeds' probabilities. Rule 37 compares the two learning rates' means over 3 seeds × 2 "
+        "directions."),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
