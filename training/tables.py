@@ -335,6 +335,15 @@ def render_classifier_recipes(reports_dir: Path, recipes: tuple[str, ...], note:
                             own_score=itemgetter("val_score"))
 
 
+def three_seed_note(change: str, rule: int) -> str:
+    """The note under a table that sets one change to the shipped classifier recipe beside the recipe,
+    each run with seeds 7, 8 and 9 from each source alone."""
+    return ("Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
+            f"(EfficientNet-Lite1, zoomed crops, 224 px), except that {change}; `_s8` and `_s9` runs have seeds 8 and 9, "
+            "the others seed 7; rows with + are the mean of the named runs' probabilities. "
+            f"Rule {rule} compares the two recipes' means over 3 seeds × 2 directions.")
+
+
 # The project's bars for the shipped models (issue 12): (report task, key, dataset, label, ">=" or "<=", bar)
 BARS = (
     ("classifier", "bm_auc", "breast-external", "benign-vs-malignant AUC", ">=", 0.80),
@@ -527,24 +536,13 @@ RENDERERS = {
         "of both seeds' probabilities."),
     "cross_source_classifier_seed_check": lambda reports_dir: render_classifier_recipes(
         reports_dir, ("zoom_lite1", "us_lite1", "zoom_lite1_s9", "us_lite1_s9"),
-        "Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
-        "(EfficientNet-Lite1, zoomed crops); `_us` runs add usaugment's ultrasound shift (`--ultrasound-shift`); "
-        "`_s8` and `_s9` runs have seeds 8 and 9, the others seed 7; rows with + are the mean of both seeds' "
-        "probabilities (seeds 7 and 8). Rule 35 compares the two recipes' means over 3 seeds × 2 directions."),
+        three_seed_note("`_us` runs add usaugment's ultrasound shift (`--ultrasound-shift`)", 35)),
     "cross_source_classifier_lite2": lambda reports_dir: render_classifier_recipes(
         reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite2"),
-        "Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
-        "(zoomed crops, 224 px); `_lite1` runs have the shipped EfficientNet-Lite1 encoder, `_lite2` runs "
-        "EfficientNet-Lite2 (`--encoder lite2`); `_s8` and `_s9` runs have seeds 8 and 9, the others seed 7; rows "
-        "with + are the mean of the seeds' probabilities. Rule 36 compares the two encoders' means over 3 seeds × "
-        "2 directions."),
+        three_seed_note("`_lite2` runs have the EfficientNet-Lite2 encoder instead (`--encoder lite2`)", 36)),
     "cross_source_classifier_learning_rate": lambda reports_dir: render_classifier_recipes(
         reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_lr1e-4"),
-        "Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
-        "(EfficientNet-Lite1, zoomed crops); `_lr1e-4` runs fine-tune at a peak learning rate of 1e-4 (`--lr 1e-4`), "
-        "the others at the shipped 3e-4; `_s8` and `_s9` runs have seeds 8 and 9, the others seed 7; rows with + are "
-        "the mean of the seeds' probabilities. Rule 37 compares the two learning rates' means over 3 seeds × 2 "
-        "directions."),
+        three_seed_note("`_lr1e-4` runs fine-tune at a peak learning rate of 1e-4 instead of 3e-4 (`--lr 1e-4`)", 37)),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
