@@ -225,7 +225,7 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=size, help="input side in pixels")
     parser.add_argument("--encoder", choices=ENCODERS, default="lite0",
-                        help="ImageNet EfficientNet-Lite encoder (lite1: ~1.55x lite0's compute at 224 px; lite2 wider still)")
+                        help="ImageNet EfficientNet-Lite encoder (lite1: deeper than lite0, ~1.55x its compute; lite2: lite1's depth, wider)")
     parser.add_argument("--head-epochs", type=int, default=head_epochs, help="epochs with the encoder frozen")
     parser.add_argument("--epochs", type=int, default=epochs, help="epochs with the encoder (past the stem) training")
     parser.add_argument("--batch-size", type=int, default=batch_size)

@@ -327,8 +327,9 @@ def classifier_number(row: dict, source: str, key: str) -> float:
 
 
 def render_classifier_recipes(reports_dir: Path, recipes: tuple[str, ...], note: str) -> str:
-    """Single-source classifier recipes run in both directions and with two seeds
-    (`reports/cross_source_classifier_<recipe>_<source>.json`, `python -m training.ensemble`), side by side."""
+    """Single-source classifier recipes run in both directions, side by side: one report per recipe and
+    source (`reports/cross_source_classifier_<recipe>_<source>.json`, `python -m training.ensemble`); a later
+    seed's report is named as a recipe of its own (`zoom_lite1_s9`) and joins its recipe's seed means."""
     return render_ensembles(reports_dir, tuple(f"cross_source_classifier_{recipe}_{source}.json"
                                                for recipe in recipes for source in TRAINING_SOURCES),
                             "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number, note,
