@@ -72,21 +72,3 @@ def test_an_ensemble_of_saturated_members_has_finite_logits_and_gradients():
         gradients = tape.gradient(score, member_logits)
         assert np.allclose(logits.numpy(), expected, atol=1e-3)
         assert all(np.isfinite(g.numpy()).all() for g in gradients)
-
-
-def test_stochastic_depth_drops_whole_branches_in_training_and_leaves_the_saved_model_alone():
-    """Drop-connect is training-only: the built model's weights go unchanged into one built without
-    it, which then computes exactly what the training model computes in inference mode."""
-    keras.utils.set_random_seed(0)
-    with_drops = build_classifier(64, "lite0", drop_connect=0.5)
-    drops = [layer for layer in with_drops.layers if isinstance(layer, layers.Dropout) and layer.name != "head_dropout"]
-    rates = [layer.rate for layer in drops]
-    assert len(drops) == 9 and rates == sorted(rates) and 0 < rates[0] < rates[-1] < 0.5  # Lite0's 9 residual blocks
-    plain = build_classifier(64, "lite0")
-    plain.set_weights(with_drops.get_weights())
-    scan = np.repeat(camera()[::8, ::8, None], 3, axis=-1)[None].astype(np.float32)
-    np.testing.assert_allclose(with_drops(scan, training=False), plain(scan, training=False), atol=1e-6)
-    branch = keras.Model(with_drops.input, with_drops.get_layer(drops[-1].name).output)
-    outputs = np.stack([branch(np.repeat(scan, 8, axis=0), training=True).numpy() for _ in range(4)])
-    dropped = np.all(outputs == 0, axis=(2, 3, 4))
-    assert dropped.any() and not dropped.all()  # some scans lose the whole branch, others keep it

@@ -40,7 +40,7 @@ def _relu6(name):
     return layers.ReLU(max_value=6.0, name=name)
 
 
-def _block(x, index, kernel, stride, expand, out_channels, drop_rate=0.0):
+def _block(x, index, kernel, stride, expand, out_channels):
     in_channels = x.shape[-1]
     p = f"block{index}_"
     h = x
@@ -52,8 +52,6 @@ def _block(x, index, kernel, stride, expand, out_channels, drop_rate=0.0):
     h = layers.Conv2D(out_channels, 1, use_bias=False, name=p + "project_conv")(h)
     if stride == 1 and in_channels == out_channels:
         h = _bn(p + "project_bn")(h)
-        if drop_rate:  # stochastic depth: the whole branch, per scan (Dropout's noise shape), in training only
-            h = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=p + "drop_connect")(h)
         return layers.Add(name=p + "out")([h, x])
     return _bn(p + "out")(h)
 
@@ -64,13 +62,8 @@ def _stages(variant: str):
             for repeats, stage, channels in zip(STAGE_REPEATS[variant], STAGES, STAGE_CHANNELS[variant], strict=True)]
 
 
-def encoder_features(image, head: bool = True, variant: str = "lite0", drop_connect: float = 0.0) -> dict:
+def encoder_features(image, head: bool = True, variant: str = "lite0") -> dict:
     """Build the `variant` encoder on an RGB 0..255 tensor, flat in the caller's graph.
-
-    `drop_connect` > 0 adds stochastic depth for training, as EfficientNet was trained: each residual
-    block's branch is dropped for a whole scan with a probability rising linearly from 0 at the first
-    block to `drop_connect` at the last. The layers carry no weights, so a model built without them
-    takes the trained weights unchanged (the trainers save it that way).
 
     Returns {stride: tensor} for strides 2, 4, 8, 16 and 32 (last block at that stride) and, with
     `head`, "top": the 1280-channel head activation `top_activation` (the classifier's Grad-CAM layer)."""
@@ -78,10 +71,9 @@ def encoder_features(image, head: bool = True, variant: str = "lite0", drop_conn
     x = layers.Conv2D(STEM_CHANNELS, 3, 2, padding="same", use_bias=False, name="stem_conv")(x)
     x = _relu6("stem_activation")(_bn("stem_bn")(x))
     features, index = {}, 0
-    blocks = sum(STAGE_REPEATS[variant])
     for repeats, kernel, stride, expand, channels in _stages(variant):
         for r in range(repeats):
-            x = _block(x, index, kernel, stride if r == 0 else 1, expand, channels, drop_connect * index / blocks)
+            x = _block(x, index, kernel, stride if r == 0 else 1, expand, channels)
             index += 1
         features[image.shape[1] // x.shape[1]] = x
     if head:
