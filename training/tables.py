@@ -544,6 +544,10 @@ RENDERERS = {
     "cross_source_classifier_learning_rate": lambda reports_dir: render_classifier_recipes(
         reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_lr1e-4"),
         three_seed_note("`_lr1e-4` runs fine-tune at a peak learning rate of 1e-4 instead of 3e-4 (`--lr 1e-4`)", 37)),
+    "cross_source_classifier_stochastic_depth": lambda reports_dir: render_classifier_recipes(
+        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_dc"),
+        three_seed_note("`_dc` runs drop each residual block of the encoder at random while training "
+                        "(stochastic depth, up to 0.2; `--drop-connect 0.2`, commit d89b745)", 38)),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
