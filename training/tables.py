@@ -548,6 +548,9 @@ RENDERERS = {
         reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_dc"),
         three_seed_note("`_dc` runs drop each residual block of the encoder at random while training "
                         "(stochastic depth, up to 0.2; `--drop-connect 0.2`, commit d89b745)", 38)),
+    "cross_source_classifier_attention_weight": lambda reports_dir: render_classifier_recipes(
+        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_att1"),
+        three_seed_note("`_att1` runs weigh the lesion-attention loss 1.0 instead of 0.3 (`--attention-weight 1.0`)", 39)),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
