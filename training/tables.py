@@ -551,6 +551,9 @@ RENDERERS = {
     "cross_source_classifier_attention_weight": lambda reports_dir: render_classifier_recipes(
         reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_att1"),
         three_seed_note("`_att1` runs weigh the lesion-attention loss 1.0 instead of 0.3 (`--attention-weight 1.0`)", 39)),
+    "cross_source_classifier_zoom_share": lambda reports_dir: render_classifier_recipes(
+        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom05_lite1"),
+        three_seed_note("`zoom05` runs zoom half of the training scans instead of 30 % (`--zoom-crop 0.5`)", 40)),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
