@@ -345,6 +345,13 @@ def three_seed_note(change: str, rule: int) -> str:
             f"Rule {rule} compares the two recipes' means over 3 seeds × 2 directions.")
 
 
+def against_shipped_recipe(recipe: str, change: str, rule: int):
+    """Renderer of the table for one change to the shipped classifier recipe: the recipe's three seeds
+    (`zoom_lite1`, whose reports hold seeds 7 and 8, and `zoom_lite1_s9`) beside `recipe`'s reports."""
+    return lambda reports_dir: render_classifier_recipes(reports_dir, ("zoom_lite1", "zoom_lite1_s9", recipe),
+                                                         three_seed_note(change, rule))
+
+
 # The project's bars for the shipped models (issue 12): (report task, key, dataset, label, ">=" or "<=", bar)
 BARS = (
     ("classifier", "bm_auc", "breast-external", "benign-vs-malignant AUC", ">=", 0.80),
@@ -538,22 +545,17 @@ RENDERERS = {
     "cross_source_classifier_seed_check": lambda reports_dir: render_classifier_recipes(
         reports_dir, ("zoom_lite1", "us_lite1", "zoom_lite1_s9", "us_lite1_s9"),
         three_seed_note("`_us` runs add usaugment's ultrasound shift (`--ultrasound-shift`)", 35)),
-    "cross_source_classifier_lite2": lambda reports_dir: render_classifier_recipes(
-        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite2"),
-        three_seed_note("`_lite2` runs have the EfficientNet-Lite2 encoder instead (`--encoder lite2`)", 36)),
-    "cross_source_classifier_learning_rate": lambda reports_dir: render_classifier_recipes(
-        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_lr1e-4"),
-        three_seed_note("`_lr1e-4` runs fine-tune at a peak learning rate of 1e-4 instead of 3e-4 (`--lr 1e-4`)", 37)),
-    "cross_source_classifier_stochastic_depth": lambda reports_dir: render_classifier_recipes(
-        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_dc"),
-        three_seed_note("`_dc` runs drop each residual block of the encoder at random while training "
-                        "(stochastic depth, up to 0.2; `--drop-connect 0.2`, commit d89b745)", 38)),
-    "cross_source_classifier_attention_weight": lambda reports_dir: render_classifier_recipes(
-        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom_lite1_att1"),
-        three_seed_note("`_att1` runs weigh the lesion-attention loss 1.0 instead of 0.3 (`--attention-weight 1.0`)", 39)),
-    "cross_source_classifier_zoom_share": lambda reports_dir: render_classifier_recipes(
-        reports_dir, ("zoom_lite1", "zoom_lite1_s9", "zoom05_lite1"),
-        three_seed_note("`zoom05` runs zoom half of the training scans instead of 30 % (`--zoom-crop 0.5`)", 40)),
+    "cross_source_classifier_lite2": against_shipped_recipe(
+        "zoom_lite2", "`_lite2` runs have the EfficientNet-Lite2 encoder instead (`--encoder lite2`)", 36),
+    "cross_source_classifier_learning_rate": against_shipped_recipe(
+        "zoom_lite1_lr1e-4", "`_lr1e-4` runs fine-tune at a peak learning rate of 1e-4 instead of 3e-4 (`--lr 1e-4`)", 37),
+    "cross_source_classifier_stochastic_depth": against_shipped_recipe(
+        "zoom_lite1_dc", "`_dc` runs drop each residual block of the encoder at random while training "
+        "(stochastic depth, up to 0.2; `--drop-connect 0.2`, commit d89b745)", 38),
+    "cross_source_classifier_attention_weight": against_shipped_recipe(
+        "zoom_lite1_att1", "`_att1` runs weigh the lesion-attention loss 1.0 instead of 0.3 (`--attention-weight 1.0`)", 39),
+    "cross_source_classifier_zoom_share": against_shipped_recipe(
+        "zoom05_lite1", "`zoom05` runs zoom half of the training scans instead of 30 % (`--zoom-crop 0.5`)", 40),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
