@@ -556,6 +556,12 @@ RENDERERS = {
         "zoom_lite1_att1", "`_att1` runs weigh the lesion-attention loss 1.0 instead of 0.3 (`--attention-weight 1.0`)", 39),
     "cross_source_classifier_zoom_share": against_shipped_recipe(
         "zoom05_lite1", "`zoom05` runs zoom half of the training scans instead of 30 % (`--zoom-crop 0.5`)", 40),
+    "cross_source_classifier_zoom_share_new_seeds": lambda reports_dir: render_classifier_recipes(
+        reports_dir, ("zoom_lite1_s10-12", "zoom05_lite1_s10-12"),
+        "Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
+        "(EfficientNet-Lite1, 224 px) with 30 % (`zoom`) or half (`zoom05`, `--zoom-crop 0.5`) of the training "
+        "scans zoomed, seeds 10, 11 and 12 (`_sN`), none of which informed rule 41; rows with + are the mean of "
+        "the named runs' probabilities. Rule 41 compares the two recipes' means over 3 seeds × 2 directions."),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
