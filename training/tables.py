@@ -283,7 +283,8 @@ def render_operating_points(reports_dir: Path = REPORTS, name: str = "cross_sour
 def render_ensembles(reports_dir: Path, names: tuple[str, ...], label: str, columns, number, note: str,
                      own_score=None) -> str:
     """Models and the mean of their probabilities on the validation sides (`python -m training.ensemble
-    ... --out`, one report per training set): for members trained on every source each source's
+    ... --out`, one report per training set; or single-source runs on all of the unseen source but its
+    test side, `python -m training.unseen_source`): for members trained on every source each source's
     numbers, for single-source members the unseen source's (cross-source validation), then each
     recipe's mean over directions and seeds. `number(row, source, key)` reads a column (`columns` =
     (key, label)); `own_score(row)`, if given, is a column of the score on the sources trained on."""
@@ -294,13 +295,14 @@ def render_ensembles(reports_dir: Path, names: tuple[str, ...], label: str, colu
     for name in names:
         record = json.loads((reports_dir / name).read_text())
         unseen = [s for s in SOURCE_TITLES if s not in record["trained_on"]]
+        scored_on = "validation" if record["side"] == "validation" else "train and validation sides"
         for row in record["rows"]:
             members = " + ".join(f"`{m}`" for m in row["members"])
             for source in unseen or list(SOURCE_TITLES):
                 numbers = [number(row, source, key) for key, _ in columns]
                 lines.append(f"| {members} | {', '.join(SOURCE_TITLES[s] for s in record['trained_on'])} | "
                              + (f"{own_score(row):.3f} | " if own_score else "")
-                             + f"{SOURCE_TITLES[source]} validation{' (unseen)' if unseen else ''} | "
+                             + f"{SOURCE_TITLES[source]} {scored_on}{' (unseen)' if unseen else ''} | "
                              + " | ".join(f"{n:.3f}" for n in numbers) + " |")
                 if unseen:
                     families.setdefault(family_of(members, record["trained_on"]), []).append(numbers)

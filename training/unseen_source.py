@@ -1,0 +1,84 @@
+"""Score single-source classifiers on all of the source they were not trained on but its test side.
+
+Cross-source validation (`training.ensemble` on single-source runs) scores a run trained on one source
+on the other source's validation side: BUS-UCLM's holds 104 frames of 7 patients, 14 of them malignant;
+BUSI's 115 scans. On so few scans a recipe's mean over three seeds moves by as much as any recipe
+change tried (classifier card, rules 36 to 42). A run trained on one source never saw any side of the
+other, and chose its epoch and temperature on its own source's validation side, so the other source's
+train side is as unseen as its validation side: scored on both, the unseen sample is 5 to 6 times
+larger (BUS-UCLM: 30 patients, 53 malignant frames; BUSI: 647 scans, 173 malignant). Test sides stay
+unread. Numbers are the trainer's (argmax of the uncalibrated probabilities; score = (Recall_BM +
+macro AUC) / 2), in the report form of `training.ensemble`, so `training.tables` renders both alike.
+
+    python -m training.unseen_source runs/xs_cls_busi_zoom_lite1_s9 runs/xs_cls_busi_zoom_lite1_s10 ...
+                                     [--out reports/unseen_source_classifiers_busi.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from inference.models import load_model
+from training.busi import TRAINING_SOURCES
+from training.finetune import load_side, logits_function, predict_in_batches
+from training.train_classifier import validation_metrics
+
+UNSEEN_SIDES = ("train", "val")
+
+
+def unseen_side(source: str, size: int, framing: dict, limit: int = 0) -> dict:
+    """Every non-test side of `source`, framed for a model, with `source` indexed as in TRAINING_SOURCES
+    (the index `training.finetune.per_source` reads)."""
+    parts = [load_side(side, size, limit, framing, (source,)) for side in UNSEEN_SIDES]
+    arrays = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    arrays["source"] = np.full(len(arrays["labels"]), TRAINING_SOURCES.index(source))
+    return arrays
+
+
+def own_validation_score(config: dict) -> float:
+    """The score a run chose its epoch by, on the validation side of the source it was trained on."""
+    training = config["training"]
+    return training["history"][training["best_epoch"] - 1]["val_score"]
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="classifier folders, each trained on the same one source")
+    parser.add_argument("--limit", type=int, default=0, help="about N scans per side (smoke test)")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    runs = [(folder, load_model(str(folder))) for folder in args.runs]
+    trained_on = {tuple(loaded.config["training"]["sources"]) for _, loaded in runs}
+    if len(trained_on) != 1 or len(next(iter(trained_on))) != 1:
+        parser.error("the runs must all be trained on the same single source")
+    if any(loaded.config.get("task", "classification") != "classification" for _, loaded in runs):
+        parser.error("classifiers only")
+    sources = list(next(iter(trained_on)))
+    unseen = [source for source in TRAINING_SOURCES if source not in sources]
+    sides, rows = {}, []
+    for folder, loaded in runs:
+        size, framing = loaded.config["input_size"], loaded.config.get("framing", {})
+        key = json.dumps([size, framing], sort_keys=True)
+        if key not in sides:  # runs framed alike share one loaded side
+            sides[key] = {source: unseen_side(source, size, framing, args.limit) for source in unseen}
+        metrics = {}
+        for source, arrays in sides[key].items():
+            metrics.update(validation_metrics(predict_in_batches(logits_function(loaded), arrays["images"]),
+                                              arrays, [source])[1])
+        rows.append({"members": [str(folder)], "val_score": own_validation_score(loaded.config), **metrics})
+        print(f"{folder}: " + ", ".join(f"{name} {value:.3f}" for name, value in metrics.items()), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({
+            "command": "python -m training.unseen_source " + " ".join(str(f) for f in args.runs),
+            "task": "classification", "side": " + ".join(UNSEEN_SIDES), "trained_on": sources,
+            "scans": {source: int(len(arrays["labels"])) for source, arrays in next(iter(sides.values())).items()},
+            "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
