@@ -563,6 +563,9 @@ RENDERERS = {
         "zoom05_lite1", "`zoom05` runs zoom half of the training scans instead of 30 % (`--zoom-crop 0.5`)", 40),
     "cross_source_classifier_input_size": against_shipped_recipe(
         "zoom_lite1_256", "`_256` runs read 256 × 256 px instead of 224 (`--size 256`)", 42, last_seed=12),
+    "cross_source_classifier_mix_style": against_shipped_recipe(
+        "zoom_lite1_ms", "`_ms` runs mix scans' feature statistics after the encoder's stride-4 and stride-8 stages "
+        "while training (MixStyle, p = 0.5; `--mix-style 0.5`, commit df5411e)", 43, last_seed=12),
     "cross_source_classifier_zoom_share_new_seeds": lambda reports_dir: render_classifier_recipes(
         reports_dir, ("zoom_lite1_s10-12", "zoom05_lite1_s10-12"),
         "Argmax of the uncalibrated probabilities at each run's chosen epoch; every run has the shipped recipe "
