@@ -31,12 +31,10 @@ SEG_GRADCAM_LAYER = "decoder16_b_relu"
 DECODER_CHANNELS = {16: 128, 8: 64, 4: 32, 2: 16}
 
 
-def build_classifier(size: int, encoder: str = "lite0", mix_style: float = 0.0) -> keras.Model:
-    """Image (RGB 0..255) -> `logits` (pre-softmax, for Grad-CAM) -> `probs` over CLASSES.
-    `mix_style`: the encoder's feature-style mixing, for training (`encoder_features`)."""
+def build_classifier(size: int, encoder: str = "lite0") -> keras.Model:
+    """Image (RGB 0..255) -> `logits` (pre-softmax, for Grad-CAM) -> `probs` over CLASSES."""
     image = keras.Input((size, size, 3), name="image")
-    features = encoder_features(image, variant=encoder, mix_style=mix_style)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(features["top"])
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image, variant=encoder)["top"])
     x = layers.Dropout(0.3, name="head_dropout")(x)
     logits = layers.Dense(len(CLASSES), name="logits")(x)
     probs = layers.Softmax(name="probs")(logits)

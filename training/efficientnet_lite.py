@@ -62,44 +62,8 @@ def _stages(variant: str):
             for repeats, stage, channels in zip(STAGE_REPEATS[variant], STAGES, STAGE_CHANNELS[variant], strict=True)]
 
 
-class MixStyle(layers.Layer):
-    """MixStyle (Zhou et al., ICLR 2021), for training only: with probability `probability` per batch,
-    each scan's per-channel feature mean and standard deviation (its "style": gain, contrast, speckle
-    texture, which is what differs most between scanners) are mixed with another scan's of the batch,
-    weights drawn from Beta(alpha, alpha); the content (the normalised map) is kept. Domain
-    generalisation without a second domain: each batch shows the later layers the same anatomy under
-    styles between the ones seen. Identity in inference mode; it carries no weights."""
-
-    def __init__(self, probability: float = 0.5, alpha: float = 0.1, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.probability, self.alpha = probability, alpha
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, x, training=None):
-        if not training:
-            return x
-        ops = keras.ops
-        mean = ops.stop_gradient(ops.mean(x, axis=(1, 2), keepdims=True))
-        std = ops.stop_gradient(ops.sqrt(ops.var(x, axis=(1, 2), keepdims=True) + 1e-6))
-        batch = ops.shape(x)[0]
-        weight = keras.random.beta((batch, 1, 1, 1), self.alpha, self.alpha, seed=self.seed_generator)
-        partner = keras.random.shuffle(ops.arange(batch), seed=self.seed_generator)
-        mixed_mean = weight * mean + (1 - weight) * ops.take(mean, partner, axis=0)
-        mixed_std = weight * std + (1 - weight) * ops.take(std, partner, axis=0)
-        mixed = (x - mean) / std * mixed_std + mixed_mean
-        apply = keras.random.uniform((), seed=self.seed_generator) < self.probability
-        return ops.where(apply, mixed, x)
-
-    def get_config(self):
-        return {**super().get_config(), "probability": self.probability, "alpha": self.alpha}
-
-
-def encoder_features(image, head: bool = True, variant: str = "lite0", mix_style: float = 0.0) -> dict:
+def encoder_features(image, head: bool = True, variant: str = "lite0") -> dict:
     """Build the `variant` encoder on an RGB 0..255 tensor, flat in the caller's graph.
-
-    `mix_style` > 0 adds `MixStyle` with that probability after the stride-4 and stride-8 stages (the
-    early layers, where style lives; as its authors place it), for training. It carries no weights, so
-    a model built without it takes the trained weights unchanged (the trainers save it that way).
 
     Returns {stride: tensor} for strides 2, 4, 8, 16 and 32 (last block at that stride) and, with
     `head`, "top": the 1280-channel head activation `top_activation` (the classifier's Grad-CAM layer)."""
@@ -111,10 +75,7 @@ def encoder_features(image, head: bool = True, variant: str = "lite0", mix_style
         for r in range(repeats):
             x = _block(x, index, kernel, stride if r == 0 else 1, expand, channels)
             index += 1
-        output_stride = image.shape[1] // x.shape[1]
-        if mix_style and output_stride in (4, 8):  # one stage each
-            x = MixStyle(mix_style, name=f"mix_style{output_stride}")(x)
-        features[output_stride] = x
+        features[image.shape[1] // x.shape[1]] = x
     if head:
         x = layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False, name="top_conv")(x)
         features["top"] = _relu6("top_activation")(_bn("top_bn")(x))

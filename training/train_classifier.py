@@ -109,16 +109,12 @@ def main(argv=None):
                              out=REPO_ROOT / "models" / "classifier")
     parser.add_argument("--attention-weight", type=float, default=0.3,
                         help="weight of the loss that asks the lesion classes' maps to peak on the lesion")
-    parser.add_argument("--mix-style", type=float, default=0.0,
-                        help="probability per batch of MixStyle (mixing scans' feature statistics) after the "
-                             "encoder's stride-4 and stride-8 stages while training; the saved model is built "
-                             "without it; 0: off")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
     framing, train, val = load_training_data(args)
 
-    model = build_classifier(args.size, args.encoder, args.mix_style)
+    model = build_classifier(args.size, args.encoder)
     load_imagenet_weights(model, args.encoder)
     trainer = with_class_maps(model)
     logits_model = keras.Model(model.input, [model.get_layer("logits").output, trainer.output["cells"]])
@@ -158,8 +154,7 @@ def main(argv=None):
         "temperature": temperature,
         "training": {"sources": args.sources, "encoder": args.encoder, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr,
-                     "attention_weight": args.attention_weight, "mix_style": args.mix_style,
-                     "average_from": args.average_from,
+                     "attention_weight": args.attention_weight, "average_from": args.average_from,
                      "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,
                      "ultrasound_shift": args.ultrasound_shift,
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
