@@ -572,6 +572,14 @@ RENDERERS = {
         "(EfficientNet-Lite1, 224 px) with 30 % (`zoom`) or half (`zoom05`, `--zoom-crop 0.5`) of the training "
         "scans zoomed, seeds 10, 11 and 12 (`_sN`), none of which informed rule 41; rows with + are the mean of "
         "the named runs' probabilities. Rule 41 compares the two recipes' means over 3 seeds × 2 directions."),
+    "cross_source_classifier_unseen_sides": lambda reports_dir: render_ensembles(
+        reports_dir, ("unseen_source_classifiers_busi.json", "unseen_source_classifiers_bus_uclm.json"), "classifiers",
+        CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number,
+        "Every single-source classifier run still on disk, scored on all of the source it did not see but its test "
+        "side (`python -m training.unseen_source`: 541 BUS-UCLM frames of 30 patients, 647 BUSI scans); argmax of "
+        "the uncalibrated probabilities at each run's chosen epoch; run names as in the tables above (`_sN`: seed "
+        "N, otherwise seed 7; the shipped recipe's seeds 7 and 8 are no longer on disk). Rule 44 compares each "
+        "recipe's mean over seeds × directions with the shipped recipe's.", own_score=itemgetter("val_score")),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
