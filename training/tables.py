@@ -497,6 +497,8 @@ RENDERERS = {
         reports_dir, "classifier_candidates_balanced.json"),
     "classifier_candidates_ultrasound_shift": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_ultrasound_shift.json"),
+    "classifier_candidates_zoom_share": lambda reports_dir: render_classifier_candidates(
+        reports_dir, "classifier_candidates_zoom05.json"),
     "segmenter_ensemble": render_ensemble,
     "second_look": render_second_look,
     "cross_source_segmenters": lambda reports_dir: render_cross_source(
