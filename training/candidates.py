@@ -21,7 +21,7 @@ import numpy as np
 
 from inference.models import load_model
 from training.busi import REPO_ROOT, TRAINING_SOURCES
-from training.finetune import load_side, logits_function, per_source, predict_in_batches
+from training.finetune import chosen_epoch, load_side, logits_function, per_source, predict_in_batches
 from training.metrics import calibrated, expected_calibration_error
 from training.renderings import rendered
 from training.train_classifier import validation_metrics
@@ -46,7 +46,7 @@ def classifier_record(folder: Path, config: dict) -> dict:
     logits_of = logits_function(loaded)
     logits = predict_in_batches(logits_of, val["images"])
     score, metrics = validation_metrics(logits, val, training["sources"])
-    epoch = training["history"][training["best_epoch"] - 1]
+    epoch = chosen_epoch(config)
 
     def by_source(numbers):
         return {source: {key: round(numbers[f"{source}_{key}"], 4) for key in CLASSIFIER_METRICS}

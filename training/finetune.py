@@ -284,6 +284,13 @@ def per_source(arrays: dict, sources=TRAINING_SOURCES):
     return [(s, np.flatnonzero(arrays["source"] == i)) for i, s in enumerate(sources) if (arrays["source"] == i).any()]
 
 
+def chosen_epoch(config: dict) -> dict:
+    """A trained model's record of the epoch it kept (`SelectOnValidation`'s history entry: its
+    validation score and numbers)."""
+    training = config["training"]
+    return training["history"][training["best_epoch"] - 1]
+
+
 class SelectOnValidation(keras.callbacks.Callback):
     """After every epoch, scores the model on validation with `evaluate() -> (score, metrics)` and
     keeps the best weights in memory: early stopping without ever looking at the test side.

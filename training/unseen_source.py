@@ -24,7 +24,7 @@ import numpy as np
 
 from inference.models import load_model
 from training.busi import TRAINING_SOURCES
-from training.finetune import load_side, logits_function, predict_in_batches
+from training.finetune import chosen_epoch, load_side, logits_function, predict_in_batches
 from training.train_classifier import validation_metrics
 
 UNSEEN_SIDES = ("train", "val")
@@ -37,12 +37,6 @@ def unseen_side(source: str, size: int, framing: dict, limit: int = 0) -> dict:
     arrays = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     arrays["source"] = np.full(len(arrays["labels"]), TRAINING_SOURCES.index(source))
     return arrays
-
-
-def own_validation_score(config: dict) -> float:
-    """The score a run chose its epoch by, on the validation side of the source it was trained on."""
-    training = config["training"]
-    return training["history"][training["best_epoch"] - 1]["val_score"]
 
 
 def main(argv=None) -> list[dict]:
@@ -69,7 +63,7 @@ def main(argv=None) -> list[dict]:
         for source, arrays in sides[key].items():
             metrics.update(validation_metrics(predict_in_batches(logits_function(loaded), arrays["images"]),
                                               arrays, [source])[1])
-        rows.append({"members": [str(folder)], "val_score": own_validation_score(loaded.config), **metrics})
+        rows.append({"members": [str(folder)], "val_score": chosen_epoch(loaded.config)["val_score"], **metrics})
         print(f"{folder}: " + ", ".join(f"{name} {value:.3f}" for name, value in metrics.items()), flush=True)
     if args.out:
         args.out.write_text(json.dumps({
