@@ -499,6 +499,8 @@ RENDERERS = {
         reports_dir, "classifier_candidates_ultrasound_shift.json"),
     "classifier_candidates_zoom_share": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_zoom05.json"),
+    "classifier_candidates_zoom_share_seeds": lambda reports_dir: render_classifier_candidates(
+        reports_dir, "classifier_candidates_zoom05_seeds.json"),
     "segmenter_ensemble": render_ensemble,
     "second_look": render_second_look,
     "cross_source_segmenters": lambda reports_dir: render_cross_source(
