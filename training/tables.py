@@ -319,6 +319,9 @@ def segmenter_alone(row: dict, source: str, key: str) -> float:
 # What a classifier ensemble's rows give per source (`training.ensemble` on classifiers).
 CLASSIFIER_ENSEMBLE_COLUMNS = (("score", "(Recall_BM + macro AUC) / 2"), ("bm_auc", "B-vs-M AUC"),
                                ("recall_malignant", "malignant recall"), ("lesions_called_normal", "lesion scans called normal"))
+# The same with the unseen source's normal scans called normal: a recipe that teaches "normal" must not buy
+# fewer lesions called normal with more normal scans flagged.
+CLASSIFIER_UNSEEN_COLUMNS = CLASSIFIER_ENSEMBLE_COLUMNS + (("recall_normal", "normal scans called normal"),)
 
 
 def classifier_number(row: dict, source: str, key: str) -> float:
@@ -584,6 +587,15 @@ RENDERERS = {
         "the uncalibrated probabilities at each run's chosen epoch; run names as in the tables above (`_sN`: seed "
         "N, otherwise seed 7; the shipped recipe's seeds 7 and 8 are no longer on disk). Rule 44 compares each "
         "recipe's mean over seeds × directions with the shipped recipe's.", own_score=itemgetter("val_score")),
+    "cross_source_classifier_negative_crops": lambda reports_dir: render_ensembles(
+        reports_dir, ("unseen_source_classifiers_negative_crops_busi.json",
+                      "unseen_source_classifiers_negative_crops_bus_uclm.json"), "classifiers",
+        CLASSIFIER_UNSEEN_COLUMNS, classifier_number,
+        "The shipped recipe (`zoom_lite1`, seeds 9 to 12) and the same with lesion-free crops of 15 % of the lesion "
+        "scans taught as normal (`_neg`, `--negative-crops 0.15`, seeds 9 to 11), scored on all of the source each run "
+        "did not see but its test side (`python -m training.unseen_source`); argmax of the uncalibrated probabilities "
+        "at each run's chosen epoch. Rule 46 compares the two recipes' means over seeds × directions.",
+        own_score=itemgetter("val_score")),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
