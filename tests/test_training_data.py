@@ -30,9 +30,7 @@ def test_augmentation_moves_scan_and_mask_together(zoom_crop, export_shift):
     masks = np.zeros((16, 128, 128), np.uint8)
     images[:, 40:90, 30:70] = 200
     masks[:, 40:90, 30:70] = 1
-    labels = np.ones(16, np.int64)
-    out_images, out_masks, out_labels = Augmentation(128, zoom_crop, export_shift=export_shift)(images, masks, labels)
-    assert np.array_equal(out_labels, labels), "labels stay without lesion-free crops"
+    out_images, out_masks = Augmentation(128, zoom_crop, export_shift=export_shift)(images, masks)
     assert out_images.shape == images.shape and out_masks.shape == masks.shape
     assert not np.array_equal(out_images, images), "something was augmented"
     for image, mask in zip(out_images, out_masks):
@@ -49,7 +47,7 @@ def test_zoomed_crops_keep_the_whole_lesion_and_zoom_normal_scans_alike():
     masks[:32, 60:80, 50:76] = 1  # half the scans hold a 20 x 26 lesion, half are normal
     zoom = Augmentation(size, zoom_crop=1.0)
     zoom.compose.transforms = zoom.compose.transforms[:1]  # the zoomed crop alone
-    out_images, out_masks, _ = zoom(images, masks, (masks.max(axis=(1, 2)) > 0).astype(np.int64))
+    out_images, out_masks = zoom(images, masks)
     lesion_area = out_masks[:32].sum(axis=(1, 2))
     assert np.all(lesion_area >= 20 * 26 * 0.95), "no lesion is cut"
     assert np.median(lesion_area) > 1.5 * 20 * 26, "lesions are zoomed in"
@@ -61,31 +59,6 @@ def test_zoomed_crops_keep_the_whole_lesion_and_zoom_normal_scans_alike():
     assert abs(np.median(padded(out_images[:32])) - np.median(padded(out_images[32:]))) < 0.25
     assert (padded(out_images[32:]) > 0.05).mean() > 0.5, "normal scans are cropped too"
 
-
-
-def test_lesion_free_crops_keep_clear_of_the_lesion_and_are_taught_as_normal():
-    """With every lesion scan eligible, a lesion scan whose field has room beside the lesion becomes a
-    framed view of that room (aspect kept, padded black), mask empty, label normal; none of the lesion
-    (painted brighter than the tissue) comes along. A lesion that fills the field stays a lesion scan,
-    and normal scans stay as they are."""
-    size = 128
-    images = np.full((3, size, size, 3), 80, np.uint8)
-    masks = np.zeros((3, size, size), np.uint8)
-    images[0, 20:50, 90:120] = 220  # a lesion near the right edge: room on its left
-    masks[0, 20:50, 90:120] = 1
-    images[1, 5:123, 5:123] = 220  # a lesion filling the field
-    masks[1, 5:123, 5:123] = 1
-    labels = np.array([2, 1, 0])
-    crops = Augmentation(size, negative_crops=1.0, seed=3)
-    crops.compose.transforms = []  # the lesion-free crop alone
-    for _ in range(10):
-        out_images, out_masks, out_labels = crops(images, masks, labels)
-        assert out_labels.tolist() == [0, 1, 0]
-        assert out_masks[0].sum() == 0 and np.array_equal(out_masks[1:], masks[1:])
-        field = out_images[0, ..., 0] > 0
-        assert out_images[0, ..., 0][field].max() < 150, "no lesion pixel in the view"
-        assert field.any(axis=0).all() or field.any(axis=1).all(), "framed as serving frames: aspect kept, padded"
-        assert np.array_equal(out_images[1:], images[1:])
 
 def test_cross_source_scores_read_the_chosen_epoch():
     from training.cross_source import cross_source_scores
@@ -165,9 +138,8 @@ def test_export_shift_sharpens_grabs_and_compresses_some_scans():
     images = np.stack([cv2.GaussianBlur(image, (5, 5), 0) for image in images])  # smooth: sharpening shows
     masks = np.zeros((64, 64, 64), np.uint8)
     detail = lambda batch: np.abs(np.diff(batch[..., 0].astype(float), axis=2)).mean(axis=(1, 2))  # noqa: E731
-    labels = np.zeros(64, np.int64)
-    plain = detail(Augmentation(64, 0.0, seed=3)(images, masks, labels)[0])
-    shifted = detail(Augmentation(64, 0.0, seed=3, export_shift=True)(images, masks, labels)[0])
+    plain = detail(Augmentation(64, 0.0, seed=3)(images, masks)[0])
+    shifted = detail(Augmentation(64, 0.0, seed=3, export_shift=True)(images, masks)[0])
     assert (shifted > 1.5 * plain.max()).sum() >= 2
 
 
@@ -189,7 +161,7 @@ def test_ultrasound_shift_darkens_and_shades_the_field_and_leaves_the_padding_bl
     shift = Augmentation(64, ultrasound_shift=True, seed=5)
     assert shift.compose.transforms[:len(ULTRASOUND_SHIFT)] == ULTRASOUND_SHIFT, "first, before any geometry"
     shift.compose.transforms = shift.compose.transforms[:len(ULTRASOUND_SHIFT)]  # the ultrasound shift alone
-    out_images, out_masks, _ = shift(images, masks, np.ones(64, np.int64))
+    out_images, out_masks = shift(images, masks)
     assert np.array_equal(out_masks, masks)
     assert out_images[:, :, :8].max() == 0 and out_images[:, :, 56:].max() == 0, "padding stays black"
     depth_ratio = out_images[:, 48:, 8:56, 0].mean(axis=(1, 2)) / out_images[:, :16, 8:56, 0].mean(axis=(1, 2)).clip(1)

@@ -90,13 +90,6 @@ ULTRASOUND_SHIFT = [
 ]
 # Share of a normal scan's side taken by the stand-in box its zoomed crop keeps (a typical lesion's).
 STAND_IN_SIDE = (0.2, 0.4)
-# Lesion-free crops (`Augmentation`'s `negative_crops`): the lesion's box is widened by this share of the
-# field's width and height on every side before a crop clear of it is sought, so that the lesion's edge,
-# halo and acoustic shadow stay out of a view taught as normal; and a crop spans at least this share of
-# the field's width and of its height, enough tissue for "no lesion here" to be a fair label.
-LESION_CLEARANCE = 0.1
-NEGATIVE_MIN_SIDE = 0.3
-NORMAL = 0  # index of "normal" in training.busi.CLASSES
 
 
 def lesion_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -122,29 +115,6 @@ def field_mask(image: np.ndarray) -> np.ndarray:
     return mask
 
 
-def lesion_free_box(mask: np.ndarray, field: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-    """(4,) pascal-VOC box inside the ultrasound field (a (S, S) 0/1 mask, `field_mask`) that keeps clear
-    of the lesion of `mask` widened by `LESION_CLEARANCE`, with sides of at least `NEGATIVE_MIN_SIDE` of
-    the field's; random among the strips left of, right of and above the lesion that are large enough.
-    Never below it: what lies behind a lesion (acoustic shadowing or enhancement) is one of its own
-    features. None when no strip is large enough (a lesion filling the field)."""
-    field_rows, field_cols = np.nonzero(field)
-    fx0, fy0, fx1, fy1 = field_cols.min(), field_rows.min(), field_cols.max() + 1, field_rows.max() + 1
-    rows, cols = np.nonzero(mask)
-    pad_x, pad_y = LESION_CLEARANCE * (fx1 - fx0), LESION_CLEARANCE * (fy1 - fy0)
-    lx0, lx1 = int(cols.min() - pad_x), int(np.ceil(cols.max() + 1 + pad_x))
-    ly0, ly1 = int(rows.min() - pad_y), int(np.ceil(rows.max() + 1 + pad_y))
-    min_w, min_h = int(np.ceil(NEGATIVE_MIN_SIDE * (fx1 - fx0))), int(np.ceil(NEGATIVE_MIN_SIDE * (fy1 - fy0)))
-    strips = [(fx0, fy0, lx0, fy1), (lx1, fy0, fx1, fy1), (fx0, fy0, fx1, ly0)]
-    strips = [(x0, y0, x1, y1) for x0, y0, x1, y1 in strips if x1 - x0 >= min_w and y1 - y0 >= min_h]
-    if not strips:
-        return None
-    x0, y0, x1, y1 = strips[rng.integers(len(strips))]
-    width, height = rng.integers(min_w, x1 - x0 + 1), rng.integers(min_h, y1 - y0 + 1)
-    left, top = rng.integers(x0, x1 - width + 1), rng.integers(y0, y1 - height + 1)
-    return np.array([left, top, left + width, top + height])
-
-
 class Augmentation:
     """The training augmentation of `size` x `size` scans and their masks, a batch at a time.
 
@@ -154,69 +124,48 @@ class Augmentation:
     re-framed that way the classifier calls more lesions normal. Normal scans get the same crop
     around a stand-in box of a lesion's size (`lesion_box`), so "zoomed in" cannot become a sign of a
     lesion. With `export_shift`, `EXPORT_SHIFT` follows the scanner shift; with `ultrasound_shift`,
-    `ULTRASOUND_SHIFT` comes before everything.
-
-    With `negative_crops` > 0, that share of lesion scans first becomes a normal one: cut to a box of
-    the field clear of the lesion (`lesion_free_box`), framed the same way, mask emptied, label normal;
-    then it goes through the rest as any normal scan. Both sources' normal scans come from few patients
-    and scanners' presets of their own, so "normal" can be learned as how those scans look; a view of
-    the same scanner, patient and preset without the lesion teaches that it is the lesion's absence."""
+    `ULTRASOUND_SHIFT` comes before everything."""
 
     def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7, export_shift: bool = False,
-                 ultrasound_shift: bool = False, negative_crops: float = 0.0):
-        self.ultrasound_shift, self.negative_crops = ultrasound_shift, negative_crops
+                 ultrasound_shift: bool = False):
+        self.ultrasound_shift = ultrasound_shift
         self.zoom_crop, self.rng = zoom_crop, np.random.default_rng(seed)
-        frame = [A.LongestMaxSize(max_size=size, p=1.0),
-                 A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0)]
-        self.reframe = A.Compose(frame, seed=seed)
-        zoom = [A.Sequential([A.BBoxSafeRandomCrop(erosion_rate=0.0, p=1.0), *frame], p=zoom_crop)] if zoom_crop else []
+        zoom = [A.Sequential([
+            A.BBoxSafeRandomCrop(erosion_rate=0.0, p=1.0),
+            A.LongestMaxSize(max_size=size, p=1.0),
+            A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+        ], p=zoom_crop)] if zoom_crop else []
         self.compose = A.Compose((ULTRASOUND_SHIFT if ultrasound_shift else []) + zoom + SCANNER_SHIFT
                                  + (EXPORT_SHIFT if export_shift else []), seed=seed,
                                  bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True)
                                  if zoom_crop else None)
 
-    def lesion_free_view(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-        """The framed (S, S, 3) view of a lesion-free box of a lesion scan, or None when none fits."""
-        box = lesion_free_box(mask, field_mask(image), self.rng)
-        if box is None:
-            return None
-        left, top, right, bottom = box
-        return self.reframe(image=image[top:bottom, left:right])["image"]
-
-    def __call__(self, images: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-        """A uint8 batch (B, S, S, 3), its 0/1 masks (B, S, S) and class labels (B,) -> all three
-        augmented, same shapes (labels change only where a lesion scan became a lesion-free crop)."""
-        out_images, out_masks, out_labels = np.empty_like(images), np.empty_like(masks), labels.copy()
+    def __call__(self, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A uint8 batch (B, S, S, 3) and its 0/1 masks (B, S, S) -> both augmented, same shapes."""
+        out_images, out_masks = np.empty_like(images), np.empty_like(masks)
         for i in range(len(images)):
-            image, mask = images[i], masks[i]
-            if self.negative_crops and mask.any() and self.rng.random() < self.negative_crops:
-                view = self.lesion_free_view(image, mask)
-                if view is not None:
-                    image, mask, out_labels[i] = view, np.zeros_like(mask), NORMAL
-            extra = {"bboxes": lesion_box(mask, self.rng), "box_ids": [0]} if self.zoom_crop else {}
+            extra = {"bboxes": lesion_box(masks[i], self.rng), "box_ids": [0]} if self.zoom_crop else {}
             if self.ultrasound_shift:
-                extra["scan_mask"] = field_mask(image)
-            result = self.compose(image=image, mask=mask, **extra)
+                extra["scan_mask"] = field_mask(images[i])
+            result = self.compose(image=images[i], mask=masks[i], **extra)
             out_images[i], out_masks[i] = result["image"], result["mask"]
-        return out_images, out_masks, out_labels
+        return out_images, out_masks
 
 
 def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: float = 0.0,
-                  export_shift: bool = False, ultrasound_shift: bool = False, negative_crops: float = 0.0):
+                  export_shift: bool = False, ultrasound_shift: bool = False):
     """Shuffled, augmented float batches of `(images, *targets(masks, labels, weights))`: scans and
     lesion masks share one random geometry (`Augmentation`, zoomed crops on `zoom_crop` of them, the
-    export shift with `export_shift`, the ultrasound shift with `ultrasound_shift`, lesion-free crops
-    taught as normal on `negative_crops` of the lesion scans), and `targets` turns them into what the
-    model's losses expect (targets, and per-scan loss weights; a lesion-free crop keeps its scan's weight)."""
+    export shift with `export_shift`, the ultrasound shift with `ultrasound_shift`), and
+    `targets` turns them into what the model's losses expect (targets, and per-scan loss weights)."""
     weights = (arrays["weights"] / arrays["weights"].mean()).astype(np.float32)  # mean 1: the learning rate keeps its scale
     ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"], weights))
     ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     size = arrays["images"].shape[1]
-    augment = Augmentation(size, zoom_crop, seed, export_shift, ultrasound_shift, negative_crops)
+    augment = Augmentation(size, zoom_crop, seed, export_shift, ultrasound_shift)
 
     def prepare(images, masks, labels, weights):
-        images, masks, labels = tf.numpy_function(augment, [images, masks, labels], [tf.uint8, tf.uint8, labels.dtype])
-        labels = tf.ensure_shape(labels, [None])
+        images, masks = tf.numpy_function(augment, [images, masks], [tf.uint8, tf.uint8])
         images = tf.ensure_shape(tf.cast(images, tf.float32), [None, size, size, 3])
         masks = tf.ensure_shape(tf.cast(masks, tf.float32), [None, size, size])[..., None]
         return (images, *targets(masks, labels, weights))
@@ -298,9 +247,6 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
     parser.add_argument("--ultrasound-shift", action="store_true",
                         help="add usaugment's depth attenuation, shadows, haze and speckle reduction to the "
                              "training augmentation (training.finetune.ULTRASOUND_SHIFT)")
-    parser.add_argument("--negative-crops", type=float, default=0.0,
-                        help="share of lesion training scans cut to a box of the field clear of the lesion and "
-                             "taught as normal (empty mask); 0: none")
     parser.add_argument("--average-from", type=int, default=0,
                         help="from this epoch on (head epochs count), score and keep the running mean of the "
                              "weights since then instead of each epoch's own (stochastic weight averaging); 0: off")

@@ -129,7 +129,7 @@ def main(argv=None):
     selector = SelectOnValidation(evaluate, args.average_from)
     train["weights"] = train["weights"] * class_weights(train["labels"])[train["labels"]]
     train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop, export_shift=args.export_shift,
-                             ultrasound_shift=args.ultrasound_shift, negative_crops=args.negative_crops,
+                             ultrasound_shift=args.ultrasound_shift,
                              targets=lambda masks, labels, weights: ({"probs": labels, "cells": lesion_cells(masks)}, weights))
     losses = {"probs": keras.losses.SparseCategoricalCrossentropy(), "cells": lesion_attention_loss(args.attention_weight)}
     fit_two_phases(trainer, train_ds, len(train["labels"]), losses, selector, args)
@@ -156,7 +156,7 @@ def main(argv=None):
                      "batch_size": args.batch_size, "lr": args.lr,
                      "attention_weight": args.attention_weight, "average_from": args.average_from,
                      "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,
-                     "ultrasound_shift": args.ultrasound_shift, "negative_crops": args.negative_crops,
+                     "ultrasound_shift": args.ultrasound_shift,
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
                      "val_ece_before": ece_before, "val_ece_after": ece_after,
                      "minutes": round((time.time() - started) / 60, 1), "history": selector.history},

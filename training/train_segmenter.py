@@ -283,7 +283,7 @@ def main(argv=None):
 
     selector = SelectOnValidation(evaluate, args.average_from)
     train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop, export_shift=args.export_shift,
-                             ultrasound_shift=args.ultrasound_shift, negative_crops=args.negative_crops,
+                             ultrasound_shift=args.ultrasound_shift,
                              targets=lambda masks, labels, weights: (masks, weights))
     fit = fit_new_layers if args.encoder_from else fit_two_phases
     loss = with_normal_presence(dice_bce_loss, args.normal_presence_weight)
@@ -310,7 +310,7 @@ def main(argv=None):
                      "normal_presence_weight": args.normal_presence_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from,
                      "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,
-                     "ultrasound_shift": args.ultrasound_shift, "negative_crops": args.negative_crops,
+                     "ultrasound_shift": args.ultrasound_shift,
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
                      "val_normal_fp_by_source": best["val_normal_fp_by_source"],
