@@ -1,5 +1,5 @@
-"""Cross-source scoring on all of the unseen source but its test side, with the shipped classifier
-recorded as if it had been trained on BUSI alone, on a few scans of each side."""
+"""Cross-source scoring on all of the unseen source but its test side, with the shipped classifier and
+the fast segmenter recorded as if they had been trained on BUSI alone, on a few scans of each side."""
 
 import json
 import os
@@ -14,18 +14,22 @@ from training.split import samples_by_side
 from training.unseen_source import main, unseen_side
 
 CLASSIFIER = "models/classifier"
+SEGMENTER = "models/segmenter_fast"
 LIMIT = 12
+
+
+def trained_on_busi_alone(model: str, folder):
+    """A run folder holding `model`'s weights and a config that says it saw BUSI alone."""
+    config = json.loads(open(f"{model}/config.json").read())
+    config["training"]["sources"] = ["busi"]
+    (folder / "config.json").write_text(json.dumps(config))
+    os.symlink(os.path.abspath(f"{model}/model.keras"), folder / "model.keras")
+    return folder, config
 
 
 @pytest.fixture(scope="module")
 def as_if_trained_on_busi(tmp_path_factory, busi_root, bus_uclm_root):
-    """A run folder holding the shipped classifier's weights and a config that says it saw BUSI alone."""
-    folder = tmp_path_factory.mktemp("xs_cls_busi_shipped")
-    config = json.loads(open(f"{CLASSIFIER}/config.json").read())
-    config["training"]["sources"] = ["busi"]
-    (folder / "config.json").write_text(json.dumps(config))
-    os.symlink(os.path.abspath(f"{CLASSIFIER}/model.keras"), folder / "model.keras")
-    return folder, config
+    return trained_on_busi_alone(CLASSIFIER, tmp_path_factory.mktemp("xs_cls_busi_shipped"))
 
 
 def test_the_unseen_side_is_the_sources_train_and_validation_scans_and_never_its_test_scans(bus_uclm_root):
@@ -50,6 +54,25 @@ def test_a_run_is_scored_on_the_source_it_did_not_see_and_the_table_reads_the_re
     report = json.loads(out.read_text())
     assert report["side"] == "train + val" and report["trained_on"] == ["busi"] and report["scans"]["bus_uclm"] > LIMIT
     text = tables.render_ensembles(tmp_path, (out.name,), "classifiers", tables.CLASSIFIER_ENSEMBLE_COLUMNS,
-                                   tables.classifier_number, "note.")
+                                   tables.row_number, "note.")
     assert f"| `{folder}` | BUSI (Egypt) | BUS-UCLM (Spain) train and validation sides (unseen) |" in text
     assert f"{np.round(row['bus_uclm_lesions_called_normal'], 3):.3f} |" in text
+
+
+def test_a_segmenter_is_scored_alone_on_the_source_it_did_not_see_and_the_table_reads_the_report(
+        tmp_path, busi_root, bus_uclm_root):
+    (tmp_path / "xs_seg_busi_fast").mkdir()
+    folder, config = trained_on_busi_alone(SEGMENTER, tmp_path / "xs_seg_busi_fast")
+    out = tmp_path / "unseen_source_segmenters_busi.json"
+    [row] = main([str(folder), "--limit", str(LIMIT), "--out", str(out)])
+    assert all(key.startswith("bus_uclm_") for key in row if key not in ("members", "val_score"))
+    assert row["val_score"] == config["training"]["history"][config["training"]["best_epoch"] - 1]["val_score"]
+    assert row["bus_uclm_dice@0.5"] > 0.3, "the fast segmenter (which did see BUS-UCLM) finds its lesions"
+    at_caps = [row[f"bus_uclm_dice@fp{cap}"] for cap in (0.1, 0.2)]
+    assert at_caps == sorted(at_caps), "a looser cap on normals flagged never scores lower"
+    assert 0 <= row["bus_uclm_missed@0.5"] <= 1 and 0 <= row["bus_uclm_normal_fp@own_choice"] <= 1
+    assert json.loads(out.read_text())["task"] == "segmentation"
+    text = tables.render_ensembles(tmp_path, (out.name,), "segmenters", tables.SEGMENTER_UNSEEN_COLUMNS,
+                                   tables.row_number, "note.")
+    assert f"| `{folder}` | BUSI (Egypt) | BUS-UCLM (Spain) train and validation sides (unseen) |" in text
+    assert f"| {row['bus_uclm_dice@own_choice']:.3f} | {row['bus_uclm_normal_fp@own_choice']:.3f} |" in text

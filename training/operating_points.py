@@ -23,6 +23,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from inference.models import load_model
 from training.finetune import load_side, per_source
 from training.train_segmenter import FULL_GRID, choose_postprocessing, lesion_probabilities, validation_scores
@@ -36,23 +38,23 @@ def best_dice_under(grid: list[dict], cap: float) -> float:
     return max((r["val_dice"] for r in grid if r["val_normal_fp"] <= cap), default=0.0)
 
 
+def operating_points(probs: np.ndarray, side: dict, config: dict, caps=CAPS) -> dict:
+    """On the scans `side` of one source (with a segmenter's lesion probabilities `probs` on them): the
+    best Dice under each cap on normal scans flagged, and the Dice and normals flagged at the
+    post-processing the segmenter (its `config`) chose on its own source."""
+    _, grid = choose_postprocessing(probs, side, None, FULL_GRID)
+    dice, flagged = validation_scores(probs, side, config["threshold"], config["min_area_fraction"],
+                                      config["largest_only"], peak_threshold=config.get("peak_threshold"))
+    return {**{f"dice@fp{cap}": best_dice_under(grid, cap) for cap in caps},
+            "dice@own_choice": dice, "normal_fp@own_choice": flagged}
+
+
 def unseen_operating_points(loaded, val: dict, caps=CAPS) -> dict:
-    """For every validation source the model in `loaded` was not trained on: the best Dice under
-    each cap on normal scans flagged, and the Dice and normals flagged at the post-processing the
-    model chose on its own source."""
-    config = loaded.config
+    """`operating_points` on every validation source the model in `loaded` was not trained on."""
     probs = lesion_probabilities(loaded, val["images"])
-    out = {}
-    for source, index in per_source(val):
-        if source in config["training"]["sources"]:
-            continue
-        side = {key: value[index] for key, value in val.items()}
-        _, grid = choose_postprocessing(probs[index], side, None, FULL_GRID)
-        dice, flagged = validation_scores(probs[index], side, config["threshold"], config["min_area_fraction"],
-                                          config["largest_only"], peak_threshold=config.get("peak_threshold"))
-        out[source] = {**{f"dice@fp{cap}": best_dice_under(grid, cap) for cap in caps},
-                       "dice@own_choice": dice, "normal_fp@own_choice": flagged}
-    return out
+    return {source: operating_points(probs[index], {key: value[index] for key, value in val.items()},
+                                     loaded.config, caps)
+            for source, index in per_source(val) if source not in loaded.config["training"]["sources"]}
 
 
 def main(argv=None) -> dict:

@@ -109,6 +109,11 @@ def render_comparison(reports_dir: Path = REPORTS, earlier: str = "baseline", la
 # What a single-source segmenter's record gives for the unseen source (the segmenter alone, threshold 0.5).
 SEGMENTER_CROSS_SOURCE_COLUMNS = (("dice@0.5", "lesion Dice"), ("missed@0.5", "lesion scans missed"),
                                   ("normal_fp@0.5", "normal scans flagged"))
+# A segmenter on all of the unseen source but its test side (`training.unseen_source`): alone at 0.5, then at
+# matched shares of normal scans flagged and at its own post-processing (`training.operating_points`).
+SEGMENTER_UNSEEN_COLUMNS = SEGMENTER_CROSS_SOURCE_COLUMNS + (
+    ("dice@fp0.1", "best Dice, ≤ 10% of normals flagged"), ("dice@fp0.2", "best Dice, ≤ 20% of normals flagged"),
+    ("dice@own_choice", "Dice at its own choice"), ("normal_fp@own_choice", "normals flagged at its own choice"))
 
 
 def thresholds(choice: dict) -> str:
@@ -324,8 +329,9 @@ CLASSIFIER_ENSEMBLE_COLUMNS = (("score", "(Recall_BM + macro AUC) / 2"), ("bm_au
 CLASSIFIER_UNSEEN_COLUMNS = CLASSIFIER_ENSEMBLE_COLUMNS + (("recall_normal", "normal scans called normal"),)
 
 
-def classifier_number(row: dict, source: str, key: str) -> float:
-    """A classifier ensemble report row's number for `source`; "score" is the trainer's (Recall_BM + macro AUC) / 2."""
+def row_number(row: dict, source: str, key: str) -> float:
+    """A report row's number for `source` (`training.ensemble` on classifiers, `training.unseen_source`); "score"
+    is the classifier trainer's (Recall_BM + macro AUC) / 2."""
     if key == "score":
         return (row[f"{source}_recall_bm"] + row[f"{source}_macro_auc"]) / 2
     return row[f"{source}_{key}"]
@@ -337,7 +343,7 @@ def render_classifier_recipes(reports_dir: Path, recipes: tuple[str, ...], note:
     seed's report is named as a recipe of its own (`zoom_lite1_s9`) and joins its recipe's seed means."""
     return render_ensembles(reports_dir, tuple(f"cross_source_classifier_{recipe}_{source}.json"
                                                for recipe in recipes for source in TRAINING_SOURCES),
-                            "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number, note,
+                            "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, row_number, note,
                             own_score=itemgetter("val_score"))
 
 
@@ -538,7 +544,7 @@ RENDERERS = {
         "Each segmenter, and the mean of both members' lesion probabilities, alone at threshold 0.5; `_s8` runs are "
         "the plain runs' recipe with seed 8 instead of 7."),
     "classifier_ensemble": lambda reports_dir: render_ensembles(
-        reports_dir, ("classifier_ensemble.json",), "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number,
+        reports_dir, ("classifier_ensemble.json",), "classifiers", CLASSIFIER_ENSEMBLE_COLUMNS, row_number,
         "Argmax of the uncalibrated probabilities, as the trainer scores an epoch; the last row is the mean of both "
         "members' probabilities.", own_score=itemgetter("val_score")),
     "cross_source_classifier_seeds": lambda reports_dir: render_classifier_recipes(
@@ -581,7 +587,7 @@ RENDERERS = {
         "the named runs' probabilities. Rule 41 compares the two recipes' means over 3 seeds × 2 directions."),
     "cross_source_classifier_unseen_sides": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_classifiers_busi.json", "unseen_source_classifiers_bus_uclm.json"), "classifiers",
-        CLASSIFIER_ENSEMBLE_COLUMNS, classifier_number,
+        CLASSIFIER_ENSEMBLE_COLUMNS, row_number,
         "Every single-source classifier run still on disk, scored on all of the source it did not see but its test "
         "side (`python -m training.unseen_source`: 541 BUS-UCLM frames of 30 patients, 647 BUSI scans); argmax of "
         "the uncalibrated probabilities at each run's chosen epoch; run names as in the tables above (`_sN`: seed "
@@ -590,7 +596,7 @@ RENDERERS = {
     "cross_source_classifier_negative_crops": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_classifiers_negative_crops_busi.json",
                       "unseen_source_classifiers_negative_crops_bus_uclm.json"), "classifiers",
-        CLASSIFIER_UNSEEN_COLUMNS, classifier_number,
+        CLASSIFIER_UNSEEN_COLUMNS, row_number,
         "The shipped recipe (`zoom_lite1`, seeds 9 to 12) and the same with lesion-free crops of 15 % of the lesion "
         "scans taught as normal (`_neg`, `--negative-crops 0.15`, seeds 9 to 11), scored on all of the source each run "
         "did not see but its test side (`python -m training.unseen_source`); argmax of the uncalibrated probabilities "

@@ -1,4 +1,4 @@
-"""Score single-source classifiers on all of the source they were not trained on but its test side.
+"""Score single-source classifiers or segmenters on all of the source they were not trained on but its test side.
 
 Cross-source validation (`training.ensemble` on single-source runs) scores a run trained on one source
 on the other source's validation side: BUS-UCLM's holds 104 frames of 7 patients, 14 of them malignant;
@@ -7,11 +7,15 @@ change tried (classifier card, rules 36 to 42). A run trained on one source neve
 other, and chose its epoch and temperature on its own source's validation side, so the other source's
 train side is as unseen as its validation side: scored on both, the unseen sample is 5 to 6 times
 larger (BUS-UCLM: 30 patients, 53 malignant frames; BUSI: 647 scans, 173 malignant). Test sides stay
-unread. Numbers are the trainer's (argmax of the uncalibrated probabilities; score = (Recall_BM +
-macro AUC) / 2), in the report form of `training.ensemble`, so `training.tables` renders both alike.
+unread. A classifier's numbers are the trainer's (argmax of the uncalibrated probabilities; score =
+(Recall_BM + macro AUC) / 2), in the report form of `training.ensemble`, so `training.tables` renders
+both alike. A segmenter's are the segmenter alone (no classifier gate): at threshold 0.5
+(`training.train_segmenter.alone_at_half`, as cross-source validation scores it every epoch) and at
+matched shares of normal scans flagged and at its own post-processing (`training.operating_points`).
 
     python -m training.unseen_source runs/xs_cls_busi_zoom_lite1_s9 runs/xs_cls_busi_zoom_lite1_s10 ...
                                      [--out reports/unseen_source_classifiers_busi.json]
+    python -m training.unseen_source runs/xs_seg_busi_s7 runs/xs_seg_busi_s8 ... [--out reports/unseen_source_segmenters_busi.json]
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import numpy as np
 from inference.models import load_model
 from training.busi import TRAINING_SOURCES
 from training.finetune import chosen_epoch, load_side, logits_function, predict_in_batches
+from training.operating_points import operating_points
 from training.train_classifier import validation_metrics
+from training.train_segmenter import alone_at_half, lesion_probabilities
 
 UNSEEN_SIDES = ("train", "val")
 
@@ -39,9 +45,19 @@ def unseen_side(source: str, size: int, framing: dict, limit: int = 0) -> dict:
     return arrays
 
 
+def unseen_metrics(loaded, source: str, arrays: dict) -> dict:
+    """A model's numbers on one unseen source's scans `arrays`, keyed `<source>_<metric>`."""
+    if loaded.config.get("task", "classification") == "segmentation":
+        probs = lesion_probabilities(loaded, arrays["images"])
+        points = operating_points(probs, arrays, loaded.config)
+        return alone_at_half(probs, arrays) | {f"{source}_{key}": value for key, value in points.items()}
+    return validation_metrics(predict_in_batches(logits_function(loaded), arrays["images"]), arrays, [source])[1]
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="classifier folders, each trained on the same one source")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="classifier or segmenter folders (one task), each trained on the same one source")
     parser.add_argument("--limit", type=int, default=0, help="about N scans per side (smoke test)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args(argv)
@@ -49,8 +65,9 @@ def main(argv=None) -> list[dict]:
     trained_on = {tuple(loaded.config["training"]["sources"]) for _, loaded in runs}
     if len(trained_on) != 1 or len(next(iter(trained_on))) != 1:
         parser.error("the runs must all be trained on the same single source")
-    if any(loaded.config.get("task", "classification") != "classification" for _, loaded in runs):
-        parser.error("classifiers only")
+    tasks = {loaded.config.get("task", "classification") for _, loaded in runs}
+    if len(tasks) != 1:
+        parser.error("classifiers or segmenters, not both")
     sources = list(next(iter(trained_on)))
     unseen = [source for source in TRAINING_SOURCES if source not in sources]
     sides, rows = {}, []
@@ -61,14 +78,13 @@ def main(argv=None) -> list[dict]:
             sides[key] = {source: unseen_side(source, size, framing, args.limit) for source in unseen}
         metrics = {}
         for source, arrays in sides[key].items():
-            metrics.update(validation_metrics(predict_in_batches(logits_function(loaded), arrays["images"]),
-                                              arrays, [source])[1])
+            metrics.update(unseen_metrics(loaded, source, arrays))
         rows.append({"members": [str(folder)], "val_score": chosen_epoch(loaded.config)["val_score"], **metrics})
         print(f"{folder}: " + ", ".join(f"{name} {value:.3f}" for name, value in metrics.items()), flush=True)
     if args.out:
         args.out.write_text(json.dumps({
             "command": "python -m training.unseen_source " + " ".join(str(f) for f in args.runs),
-            "task": "classification", "side": " + ".join(UNSEEN_SIDES), "trained_on": sources,
+            "task": next(iter(tasks)), "side": " + ".join(UNSEEN_SIDES), "trained_on": sources,
             "scans": {source: int(len(arrays["labels"])) for source, arrays in next(iter(sides.values())).items()},
             "rows": rows}, indent=2) + "\n")
     return rows
