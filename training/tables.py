@@ -602,6 +602,17 @@ RENDERERS = {
         "did not see but its test side (`python -m training.unseen_source`); argmax of the uncalibrated probabilities "
         "at each run's chosen epoch. Rule 46 compares the two recipes' means over seeds × directions.",
         own_score=itemgetter("val_score")),
+    "unseen_source_segmenters_learning_rate": lambda reports_dir: render_ensembles(
+        reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
+                      "unseen_source_segmenters_lr1e-4_busi.json", "unseen_source_segmenters_lr1e-4_bus_uclm.json"),
+        "segmenters", SEGMENTER_UNSEEN_COLUMNS, row_number,
+        "The segmenter alone (no classifier gate) on all of the source each run did not see but its test side "
+        "(`python -m training.unseen_source`: 541 BUS-UCLM frames of 30 patients, 647 BUSI scans); every run is "
+        "the single-source recipe of the checks above (`--head-epochs 2 --epochs 10`), `_lr1e-4` runs fine-tune at "
+        "a peak learning rate of 1e-4 instead of 3e-4; `_sN`: seed N. \"Best Dice\" is over the trainer's "
+        "post-processing grid chosen on the unseen scans themselves (0: no setting flags so few); \"its own "
+        "choice\" is the post-processing the run chose on its own source. Rule 47 compares the two recipes' means "
+        "over 2 seeds × 2 directions.", own_score=itemgetter("val_score")),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,
