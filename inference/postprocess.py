@@ -30,14 +30,15 @@ def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 
     return np.isin(labels, index[keep])
 
 
-def hidden_by_normal_gate(p_normal, peak, gate: float | None, spares: float | None):
+def hidden_by_normal_gate(p_normal, peak, normal_gate: float | None, normal_gate_spares: float | None):
     """Whether the normal gate hides what the segmenter drew: the classifier's normal probability
-    reaches `gate` (None: never), unless the segmenter's peak inside the drawing reaches `spares`
-    (None: nothing is spared). Scalars or arrays of scans alike; one rule for validation and serving."""
-    if gate is None:
+    reaches `normal_gate` (None: never), unless the segmenter's peak inside the drawing reaches
+    `normal_gate_spares` (None: nothing is spared). Scalars or arrays of scans alike; one rule for
+    validation and serving, its arguments named as the segmenter's config names them."""
+    if normal_gate is None:
         return np.zeros(np.shape(p_normal), dtype=bool)
-    hidden = np.asarray(p_normal) >= gate
-    return hidden if spares is None else hidden & (np.asarray(peak) < spares)
+    hidden = np.asarray(p_normal) >= normal_gate
+    return hidden if normal_gate_spares is None else hidden & (np.asarray(peak) < normal_gate_spares)
 
 
 def lesion_stats(mask: np.ndarray, mm_per_pixel: tuple[float, float] | None = None,

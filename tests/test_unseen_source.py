@@ -2,11 +2,11 @@
 the fast segmenter recorded as if they had been trained on BUSI alone, on a few scans of each side."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 
+from run_folders import trained_on_busi_alone
 from training import tables
 from training.arrays import subsample
 from training.busi import TRAINING_SOURCES
@@ -16,15 +16,6 @@ from training.unseen_source import main, unseen_side
 CLASSIFIER = "models/classifier"
 SEGMENTER = "models/segmenter_fast"
 LIMIT = 12
-
-
-def trained_on_busi_alone(model: str, folder):
-    """A run folder holding `model`'s weights and a config that says it saw BUSI alone."""
-    config = json.loads(open(f"{model}/config.json").read())
-    config["training"]["sources"] = ["busi"]
-    (folder / "config.json").write_text(json.dumps(config))
-    os.symlink(os.path.abspath(f"{model}/model.keras"), folder / "model.keras")
-    return folder, config
 
 
 @pytest.fixture(scope="module")

@@ -145,33 +145,52 @@ FULL_GRID = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "peak_threshold": (None, 0.
 EPOCH_GRID = {"threshold": (0.4, 0.5, 0.6), "peak_threshold": (None, 0.9), "min_area_fraction": (0.0, 0.01)}
 
 
+RECTANGLE_GATES = tuple({"normal_gate": gate, "normal_gate_spares": spares} for gate in NORMAL_GATES
+                        for spares in (GATE_SPARES if gate is not None else (None,)))
+NO_GATE = ({"normal_gate": None, "normal_gate_spares": None},)
+
+
+def mask_grid(probs: np.ndarray, val: dict, grid=FULL_GRID) -> list[tuple[dict, tuple]]:
+    """Every setting of `grid` (threshold, the peak a component must reach to be drawn — strictly above
+    the threshold, or None —, minimum component area as a fraction of the image, largest component
+    only) with its per-scan (Dice, drawn, peak inside the drawing) on `val`: the costly part of a
+    choice, computed once however many gates are then tried on it."""
+    return [({"threshold": threshold, "peak_threshold": peak_threshold, "min_area_fraction": min_area,
+              "largest_only": largest_only}, _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold))
+            for threshold, peak_threshold, min_area, largest_only in itertools.product(
+                grid["threshold"], grid.get("peak_threshold", (None,)), grid["min_area_fraction"], (False, True))
+            if peak_threshold is None or peak_threshold > threshold]
+
+
+def gated_results(masks: list[tuple[dict, tuple]], val: dict, p_normal=None, gates=RECTANGLE_GATES,
+                  hide=hidden_by_normal_gate) -> list[dict]:
+    """The scores (`_scores`) of every setting of `mask_grid` under every gate of `gates` (keyword
+    arguments of `hide`, which says from the classifier's `p_normal` and the segmenter's peaks which
+    drawings the gate hides); without `p_normal`, no gate."""
+    if p_normal is None:
+        gates, hide = NO_GATE, hidden_by_normal_gate
+    return [{**setting, **gate, **_scores(dice, drawn, hide(p_normal, peaks, **gate), val)}
+            for setting, (dice, drawn, peaks) in masks for gate in gates]
+
+
+def best_allowed(results: list[dict]) -> dict:
+    """The result with the best validation Dice among those that flag at most MAX_NORMAL_FP_RATE of
+    each source's normal scans (else the one with the fewest flags)."""
+    allowed = [r for r in results if worst_normal_fp(r) <= MAX_NORMAL_FP_RATE]
+    return (max(allowed, key=lambda r: r["val_dice"]) if allowed
+            else min(results, key=lambda r: (worst_normal_fp(r), -r["val_dice"])))
+
+
 def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     """Post-processing with the best validation lesion Dice among those that flag at most
-    MAX_NORMAL_FP_RATE of each source's normal scans (else the fewest flags): threshold, the peak a
-    component must reach to be drawn (`peak_threshold`, strictly above the threshold, or None), minimum
-    component area (fraction of the image), largest component only, and — when the classifier's
-    validation normal probabilities `p_normal` are given — the normal gate: the probability from
-    which no lesion is drawn. A gate, unlike "argmax is normal", leaves a lesion visible when the
-    classifier is unsure. With a gate, also the segmenter peak from which it spares a lesion
-    (`normal_gate_spares`): a classifier that calls an unfamiliar scanner's lesions normal should not
-    hide one the segmenter is sure of."""
-    results = []
-    gates = ([(gate, spares) for gate in NORMAL_GATES for spares in (GATE_SPARES if gate is not None else (None,))]
-             if p_normal is not None else [(None, None)])
-    for threshold, peak_threshold, min_area, largest_only in itertools.product(
-            grid["threshold"], grid.get("peak_threshold", (None,)), grid["min_area_fraction"], (False, True)):
-        if peak_threshold is not None and peak_threshold <= threshold:
-            continue
-        dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold)
-        for gate, spares in gates:
-            hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares)
-            results.append({"threshold": threshold, "peak_threshold": peak_threshold, "min_area_fraction": min_area,
-                            "largest_only": largest_only, "normal_gate": gate, "normal_gate_spares": spares,
-                            **_scores(dice, drawn, hidden, val)})
-    allowed = [r for r in results if worst_normal_fp(r) <= MAX_NORMAL_FP_RATE]
-    best = (max(allowed, key=lambda r: r["val_dice"]) if allowed
-            else min(results, key=lambda r: (worst_normal_fp(r), -r["val_dice"])))
-    return best, results
+    MAX_NORMAL_FP_RATE of each source's normal scans (`best_allowed` over `mask_grid`) and — when the
+    classifier's validation normal probabilities `p_normal` are given — the normal gate: the
+    probability from which no lesion is drawn. A gate, unlike "argmax is normal", leaves a lesion
+    visible when the classifier is unsure. With a gate, also the segmenter peak from which it spares a
+    lesion (`normal_gate_spares`): a classifier that calls an unfamiliar scanner's lesions normal
+    should not hide one the segmenter is sure of."""
+    results = gated_results(mask_grid(probs, val, grid), val, p_normal)
+    return best_allowed(results), results
 
 
 def trade_off_frontier(results: list[dict]) -> list[dict]:

@@ -1,0 +1,156 @@
+"""Compare forms of the normal gate on a source neither model of a pair was trained on.
+
+The normal gate hides a drawing when the classifier thinks the scan is normal. It is chosen with the
+post-processing on the validation sides of the sources the models were trained on, where the
+classifier is nearly always right, so the chosen gate trusts it almost alone; on a new scanner the
+classifier calls more lesions normal and the gate hides them. This pairs single-source classifiers with
+single-source segmenters trained on the same source and, for each form of the gate, chooses
+post-processing and gate as the trainer does (`training.train_segmenter.best_allowed`) on that
+source's validation side, then scores the choice on all of the other source but its test side: lesion
+Dice (a hidden lesion scores 0), lesion scans with nothing drawn, normal scans flagged. Beside them,
+the best Dice reachable there with at most 10 / 20 % of its normal scans flagged over each form's grid
+(chosen on the unseen side itself: how well a form can separate, not what a deployment scores).
+
+Forms: "rectangle" (`inference.postprocess.hidden_by_normal_gate`, the shipped one: the classifier's
+normal probability reaches the gate and the segmenter's peak inside the drawing stays below a sparing
+level) and "mean_evidence" (`hidden_by_mean_evidence`: the two models' lesion evidence, averaged,
+stays below the gate).
+
+    python -m training.unseen_gate --classifiers runs/xs_cls_busi_zoom_lite1_s9 ... --segmenters runs/xs_seg_busi_s7 ...
+                                   [--out reports/unseen_gate_busi.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from inference.models import load_model
+from inference.postprocess import hidden_by_normal_gate
+from training.busi import TRAINING_SOURCES
+from training.finetune import load_side, logits_function, predict_in_batches
+from training.metrics import calibrated
+from training.operating_points import best_dice_under
+from training.train_segmenter import RECTANGLE_GATES, best_allowed, gated_results, lesion_probabilities, mask_grid
+from training.unseen_source import unseen_side
+
+MEAN_EVIDENCE_GATES = ({"normal_gate": None},
+                       *({"normal_gate": round(gate, 2)} for gate in np.arange(0.30, 0.86, 0.05)))
+CAPS = (0.1, 0.2)
+
+
+def hidden_by_mean_evidence(p_normal, peak, normal_gate: float | None):
+    """Whether the gate hides a drawing: the mean of the classifier's lesion probability (1 - its
+    normal probability) and the segmenter's peak inside the drawing stays below `normal_gate` (None:
+    never). Either model can outweigh the other: a fairly sure segmenter keeps a lesion the classifier
+    calls normal, a classifier sure of a lesion keeps a faint drawing."""
+    if normal_gate is None:
+        return np.zeros(np.shape(p_normal), dtype=bool)
+    return ((1 - np.asarray(p_normal)) + np.asarray(peak)) / 2 < normal_gate
+
+
+GATE_FORMS = {"rectangle": (RECTANGLE_GATES, hidden_by_normal_gate),
+              "mean_evidence": (MEAN_EVIDENCE_GATES, hidden_by_mean_evidence)}
+
+
+def setting_key(row: dict) -> tuple:
+    return row["threshold"], row["peak_threshold"], row["min_area_fraction"], row["largest_only"]
+
+
+def scored_choice(choice: dict, masks: list, side: dict, p_normal: np.ndarray, hide) -> dict:
+    """Dice (hidden = 0), lesion scans with nothing drawn and normal scans flagged of the
+    post-processing and gate in `choice` on the scans `side` (`masks`: its `mask_grid`)."""
+    gate = {key: choice[key] for key in choice if key.startswith("normal_gate")}
+    dice, drawn, peaks = dict((setting_key(setting), scores) for setting, scores in masks)[setting_key(choice)]
+    shown = drawn & ~hide(p_normal, peaks, **gate)
+    lesion = side["labels"] > 0
+    return {"dice": float(np.where(shown, dice, 0.0)[lesion].mean()), "nothing_drawn": float((~shown)[lesion].mean()),
+            "normal_fp": float(shown[~lesion].mean())}
+
+
+def pair_row(p_normal: dict, masks: dict, sides: dict) -> dict:
+    """For each gate form: the choice on the own side and its scores there and on the unseen side, and
+    the best unseen Dice reachable under each cap on unseen normals flagged."""
+    row = {}
+    for form, (gates, hide) in GATE_FORMS.items():
+        choice = best_allowed(gated_results(masks["own"], sides["own"], p_normal["own"], gates, hide))
+        unseen_grid = gated_results(masks["unseen"], sides["unseen"], p_normal["unseen"], gates, hide)
+        row[form] = {"choice": {key: value for key, value in choice.items() if key != "val_normal_fp_by_source"},
+                     "unseen": scored_choice(choice, masks["unseen"], sides["unseen"], p_normal["unseen"], hide),
+                     **{f"best_dice@fp{cap}": best_dice_under(unseen_grid, cap) for cap in CAPS}}
+    return row
+
+
+def sides_for(loaded, source: str, unseen: str, limit: int) -> dict:
+    """The own source's validation side and the unseen source's train + validation sides, framed for `loaded`."""
+    size, framing = loaded.config["input_size"], loaded.config.get("framing", {})
+    own = load_side("val", size, limit, framing, (source,))
+    own["source"] = np.full(len(own["labels"]), TRAINING_SOURCES.index(source))
+    return {"own": own, "unseen": unseen_side(unseen, size, framing, limit)}
+
+
+def single_source(loaded_runs) -> str:
+    sources = {tuple(loaded.config["training"]["sources"]) for loaded in loaded_runs}
+    if len(sources) != 1 or len(next(iter(sources))) != 1:
+        raise SystemExit("the classifiers and segmenters must all be trained on the same single source")
+    return next(iter(sources))[0]
+
+
+def summary(rows: list[dict]) -> dict:
+    """Each form's numbers averaged over the pairs."""
+    return {form: {**{f"unseen_{key}": float(np.mean([r[form]["unseen"][key] for r in rows]))
+                      for key in ("dice", "nothing_drawn", "normal_fp")},
+                   **{key: float(np.mean([r[form][key] for r in rows])) for key in (f"best_dice@fp{cap}" for cap in CAPS)}}
+            for form in GATE_FORMS}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classifiers", nargs="+", type=Path, required=True, help="single-source classifier folders")
+    parser.add_argument("--segmenters", nargs="+", type=Path, required=True,
+                        help="segmenter folders trained on the classifiers' source (every pair is scored)")
+    parser.add_argument("--limit", type=int, default=0, help="about N scans per side (smoke test)")
+    parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    args = parser.parse_args(argv)
+    classifiers = {folder: load_model(str(folder)) for folder in args.classifiers}
+    segmenters = {folder: load_model(str(folder)) for folder in args.segmenters}
+    source = single_source([*classifiers.values(), *segmenters.values()])
+    unseen = next(s for s in TRAINING_SOURCES if s != source)
+
+    p_normal, cls_labels = {}, None
+    for folder, loaded in classifiers.items():
+        sides = sides_for(loaded, source, unseen, args.limit)
+        c = loaded.config
+        p_normal[folder] = {name: calibrated(predict_in_batches(logits_function(loaded), side["images"]),
+                                             c["temperature"])[:, c["classes"].index("normal")]
+                            for name, side in sides.items()}
+        cls_labels = {name: side["labels"] for name, side in sides.items()}
+    rows = []
+    for seg_folder, loaded in segmenters.items():
+        sides = sides_for(loaded, source, unseen, args.limit)
+        assert all(np.array_equal(sides[name]["labels"], cls_labels[name]) for name in sides), "scans out of order"
+        masks = {name: mask_grid(lesion_probabilities(loaded, side["images"]), side) for name, side in sides.items()}
+        for cls_folder in classifiers:
+            row = {"classifier": str(cls_folder), "segmenter": str(seg_folder),
+                   **pair_row(p_normal[cls_folder], masks, sides)}
+            rows.append(row)
+            print(f"{cls_folder.name} + {seg_folder.name}: " + "; ".join(
+                f"{form} " + ", ".join(f"{k} {v:.3f}" for k, v in row[form]["unseen"].items()) for form in GATE_FORMS),
+                flush=True)
+    report = {"command": "python -m training.unseen_gate --classifiers " + " ".join(map(str, args.classifiers))
+                         + " --segmenters " + " ".join(map(str, args.segmenters)),
+              "trained_on": source, "own_side": "val", "unseen": unseen, "unseen_sides": "train + val",
+              "scans": {"own": int(len(sides["own"]["labels"])), "unseen": int(len(sides["unseen"]["labels"]))},
+              "gate_forms": {form: list(gates) for form, (gates, _) in GATE_FORMS.items()},
+              "summary": summary(rows), "rows": rows}
+    print(json.dumps(report["summary"], indent=1), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
