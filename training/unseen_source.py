@@ -85,7 +85,9 @@ def main(argv=None) -> list[dict]:
         metrics = {}
         for source, arrays in sides[key].items():
             metrics.update(unseen_metrics(loaded, source, arrays, args.fill_holes))
-        rows.append({"members": [str(folder)], "val_score": chosen_epoch(loaded.config)["val_score"], **metrics})
+        # a saved ensemble (training.ensemble --save) kept no epoch of its own
+        val_score = chosen_epoch(loaded.config)["val_score"] if "history" in loaded.config["training"] else None
+        rows.append({"members": [str(folder)], "val_score": val_score, **metrics})
         print(f"{folder}: " + ", ".join(f"{name} {value:.3f}" for name, value in metrics.items()), flush=True)
     if args.out:
         args.out.write_text(json.dumps({
