@@ -8,18 +8,17 @@ from scipy.spatial import ConvexHull, QhullError
 
 
 def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 0.0,
-                largest_only: bool = False, peak_threshold: float | None = None, fill_holes: bool = False) -> np.ndarray:
+                largest_only: bool = False, peak_threshold: float | None = None) -> np.ndarray:
     """Threshold a (H, W) probability map, drop connected components smaller than
     `min_area_fraction` of the image and, with `largest_only`, keep only the largest one (most
     scans show one lesion; which rules apply is chosen on the validation set).
 
     With `peak_threshold` (hysteresis), a component is kept only if its highest probability reaches
     it: whether a lesion is drawn at all and how far its outline reaches are then two settings, so
-    the outline need not be cut tight to keep normal tissue from being flagged. With `fill_holes`,
-    each kept lesion is drawn solid: a heterogeneous interior below the threshold is still lesion."""
+    the outline need not be cut tight to keep normal tissue from being flagged."""
     mask = probs >= threshold
     if (min_area_fraction <= 0 and not largest_only and peak_threshold is None) or not mask.any():
-        return ndimage.binary_fill_holes(mask) if fill_holes else mask
+        return mask
     labels, count = ndimage.label(mask)
     index = np.arange(1, count + 1)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]  # pixels per component
@@ -28,8 +27,7 @@ def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 
     keep = candidates & (areas >= min_area_fraction * mask.size)
     if largest_only and candidates.any():
         keep &= areas == areas[candidates].max()
-    kept = np.isin(labels, index[keep])
-    return ndimage.binary_fill_holes(kept) if fill_holes else kept
+    return np.isin(labels, index[keep])
 
 
 def hidden_by_normal_gate(p_normal, peak, normal_gate: float | None, normal_gate_spares: float | None):

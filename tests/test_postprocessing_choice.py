@@ -78,18 +78,6 @@ def test_a_peak_threshold_drops_faint_components_but_keeps_a_kept_ones_faint_rim
     assert not lesion_mask(probs, 0.4, peak_threshold=0.99).any()
 
 
-def test_filled_holes_draw_a_lesion_solid_and_leave_what_is_drawn_otherwise_alone():
-    probs = np.zeros((40, 40), np.float32)
-    probs[5:15, 5:15], probs[8:12, 8:12] = 0.95, 0.2   # a lesion with a dark interior below the threshold
-    probs[20:30, 20:30], probs[20:30, 24:26] = 0.95, 0.2  # one cut through: no hole, two components
-    probs[33:36, 33:36] = 0.95                          # a small component: the area rule still drops it
-    for rules in ({}, {"min_area_fraction": 0.01}, {"peak_threshold": 0.9}):
-        plain, filled = lesion_mask(probs, 0.5, **rules), lesion_mask(probs, 0.5, fill_holes=True, **rules)
-        assert filled[5:15, 5:15].all() and not plain[8:12, 8:12].any()
-        assert np.array_equal(filled[16:], plain[16:]), "what has no hole is drawn as before"
-    assert not lesion_mask(probs, 0.5, min_area_fraction=0.01, fill_holes=True)[33:36, 33:36].any()
-
-
 def test_a_peak_threshold_wins_when_outlines_need_a_low_threshold_and_normals_a_high_one():
     # lesions: the truth's outer ring at 0.45, its centre at 0.95; five of 20 normals show a faint 0.6 blob.
     # One threshold either cuts the outline (0.7: Dice 0.4) or flags the normals (0.4: 25 %); hysteresis does neither.

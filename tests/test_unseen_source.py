@@ -67,14 +67,3 @@ def test_a_segmenter_is_scored_alone_on_the_source_it_did_not_see_and_the_table_
                                    tables.row_number, "note.")
     assert f"| `{folder}` | BUSI (Egypt) | BUS-UCLM (Spain) train and validation sides (unseen) |" in text
     assert f"| {row['bus_uclm_dice@own_choice']:.3f} | {row['bus_uclm_normal_fp@own_choice']:.3f} |" in text
-
-
-def test_filled_holes_change_a_segmenters_outlines_never_which_scans_it_draws_on(tmp_path, busi_root, bus_uclm_root):
-    (tmp_path / "xs_seg_busi_fast").mkdir()
-    folder, _ = trained_on_busi_alone(SEGMENTER, tmp_path / "xs_seg_busi_fast")
-    [plain] = main([str(folder), "--limit", str(LIMIT)])
-    [filled] = main([str(folder), "--limit", str(LIMIT), "--fill-holes", "--out", str(tmp_path / "filled.json")])
-    assert filled["bus_uclm_normal_fp@own_choice"] == plain["bus_uclm_normal_fp@own_choice"]
-    assert filled["bus_uclm_dice@own_choice"] > 0.3
-    assert filled["bus_uclm_dice@0.5"] == plain["bus_uclm_dice@0.5"], "the segmenter alone at 0.5 stays unfilled"
-    assert json.loads((tmp_path / "filled.json").read_text())["command"].endswith(" --fill-holes")

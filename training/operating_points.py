@@ -38,14 +38,13 @@ def best_dice_under(grid: list[dict], cap: float) -> float:
     return max((r["val_dice"] for r in grid if r["val_normal_fp"] <= cap), default=0.0)
 
 
-def operating_points(probs: np.ndarray, side: dict, config: dict, caps=CAPS, search=FULL_GRID) -> dict:
+def operating_points(probs: np.ndarray, side: dict, config: dict, caps=CAPS) -> dict:
     """On the scans `side` of one source (with a segmenter's lesion probabilities `probs` on them): the
-    best Dice under each cap on normal scans flagged over the grid `search`, and the Dice and normals
-    flagged at the post-processing the segmenter (its `config`) chose on its own source."""
-    _, grid = choose_postprocessing(probs, side, None, search)
+    best Dice under each cap on normal scans flagged, and the Dice and normals flagged at the
+    post-processing the segmenter (its `config`) chose on its own source."""
+    _, grid = choose_postprocessing(probs, side, None, FULL_GRID)
     dice, flagged = validation_scores(probs, side, config["threshold"], config["min_area_fraction"],
-                                      config["largest_only"], peak_threshold=config.get("peak_threshold"),
-                                      fill_holes=config.get("fill_holes", False))
+                                      config["largest_only"], peak_threshold=config.get("peak_threshold"))
     return {**{f"dice@fp{cap}": best_dice_under(grid, cap) for cap in caps},
             "dice@own_choice": dice, "normal_fp@own_choice": flagged}
 

@@ -80,10 +80,10 @@ def with_normal_presence(loss, weight: float):
 
 
 def _mask_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float, largest_only: bool,
-                 peak_threshold: float | None = None, fill_holes: bool = False):
+                 peak_threshold: float | None = None):
     """Per scan: Dice of the post-processed mask against the truth, whether anything is drawn, and
     the highest lesion probability inside what is drawn (0 when nothing is)."""
-    predicted = [lesion_mask(p, threshold, min_area, largest_only, peak_threshold, fill_holes) for p in probs]
+    predicted = [lesion_mask(p, threshold, min_area, largest_only, peak_threshold) for p in probs]
     dice = np.array([dice_iou(p, m > 0)[0] for p, m in zip(predicted, val["masks"])])
     peaks = np.array([float(p[m].max()) if m.any() else 0.0 for p, m in zip(probs, predicted)])
     return dice, np.array([p.any() for p in predicted]), peaks
@@ -102,11 +102,11 @@ def _scores(dice: np.ndarray, drawn: np.ndarray, hidden: np.ndarray, val: dict) 
 
 def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float = 0.0,
                       largest_only: bool = False, p_normal: np.ndarray | None = None, gate: float | None = None,
-                      spares: float | None = None, peak_threshold: float | None = None, fill_holes: bool = False):
+                      spares: float | None = None, peak_threshold: float | None = None):
     """(mean Dice over lesion scans, share of normal scans with any predicted lesion). A scan whose
     drawing the normal gate hides (`hidden_by_normal_gate` with the classifier's `p_normal`) gets an
     empty mask."""
-    dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold, fill_holes)
+    dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold)
     hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares)
     scores = _scores(dice, drawn, hidden, val)
     return scores["val_dice"], scores["val_normal_fp"]
@@ -156,11 +156,9 @@ def mask_grid(probs: np.ndarray, val: dict, grid=FULL_GRID) -> list[tuple[dict, 
     only) with its per-scan (Dice, drawn, peak inside the drawing) on `val`: the costly part of a
     choice, computed once however many gates are then tried on it."""
     return [({"threshold": threshold, "peak_threshold": peak_threshold, "min_area_fraction": min_area,
-              "largest_only": largest_only, "fill_holes": fill_holes},
-             _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold, fill_holes))
-            for threshold, peak_threshold, min_area, largest_only, fill_holes in itertools.product(
-                grid["threshold"], grid.get("peak_threshold", (None,)), grid["min_area_fraction"], (False, True),
-                grid.get("fill_holes", (False,)))
+              "largest_only": largest_only}, _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold))
+            for threshold, peak_threshold, min_area, largest_only in itertools.product(
+                grid["threshold"], grid.get("peak_threshold", (None,)), grid["min_area_fraction"], (False, True))
             if peak_threshold is None or peak_threshold > threshold]
 
 

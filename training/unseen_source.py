@@ -11,8 +11,7 @@ unread. A classifier's numbers are the trainer's (argmax of the uncalibrated pro
 (Recall_BM + macro AUC) / 2), in the report form of `training.ensemble`, so `training.tables` renders
 both alike. A segmenter's are the segmenter alone (no classifier gate): at threshold 0.5
 (`training.train_segmenter.alone_at_half`, as cross-source validation scores it every epoch) and at
-matched shares of normal scans flagged and at its own post-processing (`training.operating_points`);
-with `--fill-holes`, those two with every drawn lesion's holes filled (`inference.postprocess.lesion_mask`).
+matched shares of normal scans flagged and at its own post-processing (`training.operating_points`).
 
     python -m training.unseen_source runs/xs_cls_busi_zoom_lite1_s9 runs/xs_cls_busi_zoom_lite1_s10 ...
                                      [--out reports/unseen_source_classifiers_busi.json]
@@ -32,7 +31,7 @@ from training.busi import TRAINING_SOURCES
 from training.finetune import chosen_epoch, load_side, logits_function, predict_in_batches
 from training.operating_points import operating_points
 from training.train_classifier import validation_metrics
-from training.train_segmenter import FULL_GRID, alone_at_half, lesion_probabilities
+from training.train_segmenter import alone_at_half, lesion_probabilities
 
 UNSEEN_SIDES = ("train", "val")
 
@@ -46,14 +45,11 @@ def unseen_side(source: str, size: int, framing: dict, limit: int = 0) -> dict:
     return arrays
 
 
-def unseen_metrics(loaded, source: str, arrays: dict, fill_holes: bool = False) -> dict:
-    """A model's numbers on one unseen source's scans `arrays`, keyed `<source>_<metric>`; a segmenter's
-    grid and own post-processing with its lesions' holes filled if `fill_holes`."""
+def unseen_metrics(loaded, source: str, arrays: dict) -> dict:
+    """A model's numbers on one unseen source's scans `arrays`, keyed `<source>_<metric>`."""
     if loaded.config.get("task", "classification") == "segmentation":
         probs = lesion_probabilities(loaded, arrays["images"])
-        config, search = ((loaded.config | {"fill_holes": True}, FULL_GRID | {"fill_holes": (True,)}) if fill_holes
-                          else (loaded.config, FULL_GRID))
-        points = operating_points(probs, arrays, config, search=search)
+        points = operating_points(probs, arrays, loaded.config)
         return alone_at_half(probs, arrays) | {f"{source}_{key}": value for key, value in points.items()}
     return validation_metrics(predict_in_batches(logits_function(loaded), arrays["images"]), arrays, [source])[1]
 
@@ -63,8 +59,6 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("runs", nargs="+", type=Path,
                         help="classifier or segmenter folders (one task), each trained on the same one source")
     parser.add_argument("--limit", type=int, default=0, help="about N scans per side (smoke test)")
-    parser.add_argument("--fill-holes", action="store_true",
-                        help="segmenters: fill the holes of every drawn lesion (grid and own post-processing)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     runs = [(folder, load_model(str(folder))) for folder in args.runs]
@@ -84,15 +78,14 @@ def main(argv=None) -> list[dict]:
             sides[key] = {source: unseen_side(source, size, framing, args.limit) for source in unseen}
         metrics = {}
         for source, arrays in sides[key].items():
-            metrics.update(unseen_metrics(loaded, source, arrays, args.fill_holes))
+            metrics.update(unseen_metrics(loaded, source, arrays))
         # a saved ensemble (training.ensemble --save) kept no epoch of its own
         val_score = chosen_epoch(loaded.config)["val_score"] if "history" in loaded.config["training"] else None
         rows.append({"members": [str(folder)], "val_score": val_score, **metrics})
         print(f"{folder}: " + ", ".join(f"{name} {value:.3f}" for name, value in metrics.items()), flush=True)
     if args.out:
         args.out.write_text(json.dumps({
-            "command": "python -m training.unseen_source " + " ".join(str(f) for f in args.runs)
-                       + (" --fill-holes" if args.fill_holes else ""),
+            "command": "python -m training.unseen_source " + " ".join(str(f) for f in args.runs),
             "task": next(iter(tasks)), "side": " + ".join(UNSEEN_SIDES), "trained_on": sources,
             "scans": {source: int(len(arrays["labels"])) for source, arrays in next(iter(sides.values())).items()},
             "rows": rows}, indent=2) + "\n")
