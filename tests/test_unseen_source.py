@@ -67,3 +67,15 @@ def test_a_segmenter_is_scored_alone_on_the_source_it_did_not_see_and_the_table_
                                    tables.row_number, "note.")
     assert f"| `{folder}` | BUSI (Egypt) | BUS-UCLM (Spain) train and validation sides (unseen) |" in text
     assert f"| {row['bus_uclm_dice@own_choice']:.3f} | {row['bus_uclm_normal_fp@own_choice']:.3f} |" in text
+
+
+def test_a_saved_segmenter_ensemble_is_scored_like_its_members(tmp_path, busi_root, bus_uclm_root):
+    from training import ensemble
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    members = [trained_on_busi_alone(SEGMENTER, tmp_path / name)[0] for name in ("a", "b")]
+    saved = tmp_path / "xs_seg_busi_ens"
+    ensemble.main([*map(str, members), "--classifier", "", "--limit", str(LIMIT), "--save", str(saved)])
+    [alone, both] = main([str(members[0]), str(saved), "--limit", str(LIMIT)])
+    assert both["val_score"] is None, "an ensemble kept no epoch of its own"
+    assert np.isclose(both["bus_uclm_dice@0.5"], alone["bus_uclm_dice@0.5"], atol=1e-3), \
+        "the mean of a model and itself draws what the model draws"
