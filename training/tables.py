@@ -219,7 +219,8 @@ def family_of(label: str, trained_on) -> str:
 def family_means(families: dict[str, list[list[float]]], blank_cells: int) -> list[str]:
     """Table rows of each recipe's mean over the directions it was run in (`families`: label -> one
     row of numbers per direction) and, for a recipe run with several seeds (labels that differ only
-    by a `_s<seed>` suffix; single runs, not ensembles), its mean over every seed and direction."""
+    by a `_s<seed>` suffix, or `_s<seed>s<seed>` for a saved ensemble of seeds; not " + " rows of
+    ensembles scored from their members), its mean over every seed and direction."""
     def mean_row(label: str, values: list[list[float]]) -> str:
         return (f"| {label} |" + " |" * blank_cells + " "
                 + " | ".join(f"{sum(column) / len(column):.3f}" for column in zip(*values)) + " |")
@@ -229,11 +230,13 @@ def family_means(families: dict[str, list[list[float]]], blank_cells: int) -> li
         if len(values) > 1:
             lines.append(mean_row(f"{family}: mean of the {len(values)} directions", values))
         if " + " not in family:
-            seeds.setdefault(re.sub(r"_s\d+\b", "", family), []).append(values)
+            seeds.setdefault(re.sub(r"_s\d+(s\d+)*\b", "", family), []).append(values)
     for recipe, runs in seeds.items():
         if len(runs) > 1:
             values = [row for run in runs for row in run]
-            lines.append(mean_row(f"{recipe}: mean of {len(runs)} seeds × {len(values) // len(runs)} directions", values))
+            kind = "pairs of seeds" if any(re.search(r"_s\d+s\d+\b", family) for family in families
+                                           if re.sub(r"_s\d+(s\d+)*\b", "", family) == recipe) else "seeds"
+            lines.append(mean_row(f"{recipe}: mean of {len(runs)} {kind} × {len(values) // len(runs)} directions", values))
     return lines
 
 
@@ -678,6 +681,18 @@ RENDERERS = {
         ("unseen_source_segmenters_filled_busi.json", "unseen_source_segmenters_filled_bus_uclm.json"),
         "The baseline single-source segmenters (seeds 7 to 9), no classifier gate, four decimals because the changes "
         "are that small. Rule 49 compares the mean change of Dice at each run's own post-processing."),
+    "unseen_source_segmenter_ensembles": lambda reports_dir: render_ensembles(
+        reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
+                      "unseen_source_segmenters_s9_busi.json", "unseen_source_segmenters_s9_bus_uclm.json",
+                      "unseen_source_segmenter_ensembles_busi.json", "unseen_source_segmenter_ensembles_bus_uclm.json"),
+        "segmenters", SEGMENTER_UNSEEN_COLUMNS, row_number,
+        "The baseline single-source segmenters (seeds 7 to 9, `_sN`) and every pair of them averaged (`_ens_sNsM`: "
+        "`python -m training.ensemble A B --classifier '' --save`, one flat model whose post-processing is chosen "
+        "on the own source's validation side), scored alone (no classifier gate) on all of the source each run did "
+        "not see but its test side (`python -m training.unseen_source`). \"Best Dice\" is over the trainer's "
+        "post-processing grid chosen on the unseen scans themselves (0: no setting flags so few); \"its own "
+        "choice\" is the post-processing chosen on the own source. Rule 50 compares the pair-ensembles' mean over "
+        "3 pairs × 2 directions with the single seeds' over 3 seeds × 2 directions."),
     "unseen_gate": lambda reports_dir: render_unseen_gate(
         reports_dir, ("unseen_gate_busi.json", "unseen_gate_bus_uclm.json"),
         "Single-source classifiers (shipped recipe, seeds 9 to 12) paired with single-source segmenters (seeds 7 to "
