@@ -566,6 +566,7 @@ RENDERERS = {
     "classifier_candidates_zoom_share_seeds": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_zoom05_seeds.json"),
     "segmenter_ensemble": render_ensemble,
+    "segmenter_ensemble_pooled": lambda reports_dir: render_ensemble(reports_dir, "segmenter_ensemble_pooled.json"),
     "second_look": render_second_look,
     "cross_source_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_presence.json",
