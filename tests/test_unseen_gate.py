@@ -40,7 +40,9 @@ def test_every_pair_is_chosen_on_its_own_source_and_scored_on_the_other_and_the_
         assert row[form]["best_dice@fp0.1"] <= row[form]["best_dice@fp0.2"], "a looser cap never scores lower"
     assert json.loads(out.read_text())["summary"]["rectangle"]["unseen_dice"] == row["rectangle"]["unseen"]["dice"]
     (tmp_path / "unseen_gate_bus_uclm.json").write_text(out.read_text())  # the table reads both directions
-    text = tables.render_unseen_gate(tmp_path, (out.name, "unseen_gate_bus_uclm.json"), "note.")
+    both = (out.name, "unseen_gate_bus_uclm.json")
+    text = tables.render_unseen_gate(tmp_path, (("rectangle", "rectangle", both), ("mean evidence", "mean_evidence", both)),
+                                     "note.")
     assert "| mean evidence | BUSI (Egypt) | BUS-UCLM (Spain) train and validation sides | 1 |" in text
     dice = row["mean_evidence"]["unseen"]["dice"]
     assert f"| {dice:.3f} ({dice:.3f}–{dice:.3f}) |" in text and f"| **{dice:.3f}** |" in text
