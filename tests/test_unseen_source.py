@@ -11,7 +11,7 @@ from training import tables
 from training.arrays import subsample
 from training.busi import TRAINING_SOURCES
 from training.split import samples_by_side
-from training.unseen_source import main, unseen_side
+from training.unseen_source import main, source_sides
 
 CLASSIFIER = "models/classifier"
 SEGMENTER = "models/segmenter_fast"
@@ -25,7 +25,7 @@ def as_if_trained_on_busi(tmp_path_factory, busi_root, bus_uclm_root):
 
 def test_the_unseen_side_is_the_sources_train_and_validation_scans_and_never_its_test_scans(bus_uclm_root):
     by_side = samples_by_side("bus_uclm")
-    arrays = unseen_side("bus_uclm", 64, {"crop_to_field": True, "keep_aspect": True}, LIMIT)
+    arrays = source_sides("bus_uclm", 64, {"crop_to_field": True, "keep_aspect": True}, LIMIT)
     expected = subsample(by_side["train"], LIMIT) + subsample(by_side["val"], LIMIT)
     assert len(arrays["labels"]) == len(expected) > LIMIT
     assert list(arrays["labels"]) == [s.label_index for s in expected]

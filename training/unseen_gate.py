@@ -31,11 +31,11 @@ import numpy as np
 from inference.models import load_model
 from inference.postprocess import hidden_by_normal_gate
 from training.busi import TRAINING_SOURCES
-from training.finetune import load_side, logits_function, predict_in_batches
+from training.finetune import logits_function, predict_in_batches
 from training.metrics import calibrated
 from training.operating_points import best_dice_under
 from training.train_segmenter import RECTANGLE_GATES, best_allowed, gated_results, lesion_probabilities, mask_grid
-from training.unseen_source import unseen_side
+from training.unseen_source import source_sides
 
 MEAN_EVIDENCE_GATES = ({"normal_gate": None},
                        *({"normal_gate": round(gate, 2)} for gate in np.arange(0.30, 0.86, 0.05)))
@@ -87,9 +87,8 @@ def pair_row(p_normal: dict, masks: dict, sides: dict) -> dict:
 def sides_for(loaded, source: str, unseen: str, limit: int) -> dict:
     """The own source's validation side and the unseen source's train + validation sides, framed for `loaded`."""
     size, framing = loaded.config["input_size"], loaded.config.get("framing", {})
-    own = load_side("val", size, limit, framing, (source,))
-    own["source"] = np.full(len(own["labels"]), TRAINING_SOURCES.index(source))
-    return {"own": own, "unseen": unseen_side(unseen, size, framing, limit)}
+    return {"own": source_sides(source, size, framing, limit, ("val",)),
+            "unseen": source_sides(unseen, size, framing, limit)}
 
 
 def single_source(loaded_runs) -> str:

@@ -36,10 +36,11 @@ from training.train_segmenter import alone_at_half, lesion_probabilities
 UNSEEN_SIDES = ("train", "val")
 
 
-def unseen_side(source: str, size: int, framing: dict, limit: int = 0) -> dict:
-    """Every non-test side of `source`, framed for a model, with `source` indexed as in TRAINING_SOURCES
-    (the index `training.finetune.per_source` reads)."""
-    parts = [load_side(side, size, limit, framing, (source,)) for side in UNSEEN_SIDES]
+def source_sides(source: str, size: int, framing: dict, limit: int = 0, sides=UNSEEN_SIDES) -> dict:
+    """The `sides` of one source (default: every non-test side, what a model that never saw it is scored
+    on), framed for a model, concatenated, with `source` indexed as in TRAINING_SOURCES (the index
+    `training.finetune.per_source` reads)."""
+    parts = [load_side(side, size, limit, framing, (source,)) for side in sides]
     arrays = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     arrays["source"] = np.full(len(arrays["labels"]), TRAINING_SOURCES.index(source))
     return arrays
@@ -75,7 +76,7 @@ def main(argv=None) -> list[dict]:
         size, framing = loaded.config["input_size"], loaded.config.get("framing", {})
         key = json.dumps([size, framing], sort_keys=True)
         if key not in sides:  # runs framed alike share one loaded side
-            sides[key] = {source: unseen_side(source, size, framing, args.limit) for source in unseen}
+            sides[key] = {source: source_sides(source, size, framing, args.limit) for source in unseen}
         metrics = {}
         for source, arrays in sides[key].items():
             metrics.update(unseen_metrics(loaded, source, arrays))
