@@ -35,7 +35,7 @@ from training.finetune import logits_function, predict_in_batches
 from training.metrics import calibrated
 from training.operating_points import best_dice_under
 from training.train_segmenter import RECTANGLE_GATES, best_allowed, gated_results, lesion_probabilities, mask_grid
-from training.unseen_source import source_sides
+from training.unseen_source import single_source, source_sides
 
 MEAN_EVIDENCE_GATES = ({"normal_gate": None},
                        *({"normal_gate": round(gate, 2)} for gate in np.arange(0.30, 0.86, 0.05)))
@@ -91,13 +91,6 @@ def sides_for(loaded, source: str, unseen: str, limit: int) -> dict:
             "unseen": source_sides(unseen, size, framing, limit)}
 
 
-def single_source(loaded_runs) -> str:
-    sources = {tuple(loaded.config["training"]["sources"]) for loaded in loaded_runs}
-    if len(sources) != 1 or len(next(iter(sources))) != 1:
-        raise SystemExit("the classifiers and segmenters must all be trained on the same single source")
-    return next(iter(sources))[0]
-
-
 def summary(rows: list[dict]) -> dict:
     """Each form's numbers averaged over the pairs."""
     return {form: {**{f"unseen_{key}": float(np.mean([r[form]["unseen"][key] for r in rows]))
@@ -117,6 +110,8 @@ def main(argv=None) -> dict:
     classifiers = {folder: load_model(str(folder)) for folder in args.classifiers}
     segmenters = {folder: load_model(str(folder)) for folder in args.segmenters}
     source = single_source([*classifiers.values(), *segmenters.values()])
+    if source is None:
+        parser.error("the classifiers and segmenters must all be trained on the same single source")
     unseen = next(s for s in TRAINING_SOURCES if s != source)
 
     p_normal, cls_labels = {}, None

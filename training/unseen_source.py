@@ -46,6 +46,13 @@ def source_sides(source: str, size: int, framing: dict, limit: int = 0, sides=UN
     return arrays
 
 
+def single_source(loaded_runs) -> str | None:
+    """The one source every loaded run was trained on; None when they were not all trained on the same
+    single source (cross-source scoring needs one)."""
+    trained_on = {tuple(loaded.config["training"]["sources"]) for loaded in loaded_runs}
+    return next(iter(trained_on))[0] if len(trained_on) == 1 and len(next(iter(trained_on))) == 1 else None
+
+
 def unseen_metrics(loaded, source: str, arrays: dict) -> dict:
     """A model's numbers on one unseen source's scans `arrays`, keyed `<source>_<metric>`."""
     if loaded.config.get("task", "classification") == "segmentation":
@@ -63,23 +70,22 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     runs = [(folder, load_model(str(folder))) for folder in args.runs]
-    trained_on = {tuple(loaded.config["training"]["sources"]) for _, loaded in runs}
-    if len(trained_on) != 1 or len(next(iter(trained_on))) != 1:
+    source = single_source([loaded for _, loaded in runs])
+    if source is None:
         parser.error("the runs must all be trained on the same single source")
     tasks = {loaded.config.get("task", "classification") for _, loaded in runs}
     if len(tasks) != 1:
         parser.error("classifiers or segmenters, not both")
-    sources = list(next(iter(trained_on)))
-    unseen = [source for source in TRAINING_SOURCES if source not in sources]
+    unseen = [other for other in TRAINING_SOURCES if other != source]
     sides, rows = {}, []
     for folder, loaded in runs:
         size, framing = loaded.config["input_size"], loaded.config.get("framing", {})
         key = json.dumps([size, framing], sort_keys=True)
         if key not in sides:  # runs framed alike share one loaded side
-            sides[key] = {source: source_sides(source, size, framing, args.limit) for source in unseen}
+            sides[key] = {other: source_sides(other, size, framing, args.limit) for other in unseen}
         metrics = {}
-        for source, arrays in sides[key].items():
-            metrics.update(unseen_metrics(loaded, source, arrays))
+        for other, arrays in sides[key].items():
+            metrics.update(unseen_metrics(loaded, other, arrays))
         # a saved ensemble (training.ensemble --save) kept no epoch of its own
         val_score = chosen_epoch(loaded.config)["val_score"] if "history" in loaded.config["training"] else None
         rows.append({"members": [str(folder)], "val_score": val_score, **metrics})
@@ -87,8 +93,8 @@ def main(argv=None) -> list[dict]:
     if args.out:
         args.out.write_text(json.dumps({
             "command": "python -m training.unseen_source " + " ".join(str(f) for f in args.runs),
-            "task": next(iter(tasks)), "side": " + ".join(UNSEEN_SIDES), "trained_on": sources,
-            "scans": {source: int(len(arrays["labels"])) for source, arrays in next(iter(sides.values())).items()},
+            "task": next(iter(tasks)), "side": " + ".join(UNSEEN_SIDES), "trained_on": [source],
+            "scans": {other: int(len(arrays["labels"])) for other, arrays in next(iter(sides.values())).items()},
             "rows": rows}, indent=2) + "\n")
     return rows
 
