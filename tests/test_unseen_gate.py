@@ -8,7 +8,7 @@ import numpy as np
 from inference.postprocess import hidden_by_normal_gate
 from run_folders import trained_on_busi_alone
 from training import tables
-from training.unseen_gate import GATE_FORMS, hidden_by_mean_evidence, main
+from training.unseen_gate import CHOICES, hidden_by_mean_evidence, main
 
 LIMIT = 12
 
@@ -32,12 +32,15 @@ def test_every_pair_is_chosen_on_its_own_source_and_scored_on_the_other_and_the_
                    "--out", str(out)])
     assert report["trained_on"] == "busi" and report["unseen"] == "bus_uclm" and report["scans"]["unseen"] > LIMIT
     [row] = report["rows"]
-    for form in GATE_FORMS:
+    for form in CHOICES:
         choice, unseen = row[form]["choice"], row[form]["unseen"]
         assert choice["val_normal_fp"] <= 0.1, "a few BUSI validation normals: some setting flags none of them"
         assert unseen["dice"] > 0.3, "the shipped models (which did see BUS-UCLM) find its lesions"
         assert 0 <= unseen["nothing_drawn"] <= 1 and 0 <= unseen["normal_fp"] <= 1
         assert row[form]["best_dice@fp0.1"] <= row[form]["best_dice@fp0.2"], "a looser cap never scores lower"
+    best, most_shown = row["rectangle"]["choice"], row["rectangle_most_shown_within_se"]["choice"]
+    assert most_shown["val_nothing_shown"] <= best["val_nothing_shown"]
+    assert most_shown["val_dice"] >= best["val_dice"] - best["val_dice_se"]
     assert json.loads(out.read_text())["summary"]["rectangle"]["unseen_dice"] == row["rectangle"]["unseen"]["dice"]
     (tmp_path / "unseen_gate_bus_uclm.json").write_text(out.read_text())  # the table reads both directions
     both = (out.name, "unseen_gate_bus_uclm.json")

@@ -1,20 +1,22 @@
-"""Compare forms of the normal gate on a source neither model of a pair was trained on.
+"""Compare forms of the normal gate, and ways of choosing it, on a source neither model of a pair was trained on.
 
 The normal gate hides a drawing when the classifier thinks the scan is normal. It is chosen with the
 post-processing on the validation sides of the sources the models were trained on, where the
 classifier is nearly always right, so the chosen gate trusts it almost alone; on a new scanner the
 classifier calls more lesions normal and the gate hides them. This pairs single-source classifiers with
-single-source segmenters trained on the same source and, for each form of the gate, chooses
-post-processing and gate as the trainer does (`training.train_segmenter.best_allowed`) on that
+single-source segmenters trained on the same source and, for each way of choosing (a form of the gate
+and a chooser of `training.train_segmenter.CHOOSERS`), chooses post-processing and gate on that
 source's validation side, then scores the choice on all of the other source but its test side: lesion
 Dice (a hidden lesion scores 0), lesion scans with nothing drawn, normal scans flagged. Beside them,
 the best Dice reachable there with at most 10 / 20 % of its normal scans flagged over each form's grid
 (chosen on the unseen side itself: how well a form can separate, not what a deployment scores).
 
-Forms: "rectangle" (`inference.postprocess.hidden_by_normal_gate`, the shipped one: the classifier's
-normal probability reaches the gate and the segmenter's peak inside the drawing stays below a sparing
-level) and "mean_evidence" (`hidden_by_mean_evidence`: the two models' lesion evidence, averaged,
-stays below the gate).
+Ways of choosing (`CHOICES`): "rectangle" (`inference.postprocess.hidden_by_normal_gate`, the shipped
+form: the classifier's normal probability reaches the gate and the segmenter's peak inside the drawing
+stays below a sparing level; the trainer's chooser, best Dice under the cap), "mean_evidence"
+(`hidden_by_mean_evidence`: the two models' lesion evidence, averaged, stays below the gate; same
+chooser) and "rectangle_most_shown_within_se" (the shipped form, chosen by the one-standard-error rule
+toward drawing, `training.train_segmenter.most_shown_within_se`).
 
     python -m training.unseen_gate --classifiers runs/xs_cls_busi_zoom_lite1_s9 ... --segmenters runs/xs_seg_busi_s7 ...
                                    [--out reports/unseen_gate_busi.json]
@@ -34,7 +36,8 @@ from training.busi import TRAINING_SOURCES
 from training.finetune import logits_function, predict_in_batches
 from training.metrics import calibrated
 from training.operating_points import best_dice_under
-from training.train_segmenter import RECTANGLE_GATES, best_allowed, gated_results, lesion_probabilities, mask_grid
+from training.train_segmenter import (RECTANGLE_GATES, best_allowed, gated_results, lesion_probabilities, mask_grid,
+                                      most_shown_within_se)
 from training.unseen_source import single_source, source_sides
 
 MEAN_EVIDENCE_GATES = ({"normal_gate": None},
@@ -52,8 +55,10 @@ def hidden_by_mean_evidence(p_normal, peak, normal_gate: float | None):
     return ((1 - np.asarray(p_normal)) + np.asarray(peak)) / 2 < normal_gate
 
 
-GATE_FORMS = {"rectangle": (RECTANGLE_GATES, hidden_by_normal_gate),
-              "mean_evidence": (MEAN_EVIDENCE_GATES, hidden_by_mean_evidence)}
+# name: (the gates a choice is made among, the form that says what a gate hides, the chooser)
+CHOICES = {"rectangle": (RECTANGLE_GATES, hidden_by_normal_gate, best_allowed),
+           "mean_evidence": (MEAN_EVIDENCE_GATES, hidden_by_mean_evidence, best_allowed),
+           "rectangle_most_shown_within_se": (RECTANGLE_GATES, hidden_by_normal_gate, most_shown_within_se)}
 
 
 def setting_key(row: dict) -> tuple:
@@ -72,11 +77,11 @@ def scored_choice(choice: dict, masks: list, side: dict, p_normal: np.ndarray, h
 
 
 def pair_row(p_normal: dict, masks: dict, sides: dict) -> dict:
-    """For each gate form: the choice on the own side and its scores there and on the unseen side, and
-    the best unseen Dice reachable under each cap on unseen normals flagged."""
+    """For each way of choosing: the choice on the own side and its scores there and on the unseen side,
+    and the best unseen Dice reachable under each cap on unseen normals flagged (the form's)."""
     row = {}
-    for form, (gates, hide) in GATE_FORMS.items():
-        choice = best_allowed(gated_results(masks["own"], sides["own"], p_normal["own"], gates, hide))
+    for form, (gates, hide, choose) in CHOICES.items():
+        choice = choose(gated_results(masks["own"], sides["own"], p_normal["own"], gates, hide))
         unseen_grid = gated_results(masks["unseen"], sides["unseen"], p_normal["unseen"], gates, hide)
         row[form] = {"choice": {key: value for key, value in choice.items() if key != "val_normal_fp_by_source"},
                      "unseen": scored_choice(choice, masks["unseen"], sides["unseen"], p_normal["unseen"], hide),
@@ -92,11 +97,11 @@ def sides_for(loaded, source: str, unseen: str, limit: int) -> dict:
 
 
 def summary(rows: list[dict]) -> dict:
-    """Each form's numbers averaged over the pairs."""
+    """Each way of choosing's numbers averaged over the pairs."""
     return {form: {**{f"unseen_{key}": float(np.mean([r[form]["unseen"][key] for r in rows]))
                       for key in ("dice", "nothing_drawn", "normal_fp")},
                    **{key: float(np.mean([r[form][key] for r in rows])) for key in (f"best_dice@fp{cap}" for cap in CAPS)}}
-            for form in GATE_FORMS}
+            for form in CHOICES}
 
 
 def main(argv=None) -> dict:
@@ -132,13 +137,14 @@ def main(argv=None) -> dict:
                    **pair_row(p_normal[cls_folder], masks, sides)}
             rows.append(row)
             print(f"{cls_folder.name} + {seg_folder.name}: " + "; ".join(
-                f"{form} " + ", ".join(f"{k} {v:.3f}" for k, v in row[form]["unseen"].items()) for form in GATE_FORMS),
+                f"{form} " + ", ".join(f"{k} {v:.3f}" for k, v in row[form]["unseen"].items()) for form in CHOICES),
                 flush=True)
     report = {"command": "python -m training.unseen_gate --classifiers " + " ".join(map(str, args.classifiers))
                          + " --segmenters " + " ".join(map(str, args.segmenters)),
               "trained_on": source, "own_side": "val", "unseen": unseen, "unseen_sides": "train + val",
               "scans": {"own": int(len(sides["own"]["labels"])), "unseen": int(len(sides["unseen"]["labels"]))},
-              "gate_forms": {form: list(gates) for form, (gates, _) in GATE_FORMS.items()},
+              "choices": {form: {"chooser": choose.__name__, "gates": list(gates)}
+                          for form, (gates, _, choose) in CHOICES.items()},
               "summary": summary(rows), "rows": rows}
     print(json.dumps(report["summary"], indent=1), flush=True)
     if args.out:
