@@ -8,7 +8,8 @@ import numpy as np
 from inference.postprocess import hidden_by_normal_gate
 from run_folders import trained_on_busi_alone
 from training import tables
-from training.unseen_gate import CHOICES, hidden_by_mean_evidence, main
+from training.train_segmenter import best_allowed
+from training.unseen_gate import CHOICES, hidden_by_mean_evidence, main, most_shown_within_se
 
 LIMIT = 12
 
@@ -20,6 +21,19 @@ def test_mean_evidence_lets_either_model_outweigh_the_other():
     assert list(hidden_by_mean_evidence(p_normal, peak, 0.5)) == [False, True, False, False]
     assert list(hidden_by_normal_gate(p_normal, peak, 0.5, None)) == [True, True, False, False]
     assert not hidden_by_mean_evidence(p_normal, peak, None).any()
+
+
+def test_the_one_standard_error_rule_draws_on_more_lesions_among_tied_settings():
+    def result(name, dice, nothing_shown, normal_fp):
+        return {"name": name, "val_dice": dice, "val_dice_se": 0.03, "val_nothing_shown": nothing_shown,
+                "val_normal_fp": normal_fp, "val_normal_fp_by_source": {"busi": normal_fp}}
+    results = [result("best", 0.80, 0.10, 0.05), result("tied, draws more", 0.78, 0.02, 0.10),
+               result("tied, draws less", 0.79, 0.12, 0.0), result("draws on all, not tied", 0.76, 0.0, 0.05),
+               result("draws on all, flags too many", 0.80, 0.0, 0.2)]
+    assert best_allowed(results)["name"] == "best"
+    assert most_shown_within_se(results)["name"] == "tied, draws more"
+    over_cap = [result("flags fewest", 0.5, 0.3, 0.2), result("flags more", 0.8, 0.0, 0.3)]
+    assert most_shown_within_se(over_cap)["name"] == best_allowed(over_cap)["name"] == "flags fewest"
 
 
 def test_every_pair_is_chosen_on_its_own_source_and_scored_on_the_other_and_the_table_reads_it(

@@ -715,6 +715,16 @@ RENDERERS = {
         "form of the normal gate are chosen as the trainer chooses them on the own source's validation side, then "
         "scored on all of the other source but its test side (a hidden lesion scores Dice 0). \"Best Dice\" is over "
         "the grid chosen on the unseen scans themselves. Rule 51 compares the two groups' means over 24 pairs each."),
+    "unseen_gate_chooser": lambda reports_dir: render_unseen_gate(
+        reports_dir, tuple((title, form, ("unseen_gate_busi.json", "unseen_gate_bus_uclm.json")) for title, form in
+                           (("best Dice under the cap (the trainer's)", "rectangle"),
+                            ("one standard error, toward drawing", "rectangle_most_shown_within_se"))),
+        "The pairs of the `unseen_gate` table (single-source classifiers, seeds 9 to 12, with single-source "
+        "segmenters of the same source, seeds 7 to 9), the shipped form of the gate; post-processing and gate chosen "
+        "on the own source's validation side by the trainer's chooser or by the one-standard-error rule toward "
+        "drawing (`training.unseen_gate.most_shown_within_se`), then scored on all of the other source but its test "
+        "side (a hidden lesion scores Dice 0). \"Best Dice\" is over the grid chosen on the unseen scans themselves, "
+        "the same for both choosers. Rule 52 compares the two groups' means over the 24 pairs."),
     "cross_source_ultrasound_segmenters": lambda reports_dir: render_cross_source(
         reports_dir, "cross_source_ultrasound_segmenters.json",
         SEGMENTER_CROSS_SOURCE_COLUMNS,

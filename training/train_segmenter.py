@@ -185,33 +185,16 @@ def best_allowed(results: list[dict]) -> dict:
             else min(results, key=lambda r: (worst_normal_fp(r), -r["val_dice"])))
 
 
-def most_shown_within_se(results: list[dict]) -> dict:
-    """The one-standard-error rule, leaning toward drawing: among the results `best_allowed` chooses
-    from, those whose validation Dice is within one standard error of the best one's are tied as far as
-    a validation side of this size can tell; of them, the one that leaves the fewest lesion scans with
-    nothing shown (then the higher Dice). The maximum over thousands of tied settings is partly noise,
-    and a hidden lesion is the error a user can least see."""
-    best = best_allowed(results)
-    if worst_normal_fp(best) > MAX_NORMAL_FP_RATE:
-        return best
-    tied = [r for r in results if worst_normal_fp(r) <= MAX_NORMAL_FP_RATE
-            and r["val_dice"] >= best["val_dice"] - best["val_dice_se"]]
-    return min(tied, key=lambda r: (r["val_nothing_shown"], -r["val_dice"]))
-
-
-CHOOSERS = {"best": best_allowed, "most_shown_within_se": most_shown_within_se}
-
-
-def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID, choose=best_allowed):
+def choose_postprocessing(probs, val, p_normal=None, grid=FULL_GRID):
     """Post-processing with the best validation lesion Dice among those that flag at most
     MAX_NORMAL_FP_RATE of each source's normal scans (`best_allowed` over `mask_grid`) and — when the
     classifier's validation normal probabilities `p_normal` are given — the normal gate: the
     probability from which no lesion is drawn. A gate, unlike "argmax is normal", leaves a lesion
     visible when the classifier is unsure. With a gate, also the segmenter peak from which it spares a
     lesion (`normal_gate_spares`): a classifier that calls an unfamiliar scanner's lesions normal
-    should not hide one the segmenter is sure of. `choose` picks among the grid's results (`CHOOSERS`)."""
+    should not hide one the segmenter is sure of."""
     results = gated_results(mask_grid(probs, val, grid), val, p_normal)
-    return choose(results), results
+    return best_allowed(results), results
 
 
 def trade_off_frontier(results: list[dict]) -> list[dict]:

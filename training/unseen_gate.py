@@ -5,7 +5,7 @@ post-processing on the validation sides of the sources the models were trained o
 classifier is nearly always right, so the chosen gate trusts it almost alone; on a new scanner the
 classifier calls more lesions normal and the gate hides them. This pairs single-source classifiers with
 single-source segmenters trained on the same source and, for each way of choosing (a form of the gate
-and a chooser of `training.train_segmenter.CHOOSERS`), chooses post-processing and gate on that
+and a chooser), chooses post-processing and gate on that
 source's validation side, then scores the choice on all of the other source but its test side: lesion
 Dice (a hidden lesion scores 0), lesion scans with nothing drawn, normal scans flagged. Beside them,
 the best Dice reachable there with at most 10 / 20 % of its normal scans flagged over each form's grid
@@ -16,7 +16,7 @@ form: the classifier's normal probability reaches the gate and the segmenter's p
 stays below a sparing level; the trainer's chooser, best Dice under the cap), "mean_evidence"
 (`hidden_by_mean_evidence`: the two models' lesion evidence, averaged, stays below the gate; same
 chooser) and "rectangle_most_shown_within_se" (the shipped form, chosen by the one-standard-error rule
-toward drawing, `training.train_segmenter.most_shown_within_se`).
+toward drawing, `most_shown_within_se`; rule 52 found it no better, so the trainer does not use it).
 
     python -m training.unseen_gate --classifiers runs/xs_cls_busi_zoom_lite1_s9 ... --segmenters runs/xs_seg_busi_s7 ...
                                    [--out reports/unseen_gate_busi.json]
@@ -36,8 +36,8 @@ from training.busi import TRAINING_SOURCES
 from training.finetune import logits_function, predict_in_batches
 from training.metrics import calibrated
 from training.operating_points import best_dice_under
-from training.train_segmenter import (RECTANGLE_GATES, best_allowed, gated_results, lesion_probabilities, mask_grid,
-                                      most_shown_within_se)
+from training.train_segmenter import (MAX_NORMAL_FP_RATE, RECTANGLE_GATES, best_allowed, gated_results,
+                                      lesion_probabilities, mask_grid, worst_normal_fp)
 from training.unseen_source import single_source, source_sides
 
 MEAN_EVIDENCE_GATES = ({"normal_gate": None},
@@ -53,6 +53,20 @@ def hidden_by_mean_evidence(p_normal, peak, normal_gate: float | None):
     if normal_gate is None:
         return np.zeros(np.shape(p_normal), dtype=bool)
     return ((1 - np.asarray(p_normal)) + np.asarray(peak)) / 2 < normal_gate
+
+
+def most_shown_within_se(results: list[dict]) -> dict:
+    """The one-standard-error rule, leaning toward drawing: among the results `best_allowed` chooses
+    from, those whose validation Dice is within one standard error of the best one's are tied as far as
+    a validation side of this size can tell; of them, the one that leaves the fewest lesion scans with
+    nothing shown (then the higher Dice). The maximum over thousands of tied settings is partly noise,
+    and a hidden lesion is the error a user can least see."""
+    best = best_allowed(results)
+    if worst_normal_fp(best) > MAX_NORMAL_FP_RATE:
+        return best
+    tied = [r for r in results if worst_normal_fp(r) <= MAX_NORMAL_FP_RATE
+            and r["val_dice"] >= best["val_dice"] - best["val_dice_se"]]
+    return min(tied, key=lambda r: (r["val_nothing_shown"], -r["val_dice"]))
 
 
 # name: (the gates a choice is made among, the form that says what a gate hides, the chooser)
