@@ -163,6 +163,18 @@ def explained_class(explain) -> str | None:
     return None if explain == EXPLAIN_CHOICES[0] else explain
 
 
+HIDDEN_HINT = ("The segmenter marked a region on this scan that the normal gate hides (the classifier rates the scan "
+               "normal): tick \"Draw a lesion the normal gate hides\" (API: show_hidden) to see it.")
+
+
+def as_asked(analysis, show_hidden):
+    """The analysis to draw: with a lesion the normal gate hid drawn when the box is ticked. Only a
+    real true or false is accepted, so a stray value never changes what is shown."""
+    if show_hidden not in (True, False):
+        raise user_error(f"show_hidden must be true or false; got {show_hidden!r}.")
+    return analysis.with_hidden_finding_shown() if show_hidden else analysis
+
+
 def in_range(value, name: str, low: float, high: float, default=None):
     """`value` as a float in low..high (None: `default`); anything else — NaN, text, out of range —
     is a readable error, never a silent fallback (a NaN threshold once drew no lesion at all)."""
@@ -218,17 +230,21 @@ class Handlers:
             "notes": analysis.notes,
         }
 
-    def render(self, analysis, explain, threshold, opacity, style=MASK_STYLES[0]):
+    def render(self, analysis, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False):
         """Re-draw every output from a stored analysis: no model runs, except Seg-Grad-CAM's gradient
-        pass the first time a threshold draws a new mask (nothing to do before an analysis)."""
+        pass the first time a threshold draws a new mask (nothing to do before an analysis). With
+        `show_hidden`, a lesion the normal gate hid is drawn, with a note saying so."""
         if analysis is None:
             return (gr.skip(),) * 7  # one per rendered output
+        analysis = as_asked(analysis, show_hidden)
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
         explain = explained_class(explain)
         if style not in MASK_STYLES:
             raise user_error(f"style must be one of {', '.join(MASK_STYLES)}; got {style!r}.")
         notes = [f"⚠️ {w}" for w in analysis.warnings + analysis.notes]
+        if analysis.with_hidden_finding_shown() is not analysis:
+            notes.append(HIDDEN_HINT)
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return (NOT_ULTRASOUND, None, None, None, self.report(analysis, threshold), None, "\n\n".join(notes))
         lesion = analysis.lesion_stats(threshold)
@@ -255,10 +271,11 @@ class Handlers:
                          label=f"Frame (of {analysis.n_frames}, from 0)")
 
     def analyze_and_store(self, path, frame=0, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45,
-                          style=MASK_STYLES[0]):
+                          style=MASK_STYLES[0], show_hidden=False):
         """The UI's analysis: the stored result (for re-rendering), every output, the frame picker."""
         analysis = self._analysis(path, frame)
-        return (analysis, *self.render(analysis, explain, threshold, opacity, style), self.frame_picker(analysis))
+        return (analysis, *self.render(analysis, explain, threshold, opacity, style, show_hidden),
+                self.frame_picker(analysis))
 
     def analyze_chosen(self, picture, uploaded, frame=0, *settings):
         """The UI's analysis of the file chosen last (`current_file`)."""
@@ -272,23 +289,24 @@ class Handlers:
             return gr.skip()
         return write_image(analysis.gray, RESULTS_DIR, "png")
 
-    def pdf_download(self, analysis, threshold, opacity, picture, uploaded, explain):
+    def pdf_download(self, analysis, threshold, opacity, picture, uploaded, explain, show_hidden=False):
         """The PDF report button: the report of what is on screen, shown for download."""
         return gr.update(visible=True, value=self.pdf(analysis, threshold, opacity, current_file(picture, uploaded),
-                                                      explain))
+                                                      explain, show_hidden))
 
-    def pdf(self, analysis, threshold=None, opacity=0.45, path=None, explain=EXPLAIN_CHOICES[0]):
+    def pdf(self, analysis, threshold=None, opacity=0.45, path=None, explain=EXPLAIN_CHOICES[0], show_hidden=False):
         """The stored analysis as a PDF report (the UI's download button), as shown: threshold,
-        opacity and the class whose Grad-CAM is on screen."""
+        opacity, the class whose Grad-CAM is on screen and whether a lesion the gate hid is drawn."""
         if analysis is None:
             raise user_error("Analyse a scan first; the report describes the last analysis.")
+        analysis = as_asked(analysis, show_hidden)
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
         data = pdf_report(analysis, threshold, opacity, self.models, Path(path).name if path else None,
                           explain=explained_class(explain))
         return write_file(data, RESULTS_DIR, "pdf", REPORT_NAME)
 
-    def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45, frame=0):
+    def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45, frame=0, show_hidden=False):
         """Classify a breast ultrasound scan (normal / benign / malignant), segment its lesion and explain
         both with Grad-CAM. Research demo, not a medical device: not for diagnosis.
 
@@ -298,10 +316,11 @@ class Handlers:
             threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
             opacity: opacity of the overlays, 0 to 1 (default 0.45).
             frame: which frame of a multi-frame file (DICOM cine, animated GIF, multi-page TIFF) to analyse, from 0 (default 0).
+            show_hidden: true to draw a lesion the normal gate hides when the classifier rates the scan normal (default false: the validated rule).
         Returns:
             probabilities, Grad-CAM overlay, lesion overlay, lesion mask (PNG 0/255), report (JSON, with lesion sizes in mm for a calibrated DICOM), Seg-Grad-CAM overlay, notes.
         """
-        return self.render(self._analysis(path, frame), explain, threshold, opacity)
+        return self.render(self._analysis(path, frame), explain, threshold, opacity, show_hidden=show_hidden)
 
     def report_pdf(self, path, threshold=None, frame=0):
         """A PDF report of one breast ultrasound scan: the scan, lesion overlay, Grad-CAM maps, calibrated
@@ -427,6 +446,10 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                               info=threshold_info(analyzer.segmenter.config))
                         opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity", elem_id="opacity")
                         style = gr.Radio(list(MASK_STYLES), value=MASK_STYLES[0], label="Lesion drawn", elem_id="style")
+                        show_hidden = gr.Checkbox(False, label="Draw a lesion the normal gate hides",
+                                                  info="When the classifier rates a scan normal, what the segmenter "
+                                                       "marked is hidden; tick to see it beside that verdict.",
+                                                  elem_id="show-hidden")
                     with gr.Column(scale=3):
                         notes = gr.Markdown(elem_id="notes")
                         with gr.Tabs():
@@ -459,7 +482,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 gr.Markdown(about_text(analyzer))
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
-        settings = [explain, threshold, opacity, style]
+        settings = [explain, threshold, opacity, style, show_hidden]
         clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs, pdf], api_visibility="private",
                      show_progress="hidden")
         # "minimal": a running timer, no ETA (Gradio's estimate averages past runs and was 4x off for big scans)
@@ -480,9 +503,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             .then(**first_frame).then(**clear)
         gallery.select(pick_example, None, [scan, chosen], api_visibility="private") \
             .then(**first_frame).then(**clear).then(**store)
-        gr.on([threshold.release, opacity.release, explain.change, style.change], handlers.render,
+        gr.on([threshold.release, opacity.release, explain.change, style.change, show_hidden.change], handlers.render,
               [state, *settings], outputs, api_visibility="private")
-        make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain], pdf,
+        make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden], pdf,
                        api_visibility="private")
         batch_run.click(handlers.batch, batch_files, [batch_table, batch_gallery, batch_csv_file],
                         api_visibility="private", show_progress="full")
@@ -494,8 +517,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         api_threshold = gr.Number(value=None, visible=False)
         api_opacity = gr.Number(value=0.45, visible=False)
         api_frame = gr.Number(value=0, visible=False)
-        gr.Button(visible=False).click(handlers.analyze, [scan, api_explain, api_threshold, api_opacity, api_frame],
-                                       outputs, api_name="analyze")
+        api_show_hidden = gr.Checkbox(value=False, visible=False)
+        gr.Button(visible=False).click(handlers.analyze, [scan, api_explain, api_threshold, api_opacity, api_frame,
+                                                          api_show_hidden], outputs, api_name="analyze")
         gr.Button(visible=False).click(handlers.classify, scan, label, api_name="classify")
         gr.Button(visible=False).click(handlers.segment, [scan, api_threshold], [mask, details], api_name="segment")
         gr.Button(visible=False).click(handlers.report_pdf, [scan, api_threshold, api_frame], pdf, api_name="report")

@@ -34,6 +34,8 @@ SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at
 DISAGREEMENT_NOTE = ("The classifier leans towards normal, but not confidently enough to hide what the "
                      "segmenter found: the lesion is drawn; weigh both.")
 NO_LESION_NOTE = "No lesion predicted at the validated threshold, so Seg-Grad-CAM has no region to explain."
+HIDDEN_SHOWN_NOTE = ("Drawn on request: the classifier rates this scan normal at {p_normal:.0%}, and the rule chosen "
+                     "on the validation sides would hide what the segmenter marked; weigh both.")
 SPARED_NOTE = ("The classifier rates this scan normal at {p_normal:.0%}, but the segmenter is sure of the lesion it "
                "found (peak probability {peak:.0%}, at or above the {spares:.0%} from which a rule chosen on the "
                "validation sides keeps such a lesion drawn): the lesion is drawn; weigh both.")
@@ -68,6 +70,7 @@ class Analysis:
     _seg_maps: dict = field(default_factory=dict, repr=False)  # threshold -> Seg-Grad-CAM, computed once each
     _masks: dict = field(default_factory=dict, repr=False)     # threshold -> post-processed mask
     _displays: dict = field(default_factory=dict, repr=False)  # longest side -> smaller copy for drawing
+    _hidden_shown: Analysis | None = field(default=None, repr=False)  # `with_hidden_finding_shown`, made once
 
     @property
     def predicted_class(self) -> str:
@@ -130,8 +133,21 @@ class Analysis:
                 self, gray=resize(self.gray, *shape), lesion_probs=resize(self.lesion_probs, *shape),
                 class_framing=self.class_framing.resized(shape), seg_framing=self.seg_framing.resized(shape),
                 mm_per_pixel=None if self.mm_per_pixel is None else (self.mm_per_pixel[0] / scale, self.mm_per_pixel[1] / scale),
-                _seg_maps={}, _masks={}, _displays={})
+                _seg_maps={}, _masks={}, _displays={}, _hidden_shown=None)
         return self._displays[longest_side]
+
+    def with_hidden_finding_shown(self) -> Analysis:
+        """This analysis with the lesion the normal gate hid drawn after all, and a note saying so
+        (itself when the gate hid nothing the segmenter found). The gate is chosen where the classifier
+        is nearly always right; on another hospital's scans it calls some lesions normal and the gate
+        hides them, so a user may ask to see the finding beside the verdict. Kept, so re-rendering
+        reuses its display copy and Seg-Grad-CAM maps."""
+        if not self.suppressed_as_normal or not self.segmenter_mask().any():
+            return self
+        if self._hidden_shown is None:
+            note = HIDDEN_SHOWN_NOTE.format(p_normal=self.probability_dict()["normal"])
+            self._hidden_shown = replace(self, suppressed_as_normal=False, notes=[note], _seg_maps={}, _displays={})
+        return self._hidden_shown
 
     def class_overlay(self, class_name: str | None = None, opacity: float = 0.45) -> np.ndarray:
         return heatmap_overlay(self.gray, self.class_map(class_name), opacity)

@@ -81,3 +81,17 @@ def examples():
 def busi_examples():
     """The examples from BUSI's test side: the only source the shipped models were trained on."""
     return read_examples("BUSI")
+
+
+@pytest.fixture(scope="module")
+def gated(analyzer):
+    """The shipped models with the segmenter's normal gate set to `gate` (None: never hide a lesion),
+    sparing lesions whose segmenter peak reaches `spares` (None: none spared), and any other
+    post-processing `settings` of its config."""
+    from inference.models import LoadedModel
+    from inference.pipeline import Analyzer
+
+    def make(gate, spares=None, **settings):
+        config = {**analyzer.segmenter.config, "normal_gate": gate, "normal_gate_spares": spares, **settings}
+        return Analyzer(analyzer.classifier, LoadedModel(analyzer.segmenter.model, config, "test", ""), warm_up=False)
+    return make

@@ -94,6 +94,26 @@ def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
     assert (pixels(strict_mask) > 0).sum() <= (pixels(mask) > 0).sum()
 
 
+def test_a_lesion_the_gate_hides_is_drawn_when_the_box_is_ticked(gated, examples, tmp_path):
+    """With a gate that hides every lesion: unticked, nothing is drawn and a hint says the box would
+    show it; ticked, the segmenter's lesion, its statistics, its Seg-Grad-CAM, the note and the PDF."""
+    handlers = app.Handlers(gated(0.0))
+    path = next(p for p, t in examples if t == "malignant")
+    state, label, class_cam, overlay, mask, report, seg_cam, notes, _ = handlers.analyze_and_store(
+        upload_copy(path, tmp_path))
+    assert state.suppressed_as_normal and state.segmenter_mask().any()
+    assert not pixels(mask).any() and seg_cam is None and app.HIDDEN_HINT in notes
+    _, _, _, shown_mask, shown_report, shown_seg_cam, shown_notes = handlers.render(state, "normal", None, 0.45,
+                                                                                  show_hidden=True)
+    assert np.array_equal(pixels(shown_mask) > 0, state.segmenter_mask())
+    assert shown_report["lesion"]["lesion_count"] >= 1 and shown_seg_cam is not None
+    assert "Drawn on request" in shown_notes and app.HIDDEN_HINT not in shown_notes
+    assert state.suppressed_as_normal, "the stored analysis keeps the validated rule"
+    assert "Drawn on request" in " ".join(pdf_text(handlers.pdf(state, None, 0.45, str(path), show_hidden=True)).split())
+    with pytest.raises(gr.Error, match="show_hidden must be true or false"):
+        handlers.render(state, "normal", None, 0.45, show_hidden="yes")
+
+
 @pytest.mark.parametrize("content, message", [
     (b"hello", "not an image"),
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image|damaged"),
@@ -259,10 +279,13 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
     # Settings through the API: null means the default; anything else wrong is named.
     *_, default_report, _, _ = client.predict(handle_file(str(path)), "benign", None, None, None, api_name="/analyze")
     assert default_report["threshold"] == report["threshold"]
+    *_, asked_report, _, _ = client.predict(handle_file(str(path)), "benign", None, None, None, True, api_name="/analyze")
+    assert asked_report["lesion"] == default_report["lesion"], "a lesion the gate did not hide is drawn either way"
     for settings, message in ((("predicted class", "high", 0.5, 0), "threshold must be a number"),
                               (("sideways", None, 0.5, 0), "explain must be one of"),
                               (("predicted class", None, 0.5, 1.5), "frame must be a whole number"),
-                              (("predicted class", None, 0.5, 2), "Frame 2 was asked for, but the file holds 1 frame")):
+                              (("predicted class", None, 0.5, 2), "Frame 2 was asked for, but the file holds 1 frame"),
+                              (("predicted class", None, 0.5, 0, None), "show_hidden must be true or false")):
         with pytest.raises(Exception, match=message):
             client.predict(handle_file(str(path)), *settings, api_name="/analyze")
 
@@ -286,6 +309,19 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         page.get_by_role("tab", name="Classify").click()
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
+
+        # A normal example whose marked region the gate hides: a hint; ticking the box draws it, with a note.
+        page.locator("#examples").get_by_text("normal · BUSI", exact=True).click()
+        notes = page.locator("#notes")
+        expect(notes).to_contain_text("normal gate hides", timeout=60_000)
+        page.locator("#show-hidden input[type=checkbox]").check()
+        expect(notes).to_contain_text("Drawn on request", timeout=30_000)
+        page.get_by_role("tab", name="Segment").click()
+        expect(page.locator("#seg-overlay img")).to_have_count(1, timeout=30_000)
+        page.screenshot(path=str(tmp_path / "hidden_shown.png"), full_page=True)
+        page.locator("#show-hidden input[type=checkbox]").uncheck()
+        expect(notes).not_to_contain_text("Drawn on request", timeout=30_000)
+        page.get_by_role("tab", name="Classify").click()
 
         # Upload a scan (it is analysed at once), then click Analyse: the same file analysed again.
         page.locator("#scan input[type=file]").set_input_files(str(EXAMPLE_UPLOAD))

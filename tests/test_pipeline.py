@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from inference.models import LoadedModel
-from inference.pipeline import DISAGREEMENT_NOTE, NO_LESION_NOTE, SPARED_NOTE, SUPPRESSED_NOTE, Analysis, Analyzer
+from inference.pipeline import (DISAGREEMENT_NOTE, HIDDEN_SHOWN_NOTE, NO_LESION_NOTE, SPARED_NOTE, SUPPRESSED_NOTE,
+                                Analysis)
 from inference.postprocess import lesion_mask
 from training.metrics import dice_iou
 
@@ -128,17 +128,6 @@ def test_seg_gradcam_explains_the_displayed_mask(analyzer, examples):
     assert analysis.mask(0.1).sum() > mask.sum() and not np.allclose(wider, seg_map)
 
 
-@pytest.fixture(scope="module")
-def gated(analyzer):
-    """The shipped models with the segmenter's normal gate set to `gate` (None: never hide a lesion),
-    sparing lesions whose segmenter peak reaches `spares` (None: none spared), and any other
-    post-processing `settings` of its config."""
-    def make(gate, spares=None, **settings):
-        config = {**analyzer.segmenter.config, "normal_gate": gate, "normal_gate_spares": spares, **settings}
-        return Analyzer(analyzer.classifier, LoadedModel(analyzer.segmenter.model, config, "test", ""), warm_up=False)
-    return make
-
-
 def test_the_normal_gate_hides_lesions_only_from_its_probability(gated, examples):
     always, never = gated(0.0), gated(None)
     for path, _ in examples:
@@ -165,6 +154,27 @@ def test_the_gate_spares_only_lesions_whose_segmenter_peak_reaches_its_level(gat
         assert below.suppressed_as_normal and not below.mask().any()
         assert not at.suppressed_as_normal and np.array_equal(at.mask(), found)
         assert at.notes == [SPARED_NOTE.format(p_normal=at.probability_dict()["normal"], peak=peak, spares=peak)]
+
+
+def test_a_lesion_the_gate_hid_is_drawn_on_request(gated, examples):
+    """The user may ask to see what the gate hid: the segmenter's own lesion, its Seg-Grad-CAM and a
+    note saying why it was hidden; the stored analysis keeps the validated rule."""
+    hide_all, never = gated(0.0), gated(None)
+    drawn = 0
+    for path, _ in examples:
+        hidden = hide_all.analyze(path)
+        shown = hidden.with_hidden_finding_shown()
+        assert never.analyze(path).with_hidden_finding_shown().suppressed_as_normal is False
+        if not hidden.segmenter_mask().any():
+            assert shown is hidden, "nothing found, nothing to show"
+            continue
+        drawn += 1
+        assert hidden.suppressed_as_normal and not hidden.mask().any() and hidden.seg_map() is None
+        assert not shown.suppressed_as_normal and np.array_equal(shown.mask(), hidden.segmenter_mask())
+        assert shown.notes == [HIDDEN_SHOWN_NOTE.format(p_normal=hidden.probability_dict()["normal"])]
+        assert shown.seg_map() is not None and shown.lesion_stats()["lesion_count"] >= 1
+        assert hidden.with_hidden_finding_shown() is shown, "made once, so re-rendering reuses its maps"
+    assert drawn >= 2
 
 
 def test_a_lesion_is_drawn_only_if_its_peak_reaches_the_peak_threshold(gated, analyzer, examples):
