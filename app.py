@@ -243,7 +243,7 @@ class Handlers:
         if style not in MASK_STYLES:
             raise user_error(f"style must be one of {', '.join(MASK_STYLES)}; got {style!r}.")
         notes = [f"⚠️ {w}" for w in analysis.warnings + analysis.notes]
-        if analysis.with_hidden_finding_shown() is not analysis:
+        if analysis.hides_a_finding:
             notes.append(HIDDEN_HINT)
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return (NOT_ULTRASOUND, None, None, None, self.report(analysis, threshold), None, "\n\n".join(notes))

@@ -136,13 +136,18 @@ class Analysis:
                 _seg_maps={}, _masks={}, _displays={}, _hidden_shown=None)
         return self._displays[longest_side]
 
+    @property
+    def hides_a_finding(self) -> bool:
+        """Whether the normal gate hid a region the segmenter marked (not merely a scan with nothing marked)."""
+        return self.suppressed_as_normal and bool(self.segmenter_mask().any())
+
     def with_hidden_finding_shown(self) -> Analysis:
         """This analysis with the lesion the normal gate hid drawn after all, and a note saying so
         (itself when the gate hid nothing the segmenter found). The gate is chosen where the classifier
         is nearly always right; on another hospital's scans it calls some lesions normal and the gate
         hides them, so a user may ask to see the finding beside the verdict. Kept, so re-rendering
         reuses its display copy and Seg-Grad-CAM maps."""
-        if not self.suppressed_as_normal or not self.segmenter_mask().any():
+        if not self.hides_a_finding:
             return self
         if self._hidden_shown is None:
             note = HIDDEN_SHOWN_NOTE.format(p_normal=self.probability_dict()["normal"])
