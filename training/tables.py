@@ -557,6 +557,8 @@ RENDERERS = {
         "shipped until 2026-12-01 → presence-loss fine-tune, not shipped"),
     "bars": render_bars,
     "segmenter_candidates": render_candidates,
+    "segmenter_candidates_head_epochs": lambda reports_dir: render_candidates(
+        reports_dir, "segmenter_candidates_head6.json"),
     "classifier_candidates": render_classifier_candidates,
     "classifier_candidates_lite1": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_lite1.json"),
