@@ -15,6 +15,7 @@ import contextlib
 import csv
 import ctypes
 import io
+import itertools
 import logging
 import os
 import re
@@ -49,7 +50,7 @@ from gradio.data_classes import FileData
 
 from explain.overlay import MASK_STYLES
 from inference.batch_files import BatchInputError, read_batch_inputs
-from inference.batch import COLUMNS, CsvResults, result_row
+from inference.batch import COLUMNS, ERROR_PREFIX, CsvResults, result_row
 from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
 from inference.pipeline import Analyzer
@@ -64,13 +65,18 @@ BATCH_NAME = "breast-ultrasound-batch.csv"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
+STORED_OUTPUTS = 9  # what the UI's analysis sets: the stored result, the seven results, the frame picker
 # Example captions ("malignant · BUS-UCLM") wrap instead of being cut; on a phone the galleries show
-# three columns, not five off-screen.
+# three columns, not five off-screen, and the model cards' wide tables scroll sideways instead of
+# squeezing their cells to a letter per line.
 CSS = """#examples .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }
+#about table { display: block; overflow-x: auto; }
+#about th, #about td { min-width: 6em; word-break: normal; overflow-wrap: normal; }
 @media (max-width: 640px) {
   #examples .grid-container, #batch-gallery .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
   #examples .caption-label { font-size: 11px; padding: 1px 4px; }
 }"""
+SCROLL_TO_RESULTS = "() => document.getElementById('notes')?.scrollIntoView({behavior: 'smooth', block: 'start'})"
 RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered images, kept 10 minutes
 RESULTS_MAX_AGE_S = 600
 DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagnose or treat anyone."
@@ -103,9 +109,9 @@ def read_examples():
 EXAMPLE_FILES, EXAMPLE_PICTURES, EXAMPLE_CAPTIONS = read_examples()
 
 
-def pick_example(event: gr.SelectData) -> tuple[str, str]:
-    """(the picture for the scan box, the file to analyse)."""
-    return EXAMPLE_PICTURES[event.index], EXAMPLE_FILES[event.index]
+def pick_example(event: gr.SelectData) -> tuple[str, str, None]:
+    """(the picture for the scan box, the file to analyse, an empty file box)."""
+    return EXAMPLE_PICTURES[event.index], EXAMPLE_FILES[event.index], None
 
 
 def current_file(picture: str | None, uploaded: str | None) -> str | None:
@@ -116,8 +122,14 @@ def current_file(picture: str | None, uploaded: str | None) -> str | None:
 
 def user_error(message: str) -> gr.Error:
     """An error the user must read: it stays on screen until closed (a toast that fades leaves only
-    the outputs' bare "Error" badges behind)."""
-    return gr.Error(message, duration=None)
+    the outputs' bare "Error" badges behind). Not logged with a traceback: it is an answer, not a
+    failure, and a log full of them would hide a real one (`readable_errors` logs those)."""
+    return gr.Error(message, duration=None, print_exception=False)
+
+
+def session_of(request: gr.Request | None) -> str | None:
+    """The browser session a UI event comes from (None in-process)."""
+    return getattr(request, "session_hash", None)
 
 
 def read_upload(path: str | None) -> bytes:
@@ -170,7 +182,7 @@ HIDDEN_HINT = ("The segmenter marked a region on this scan that the normal gate 
 def as_asked(analysis, show_hidden):
     """The analysis to draw: with a lesion the normal gate hid drawn when the box is ticked. Only a
     real true or false is accepted, so a stray value never changes what is shown."""
-    if show_hidden not in (True, False):
+    if not isinstance(show_hidden, bool):
         raise user_error(f"show_hidden must be true or false; got {show_hidden!r}.")
     return analysis.with_hidden_finding_shown() if show_hidden else analysis
 
@@ -196,6 +208,8 @@ class Handlers:
     def __init__(self, analyzer: Analyzer):
         self.analyzer = analyzer
         self.models = model_descriptions(analyzer.classifier, analyzer.segmenter)
+        self._tickets = itertools.count(1)
+        self._newest = {}  # session -> the ticket of the analysis it asked for last
 
     def _analysis(self, path, frame=0):
         data = read_upload(path)
@@ -205,11 +219,20 @@ class Handlers:
             gr.Warning(warning)
         return analysis
 
-    @staticmethod
-    def forget():
-        """Before every new analysis in the UI: drop the stored result and blank every output, so a
-        failed analysis never leaves the previous scan's results beside the new image."""
-        return (None,) * 7 + ("", gr.update(value=None, visible=False))  # state, six results, notes, PDF
+    def forget(self, request: gr.Request = None):
+        """Before every new analysis in the UI (and when the scan is removed): drop the stored result and
+        blank every output, so a failed analysis never leaves the previous scan's results beside the new
+        image; and a ticket that makes the coming analysis the session's newest (`analyze_chosen`)."""
+        ticket = next(self._tickets)
+        self._newest[session_of(request)] = ticket
+        return (None,) * 7 + ("", gr.update(value=None, visible=False), ticket)  # state, results, notes, PDF
+
+    def leave(self, request: gr.Request = None):
+        """A page closed: its session's ticket goes."""
+        self._newest.pop(session_of(request), None)
+
+    def _superseded(self, ticket, request) -> bool:
+        return self._newest.get(session_of(request), ticket) != ticket
 
     @staticmethod
     def report(analysis, threshold=None, lesion=None) -> dict:
@@ -248,7 +271,13 @@ class Handlers:
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return (NOT_ULTRASOUND, None, None, None, self.report(analysis, threshold), None, "\n\n".join(notes))
         lesion = analysis.lesion_stats(threshold)
-        notes = "\n\n".join(notes + ([lesion_summary(lesion)] if lesion["lesion_count"] else []))
+        if lesion["lesion_count"]:
+            notes.append(lesion_summary(lesion))
+        elif (threshold is not None and threshold != analysis.threshold and not analysis.suppressed_as_normal
+              and analysis.lesion_stats()["lesion_count"]):  # drawn at the validated threshold, not at this one
+            notes.append(f"No lesion is drawn at threshold {threshold:g}; the validated threshold is "
+                         f"{analysis.threshold:g}.")
+        notes = "\n\n".join(notes)
         prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
         shown = analysis.for_display(DISPLAY_MAX_SIDE)  # overlays at display size; the mask file at full size
         seg_cam = shown.seg_cam_overlay(threshold, opacity)
@@ -277,15 +306,26 @@ class Handlers:
         return (analysis, *self.render(analysis, explain, threshold, opacity, style, show_hidden),
                 self.frame_picker(analysis))
 
-    def analyze_chosen(self, picture, uploaded, frame=0, *settings):
-        """The UI's analysis of the file chosen last (`current_file`)."""
-        return self.analyze_and_store(current_file(picture, uploaded), frame, *settings)
+    def analyze_chosen(self, picture, uploaded, ticket=None, frame=0, explain=EXPLAIN_CHOICES[0], threshold=None,
+                       opacity=0.45, style=MASK_STYLES[0], show_hidden=False, request: gr.Request = None):
+        """The UI's analysis of the file chosen last (`current_file`), under the ticket `forget` gave it.
+        If the session has chosen another scan since (a big scan still running when an example is
+        clicked), nothing is shown, not even an error: its results would land under the newer scan."""
+        try:
+            outputs = self.analyze_and_store(current_file(picture, uploaded), frame, explain, threshold, opacity,
+                                             style, show_hidden)
+        except gr.Error:
+            if self._superseded(ticket, request):
+                return (gr.skip(),) * STORED_OUTPUTS
+            raise
+        return (gr.skip(),) * STORED_OUTPUTS if self._superseded(ticket, request) else outputs
 
     @staticmethod
-    def show_analysed(analysis, uploaded):
-        """The scan box's picture of a file from the file box or a frame: the scan as analysed (a
-        browser cannot draw DICOM); nothing for an image the scan box already shows."""
-        if analysis is None or uploaded is None:
+    def show_analysed(analysis, picture, uploaded):
+        """The scan box's picture of the scan as analysed, when the box shows something else: a file from
+        the file box (a browser cannot draw DICOM), or the moving picture of a multi-frame file (the
+        frame analysed); nothing for an image the scan box already shows as it is."""
+        if analysis is None or uploaded is None or (picture == uploaded and analysis.n_frames == 1):
             return gr.skip()
         return write_image(analysis.gray, RESULTS_DIR, "png")
 
@@ -360,10 +400,12 @@ class Handlers:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
             threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
         Returns:
-            the lesion mask (PNG, 0/255, the scan's size) and a report with count, area (px, and mm for a calibrated DICOM) and bounding box.
+            the lesion mask (PNG, 0/255, the scan's size; none when the image is not recognised as a breast ultrasound scan) and a report with count, area (px, and mm for a calibrated DICOM) and bounding box.
         """
         threshold = in_range(threshold, "threshold", 0.0, 1.0)
         analysis = self._analysis(path)
+        if analysis.out_of_distribution:  # no mask: an empty one would read as "no lesion"
+            return None, self.report(analysis, threshold)
         return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"), self.report(analysis, threshold)
 
     def batch(self, paths, progress=gr.Progress()):
@@ -387,8 +429,18 @@ class Handlers:
                     outlined = result.for_display(BATCH_THUMBNAIL_SIDE).mask_overlay(style="outline")
                     gallery.append((write_image(outlined, RESULTS_DIR), caption))
             progress(min(start + BATCH_CHUNK, len(scans)) / len(scans), desc="analysing")
-        table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)] for r in rows]
+        table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
+                 for r in map(with_status, rows)]
         return table, gallery, write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)
+
+
+def with_status(row: dict) -> dict:
+    """A batch row for the table on screen: a scan with no class says why in its class cell, since the
+    warnings column that holds the reason sits off-screen (the CSV keeps the cell empty)."""
+    if row["predicted_class"] is not None:
+        return row
+    failed = (row["warnings"] or "").startswith(ERROR_PREFIX)
+    return {**row, "predicted_class": "(error: see warnings)" if failed else "(" + NOT_ULTRASOUND + ")"}
 
 
 def lesion_summary(lesion: dict) -> str:
@@ -428,7 +480,10 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         gr.Markdown(f"# Breast ultrasound analysis\nClassify a breast ultrasound scan (normal / benign / "
                     f"malignant), segment the lesion, and see what each model looked at (Grad-CAM). {DISCLAIMER}")
         state = gr.State(time_to_live=1800)  # a stored analysis (for re-rendering) lives 30 min at most
-        chosen = gr.State()  # the file being analysed when the scan box only shows a picture of it (DICOM, examples)
+        chosen = gr.State()  # the file chosen last; the scan box may show only a picture of it (DICOM, examples, frames)
+        # The newest analysis's ticket, read by the browser when it starts that analysis (a gr.State
+        # would be read when the queue reaches it, possibly after the next scan was chosen).
+        ticket = gr.Number(visible=False, precision=0)
         with gr.Tabs():
             with gr.Tab("Scan"):
                 with gr.Row():
@@ -436,7 +491,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         scan = ScanInput(label="Ultrasound scan", type="filepath", image_mode=None,
                                          sources=["upload", "clipboard"], format="png", height=360, elem_id="scan")
                         scan_file = gr.File(label="…or a DICOM or any other scan file", file_count="single",
-                                            file_types=None, height=130, elem_id="scan-file")
+                                            file_types=None, height=160, elem_id="scan-file")
                         frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
                         with gr.Row():
                             run = gr.Button("Analyse", variant="primary")
@@ -451,7 +506,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                                        "marked is hidden; tick to see it beside that verdict.",
                                                   elem_id="show-hidden")
                     with gr.Column(scale=3):
-                        notes = gr.Markdown(elem_id="notes")
+                        notes = gr.Markdown(label="notes", elem_id="notes")
                         with gr.Tabs():
                             with gr.Tab("Classify"):
                                 label = gr.Label(num_top_classes=3, label="Calibrated probabilities", elem_id="probabilities")
@@ -473,36 +528,42 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 batch_files = gr.File(label="Scans or zip archives", file_count="multiple",
                                       file_types=None, elem_id="batch-files")
                 batch_run = gr.Button("Analyse all", variant="primary", elem_id="batch-run")
-                batch_table = gr.Dataframe(headers=COLUMNS, label="Results (click a header to sort)",
+                batch_table = gr.Dataframe(headers=COLUMNS, label="Results (sort from a column's ⋮ menu)",
                                            interactive=False, elem_id="batch-table")
                 batch_gallery = gr.Gallery(label="Lesions outlined", columns=4, height="auto",
                                            format="jpeg", elem_id="batch-gallery")
                 batch_csv_file = gr.File(label="Table as CSV", elem_id="batch-csv")
             with gr.Tab("About"):
-                gr.Markdown(about_text(analyzer))
+                gr.Markdown(about_text(analyzer), elem_id="about")
         outputs = [label, class_cam, overlay, mask, details, seg_cam, notes]
 
         settings = [explain, threshold, opacity, style, show_hidden]
-        clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs, pdf], api_visibility="private",
+        clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs, pdf, ticket], api_visibility="private",
                      show_progress="hidden")
         # "minimal": a running timer, no ETA (Gradio's estimate averages past runs and was 4x off for big scans)
-        store = dict(fn=handlers.analyze_chosen, inputs=[scan, chosen, frame, *settings], outputs=[state, *outputs, frame],
-                     api_visibility="private", show_progress="minimal")
+        store = dict(fn=handlers.analyze_chosen, inputs=[scan, chosen, ticket, frame, *settings],
+                     outputs=[state, *outputs, frame], api_visibility="private", show_progress="minimal")
         first_frame = dict(fn=lambda: gr.update(value=0, visible=False), outputs=frame, api_visibility="private",
                            show_progress="hidden")
-        show_analysed = dict(fn=handlers.show_analysed, inputs=[state, chosen], outputs=scan, api_visibility="private",
-                             show_progress="hidden")
+        show_analysed = dict(fn=handlers.show_analysed, inputs=[state, scan, chosen], outputs=scan,
+                             api_visibility="private", show_progress="hidden")
         run.click(**clear).then(**store)
         frame.release(**clear).then(**store).then(**show_analysed)
-        # A new scan: remember which file it is, start at its first frame, analyse.
-        scan.upload(lambda: None, None, chosen, api_visibility="private").then(**first_frame).then(**clear).then(**store)
-        scan.clear(lambda: None, None, chosen, api_visibility="private")
+        # A new scan: remember which file it is (the scan box and the file box never disagree on it),
+        # start at its first frame, analyse. Removing it removes its results too.
+        scan.upload(lambda path: (path, None), scan, [chosen, scan_file], api_visibility="private") \
+            .then(**first_frame).then(**clear).then(**store).then(**show_analysed)
+        scan.clear(lambda: (None, None), None, [chosen, scan_file], api_visibility="private") \
+            .then(**first_frame).then(**clear)
         scan_file.upload(lambda path: (path, None), scan_file, [chosen, scan], api_visibility="private") \
             .then(**first_frame).then(**clear).then(**store).then(**show_analysed)
         scan_file.clear(lambda: (None, None), None, [chosen, scan], api_visibility="private") \
             .then(**first_frame).then(**clear)
-        gallery.select(pick_example, None, [scan, chosen], api_visibility="private") \
+        gallery.select(pick_example, None, [scan, chosen, scan_file], api_visibility="private") \
             .then(**first_frame).then(**clear).then(**store)
+        # The examples sit below the results (far below on a phone): bring the results into view.
+        gallery.select(None, None, None, js=SCROLL_TO_RESULTS)
+        demo.unload(handlers.leave)
         gr.on([threshold.release, opacity.release, explain.change, style.change, show_hidden.change], handlers.render,
               [state, *settings], outputs, api_visibility="private")
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden], pdf,

@@ -63,10 +63,27 @@ def test_the_same_upload_serves_several_requests(handlers, examples, tmp_path):
 
 
 def test_a_new_analysis_first_forgets_the_previous_one(handlers):
-    state, label, class_cam, overlay, mask, report, seg_cam, notes, pdf = handlers.forget()
+    state, label, class_cam, overlay, mask, report, seg_cam, notes, pdf, ticket = handlers.forget()
     assert state is None and label is None and report is None and notes == ""
     assert pdf["value"] is None and pdf["visible"] is False
     assert all(isinstance(u, dict) and u.get("__type__") == "update" for u in handlers.render(state, "normal", 0.5, 0.5))
+
+
+def test_an_analysis_overtaken_by_a_newer_scan_shows_nothing(handlers, examples, tmp_path):
+    """A big scan still running when an example is clicked: the example's analysis (the newest ticket)
+    is shown, the big scan's results and errors are dropped, whichever finishes last."""
+    first, second = (upload_copy(path, tmp_path) for path, _ in examples[:2])
+    *_, old_ticket = handlers.forget()
+    *_, new_ticket = handlers.forget()
+    skipped = handlers.analyze_chosen(first, None, old_ticket)
+    assert len(skipped) == app.STORED_OUTPUTS and all(u == gr.skip() for u in skipped)
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not a scan")
+    assert all(u == gr.skip() for u in handlers.analyze_chosen(str(bad), None, old_ticket))
+    state, label, *_ = handlers.analyze_chosen(second, None, new_ticket)
+    assert state.predicted_class == max(label, key=label.get)
+    with pytest.raises(gr.Error, match="not an image"):  # the newest analysis's error is shown
+        handlers.analyze_chosen(str(bad), None, new_ticket)
 
 
 def test_classify_runs_the_classifier_forward_pass_only(handlers, analyzer, examples, monkeypatch):
@@ -94,6 +111,31 @@ def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
     assert (pixels(strict_mask) > 0).sum() <= (pixels(mask) > 0).sum()
 
 
+def test_a_threshold_that_draws_nothing_says_so(handlers, examples, tmp_path):
+    state, *_ = handlers.analyze_and_store(upload_copy(next(p for p, t in examples if t == "malignant"), tmp_path))
+    assert state.lesion_stats()["lesion_count"] and not state.lesion_stats(1.0)["lesion_count"]
+    *_, notes = handlers.render(state, "predicted class", 1.0, 0.45)
+    assert f"No lesion is drawn at threshold 1; the validated threshold is {state.threshold:g}." in notes
+    *_, notes = handlers.render(state, "predicted class", state.threshold, 0.45)
+    assert "No lesion is drawn" not in notes and "Lesion drawn" in notes
+
+
+def test_the_scan_box_shows_the_scan_as_analysed_only_when_it_shows_something_else(handlers, examples, tmp_path):
+    """A scan box image is left as it is; a file from the file box (DICOM) or a moving picture gets
+    the analysed frame; nothing before an analysis."""
+    upload = upload_copy(examples[0][0], tmp_path)
+    state, *_ = handlers.analyze_and_store(upload)
+    assert handlers.show_analysed(state, upload, upload) == gr.skip()
+    assert handlers.show_analysed(None, None, upload) == gr.skip()
+    shown = handlers.show_analysed(state, None, upload)
+    assert np.array_equal(pixels(shown), state.gray)
+    frames = [Image.open(examples[0][0]).convert("L"), Image.open(examples[0][0]).convert("L").transpose(0)]
+    gif = Path(upload).with_name("cine.gif")
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    moving, *_ = handlers.analyze_and_store(str(gif), 1)
+    assert np.array_equal(pixels(handlers.show_analysed(moving, str(gif), str(gif))), moving.gray)
+
+
 def test_a_lesion_the_gate_hides_is_drawn_when_the_box_is_ticked(gated, examples, tmp_path):
     """With a gate that hides every lesion: unticked, nothing is drawn and a hint says the box would
     show it; ticked, the segmenter's lesion, its statistics, its Seg-Grad-CAM, the note and the PDF."""
@@ -110,8 +152,9 @@ def test_a_lesion_the_gate_hides_is_drawn_when_the_box_is_ticked(gated, examples
     assert "Drawn on request" in shown_notes and app.HIDDEN_HINT not in shown_notes
     assert state.suppressed_as_normal, "the stored analysis keeps the validated rule"
     assert "Drawn on request" in " ".join(pdf_text(handlers.pdf(state, None, 0.45, str(path), show_hidden=True)).split())
-    with pytest.raises(gr.Error, match="show_hidden must be true or false"):
-        handlers.render(state, "normal", None, 0.45, show_hidden="yes")
+    for stray in ("yes", 1, None):
+        with pytest.raises(gr.Error, match="show_hidden must be true or false"):
+            handlers.render(state, "normal", None, 0.45, show_hidden=stray)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -225,6 +268,7 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     single = handlers.analyzer.analyze(examples[2][0])
     assert table[0][1] == single.predicted_class and abs(table[0][4] - single.probabilities[2]) < 1e-4
     assert table[1][1] in ("normal", "benign", "malignant") and table[2][-1].startswith("error: ")
+    assert table[2][1] == "(error: see warnings)", "a failed scan's row says so where it is seen"
     assert len(gallery) == 2
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
@@ -309,6 +353,21 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         page.get_by_role("tab", name="Classify").click()
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
+
+        # A big benign scan still being analysed when the malignant example is clicked: the example's
+        # results stay, whichever analysis ends last; removing the picture removes its results.
+        big = tmp_path / "big_benign.png"
+        benign = Image.open(EXAMPLE_UPLOAD)
+        benign.resize((3600, 3600 * benign.height // benign.width), Image.Resampling.BICUBIC).save(big)
+        page.locator("#scan input[type=file]").set_input_files(str(big))
+        page.wait_for_timeout(700)
+        page.locator("#examples").get_by_text("malignant · BUSI", exact=True).click()
+        top_class = page.locator("#probabilities [data-testid=label-output-value]")
+        expect(top_class).to_have_text("malignant", timeout=60_000)
+        page.wait_for_timeout(10_000)  # the big scan's analysis has ended by now
+        expect(top_class).to_have_text("malignant")
+        page.locator("#scan button[aria-label='Remove Image']").click()
+        expect(top_class).to_have_count(0, timeout=30_000)
 
         # A normal example whose marked region the gate hides: a hint; ticking the box draws it, with a note.
         page.locator("#examples").get_by_text("normal · BUSI", exact=True).click()

@@ -61,6 +61,8 @@ def test_the_app_and_the_batch_command_withhold_the_diagnosis(analyzer, tmp_path
     from PIL import Image
 
     Image.fromarray(NOT_ULTRASOUND["coins"]).save(tmp_path / "coins.png")
+    mask, report = app.Handlers(analyzer).segment(str(tmp_path / "coins.png"))
+    assert mask is None and report["lesion"] is None, "no empty mask that would read as 'no lesion'"
     out = tmp_path / "rows.csv"
     batch_main([str(tmp_path / "coins.png"), "--out", str(out)])
     [row] = list(csv.DictReader(out.open()))
