@@ -232,7 +232,8 @@ class Handlers:
         self._newest.pop(session_of(request), None)
 
     def _superseded(self, ticket, request) -> bool:
-        return self._newest.get(session_of(request), ticket) != ticket
+        """Whether the session has asked for a newer analysis than the one with `ticket` (None: no ticket, never)."""
+        return ticket is not None and self._newest.get(session_of(request), ticket) != ticket
 
     @staticmethod
     def report(analysis, threshold=None, lesion=None) -> dict:
