@@ -189,7 +189,10 @@ class _Report(FPDF):
             h, w = array.shape[:2]
             scale = min(width / w, IMAGE_MAX_HEIGHT / h)
             sizes.append((w * scale, h * scale))
-        row_height = 6 + max(h for _, h in sizes)
+        self.set_font(FONT, "B", 9)  # a caption may wrap (a class other than the predicted one): images go below it
+        caption_height = 1 + 5 * max(len(self.multi_cell(width, 5, self.safe(caption), dry_run=True, output="LINES"))
+                                     for caption, _, _ in panels)
+        row_height = caption_height + max(h for _, h in sizes)
         if heading:
             self.heading(heading, keep_with=row_height)
         elif self.will_page_break(row_height):
@@ -202,10 +205,10 @@ class _Report(FPDF):
             self.multi_cell(width, 5, self.safe(caption), align="L", new_x=XPos.LEFT, new_y=YPos.NEXT)
             if array is None:
                 self.set_font(FONT, "", 9)
-                self.set_xy(x, top + 6)
+                self.set_xy(x, top + caption_height)
                 self.multi_cell(width, 4.5, self.safe(reason), border=1, padding=2, align="L")
             else:
-                self.image(_jpeg(array), x=x, y=top + 6, w=w, h=h)
+                self.image(_jpeg(array), x=x, y=top + caption_height, w=w, h=h)
         self.set_xy(self.l_margin, top + row_height + 3)
 
 
@@ -247,8 +250,8 @@ def _lesion_rows(stats: dict, limit: int = 8) -> list[tuple[str, ...]]:
 
 def _seg_cam_reason(analysis: Analysis, stats: dict) -> str:
     if analysis.suppressed_as_normal:
-        return ("No lesion is drawn: the classifier is confident this scan is normal (the validated rule), "
-                "so Seg-Grad-CAM has no region to explain.")
+        return ("No lesion is drawn: the classifier rates this scan normal, and the validated rule then hides "
+                "what the segmenter marked, so Seg-Grad-CAM has no region to explain.")
     if not stats["lesion_count"]:
         return "No lesion predicted at this threshold, so Seg-Grad-CAM has no region to explain."
     return "Seg-Grad-CAM is not available for this analysis."

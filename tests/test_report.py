@@ -194,3 +194,26 @@ def test_many_lesions_are_listed_largest_first_up_to_a_limit():
     rows = _lesion_rows(lesion_stats(mask, (0.1, 0.1)), limit=8)
     assert len(rows) == 1 + 8 + 1 and rows[-1][1] == "2 smaller lesions not listed"
     assert [int(row[1]) for row in rows[1:-1]] == [3 * (12 - i) for i in range(8)]
+
+
+def test_no_caption_runs_into_its_image(analyses, models):
+    """A caption that wraps (the Grad-CAM of a class other than the predicted one) pushes its image
+    down: no line of text is printed inside any image on any page."""
+    from pypdf.generic import ContentStream
+
+    analysis = analyses["busi_malignant_49.png"]
+    other = next(c for c in analysis.classes if c != analysis.predicted_class)
+    reader = PdfReader(io.BytesIO(pdf_report(analysis, models=models, explain=other)))
+    for page in reader.pages:
+        boxes, placement = [], None
+        for operands, operator in ContentStream(page.get_contents(), reader).operations:
+            if operator == b"cm":
+                placement = [float(v) for v in operands]
+            elif operator == b"Do" and placement:
+                a, _, _, d, e, f = placement
+                boxes.append((e, f, e + a, f + d))
+        lines = []
+        page.extract_text(visitor_text=lambda text, cm, tm, *_: text.strip() and lines.append(
+            (tm[4] * cm[0] + tm[5] * cm[2] + cm[4], tm[4] * cm[1] + tm[5] * cm[3] + cm[5], text)))
+        inside = [text for x, y, text in lines for x0, y0, x1, y1 in boxes if x0 <= x <= x1 and y0 <= y <= y1]
+        assert boxes and not inside, inside
