@@ -6,6 +6,7 @@ or Parquet with typed columns).
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import os
@@ -77,11 +78,41 @@ def write_images(stem: str, analysis: Analysis, masks_dir: Path | None, explain_
             Image.fromarray(seg_overlay).save(explain_dir / f"{stem}_seg_gradcam.png")
 
 
+def output_stems(files: list[str]) -> dict[str, str]:
+    """The name each scan's images get (`<stem>_pred.png`, ...): its file's stem, unless another scan
+    of the run has the same stem (sub/a.png and a.png, a.png and a.dcm); those get their path from the
+    folder they share, with the suffix, so that no scan's images overwrite another's
+    (sub/a.png -> sub__a_png)."""
+    by_stem = collections.defaultdict(list)
+    for file in dict.fromkeys(files):
+        by_stem[PurePath(file).stem].append(PurePath(file))
+    stems = {}
+    for stem, paths in by_stem.items():
+        if len(paths) == 1:
+            stems[str(paths[0])] = stem
+            continue
+        try:
+            shared = PurePath(os.path.commonpath([str(path.parent) for path in paths]))
+        except ValueError:  # absolute and relative paths: name each by its whole path
+            shared = None
+        for path in paths:
+            relative = path.relative_to(shared if shared is not None else path.anchor)
+            stems[str(path)] = "__".join(relative.parts).replace(".", "_")
+    return stems
+
+
+def shared_stems(files: list[str]) -> list[str]:
+    """The stems more than one of `files` has (whose images would overwrite each other)."""
+    counts = collections.Counter(PurePath(file).stem for file in dict.fromkeys(files))
+    return sorted(stem for stem, count in counts.items() if count > 1)
+
+
 def record_scan(file: str, result: Analysis | ScanError, masks_dir: Path | None = None,
-                explain_dir: Path | None = None) -> dict:
-    """Write a scan's images (if asked for) and return its row: what both engines do with each result."""
+                explain_dir: Path | None = None, stem: str | None = None) -> dict:
+    """Write a scan's images (if asked for; named by `stem`, default the file's) and return its row:
+    what both engines do with each result."""
     if not isinstance(result, ScanError):
-        write_images(PurePath(file).stem, result, masks_dir, explain_dir)
+        write_images(stem or PurePath(file).stem, result, masks_dir, explain_dir)
     return result_row(file, result)
 
 
@@ -167,7 +198,10 @@ def run_local(scans: list[Path], out: Path, masks_dir: Path | None = None, expla
     returns how many failed. The next batch is analysed while this one's images and rows are written."""
     analyzer = analyzer or Analyzer()
     analyse = partial(analyzer.analyze_batch, maps=explain_dir is not None)
-    record = partial(record_scan, masks_dir=masks_dir, explain_dir=explain_dir)
+    stems = output_stems(list(map(str, scans)))
+
+    def record(file: str, result: Analysis | ScanError) -> dict:
+        return record_scan(file, result, masks_dir, explain_dir, stems[file])
     results, failures = open_results(out), 0
     try:
         with ThreadPoolExecutor(os.cpu_count()) as writers, \

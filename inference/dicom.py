@@ -165,8 +165,13 @@ def _calibration(dataset: Dataset) -> tuple[tuple[float, float] | None, str | No
     if in_cm:
         return None, ("the file's ultrasound regions extend beyond the image (was it resized after the scan?), "
                       "so their calibration does not apply")
+    if any(region.get("PhysicalUnitsXDirection") == UNITS_CM and region.get("PhysicalUnitsYDirection") == UNITS_CM
+           for region in planar):
+        return None, "the file's ultrasound image regions are in cm but give no valid (positive) pixel size"
     if planar:
         return None, "the file's ultrasound image regions are calibrated in units other than length"
+    if spacing is not None:
+        return None, f"the file's Pixel Spacing is not two positive numbers ({', '.join(map(str, spacing))})"
     return None, "no calibration in the file (neither ultrasound regions in cm nor Pixel Spacing)"
 
 

@@ -15,6 +15,7 @@ with its error; the job goes on. Ray is an optional extra (requirements-ray.txt)
 from __future__ import annotations
 
 import pickle
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -22,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import ray
 
-from inference.batch import ERROR_PREFIX, arrow_schema, open_results, record_scan
+from inference.batch import ERROR_PREFIX, arrow_schema, open_results, record_scan, shared_stems
 from inference.files import is_scan_file
 from inference.models import REPO_ROOT, load_model, source_for
 from inference.pipeline import Analyzer, decode_or_error
@@ -106,12 +107,18 @@ def run(sources: list[str], out: Path, masks_dir: Path | None = None, explain_di
     cpus = ray.cluster_resources().get("CPU", 0)
     if actor_cpus >= cpus:  # the read tasks would wait forever for a CPU the model actor holds
         raise SystemExit(f"--actor-cpus {actor_cpus:g} leaves none of the cluster's {cpus:g} CPUs for reading files")
-    results, total, failures = open_results(out), 0, 0
+    results, total, failures, files = open_results(out), 0, 0, []
     try:
         for row in build_dataset(sources, masks_dir, explain_dir, batch_size, actor_cpus).iter_rows():
             results.write(row)
             total += 1
             failures += row["warnings"].startswith(ERROR_PREFIX)
+            if masks_dir or explain_dir:
+                files.append(row["file"])
     finally:
         results.close()
+    if clashes := shared_stems(files):  # the workers name images by stem alone: they never see the whole run
+        print(f"warning: scans with the same name ({', '.join(clashes[:5])}{', ...' if len(clashes) > 5 else ''}) "
+              "wrote their images to the same files, so only one of each is kept; the local engine names them "
+              "apart", file=sys.stderr)
     return total, failures

@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,13 +58,46 @@ def test_batch_command_reads_dicom_folders_and_reports_mm(tmp_path):
     folder.mkdir(parents=True)
     shutil.copy(dicom, folder / "IM0001")
     shutil.copy(dicom, folder / "IM0002.dcm")
+    shutil.copy(dicom, folder / "1.2.826.0.1.3680043.8.498.1234")  # named by its instance UID
     (tmp_path / "export" / "DICOMDIR").write_bytes(b"index")
     (folder / ".DS_Store").write_bytes(b"junk")
     out = tmp_path / "results.csv"
     assert batch_main([str(tmp_path / "export"), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
-    assert [r["file"].rsplit("/", 1)[1] for r in rows] == ["IM0001", "IM0002.dcm"]
+    assert [r["file"].rsplit("/", 1)[1] for r in rows] == ["1.2.826.0.1.3680043.8.498.1234", "IM0001", "IM0002.dcm"]
     for row in rows:
         area_mm2, area_px = float(row["lesion_area_mm2"]), int(row["lesion_area_px"])
         assert area_px > 0 and abs(area_mm2 - area_px * 0.1078 ** 2) <= 0.01 * area_mm2
         assert float(row["longest_diameter_mm"]) >= float(row["perpendicular_width_mm"]) > 0
+
+
+def test_scans_with_the_same_stem_keep_their_own_masks(analyzer, examples, tmp_path):
+    """a.png beside sub/a.png (and a.dcm): each scan's mask under its own name, none overwritten."""
+    from inference.batch import output_stems
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    lesion, normal = (next(p for p, t in examples if t == truth) for truth in ("malignant", "normal"))
+    shutil.copy(lesion, folder / "scan.png")
+    shutil.copy(normal, folder / "sub" / "scan.png")
+    shutil.copy(Path(lesion).parent / "busi_benign_354.png", folder / "other.png")
+    out, masks = tmp_path / "results.csv", tmp_path / "masks"
+    assert batch_main([str(folder), "--out", str(out), "--masks", str(masks)]) == 0
+    assert sorted(p.name for p in masks.iterdir()) == ["other_pred.png", "scan_png_pred.png", "sub__scan_png_pred.png"]
+    for name, scan in (("scan_png", lesion), ("sub__scan_png", normal)):
+        assert np.array_equal(np.asarray(Image.open(masks / f"{name}_pred.png")), analyzer.analyze(scan).mask_png())
+    assert output_stems(["a.png", "a.dcm", "/x/b.png", "b.png"]) == {"a.png": "a_png", "a.dcm": "a_dcm",
+                                                                       "/x/b.png": "x__b_png", "b.png": "b_png"}
+
+
+def test_a_run_where_nothing_could_be_analysed_fails(tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "notes.png").write_bytes(b"not a scan")
+    out = tmp_path / "new" / "folder" / "results.csv"
+    assert batch_main([str(tmp_path / "bad"), "--out", str(out)]) == 1, "exit 1: no scan analysed"
+    assert out.is_file(), "--out's folder is made"
+    for bad_out in (tmp_path / "results.xlsx", tmp_path):
+        with pytest.raises(SystemExit) as refused:
+            batch_main([str(tmp_path / "bad"), "--out", str(bad_out)])
+        assert refused.value.code == 2
+    assert ".csv or .parquet" in capsys.readouterr().err

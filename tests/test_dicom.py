@@ -91,7 +91,8 @@ def test_pixel_spacing_is_row_then_column(scan):
     ({}, "no calibration in the file"),
     ({"SequenceOfUltrasoundRegions": [ultrasound_region(0, 0, 50, 50, 0.01, 0.01, units=4)]}, "units other than length"),
     ({"SequenceOfUltrasoundRegions": [ultrasound_region(0, 0, 5000, 5000, 0.01, 0.01)]}, "beyond the image"),
-    ({"PixelSpacing": [0, 0.1]}, "no calibration in the file"),
+    ({"SequenceOfUltrasoundRegions": [ultrasound_region(0, 0, 50, 50, 0, 0.01)]}, "no valid (positive) pixel size"),
+    ({"PixelSpacing": [0, 0.1]}, "Pixel Spacing is not two positive numbers (0.0, 0.1)"),
 ])
 def test_missing_or_unusable_calibration_says_why(scan, attributes, reason):
     decoded = decode(dicom_bytes(scan, **attributes))
