@@ -685,6 +685,17 @@ RENDERERS = {
         "unseen scans themselves (0: no setting flags so few); \"its own choice\" is the post-processing the run "
         "chose on its own source. Rule 53 compares the two recipes' means over 2 seeds × 2 directions.",
         own_score=itemgetter("val_score")),
+    "unseen_source_segmenters_frozen_stride": lambda reports_dir: render_ensembles(
+        reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
+                      "unseen_source_segmenters_fs8_busi.json", "unseen_source_segmenters_fs8_bus_uclm.json"),
+        "segmenters", SEGMENTER_UNSEEN_COLUMNS, row_number,
+        "The segmenter alone (no classifier gate) on all of the source each run did not see but its test side "
+        "(`python -m training.unseen_source`); the baseline is the single-source recipe (`--head-epochs 2 --epochs "
+        "10`, encoder frozen up to stride 4), `_fs8` runs keep the encoder at its ImageNet weights up to stride 8 "
+        "(`--frozen-stride 8`, an option removed after this rule failed); `_sN`: seed N. \"Best Dice\" is over the "
+        "trainer's post-processing grid chosen on the unseen scans themselves (0: no setting flags so few); \"its "
+        "own choice\" is the post-processing the run chose on its own source. Rule 55 compares the two recipes' "
+        "means over 2 seeds × 2 directions.", own_score=itemgetter("val_score")),
     "unseen_source_segmenter_baseline": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
                       "unseen_source_segmenters_s9_busi.json", "unseen_source_segmenters_s9_bus_uclm.json"),
