@@ -173,21 +173,20 @@ def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def stem_layers(model: keras.Model, up_to_stride: int = 4) -> set[str]:
-    """Names of the encoder's layers up to `up_to_stride` — the stem and every block whose output is
-    at that stride or finer (to stride 4, Lite0: blocks 0-2, Lite1 and Lite2: 0-3). They stay at their
-    ImageNet weights: generic edges, and the costliest layers to train."""
+def stem_layers(model: keras.Model) -> set[str]:
+    """Names of the encoder's layers up to stride 4 — the stem and every block whose output is at
+    stride 2 or 4 (Lite0: blocks 0-2, Lite1 and Lite2: 0-3). They stay at their ImageNet weights: generic
+    edges, and the costliest layers to train."""
     size = model.input_shape[1]
-    early = {layer.name.removesuffix("out") for layer in model.layers if layer.name.startswith("block")
-             and layer.name.endswith("_out") and layer.output.shape[1] >= size // up_to_stride}
+    early = {layer.name.removesuffix("out") for layer in model.layers
+             if layer.name.startswith("block") and layer.name.endswith("_out") and layer.output.shape[1] >= size // 4}
     return {layer.name for layer in model.layers if layer.name.startswith(("stem_", *early))}
 
 
-def set_trainable(model: keras.Model, backbone: bool, frozen_stride: int = 4):
+def set_trainable(model: keras.Model, backbone: bool):
     """BatchNorm of the encoder stays in inference mode (batches are too small to re-estimate it),
-    the stem (`stem_layers` up to `frozen_stride`) is frozen, the rest of the encoder follows
-    `backbone`; every other layer trains."""
-    frozen = stem_layers(model, frozen_stride)
+    the stem (`stem_layers`) is frozen, the rest of the encoder follows `backbone`; every other layer trains."""
+    frozen = stem_layers(model)
     for layer in model.layers:
         if layer.name in frozen:
             layer.trainable = False
@@ -229,8 +228,6 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
                         help="ImageNet EfficientNet-Lite encoder (lite1: deeper than lite0, ~1.55x its compute; lite2: lite1's depth, wider)")
     parser.add_argument("--head-epochs", type=int, default=head_epochs, help="epochs with the encoder frozen")
     parser.add_argument("--epochs", type=int, default=epochs, help="epochs with the encoder (past the stem) training")
-    parser.add_argument("--frozen-stride", type=int, choices=(4, 8, 16), default=4,
-                        help="the encoder stays at its ImageNet weights up to this stride (the stem: 4)")
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate of the fine-tuning phase")
     parser.add_argument("--seed", type=int, default=7)
@@ -364,8 +361,8 @@ def fit_two_phases(model, train_ds, n_train: int, loss, selector: SelectOnValida
         model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4), loss=loss)
         model.fit(train_ds, epochs=args.head_epochs, callbacks=[selector], verbose=2, **fit_kwargs)
 
-    print(f"phase 2: encoder past stride {args.frozen_stride} trains too", flush=True)
-    set_trainable(model, backbone=True, frozen_stride=args.frozen_stride)
+    print("phase 2: encoder past the stem trains too", flush=True)
+    set_trainable(model, backbone=True)
     _cosine_fit(model, train_ds, n_train, loss, selector, args, args.lr, args.epochs, **fit_kwargs)
     model.set_weights(selector.best_weights)
 

@@ -153,7 +153,7 @@ def main(argv=None):
         "gradcam_layer": GRADCAM_LAYER,
         "temperature": temperature,
         "training": {"sources": args.sources, "encoder": args.encoder, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
-                     "frozen_stride": args.frozen_stride, "batch_size": args.batch_size, "lr": args.lr,
+                     "batch_size": args.batch_size, "lr": args.lr,
                      "attention_weight": args.attention_weight, "average_from": args.average_from,
                      "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,
                      "ultrasound_shift": args.ultrasound_shift,

@@ -331,7 +331,7 @@ def main(argv=None):
                      "init_from": ({"model": str(args.init_from), "minutes": start.config["training"].get("minutes")}
                                    if args.init_from else None),
                      "normal_presence_weight": args.normal_presence_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
-                     "frozen_stride": args.frozen_stride, "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from,
+                     "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from,
                      "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,
                      "ultrasound_shift": args.ultrasound_shift,
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
