@@ -651,6 +651,7 @@ def main(argv=None):
         theme=gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
         css=CSS,
         ssr_mode=False,
+        show_error=True,  # an API argument Gradio itself refuses (a path string for a file) says why, not just "error"
         max_file_size=MAX_BYTES,  # Gradio refuses bigger uploads before they reach the decoder
     )
 
