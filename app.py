@@ -53,6 +53,7 @@ from inference.batch_files import BatchInputError, read_batch_inputs
 from inference.batch import COLUMNS, ERROR_PREFIX, CsvResults, result_row
 from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
+from inference.models import ModelSourceError
 from inference.pipeline import Analyzer
 from inference.report import describe_model, model_descriptions, pdf_report
 
@@ -633,7 +634,11 @@ def main(argv=None):
     parser.add_argument("--mcp", action="store_true", help="serve the endpoints as MCP tools too (or GRADIO_MCP_SERVER=True)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    demo = build_demo(Analyzer())  # loads both models once and warms them up
+    try:
+        analyzer = Analyzer()  # loads both models once and warms them up
+    except ModelSourceError as error:  # a bad BUSI_CLASSIFIER / BUSI_SEGMENTER: its reason, not a traceback
+        sys.exit(f"Cannot start: {error}")
+    demo = build_demo(analyzer)
 
     def stop(signum, frame):
         """SIGTERM (`kill`, a container stop) and Ctrl-C: the server closes and the exit handlers run,

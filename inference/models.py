@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import keras
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = {"classifier": REPO_ROOT / "models" / "classifier", "segmenter": REPO_ROOT / "models" / "segmenter"}
 SETTINGS = {"classifier": "BUSI_CLASSIFIER", "segmenter": "BUSI_SEGMENTER"}
+TASKS = {"classifier": "classification", "segmenter": "segmentation"}  # config.json's `task` of each kind
+LFS_POINTER = b"version https://git-lfs"
 MODEL_FILES = ("model.keras", "config.json")
 OPTIONAL_FILES = ("README.md", "ood.npz")  # the model card; the classifier's out-of-distribution check
 HUB_SCHEME = "hf://"
@@ -76,15 +79,41 @@ def _fetch_from_hub(source: str) -> Path:
 
 
 def load_model(source: str) -> LoadedModel:
-    """Load `model.keras` (safe mode, uncompiled) and `config.json` from a folder or Hub source."""
+    """Load `model.keras` (safe mode, uncompiled) and `config.json` from a folder or Hub source (a
+    path to the folder's model.keras is taken for the folder)."""
     folder = _fetch_from_hub(source) if source.startswith(HUB_SCHEME) else Path(source)
+    if folder.name == "model.keras" and folder.is_file():
+        folder = folder.parent
     for filename in MODEL_FILES:
         if not (folder / filename).is_file():
             raise ModelSourceError(f"model source {source}: {filename} not found in {folder}")
+    weights = folder / "model.keras"
+    if not zipfile.is_zipfile(weights):  # Keras would call it "File not found"
+        with weights.open("rb") as f:
+            pointer = f.read(len(LFS_POINTER)) == LFS_POINTER
+        raise ModelSourceError(f"model source {source}: {weights} is " + (
+            "a Git LFS pointer, not the weights: fetch them with `git lfs pull`" if pointer
+            else "not a Keras model archive (damaged, or an incomplete download)"))
     try:
         config = json.loads((folder / "config.json").read_text())
-        model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+        model = keras.saving.load_model(weights, compile=False, safe_mode=True)
     except Exception as error:
         raise ModelSourceError(f"model source {source}: cannot load it: {type(error).__name__}: {error}") from error
     card = folder / "README.md"
     return LoadedModel(model, config, source, card.read_text() if card.is_file() else "", folder)
+
+
+def load_configured(kind: str) -> LoadedModel:
+    """The `kind` ("classifier" or "segmenter") model its setting names (else the bundled one),
+    checked to be that kind of model; an error names the setting that chose the source."""
+    source = source_for(kind)
+    chosen_by = f" (chosen by {SETTINGS[kind]})" if os.environ.get(SETTINGS[kind]) else ""
+    try:
+        loaded = load_model(source)
+    except ModelSourceError as error:
+        raise ModelSourceError(f"{kind}{chosen_by}: {error}") from error
+    task = loaded.config.get("task")
+    if task != TASKS[kind]:
+        raise ModelSourceError(f"{kind}{chosen_by}: {source} holds a {task or 'unnamed'} model, not a "
+                               f"{TASKS[kind]} one (config.json's task)")
+    return loaded

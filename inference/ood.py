@@ -15,6 +15,7 @@ nothing to diagnose.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,11 @@ class FeatureDistance:
         """The fitted check in `path`, or None when the model ships without one."""
         if not Path(path).is_file():
             return None
-        with np.load(path, allow_pickle=False) as f:
-            return cls(str(f["layer"]), f["mean"], f["components"], float(f["threshold"]))
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return cls(str(f["layer"]), f["mean"], f["components"], float(f["threshold"]))
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path} is not a valid out-of-distribution check: {error}") from None
 
 
 def pooled_layers(model: keras.Model, layers) -> Callable:

@@ -11,6 +11,7 @@ mask threshold, other opacity) without running a model again.
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -24,9 +25,11 @@ from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import heatmap_overlay, mask_overlay
 from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
 from inference import ood, shared_encoder
-from inference.models import LoadedModel, load_model, source_for
+from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats
 from inference.preprocess import Framing, resize, to_model_input
+
+log = logging.getLogger(__name__)
 
 SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at {p_normal:.0%}, at or above the "
                    "{gate:.0%} from which a rule chosen on the validation sides hides the segmenter's finding "
@@ -204,13 +207,19 @@ class Analyzer:
     scan_threads = os.cpu_count() or 2
 
     def __init__(self, classifier: LoadedModel | None = None, segmenter: LoadedModel | None = None, warm_up: bool = True):
-        self.classifier = classifier or load_model(source_for("classifier"))
-        self.segmenter = segmenter or load_model(source_for("segmenter"))
+        self.classifier = classifier or load_configured("classifier")
+        self.segmenter = segmenter or load_configured("segmenter")
         c, s = self.classifier.config, self.segmenter.config
         self.classes = list(c["classes"])
         self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"])
         self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"])
-        self.ood = ood.FeatureDistance.load(self.classifier.folder / ood.FILE_NAME) if self.classifier.folder else None
+        try:
+            self.ood = ood.FeatureDistance.load(self.classifier.folder / ood.FILE_NAME) if self.classifier.folder else None
+        except ValueError as error:
+            raise ModelSourceError(f"classifier {self.classifier.source}: {error}") from error
+        if self.ood is None:
+            log.warning("the classifier %s has no out-of-distribution check (%s): images that are not breast "
+                        "ultrasound will get an answer too", self.classifier.source, ood.FILE_NAME)
         self._ood_features = ood.pooled_layers(self.classifier.model, [self.ood.layer]) if self.ood else None
         self._logits_and_ood_features = (ood.output_and_pooled_layer(self.classifier.model, c["logits_layer"], self.ood.layer)
                                          if self.ood else None)

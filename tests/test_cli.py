@@ -3,6 +3,7 @@
 import csv
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -40,6 +41,37 @@ def test_publish_dry_run_lists_the_checked_files(kind, capsys):
     expected = ["README.md", "config.json", "model.keras"] + (["ood.npz"] if kind == "classifier" else [])
     assert sorted(f.name for f in files) == expected
     assert "would upload to owner/name" in capsys.readouterr().out
+
+
+def test_publish_uploads_every_file_it_checked(monkeypatch, capsys):
+    """The upload's file filter, applied by huggingface_hub itself, lets through exactly the checked
+    files: the classifier's out-of-distribution check (ood.npz) goes up with its weights. Only the
+    two network calls are replaced, by recorders."""
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    asked = {}
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda *args, **kwargs: None)
+    monkeypatch.setattr(huggingface_hub, "upload_folder",
+                        lambda **kwargs: asked.update(kwargs) or SimpleNamespace(oid="0" * 40))
+    files = publish_main(["classifier", "--repo", "owner/name"])
+    folder = Path(asked["folder_path"])
+    uploaded = list(filter_repo_objects([p.name for p in folder.iterdir()], allow_patterns=asked["allow_patterns"]))
+    assert sorted(uploaded) == sorted(f.name for f in files) and "ood.npz" in uploaded
+    assert f"hf://owner/name@{'0' * 40}" in capsys.readouterr().out
+
+
+def test_publish_refuses_a_card_that_hides_the_non_commercial_licence(tmp_path):
+    from training.busi import REPO_ROOT
+    from training.publish import card_license
+
+    folder = tmp_path / "classifier"
+    shutil.copytree(REPO_ROOT / "models" / "classifier", folder)
+    assert card_license((folder / "README.md").read_text()) == "cc-by-nc-4.0"
+    card = folder / "README.md"
+    card.write_text(card.read_text().replace("license: cc-by-nc-4.0", "license: apache-2.0", 1))
+    with pytest.raises(ValueError, match="cc-by-nc-4.0"):
+        check_folder("classifier", folder)
 
 
 def test_publish_refuses_an_incomplete_folder(tmp_path):

@@ -18,7 +18,7 @@ def hub_repo():
     repo = Path(os.environ["HF_HUB_CACHE"]) / "models--owner--busi-classifier"
     snapshot = repo / "snapshots" / COMMIT
     snapshot.mkdir(parents=True, exist_ok=True)
-    for name in ("model.keras", "config.json", "README.md"):
+    for name in ("model.keras", "config.json", "README.md", "ood.npz"):
         if not (snapshot / name).exists():
             (snapshot / name).symlink_to(BUNDLED["classifier"] / name)
     (repo / "refs").mkdir(exist_ok=True)
@@ -58,13 +58,53 @@ def test_missing_folder_and_broken_file(tmp_path):
         load_model(str(tmp_path))
     (tmp_path / "model.keras").write_bytes(b"not a keras file")
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelSourceError, match="cannot load"):
+    with pytest.raises(ModelSourceError, match="not a Keras model archive"):
         load_model(str(tmp_path))
+    (tmp_path / "model.keras").write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n")
+    with pytest.raises(ModelSourceError, match="Git LFS pointer.*git lfs pull"):
+        load_model(str(tmp_path))
+    (tmp_path / "model.keras").write_bytes((BUNDLED["segmenter"] / "model.keras").read_bytes()[:100_000])
+    with pytest.raises(ModelSourceError, match="cannot load|not a Keras model archive"):
+        load_model(str(tmp_path))
+
+
+def test_the_model_file_itself_stands_for_its_folder():
+    assert load_model(str(BUNDLED["classifier"] / "model.keras")).config["task"] == "classification"
+
+
+def test_swapped_or_damaged_settings_name_the_setting(monkeypatch, tmp_path):
+    """The segmenter given as the classifier (and a damaged out-of-distribution file): a message that
+    names the setting and the problem, not a crash deep in the pipeline."""
+    import shutil
+
+    monkeypatch.setenv("BUSI_CLASSIFIER", str(BUNDLED["segmenter"]))
+    with pytest.raises(ModelSourceError, match="classifier \\(chosen by BUSI_CLASSIFIER\\).*segmentation model, not a classification"):
+        Analyzer(warm_up=False)
+    damaged = tmp_path / "classifier"
+    shutil.copytree(BUNDLED["classifier"], damaged)
+    (damaged / "ood.npz").write_bytes(b"garbage")
+    monkeypatch.setenv("BUSI_CLASSIFIER", str(damaged))
+    with pytest.raises(ModelSourceError, match="ood.npz is not a valid out-of-distribution check"):
+        Analyzer(warm_up=False)
+
+
+def test_the_app_refuses_to_start_on_a_bad_setting_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    from training.busi import REPO_ROOT
+
+    env = {**os.environ, "BUSI_SEGMENTER": str(tmp_path / "absent")}
+    started = subprocess.run([sys.executable, str(REPO_ROOT / "app.py")], env=env, capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
+    assert started.returncode != 0
+    assert "Cannot start: segmenter (chosen by BUSI_SEGMENTER)" in started.stderr and "model.keras not found" in started.stderr
+    assert "Traceback" not in started.stderr
 
 
 def test_analyzer_uses_the_hub_setting(hub_repo, monkeypatch, examples):
     monkeypatch.setenv("BUSI_CLASSIFIER", f"hf://{hub_repo}@{COMMIT}")
     analyzer = Analyzer(warm_up=False)
-    assert analyzer.classifier.source.startswith("hf://")
+    assert analyzer.classifier.source.startswith("hf://") and analyzer.ood is not None, "its check came along"
     analysis = analyzer.analyze(examples[0][0])
     assert abs(analysis.probabilities.sum() - 1) < 1e-5

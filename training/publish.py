@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from inference.models import BUNDLED, MODEL_FILES, OPTIONAL_FILES, load_model
@@ -20,6 +21,16 @@ UPLOADED_FILES = (*MODEL_FILES, "README.md")  # always; the other optional files
 REQUIRED_CONFIG = {"classifier": ("classes", "input_size", "temperature", "logits_layer", "gradcam_layer"),
                    "segmenter": ("input_size", "threshold", "min_area_fraction", "logits_layer", "gradcam_layer")}
 REQUIRED_CARD_TEXT = ("not a medical device", "## Data", "## Metrics", "## Intended use", "## Limitations")
+# Weights inherit the strictest licence of their training data: BUS-UCLM is CC BY-NC 4.0.
+NON_COMMERCIAL_SOURCES = {"bus_uclm"}
+NON_COMMERCIAL_LICENSE = "cc-by-nc-4.0"
+
+
+def card_license(card: str) -> str | None:
+    """The `license:` of a model card's front matter (what the Hub lists the weights under)."""
+    front = re.match(r"\A---\n(.*?)\n---\n", card, flags=re.DOTALL)
+    found = front and re.search(r"^license:\s*(\S+)\s*$", front[1], flags=re.MULTILINE)
+    return found[1] if found else None
 
 
 def check_folder(kind: str, folder: Path) -> list[Path]:
@@ -35,6 +46,11 @@ def check_folder(kind: str, folder: Path) -> list[Path]:
     absent = [text for text in REQUIRED_CARD_TEXT if text.lower() not in card.lower()]
     if absent:
         raise ValueError(f"model card {folder / 'README.md'} lacks {absent}")
+    sources = set(config.get("training", {}).get("sources", []))
+    if sources & NON_COMMERCIAL_SOURCES and card_license(card) != NON_COMMERCIAL_LICENSE:
+        raise ValueError(f"model card {folder / 'README.md'} declares license {card_license(card)!r}, but the weights "
+                         f"were trained on {', '.join(sorted(sources & NON_COMMERCIAL_SOURCES))}: "
+                         f"{NON_COMMERCIAL_LICENSE}")
     load_model(str(folder))  # safe_mode=True: refuses anything that would run code on load
     return [folder / name for name in dict.fromkeys((*UPLOADED_FILES, *OPTIONAL_FILES)) if (folder / name).is_file()]
 
@@ -57,7 +73,7 @@ def main(argv=None):
     from huggingface_hub import create_repo, upload_folder
 
     create_repo(args.repo, repo_type="model", private=args.private, exist_ok=True)
-    commit = upload_folder(repo_id=args.repo, folder_path=folder, allow_patterns=list(UPLOADED_FILES),
+    commit = upload_folder(repo_id=args.repo, folder_path=folder, allow_patterns=[path.name for path in files],
                            commit_message=f"Upload {args.kind} from busi-ultrasound-demo")
     print(f"done: set BUSI_{args.kind.upper()}=hf://{args.repo}@{commit.oid}")
     return files
