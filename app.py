@@ -23,7 +23,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 # Before gradio is imported: no analytics calls (offline), uploads in a private folder removed at exit.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -70,12 +70,12 @@ STORED_OUTPUTS = 9  # what the UI's analysis sets: the stored result, the seven 
 # Example captions ("malignant · BUS-UCLM") wrap instead of being cut; on a phone the galleries show
 # three columns, not five off-screen, and the model cards' wide tables scroll sideways instead of
 # squeezing their cells to a letter per line.
-CSS = """#examples .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }
+CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }
 #about table { display: block; overflow-x: auto; }
 #about th, #about td { min-width: 6em; word-break: normal; overflow-wrap: normal; }
 @media (max-width: 640px) {
   #examples .grid-container, #batch-gallery .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
-  #examples .caption-label { font-size: 11px; padding: 1px 4px; }
+  #examples .caption-label, #batch-gallery .caption-label { font-size: 11px; padding: 1px 4px; }
 }"""
 SCROLL_TO_RESULTS = "() => document.getElementById('notes')?.scrollIntoView({behavior: 'smooth', block: 'start'})"
 RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered images, kept 10 minutes
@@ -427,7 +427,8 @@ class Handlers:
             for (name, _), result in zip(chunk, results):
                 rows.append(result_row(name, result))
                 if not isinstance(result, ScanError) and not result.out_of_distribution:
-                    caption = f"{name}: {result.predicted_class} {result.probabilities.max():.0%}"
+                    # the file's own name: a zip member's full path would be cut to "scans.…" on a phone
+                    caption = f"{PurePosixPath(name).name}: {result.predicted_class} {result.probabilities.max():.0%}"
                     outlined = result.for_display(BATCH_THUMBNAIL_SIDE).mask_overlay(style="outline")
                     gallery.append((write_image(outlined, RESULTS_DIR), caption))
             progress(min(start + BATCH_CHUNK, len(scans)) / len(scans), desc="analysing")
