@@ -67,14 +67,15 @@ BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 STORED_OUTPUTS = 9  # what the UI's analysis sets: the stored result, the seven results, the frame picker
-# Example captions ("malignant · BUS-UCLM") wrap instead of being cut; on a phone the galleries show
-# three columns, not five off-screen, and the model cards' wide tables scroll sideways instead of
-# squeezing their cells to a letter per line.
+# Example captions ("malignant · BUS-UCLM") wrap instead of being cut; on a phone the examples show
+# three columns and the batch outlines two (longer captions), not five or four off-screen, and the model
+# cards' wide tables scroll sideways instead of squeezing their cells to a letter per line.
 CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }
 #about table { display: block; overflow-x: auto; }
 #about th, #about td { min-width: 6em; word-break: normal; overflow-wrap: normal; }
 @media (max-width: 640px) {
-  #examples .grid-container, #batch-gallery .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  #batch-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
   #examples .caption-label, #batch-gallery .caption-label { font-size: 11px; padding: 1px 4px; }
 }"""
 SCROLL_TO_RESULTS = "() => document.getElementById('notes')?.scrollIntoView({behavior: 'smooth', block: 'start'})"
@@ -212,11 +213,13 @@ class Handlers:
         self._tickets = itertools.count(1)
         self._newest = {}  # session -> the ticket of the analysis it asked for last
 
-    def _analysis(self, path, frame=0):
+    def _analysis(self, path, frame=0, pop_up_warnings=True):
+        """The file's analysis. Its warnings pop up for API callers; the UI shows them in its notes
+        instead (pop-ups would pile up over frame changes, and outlive an analysis a newer scan replaced)."""
         data = read_upload(path)
         frame = frame_index(frame)
         analysis = readable_errors(lambda: self.analyzer.analyze(data, frame))
-        for warning in analysis.warnings:
+        for warning in analysis.warnings if pop_up_warnings else []:
             gr.Warning(warning)
         return analysis
 
@@ -277,8 +280,8 @@ class Handlers:
             notes.append(lesion_summary(lesion))
         elif (threshold is not None and threshold != analysis.threshold and not analysis.suppressed_as_normal
               and analysis.lesion_stats()["lesion_count"]):  # drawn at the validated threshold, not at this one
-            notes.append(f"No lesion is drawn at threshold {threshold:g}; the validated threshold is "
-                         f"{analysis.threshold:g}.")
+            notes.append(f"No lesion is drawn at threshold {threshold:.2f}; the validated threshold is "
+                         f"{analysis.threshold:.2f}.")
         notes = "\n\n".join(notes)
         prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
         shown = analysis.for_display(DISPLAY_MAX_SIDE)  # overlays at display size; the mask file at full size
@@ -304,7 +307,7 @@ class Handlers:
     def analyze_and_store(self, path, frame=0, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45,
                           style=MASK_STYLES[0], show_hidden=False):
         """The UI's analysis: the stored result (for re-rendering), every output, the frame picker."""
-        analysis = self._analysis(path, frame)
+        analysis = self._analysis(path, frame, pop_up_warnings=False)
         return (analysis, *self.render(analysis, explain, threshold, opacity, style, show_hidden),
                 self.frame_picker(analysis))
 
@@ -494,7 +497,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         scan = ScanInput(label="Ultrasound scan", type="filepath", image_mode=None,
                                          sources=["upload", "clipboard"], format="png", height=360, elem_id="scan")
                         scan_file = gr.File(label="…or a DICOM or any other scan file", file_count="single",
-                                            file_types=None, height=160, elem_id="scan-file")
+                                            file_types=None, height=180, elem_id="scan-file")
                         frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
                         with gr.Row():
                             run = gr.Button("Analyse", variant="primary")
@@ -635,6 +638,7 @@ def main(argv=None):
     parser.add_argument("--mcp", action="store_true", help="serve the endpoints as MCP tools too (or GRADIO_MCP_SERVER=True)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # a PDF report's font subsetting: 30 lines each
     try:
         analyzer = Analyzer()  # loads both models once and warms them up
     except ModelSourceError as error:  # a bad BUSI_CLASSIFIER / BUSI_SEGMENTER: its reason, not a traceback

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import gradio as gr
@@ -115,7 +116,7 @@ def test_a_threshold_that_draws_nothing_says_so(handlers, examples, tmp_path):
     state, *_ = handlers.analyze_and_store(upload_copy(next(p for p, t in examples if t == "malignant"), tmp_path))
     assert state.lesion_stats()["lesion_count"] and not state.lesion_stats(1.0)["lesion_count"]
     *_, notes = handlers.render(state, "predicted class", 1.0, 0.45)
-    assert f"No lesion is drawn at threshold 1; the validated threshold is {state.threshold:g}." in notes
+    assert f"No lesion is drawn at threshold 1.00; the validated threshold is {state.threshold:.2f}." in notes
     *_, notes = handlers.render(state, "predicted class", state.threshold, 0.45)
     assert "No lesion is drawn" not in notes and "Lesion drawn" in notes
 
@@ -222,8 +223,12 @@ def test_multi_frame_file_gets_a_frame_picker(handlers, tmp_path):
     path.parent.mkdir(parents=True, exist_ok=True)
     pydicom.dcmwrite(path, cine, enforce_file_format=True)
 
-    state, *_, picker = handlers.analyze_and_store(str(path))
-    assert state.frame == 0 and state.n_frames == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the UI shows the frame warning in its notes, not as a pop-up
+        state, *_, notes, picker = handlers.analyze_and_store(str(path))
+    assert state.frame == 0 and state.n_frames == 3 and "holds 3 frames" in notes
+    with pytest.warns(UserWarning, match="holds 3 frames"):  # an API caller gets it as a warning too
+        handlers.analyze(str(path))
     assert picker["visible"] is True and picker["maximum"] == 2 and picker["value"] == 0
     flipped, *_, picker = handlers.analyze_and_store(str(path), 1)
     assert flipped.frame == 1 and picker["value"] == 1 and np.array_equal(flipped.gray, scan[:, ::-1])
