@@ -101,12 +101,6 @@ def output_stems(files: list[str]) -> dict[str, str]:
     return stems
 
 
-def shared_stems(files: list[str]) -> list[str]:
-    """The stems more than one of `files` has (whose images would overwrite each other)."""
-    counts = collections.Counter(PurePath(file).stem for file in dict.fromkeys(files))
-    return sorted(stem for stem, count in counts.items() if count > 1)
-
-
 def record_scan(file: str, result: Analysis | ScanError, masks_dir: Path | None = None,
                 explain_dir: Path | None = None, stem: str | None = None) -> dict:
     """Write a scan's images (if asked for; named by `stem`, default the file's) and return its row:

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import ray
 
-from inference.batch import ERROR_PREFIX, arrow_schema, open_results, record_scan, shared_stems
+from inference.batch import ERROR_PREFIX, arrow_schema, open_results, output_stems, record_scan
 from inference.files import is_scan_file
 from inference.models import REPO_ROOT, load_model, source_for
 from inference.pipeline import Analyzer, decode_or_error
@@ -117,8 +117,9 @@ def run(sources: list[str], out: Path, masks_dir: Path | None = None, explain_di
                 files.append(row["file"])
     finally:
         results.close()
-    if clashes := shared_stems(files):  # the workers name images by stem alone: they never see the whole run
-        print(f"warning: scans with the same name ({', '.join(clashes[:5])}{', ...' if len(clashes) > 5 else ''}) "
+    # The workers name images by stem alone (none sees the whole run): say which the local engine would rename.
+    if clashes := sorted(file for file, stem in output_stems(files).items() if stem != PurePosixPath(file).stem):
+        print(f"warning: scans with the same stem ({', '.join(clashes[:5])}{', ...' if len(clashes) > 5 else ''}) "
               "wrote their images to the same files, so only one of each is kept; the local engine names them "
               "apart", file=sys.stderr)
     return total, failures
