@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 from inference.models import BUNDLED, MODEL_FILES, OPTIONAL_FILES, load_model
@@ -27,10 +26,11 @@ NON_COMMERCIAL_LICENSE = "cc-by-nc-4.0"
 
 
 def card_license(card: str) -> str | None:
-    """The `license:` of a model card's front matter (what the Hub lists the weights under)."""
-    front = re.match(r"\A---\n(.*?)\n---\n", card, flags=re.DOTALL)
-    found = front and re.search(r"^license:\s*(\S+)\s*$", front[1], flags=re.MULTILINE)
-    return found[1] if found else None
+    """The `license:` of a model card's front matter (what the Hub lists the weights under), read the
+    way the Hub reads it."""
+    from huggingface_hub import ModelCard
+
+    return ModelCard(card).data.license
 
 
 def check_folder(kind: str, folder: Path) -> list[Path]:
