@@ -68,8 +68,9 @@ BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar mov
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 STORED_OUTPUTS = 9  # what the UI's analysis sets: the stored result, the seven results, the frame picker
 # Example captions ("malignant · BUS-UCLM") wrap instead of being cut; on a phone the examples show
-# three columns and the batch outlines two (longer captions), not five or four off-screen, and the model
-# cards' wide tables scroll sideways instead of squeezing their cells to a letter per line.
+# three columns and the batch outlines two (longer captions), not five or four off-screen, with each
+# caption under its picture instead of over it (wrapped, it hid half the scan), and the model cards'
+# wide tables scroll sideways instead of squeezing their cells to a letter per line.
 CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }
 #about table { display: block; overflow-x: auto; }
 #about th, #about td { min-width: 6em; word-break: normal; overflow-wrap: normal; }
@@ -77,6 +78,12 @@ CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: 
   #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
   #batch-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
   #examples .caption-label, #batch-gallery .caption-label { font-size: 11px; padding: 1px 4px; }
+  #examples .grid-wrap, #batch-gallery .grid-wrap { height: auto !important; max-height: none !important; }
+  #examples .grid-container, #batch-gallery .grid-container { grid-auto-rows: auto !important; }
+  #examples .gallery-item, #batch-gallery .gallery-item { height: auto; }
+  #examples .thumbnail-item, #batch-gallery .thumbnail-item { display: flex; flex-direction: column; aspect-ratio: auto; height: auto; }
+  #examples .thumbnail-item img, #batch-gallery .thumbnail-item img { aspect-ratio: 1; height: auto; width: 100%; }
+  #examples .caption-label, #batch-gallery .caption-label { position: static; max-width: 100%; width: 100%; border-radius: 0; text-align: center; }
 }"""
 SCROLL_TO_RESULTS = "() => document.getElementById('notes')?.scrollIntoView({behavior: 'smooth', block: 'start'})"
 RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered images, kept 10 minutes

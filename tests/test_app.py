@@ -454,6 +454,15 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         rights = phone.locator("#examples img").evaluate_all("es => es.map(e => e.getBoundingClientRect().right)")
         assert len(rights) == len(app.EXAMPLE_FILES) and max(rights) <= 390, "every example within the screen"
         assert captions.evaluate_all("cs => cs.every(c => c.scrollWidth <= c.clientWidth + 1)"), "a caption is cut"
+        # Each caption sits under its picture (wrapped over it, it hid half the scan), and the gallery's
+        # box holds every example (a box sized for overlaid captions cut off the last row).
+        assert phone.locator("#examples .thumbnail-item").evaluate_all("""items => items.every(item => {
+            const picture = item.querySelector('img').getBoundingClientRect();
+            return item.querySelector('.caption-label').getBoundingClientRect().top >= picture.bottom - 1; })"""
+                                                                       ), "a caption covers its picture"
+        gallery_bottom = phone.locator("#examples .grid-wrap").evaluate("e => e.getBoundingClientRect().bottom")
+        assert max(phone.locator("#examples .thumbnail-item").evaluate_all(
+            "items => items.map(item => item.getBoundingClientRect().bottom)")) <= gallery_bottom + 1, "an example is cut off"
         phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
