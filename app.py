@@ -49,7 +49,7 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from explain.overlay import MASK_STYLES
-from inference.batch_files import BatchInputError, read_batch_inputs
+from inference.batch_files import BatchInputError, BatchScan, read_batch_inputs
 from inference.batch import COLUMNS, ERROR_PREFIX, CsvResults, result_row
 from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
@@ -424,17 +424,21 @@ class Handlers:
         """The Batch tab: many scans (files and/or zip archives) -> a table with one row per scan, a
         gallery of lesion outlines and the table as CSV — the rows `python -m inference` writes."""
         try:
-            scans = read_batch_inputs(paths or [])
+            inputs = read_batch_inputs(paths or [])
         except BatchInputError as error:
             raise user_error(str(error)) from None
+        scans, skipped = inputs.scans, skipped_summary(inputs.skipped)
         if not scans:
-            raise user_error("Choose one or more scans, or a zip archive of scans.")
+            raise user_error(f"No scans in the upload: {skipped}." if skipped
+                             else "Choose one or more scans, or a zip archive of scans.")
+        if skipped:
+            gr.Warning(f"Not analysed: {skipped}.")
         rows, gallery = [], []
         progress(0, desc="analysing", total=len(scans), unit="scans")
         for start in range(0, len(scans), BATCH_CHUNK):
-            chunk = scans[start:start + BATCH_CHUNK]
-            results = readable_errors(lambda: self.analyzer.analyze_batch([data for _, data in chunk]))
-            for (name, _), result in zip(chunk, results):
+            chunk = scans[start:start + BATCH_CHUNK]  # read now: a request holds one chunk, not the upload
+            results = readable_errors(lambda: self.analyzer.analyze_batch(list(map(read_or_error, chunk))))
+            for name, result in zip((scan.name for scan in chunk), results):
                 rows.append(result_row(name, result))
                 if not isinstance(result, ScanError) and not result.out_of_distribution:
                     # the file's own name: a zip member's full path would be cut to "scans.…" on a phone
@@ -445,6 +449,25 @@ class Handlers:
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
                  for r in map(with_status, rows)]
         return table, gallery, write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)
+
+
+def read_or_error(scan: BatchScan) -> bytes | ScanError:
+    """A batch scan's bytes, or why they cannot be read (its row says so; the batch goes on)."""
+    try:
+        return scan.read()
+    except ScanError as error:
+        return error
+
+
+def skipped_summary(skipped: list[str], shown: int = 5) -> str:
+    """What a batch passed over, in a line: the first few names, and why (zip archives inside an
+    archive are not opened; other files are no scans)."""
+    if not skipped:
+        return ""
+    names = ", ".join(skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
+    nested = any(name.lower().endswith(".zip") for name in skipped)
+    return (f"{len(skipped)} file{'s' * (len(skipped) > 1)} in the archives that are no scans ({names})"
+            + ("; zip archives inside an archive are not opened" if nested else ""))
 
 
 def with_status(row: dict) -> dict:

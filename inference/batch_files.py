@@ -1,6 +1,8 @@
-"""The Batch tab's uploads -> (name, bytes) per scan: files as given, and the scans inside zip archives
-(picked by the batch command's rule, `inference.files.is_scan_file`), read in memory — nothing is
-extracted to disk, so no archive member can write outside a folder or outlive the request.
+"""The Batch tab's uploads -> the scans to analyse: files as given, and the scans inside zip archives
+(picked by the batch command's rule, `inference.files.is_scan_file`). Nothing is extracted to disk,
+so no archive member can write outside a folder or outlive the request, and nothing is read before
+its turn: a scan's bytes are read when its chunk of the batch is analysed, so a request holds a
+chunk in memory, not the whole upload.
 
 Limits keep one request from exhausting the server: MAX_SCANS scans per batch, and each archive
 member no larger than the decoder's own file limit (checked from the archive's directory before
@@ -10,43 +12,84 @@ reading, so a zip bomb is refused unread).
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from inference.decode import MAX_BYTES
+from inference.decode import MAX_BYTES, ScanError
 from inference.files import is_scan_file
 
 MAX_SCANS = 200
+ENCRYPTED = 0x1  # zip general-purpose flag bit 0: the member needs a password
 
 
 class BatchInputError(ValueError):
     """The uploads cannot be analysed as a batch; the message says why, for the user."""
 
 
-def _zip_members(path: Path) -> list[tuple[str, bytes]]:
+@dataclass(frozen=True)
+class BatchScan:
+    """One scan of a batch: the name it is shown by, and where its bytes are (an uploaded file, or
+    `member` of the zip archive at `path`)."""
+
+    name: str
+    path: Path
+    member: str | None = None
+
+    def read(self) -> bytes:
+        """The scan's bytes; a member the archive cannot give back (damaged data) is a ScanError, so
+        it becomes that scan's error row and the batch goes on."""
+        if self.member is None:
+            return self.path.read_bytes()
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return archive.read(self.member)
+        except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
+            raise ScanError(f"This file is damaged inside its zip archive ({error}).") from None
+
+
+@dataclass
+class BatchInputs:
+    """The scans of a batch, and the archive members passed over because they are no scans (other
+    files, zip archives inside an archive, ground-truth masks), for the user to be told."""
+
+    scans: list[BatchScan] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _is_clutter(name: str) -> bool:
+    """Archive entries nobody put there on purpose: macOS resource forks and hidden files."""
+    return "__MACOSX" in name or any(part.startswith(".") for part in PurePosixPath(name).parts)
+
+
+def _zip_members(path: Path, inputs: BatchInputs) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
-            members = [m for m in archive.infolist()
-                       if not m.is_dir() and "__MACOSX" not in m.filename and is_scan_file(PurePosixPath(m.filename))]
-            if len(members) > MAX_SCANS:
-                raise BatchInputError(f"{path.name} holds {len(members)} scans; a batch here takes at most "
-                                      f"{MAX_SCANS} (use `python -m inference` for more).")
-            too_big = [m.filename for m in members if m.file_size > MAX_BYTES]
-            if too_big:
-                raise BatchInputError(f"{too_big[0]} in {path.name} is over {MAX_BYTES // 2**20} MB.")
-            return [(f"{path.name}/{m.filename}", archive.read(m)) for m in sorted(members, key=lambda m: m.filename)]
+            files = [m for m in archive.infolist() if not m.is_dir() and not _is_clutter(m.filename)]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError) as error:
         raise BatchInputError(f"{path.name} is not a zip archive that can be read ({error}).") from None
+    members = [m for m in files if is_scan_file(PurePosixPath(m.filename))]
+    if len(members) > MAX_SCANS:
+        raise BatchInputError(f"{path.name} holds {len(members)} scans; a batch here takes at most "
+                              f"{MAX_SCANS} (use `python -m inference` for more).")
+    if any(m.flag_bits & ENCRYPTED for m in members):
+        raise BatchInputError(f"{path.name} is password-protected: unzip it and upload the scans themselves.")
+    too_big = [m.filename for m in members if m.file_size > MAX_BYTES]
+    if too_big:
+        raise BatchInputError(f"{too_big[0]} in {path.name} is over {MAX_BYTES // 2**20} MB.")
+    inputs.scans += [BatchScan(f"{path.name}/{m.filename}", path, m.filename)
+                     for m in sorted(members, key=lambda m: m.filename)]
+    inputs.skipped += sorted(f"{path.name}/{m.filename}" for m in files if m not in members)
 
 
-def read_batch_inputs(paths: list[str]) -> list[tuple[str, bytes]]:
-    """Each upload's (display name, bytes); a .zip contributes one entry per scan inside it."""
-    scans = []
+def read_batch_inputs(paths: list[str]) -> BatchInputs:
+    """The scans of the uploads, in order; a .zip contributes one scan per scan file inside it."""
+    inputs = BatchInputs()
     for path in map(Path, paths):
         if path.suffix.lower() == ".zip":
-            scans += _zip_members(path)
+            _zip_members(path, inputs)
         else:
-            scans.append((path.name, path.read_bytes()))
-        if len(scans) > MAX_SCANS:
-            raise BatchInputError(f"{len(scans)}+ scans; a batch here takes at most {MAX_SCANS} "
+            inputs.scans.append(BatchScan(path.name, path))
+        if len(inputs.scans) > MAX_SCANS:
+            raise BatchInputError(f"{len(inputs.scans)}+ scans; a batch here takes at most {MAX_SCANS} "
                                   "(use `python -m inference` for more).")
-    return scans
+    return inputs

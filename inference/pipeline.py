@@ -176,11 +176,18 @@ class Analysis:
 
 def decode_or_error(source) -> DecodedScan | ScanError:
     """`decode(source)`, or the ScanError it raised: a batch carries each failure as a value,
-    so one bad file does not stop the others."""
+    so one bad file does not stop the others. A source that could not even be read (a ScanError
+    itself) stays as it is."""
+    if isinstance(source, ScanError):
+        return source
     try:
         return decode(source)
     except ScanError as error:
-        return error
+        # Kept as a value, the error must not keep its frames: they hold the file's bytes (up to 50 MB)
+        # in a reference cycle that only the cyclic collector frees, so a batch of bad files piled up
+        # gigabytes. The message is all a row needs.
+        error.__context__ = error.__cause__ = None
+        return error.with_traceback(None)
 
 
 @dataclass

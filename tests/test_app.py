@@ -267,7 +267,9 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
         z.writestr("study/readme.txt", "notes")
         z.write(examples[1][0], "study/masks/x_mask.png")
     files = [str(examples[2][0]), str(archive)]
-    table, gallery, csv_path = handlers.batch(files, progress=lambda *args, **kwargs: None)
+    with pytest.warns(UserWarning, match=r"Not analysed: 2 files .*no scans \(scans.zip/study/masks/x_mask.png, "
+                                         r"scans.zip/study/readme.txt\)"):
+        table, gallery, csv_path = handlers.batch(files, progress=lambda *args, **kwargs: None)
     names = [row[0] for row in table]
     assert names == [examples[2][0].name, "scans.zip/study/IM0001", "scans.zip/study/broken.png"]
     single = handlers.analyzer.analyze(examples[2][0])
@@ -284,6 +286,68 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     bad_zip.write_bytes(b"PK not really")
     with pytest.raises(gr.Error, match="not a zip archive"):
         handlers.batch([str(bad_zip)], progress=lambda *args, **kwargs: None)
+
+
+def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handlers, examples, tmp_path):
+    """An archive of archives is not opened, and says so instead of "choose some scans"; a member
+    damaged inside the archive is that scan's error row, the others go on; a password-protected
+    archive is named as such."""
+    import zipfile
+
+    inner = tmp_path / "inner.zip"
+    with zipfile.ZipFile(inner, "w") as z:
+        z.write(examples[0][0], "a.png")
+    nested = tmp_path / "nested.zip"
+    with zipfile.ZipFile(nested, "w") as z:
+        z.write(inner, "inner.zip")
+    with pytest.raises(gr.Error, match=r"No scans in the upload: 1 file .*\(nested.zip/inner.zip\); zip archives "
+                                       r"inside an archive are not opened"):
+        handlers.batch([str(nested)], progress=lambda *args, **kwargs: None)
+
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(damaged, "w", zipfile.ZIP_STORED) as z:
+        z.write(examples[0][0], "good.png")
+        z.write(examples[1][0], "bad.png")
+    data = bytearray(damaged.read_bytes())
+    with zipfile.ZipFile(damaged) as z:
+        bad = z.getinfo("bad.png")
+    data[bad.header_offset + 30 + len("bad.png") + 100] ^= 0xFF  # one byte of bad.png's data: its CRC fails
+    damaged.write_bytes(bytes(data))
+    table, gallery, _ = handlers.batch([str(damaged)], progress=lambda *args, **kwargs: None)
+    rows = {row[0]: row for row in table}
+    assert rows["damaged.zip/bad.png"][-1].startswith("error: This file is damaged inside its zip archive")
+    assert rows["damaged.zip/good.png"][1] in ("normal", "benign", "malignant") and len(gallery) == 1
+
+    encrypted = tmp_path / "locked.zip"  # a zip whose directory marks its member encrypted (flag bit 0)
+    with zipfile.ZipFile(encrypted, "w") as z:
+        z.write(examples[0][0], "a.png")
+    data = bytearray(encrypted.read_bytes())
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # local header: flags at +6; central directory: at +8
+        start = data.find(header)
+        data[start + (6 if header == b"PK\x03\x04" else 8)] |= 0x1
+    encrypted.write_bytes(bytes(data))
+    with pytest.raises(gr.Error, match="locked.zip is password-protected"):
+        handlers.batch([str(encrypted)], progress=lambda *args, **kwargs: None)
+
+
+def test_a_batch_reads_its_scans_a_chunk_at_a_time(handlers, tmp_path):
+    """A small archive of large members (here 40 x 40 MB of zeros, 1.6 GB unpacked, 2 MB packed) is
+    read a chunk at a time as it is analysed, not unpacked into memory at once (it took gigabytes)."""
+    import tracemalloc
+    import zipfile
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        for index in range(40):
+            z.writestr(f"f{index:02d}.png", bytes(40 * 2**20))
+    tracemalloc.start()
+    try:
+        table, _, _ = handlers.batch([str(bomb)], progress=lambda *args, **kwargs: None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(table) == 40 and all(row[-1].startswith("error: ") for row in table)
+    assert peak < (app.BATCH_CHUNK + 4) * 40 * 2**20, f"peak {peak / 2**20:.0f} MB: more than a chunk held at once"
 
 
 @pytest.fixture(scope="module")
