@@ -66,6 +66,9 @@ BATCH_NAME = "breast-ultrasound-batch.csv"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
+# The mask threshold's range, for the slider and the API alike: at 0 every pixel is "lesion" (the
+# whole scan drawn, sized and explained), at 1 none is.
+THRESHOLD_RANGE = (0.05, 0.95)
 STORED_OUTPUTS = 9  # what the UI's analysis sets: the stored result, the seven results, the frame picker
 # Example captions ("malignant · BUS-UCLM") wrap instead of being cut; on a phone the examples show
 # three columns and the batch outlines two (longer captions), not five or four off-screen, with each
@@ -165,9 +168,12 @@ def readable_errors(run):
 
 
 def frame_index(value) -> int:
-    """A frame number (0 = first) from the UI or an API call; anything else is a readable error."""
+    """A frame number (0 = first) from the UI or an API call; anything else (true/false too) is a
+    readable error."""
     if value is None:
         return 0
+    if isinstance(value, bool):
+        raise user_error(f"frame must be a whole number from 0; got {value!r}.")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -198,9 +204,12 @@ def as_asked(analysis, show_hidden):
 
 def in_range(value, name: str, low: float, high: float, default=None):
     """`value` as a float in low..high (None: `default`); anything else — NaN, text, out of range —
-    is a readable error, never a silent fallback (a NaN threshold once drew no lesion at all)."""
+    is a readable error, never a silent fallback (a NaN threshold once drew no lesion at all); so
+    is true/false, which Python would take for 1 and 0."""
     if value is None:
         return default
+    if isinstance(value, bool):
+        raise user_error(f"{name} must be a number from {low} to {high}; got {value!r}.")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -272,7 +281,7 @@ class Handlers:
         if analysis is None:
             return (gr.skip(),) * 7  # one per rendered output
         analysis = as_asked(analysis, show_hidden)
-        threshold = in_range(threshold, "threshold", 0.0, 1.0)
+        threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
         explain = explained_class(explain)
         if style not in MASK_STYLES:
@@ -352,7 +361,7 @@ class Handlers:
         if analysis is None:
             raise user_error("Analyse a scan first; the report describes the last analysis.")
         analysis = as_asked(analysis, show_hidden)
-        threshold = in_range(threshold, "threshold", 0.0, 1.0)
+        threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
         data = pdf_report(analysis, threshold, opacity, self.models, Path(path).name if path else None,
                           explain=explained_class(explain))
@@ -365,7 +374,7 @@ class Handlers:
         Args:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
             explain: the class whose Grad-CAM to draw: "predicted class", "normal", "benign" or "malignant".
-            threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
+            threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
             opacity: opacity of the overlays, 0 to 1 (default 0.45).
             frame: which frame of a multi-frame file (DICOM cine, animated GIF, multi-page TIFF) to analyse, from 0 (default 0).
             show_hidden: true to draw a lesion the normal gate hides when the classifier rates the scan normal (default false: the validated rule).
@@ -381,12 +390,12 @@ class Handlers:
 
         Args:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
-            threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
+            threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
             frame: which frame of a multi-frame file to analyse, from 0 (default 0).
         Returns:
             the PDF file.
         """
-        threshold = in_range(threshold, "threshold", 0.0, 1.0)
+        threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         return self.pdf(self._analysis(path, frame), threshold, 0.45, path)
 
     def classify(self, path):
@@ -395,14 +404,17 @@ class Handlers:
 
         Args:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
+        Returns:
+            the probabilities (or "not recognised as a breast ultrasound scan"), and the warnings: why a scan is not recognised, or what makes its answer less reliable (colour, several frames), one per line; empty when none.
         """
         data = read_upload(path)
         probabilities, warnings = readable_errors(lambda: self.analyzer.classify(data))
         for warning in warnings:
             gr.Warning(warning)
+        notes = "\n".join(warnings)  # a client sees gr.Warning only as a log message, if at all
         if probabilities is None:
-            return NOT_ULTRASOUND
-        return dict(zip(self.analyzer.classes, map(float, probabilities)))
+            return NOT_ULTRASOUND, notes
+        return dict(zip(self.analyzer.classes, map(float, probabilities))), notes
 
     def segment(self, path, threshold=None):
         """Segment the lesion of a breast ultrasound scan: mask and lesion statistics. Research demo,
@@ -410,11 +422,11 @@ class Handlers:
 
         Args:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
-            threshold: lesion-mask probability threshold, 0 to 1 (default: the validated one).
+            threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
         Returns:
             the lesion mask (PNG, 0/255, the scan's size; none when the image is not recognised as a breast ultrasound scan) and a report with count, area (px, and mm for a calibrated DICOM) and bounding box.
         """
-        threshold = in_range(threshold, "threshold", 0.0, 1.0)
+        threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         analysis = self._analysis(path)
         if analysis.out_of_distribution:  # no mask: an empty one would read as "no lesion"
             return None, self.report(analysis, threshold)
@@ -533,7 +545,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                             run = gr.Button("Analyse", variant="primary")
                             make_pdf = gr.Button("PDF report", elem_id="make-pdf")
                         pdf = gr.File(label="PDF report of the last analysis", elem_id="pdf", visible=False)
-                        threshold = gr.Slider(0.05, 0.95, value=default_threshold, step=0.05, label="Mask threshold",
+                        threshold = gr.Slider(*THRESHOLD_RANGE, value=default_threshold, step=0.05, label="Mask threshold",
                                               info=threshold_info(analyzer.segmenter.config))
                         opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity", elem_id="opacity")
                         style = gr.Radio(list(MASK_STYLES), value=MASK_STYLES[0], label="Lesion drawn", elem_id="style")
@@ -617,7 +629,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         api_show_hidden = gr.Checkbox(value=False, visible=False)
         gr.Button(visible=False).click(handlers.analyze, [scan, api_explain, api_threshold, api_opacity, api_frame,
                                                           api_show_hidden], outputs, api_name="analyze")
-        gr.Button(visible=False).click(handlers.classify, scan, label, api_name="classify")
+        api_warnings = gr.Textbox(visible=False, label="warnings")
+        gr.Button(visible=False).click(handlers.classify, scan, [label, api_warnings], api_name="classify")
         gr.Button(visible=False).click(handlers.segment, [scan, api_threshold], [mask, details], api_name="segment")
         gr.Button(visible=False).click(handlers.report_pdf, [scan, api_threshold, api_frame], pdf, api_name="report")
     return demo

@@ -94,10 +94,27 @@ def test_classify_runs_the_classifier_forward_pass_only(handlers, analyzer, exam
     for explainer, attribute in ((analyzer.classifier_cam, "_run"), (analyzer.segmenter_cam, "_run"),
                                  (analyzer.segmenter_cam, "_forward"), (analyzer.segmenter_cam, "_logits")):
         monkeypatch.setattr(explainer, attribute, lambda *args: calls.append(args))
-    probabilities = handlers.classify(str(path))
+    probabilities, warnings = handlers.classify(str(path))
     assert calls == [], "no gradient maps and no segmenter for /classify"
-    assert probabilities.keys() == expected.keys()
+    assert probabilities.keys() == expected.keys() and warnings == ""
     assert all(abs(probabilities[c] - expected[c]) < 1e-5 for c in expected)
+
+
+def test_classify_returns_its_warnings(handlers, examples, tmp_path):
+    """A client of /classify gets the warnings with the answer (as a gr.Warning they reached it, if at
+    all, only as a log message): a partly coloured scan's, and why an image is not recognised."""
+    scan = np.asarray(Image.open(examples[2][0]).convert("RGB")).copy()
+    scan[: scan.shape[0] // 2, :, 0] = 255  # the top half tinted red
+    tinted = tmp_path / "tinted.png"
+    Image.fromarray(scan).save(tinted)
+    with pytest.warns(UserWarning):
+        probabilities, warnings = handlers.classify(str(tinted))
+    assert isinstance(probabilities, dict) and "does not look like a greyscale ultrasound" in warnings
+    blank = tmp_path / "grey.png"
+    Image.fromarray(np.full((200, 300), 128, np.uint8)).save(blank)
+    with pytest.warns(UserWarning):
+        label, warnings = handlers.classify(str(blank))
+    assert label == app.NOT_ULTRASOUND and warnings, "the reason comes with the refusal"
 
 
 def test_sliders_before_any_analysis_change_nothing(handlers):
@@ -368,8 +385,8 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
     assert Image.open(mask).format == "PNG" and Image.open(mask).size == Image.open(path).size
     assert Image.open(class_cam).size == Image.open(path).size
 
-    classified = client.predict(handle_file(str(path)), api_name="/classify")
-    assert classified["label"] == label["label"]
+    classified, warnings = client.predict(handle_file(str(path)), api_name="/classify")
+    assert classified["label"] == label["label"] and warnings == ""
     mask_path, seg_report = client.predict(handle_file(str(path)), 0.5, api_name="/segment")
     assert seg_report["threshold"] == 0.5 and Image.open(mask_path).format == "PNG"
 
@@ -379,7 +396,7 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
         client.predict(handle_file(str(bad)), api_name="/analyze")
     with pytest.raises(Exception, match="valid dictionary or instance of ImageData"):  # a path string, not a file
         client.predict(str(path), api_name="/classify")
-    again = client.predict(handle_file(str(path)), api_name="/classify")
+    again, _ = client.predict(handle_file(str(path)), api_name="/classify")
     assert again["label"] == label["label"], "the server keeps serving after a bad file"
 
     dicom_label, *_, dicom_report, _, _ = client.predict(handle_file(str(DICOM_EXAMPLE)), api_name="/analyze")
@@ -399,6 +416,7 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
     for settings, message in ((("predicted class", "high", 0.5, 0), "threshold must be a number"),
                               (("sideways", None, 0.5, 0), "explain must be one of"),
                               (("predicted class", None, 0.5, 1.5), "frame must be a whole number"),
+                              (("predicted class", None, 0.5, True), "frame must be a whole number"),
                               (("predicted class", None, 0.5, 2), "Frame 2 was asked for, but the file holds 1 frame"),
                               (("predicted class", None, 0.5, 0, None), "show_hidden must be true or false")):
         with pytest.raises(Exception, match=message):
@@ -559,13 +577,22 @@ def test_the_temp_folder_goes_when_the_server_is_stopped(tmp_path, signum):
 
 
 @pytest.mark.parametrize("threshold, opacity", [(float("nan"), 0.5), (0.5, float("nan")), ("high", 0.5), (1.5, 0.5),
-                                                (0.5, -0.1)])
+                                                (0.5, -0.1), (0.0, 0.5), (0.99, 0.5), (True, 0.5), (0.5, True)])
 def test_bad_numbers_are_readable_errors(handlers, examples, threshold, opacity):
-    with pytest.raises(gr.Error, match="must be a number from 0.0 to 1.0"):
+    """Out of range (for the threshold: the slider's range; at 0 the whole scan was drawn as a
+    lesion), not a number, or true/false (which Python takes for 1 and 0)."""
+    with pytest.raises(gr.Error, match="must be a number from"):
         handlers.analyze(str(examples[0][0]), "predicted class", threshold, opacity)
     if threshold != 0.5:
-        with pytest.raises(gr.Error, match="threshold must be a number"):
+        with pytest.raises(gr.Error, match=r"threshold must be a number from 0.05 to 0.95"):
             handlers.segment(str(examples[0][0]), threshold)
+
+
+def test_the_api_threshold_is_the_sliders(handlers):
+    """One range for the slider, the API's checks and the tools' descriptions."""
+    low, high = app.THRESHOLD_RANGE
+    for api in (handlers.analyze, handlers.report_pdf, handlers.segment):
+        assert f"probability threshold, {low} to {high}" in " ".join(api.__doc__.split())
 
 
 def test_reports_round_probabilities(handlers, examples):
@@ -598,7 +625,7 @@ def test_mcp_tools_answer_with_content_and_readable_errors(tmp_path):
         tools, good, bad = asyncio.run(session_calls(server.url))
     assert {"analyze", "classify", "segment"} <= set(tools)
     assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment"))
-    assert "0 to 1" in str(tools["segment"].inputSchema["properties"]["threshold"])
+    assert "0.05 to 0.95" in str(tools["segment"].inputSchema["properties"]["threshold"])
     assert not good.isError and "malignant" in good.content[0].text and "confidence" in good.content[0].text
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
 
