@@ -3,8 +3,9 @@
 
 Folders are searched recursively for scans: images, DICOM files, and files without a suffix or with a
 numeric one (DICOM files named IM0001 or by their UID); files whose stem ends in `_mask` or `_mask_N`
-(BUSI's ground truth) are skipped. A file that fails gets a row with its error in `warnings`; the run
-goes on, and exits 1 only if no scan at all could be analysed.
+(BUSI's ground truth) are skipped, and so are hidden files and everything in hidden folders (.git).
+Zip archives are not read: unpack them and give their folder. A file that fails gets a row with its
+error in `warnings`; the run goes on, and exits 1 only if no scan at all could be analysed.
 Scans are decoded in parallel and run through the models in batches (one forward pass per model
 per batch). With --masks, each scan's thresholded lesion mask is written as DIR/<stem>_pred.png
 (0/255); with --explain, the predicted class's Grad-CAM as DIR/<stem>_gradcam.png and, where a
@@ -19,9 +20,49 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from inference.batch import find_scans, run_local
+
+
+def check_inputs(parser: argparse.ArgumentParser, inputs: list[str], engine: str) -> None:
+    """Stop with a one-line error, before the models load, on an input that cannot be a scan or folder:
+    for the local engine a path that does not exist (the Ray engine also takes URIs, and paths only
+    its workers may see), and a zip archive. Both engines read scans as files (Ray Data cannot look
+    inside an archive), and the app's zip reader is made for the Batch tab's uploads: it refuses an
+    archive of more than `inference.batch_files.MAX_SCANS` scans, a run this command is made for."""
+    missing = [given for given in inputs if not Path(given).exists()] if engine == "local" else []
+    if missing:
+        parser.error(f"no such file or folder: {', '.join(missing)}"
+                     + (" (URIs are read by --engine ray)" if any("://" in given for given in missing) else ""))
+    archives = [given for given in inputs if PurePath(given).suffix.lower() == ".zip"]
+    if archives:
+        parser.error(f"{archives[0]} is a zip archive: unpack it first and give its folder")
+
+
+def make_folder(parser: argparse.ArgumentParser, option: str, folder: Path) -> None:
+    """Make an output folder (and its parents), or stop with a one-line error naming `option`:
+    called before the models load, so a mistyped path costs no wait and shows no traceback."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():  # mkdir would say only "File exists" or "Not a directory"
+        parser.error(f"{option}: {existing} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"{option}: cannot make folder {folder} ({error.strerror})")
+
+
+def make_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The output folders, and the results file opened once (created empty, or left as it is) to
+    learn now, not after the models load, whether it can be written at all."""
+    make_folder(parser, "--out", args.out.parent)
+    for option, folder in (("--masks", args.masks), ("--explain", args.explain)):
+        if folder:
+            make_folder(parser, option, folder)
+    try:
+        args.out.open("a").close()
+    except OSError as error:
+        parser.error(f"--out: cannot write {args.out} ({error.strerror})")
 
 
 def main(argv=None) -> int:
@@ -46,18 +87,18 @@ def main(argv=None) -> int:
         parser.error(f"--out must end in .csv or .parquet; got {args.out.name!r}")
     if args.out.is_dir():
         parser.error(f"--out {args.out} is a folder; give a file name in it, e.g. {args.out / 'results.csv'}")
-    for folder in (args.out.parent, args.masks, args.explain):
-        if folder:
-            folder.mkdir(parents=True, exist_ok=True)
+    check_inputs(parser, args.inputs, args.engine)
+    if args.engine == "local":
+        scans = find_scans(args.inputs)
+        if not scans:
+            parser.error("no scans found in the given paths")
+    make_outputs(parser, args)
     if args.engine == "ray":
         from inference import ray_engine  # Ray is an optional extra: imported only when asked for
 
         total, failures = ray_engine.run(args.inputs, args.out, args.masks, args.explain, args.batch_size,
                                          args.address, args.actor_cpus)
     else:
-        scans = find_scans(args.inputs)
-        if not scans:
-            parser.error("no scans found in the given paths")
         total, failures = len(scans), run_local(scans, args.out, args.masks, args.explain, args.batch_size)
     print(f"wrote {args.out}: {total} scans, {failures} failed", file=sys.stderr)
     return 1 if failures == total else 0

@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from inference.decode import ScanError
-from inference.files import is_scan_file
+from inference.files import is_hidden, is_scan_file
 from inference.pipeline import Analysis, Analyzer
 
 # Column -> Arrow type (Parquet); the CSV has the same columns, with empty cells where Parquet has nulls.
@@ -34,15 +34,23 @@ PARQUET_ROW_GROUP = 10_000
 
 
 def find_scans(paths: list[str]) -> list[Path]:
-    """Files as given, and every scan file below each folder (sorted): images, DICOM, files without
-    a suffix; not ground-truth masks (`inference.files.is_scan_file`)."""
+    """Files as given, and every scan file below each folder (`scans_below`)."""
     found = []
     for given in map(Path, paths):
-        if given.is_dir():
-            found += sorted(p for p in given.rglob("*") if p.is_file() and is_scan_file(p))
-        else:
-            found.append(given)
+        found += scans_below(given) if given.is_dir() else [given]
     return found
+
+
+def scans_below(folder: Path) -> list[Path]:
+    """The scan files below `folder` (sorted): images, DICOM, files without a suffix; not ground-truth
+    masks nor hidden files (`inference.files.is_scan_file`), and nothing inside a hidden folder. Those
+    are not even entered, so a dataset kept under git gives no error rows for, and spends no time on,
+    the thousands of files in its .git."""
+    found = []
+    for parent, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not is_hidden(name)]
+        found += (Path(parent, name) for name in names)
+    return sorted(path for path in found if is_scan_file(path) and path.is_file())
 
 
 def result_row(file: str, result: Analysis | ScanError) -> dict:

@@ -15,12 +15,18 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_hidden(name: str) -> bool:
+    """Hidden by the Unix convention (.git, .DS_Store, .cache): tool and system clutter, never scans.
+    A batch neither picks up such a file nor looks inside such a folder."""
+    return name.startswith(".")
+
+
 def is_scan_file(path: Path) -> bool:
     """What a batch picks up in a folder or archive: images, DICOM files, and files without a suffix
     or with a numeric one (scanners and PACS exports name DICOM files IM0001, or by their instance UID,
     1.2.826.0.1.3680043.8.498.1234, whose "suffix" is .1234); not hidden files, not DICOMDIR (an index,
     no image), not ground-truth masks. A picked file that is no scan becomes an error row."""
-    if path.name.startswith(".") or path.name.upper() == "DICOMDIR" or mask_owner(path) is not None:
+    if is_hidden(path.name) or path.name.upper() == "DICOMDIR" or mask_owner(path) is not None:
         return False
     return path.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or path.suffix == "" or path.suffix[1:].isdigit()
 

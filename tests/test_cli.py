@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,3 +134,63 @@ def test_a_run_where_nothing_could_be_analysed_fails(tmp_path, capsys):
             batch_main([str(tmp_path / "bad"), "--out", str(bad_out)])
         assert refused.value.code == 2
     assert ".csv or .parquet" in capsys.readouterr().err
+
+
+def test_batch_command_skips_everything_in_hidden_folders(tmp_path, examples):
+    """A dataset kept under git: nothing below .git (nor any other hidden folder, at any depth) is a
+    row, as hidden files are not; the scans beside them are."""
+    scan = examples[0][0]
+    folder = tmp_path / "dataset"
+    for hidden in (".git/HEAD", ".git/config", ".git/objects/ab/cdef0123456789"):
+        (folder / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (folder / hidden).write_text("ref: refs/heads/main\n")
+    for copy in (".hidden/h.png", "sub/.cache/c.png", "sub/kept.png", "top.png"):
+        (folder / copy).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(scan, folder / copy)
+    out = tmp_path / "results.csv"
+    assert batch_main([str(folder), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [row["file"] for row in rows] == [str(folder / "sub" / "kept.png"), str(folder / "top.png")]
+
+
+@pytest.fixture
+def models_must_not_load(monkeypatch):
+    """A command that should stop on its arguments fails this test if it gets as far as the models."""
+    def refuse():
+        raise AssertionError("the models were loaded before the arguments were checked")
+    monkeypatch.setattr("inference.batch.Analyzer", refuse)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (["--masks", "{a_file}"], "--masks: {a_file} is a file, not a folder"),
+    (["--explain", "{a_file}/maps"], "--explain: {a_file} is a file, not a folder"),
+    (["--out", "{a_file}/results.csv"], "--out: {a_file} is a file, not a folder"),
+    (["--out", "/proc/results.csv"], "--out: cannot"),  # a folder where no file can be made
+], ids=["masks-is-a-file", "explain-below-a-file", "out-below-a-file", "out-unwritable"])
+def test_output_path_mistakes_are_refused_before_the_models_load(wrong, message, tmp_path, examples,
+                                                                  models_must_not_load, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    wrong = [part.format(a_file=a_file) for part in wrong]
+    with pytest.raises(SystemExit) as refused:  # a later --out replaces the first
+        batch_main([str(examples[0][0]), "--out", str(tmp_path / "results.csv"), *wrong])
+    assert refused.value.code == 2
+    assert message.format(a_file=a_file) in capsys.readouterr().err
+
+
+def test_input_mistakes_are_refused_before_the_models_load(tmp_path, examples, models_must_not_load, monkeypatch,
+                                                           capsys):
+    """A mistyped path, and a zip archive (to unpack: the command reads files), stop the local engine
+    at once; the Ray engine still takes URIs, which only it can read."""
+    out, mistyped, archive = tmp_path / "results.csv", tmp_path / "does_not_exist.png", tmp_path / "scans.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(examples[0][0], examples[0][0].name)
+    for given, message in ((mistyped, f"no such file or folder: {mistyped}"),
+                           (archive, f"{archive} is a zip archive: unpack it first")):
+        with pytest.raises(SystemExit) as refused:
+            batch_main([str(examples[0][0]), str(given), "--out", str(out)])
+        assert refused.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists(), "nothing is written for a refused command"
+    ray_engine = pytest.importorskip("inference.ray_engine")
+    monkeypatch.setattr(ray_engine, "run", lambda sources, *options: (len(sources), 0))
+    assert batch_main(["s3://bucket/scans", "--out", str(out), "--engine", "ray"]) == 0
