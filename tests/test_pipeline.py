@@ -208,3 +208,19 @@ def test_display_copy_of_a_big_scan_draws_the_same_lesion(analyzer, examples):
     assert seg_map.shape == (819, 1024) and ndimage.binary_dilation(shown.mask(), iterations=10)[
         np.unravel_index(np.argmax(seg_map), seg_map.shape)]
     assert shown is analysis.for_display(1024) and analysis.for_display(4000) is analysis
+
+
+def test_a_scan_on_a_viewers_black_screen_is_framed_like_the_scan(analyzer, examples):
+    """A scan exported in the middle of a 1920 x 1080 black screen (a third of its width) is cropped
+    to its field: same class and lesion as the scan alone. Framed as the whole screen, it lost its
+    lesion and most of its malignant probability."""
+    path = next(p for p, t in examples if t == "malignant" and "busi" in p.name)
+    scan = np.asarray(Image.open(path).convert("L"))
+    screen = np.zeros((1080, 1920), np.uint8)
+    top, left = (1080 - scan.shape[0]) // 2, (1920 - scan.shape[1]) // 2
+    screen[top:top + scan.shape[0], left:left + scan.shape[1]] = scan
+    alone, shown = analyzer.analyze(scan), analyzer.analyze(screen)
+    assert shown.predicted_class == alone.predicted_class == "malignant"
+    assert abs(shown.probabilities.max() - alone.probabilities.max()) < 0.05
+    drawn = shown.mask()[top:top + scan.shape[0], left:left + scan.shape[1]]
+    assert drawn.sum() == shown.mask().sum() and dice_iou(drawn, alone.mask())[0] > 0.9
