@@ -11,11 +11,12 @@ greyscale frame gets the file's modality rescale and VOI LUT or window when it h
 then brought to 8 bits like a 16-bit PNG (kept when it lies in 0..255, else stretched min..max).
 
 Calibration: the largest 2D region of the Sequence of Ultrasound Regions measured in cm (what
-ultrasound scanners write), else Pixel Spacing; otherwise the reason there is none.
+ultrasound scanners write), else Pixel Spacing, each only when its pixels measure what a breast
+ultrasound's plausibly can (PLAUSIBLE_MM_PER_PIXEL); otherwise the reason there is none.
 
 Patient-identifying attributes are never read: only the image, region and class attributes are
 touched, nothing of the dataset is kept, and no message quotes a value from the file other than
-its transfer syntax and SOP class.
+its transfer syntax, SOP class and the numbers of its calibration.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import get_nr_frames
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -42,6 +44,11 @@ REGION_2D = 1       # Region Spatial Format: 2D (tissue or flow)
 UNITS_CM = 3        # Physical Units X/Y Direction: cm
 COLOUR_MODELS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")  # pydicom yields RGB for all of them
 GREY_MODELS = ("MONOCHROME1", "MONOCHROME2")
+# mm per pixel a breast ultrasound can plausibly have, on either axis. The finest: a 2 cm deep field
+# (a shallow breast setting) spread over the 4000 px on a side the app accepts at most (MAX_PIXELS);
+# the coarsest: a 6 cm field squeezed into the MIN_SIDE = 32 px it accepts at least. Outside them the
+# calibration is damaged or in the wrong unit (a 1000 where 0.01 cm was meant), not a real scan's.
+PLAUSIBLE_MM_PER_PIXEL = (0.005, 2.0)
 
 # pydicom's reading validation warns and logs invalid values verbatim; in a damaged file the value it
 # quotes may be a patient's name. Values are read as they are, and nothing of them is written anywhere.
@@ -149,30 +156,66 @@ def _rgb_to_8_bit(rgb: np.ndarray, bits: int) -> np.ndarray:
 
 def _calibration(dataset: Dataset) -> tuple[tuple[float, float] | None, str | None]:
     """((x, y) mm per pixel, None), or (None, why there is none). Ultrasound regions come first: a
-    scanner writes the B-mode field's calibration there, and Pixel Spacing is rarely set in ultrasound."""
+    scanner writes the B-mode field's calibration there, and Pixel Spacing is rarely set in ultrasound.
+    A calibration whose pixels are implausibly small or large for a breast scan is a corrupt or
+    mistyped one, and is not used: sizes computed from it would be wrong by orders of magnitude."""
     regions = dataset.get("SequenceOfUltrasoundRegions") or []
     planar = [region for region in regions if region.get("RegionSpatialFormat") == REGION_2D]
     in_cm = [region for region in planar if region.get("PhysicalUnitsXDirection") == UNITS_CM
-             and region.get("PhysicalUnitsYDirection") == UNITS_CM
-             and _positive(region.get("PhysicalDeltaX")) and _positive(region.get("PhysicalDeltaY"))]
-    fitting = [region for region in in_cm if _fits(region, int(dataset.Columns), int(dataset.Rows))]
+             and region.get("PhysicalUnitsYDirection") == UNITS_CM]
+    sized = [region for region in in_cm if _positive(region.get("PhysicalDeltaX"))
+             and _positive(region.get("PhysicalDeltaY"))]
+    fitting = [region for region in sized if _fits(region, int(dataset.Columns), int(dataset.Rows))]
+    region_mm = None
     if fitting:
         region = max(fitting, key=_region_area)
-        return (10 * float(region.PhysicalDeltaX), 10 * float(region.PhysicalDeltaY)), None
-    spacing = dataset.get("PixelSpacing")  # mm: between rows (y), then between columns (x)
+        region_mm = (10 * float(region.PhysicalDeltaX), 10 * float(region.PhysicalDeltaY))
+        if _plausible(region_mm):
+            return region_mm, None
+    spacing = _pixel_spacing(dataset)  # mm: between rows (y), then between columns (x)
+    spacing_mm = None
     if spacing is not None and len(spacing) == 2 and all(_positive(value) for value in spacing):
-        return (float(spacing[1]), float(spacing[0])), None
-    if in_cm:
+        spacing_mm = (spacing[1], spacing[0])
+        if _plausible(spacing_mm):
+            return spacing_mm, None
+    if region_mm is not None:
+        return None, _implausible("ultrasound image region", region_mm)
+    if sized:
         return None, ("the file's ultrasound regions extend beyond the image (was it resized after the scan?), "
                       "so their calibration does not apply")
-    if any(region.get("PhysicalUnitsXDirection") == UNITS_CM and region.get("PhysicalUnitsYDirection") == UNITS_CM
-           for region in planar):
+    if in_cm:
         return None, "the file's ultrasound image regions are in cm but give no valid (positive) pixel size"
     if planar:
         return None, "the file's ultrasound image regions are calibrated in units other than length"
-    if spacing is not None:
+    if spacing_mm is not None:
+        return None, _implausible("Pixel Spacing", spacing_mm)
+    if spacing is None:
+        return None, "the file's Pixel Spacing is not two positive numbers (it holds text)"
+    if spacing:
         return None, f"the file's Pixel Spacing is not two positive numbers ({', '.join(map(str, spacing))})"
     return None, "no calibration in the file (neither ultrasound regions in cm nor Pixel Spacing)"
+
+
+def _pixel_spacing(dataset: Dataset) -> list[float] | None:
+    """The numbers of the file's Pixel Spacing ([] when it has none), or None when it holds text:
+    that is never quoted, since text where numbers belong may be anything, a patient's name included.
+    A single number comes from pydicom as a number, not as a list of one."""
+    spacing = dataset.get("PixelSpacing")
+    values = spacing if isinstance(spacing, MultiValue) else [] if spacing is None else [spacing]
+    try:
+        return [float(value) for value in values]
+    except (TypeError, ValueError):
+        return None
+
+
+def _plausible(mm_per_pixel: tuple[float, float]) -> bool:
+    return all(PLAUSIBLE_MM_PER_PIXEL[0] <= size <= PLAUSIBLE_MM_PER_PIXEL[1] for size in mm_per_pixel)
+
+
+def _implausible(source: str, mm_per_pixel: tuple[float, float]) -> str:
+    low, high = PLAUSIBLE_MM_PER_PIXEL
+    return (f"the file's {source} gives pixels of {mm_per_pixel[0]:.3g} x {mm_per_pixel[1]:.3g} mm, outside the "
+            f"{low:g}–{high:g} mm a breast ultrasound pixel can measure, so this calibration is not used")
 
 
 def _positive(value) -> bool:

@@ -93,10 +93,38 @@ def test_pixel_spacing_is_row_then_column(scan):
     ({"SequenceOfUltrasoundRegions": [ultrasound_region(0, 0, 5000, 5000, 0.01, 0.01)]}, "beyond the image"),
     ({"SequenceOfUltrasoundRegions": [ultrasound_region(0, 0, 50, 50, 0, 0.01)]}, "no valid (positive) pixel size"),
     ({"PixelSpacing": [0, 0.1]}, "Pixel Spacing is not two positive numbers (0.0, 0.1)"),
+    ({"PixelSpacing": [0.1]}, "Pixel Spacing is not two positive numbers (0.1)"),
+    ({"SequenceOfUltrasoundRegions": [ultrasound_region(0, 0, 50, 50, 1000, 1000)]},
+     "ultrasound image region gives pixels of 1e+04 x 1e+04 mm, outside the 0.005–2 mm"),
+    ({"SequenceOfUltrasoundRegions": [ultrasound_region(0, 0, 50, 50, 0.01, 1e-9)]}, "pixels of 0.1 x 1e-08 mm"),
+    ({"PixelSpacing": [0.1, 5]}, "Pixel Spacing gives pixels of 5 x 0.1 mm, outside"),
 ])
 def test_missing_or_unusable_calibration_says_why(scan, attributes, reason):
     decoded = decode(dicom_bytes(scan, **attributes))
+    assert np.array_equal(decoded.gray, scan), "the scan itself is analysed"
     assert decoded.mm_per_pixel is None and reason in decoded.mm_unavailable_reason
+
+
+def test_calibration_at_the_edges_of_plausible_is_used(scan):
+    """5 µm and 2 mm pixels: a shallow field on the largest accepted image, a field squeezed into the smallest."""
+    region = ultrasound_region(0, 0, 50, 50, 0.0005, 0.2)
+    assert decode(dicom_bytes(scan, SequenceOfUltrasoundRegions=[region])).mm_per_pixel == pytest.approx((0.005, 2.0))
+
+
+def test_an_implausible_region_gives_way_to_a_plausible_pixel_spacing(scan):
+    region = ultrasound_region(0, 0, 50, 50, 1000, 1000)
+    decoded = decode(dicom_bytes(scan, SequenceOfUltrasoundRegions=[region], PixelSpacing=[0.2, 0.1]))
+    assert decoded.mm_per_pixel == pytest.approx((0.1, 0.2)) and decoded.mm_unavailable_reason is None
+
+
+def test_text_in_pixel_spacing_is_not_quoted(scan):
+    """A damaged Pixel Spacing may hold any text, a patient's name included: the reason says so without it."""
+    data = dicom_bytes(scan, PixelSpacing=[0.125, 0.25])
+    damaged = data.replace(b"0.125\\0.25", b"Secretname")
+    assert damaged != data
+    decoded = decode(damaged)
+    assert decoded.mm_per_pixel is None and "Pixel Spacing is not two positive numbers" in decoded.mm_unavailable_reason
+    assert "Secretname" not in decoded.mm_unavailable_reason.replace(", ", "")
 
 
 def test_png_and_arrays_have_no_calibration(scan):
@@ -365,10 +393,15 @@ def test_analysis_reports_lesion_size_in_mm(analyzer, scan, calibration, mm_per_
 
 
 def test_analysis_of_uncalibrated_dicom_and_png_says_why(analyzer, scan):
+    mistyped = pydicom.dcmread(EXAMPLES / "dicom" / "breast_case010.dcm")
+    region = mistyped.SequenceOfUltrasoundRegions[0]
+    region.PhysicalDeltaX = region.PhysicalDeltaY = 1000  # cm per pixel
     for source, reason in ((dicom_bytes(scan), "no calibration in the file"),
+                           (to_bytes(mistyped), "outside the 0.005–2 mm a breast ultrasound pixel can measure"),
                            (EXAMPLES / "busi_malignant_49.png", NOT_DICOM)):
         stats = analyzer.analyze(source).lesion_stats()
         assert stats["lesion_area_mm2"] is None and stats["longest_diameter_mm"] is None
+        assert stats["mm_per_pixel"] is None and all(lesion["area_mm2"] is None for lesion in stats["lesions"])
         assert reason in stats["size_mm_unavailable"]
 
 
