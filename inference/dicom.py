@@ -8,7 +8,8 @@ Pixels: MONOCHROME2 and MONOCHROME1 (inverted, so tissue is bright either way), 
 colour models (pydicom converts them to RGB), PALETTE COLOR (through its lookup table); uncompressed,
 deflated, RLE, JPEG baseline/extended/lossless, JPEG-LS and JPEG 2000 (pylibjpeg plugins). A
 greyscale frame gets the file's modality rescale and VOI LUT or window when it has them, and is
-then brought to 8 bits like a 16-bit PNG (kept when it lies in 0..255, else stretched min..max).
+then brought to 8 bits like a 16-bit PNG (kept when it lies in 0..255, else stretched min..max;
+float pixel data in 0..1 is scaled by 255, like a float TIFF).
 
 Calibration: the largest 2D region of the Sequence of Ultrasound Regions measured in cm (what
 ultrasound scanners write), else Pixel Spacing, each only when its pixels measure what a breast
@@ -137,7 +138,8 @@ def _displayed(dataset: Dataset, pixels: np.ndarray) -> np.ndarray:
             values = apply_voi_lut(values, dataset)
         except (ValueError, NotImplementedError, IndexError, AttributeError):
             pass  # an invalid window or VOI LUT is ignored: the frame is stretched like any wide image
-        gray = to_8_bit(values)
+        # float pixel data (Float/Double Float Pixel Data) is scaled like a float TIFF: 0..1 is black..white
+        gray = to_8_bit(values, unit_range=np.issubdtype(pixels.dtype, np.floating))
         return 255 - gray if model == "MONOCHROME1" else gray
     if model == "PALETTE COLOR" and pixels.ndim == 2:
         rgb = apply_color_lut(pixels, dataset)[..., :3]

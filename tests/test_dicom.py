@@ -145,6 +145,19 @@ def test_monochrome1_is_inverted(scan):
     assert np.array_equal(decode(dicom_bytes(scan, "MONOCHROME1")).gray, 255 - scan)
 
 
+@pytest.mark.parametrize("element, bits", [("FloatPixelData", 32), ("DoubleFloatPixelData", 64)])
+def test_float_pixel_data_in_0_to_1_decodes_like_a_float_tiff(scan, element, bits):
+    dataset = dicom_dataset(scan)
+    del dataset.PixelData, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation  # not used by float data
+    dataset.BitsAllocated = bits
+    values = scan.astype(f"float{bits}") / 255
+    setattr(dataset, element, values.tobytes())
+    tiff = io.BytesIO()
+    Image.fromarray(values.astype(np.float32), mode="F").save(tiff, "TIFF")
+    gray = decode(to_bytes(dataset)).gray
+    assert np.array_equal(gray, scan) and np.array_equal(gray, decode(tiff.getvalue()).gray)
+
+
 def test_16_bit_without_window_is_stretched_and_with_window_is_windowed(scan):
     wide = scan.astype(np.uint16) * 16  # 12-bit data
     gray = decode(dicom_bytes(wide, bits=12)).gray
