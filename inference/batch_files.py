@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from inference.decode import MAX_BYTES, ScanError
-from inference.files import is_scan_file
+from inference.files import is_hidden, is_scan_file
 
 MAX_SCANS = 200
 ENCRYPTED = 0x1  # zip general-purpose flag bit 0: the member needs a password
@@ -58,7 +58,7 @@ class BatchInputs:
 
 def _is_clutter(name: str) -> bool:
     """Archive entries nobody put there on purpose: macOS resource forks and hidden files."""
-    return "__MACOSX" in name or any(part.startswith(".") for part in PurePosixPath(name).parts)
+    return "__MACOSX" in name or any(map(is_hidden, PurePosixPath(name).parts))
 
 
 def _zip_members(path: Path, inputs: BatchInputs) -> None:
