@@ -82,9 +82,7 @@ def read(data: bytes, frame: int = 0) -> DicomFrame | None:
 
 def _read_frame(dataset: Dataset, frame: int) -> DicomFrame:
     if not any(tag in dataset for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        kind = dataset.get("SOPClassUID")
-        kind = f" ({UID(kind).name})" if kind else ""
-        raise ScanError(f"This DICOM file{kind} holds no pixel data: it is not an image, so there is no scan to analyse.")
+        raise ScanError(_without_pixels(dataset))
     transfer_syntax = _transfer_syntax(dataset)
     try:
         decoder = get_decoder(transfer_syntax)
@@ -114,6 +112,20 @@ def _parse(data: bytes) -> Dataset | None:
     except Exception:  # bytes that merely start like a dataset
         return None
     return dataset if is_dicom else None
+
+
+def _without_pixels(dataset: Dataset) -> str:
+    """Why a DICOM dataset without pixel data cannot be analysed. pydicom reads a truncated file
+    silently up to where it ends, so a file cut short shows as one without pixels: that is told
+    apart by what the file says it is. Every DICOM object names its class, and an image's carries pixels."""
+    kind = dataset.get("SOPClassUID")
+    if not kind:
+        return ("This DICOM file is damaged or truncated: it holds no pixel data and does not even say "
+                "what kind of object it is.")
+    kind = UID(kind)
+    if "ImageStorage" in kind.keyword:
+        return f"This DICOM image ({kind.name}) holds no pixel data: the file is damaged or truncated."
+    return f"This DICOM file ({kind.name}) holds no pixel data: it is not an image, so there is no scan to analyse."
 
 
 def _transfer_syntax(dataset: Dataset) -> UID:

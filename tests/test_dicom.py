@@ -194,7 +194,7 @@ def test_dicom_without_extension_or_preamble_decodes(scan, tmp_path):
 def test_dicom_without_pixel_data_is_refused(scan):
     dataset = dicom_dataset(scan)
     del dataset.PixelData
-    with pytest.raises(ScanError, match="no pixel data") as refusal:
+    with pytest.raises(ScanError, match=r"\(Ultrasound Image Storage\) holds no pixel data: the file is damaged") as refusal:
         decode(to_bytes(dataset))
     assert PATIENT_NAME not in str(refusal.value)
     with pytest.raises(ScanError, match=r"\(RT Plan Storage\) holds no pixel data"):
@@ -213,6 +213,10 @@ def test_damaged_dicom_is_refused(scan):
     data = dicom_bytes(scan)
     with pytest.raises(ScanError, match="damaged"):
         decode(data[: len(data) // 2])
+    bundled = (EXAMPLES / "dicom" / "breast_case010.dcm").read_bytes()
+    for length in (200, 400):  # cut in the file's header; after its SOP class, before its pixels
+        with pytest.raises(ScanError, match="damaged or truncated"):
+            decode(bundled[:length])
     with pytest.raises(ScanError, match="DICOM file"):  # the magic, then noise
         decode(bytes(128) + b"DICM" + bytes(range(256)) * 4)
 
