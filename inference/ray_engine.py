@@ -24,7 +24,7 @@ import pyarrow as pa
 import ray
 
 from inference.batch import ERROR_PREFIX, arrow_schema, open_results, output_stems, record_scan
-from inference.files import is_scan_file
+from inference.files import is_hidden, is_scan_file
 from inference.models import REPO_ROOT, load_model, source_for
 from inference.pipeline import Analyzer, decode_or_error
 
@@ -52,12 +52,24 @@ def for_workers(path: str | Path | None) -> str | None:
     return str(Path(path).resolve())
 
 
-def decode_files(batch: pa.Table) -> pa.Table:
+def in_hidden_folder(path: str, sources: list[str]) -> bool:
+    """Whether `path`, as Ray Data lists it (no URI scheme), lies in a hidden folder below the source
+    it was found under: the local engine does not look into those (.git, .cache), and Ray Data skips
+    hidden entries only at a source's top level."""
+    for source in sources:
+        root = source.split("://", 1)[-1].rstrip("/")
+        if path.startswith(root + "/"):
+            return any(map(is_hidden, PurePosixPath(path[len(root) + 1:]).parts[:-1]))
+    return False
+
+
+def decode_files(batch: pa.Table, sources: list[str]) -> pa.Table:
     """Files' bytes -> their decoded scans (or errors); what is no scan file by the batch command's
-    rule (`inference.files.is_scan_file`: e.g. ground-truth masks, hidden files) is dropped."""
+    rule (`inference.files.is_scan_file`: e.g. ground-truth masks, hidden files) or lies in a hidden
+    folder of one of the `sources` is dropped."""
     rows = [{"file": path, "decoded": pickle.dumps(decode_or_error(data))}
             for path, data in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist())
-            if is_scan_file(PurePosixPath(path))]
+            if is_scan_file(PurePosixPath(path)) and not in_hidden_folder(path, sources)]
     return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
 
 
@@ -90,8 +102,9 @@ class AnalyseScans:
 def build_dataset(sources: list[str], masks_dir: Path | None, explain_dir: Path | None, batch_size: int,
                   actor_cpus: float) -> ray.data.Dataset:
     """The pipeline, not yet run."""
-    return (ray.data.read_binary_files([for_workers(source) for source in sources], include_paths=True)
-            .map_batches(decode_files, batch_format="pyarrow")
+    sources = [for_workers(source) for source in sources]
+    return (ray.data.read_binary_files(sources, include_paths=True)
+            .map_batches(decode_files, batch_format="pyarrow", fn_kwargs=dict(sources=sources))
             .map_batches(AnalyseScans, batch_size=batch_size, batch_format="pyarrow", num_cpus=actor_cpus,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None),
                          fn_constructor_kwargs=dict(classifier_source=source_for("classifier"),

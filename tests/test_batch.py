@@ -25,10 +25,13 @@ def assert_same_analysis(batched: Analysis, single: Analysis):
 
 
 def scan_folder(root, examples):
-    """The example scans, one ground-truth mask (skipped by both engines) and a broken file."""
+    """The example scans, one ground-truth mask and a scan inside a hidden folder (both skipped by
+    both engines), and a broken file."""
     root.mkdir()
     for path, _ in examples:
         shutil.copy(path, root / path.name)
+    (root / "sub" / ".cache").mkdir(parents=True)
+    shutil.copy(examples[0][0], root / "sub" / ".cache" / "hidden.png")
     first = examples[0][0]
     shutil.copy(first.parent / "masks" / f"{first.stem}_mask.png", root / f"{first.stem}_mask.png")
     (root / "broken.png").write_bytes(b"\x89PNG not really")
