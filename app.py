@@ -70,25 +70,41 @@ NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 # whole scan drawn, sized and explained), at 1 none is.
 THRESHOLD_RANGE = (0.05, 0.95)
 STORED_OUTPUTS = 9  # what the UI's analysis sets: the stored result, the seven results, the frame picker
-# Example captions ("malignant · BUS-UCLM") wrap instead of being cut; on a phone the examples show
-# three columns and the batch outlines two (longer captions), not five or four off-screen, with each
-# caption under its picture instead of over it (wrapped, it hid half the scan), and the model cards'
-# wide tables scroll sideways instead of squeezing their cells to a letter per line.
-CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 95%; }
+# Example and batch captions sit under their pictures (wrapped over them, on a phone or at 200 % zoom,
+# they hid half the scan), in a box that grows with them; on a phone the examples show three columns and
+# the batch outlines two, not five or four off-screen. The model cards' wide tables scroll sideways
+# instead of squeezing their cells to a letter per line. Sliders, radios, checkboxes and menus get a
+# visible keyboard focus ring (the theme draws none on them).
+CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; }
+#examples .grid-wrap, #batch-gallery .grid-wrap { height: auto !important; max-height: none !important; }
+#examples .grid-container, #batch-gallery .grid-container { grid-auto-rows: auto !important; }
+#examples .gallery-item, #batch-gallery .gallery-item { height: auto; }
+#examples .thumbnail-item, #batch-gallery .thumbnail-item { display: flex; flex-direction: column; aspect-ratio: auto; height: auto; }
+#examples .thumbnail-item img, #batch-gallery .thumbnail-item img { aspect-ratio: 1; height: auto; width: 100%; }
+#examples .caption-label, #batch-gallery .caption-label { position: static; max-width: 100%; width: 100%; border-radius: 0; text-align: center; }
 #about table { display: block; overflow-x: auto; }
 #about th, #about td { min-width: 6em; word-break: normal; overflow-wrap: normal; }
+input[type=range]:focus-visible, input[type=radio]:focus-visible, input[type=checkbox]:focus-visible,
+input[role=listbox]:focus-visible { outline: 3px solid #3730a3; outline-offset: 2px; }
 @media (max-width: 640px) {
   #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
   #batch-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
-  #examples .caption-label, #batch-gallery .caption-label { font-size: 11px; padding: 1px 4px; }
-  #examples .grid-wrap, #batch-gallery .grid-wrap { height: auto !important; max-height: none !important; }
-  #examples .grid-container, #batch-gallery .grid-container { grid-auto-rows: auto !important; }
-  #examples .gallery-item, #batch-gallery .gallery-item { height: auto; }
-  #examples .thumbnail-item, #batch-gallery .thumbnail-item { display: flex; flex-direction: column; aspect-ratio: auto; height: auto; }
-  #examples .thumbnail-item img, #batch-gallery .thumbnail-item img { aspect-ratio: 1; height: auto; width: 100%; }
-  #examples .caption-label, #batch-gallery .caption-label { position: static; max-width: 100%; width: 100%; border-radius: 0; text-align: center; }
+  #examples .caption-label, #batch-gallery .caption-label { font-size: 12px; padding: 1px 4px; }
 }"""
-SCROLL_TO_RESULTS = "() => document.getElementById('notes')?.scrollIntoView({behavior: 'smooth', block: 'start'})"
+# Gradio's Soft theme with its pale label, hint and primary-button colours darkened to a contrast of
+# at least 4.5:1 (WCAG AA): they measured 3.6, 2.5 and 4.5 (3.0 hovered).
+THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]).set(
+    block_label_text_color="*primary_700", body_text_color_subdued="*neutral_600",
+    button_primary_background_fill="*primary_700", button_primary_background_fill_hover="*primary_800")
+# After an example is chosen: the results into view, and the keyboard's focus with them (it stayed on
+# the thumbnail, now off-screen, and the next Tab scrolled back down to the examples).
+SCROLL_TO_RESULTS = """() => { const notes = document.getElementById('notes'); if (!notes) return;
+  notes.tabIndex = -1; notes.scrollIntoView({behavior: 'smooth', block: 'start'}); notes.focus({preventScroll: true}); }"""
+# Screen readers announce the notes (the line on the drawn lesion, warnings) when they change.
+ANNOUNCE_NOTES = "() => document.getElementById('notes')?.setAttribute('aria-live', 'polite')"
+# Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
+# has no business there), one tab stop fewer each.
+RESULT_BUTTONS = ["download", "fullscreen"]
 RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered images, kept 10 minutes
 RESULTS_MAX_AGE_S = 600
 DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagnose or treat anyone."
@@ -559,18 +575,30 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                             with gr.Tab("Classify"):
                                 label = gr.Label(num_top_classes=3, label="Calibrated probabilities", elem_id="probabilities")
                                 explain = gr.Dropdown(EXPLAIN_CHOICES, value=EXPLAIN_CHOICES[0], label="Explain class")
-                                class_cam = gr.Image(label="Classifier Grad-CAM", format="png", elem_id="class-cam")
+                                class_cam = gr.Image(label="Classifier Grad-CAM", format="png", elem_id="class-cam",
+                                                     buttons=RESULT_BUTTONS,
+                                                     alt_text="The scan with the classifier's Grad-CAM heat map: "
+                                                              "warm colours where the explained class's evidence lies")
                             with gr.Tab("Segment"):
                                 with gr.Row():
-                                    overlay = gr.Image(label="Lesion overlay", format="png", elem_id="seg-overlay")
-                                    mask = gr.Image(label="Lesion mask", format="png", image_mode="L")
-                                seg_cam = gr.Image(label="Seg-Grad-CAM of the drawn lesion", format="png")
+                                    overlay = gr.Image(label="Lesion overlay", format="png", elem_id="seg-overlay",
+                                                       buttons=RESULT_BUTTONS,
+                                                       alt_text="The scan with the drawn lesion in red; its size is "
+                                                                "in the notes above the results")
+                                    mask = gr.Image(label="Lesion mask", format="png", image_mode="L", elem_id="mask",
+                                                    buttons=RESULT_BUTTONS,
+                                                    alt_text="The lesion mask: white where the lesion is drawn, "
+                                                             "black elsewhere")
+                                seg_cam = gr.Image(label="Seg-Grad-CAM of the drawn lesion", format="png",
+                                                   elem_id="seg-cam", buttons=RESULT_BUTTONS,
+                                                   alt_text="The scan with the segmenter's Seg-Grad-CAM heat map: "
+                                                            "warm colours where the drawn lesion's evidence lies")
                                 details = gr.JSON(label="Lesion statistics and report")
-                gr.Markdown("**Examples — click one to analyse it.** Held-out scans from three hospitals (BUSI and "
+                gr.Markdown("### Examples\nClick one to analyse it. Held-out scans from three hospitals (BUSI and "
                             "BUS-UCLM test sides; BrEaST, never trained on), captioned with their ground truth; the last "
                             "is a calibrated DICOM.")
                 gallery = gr.Gallery(list(zip(EXAMPLE_PICTURES, EXAMPLE_CAPTIONS)), columns=5, allow_preview=False,
-                                     label="Examples", show_label=False,
+                                     label="Examples", show_label=False, buttons=[],
                                      elem_id="examples", format="png", height="auto")
             with gr.Tab("Batch"):
                 batch_files = gr.File(label="Scans or zip archives", file_count="multiple",
@@ -596,7 +624,10 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         show_analysed = dict(fn=handlers.show_analysed, inputs=[state, scan, chosen], outputs=scan,
                              api_visibility="private", show_progress="hidden")
         run.click(**clear).then(**store)
-        frame.release(**clear).then(**store).then(**show_analysed)
+        # Sliders act on `input` (a drag, the arrow keys, a typed number; not a value set by the app):
+        # `release` comes from a pointer alone, so keys moved a slider that changed nothing on screen
+        # (but did change the PDF). "always_last": a drag's steps do not queue up, its last value runs.
+        frame.input(**clear, trigger_mode="always_last").then(**store).then(**show_analysed)
         # A new scan: remember which file it is (the scan box and the file box never disagree on it),
         # start at its first frame, analyse. Removing it removes its results too.
         scan.upload(lambda path: (path, None), scan, [chosen, scan_file], api_visibility="private") \
@@ -612,8 +643,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         # The examples sit below the results (far below on a phone): bring the results into view.
         gallery.select(None, None, None, js=SCROLL_TO_RESULTS)
         demo.unload(handlers.leave)
-        gr.on([threshold.release, opacity.release, explain.change, style.change, show_hidden.change], handlers.render,
-              [state, *settings], outputs, api_visibility="private")
+        gr.on([threshold.input, opacity.input, explain.change, style.change, show_hidden.change], handlers.render,
+              [state, *settings], outputs, api_visibility="private", trigger_mode="always_last")
+        demo.load(None, js=ANNOUNCE_NOTES)
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden], pdf,
                        api_visibility="private")
         batch_run.click(handlers.batch, batch_files, [batch_table, batch_gallery, batch_csv_file],
@@ -641,9 +673,15 @@ def without_front_matter(card: str) -> str:
     return re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.DOTALL)
 
 
+def nested_headings(markdown: str, levels: int = 2) -> str:
+    """Markdown with every heading `levels` deeper, for a card shown inside the About page: its own
+    top-level headings would make the page's outline hold three titles."""
+    return re.sub(r"^(#{1,6}) ", lambda match: "#" * min(6, len(match[1]) + levels) + " ", markdown, flags=re.MULTILINE)
+
+
 def about_text(analyzer: Analyzer) -> str:
     cards = "\n\n".join(
-        f"<details><summary>Model card: {name} ({describe_model(m)})</summary>\n\n{without_front_matter(m.card)}\n\n</details>"
+        f"<details><summary>Model card: {name} ({describe_model(m)})</summary>\n\n{nested_headings(without_front_matter(m.card))}\n\n</details>"
         for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
     )
     members = len(analyzer.segmenter.config.get("training", {}).get("members", []))
@@ -655,7 +693,8 @@ def about_text(analyzer: Analyzer) -> str:
                 else f"an {segmenter_encoder} encoder, also ImageNet-pretrained")
     return f"""{DISCLAIMER}
 
-**Models.** An {classifier_encoder} classifier (ImageNet-pretrained, fine-tuned on two hospitals' scans,
+## Models
+An {classifier_encoder} classifier (ImageNet-pretrained, fine-tuned on two hospitals' scans,
 probabilities calibrated by temperature scaling) and {segmenter}, with {encoders}. Both see the scan
 cropped to its ultrasound field with its aspect ratio kept. An image
 that does not look like the breast ultrasound they were trained on gets no answer at all. Grad-CAM
@@ -664,7 +703,8 @@ predicted lesion. The classifier was trained to take its benign/malignant eviden
 (its training masks asked those maps to peak there), so a map on the lesion is expected, and a map
 elsewhere is worth a second look.
 
-**Data.** Trained on the train sides of BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of
+## Data
+Trained on the train sides of BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of
 breast ultrasound images.* Data in Brief 28 (2020) 104863 (licence not confirmed) — and BUS-UCLM
 (Vallez et al., Sci Data 2025; CC BY-NC 4.0, so the weights are for non-commercial use). Tested
 separately on both test sides and on BrEaST-Lesions_USG (Pawłowska et al., Sci Data 2024; CC BY 4.0),
@@ -701,7 +741,7 @@ def main(argv=None):
     demo.queue(default_concurrency_limit=2).launch(
         share=args.share,
         mcp_server=True if args.mcp else None,
-        theme=gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
+        theme=THEME,
         css=CSS,
         ssr_mode=False,
         show_error=True,  # an API argument Gradio itself refuses (a path string for a file) says why, not just "error"

@@ -441,12 +441,25 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         page.locator("#examples").get_by_text("malignant · BUSI", exact=True).click()
         probabilities = page.locator("#probabilities")
         expect(probabilities).to_contain_text("malignant", timeout=60_000)
+        # Keyboard and screen reader: the chosen example moves the focus to the results (it stayed on
+        # the thumbnail, off-screen), whose notes are announced when they change.
+        notes = page.locator("#notes")
+        assert page.evaluate("document.activeElement.id") == "notes" and notes.get_attribute("aria-live") == "polite"
         expect(page.locator("#class-cam img")).to_have_count(1, timeout=30_000)
         page.get_by_role("tab", name="Segment").click()
         expect(page.locator("#seg-overlay img")).to_have_count(1, timeout=30_000)
         page.get_by_role("tab", name="Classify").click()
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
+
+        # The result images say what they show; the threshold moved by arrow keys redraws the lesion
+        # (it changed only the PDF: the redraw listened to the pointer's release).
+        assert "Grad-CAM" in page.locator("#class-cam img").get_attribute("alt")
+        drawn = notes.inner_text()
+        page.get_by_label("range slider for Mask threshold").focus()
+        for _ in range(8):
+            page.keyboard.press("ArrowRight")
+        expect(notes).not_to_have_text(drawn, timeout=30_000)
 
         # A big benign scan still being analysed when the malignant example is clicked: the example's
         # results stay, whichever analysis ends last; removing the picture removes its results.
@@ -465,7 +478,6 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
 
         # A normal example whose marked region the gate hides: a hint; ticking the box draws it, with a note.
         page.locator("#examples").get_by_text("normal · BUSI", exact=True).click()
-        notes = page.locator("#notes")
         expect(notes).to_contain_text("normal gate hides", timeout=60_000)
         page.locator("#show-hidden input[type=checkbox]").check()
         expect(notes).to_contain_text("Drawn on request", timeout=30_000)
@@ -526,6 +538,10 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(page.locator("#batch-gallery img")).to_have_count(2, timeout=30_000)
         expect(page.locator("#batch-csv a").first).to_be_visible()
         page.screenshot(path=str(tmp_path / "batch.png"), full_page=True)
+        page.get_by_role("tab", name="About").click()
+        expect(page.locator("#about")).to_contain_text("Models", timeout=30_000)
+        page.locator("#about summary").first.click()
+        expect(page.locator("h1")).to_have_count(1), "the model cards' titles nest under the page's"
         page.get_by_role("tab", name="Scan").click()
 
         # A phone: every tab in view (none behind a "more" menu), example captions whole.
@@ -633,6 +649,11 @@ def test_mcp_tools_answer_with_content_and_readable_errors(tmp_path):
     assert "0.05 to 0.95" in str(tools["segment"].inputSchema["properties"]["threshold"])
     assert not good.isError and "malignant" in good.content[0].text and "confidence" in good.content[0].text
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
+
+
+def test_card_headings_nest_under_the_about_page():
+    card = "# Title\n\nText with a # sign.\n\n## Metrics\n###### Deepest"
+    assert app.nested_headings(card) == "### Title\n\nText with a # sign.\n\n#### Metrics\n###### Deepest"
 
 
 def test_about_names_each_models_encoder(analyzer):
