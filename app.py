@@ -575,8 +575,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                             with gr.Tab("Classify"):
                                 label = gr.Label(num_top_classes=3, label="Calibrated probabilities", elem_id="probabilities")
                                 explain = gr.Dropdown(EXPLAIN_CHOICES, value=EXPLAIN_CHOICES[0], label="Explain class")
-                                class_cam = gr.Image(label="Classifier Grad-CAM", format="png", elem_id="class-cam",
-                                                     buttons=RESULT_BUTTONS,
+                                class_cam = gr.Image(label="Classifier Grad-CAM (red: most evidence, blue: none)",
+                                                     format="png", elem_id="class-cam", buttons=RESULT_BUTTONS,
                                                      alt_text="The scan with the classifier's Grad-CAM heat map: "
                                                               "warm colours where the explained class's evidence lies")
                             with gr.Tab("Segment"):
@@ -589,8 +589,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                                     buttons=RESULT_BUTTONS,
                                                     alt_text="The lesion mask: white where the lesion is drawn, "
                                                              "black elsewhere")
-                                seg_cam = gr.Image(label="Seg-Grad-CAM of the drawn lesion", format="png",
-                                                   elem_id="seg-cam", buttons=RESULT_BUTTONS,
+                                seg_cam = gr.Image(label="Seg-Grad-CAM of the drawn lesion (red: most evidence, blue: none)",
+                                                   format="png", elem_id="seg-cam", buttons=RESULT_BUTTONS,
                                                    alt_text="The scan with the segmenter's Seg-Grad-CAM heat map: "
                                                             "warm colours where the drawn lesion's evidence lies")
                                 details = gr.JSON(label="Lesion statistics and report")
