@@ -206,6 +206,13 @@ def explained_class(explain) -> str | None:
     return None if explain == EXPLAIN_CHOICES[0] else explain
 
 
+def checked_style(style) -> str:
+    """How the lesion is drawn, from the radio's choice; anything else is a readable error."""
+    if style not in MASK_STYLES:
+        raise user_error(f"style must be one of {', '.join(MASK_STYLES)}; got {style!r}.")
+    return style
+
+
 HIDDEN_HINT = ("The segmenter marked a region on this scan that the normal gate hides (the classifier rates the scan "
                "normal): tick \"Draw a lesion the normal gate hides\" (API: show_hidden) to see it.")
 
@@ -300,8 +307,7 @@ class Handlers:
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
         explain = explained_class(explain)
-        if style not in MASK_STYLES:
-            raise user_error(f"style must be one of {', '.join(MASK_STYLES)}; got {style!r}.")
+        style = checked_style(style)
         notes = [f"⚠️ {w}" for w in analysis.warnings + analysis.notes]
         if analysis.hides_a_finding:
             notes.append(HIDDEN_HINT)
@@ -366,21 +372,23 @@ class Handlers:
             return gr.skip()
         return write_image(analysis.gray, RESULTS_DIR, "png")
 
-    def pdf_download(self, analysis, threshold, opacity, picture, uploaded, explain, show_hidden=False):
+    def pdf_download(self, analysis, threshold, opacity, picture, uploaded, explain, show_hidden=False,
+                     style=MASK_STYLES[0]):
         """The PDF report button: the report of what is on screen, shown for download."""
         return gr.update(visible=True, value=self.pdf(analysis, threshold, opacity, current_file(picture, uploaded),
-                                                      explain, show_hidden))
+                                                      explain, show_hidden, style))
 
-    def pdf(self, analysis, threshold=None, opacity=0.45, path=None, explain=EXPLAIN_CHOICES[0], show_hidden=False):
+    def pdf(self, analysis, threshold=None, opacity=0.45, path=None, explain=EXPLAIN_CHOICES[0], show_hidden=False,
+            style=MASK_STYLES[0]):
         """The stored analysis as a PDF report (the UI's download button), as shown: threshold,
-        opacity, the class whose Grad-CAM is on screen and whether a lesion the gate hid is drawn."""
+        opacity, lesion style, the class whose Grad-CAM is on screen and whether a lesion the gate hid is drawn."""
         if analysis is None:
             raise user_error("Analyse a scan first; the report describes the last analysis.")
         analysis = as_asked(analysis, show_hidden)
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
         data = pdf_report(analysis, threshold, opacity, self.models, Path(path).name if path else None,
-                          explain=explained_class(explain))
+                          explain=explained_class(explain), style=checked_style(style))
         return write_file(data, RESULTS_DIR, "pdf", REPORT_NAME)
 
     def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45, frame=0, show_hidden=False):
@@ -646,7 +654,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         gr.on([threshold.input, opacity.input, explain.change, style.change, show_hidden.change], handlers.render,
               [state, *settings], outputs, api_visibility="private", trigger_mode="always_last")
         demo.load(None, js=ANNOUNCE_NOTES)
-        make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden], pdf,
+        make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")
         batch_run.click(handlers.batch, batch_files, [batch_table, batch_gallery, batch_csv_file],
                         api_visibility="private", show_progress="full")

@@ -259,9 +259,10 @@ def _seg_cam_reason(analysis: Analysis, stats: dict) -> str:
 
 def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: float = 0.45,
                models: dict[str, str] | None = None, scan_name: str | None = None,
-               analysed_at: datetime | None = None, explain: str | None = None) -> bytes:
+               analysed_at: datetime | None = None, explain: str | None = None, style: str = "filled") -> bytes:
     """The PDF (bytes) of `analysis` as the app shows it at `threshold` (default: the validated one)
-    and `opacity`, with the Grad-CAM of class `explain` (default: the predicted class). `models`: role -> description, e.g. `model_descriptions(analyzer.classifier,
+    and `opacity`, the lesion drawn in `style` ("filled": tinted and outlined, or "outline" only), with
+    the Grad-CAM of class `explain` (default: the predicted class). `models`: role -> description, e.g. `model_descriptions(analyzer.classifier,
     analyzer.segmenter)`; `scan_name`: the uploaded file's name (only its last part is printed);
     `analysed_at`: when the analysis ran (default: now; a naive time is taken as UTC), printed in UTC."""
     used = analysis.threshold if threshold is None else float(threshold)
@@ -328,7 +329,8 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
             class_cam, class_reason = None, "Grad-CAM was not computed for this analysis."
         seg_cam = shown.seg_cam_overlay(used, opacity)
         pdf.image_row([("Scan as analysed", shown.gray, ""),
-                       (f"Lesion overlay with outline (threshold {used:.2f})", shown.mask_overlay(used, opacity), "")],
+                       (f"Lesion {'outline' if style == 'outline' else 'overlay'} (threshold {used:.2f})",
+                        shown.mask_overlay(used, opacity, style), "")],
                       heading="Scan and lesion")
         explained = explain or analysis.predicted_class
         pdf.image_row([(f"Grad-CAM of the classifier: {explained}"

@@ -271,6 +271,11 @@ def test_pdf_report_of_the_stored_analysis(handlers, tmp_path):
     other = next(c for c in state.classes if c != state.predicted_class)
     other_text = " ".join(pdf_text(handlers.pdf(state, None, 0.45, str(DICOM_EXAMPLE), other)).split())
     assert f"Grad-CAM of the classifier: {other} (not the predicted class)" in other_text, "the class on screen"
+    assert "Lesion overlay (threshold" in " ".join(text.split())
+    outlined = " ".join(pdf_text(handlers.pdf(state, None, 0.45, str(DICOM_EXAMPLE), style="outline")).split())
+    assert "Lesion outline (threshold" in outlined, "the lesion drawn as on screen (the PDF ignored the style)"
+    with pytest.raises(gr.Error, match="style must be one of"):
+        handlers.pdf(state, style="dotted")
     with pytest.raises(gr.Error, match="Analyse a scan first"):
         handlers.pdf(None)
 
