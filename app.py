@@ -73,8 +73,9 @@ STORED_OUTPUTS = 9  # what the UI's analysis sets: the stored result, the seven 
 # Example and batch captions sit under their pictures (wrapped over them, on a phone or at 200 % zoom,
 # they hid half the scan), in a box that grows with them; on a phone the examples show three columns and
 # the batch outlines two, not five or four off-screen. The model cards' wide tables scroll sideways
-# instead of squeezing their cells to a letter per line. Sliders, radios, checkboxes and menus get a
-# visible keyboard focus ring (the theme draws none on them).
+# instead of squeezing their cells to a letter per line. The scan's and the results' labels sit above
+# their pictures, not over them (they hid part of a lesion or a heat map). Sliders, radios, checkboxes
+# and menus get a visible keyboard focus ring (the theme draws none on them).
 CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; }
 #examples .grid-wrap, #batch-gallery .grid-wrap { height: auto !important; max-height: none !important; }
 #examples .grid-container, #batch-gallery .grid-container { grid-auto-rows: auto !important; }
@@ -84,6 +85,9 @@ CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: 
 #examples .caption-label, #batch-gallery .caption-label { position: static; max-width: 100%; width: 100%; border-radius: 0; text-align: center; }
 #about table { display: block; overflow-x: auto; }
 #about th, #about td { min-width: 6em; word-break: normal; overflow-wrap: normal; }
+#scan > [data-testid=block-label], #class-cam > [data-testid=block-label], #seg-overlay > [data-testid=block-label],
+#mask > [data-testid=block-label], #seg-cam > [data-testid=block-label],
+#batch-gallery > [data-testid=block-label] { position: static; margin-bottom: 4px; }
 input[type=range]:focus-visible, input[type=radio]:focus-visible, input[type=checkbox]:focus-visible,
 input[role=listbox]:focus-visible { outline: 3px solid #3730a3; outline-offset: 2px; }
 @media (max-width: 640px) {
@@ -100,6 +104,9 @@ THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospac
 # the thumbnail, now off-screen, and the next Tab scrolled back down to the examples).
 SCROLL_TO_RESULTS = """() => { const notes = document.getElementById('notes'); if (!notes) return;
   notes.tabIndex = -1; notes.scrollIntoView({behavior: 'smooth', block: 'start'}); notes.focus({preventScroll: true}); }"""
+# After an upload on a phone, where the results sit a screen or more below the scan box: into view.
+SCROLL_TO_RESULTS_ON_PHONE = """() => { if (window.innerWidth <= 640)
+  document.getElementById('notes')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }"""
 # Screen readers announce the notes (the line on the drawn lesion, warnings) when they change.
 ANNOUNCE_NOTES = "() => document.getElementById('notes')?.setAttribute('aria-live', 'polite')"
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
@@ -213,8 +220,8 @@ def checked_style(style) -> str:
     return style
 
 
-HIDDEN_HINT = ("The segmenter marked a region on this scan that the normal gate hides (the classifier rates the scan "
-               "normal): tick \"Draw a lesion the normal gate hides\" (API: show_hidden) to see it.")
+HIDDEN_HINT = ("The segmenter did mark a region here: tick \"Draw a lesion the normal gate hides\" (under the "
+               "sliders; API: show_hidden) to see it.")
 
 
 def as_asked(analysis, show_hidden):
@@ -502,8 +509,8 @@ def skipped_summary(skipped: list[str], shown: int = 5) -> str:
         return ""
     names = ", ".join(skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
     nested = any(name.lower().endswith(".zip") for name in skipped)
-    return (f"{len(skipped)} file{'s' * (len(skipped) > 1)} in the archives that are no scans ({names})"
-            + ("; zip archives inside an archive are not opened" if nested else ""))
+    what = "1 file that is not a scan" if len(skipped) == 1 else f"{len(skipped)} files that are not scans"
+    return f"{what} ({names})" + ("; zip archives inside an archive are not opened" if nested else "")
 
 
 def with_status(row: dict) -> dict:
@@ -650,6 +657,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             .then(**first_frame).then(**clear).then(**store)
         # The examples sit below the results (far below on a phone): bring the results into view.
         gallery.select(None, None, None, js=SCROLL_TO_RESULTS)
+        for box in (scan, scan_file):
+            box.upload(None, None, None, js=SCROLL_TO_RESULTS_ON_PHONE)
         demo.unload(handlers.leave)
         gr.on([threshold.input, opacity.input, explain.change, style.change, show_hidden.change], handlers.render,
               [state, *settings], outputs, api_visibility="private", trigger_mode="always_last")
@@ -689,7 +698,7 @@ def nested_headings(markdown: str, levels: int = 2) -> str:
 
 def about_text(analyzer: Analyzer) -> str:
     cards = "\n\n".join(
-        f"<details><summary>Model card: {name} ({describe_model(m)})</summary>\n\n{nested_headings(without_front_matter(m.card))}\n\n</details>"
+        f"<details><summary>Model card: {name} — {describe_model(m)}</summary>\n\n{nested_headings(without_front_matter(m.card))}\n\n</details>"
         for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
     )
     members = len(analyzer.segmenter.config.get("training", {}).get("members", []))

@@ -164,7 +164,7 @@ def decode(source, frame: int = 0) -> DecodedScan:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ScanError(f"The image has more than {MAX_PIXELS / 1e6:.0f} megapixels.") from None
     except UnidentifiedImageError:
-        raise ScanError("This file is not an image Pillow can read (PNG, JPEG, BMP, TIFF, …) nor DICOM.") from None
+        raise ScanError("This file is not an image this app can read (PNG, JPEG, BMP, TIFF, …) nor DICOM.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ScanError(f"The image file is damaged or truncated ({error}).") from None
     gray, rgb = _to_array(image)

@@ -294,7 +294,7 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
         z.writestr("study/readme.txt", "notes")
         z.write(examples[1][0], "study/masks/x_mask.png")
     files = [str(examples[2][0]), str(archive)]
-    with pytest.warns(UserWarning, match=r"Not analysed: 2 files .*no scans \(scans.zip/study/masks/x_mask.png, "
+    with pytest.warns(UserWarning, match=r"Not analysed: 2 files that are not scans \(scans.zip/study/masks/x_mask.png, "
                                          r"scans.zip/study/readme.txt\)"):
         table, gallery, csv_path = handlers.batch(files, progress=lambda *args, **kwargs: None)
     names = [row[0] for row in table]
@@ -327,7 +327,7 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
     nested = tmp_path / "nested.zip"
     with zipfile.ZipFile(nested, "w") as z:
         z.write(inner, "inner.zip")
-    with pytest.raises(gr.Error, match=r"No scans in the upload: 1 file .*\(nested.zip/inner.zip\); zip archives "
+    with pytest.raises(gr.Error, match=r"No scans in the upload: 1 file that is not a scan \(nested.zip/inner.zip\); zip archives "
                                        r"inside an archive are not opened"):
         handlers.batch([str(nested)], progress=lambda *args, **kwargs: None)
 
@@ -460,6 +460,9 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         # The result images say what they show; the threshold moved by arrow keys redraws the lesion
         # (it changed only the PDF: the redraw listened to the pointer's release).
         assert "Grad-CAM" in page.locator("#class-cam img").get_attribute("alt")
+        label_bottom = page.locator("#class-cam [data-testid=block-label]").evaluate("e => e.getBoundingClientRect().bottom")
+        assert label_bottom <= page.locator("#class-cam img").evaluate("e => e.getBoundingClientRect().top") + 1, \
+            "the label sits above the heat map, not over it"
         drawn = notes.inner_text()
         page.get_by_label("range slider for Mask threshold").focus()
         for _ in range(8):
@@ -506,7 +509,7 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         bad = tmp_path / "notes.png"
         bad.write_bytes(b"this is a text file, not a scan")
         page.locator("#scan input[type=file]").set_input_files(str(bad))
-        expect(page.get_by_text("not an image Pillow can read").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("not an image this app can read").first).to_be_visible(timeout=30_000)
         expect(probabilities).not_to_contain_text("benign", timeout=10_000)
         assert "Traceback" not in page.content()
         page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
@@ -572,6 +575,10 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         assert max(phone.locator("#examples .thumbnail-item").evaluate_all(
             "items => items.map(item => item.getBoundingClientRect().bottom)")) <= gallery_bottom + 1, "an example is cut off"
         phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+        # An upload on a phone brings the results (a screen below the scan box) into view.
+        phone.locator("#scan input[type=file]").set_input_files(str(EXAMPLE_UPLOAD))
+        expect(phone.locator("#probabilities")).to_contain_text("benign", timeout=60_000)
+        expect(phone.locator("#notes")).to_be_in_viewport(timeout=10_000)
         browser.close()
     assert shot.stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOT"):
