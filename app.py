@@ -65,6 +65,7 @@ REPORT_NAME = "breast-ultrasound-report.pdf"
 BATCH_NAME = "breast-ultrasound-batch.csv"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
+BATCH_FILE_CHARS = 28  # the Batch table shows the end of a longer path (the CSV has it whole)
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 # The mask threshold's range, for the slider and the API alike: at 0 every pixel is "lesion" (the
 # whole scan drawn, sized and explained), at 1 none is.
@@ -490,7 +491,7 @@ class Handlers:
                     gallery.append((write_image(outlined, RESULTS_DIR), caption))
             progress(min(start + BATCH_CHUNK, len(scans)) / len(scans), desc="analysing")
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
-                 for r in map(with_status, rows)]
+                 for r in map(for_screen, rows)]
         return table, gallery, write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)
 
 
@@ -513,13 +514,17 @@ def skipped_summary(skipped: list[str], shown: int = 5) -> str:
     return f"{what} ({names})" + ("; zip archives inside an archive are not opened" if nested else "")
 
 
-def with_status(row: dict) -> dict:
-    """A batch row for the table on screen: a scan with no class says why in its class cell, since the
-    warnings column that holds the reason sits off-screen (the CSV keeps the cell empty)."""
+def for_screen(row: dict) -> dict:
+    """A batch row for the table on screen: a long path keeps its end (the file's own name: zip paths
+    filled a phone's width and left one look-alike prefix per row), and a scan with no class says why
+    in its class cell, since the warnings column that holds the reason sits off-screen. The CSV keeps
+    the path whole and the cell empty."""
+    file = row["file"]
+    shown = {**row, "file": file if len(file) <= BATCH_FILE_CHARS else "…" + file[1 - BATCH_FILE_CHARS:]}
     if row["predicted_class"] is not None:
-        return row
+        return shown
     failed = (row["warnings"] or "").startswith(ERROR_PREFIX)
-    return {**row, "predicted_class": "(error: see warnings)" if failed else "(" + NOT_ULTRASOUND + ")"}
+    return {**shown, "predicted_class": "(error: see warnings)" if failed else "(" + NOT_ULTRASOUND + ")"}
 
 
 def lesion_summary(lesion: dict) -> str:
@@ -619,8 +624,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 batch_files = gr.File(label="Scans or zip archives", file_count="multiple",
                                       file_types=None, elem_id="batch-files")
                 batch_run = gr.Button("Analyse all", variant="primary", elem_id="batch-run")
+                # The file stays in view while the other columns scroll sideways (on a phone: the class).
                 batch_table = gr.Dataframe(headers=COLUMNS, label="Results (sort from a column's ⋮ menu)",
-                                           interactive=False, elem_id="batch-table")
+                                           interactive=False, elem_id="batch-table", pinned_columns=1)
                 batch_gallery = gr.Gallery(label="Lesions outlined", columns=4, height="auto",
                                            format="jpeg", elem_id="batch-gallery")
                 batch_csv_file = gr.File(label="Table as CSV", elem_id="batch-csv")

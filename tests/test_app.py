@@ -357,6 +357,15 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
         handlers.batch([str(encrypted)], progress=lambda *args, **kwargs: None)
 
 
+def test_the_batch_table_shows_the_end_of_a_long_path():
+    """The file's own name stays in view (zip paths filled a phone's width with one look-alike prefix)."""
+    long = "scans_with_a_long_archive_name.zip/study_2024/series_0001/busi_normal_102.png"
+    row = dict.fromkeys(app.COLUMNS, None) | {"file": long, "predicted_class": "normal", "warnings": ""}
+    shown = app.for_screen(row)["file"]
+    assert shown.endswith("/busi_normal_102.png") and shown.startswith("…") and len(shown) == app.BATCH_FILE_CHARS
+    assert app.for_screen(row | {"file": "a.png"})["file"] == "a.png" and row["file"] == long
+
+
 def test_a_batch_reads_its_scans_a_chunk_at_a_time(handlers, tmp_path):
     """A small archive of large members (here 40 x 40 MB of zeros, 1.6 GB unpacked, 2 MB packed) is
     read a chunk at a time as it is analysed, not unpacked into memory at once (it took gigabytes)."""
