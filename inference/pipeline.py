@@ -37,6 +37,8 @@ SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at
 DISAGREEMENT_NOTE = ("The classifier leans towards normal, but not confidently enough to hide what the "
                      "segmenter found: the lesion is drawn; weigh both.")
 NO_LESION_NOTE = "No lesion predicted at the validated threshold, so Seg-Grad-CAM has no region to explain."
+UNDRAWN_FINDING_NOTE = ("The classifier rates this scan {label} at {p:.0%}, but the segmenter drew no lesion (so "
+                        "Seg-Grad-CAM has no region to explain): the two models disagree; weigh both.")
 HIDDEN_SHOWN_NOTE = ("Drawn on request: the classifier rates this scan normal at {p_normal:.0%}, and the rule chosen "
                      "on the validation sides would hide what the segmenter marked; weigh both.")
 SPARED_NOTE = ("The classifier rates this scan normal at {p_normal:.0%}, but the segmenter is sure of the lesion it "
@@ -345,8 +347,10 @@ class Analyzer:
             analysis.out_of_distribution, analysis.warnings = True, decoded.warnings + refused
             return analysis
         segmenter_found = analysis.segmenter_mask().any()
-        if not segmenter_found:
-            analysis.notes = [NO_LESION_NOTE]
+        if not segmenter_found:  # a lesion class with nothing drawn is a disagreement, said as one
+            label = analysis.predicted_class
+            analysis.notes = [NO_LESION_NOTE if label == "normal"
+                              else UNDRAWN_FINDING_NOTE.format(label=label, p=probabilities.max())]
         p_normal = probabilities[self.classes.index("normal")]
         gate, spares = s.get("normal_gate"), s.get("normal_gate_spares")
         gated = gate is not None and p_normal >= gate

@@ -9,7 +9,7 @@ from PIL import Image
 from scipy import ndimage
 
 from inference.pipeline import (DISAGREEMENT_NOTE, HIDDEN_SHOWN_NOTE, NO_LESION_NOTE, SPARED_NOTE, SUPPRESSED_NOTE,
-                                Analysis)
+                                UNDRAWN_FINDING_NOTE, Analysis)
 from inference.postprocess import lesion_mask
 from training.metrics import dice_iou
 
@@ -52,7 +52,12 @@ def test_lesion_scans_get_a_seg_gradcam_and_stats(analyzer, examples):
             assert analysis.notes == [suppressed_note(analysis, gate)] and analysis.seg_cam_overlay() is None
             assert analysis.predicted_class == "normal" and not analysis.mask().any()
         elif not analysis.mask().any():
-            assert analysis.notes == [NO_LESION_NOTE] and analysis.seg_map() is None
+            assert analysis.seg_map() is None
+            if analysis.predicted_class == "normal":
+                assert analysis.notes == [NO_LESION_NOTE]
+            else:  # a lesion class with nothing drawn: said to be a disagreement (it read as unexplained)
+                assert analysis.notes == [UNDRAWN_FINDING_NOTE.format(label=analysis.predicted_class,
+                                                                      p=analysis.probabilities.max())]
         else:
             assert analysis.seg_cam_overlay().shape == (*analysis.gray.shape, 3)
         if stats["lesion_count"]:
@@ -189,7 +194,8 @@ def test_a_lesion_is_drawn_only_if_its_peak_reaches_the_peak_threshold(gated, an
     assert np.array_equal(kept.mask(), lesion_mask(plain.lesion_probs, 0.3, kept.min_area_fraction,
                                                    kept.largest_only, peak))
     assert kept.mask().any() and kept.mask().sum() <= found.sum()
-    assert not dropped.mask().any() and dropped.notes == [NO_LESION_NOTE]
+    assert not dropped.mask().any() and ("segmenter drew no lesion" in dropped.notes[0] if dropped.predicted_class != "normal"
+                                         else dropped.notes == [NO_LESION_NOTE])
     assert kept.mask(0.2).sum() >= kept.mask().sum() >= kept.mask(0.5).sum()
 
 
