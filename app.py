@@ -103,11 +103,12 @@ THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospac
     button_primary_background_fill="*primary_700", button_primary_background_fill_hover="*primary_800")
 # After an example is chosen: the results into view, and the keyboard's focus with them (it stayed on
 # the thumbnail, now off-screen, and the next Tab scrolled back down to the examples).
-SCROLL_TO_RESULTS = """() => { const notes = document.getElementById('notes'); if (!notes) return;
-  notes.tabIndex = -1; notes.scrollIntoView({behavior: 'smooth', block: 'start'}); notes.focus({preventScroll: true}); }"""
+_NOTES_INTO_VIEW = "notes.scrollIntoView({behavior: 'smooth', block: 'start'});"
+SCROLL_TO_RESULTS = f"""() => {{ const notes = document.getElementById('notes'); if (!notes) return;
+  notes.tabIndex = -1; {_NOTES_INTO_VIEW} notes.focus({{preventScroll: true}}); }}"""
 # After an upload on a phone, where the results sit a screen or more below the scan box: into view.
-SCROLL_TO_RESULTS_ON_PHONE = """() => { if (window.innerWidth <= 640)
-  document.getElementById('notes')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }"""
+SCROLL_TO_RESULTS_ON_PHONE = f"""() => {{ const notes = document.getElementById('notes');
+  if (notes && window.innerWidth <= 640) {_NOTES_INTO_VIEW} }}"""
 # Screen readers announce the notes (the line on the drawn lesion, warnings) when they change.
 ANNOUNCE_NOTES = "() => document.getElementById('notes')?.setAttribute('aria-live', 'polite')"
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
