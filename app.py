@@ -697,6 +697,17 @@ def without_front_matter(card: str) -> str:
     return re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.DOTALL)
 
 
+def training_folded(card: str) -> str:
+    """A model card with its Training section (the long record of every recipe tried, most of the
+    card) folded under one line of its own, so that the About page shows the model, its intended use,
+    limitations, data and metrics without scrolling past it."""
+    match = re.search(r"(?ms)^## Training\n.*?(?=^## |\Z)", card)
+    if match is None:
+        return card
+    return (f"{card[:match.start()]}<details><summary>Training, and what was tried</summary>\n\n{match[0].rstrip()}"
+            f"\n\n</details>\n\n{card[match.end():]}")
+
+
 def nested_headings(markdown: str, levels: int = 2) -> str:
     """Markdown with every heading `levels` deeper, for a card shown inside the About page: its own
     top-level headings would make the page's outline hold three titles."""
@@ -705,7 +716,7 @@ def nested_headings(markdown: str, levels: int = 2) -> str:
 
 def about_text(analyzer: Analyzer) -> str:
     cards = "\n\n".join(
-        f"<details><summary>Model card: {name} — {describe_model(m)}</summary>\n\n{nested_headings(without_front_matter(m.card))}\n\n</details>"
+        f"<details><summary>Model card: {name} — {describe_model(m)}</summary>\n\n{nested_headings(training_folded(without_front_matter(m.card)))}\n\n</details>"
         for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
     )
     members = len(analyzer.segmenter.config.get("training", {}).get("members", []))
