@@ -49,7 +49,7 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from explain.overlay import MASK_STYLES
-from inference.batch_files import BatchInputError, BatchScan, read_batch_inputs
+from inference.batch_files import BatchInputError, read_batch_inputs
 from inference.batch import COLUMNS, ERROR_PREFIX, CsvResults, result_row
 from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
@@ -482,7 +482,7 @@ class Handlers:
         progress(0, desc="analysing", total=len(scans), unit="scans")
         for start in range(0, len(scans), BATCH_CHUNK):
             chunk = scans[start:start + BATCH_CHUNK]  # read now: a request holds one chunk, not the upload
-            results = readable_errors(lambda: self.analyzer.analyze_batch(list(map(read_or_error, chunk))))
+            results = readable_errors(lambda: self.analyzer.analyze_batch([scan.read_or_error() for scan in chunk]))
             for name, result in zip((scan.name for scan in chunk), results):
                 rows.append(result_row(name, result))
                 if not isinstance(result, ScanError) and not result.out_of_distribution:
@@ -494,14 +494,6 @@ class Handlers:
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
                  for r in map(for_screen, rows)]
         return table, gallery, write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)
-
-
-def read_or_error(scan: BatchScan) -> bytes | ScanError:
-    """A batch scan's bytes, or why they cannot be read (its row says so; the batch goes on)."""
-    try:
-        return scan.read()
-    except ScanError as error:
-        return error
 
 
 def skipped_summary(skipped: list[str], shown: int = 5) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from inference.decode import MAX_BYTES, ScanError
-from inference.files import is_hidden, is_scan_file
+from inference.files import is_hidden_path, is_scan_file
 
 MAX_SCANS = 200
 ENCRYPTED = 0x1  # zip general-purpose flag bit 0: the member needs a password
@@ -46,6 +46,14 @@ class BatchScan:
         except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
             raise ScanError(f"This file is damaged inside its zip archive ({error}).") from None
 
+    def read_or_error(self) -> bytes | ScanError:
+        """The bytes, or why they cannot be read, as a value: the batch's row for this scan says so
+        (`inference.pipeline.decode_or_error` passes it on) and the other scans go on."""
+        try:
+            return self.read()
+        except ScanError as error:
+            return error
+
 
 @dataclass
 class BatchInputs:
@@ -58,7 +66,7 @@ class BatchInputs:
 
 def _is_clutter(name: str) -> bool:
     """Archive entries nobody put there on purpose: macOS resource forks and hidden files."""
-    return "__MACOSX" in name or any(map(is_hidden, PurePosixPath(name).parts))
+    return "__MACOSX" in name or is_hidden_path(PurePosixPath(name))
 
 
 def _zip_members(path: Path, inputs: BatchInputs) -> None:

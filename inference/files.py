@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -19,6 +19,12 @@ def is_hidden(name: str) -> bool:
     """Hidden by the Unix convention (.git, .DS_Store, .cache): tool and system clutter, never scans.
     A batch neither picks up such a file nor looks inside such a folder."""
     return name.startswith(".")
+
+
+def is_hidden_path(relative: PurePath) -> bool:
+    """Whether a path, relative to the folder or archive it was found in, is hidden or lies in a hidden
+    folder there (.git/objects/…, .cache/x.png)."""
+    return any(map(is_hidden, relative.parts))
 
 
 def is_scan_file(path: Path) -> bool:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import ray
 
 from inference.batch import ERROR_PREFIX, arrow_schema, open_results, output_stems, record_scan
-from inference.files import is_hidden, is_scan_file
+from inference.files import is_hidden_path, is_scan_file
 from inference.models import REPO_ROOT, load_model, source_for
 from inference.pipeline import Analyzer, decode_or_error
 
@@ -53,13 +53,13 @@ def for_workers(path: str | Path | None) -> str | None:
 
 
 def in_hidden_folder(path: str, sources: list[str]) -> bool:
-    """Whether `path`, as Ray Data lists it (no URI scheme), lies in a hidden folder below the source
-    it was found under: the local engine does not look into those (.git, .cache), and Ray Data skips
-    hidden entries only at a source's top level."""
+    """Whether `path`, as Ray Data lists it (no URI scheme), is hidden or lies in a hidden folder below
+    the source it was found under: the local engine does not look into those (.git, .cache), and Ray
+    Data skips hidden entries only at a source's top level."""
     for source in sources:
         root = source.split("://", 1)[-1].rstrip("/")
         if path.startswith(root + "/"):
-            return any(map(is_hidden, PurePosixPath(path[len(root) + 1:]).parts[:-1]))
+            return is_hidden_path(PurePosixPath(path[len(root) + 1:]))
     return False
 
 
