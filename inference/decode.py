@@ -5,7 +5,8 @@ Pillow reads (PNG incl. 16-bit, JPEG, BMP, TIFF, GIF/WebP), in modes 1, L, LA, P
 I;16, I, F. Multi-frame files (cine DICOM, animations) give one frame: the first unless another is
 asked for, with a warning that says which. EXIF orientation is applied. Transparent pixels
 are composited onto black (the background of a scan). Images with more than 8 bits per pixel are
-stretched from their own minimum..maximum to 0..255 (floating-point data in 0..1 is scaled by 255).
+stretched from their own range to 0..255, a few outlying pixels left out (floating-point data in 0..1
+is scaled by 255).
 
 Refused: not an image, truncated or corrupt, smaller than MIN_SIDE px on a side, more than
 MAX_PIXELS pixels (decompression bombs are refused from the header, before decoding), files over
@@ -27,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MIN_SIDE = 32
+OUTLIER_FRACTION = 1e-4  # of a wide image's pixels left out of its stretch at each end: 48 of a 600x800 scan
 MAX_PIXELS = 16_000_000  # 4000 x 4000: far above any ultrasound; a 36 MP scan took 15 s and 3.7 GB here
 MAX_BYTES = 50 * 1024 * 1024
 COLOUR_SPREAD = 40
@@ -78,19 +80,23 @@ def check_size(width: int, height: int):
 
 def to_8_bit(values: np.ndarray, unit_range: bool = False) -> np.ndarray:
     """Greyscale values of any range -> uint8: kept where they lie in 0..255 already, scaled by 255
-    with `unit_range` (floating-point images in 0..1), else stretched from their own minimum..maximum."""
+    with `unit_range` (floating-point images in 0..1), else stretched from their own range to 0..255.
+
+    The range leaves out the OUTLIER_FRACTION brightest and darkest pixels, which saturate instead: one
+    hot or dead pixel of a 16-bit export (65535 among values up to 4000) would otherwise set the range
+    alone and turn the whole scan near-black."""
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.any():
         raise ScanError("The image holds no numbers (every pixel is NaN or infinite).")
     # A few NaN/infinite pixels (a float TIFF) must not turn the whole scan black: they become the minimum.
-    low, high = float(values[finite].min()), float(values[finite].max())
+    low, high = np.quantile(values[finite], [OUTLIER_FRACTION, 1 - OUTLIER_FRACTION], method="nearest")
     values = np.where(finite, values, low)
     if unit_range and low >= 0 and high <= 1:
-        return (values * 255).round().astype(np.uint8)
+        return (values.clip(0, 1) * 255).round().astype(np.uint8)
     if high <= 255 and low >= 0:
-        return values.round().astype(np.uint8)
-    scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+        return values.clip(0, 255).round().astype(np.uint8)
+    scaled = (values.clip(low, high) - low) / (high - low) * 255 if high > low else np.zeros_like(values)
     return scaled.round().astype(np.uint8)
 
 
