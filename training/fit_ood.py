@@ -52,15 +52,35 @@ DESIGN_NEGATIVES = ("binary_blobs", "brick", "cell", "checkerboard", "chelsea", 
                     "rocket", "shepp_logan_phantom")
 
 
+def in_sector(picture: np.ndarray, speckle: np.random.Generator | None = None) -> np.ndarray:
+    """`picture` (H, W) shown as a convex probe shows its field: inside a 72-degree sector on black
+    (apex above the top edge), optionally under multiplicative speckle-like noise. Another organ's
+    ultrasound looks like this, and framing crops a plain picture's black borders but keeps a sector's."""
+    height, width = picture.shape
+    rows, columns = np.mgrid[0:height, 0:width]
+    radius = np.hypot(columns - width / 2, rows + 0.1 * height)
+    inside = (radius >= 0.25 * height) & (radius <= 1.05 * height)
+    inside &= np.abs(np.arctan2(columns - width / 2, rows + 0.1 * height)) <= np.deg2rad(36)
+    shown = picture.astype(np.float64)
+    if speckle is not None:
+        shown *= speckle.rayleigh(1.0, shown.shape) / np.sqrt(np.pi / 2)  # Rayleigh noise of mean 1
+    return np.where(inside, shown, 0).clip(0, 255).astype(np.uint8)
+
+
 def design_negatives(config: dict) -> dict[str, np.ndarray]:
-    """{name: classifier input} of pictures that are not ultrasound, framed as serving frames a scan."""
+    """{name: classifier input} of pictures that are not ultrasound, framed as serving frames a scan:
+    each plain, and inside a probe's sector on black with and without speckle."""
     def gray(image: np.ndarray) -> np.ndarray:
         if image.ndim == 3:
             image = skimage.color.rgb2gray(image[..., :3])
         return skimage.util.img_as_ubyte(image)
 
+    rng = np.random.default_rng(0)
     pictures = {name: gray(getattr(skimage.data, name)()) for name in DESIGN_NEGATIVES}
-    pictures["uniform noise"] = np.random.default_rng(0).integers(0, 256, (400, 500), dtype=np.uint8)
+    pictures["uniform noise"] = rng.integers(0, 256, (400, 500), dtype=np.uint8)
+    pictures |= {f"{name} in a sector": in_sector(picture) for name, picture in list(pictures.items())}
+    pictures |= {f"{name} in a sector with speckle": in_sector(picture, rng)
+                 for name, picture in list(pictures.items()) if "sector" not in name}
     return {name: to_model_input(picture, Framing.for_model(picture, config)) for name, picture in pictures.items()}
 
 
