@@ -220,3 +220,15 @@ def test_mask_overlay_outlines_the_lesion_filled_or_not():
     assert (outlined[15, 20] == 90).all()
     with pytest.raises(ValueError):
         mask_overlay(gray, mask, 0.5, "dotted")
+
+
+def test_a_lesion_cut_by_the_scans_edge_is_drawn_closed_along_it():
+    """A lesion running off the top of the scan: its outline runs along the top row too, so the drawn
+    shape is closed (the sides used to stop one pixel short and the top stayed open)."""
+    from explain.overlay import outline
+
+    mask = np.zeros((20, 20), bool)
+    mask[:8, 5:15] = True
+    for width in (1, 2):
+        edge = outline(mask, width)
+        assert edge[0, 5:15].all() and edge[:8, 5].all() and edge[:8, 14].all() and not edge[width:8 - width, 5 + width:15 - width].any()
