@@ -50,12 +50,12 @@ from gradio.data_classes import FileData
 
 from explain.overlay import MASK_STYLES
 from inference.batch_files import BatchInputError, read_batch_inputs
-from inference.batch import COLUMNS, ERROR_PREFIX, CsvResults, result_row
+from inference.batch import COLUMNS, ERROR_PREFIX, CsvResults, batches, result_row
 from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
 from inference.models import ModelSourceError
 from inference.pipeline import Analyzer
-from inference.report import describe_model, model_descriptions, pdf_report
+from inference.report import NOT_ULTRASOUND, describe_model, model_descriptions, pdf_report
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
@@ -66,7 +66,6 @@ BATCH_NAME = "breast-ultrasound-batch.csv"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
 BATCH_FILE_CHARS = 28  # the Batch table shows the end of a longer path (the CSV has it whole)
-NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 # The mask threshold's range, for the slider and the API alike: at 0 every pixel is "lesion" (the
 # whole scan drawn, sized and explained), at 1 none is.
 THRESHOLD_RANGE = (0.05, 0.95)
@@ -480,8 +479,7 @@ class Handlers:
             gr.Warning(f"Not analysed: {skipped}.")
         rows, gallery = [], []
         progress(0, desc="analysing", total=len(scans), unit="scans")
-        for start in range(0, len(scans), BATCH_CHUNK):
-            chunk = scans[start:start + BATCH_CHUNK]  # read now: a request holds one chunk, not the upload
+        for chunk in batches(scans, BATCH_CHUNK):  # read now: a request holds one chunk, not the upload
             results = readable_errors(lambda: self.analyzer.analyze_batch([scan.read_or_error() for scan in chunk]))
             for name, result in zip((scan.name for scan in chunk), results):
                 rows.append(result_row(name, result))
@@ -490,7 +488,7 @@ class Handlers:
                     caption = f"{PurePosixPath(name).name}: {result.predicted_class} {result.probabilities.max():.0%}"
                     outlined = result.for_display(BATCH_THUMBNAIL_SIDE).mask_overlay(style="outline")
                     gallery.append((write_image(outlined, RESULTS_DIR), caption))
-            progress(min(start + BATCH_CHUNK, len(scans)) / len(scans), desc="analysing")
+            progress(len(rows) / len(scans), desc="analysing")
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
                  for r in map(for_screen, rows)]
         return table, gallery, write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from bench.server import AppServer, call_concurrently, example_files
+from bench.server import AppServer, call_concurrently, example_files, percentiles
 from inference.models import LoadedModel
 from inference.pipeline import Analyzer
 from inference.report import pdf_report
@@ -81,11 +81,6 @@ def full_analysis(analyzer: Analyzer, data: bytes):
     analysis.seg_cam_overlay()
     analysis.mask_png()
     return analysis.lesion_stats()
-
-
-def percentiles(seconds: list[float]) -> dict:
-    ms = np.array(seconds) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
 
 
 def time_calls(fn, inputs, runs: int) -> dict:

@@ -106,12 +106,18 @@ class AppServer:
         return self.rss_mb("VmHWM")
 
 
-def call_concurrently(server: AppServer, files: list[Path], workers: int, api_name: str = "/analyze") -> dict:
+def percentiles(seconds: list[float]) -> dict:
+    """Median and 95th percentile of call durations in seconds, as milliseconds."""
+    ms = np.array(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
+
+
+def call_concurrently(server: AppServer, files: list[Path], workers: int) -> dict:
     """Send one request per file from `workers` threads; latency percentiles, throughput, results."""
     def call(path):
         started = time.perf_counter()
         try:
-            result = server.client().predict(server.file(path), api_name=api_name)
+            result = server.client().predict(server.file(path), api_name="/analyze")
             return time.perf_counter() - started, result, None
         except Exception as error:  # counted and reported, never raised
             return time.perf_counter() - started, None, repr(error)
@@ -120,11 +126,9 @@ def call_concurrently(server: AppServer, files: list[Path], workers: int, api_na
     with ThreadPoolExecutor(workers) as pool:
         outcomes = list(pool.map(call, files))
     wall = time.perf_counter() - started
-    seconds = np.array([o[0] for o in outcomes]) * 1000
     return {
         "rps": len(files) / wall,
-        "p50_ms": round(float(np.percentile(seconds, 50)), 1),
-        "p95_ms": round(float(np.percentile(seconds, 95)), 1),
+        **percentiles([o[0] for o in outcomes]),
         "errors": sum(o[2] is not None for o in outcomes),
         "error_messages": [o[2] for o in outcomes if o[2]][:5],
         "results": [o[1] for o in outcomes],

@@ -642,7 +642,7 @@ def test_reports_round_probabilities(handlers, examples):
     assert all(len(repr(p).split(".")[-1]) <= 4 for p in report["probabilities"].values())
 
 
-def test_mcp_tools_answer_with_content_and_readable_errors(tmp_path):
+def test_mcp_tools_answer_with_content_and_readable_errors():
     """Through a real MCP client: the tools describe themselves, /analyze returns its results (a
     gr.State among the outputs used to empty them), and a bad scan says what was wrong."""
     import asyncio

@@ -41,7 +41,7 @@ def scan_folder(root, examples):
 def test_batches_of_any_size_give_the_single_scan_results(analyzer, examples):
     paths = [path for path, _ in examples]
     batched = analyzer.analyze_batch(paths[:4]) + analyzer.analyze_batch(paths[4:])
-    for path, result in zip(paths, batched):
+    for path, result in zip(paths, batched, strict=True):
         assert_same_analysis(result, analyzer.analyze(path))
         assert result.class_cams is None  # maps only when asked for
 

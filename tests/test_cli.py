@@ -14,7 +14,7 @@ from inference.__main__ import main as batch_main
 from training.publish import check_folder, main as publish_main
 
 
-def test_batch_command_on_a_folder(tmp_path, examples, capsys):
+def test_batch_command_on_a_folder(tmp_path, examples):
     folder = tmp_path / "scans" / "nested"
     folder.mkdir(parents=True)
     for path, _ in examples[:2]:

@@ -45,16 +45,16 @@ def test_every_mask_matches_its_scan(samples):
 
 def test_reader_accepts_any_names_and_mask_modes(tmp_path):
     (tmp_path / "benign").mkdir()
-    Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "benign" / "scan_a.png")
-    rgba = Image.new("RGBA", (40, 30), (0, 0, 0, 255))
+    Image.new("RGB", (40, 32), (10, 20, 30)).save(tmp_path / "benign" / "scan_a.png")
+    rgba = Image.new("RGBA", (40, 32), (0, 0, 0, 255))
     rgba.paste((255, 255, 255, 255), (0, 0, 10, 10))
     rgba.save(tmp_path / "benign" / "scan_a_mask.png")
-    one_bit = Image.new("1", (40, 30), 0)
+    one_bit = Image.new("1", (40, 32), 0)
     one_bit.paste(1, (30, 20, 40, 30))
     one_bit.save(tmp_path / "benign" / "scan_a_mask_1.png")
     [sample] = list_samples(tmp_path)
     assert sample.relpath == "benign/scan_a.png" and len(sample.mask_paths) == 2
-    assert load_scan(sample).shape == (30, 40)
+    assert load_scan(sample).shape == (32, 40)
     assert load_mask(sample).sum() == 200
 
 

@@ -84,7 +84,7 @@ def test_first_frame_of_an_animation(scan):
     assert np.abs(gray.astype(int) - scan).mean() < 3
 
 
-def test_paths_and_arrays(scan, tmp_path):
+def test_paths_and_arrays(scan):
     gray, _ = decode_scan(EXAMPLE)
     assert np.array_equal(gray, scan)
     gray, _ = decode_scan(np.stack([scan] * 3, axis=-1))

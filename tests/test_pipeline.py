@@ -4,7 +4,6 @@ Quality is asserted on the BUSI examples, the source the shipped models were tra
 other sources' examples they are often wrong (see README), so those get shape and sanity checks."""
 
 import numpy as np
-import pytest
 from PIL import Image
 from scipy import ndimage
 

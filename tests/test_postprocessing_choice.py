@@ -5,7 +5,7 @@ and easy, must not pass while it flags another scanner's normals often."""
 import numpy as np
 
 from inference.postprocess import lesion_mask
-from training.train_segmenter import (MAX_NORMAL_FP_RATE, best_allowed, choose_postprocessing, trade_off_frontier,
+from training.train_segmenter import (MAX_NORMAL_FP_RATE, choose_postprocessing, trade_off_frontier,
                                       validation_scores, worst_normal_fp)
 
 GRID = {"threshold": (0.5,), "min_area_fraction": (0.0,)}

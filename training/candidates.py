@@ -25,13 +25,13 @@ from training.finetune import chosen_epoch, load_side, logits_function, per_sour
 from training.metrics import calibrated, expected_calibration_error
 from training.renderings import rendered
 from training.train_classifier import validation_metrics
+from training.train_segmenter import POSTPROCESSING_KEYS
 
 OPTIONS = ("encoder", "encoder_from", "init_from", "normal_presence_weight", "average_from", "zoom_crop", "lr", "head_epochs",
            "epochs", "seed", "minutes", "best_epoch")
 CLASSIFIER_OPTIONS = ("attention_weight", "average_from", "zoom_crop", "ultrasound_shift", "lr",
                       "head_epochs", "epochs", "seed", "minutes", "best_epoch")
 CLASSIFIER_METRICS = ("recall_normal", "recall_bm", "macro_auc", "bm_auc", "recall_malignant", "lesions_called_normal")
-CHOICE = ("threshold", "peak_threshold", "min_area_fraction", "largest_only", "normal_gate", "normal_gate_spares")
 
 
 def classifier_record(folder: Path, config: dict) -> dict:
@@ -74,7 +74,7 @@ def validation_record(folder: Path) -> dict:
         return classifier_record(folder, config)
     return {"task": "segmentation", "input_size": config["input_size"],
             **{key: training.get(key) for key in OPTIONS},
-            "chosen_postprocessing": {key: config.get(key) for key in CHOICE},
+            "chosen_postprocessing": {key: config.get(key) for key in POSTPROCESSING_KEYS},
             "val_dice": round(training["val_dice"], 4), "val_normal_fp": round(training["val_normal_fp"], 4),
             "val_normal_fp_by_source": {source: round(share, 4) for source, share
                                         in training.get("val_normal_fp_by_source", {}).items()}}

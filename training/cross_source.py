@@ -16,14 +16,15 @@ import json
 from pathlib import Path
 
 from training.busi import TRAINING_SOURCES
+from training.finetune import chosen_epoch
+from training.metrics import selection_score
 
 
 def cross_source_scores(config: dict) -> dict:
     """At the chosen epoch: the training source's own score, and every other source's validation
     numbers (a classifier's also summed up as (Recall_BM + macro AUC) / 2); and each of those
     numbers' range over all epochs."""
-    training = config["training"]
-    epoch = training["history"][training["best_epoch"] - 1]
+    training, epoch = config["training"], chosen_epoch(config)
     out = {"task": config.get("task", "classification"), "trained_on": training["sources"],
            "framing": config.get("framing") or "stretch", "normal_presence_weight": training.get("normal_presence_weight"),
            "init_from": (training.get("init_from") or {}).get("model"),
@@ -38,7 +39,7 @@ def cross_source_scores(config: dict) -> dict:
             ranges.update({key: [min(values), max(values)] for key in keys
                            if None not in (values := [e[key] for e in training["history"]])})
             if f"{source}_recall_bm" in epoch:
-                out[f"{source}_score"] = (epoch[f"{source}_recall_bm"] + epoch[f"{source}_macro_auc"]) / 2
+                out[f"{source}_score"] = selection_score(epoch, f"{source}_")
     out["range_over_epochs"] = ranges
     return out
 

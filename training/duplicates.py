@@ -22,7 +22,7 @@ detector (ImageNet features), as the groups should not be graded by the detector
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -41,22 +41,6 @@ FRAME_MIN_INLIERS = 10
 THUMBNAIL = 64
 KEYPOINT_SIDE = 256  # longer side the keypoints are found at
 PARALLEL_MIN_ITEMS = 64  # fewer items run in this process: starting workers would cost more
-
-
-class UnionFind:
-    def __init__(self, items: Iterable):
-        self.parent = {item: item for item in items}
-
-    def find(self, item):
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, a, b):
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
 
 
 class ScanSignature:

@@ -132,11 +132,11 @@ def _torch_to_keras(state: dict, variant: str) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def load_imagenet_weights(model: keras.Model, variant: str = "lite0", checkpoint=None) -> int:
+def load_imagenet_weights(model: keras.Model, variant: str = "lite0") -> int:
     """Copy `variant`'s ImageNet weights into every layer of `model` that has one of its names;
     returns how many layers were set. The head (`top_*`, ImageNet `predictions`) is loaded where the
     model has one; the stem and all blocks must be there."""
-    state = load_state_dict(checkpoint or efficientnet_lite_checkpoint(variant))
+    state = load_state_dict(efficientnet_lite_checkpoint(variant))
     names = {layer.name for layer in model.layers}
     loaded = 0
     converted = _torch_to_keras(state, variant)

@@ -23,6 +23,7 @@ from usaugment.albumentations import DepthAttenuation, GaussianShadow, HazeArtif
 from training.arrays import load_arrays, subsample
 from training.busi import REPO_ROOT, SOURCES, TRAINING_SOURCES
 from training.efficientnet_lite import ENCODERS
+from training.metrics import calibrated
 from training.split import read_split, samples_by_side
 
 # The framing serving uses for these models (inference.preprocess): crop to the ultrasound field,
@@ -209,6 +210,14 @@ def logits_function(loaded):
     return tf.function(lambda x: logits_model(x, training=False))
 
 
+def normal_probability(loaded, images: np.ndarray) -> np.ndarray:
+    """A loaded classifier's calibrated probability of "normal" for each framed model input: what the
+    normal gate reads."""
+    config = loaded.config
+    logits = predict_in_batches(logits_function(loaded), images)
+    return calibrated(logits, config["temperature"])[:, config["classes"].index("normal")]
+
+
 def save_model(build, model: keras.Model, out: Path, config: dict):
     """Save a fresh, uncompiled copy of `model` (no optimizer state, ~3x smaller) and its config."""
     out.mkdir(parents=True, exist_ok=True)
@@ -343,15 +352,14 @@ class SelectOnValidation(keras.callbacks.Callback):
         return max(self.history, key=lambda h: h["val_score"])["epoch"]
 
 
-def _cosine_fit(model, train_ds, n_train: int, loss, selector: SelectOnValidation, args, lr: float, epochs: int,
-                **fit_kwargs):
+def _cosine_fit(model, train_ds, n_train: int, loss, selector: SelectOnValidation, args, lr: float, epochs: int):
     """`epochs` epochs with AdamW, the learning rate cosine-decayed from `lr` to 5 % of it."""
     schedule = keras.optimizers.schedules.CosineDecay(lr, epochs * int(np.ceil(n_train / args.batch_size)), alpha=0.05)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
-    model.fit(train_ds, epochs=epochs, callbacks=[selector], verbose=2, **fit_kwargs)
+    model.fit(train_ds, epochs=epochs, callbacks=[selector], verbose=2)
 
 
-def fit_two_phases(model, train_ds, n_train: int, loss, selector: SelectOnValidation, args, **fit_kwargs):
+def fit_two_phases(model, train_ds, n_train: int, loss, selector: SelectOnValidation, args):
     """Phase 1: new layers only (encoder frozen), lr 1e-3; skipped when `args.head_epochs` is 0 (a
     model whose new layers are trained already). Phase 2: encoder past the stem too, cosine-decayed
     from `args.lr`. Ends with the best validation weights loaded."""
@@ -359,11 +367,11 @@ def fit_two_phases(model, train_ds, n_train: int, loss, selector: SelectOnValida
         print("phase 1: encoder frozen", flush=True)
         set_trainable(model, backbone=False)
         model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4), loss=loss)
-        model.fit(train_ds, epochs=args.head_epochs, callbacks=[selector], verbose=2, **fit_kwargs)
+        model.fit(train_ds, epochs=args.head_epochs, callbacks=[selector], verbose=2)
 
     print("phase 2: encoder past the stem trains too", flush=True)
     set_trainable(model, backbone=True)
-    _cosine_fit(model, train_ds, n_train, loss, selector, args, args.lr, args.epochs, **fit_kwargs)
+    _cosine_fit(model, train_ds, n_train, loss, selector, args, args.lr, args.epochs)
     model.set_weights(selector.best_weights)
 
 

@@ -11,8 +11,15 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-CLASSES = ("normal", "benign", "malignant")
+from training.busi import CLASSES
+
 NORMAL, BENIGN, MALIGNANT = 0, 1, 2
+
+
+def selection_score(metrics: dict, prefix: str = "") -> float:
+    """What classifier epochs and recipes are chosen by: the mean of benign-vs-malignant recall and macro
+    AUC (`prefix`: a source's, e.g. "busi_")."""
+    return (metrics[f"{prefix}recall_bm"] + metrics[f"{prefix}macro_auc"]) / 2
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int) -> list[tuple[float, float, float]]:

@@ -21,8 +21,10 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+from scipy.cluster.hierarchy import DisjointSet
+
 from training.busi import CLASSES, REPO_ROOT, SOURCES, Sample, list_samples
-from training.duplicates import UnionFind, duplicate_pairs
+from training.duplicates import duplicate_pairs
 
 SIDES = ("train", "val", "test")
 FRACTIONS = (0.70, 0.15, 0.15)
@@ -49,14 +51,14 @@ def duplicate_groups(samples: list[Sample]) -> dict[str, int]:
     Ids are numbered 0.. in the order of each group's first file, so they are reproducible.
     """
     files = [s.relpath for s in samples]
-    groups = UnionFind(files)
+    groups = DisjointSet(files)
     for i, j, _ in duplicate_pairs([s.path for s in samples]):
-        groups.union(files[i], files[j])
+        groups.merge(files[i], files[j])
     for a, b in known_duplicate_pairs(samples[0].root):
-        if a in groups.parent and b in groups.parent:
-            groups.union(a, b)
+        if a in groups and b in groups:
+            groups.merge(a, b)
     ids: dict[str, int] = {}
-    return {f: ids.setdefault(groups.find(f), len(ids)) for f in files}
+    return {f: ids.setdefault(groups[f], len(ids)) for f in files}
 
 
 def patient_stratum(labels: set[str]) -> str:
@@ -141,11 +143,11 @@ def seen_paths(split_csvs) -> set[Path]:
     return seen
 
 
-def samples_by_side(source: str = "busi", root: Path | None = None) -> dict[str, list[Sample]]:
+def samples_by_side(source: str = "busi") -> dict[str, list[Sample]]:
     """A source's samples grouped by side of its committed split (`excluded` is its own key); an
     external source is all `test`."""
     spec = SOURCES[source]
-    samples = list_samples(root or spec.data_dir())
+    samples = list_samples(spec.data_dir())
     if spec.external:
         return {"test": samples}
     side_of = {row["file"]: row["split"] for row in read_split(spec.split_csv)}

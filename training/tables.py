@@ -17,6 +17,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from training.busi import REPO_ROOT, SOURCES, TRAINING_SOURCES
+from training.metrics import selection_score
 
 REPORTS = REPO_ROOT / "reports"
 DATASETS = (("busi-test", "BUSI test"), ("bus_uclm-test", "BUS-UCLM test"), ("breast-external", "BrEaST (external)"))
@@ -391,7 +392,7 @@ def row_number(row: dict, source: str, key: str) -> float:
     """A report row's number for `source` (`training.ensemble` on classifiers, `training.unseen_source`); "score"
     is the classifier trainer's (Recall_BM + macro AUC) / 2."""
     if key == "score":
-        return (row[f"{source}_recall_bm"] + row[f"{source}_macro_auc"]) / 2
+        return selection_score(row, f"{source}_")
     return row[f"{source}_{key}"]
 
 

@@ -30,7 +30,7 @@ from training.efficientnet_lite import load_imagenet_weights
 from training.evaluate import peak_inside
 from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases, load_training_data, per_source,
                                predict_in_batches, save_model, train_dataset, training_parser, training_splits)
-from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error,
+from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error, selection_score,
                               fit_temperature)
 
 VALIDATION_METRICS = ("accuracy", "recall_normal", "recall_bm", "recall_malignant", "macro_auc", "bm_auc",
@@ -91,7 +91,7 @@ def validation_metrics(logits: np.ndarray, val: dict, sources) -> tuple[float, d
         m = classification_metrics(probs[idx], val["labels"][idx])
         metrics.update({f"{source}_{key}": m[key] for key in VALIDATION_METRICS})
         if source in sources:
-            scores.append((m["recall_bm"] + m["macro_auc"]) / 2)
+            scores.append(selection_score(m))
     return float(np.mean(scores)), metrics
 
 

@@ -37,9 +37,9 @@ from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import copy_encoder, load_imagenet_weights
 from training.finetune import (PREPROCESSING, SelectOnValidation, fit_new_layers, fit_two_phases, load_side,
-                               load_training_data, logits_function, per_source, predict_in_batches, save_model,
+                               load_training_data, normal_probability, per_source, predict_in_batches, save_model,
                                train_dataset, training_parser, training_splits)
-from training.metrics import calibrated, dice_iou
+from training.metrics import dice_iou
 
 MAX_NORMAL_FP_RATE = 0.10
 POSTPROCESSING_KEYS = ("threshold", "peak_threshold", "min_area_fraction", "largest_only", "normal_gate",
@@ -90,7 +90,7 @@ def _mask_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float
     return dice, np.array([p.any() for p in predicted]), peaks
 
 
-def _scores(dice: np.ndarray, drawn: np.ndarray, hidden: np.ndarray, val: dict) -> dict:
+def shown_scores(dice: np.ndarray, drawn: np.ndarray, hidden: np.ndarray, val: dict) -> dict:
     """Mean lesion Dice (a hidden lesion scores 0) with its standard error, the share of lesion scans
     with nothing shown, and the share of normal scans with a lesion shown, pooled and per source."""
     lesion, shown = val["labels"] > 0, drawn & ~hidden
@@ -112,7 +112,7 @@ def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: 
     empty mask."""
     dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold)
     hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares)
-    scores = _scores(dice, drawn, hidden, val)
+    scores = shown_scores(dice, drawn, hidden, val)
     return scores["val_dice"], scores["val_normal_fp"]
 
 
@@ -173,7 +173,7 @@ def gated_results(masks: list[tuple[dict, tuple]], val: dict, p_normal=None, gat
     drawings the gate hides); without `p_normal`, no gate."""
     if p_normal is None:
         gates, hide = NO_GATE, hidden_by_normal_gate
-    return [{**setting, **gate, **_scores(dice, drawn, hide(p_normal, peaks, **gate), val)}
+    return [{**setting, **gate, **shown_scores(dice, drawn, hide(p_normal, peaks, **gate), val)}
             for setting, (dice, drawn, peaks) in masks for gate in gates]
 
 
@@ -217,9 +217,7 @@ def classifier_normal_probability(classifier: Path | None, limit: int = 0) -> np
         return None
     loaded = load_model(str(classifier))
     c = loaded.config
-    images = load_side("val", c["input_size"], limit, c.get("framing", {}), TRAINING_SOURCES)["images"]
-    logits = predict_in_batches(logits_function(loaded), images)
-    return calibrated(logits, c["temperature"])[:, c["classes"].index("normal")]
+    return normal_probability(loaded, load_side("val", c["input_size"], limit, c.get("framing", {}), TRAINING_SOURCES)["images"])
 
 
 def lesion_probabilities(loaded, images: np.ndarray) -> np.ndarray:

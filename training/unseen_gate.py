@@ -33,11 +33,10 @@ import numpy as np
 from inference.models import load_model
 from inference.postprocess import hidden_by_normal_gate
 from training.busi import TRAINING_SOURCES
-from training.finetune import logits_function, predict_in_batches
-from training.metrics import calibrated
+from training.finetune import normal_probability
 from training.operating_points import best_dice_under
 from training.train_segmenter import (MAX_NORMAL_FP_RATE, RECTANGLE_GATES, best_allowed, gated_results,
-                                      lesion_probabilities, mask_grid, worst_normal_fp)
+                                      lesion_probabilities, mask_grid, shown_scores, worst_normal_fp)
 from training.unseen_source import single_source, source_sides
 
 MEAN_EVIDENCE_GATES = ({"normal_gate": None},
@@ -84,10 +83,8 @@ def scored_choice(choice: dict, masks: list, side: dict, p_normal: np.ndarray, h
     post-processing and gate in `choice` on the scans `side` (`masks`: its `mask_grid`)."""
     gate = {key: choice[key] for key in choice if key.startswith("normal_gate")}
     dice, drawn, peaks = dict((setting_key(setting), scores) for setting, scores in masks)[setting_key(choice)]
-    shown = drawn & ~hide(p_normal, peaks, **gate)
-    lesion = side["labels"] > 0
-    return {"dice": float(np.where(shown, dice, 0.0)[lesion].mean()), "nothing_drawn": float((~shown)[lesion].mean()),
-            "normal_fp": float(shown[~lesion].mean())}
+    scores = shown_scores(dice, drawn, hide(p_normal, peaks, **gate), side)
+    return {"dice": scores["val_dice"], "nothing_drawn": scores["val_nothing_shown"], "normal_fp": scores["val_normal_fp"]}
 
 
 def pair_row(p_normal: dict, masks: dict, sides: dict) -> dict:
@@ -136,10 +133,7 @@ def main(argv=None) -> dict:
     p_normal, cls_labels = {}, None
     for folder, loaded in classifiers.items():
         sides = sides_for(loaded, source, unseen, args.limit)
-        c = loaded.config
-        p_normal[folder] = {name: calibrated(predict_in_batches(logits_function(loaded), side["images"]),
-                                             c["temperature"])[:, c["classes"].index("normal")]
-                            for name, side in sides.items()}
+        p_normal[folder] = {name: normal_probability(loaded, side["images"]) for name, side in sides.items()}
         cls_labels = {name: side["labels"] for name, side in sides.items()}
     rows = []
     for seg_folder, loaded in segmenters.items():
