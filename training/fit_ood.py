@@ -58,9 +58,9 @@ def in_sector(picture: np.ndarray, speckle: np.random.Generator | None = None) -
     ultrasound looks like this, and framing crops a plain picture's black borders but keeps a sector's."""
     height, width = picture.shape
     rows, columns = np.mgrid[0:height, 0:width]
-    radius = np.hypot(columns - width / 2, rows + 0.1 * height)
-    inside = (radius >= 0.25 * height) & (radius <= 1.05 * height)
-    inside &= np.abs(np.arctan2(columns - width / 2, rows + 0.1 * height)) <= np.deg2rad(36)
+    down, across = rows + 0.1 * height, columns - width / 2  # from the apex
+    radius = np.hypot(across, down)
+    inside = (radius >= 0.25 * height) & (radius <= 1.05 * height) & (np.abs(np.arctan2(across, down)) <= np.deg2rad(36))
     shown = picture.astype(np.float64)
     if speckle is not None:
         shown *= speckle.rayleigh(1.0, shown.shape) / np.sqrt(np.pi / 2)  # Rayleigh noise of mean 1
@@ -76,11 +76,10 @@ def design_negatives(config: dict) -> dict[str, np.ndarray]:
         return skimage.util.img_as_ubyte(image)
 
     rng = np.random.default_rng(0)
-    pictures = {name: gray(getattr(skimage.data, name)()) for name in DESIGN_NEGATIVES}
-    pictures["uniform noise"] = rng.integers(0, 256, (400, 500), dtype=np.uint8)
-    pictures |= {f"{name} in a sector": in_sector(picture) for name, picture in list(pictures.items())}
-    pictures |= {f"{name} in a sector with speckle": in_sector(picture, rng)
-                 for name, picture in list(pictures.items()) if "sector" not in name}
+    plain = {name: gray(getattr(skimage.data, name)()) for name in DESIGN_NEGATIVES}
+    plain["uniform noise"] = rng.integers(0, 256, (400, 500), dtype=np.uint8)
+    pictures = {**plain, **{f"{name} in a sector": in_sector(picture) for name, picture in plain.items()},
+                **{f"{name} in a sector with speckle": in_sector(picture, rng) for name, picture in plain.items()}}
     return {name: to_model_input(picture, Framing.for_model(picture, config)) for name, picture in pictures.items()}
 
 
