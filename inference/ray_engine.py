@@ -15,12 +15,11 @@ with its error; the job goes on. Ray is an optional extra (requirements-ray.txt)
 from __future__ import annotations
 
 import pickle
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
 
 from inference.batch import ERROR_PREFIX, arrow_schema, open_results, output_stems, record_scan
@@ -63,23 +62,53 @@ def in_hidden_folder(path: str, sources: list[str]) -> bool:
     return False
 
 
+def is_job_scan(path: str, sources: list[str]) -> bool:
+    """Whether the job analyses `path` (as Ray Data lists it): a scan file by the batch command's rule
+    (`inference.files.is_scan_file`: not a ground-truth mask, not hidden) outside the `sources`' hidden
+    folders."""
+    return is_scan_file(PurePosixPath(path)) and not in_hidden_folder(path, sources)
+
+
+def list_scans(sources: list[str]) -> list[str]:
+    """Every file the job will analyse, listed as Ray Data lists it (no URI scheme), without reading
+    any: local folders, shared storage, s3://, gs://, ... through pyarrow's file systems, as Ray Data
+    reads them."""
+    files = []
+    for source in sources:
+        filesystem, root = pafs.FileSystem.from_uri(source)
+        info = filesystem.get_file_info(root)
+        infos = (filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+                 if info.type == pafs.FileType.Directory else [info])
+        files += [info.path for info in infos if info.type == pafs.FileType.File and is_job_scan(info.path, sources)]
+    return files
+
+
+def renamed_stems(sources: list[str]) -> dict[str, str]:
+    """The scans whose images the local engine names by their path, since another scan of the run has
+    the same stem (`inference.batch.output_stems`), with those names. Each actor sees only its own
+    batches, so the run's whole listing is made first, once, by a task on the cluster (whose nodes
+    see the sources, which this process may not); usually it is empty."""
+    files = ray.get(ray.remote(list_scans).remote(sources))
+    return {file: stem for file, stem in output_stems(files).items() if stem != PurePosixPath(file).stem}
+
+
 def decode_files(batch: pa.Table, sources: list[str]) -> pa.Table:
     """Files' bytes -> their decoded scans (or errors); what is no scan file by the batch command's
     rule (`inference.files.is_scan_file`: e.g. ground-truth masks, hidden files) or lies in a hidden
     folder of one of the `sources` is dropped."""
     rows = [{"file": path, "decoded": pickle.dumps(decode_or_error(data))}
-            for path, data in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist())
-            if is_scan_file(PurePosixPath(path)) and not in_hidden_folder(path, sources)]
+            for path, data in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist()) if is_job_scan(path, sources)]
     return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
 
 
 class AnalyseScans:
     """The model stage: an actor that loads both models once (bundled folders or pinned hf://
     sources, as resolved on the driver) and turns each batch of decoded scans into result rows,
-    writing masks and maps where asked (folders every node can write: shared storage)."""
+    writing masks and maps where asked (folders every node can write: shared storage), named as the
+    local engine names them (`renamed`: the scans named by their path instead of their stem)."""
 
     def __init__(self, classifier_source: str, segmenter_source: str, cpus: float,
-                 masks_dir: str | None, explain_dir: str | None):
+                 masks_dir: str | None, explain_dir: str | None, renamed: dict[str, str]):
         import tensorflow as tf
 
         # TensorFlow would size its thread pools to the whole node; an actor gets `cpus` of it.
@@ -88,8 +117,8 @@ class AnalyseScans:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         self.analyzer = Analyzer(load_model(classifier_source), load_model(segmenter_source))
         self.maps = explain_dir is not None
-        self.record = partial(record_scan, masks_dir=masks_dir and Path(masks_dir),
-                              explain_dir=explain_dir and Path(explain_dir))
+        self.masks_dir, self.explain_dir = masks_dir and Path(masks_dir), explain_dir and Path(explain_dir)
+        self.renamed = renamed
         self.writers = ThreadPoolExecutor(threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -98,18 +127,23 @@ class AnalyseScans:
         rows = list(self.writers.map(self.record, batch["file"].to_pylist(), results))
         return pa.Table.from_pylist(rows, schema=arrow_schema())
 
+    def record(self, file: str, result) -> dict:
+        return record_scan(file, result, self.masks_dir, self.explain_dir, self.renamed.get(file))
+
 
 def build_dataset(sources: list[str], masks_dir: Path | None, explain_dir: Path | None, batch_size: int,
                   actor_cpus: float) -> ray.data.Dataset:
     """The pipeline, not yet run."""
     sources = [for_workers(source) for source in sources]
+    renamed = renamed_stems(sources) if masks_dir or explain_dir else {}
     return (ray.data.read_binary_files(sources, include_paths=True)
             .map_batches(decode_files, batch_format="pyarrow", fn_kwargs=dict(sources=sources))
             .map_batches(AnalyseScans, batch_size=batch_size, batch_format="pyarrow", num_cpus=actor_cpus,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None),
                          fn_constructor_kwargs=dict(classifier_source=source_for("classifier"),
                                                     segmenter_source=source_for("segmenter"), cpus=actor_cpus,
-                                                    masks_dir=for_workers(masks_dir), explain_dir=for_workers(explain_dir))))
+                                                    masks_dir=for_workers(masks_dir), explain_dir=for_workers(explain_dir),
+                                                    renamed=renamed)))
 
 
 def run(sources: list[str], out: Path, masks_dir: Path | None = None, explain_dir: Path | None = None,
@@ -120,19 +154,12 @@ def run(sources: list[str], out: Path, masks_dir: Path | None = None, explain_di
     cpus = ray.cluster_resources().get("CPU", 0)
     if actor_cpus >= cpus:  # the read tasks would wait forever for a CPU the model actor holds
         raise SystemExit(f"--actor-cpus {actor_cpus:g} leaves none of the cluster's {cpus:g} CPUs for reading files")
-    results, total, failures, files = open_results(out), 0, 0, []
+    results, total, failures = open_results(out), 0, 0
     try:
         for row in build_dataset(sources, masks_dir, explain_dir, batch_size, actor_cpus).iter_rows():
             results.write(row)
             total += 1
             failures += row["warnings"].startswith(ERROR_PREFIX)
-            if masks_dir or explain_dir:
-                files.append(row["file"])
     finally:
         results.close()
-    # The workers name images by stem alone (none sees the whole run): say which the local engine would rename.
-    if clashes := sorted(file for file, stem in output_stems(files).items() if stem != PurePosixPath(file).stem):
-        print(f"warning: scans with the same stem ({', '.join(clashes[:5])}{', ...' if len(clashes) > 5 else ''}) "
-              "wrote their images to the same files, so only one of each is kept; the local engine names them "
-              "apart", file=sys.stderr)
     return total, failures
