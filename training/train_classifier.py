@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from training.architectures import FEATURE_STRIDE, GRADCAM_LAYER, build_classifier
 from training.busi import CLASSES, REPO_ROOT
-from training.efficientnet_lite import STAGE_REPEATS, load_imagenet_weights
+from training.efficientnet_lite import load_imagenet_weights
 from training.evaluate import peak_inside
 from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases, load_training_data, per_source,
                                predict_in_batches, save_model, train_dataset, training_parser, training_splits)
@@ -38,31 +38,12 @@ VALIDATION_METRICS = ("accuracy", "recall_normal", "recall_bm", "recall_malignan
 LESION_CLASSES = tf.constant([float(c in (BENIGN, MALIGNANT)) for c in range(len(CLASSES))])
 
 
-def with_class_maps(model: keras.Model, lesion_map_layer: str | None = None) -> keras.Model:
+def with_class_maps(model: keras.Model) -> keras.Model:
     """Training view of the classifier that also outputs `cells`: the logits layer applied at every
     cell of the Grad-CAM layer. With a global-average-pool -> dense head that is the class-activation
-    map, which Grad-CAM reproduces up to a positive scale and a constant (the bias). With
-    `lesion_map_layer`, also `lesion`: a 1x1 convolution of that layer's map, each cell's lesion
-    coverage (logits); it exists only in this view, so the saved classifier does not carry it."""
-    outputs = {"probs": model.output, "cells": model.get_layer("logits")(model.get_layer(GRADCAM_LAYER).output)}
-    if lesion_map_layer:
-        outputs["lesion"] = keras.layers.Conv2D(1, 1, name="lesion_map")(model.get_layer(lesion_map_layer).output)
-    return keras.Model(model.input, outputs)
-
-
-def last_block_at_stride_16(encoder: str) -> str:
-    """The encoder's last block before its stride-32 stages (stages 0-4 of `STAGE_REPEATS`)."""
-    return f"block{sum(STAGE_REPEATS[encoder][:5]) - 1}_out"
-
-
-def lesion_map_loss(weight: float):
-    """Per scan, `weight` x the mean binary cross-entropy between each cell's predicted and true
-    lesion coverage (the mask's mean over the cell: 0 everywhere on a normal scan)."""
-
-    def loss(coverage, logits):
-        return weight * tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(coverage, logits), axis=(1, 2, 3))
-
-    return loss
+    map, which Grad-CAM reproduces up to a positive scale and a constant (the bias)."""
+    cells = model.get_layer("logits")(model.get_layer(GRADCAM_LAYER).output)
+    return keras.Model(model.input, {"probs": model.output, "cells": cells})
 
 
 def lesion_cells(masks: tf.Tensor) -> tf.Tensor:
@@ -128,9 +109,6 @@ def main(argv=None):
                              out=REPO_ROOT / "models" / "classifier")
     parser.add_argument("--attention-weight", type=float, default=0.3,
                         help="weight of the loss that asks the lesion classes' maps to peak on the lesion")
-    parser.add_argument("--lesion-map-weight", type=float, default=0.0,
-                        help="weight of a training-only head that maps lesion coverage from the stride-16 features "
-                             "(0: none)")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
@@ -138,7 +116,7 @@ def main(argv=None):
 
     model = build_classifier(args.size, args.encoder)
     load_imagenet_weights(model, args.encoder)
-    trainer = with_class_maps(model, last_block_at_stride_16(args.encoder) if args.lesion_map_weight else None)
+    trainer = with_class_maps(model)
     logits_model = keras.Model(model.input, [model.get_layer("logits").output, trainer.output["cells"]])
     logits_fn = tf.function(lambda x: tuple(logits_model(x, training=False)))
 
@@ -152,12 +130,8 @@ def main(argv=None):
     train["weights"] = train["weights"] * class_weights(train["labels"])[train["labels"]]
     train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop, export_shift=args.export_shift,
                              ultrasound_shift=args.ultrasound_shift,
-                             targets=lambda masks, labels, weights: ({"probs": labels, "cells": lesion_cells(masks)}
-                                                                     | ({"lesion": tf.nn.avg_pool2d(masks, 16, 16, "VALID")}
-                                                                        if args.lesion_map_weight else {}), weights))
+                             targets=lambda masks, labels, weights: ({"probs": labels, "cells": lesion_cells(masks)}, weights))
     losses = {"probs": keras.losses.SparseCategoricalCrossentropy(), "cells": lesion_attention_loss(args.attention_weight)}
-    if args.lesion_map_weight:
-        losses["lesion"] = lesion_map_loss(args.lesion_map_weight)
     fit_two_phases(trainer, train_ds, len(train["labels"]), losses, selector, args)
 
     val_logits = predict_in_batches(logits_fn, val["images"])[0]
@@ -180,8 +154,7 @@ def main(argv=None):
         "temperature": temperature,
         "training": {"sources": args.sources, "encoder": args.encoder, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr,
-                     "attention_weight": args.attention_weight, "lesion_map_weight": args.lesion_map_weight,
-                     "average_from": args.average_from,
+                     "attention_weight": args.attention_weight, "average_from": args.average_from,
                      "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,
                      "ultrasound_shift": args.ultrasound_shift,
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],

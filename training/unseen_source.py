@@ -1,7 +1,7 @@
 """Score single-source classifiers or segmenters on all of the source they were not trained on but its test side.
 
 Cross-source validation (`training.ensemble` on single-source runs) scores a run trained on one source
-on the other source's validation side: BUS-UCLM's holds 104 frames of 7 patients, 14 of them malignant;
+on the other source's validation side: BUS-UCLM's holds 104 frames of 9 patients, 14 of them malignant;
 BUSI's 115 scans. On so few scans a recipe's mean over three seeds moves by as much as any recipe
 change tried (classifier card, rules 36 to 42). A run trained on one source never saw any side of the
 other, and chose its epoch and temperature on its own source's validation side, so the other source's
