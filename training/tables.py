@@ -673,6 +673,14 @@ RENDERERS = {
         "training.unseen_source`); argmax of the uncalibrated probabilities at each run's chosen epoch. Rule 58 "
         "compares its mean over seeds × directions with the shipped recipe's (seeds 9 to 12, rule 46's table).",
         own_score=itemgetter("val_score")),
+    "cross_source_classifier_clahe": lambda reports_dir: render_ensembles(
+        reports_dir, ("unseen_source_classifiers_clahe_busi.json", "unseen_source_classifiers_clahe_bus_uclm.json"),
+        "classifiers", CLASSIFIER_UNSEEN_COLUMNS, row_number,
+        "The shipped recipe with the ultrasound field equalised by CLAHE in training and serving (`_clahe`, "
+        "`--clahe`, seeds 9 to 11), scored on all of the source each run did not see but its test side (`python -m "
+        "training.unseen_source`); argmax of the uncalibrated probabilities at each run's chosen epoch. Rule 59 "
+        "compares its mean over seeds × directions with the shipped recipe's (seeds 9 to 12, rule 46's table).",
+        own_score=itemgetter("val_score")),
     "unseen_source_segmenters_learning_rate": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
                       "unseen_source_segmenters_lr1e-4_busi.json", "unseen_source_segmenters_lr1e-4_bus_uclm.json"),
