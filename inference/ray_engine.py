@@ -79,7 +79,7 @@ def list_scans(sources: list[str]) -> list[str]:
         info = filesystem.get_file_info(root)
         infos = (filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
                  if info.type == pafs.FileType.Directory else [info])
-        files += [info.path for info in infos if info.type == pafs.FileType.File and is_job_scan(info.path, sources)]
+        files += [entry.path for entry in infos if entry.type == pafs.FileType.File and is_job_scan(entry.path, sources)]
     return files
 
 

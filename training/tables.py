@@ -425,6 +425,19 @@ def against_shipped_recipe(recipe: str, change: str, rule: int, last_seed: int =
     return lambda reports_dir: render_classifier_recipes(reports_dir, (*baseline, recipe), note)
 
 
+def unseen_against_shipped_recipe(reports: str, change: str, rule: int):
+    """Renderer of the table for one change to the shipped classifier recipe scored on all of the unseen
+    source but its test side: its seeds 9 to 11 (`unseen_source_classifiers_<reports>_<source>.json`),
+    compared in the note with the shipped recipe's seeds 9 to 12 of rule 46's table."""
+    note = (f"The shipped recipe {change}, seeds 9 to 11), scored on all of the source each run did not see but its "
+            "test side (`python -m training.unseen_source`); argmax of the uncalibrated probabilities at each run's "
+            f"chosen epoch. Rule {rule} compares its mean over seeds × directions with the shipped recipe's (seeds 9 "
+            "to 12, rule 46's table).")
+    return lambda reports_dir: render_ensembles(
+        reports_dir, tuple(f"unseen_source_classifiers_{reports}_{source}.json" for source in ("busi", "bus_uclm")),
+        "classifiers", CLASSIFIER_UNSEEN_COLUMNS, row_number, note, own_score=itemgetter("val_score"))
+
+
 # The project's bars for the shipped models (issue 12): (report task, key, dataset, label, ">=" or "<=", bar)
 BARS = (
     ("classifier", "bm_auc", "breast-external", "benign-vs-malignant AUC", ">=", 0.80),
@@ -664,23 +677,10 @@ RENDERERS = {
         "did not see but its test side (`python -m training.unseen_source`); argmax of the uncalibrated probabilities "
         "at each run's chosen epoch. Rule 46 compares the two recipes' means over seeds × directions.",
         own_score=itemgetter("val_score")),
-    "cross_source_classifier_lesion_map": lambda reports_dir: render_ensembles(
-        reports_dir, ("unseen_source_classifiers_lesion_map_busi.json",
-                      "unseen_source_classifiers_lesion_map_bus_uclm.json"), "classifiers",
-        CLASSIFIER_UNSEEN_COLUMNS, row_number,
-        "The shipped recipe with a lesion map learned beside the classes (`_lm`, `--lesion-map-weight 1`, commit "
-        "7030775, seeds 9 to 11), scored on all of the source each run did not see but its test side (`python -m "
-        "training.unseen_source`); argmax of the uncalibrated probabilities at each run's chosen epoch. Rule 58 "
-        "compares its mean over seeds × directions with the shipped recipe's (seeds 9 to 12, rule 46's table).",
-        own_score=itemgetter("val_score")),
-    "cross_source_classifier_clahe": lambda reports_dir: render_ensembles(
-        reports_dir, ("unseen_source_classifiers_clahe_busi.json", "unseen_source_classifiers_clahe_bus_uclm.json"),
-        "classifiers", CLASSIFIER_UNSEEN_COLUMNS, row_number,
-        "The shipped recipe with the ultrasound field equalised by CLAHE in training and serving (`_clahe`, "
-        "`--clahe`, seeds 9 to 11), scored on all of the source each run did not see but its test side (`python -m "
-        "training.unseen_source`); argmax of the uncalibrated probabilities at each run's chosen epoch. Rule 59 "
-        "compares its mean over seeds × directions with the shipped recipe's (seeds 9 to 12, rule 46's table).",
-        own_score=itemgetter("val_score")),
+    "cross_source_classifier_lesion_map": unseen_against_shipped_recipe(
+        "lesion_map", "with a lesion map learned beside the classes (`_lm`, `--lesion-map-weight 1`, commit 7030775", 58),
+    "cross_source_classifier_clahe": unseen_against_shipped_recipe(
+        "clahe", "with the ultrasound field equalised by CLAHE in training and serving (`_clahe`, `--clahe`", 59),
     "unseen_source_segmenters_learning_rate": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
                       "unseen_source_segmenters_lr1e-4_busi.json", "unseen_source_segmenters_lr1e-4_bus_uclm.json"),
