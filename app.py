@@ -129,6 +129,18 @@ class ScanInput(gr.Image):
         return None if payload is None else payload.path
 
 
+class TypedSlider(gr.Slider):
+    """A slider whose number box may be typed into: a value outside its range goes to the nearer end,
+    as the box itself shows once it loses focus. Gradio's own slider refuses such a value with an error
+    that blanks every output the event feeds, and the PDF then used the value the box showed, which the
+    screen never did."""
+
+    is_template = True
+
+    def preprocess(self, payload: float) -> float:
+        return super().preprocess(min(max(payload, self.minimum), self.maximum))
+
+
 def read_examples():
     """Example files, what the gallery shows for each, and captions "<ground truth> · <dataset>"
     (held-out scans of three sources), then the calibrated DICOM made from the BrEaST malignant one
@@ -287,7 +299,7 @@ class Handlers:
         return ticket is not None and self._newest.get(session_of(request), ticket) != ticket
 
     @staticmethod
-    def report(analysis, threshold=None, lesion=None) -> dict:
+    def json_report(analysis, threshold=None, lesion=None) -> dict:
         """The JSON report; class, probabilities and lesion are null when the scan is out of distribution.
         `lesion`: the lesion statistics at `threshold` when the caller has them already."""
         withheld = analysis.out_of_distribution
@@ -320,7 +332,7 @@ class Handlers:
         if analysis.hides_a_finding:
             notes.append(HIDDEN_HINT)
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
-            return (NOT_ULTRASOUND, None, None, None, self.report(analysis, threshold), None, "\n\n".join(notes))
+            return (NOT_ULTRASOUND, None, None, None, self.json_report(analysis, threshold), None, "\n\n".join(notes))
         lesion = analysis.lesion_stats(threshold)
         if lesion["lesion_count"]:
             notes.append(lesion_summary(lesion))
@@ -337,7 +349,7 @@ class Handlers:
             write_image(shown.class_overlay(explain, opacity), RESULTS_DIR),
             write_image(shown.mask_overlay(threshold, opacity, style), RESULTS_DIR),
             write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"),
-            self.report(analysis, threshold, lesion),
+            self.json_report(analysis, threshold, lesion),
             None if seg_cam is None else write_image(seg_cam, RESULTS_DIR),
             notes,
         )
@@ -415,7 +427,7 @@ class Handlers:
         """
         return self.render(self._analysis(path, frame), explain, threshold, opacity, show_hidden=show_hidden)
 
-    def report_pdf(self, path, threshold=None, frame=0):
+    def report(self, path, threshold=None, frame=0):
         """A PDF report of one breast ultrasound scan: the scan, lesion overlay, Grad-CAM maps, calibrated
         probabilities, lesion measurements (mm for a calibrated DICOM), warnings, model versions and
         date. Research demo, not a medical device: not for diagnosis.
@@ -461,8 +473,8 @@ class Handlers:
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         analysis = self._analysis(path)
         if analysis.out_of_distribution:  # no mask: an empty one would read as "no lesion"
-            return None, self.report(analysis, threshold)
-        return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"), self.report(analysis, threshold)
+            return None, self.json_report(analysis, threshold)
+        return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"), self.json_report(analysis, threshold)
 
     def batch(self, paths, progress=gr.Progress()):
         """The Batch tab: many scans (files and/or zip archives) -> a table with one row per scan, a
@@ -567,14 +579,14 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                          sources=["upload", "clipboard"], format="png", height=360, elem_id="scan")
                         scan_file = gr.File(label="…or a DICOM or any other scan file", file_count="single",
                                             file_types=None, height=180, elem_id="scan-file")
-                        frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
+                        frame = TypedSlider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
                         with gr.Row():
                             run = gr.Button("Analyse", variant="primary")
                             make_pdf = gr.Button("PDF report", elem_id="make-pdf")
                         pdf = gr.File(label="PDF report of the last analysis", elem_id="pdf", visible=False)
-                        threshold = gr.Slider(*THRESHOLD_RANGE, value=default_threshold, step=0.05, label="Mask threshold",
+                        threshold = TypedSlider(*THRESHOLD_RANGE, value=default_threshold, step=0.05, label="Mask threshold",
                                               info=threshold_info(analyzer.segmenter.config))
-                        opacity = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity", elem_id="opacity")
+                        opacity = TypedSlider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity", elem_id="opacity")
                         style = gr.Radio(list(MASK_STYLES), value=MASK_STYLES[0], label="Lesion drawn", elem_id="style")
                         show_hidden = gr.Checkbox(False, label="Draw a lesion the normal gate hides",
                                                   info="When the classifier rates a scan normal, what the segmenter "
@@ -678,7 +690,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         api_warnings = gr.Textbox(visible=False, label="warnings")
         gr.Button(visible=False).click(handlers.classify, scan, [label, api_warnings], api_name="classify")
         gr.Button(visible=False).click(handlers.segment, [scan, api_threshold], [mask, details], api_name="segment")
-        gr.Button(visible=False).click(handlers.report_pdf, [scan, api_threshold, api_frame], pdf, api_name="report")
+        gr.Button(visible=False).click(handlers.report, [scan, api_threshold, api_frame], pdf, api_name="report")
     return demo
 
 

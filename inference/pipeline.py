@@ -65,7 +65,8 @@ class Analysis:
     # (a gradient pass through the segmenter's head)
     explain_region: Callable[[np.ndarray], np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
-    suppressed_as_normal: bool = False  # the classifier calls the scan normal and the validated rule hides lesions
+    suppressed_as_normal: bool = False  # the segmenter drew a lesion, the classifier calls the scan normal and
+                                        # the validated rule hides the drawing
     feature_distance: float | None = None  # the out-of-distribution score (None: the classifier has no check)
     out_of_distribution: bool = False      # not like a breast ultrasound scan: no diagnosis-like output
     mm_per_pixel: tuple[float, float] | None = None  # (x, y) from the file's calibration: sizes in mm
@@ -143,8 +144,8 @@ class Analysis:
 
     @property
     def hides_a_finding(self) -> bool:
-        """Whether the normal gate hid a region the segmenter marked (not merely a scan with nothing marked)."""
-        return self.suppressed_as_normal and bool(self.segmenter_mask().any())
+        """Whether the normal gate hid a region the segmenter marked."""
+        return self.suppressed_as_normal
 
     def with_hidden_finding_shown(self) -> Analysis:
         """This analysis with the lesion the normal gate hid drawn after all, and a note saying so
@@ -353,9 +354,9 @@ class Analyzer:
                               else UNDRAWN_FINDING_NOTE.format(label=label, p=probabilities.max())]
         p_normal = probabilities[self.classes.index("normal")]
         gate, spares = s.get("normal_gate"), s.get("normal_gate_spares")
-        gated = gate is not None and p_normal >= gate
-        peak = float(analysis.lesion_probs[analysis.segmenter_mask()].max()) if gated and segmenter_found else 0.0
-        if hidden_by_normal_gate(p_normal, peak, gate, spares):
+        gated = segmenter_found and gate is not None and p_normal >= gate  # nothing drawn: nothing to hide
+        peak = float(analysis.lesion_probs[analysis.segmenter_mask()].max()) if gated else 0.0
+        if gated and hidden_by_normal_gate(p_normal, peak, gate, spares):
             analysis.suppressed_as_normal = True
             analysis.notes = [SUPPRESSED_NOTE.format(p_normal=p_normal, gate=gate)]
         elif gated:

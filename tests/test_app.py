@@ -122,6 +122,17 @@ def test_sliders_before_any_analysis_change_nothing(handlers):
     assert all(isinstance(update, dict) and update.get("__type__") == "update" for update in handlers.render(None, "normal", 0.5, 0.5))
 
 
+def test_a_value_typed_beyond_a_sliders_range_goes_to_its_nearer_end(analyzer):
+    """Typed into a slider's box, 1.5 used to be refused with an error that blanked every result, while
+    the box then showed 0.95 and the PDF used it; now the results are drawn at what the box shows."""
+    sliders = {block.label: block for block in app.build_demo(analyzer).blocks.values()
+               if isinstance(block, app.gr.Slider)}
+    assert all(isinstance(sliders[label], app.TypedSlider) for label in ("Mask threshold", "Overlay opacity", "Frame"))
+    threshold = sliders["Mask threshold"]
+    assert threshold.preprocess(1.5) == app.THRESHOLD_RANGE[1] and threshold.preprocess(-2) == app.THRESHOLD_RANGE[0]
+    assert threshold.preprocess(0.45) == 0.45
+
+
 def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
     state, *_ = handlers.analyze_and_store(upload_copy(examples[4][0], tmp_path))
     label, class_cam, overlay, mask, report, seg_cam, notes = handlers.render(state, "normal", 0.2, 0.8)
@@ -254,7 +265,7 @@ def test_multi_frame_file_gets_a_frame_picker(handlers, tmp_path):
     assert picker["visible"] is True and picker["maximum"] == 2 and picker["value"] == 0
     flipped, *_, picker = handlers.analyze_and_store(str(path), 1)
     assert flipped.frame == 1 and picker["value"] == 1 and np.array_equal(flipped.gray, scan[:, ::-1])
-    assert handlers.report(flipped)["frame"] == 1
+    assert handlers.json_report(flipped)["frame"] == 1
     for bad in (3, 1.5, "x"):
         with pytest.raises(gr.Error, match="frame"):
             handlers.analyze_and_store(str(path), bad)
@@ -633,7 +644,7 @@ def test_bad_numbers_are_readable_errors(handlers, examples, threshold, opacity)
 def test_the_api_threshold_is_the_sliders(handlers):
     """One range for the slider, the API's checks and the tools' descriptions."""
     low, high = app.THRESHOLD_RANGE
-    for api in (handlers.analyze, handlers.report_pdf, handlers.segment):
+    for api in (handlers.analyze, handlers.report, handlers.segment):
         assert f"probability threshold, {low} to {high}" in " ".join(api.__doc__.split())
 
 
@@ -665,8 +676,8 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
 
     with AppServer(extra_env={"GRADIO_MCP_SERVER": "True"}) as server:
         tools, good, bad = asyncio.run(session_calls(server.url))
-    assert {"analyze", "classify", "segment"} <= set(tools)
-    assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment"))
+    assert {"analyze", "classify", "segment", "report"} <= set(tools), "MCP tools are named as the endpoints"
+    assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment", "report"))
     assert "0.05 to 0.95" in str(tools["segment"].inputSchema["properties"]["threshold"])
     assert not good.isError and "malignant" in good.content[0].text and "confidence" in good.content[0].text
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)

@@ -133,16 +133,28 @@ def test_seg_gradcam_explains_the_displayed_mask(analyzer, examples):
 
 
 def test_the_normal_gate_hides_lesions_only_from_its_probability(gated, examples):
+    """A gate at 0 hides every drawn lesion, and says so; a scan on which the segmenter drew nothing has
+    nothing hidden, and its note says that nothing was found (it used to say a finding was hidden)."""
     always, never = gated(0.0), gated(None)
+    nothing_drawn = 0
     for path, _ in examples:
         hidden = always.analyze(path)
-        assert hidden.suppressed_as_normal and not hidden.mask().any()
-        assert hidden.notes == [suppressed_note(hidden, 0.0)]
+        assert not hidden.mask().any()
+        if hidden.segmenter_mask().any():
+            assert hidden.suppressed_as_normal and hidden.hides_a_finding
+            assert hidden.notes == [suppressed_note(hidden, 0.0)]
+        else:
+            nothing_drawn += 1
+            assert not hidden.suppressed_as_normal and not hidden.hides_a_finding
+            assert hidden.notes == ([NO_LESION_NOTE] if hidden.predicted_class == "normal" else
+                                    [UNDRAWN_FINDING_NOTE.format(label=hidden.predicted_class,
+                                                                 p=hidden.probabilities.max())])
         shown = never.analyze(path)
         assert not shown.suppressed_as_normal
         assert np.array_equal(shown.mask(), shown.segmenter_mask())
         disagrees = shown.predicted_class == "normal" and shown.segmenter_mask().any()
         assert (DISAGREEMENT_NOTE in shown.notes) == disagrees
+    assert nothing_drawn, "an example on which the segmenter draws nothing"
 
 
 def test_the_gate_spares_only_lesions_whose_segmenter_peak_reaches_its_level(gated, examples):
