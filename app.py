@@ -90,7 +90,12 @@ CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: 
 #batch-gallery > [data-testid=block-label] { position: static; margin-bottom: 4px; }
 input[type=range]:focus-visible, input[type=radio]:focus-visible, input[type=checkbox]:focus-visible,
 input[role=listbox]:focus-visible { outline: 3px solid #3730a3; outline-offset: 2px; }
+#batch-table .header-cell.first-column, #batch-table .body-cell.first-column { position: sticky; left: 0; z-index: 3; }
+#batch-table .body-cell.first-column { background: inherit; }
+#batch-table .header-cell.first-column::after, #batch-table .body-cell.first-column::after {
+  content: ""; position: absolute; top: 0; right: 0; bottom: 0; width: 1px; background: var(--border-color-primary); }
 @media (max-width: 640px) {
+  #batch-table .header-cell.first-column, #batch-table .sizing-body td:first-child { max-width: 40vw !important; }
   #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
   #batch-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
   #examples .caption-label, #batch-gallery .caption-label { font-size: 12px; padding: 1px 4px; }
@@ -627,7 +632,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 batch_files = gr.File(label="Scans or zip archives", file_count="multiple",
                                       file_types=None, elem_id="batch-files")
                 batch_run = gr.Button("Analyse all", variant="primary", elem_id="batch-run")
-                # The file stays in view while the other columns scroll sideways (on a phone: the class).
+                # The file stays in view while the other columns scroll sideways, and on a phone takes at most
+                # 40 % of the width, so the class shows beside it: CSS above (Gradio 6.31's pinned_columns
+                # neither sticks nor narrows the column).
                 batch_table = gr.Dataframe(headers=COLUMNS, label="Results (sort from a column's ⋮ menu)",
                                            interactive=False, elem_id="batch-table", pinned_columns=1)
                 batch_gallery = gr.Gallery(label="Lesions outlined", columns=4, height="auto",

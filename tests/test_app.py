@@ -599,6 +599,22 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         phone.locator("#scan input[type=file]").set_input_files(str(EXAMPLE_UPLOAD))
         expect(phone.locator("#probabilities")).to_contain_text("benign", timeout=60_000)
         expect(phone.locator("#notes")).to_be_in_viewport(timeout=10_000)
+        # A batch on a phone: the class column shows beside the file column, which stays put while the
+        # table scrolls sideways (Gradio's pinned_columns did neither; the file took up to 80 % of the width).
+        phone.get_by_role("tab", name="Batch").click()
+        phone.locator("#batch-files input[type=file]").set_input_files([str(EXAMPLE_UPLOAD), str(DICOM_EXAMPLE)])
+        phone.get_by_role("button", name="Analyse all").click()
+        phone_table = phone.locator("#batch-table")
+        expect(phone_table).to_contain_text("breast_case010.dcm", timeout=60_000)
+        edges = "() => [...document.querySelectorAll('#batch-table .header-cell')].slice(0, 2).map(c => { " \
+                "const r = c.getBoundingClientRect(); return [r.left, r.right]; })"
+        viewport = phone.locator("#batch-table .virtual-table-viewport")
+        table_right = viewport.evaluate("e => e.getBoundingClientRect().right")
+        (file_left, _), (_, class_right) = phone.evaluate(edges)
+        assert class_right <= table_right + 1, "the class column is cut off on a phone"
+        viewport.evaluate("e => { e.scrollLeft = 250; }")
+        phone.wait_for_timeout(500)
+        assert abs(phone.evaluate(edges)[0][0] - file_left) <= 1, "the file column scrolled away"
         browser.close()
     assert shot.stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOT"):
