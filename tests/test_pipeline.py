@@ -241,3 +241,41 @@ def test_a_scan_on_a_viewers_black_screen_is_framed_like_the_scan(analyzer, exam
     assert abs(shown.probabilities.max() - alone.probabilities.max()) < 0.05
     drawn = shown.mask()[top:top + scan.shape[0], left:left + scan.shape[1]]
     assert drawn.sum() == shown.mask().sum() and dice_iou(drawn, alone.mask())[0] > 0.9
+
+
+def test_the_lesion_view_reads_which_lesion_never_whether(analyzer, examples):
+    """With `lesion_view` in the classifier's config, every scan keeps the whole scan's normal probability
+    (so the gate decides as before); a scan with a drawn lesion gets its benign / malignant split from both
+    views, one with nothing drawn from the whole scan's at the validated operating point; a batch gives the
+    same as its scans one at a time."""
+    from scipy.special import expit
+
+    from inference.models import LoadedModel
+    from inference.pipeline import Analyzer
+
+    c = analyzer.classifier
+    offset = c.config["lesion_view"]["malignant_offset"]
+    whole_only = Analyzer(LoadedModel(c.model, {k: v for k, v in c.config.items() if k != "lesion_view"}, "test", "",
+                                      c.folder), analyzer.segmenter, warm_up=False)
+    normal, benign, malignant = (analyzer.classes.index(name) for name in ("normal", "benign", "malignant"))
+    paths = [p for p, _ in examples]
+    viewed = 0
+    for path, batched in zip(paths, analyzer.analyze_batch(paths)):
+        analysis, whole = analyzer.analyze(path), whole_only.analyze(path)
+        p, q = analysis.probabilities, whole.probabilities
+        assert np.allclose(batched.probabilities, p, atol=1e-4)
+        assert np.isclose(p.sum(), 1.0, atol=1e-5) and np.isclose(p[normal], q[normal], atol=1e-6)
+        assert analysis.suppressed_as_normal == whole.suppressed_as_normal
+        assert np.array_equal(analysis.mask(), whole.mask())
+        malignant_share = p[malignant] / (p[benign] + p[malignant])
+        if analysis.segmenter_mask().any():
+            top, bottom, left, right = analysis.lesion_view
+            assert 0 <= top < bottom <= analysis.gray.shape[0] and 0 <= left < right <= analysis.gray.shape[1]
+            assert analysis.segmenter_mask()[top:bottom, left:right].any(), "the crop holds a drawn region"
+            viewed += 1
+        else:
+            assert analysis.lesion_view is None
+            temperature = c.config["temperature"]
+            expected = expit(np.log(q[malignant] / q[benign]) + offset / temperature)
+            assert np.isclose(malignant_share, expected, atol=1e-5)
+    assert viewed >= 5, "too few examples with a lesion view"

@@ -1,4 +1,4 @@
-"""Rule 60's check: benign or malignant read from two views, normal or not from the whole scan.
+"""Rules 60 and 61: benign or malignant read from two views, normal or not from the whole scan.
 
 The classifier trains on zoomed crops, so a crop around a lesion is familiar to it; the issue's first
 probe found lesion-centred input the strongest cross-source lever for benign vs malignant. Here the
@@ -6,8 +6,9 @@ crop speaks only to *which* lesion: when the segmenter draws one (its own mask a
 post-processing, before the normal gate), the classifier also reads the scan cut to the drawn region
 holding the segmenter's highest probability (its box plus `MARGIN` a side, aspect kept, padded black);
 the calibrated normal probability stays the whole scan's and the rest is split between benign and
-malignant by the temperature-scaled mean of the two views' malignant-minus-benign logit differences.
-No lesion drawn: the whole scan alone.
+malignant by the temperature-scaled mean of the two views' malignant-minus-benign logit differences
+(`inference.lesion_view`). No lesion drawn: the whole scan alone. Rule 61 adds an offset to that
+difference, the one with the best Recall_BM on the classifier's own validation side(s) (`OFFSETS`).
 
 Scored on validation sides only: single-source classifiers on the other source's validation side (the
 shipped segmenter, which draws the crops, never trained on it), and the shipped pair on both. Beside the
@@ -24,80 +25,47 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
-from scipy.special import expit
 
+from inference import lesion_view
 from inference.models import load_model
 from inference.postprocess import lesion_mask
 from inference.preprocess import Framing, to_model_input
 from training.busi import CLASSES, TRAINING_SOURCES, load_mask, load_scan
 from training.finetune import logits_function, predict_in_batches
-from training.metrics import calibrated, classification_metrics, selection_score
+from training.metrics import classification_metrics, selection_score
 from training.split import samples_by_side
 from training.train_segmenter import lesion_probabilities
 
 MARGIN = 0.25
-NORMAL, BENIGN, MALIGNANT = (CLASSES.index(c) for c in ("normal", "benign", "malignant"))
 METRICS = ("bm_auc", "recall_bm", "recall_malignant", "macro_auc", "lesions_called_normal", "accuracy")
-
-
-def lesion_view_box(drawn: np.ndarray, probs: np.ndarray, margin: float = MARGIN) -> tuple[int, int, int, int] | None:
-    """(top, bottom, left, right) of the drawn region holding the highest probability, grown by `margin`
-    of its height and width on each side and clipped to the scan; None when nothing is drawn."""
-    labels, count = ndimage.label(drawn)
-    if not count:
-        return None
-    peaks = ndimage.maximum(probs, labels, np.arange(1, count + 1))
-    rows, cols = ndimage.find_objects(labels)[int(np.argmax(peaks))]
-    grow_y, grow_x = margin * (rows.stop - rows.start), margin * (cols.stop - cols.start)
-    height, width = drawn.shape
-    return (max(0, int(rows.start - grow_y)), min(height, int(np.ceil(rows.stop + grow_y))),
-            max(0, int(cols.start - grow_x)), min(width, int(np.ceil(cols.stop + grow_x))))
-
-
-def two_view_probabilities(whole_logits: np.ndarray, view_logits: np.ndarray | None, temperature: float) -> np.ndarray:
-    """Calibrated probabilities: the whole scan's normal probability; the rest split between benign and
-    malignant by the temperature-scaled mean of both views' malignant-minus-benign logit differences
-    (the whole scan's alone without a lesion view)."""
-    whole = calibrated(whole_logits[None], temperature)[0]
-    if view_logits is None:
-        return whole
-    difference = np.mean([logits[MALIGNANT] - logits[BENIGN] for logits in (whole_logits, view_logits)])
-    malignant_share = expit(difference / temperature)
-    out = np.empty(len(CLASSES))
-    out[NORMAL] = whole[NORMAL]
-    out[BENIGN], out[MALIGNANT] = (1 - whole[NORMAL]) * (1 - malignant_share), (1 - whole[NORMAL]) * malignant_share
-    return out
 
 
 class SourceScans:
     """One source's validation scans, decoded once: classifier inputs of the whole scans, and of the
     lesion views cut around the segmenter's drawing and around the true mask."""
 
-    def __init__(self, source: str, segmenter, size: int, framing: dict):
+    def __init__(self, source: str, segmenter, config: dict):
         samples = samples_by_side(source)["val"]
         self.labels = np.array([s.label_index for s in samples])
         grays = [load_scan(s) for s in samples]
         s = segmenter.config
         seg_framings = [Framing.for_model(g, s) for g in grays]
         seg_probs = lesion_probabilities(segmenter, np.stack([to_model_input(g, f) for g, f in zip(grays, seg_framings)]))
-        self.whole = np.stack([to_model_input(g, Framing.of(g, size, **framing)) for g in grays])
+        self.whole = np.stack([to_model_input(g, Framing.for_model(g, config)) for g in grays])
         self.views = {}
         for name in ("predicted", "true"):
             boxes = []
-            for gray, framing_s, probs, sample in zip(grays, seg_framings, seg_probs, samples):
+            for framing_s, probs, sample in zip(seg_framings, seg_probs, samples):
                 scan_probs = framing_s.to_scan(probs)
                 if name == "predicted":
                     drawn = lesion_mask(scan_probs, float(s["threshold"]), float(s.get("min_area_fraction", 0.0)),
                                         bool(s.get("largest_only", False)), s.get("peak_threshold"))
-                    boxes.append(lesion_view_box(drawn, scan_probs))
+                    boxes.append(lesion_view.view_box(drawn, scan_probs, MARGIN))
                 else:
                     truth = load_mask(sample)
-                    boxes.append(lesion_view_box(truth, truth.astype(np.float32)))
+                    boxes.append(lesion_view.view_box(truth, truth.astype(np.float32), MARGIN))
             which = [i for i, box in enumerate(boxes) if box is not None]
-            crops = [grays[i][boxes[i][0]:boxes[i][1], boxes[i][2]:boxes[i][3]] for i in which]
-            inputs = np.stack([to_model_input(c, Framing.of(c, size, keep_aspect=True,
-                                                            clahe=framing.get("clahe", False))) for c in crops])
+            inputs = np.stack([lesion_view.view_input(grays[i], boxes[i], config) for i in which])
             self.views[name] = (which, inputs)
 
 
@@ -106,17 +74,32 @@ def scored(probs: np.ndarray, labels: np.ndarray) -> dict:
     return {key: metrics[key] for key in METRICS} | {"score": selection_score(metrics)}
 
 
-def score_run(loaded, scans: SourceScans) -> dict:
-    """Whole scan vs two views (predicted and true lesion views) for one classifier on one source."""
+OFFSETS = np.round(np.arange(-2.0, 2.0001, 0.05), 2)  # rule 61's grid, nearest to 0 first among ties
+
+
+def run_logits(loaded, scans: SourceScans) -> dict:
+    """One classifier's logits on one source's scans: whole scans, and each kind of lesion view by scan index."""
     logits = logits_function(loaded)
-    temperature = loaded.config["temperature"]
-    whole_logits = predict_in_batches(logits, scans.whole)
-    out = {"whole": scored(np.stack([two_view_probabilities(z, None, temperature) for z in whole_logits]), scans.labels)}
+    out = {"whole": predict_in_batches(logits, scans.whole), "labels": scans.labels}
     for name, (which, inputs) in scans.views.items():
-        view_logits = dict(zip(which, predict_in_batches(logits, inputs)))
-        probs = np.stack([two_view_probabilities(z, view_logits.get(i), temperature) for i, z in enumerate(whole_logits)])
-        out[f"two_views_{name}"] = scored(probs, scans.labels) | {"lesion_views": len(which)}
+        out[name] = dict(zip(which, predict_in_batches(logits, inputs)))
     return out
+
+
+def probabilities(run: dict, view: str | None, temperature: float, offset: float = 0.0) -> np.ndarray:
+    """Calibrated probabilities of every scan: the whole scan alone (`view` None) or with its lesion view."""
+    return np.stack([lesion_view.probabilities(z, None if view is None else run[view].get(i), temperature,
+                                               list(CLASSES), offset) for i, z in enumerate(run["whole"])])
+
+
+def own_side_offset(runs: list[dict], view: str | None, temperature: float) -> float:
+    """Rule 61: the offset of the grid with the best Recall_BM on the classifier's own validation sides
+    (pooled), the one nearest to 0 among ties."""
+    labels = np.concatenate([run["labels"] for run in runs])
+    recalls = [classification_metrics(np.concatenate([probabilities(run, view, temperature, b) for run in runs]),
+                                      labels)["recall_bm"] for b in OFFSETS]
+    best = max(recalls)
+    return float(min((b for b, r in zip(OFFSETS, recalls) if r >= best - 1e-12), key=abs))
 
 
 def main(argv=None) -> dict:
@@ -128,20 +111,38 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     segmenter = load_model(args.segmenter)
     cache, rows = {}, []
+
+    def scans_of(source, config):
+        key = (source, config["input_size"], json.dumps(config.get("framing", {}), sort_keys=True))
+        if key not in cache:
+            cache[key] = SourceScans(source, segmenter, config)
+        return cache[key]
+
     for folder in args.classifiers:
         loaded = load_model(str(folder))
+        temperature = loaded.config["temperature"]
         trained_on = loaded.config["training"]["sources"]
         scored_on = [s for s in TRAINING_SOURCES if s not in trained_on] or list(TRAINING_SOURCES)
+        runs = {source: run_logits(loaded, scans_of(source, loaded.config)) for source in {*trained_on, *scored_on}}
+        own = [runs[source] for source in trained_on]
+        offsets = {"whole": own_side_offset(own, None, temperature),
+                   "two_views": own_side_offset(own, "predicted", temperature)}
         for source in scored_on:
-            key = (source, loaded.config["input_size"], json.dumps(loaded.config.get("framing", {}), sort_keys=True))
-            if key not in cache:
-                cache[key] = SourceScans(source, segmenter, loaded.config["input_size"], loaded.config.get("framing", {}))
-            row = {"run": str(folder), "trained_on": trained_on, "scored_on": source} | score_run(loaded, cache[key])
+            run = runs[source]
+            row = {"run": str(folder), "trained_on": trained_on, "scored_on": source, "offsets": offsets,
+                   "whole": scored(probabilities(run, None, temperature), run["labels"]),
+                   "two_views_predicted": scored(probabilities(run, "predicted", temperature), run["labels"]),
+                   "two_views_true": scored(probabilities(run, "true", temperature), run["labels"]),
+                   "whole_offset": scored(probabilities(run, None, temperature, offsets["whole"]), run["labels"]),
+                   "two_views_offset": scored(probabilities(run, "predicted", temperature, offsets["two_views"]),
+                                              run["labels"])}
             rows.append(row)
             print(json.dumps({k: row[k] if not isinstance(row[k], dict) else
                               {m: round(v, 3) if isinstance(v, float) else v for m, v in row[k].items()}
                               for k in row}), flush=True)
-    report = {"segmenter": args.segmenter, "margin": MARGIN, "rows": rows}
+    command = " ".join(["python -m training.two_views", *map(str, args.classifiers),
+                        *(["--segmenter", args.segmenter] if args.segmenter != "models/segmenter" else [])])
+    report = {"command": command, "segmenter": args.segmenter, "margin": MARGIN, "rows": rows}
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     return report
