@@ -318,7 +318,6 @@ class Handlers:
             "n_frames": analysis.n_frames,
             "out_of_distribution": withheld,
             "feature_distance": None if analysis.feature_distance is None else round(analysis.feature_distance, 2),
-            "lesion_view": None if withheld or analysis.lesion_view is None else list(analysis.lesion_view),
             "warnings": analysis.warnings,
             "notes": analysis.notes,
         }
@@ -736,15 +735,12 @@ def about_text(analyzer: Analyzer) -> str:
                                              for m in (analyzer.classifier, analyzer.segmenter))
     encoders = ("the same pretrained encoder" if classifier_encoder == segmenter_encoder
                 else f"an {segmenter_encoder} encoder, also ImageNet-pretrained")
-    lesion_view = (" Where the segmenter draws a lesion, the classifier also reads a crop around it to tell benign "
-                   "from malignant; whether there is a lesion at all stays the whole scan's call."
-                   if "lesion_view" in analyzer.classifier.config else "")
     return f"""{DISCLAIMER}
 
 ## Models
 An {classifier_encoder} classifier (ImageNet-pretrained, fine-tuned on two hospitals' scans,
 probabilities calibrated by temperature scaling) and {segmenter}, with {encoders}. Both see the scan
-cropped to its ultrasound field with its aspect ratio kept.{lesion_view} An image
+cropped to its ultrasound field with its aspect ratio kept. An image
 that does not look like the breast ultrasound they were trained on gets no answer at all. Grad-CAM
 explains the chosen class's pre-softmax score; Seg-Grad-CAM explains the summed logits of the
 predicted lesion. The classifier was trained to take its benign/malignant evidence from the lesion

@@ -1,10 +1,8 @@
 """Analysis of scans: decode -> preprocess -> classifier and segmenter -> results at each scan's own
 size, for one scan (`Analyzer.analyze`, the app) or a batch (`Analyzer.analyze_batch`, the batch
 command and the Ray engine). Both go through the same steps — `prepare` (framing, model inputs), one
-forward pass of each model over the whole batch, `_finish` (probabilities, mask, out-of-distribution
-refusal), one classifier pass over the lesion views of the scans with a drawn lesion
-(`inference.lesion_view`: benign or malignant read from the whole scan and a crop around the lesion),
-`_judge` (normal gate, notes) — so a batch gives the same results as its scans one at a time.
+forward pass of each model over the whole batch, `_finish` (probabilities, mask, normal gate,
+out-of-distribution refusal) — so a batch gives the same results as its scans one at a time.
 
 `Analyzer` loads both models once per process and warms them up, so the first request does not pay
 for graph tracing. `Analysis` holds everything needed to re-render (other class to explain, other
@@ -26,7 +24,7 @@ from scipy.special import expit, softmax
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import heatmap_overlay, mask_overlay
 from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
-from inference import lesion_view, ood, shared_encoder
+from inference import ood, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats
 from inference.preprocess import Framing, resize, to_model_input
@@ -75,7 +73,6 @@ class Analysis:
     mm_unavailable_reason: str | None = NOT_DICOM    # why there are no sizes in mm
     frame: int = 0                                   # which frame of a multi-frame file was analysed
     n_frames: int = 1
-    lesion_view: tuple[int, int, int, int] | None = None  # (top, bottom, left, right) the classifier also read
     _seg_maps: dict = field(default_factory=dict, repr=False)  # threshold -> Seg-Grad-CAM, computed once each
     _masks: dict = field(default_factory=dict, repr=False)     # threshold -> post-processed mask
     _displays: dict = field(default_factory=dict, repr=False)  # longest side -> smaller copy for drawing
@@ -283,14 +280,9 @@ class Analyzer:
         return [ood.WARNING.format(distance=distance, threshold=self.ood.threshold)]
 
     def classify(self, source) -> tuple[np.ndarray | None, list[str]]:
-        """Calibrated probabilities and warnings, without gradient maps: the classifier's forward pass
-        alone, or, when its config reads a lesion view, the analysis without maps (the segmenter draws
-        the lesion the view is cut around), so that they are the probabilities `analyze` gives.
-        Probabilities are None when the scan is out of distribution. Raises
-        inference.decode.ScanError on bad input."""
-        if "lesion_view" in self.classifier.config:
-            analysis = self.analyze_decoded([decode(source)])[0]
-            return None if analysis.out_of_distribution else analysis.probabilities, analysis.warnings
+        """Calibrated probabilities and warnings from the classifier's forward pass alone: no
+        segmenter, no gradient maps. Probabilities are None when the scan is out of distribution.
+        Raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
         c = self.classifier.config
         images = to_model_input(gray, Framing.for_model(gray, c))[None]
@@ -334,8 +326,9 @@ class Analyzer:
 
     def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None,
                 mask_logits: np.ndarray, head_inputs: list[np.ndarray] | None, distance: float | None) -> Analysis:
-        """One scan's model outputs -> its Analysis: the whole scan's calibrated probabilities, the
-        lesion probabilities at the scan's size and the out-of-distribution refusal."""
+        """One scan's model outputs -> its Analysis: calibrated probabilities, the lesion
+        probabilities at the scan's size, the out-of-distribution refusal and the normal gate (which
+        spares a lesion whose segmenter peak reaches `normal_gate_spares`, when the config sets it)."""
         s = self.segmenter.config
         probabilities = softmax(logits / self.classifier.config["temperature"])
         decoded = scan.decoded
@@ -353,36 +346,7 @@ class Analyzer:
         refused = self._refusal(decoded.gray, distance)
         if refused:
             analysis.out_of_distribution, analysis.warnings = True, decoded.warnings + refused
-        return analysis
-
-    def _read_lesion_views(self, analyses: list[Analysis], logits: np.ndarray):
-        """When the classifier's config asks for it: where the segmenter drew a lesion (before the normal
-        gate) on a scan that was not refused, one classifier pass over the crops around the lesions; then
-        every such scan's benign / malignant split re-read from its views at the validated operating
-        point (`inference.lesion_view`)."""
-        c = self.classifier.config
-        if "lesion_view" not in c:
-            return
-        margin, offset = float(c["lesion_view"]["margin"]), float(c["lesion_view"].get("malignant_offset", 0.0))
-        answered = [i for i, analysis in enumerate(analyses) if not analysis.out_of_distribution]
-        for i in answered:
-            if analyses[i].segmenter_mask().any():
-                analyses[i].lesion_view = lesion_view.view_box(analyses[i].segmenter_mask(), analyses[i].lesion_probs, margin)
-        viewed = [i for i in answered if analyses[i].lesion_view is not None]
-        view_logits = {}
-        if viewed:
-            inputs = np.stack([lesion_view.view_input(analyses[i].gray, analyses[i].lesion_view, c) for i in viewed])
-            view_logits = dict(zip(viewed, self._model_pool.submit(self.classifier_cam.logits, inputs).result()))
-        for i in answered:
-            analyses[i].probabilities = lesion_view.probabilities(logits[i], view_logits.get(i), c["temperature"],
-                                                                  self.classes, offset)
-
-    def _judge(self, analysis: Analysis) -> Analysis:
-        """The normal gate (which spares a lesion whose segmenter peak reaches `normal_gate_spares`,
-        when the config sets it) and the notes that say where the two models disagree."""
-        if analysis.out_of_distribution:
             return analysis
-        s, probabilities = self.segmenter.config, analysis.probabilities
         segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:  # a lesion class with nothing drawn is a disagreement, said as one
             label = analysis.predicted_class
@@ -415,11 +379,9 @@ class Analyzer:
             maps).result()
         nothing = [None] * len(scans)  # for outputs not computed: maps not asked for, no OOD check
         each_head_inputs = nothing if head_inputs is None else [[t[i:i + 1] for t in head_inputs] for i in range(len(scans))]
-        analyses = list(self._scan_pool.map(self._finish, scans, logits, nothing if class_cams is None else class_cams,
+        analyses = iter(self._scan_pool.map(self._finish, scans, logits, nothing if class_cams is None else class_cams,
                                             mask_logits, each_head_inputs, nothing if distances is None else distances))
-        self._read_lesion_views(analyses, logits)
-        judged = iter(self._scan_pool.map(self._judge, analyses))
-        return [p if isinstance(p, ScanError) else next(judged) for p in prepared]
+        return [p if isinstance(p, ScanError) else next(analyses) for p in prepared]
 
     def analyze_batch(self, sources: Sequence, maps: bool = False) -> list[Analysis | ScanError]:
         """Bytes, paths or image arrays -> an Analysis or a ScanError for each, in order: decoded on

@@ -352,10 +352,7 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
         pdf.para(threshold_text, size=8)
     else:
         pdf.ln(2)
-        view = ("" if analysis.lesion_view is None else
-                " (benign or malignant read from the whole scan and a crop around the drawn lesion, normal or not "
-                "from the whole scan; Grad-CAM explains the whole scan)")
-        pdf.para(f"Probabilities are the classifier's, calibrated by temperature scaling on validation scans{view}; "
-                 "the maps show where each model looked, not why. Expect lower accuracy on scanners the models "
+        pdf.para("Probabilities are the classifier's, calibrated by temperature scaling on validation scans; the "
+                 "maps show where each model looked, not why. Expect lower accuracy on scanners the models "
                  "never saw.", size=8)
     return bytes(pdf.output())

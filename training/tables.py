@@ -466,7 +466,7 @@ def render_two_views(reports_dir: Path = REPORTS, name: str = "two_views_validat
                      + " | ".join(cells([row])) + " |")
     if single:
         lines.append(f"| **mean of the {len(single)} single-source runs** | | unseen | | " + " | ".join(cells(single, "**")) + " |")
-    return ("\n".join(lines) + "\n\nA: the whole scan (as shipped before); B: the whole scan with an offset on its "
+    return ("\n".join(lines) + "\n\nA: the whole scan (as shipped); B: the whole scan with an offset on its "
             "malignant-minus-benign logit difference; two views: the segmenter's crop around its drawn lesion (box + "
             f"{record['margin']:.0%} a side) and the whole scan decide benign vs malignant by the mean of their "
             "differences, normal or not stays the whole scan's (rule 60); C: two views with an offset (rule 61). Each "

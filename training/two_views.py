@@ -7,7 +7,7 @@ post-processing, before the normal gate), the classifier also reads the scan cut
 holding the segmenter's highest probability (its box plus `MARGIN` a side, aspect kept, padded black);
 the calibrated normal probability stays the whole scan's and the rest is split between benign and
 malignant by the temperature-scaled mean of the two views' malignant-minus-benign logit differences
-(`inference.lesion_view`). No lesion drawn: the whole scan alone. Rule 61 adds an offset to that
+(`two_view_probabilities`; serving's version at commit 5751d33). No lesion drawn: the whole scan alone. Rule 61 adds an offset to that
 difference, the one with the best Recall_BM on the classifier's own validation side(s) (`OFFSETS`).
 
 Scored on validation sides only: single-source classifiers on the other source's validation side (the
@@ -25,8 +25,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
+from scipy.special import expit, softmax
 
-from inference import lesion_view
 from inference.models import load_model
 from inference.postprocess import lesion_mask
 from inference.preprocess import Framing, to_model_input
@@ -38,6 +39,48 @@ from training.train_segmenter import lesion_probabilities
 
 MARGIN = 0.25
 METRICS = ("bm_auc", "recall_bm", "recall_malignant", "macro_auc", "lesions_called_normal", "accuracy")
+
+
+def view_box(drawn: np.ndarray, probs: np.ndarray, margin: float) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the drawn region holding the segmenter's highest probability, grown
+    by `margin` of its height and width on each side and clipped to the scan; None when nothing is drawn."""
+    labels, count = ndimage.label(drawn)
+    if not count:
+        return None
+    peaks = ndimage.maximum(probs, labels, np.arange(1, count + 1))
+    rows, cols = ndimage.find_objects(labels)[int(np.argmax(peaks))]
+    grow_y, grow_x = margin * (rows.stop - rows.start), margin * (cols.stop - cols.start)
+    height, width = drawn.shape
+    return (max(0, int(rows.start - grow_y)), min(height, int(np.ceil(rows.stop + grow_y))),
+            max(0, int(cols.start - grow_x)), min(width, int(np.ceil(cols.stop + grow_x))))
+
+
+def view_input(gray: np.ndarray, box: tuple[int, int, int, int], config: dict) -> np.ndarray:
+    """The classifier's input for the scan cut to `box`: aspect kept and padded black, as training
+    frames its zoomed crops (no search for the ultrasound field inside a cut that is all field)."""
+    top, bottom, left, right = box
+    crop = gray[top:bottom, left:right]
+    framing = Framing.of(crop, config["input_size"], keep_aspect=True, clahe=config.get("framing", {}).get("clahe", False))
+    return to_model_input(crop, framing)
+
+
+def two_view_probabilities(whole_logits: np.ndarray, view_logits: np.ndarray | None, temperature: float,
+                           classes: list[str], offset: float = 0.0) -> np.ndarray:
+    """Calibrated probabilities: the whole scan's normal probability; the rest split between benign and
+    malignant by the temperature-scaled mean of both views' malignant-minus-benign logit differences
+    (None: the whole scan's alone), plus `offset` (the benign / malignant operating point chosen on
+    validation scans). Without a view and without an offset: the whole scan's probabilities as they are."""
+    whole = softmax(whole_logits / temperature)
+    if view_logits is None and not offset:
+        return whole
+    normal, benign, malignant = (classes.index(c) for c in ("normal", "benign", "malignant"))
+    views = (whole_logits,) if view_logits is None else (whole_logits, view_logits)
+    difference = np.mean([logits[malignant] - logits[benign] for logits in views]) + offset
+    malignant_share = expit(difference / temperature)
+    out = np.empty_like(whole)
+    out[normal] = whole[normal]
+    out[benign], out[malignant] = (1 - whole[normal]) * (1 - malignant_share), (1 - whole[normal]) * malignant_share
+    return out
 
 
 class SourceScans:
@@ -60,12 +103,12 @@ class SourceScans:
                 if name == "predicted":
                     drawn = lesion_mask(scan_probs, float(s["threshold"]), float(s.get("min_area_fraction", 0.0)),
                                         bool(s.get("largest_only", False)), s.get("peak_threshold"))
-                    boxes.append(lesion_view.view_box(drawn, scan_probs, MARGIN))
+                    boxes.append(view_box(drawn, scan_probs, MARGIN))
                 else:
                     truth = load_mask(sample)
-                    boxes.append(lesion_view.view_box(truth, truth.astype(np.float32), MARGIN))
+                    boxes.append(view_box(truth, truth.astype(np.float32), MARGIN))
             which = [i for i, box in enumerate(boxes) if box is not None]
-            inputs = np.stack([lesion_view.view_input(grays[i], boxes[i], config) for i in which])
+            inputs = np.stack([view_input(grays[i], boxes[i], config) for i in which])
             self.views[name] = (which, inputs)
 
 
@@ -88,7 +131,7 @@ def run_logits(loaded, scans: SourceScans) -> dict:
 
 def probabilities(run: dict, view: str | None, temperature: float, offset: float = 0.0) -> np.ndarray:
     """Calibrated probabilities of every scan: the whole scan alone (`view` None) or with its lesion view."""
-    return np.stack([lesion_view.probabilities(z, None if view is None else run[view].get(i), temperature,
+    return np.stack([two_view_probabilities(z, None if view is None else run[view].get(i), temperature,
                                                list(CLASSES), offset) for i, z in enumerate(run["whole"])])
 
 
