@@ -7,8 +7,9 @@ post-processing, before the normal gate), the classifier also reads the scan cut
 holding the segmenter's highest probability (its box plus `MARGIN` a side, aspect kept, padded black);
 the calibrated normal probability stays the whole scan's and the rest is split between benign and
 malignant by the temperature-scaled mean of the two views' malignant-minus-benign logit differences
-(`two_view_probabilities`; serving's version at commit 5751d33). No lesion drawn: the whole scan alone. Rule 61 adds an offset to that
-difference, the one with the best Recall_BM on the classifier's own validation side(s) (`OFFSETS`).
+(`two_view_probabilities`; serving's version is at commit 5751d33). No lesion drawn: the whole scan
+alone. Rule 61 adds an offset to that difference, the one of `OFFSETS` with the best Recall_BM on the
+classifier's own validation side(s).
 
 Scored on validation sides only: single-source classifiers on the other source's validation side (the
 shipped segmenter, which draws the crops, never trained on it), and the shipped pair on both. Beside the
@@ -38,6 +39,7 @@ from training.split import samples_by_side
 from training.train_segmenter import lesion_probabilities
 
 MARGIN = 0.25
+OFFSETS = np.round(np.arange(-2.0, 2.0001, 0.05), 2)  # rule 61's grid of operating points
 METRICS = ("bm_auc", "recall_bm", "recall_malignant", "macro_auc", "lesions_called_normal", "accuracy")
 
 
@@ -91,8 +93,8 @@ class SourceScans:
         samples = samples_by_side(source)["val"]
         self.labels = np.array([s.label_index for s in samples])
         grays = [load_scan(s) for s in samples]
-        s = segmenter.config
-        seg_framings = [Framing.for_model(g, s) for g in grays]
+        seg_config = segmenter.config
+        seg_framings = [Framing.for_model(g, seg_config) for g in grays]
         seg_probs = lesion_probabilities(segmenter, np.stack([to_model_input(g, f) for g, f in zip(grays, seg_framings)]))
         self.whole = np.stack([to_model_input(g, Framing.for_model(g, config)) for g in grays])
         self.views = {}
@@ -101,8 +103,9 @@ class SourceScans:
             for framing_s, probs, sample in zip(seg_framings, seg_probs, samples):
                 scan_probs = framing_s.to_scan(probs)
                 if name == "predicted":
-                    drawn = lesion_mask(scan_probs, float(s["threshold"]), float(s.get("min_area_fraction", 0.0)),
-                                        bool(s.get("largest_only", False)), s.get("peak_threshold"))
+                    drawn = lesion_mask(scan_probs, float(seg_config["threshold"]),
+                                        float(seg_config.get("min_area_fraction", 0.0)),
+                                        bool(seg_config.get("largest_only", False)), seg_config.get("peak_threshold"))
                     boxes.append(view_box(drawn, scan_probs, MARGIN))
                 else:
                     truth = load_mask(sample)
@@ -113,11 +116,9 @@ class SourceScans:
 
 
 def scored(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """The headline numbers of `METRICS` and the trainer's score."""
     metrics = classification_metrics(probs, labels)
     return {key: metrics[key] for key in METRICS} | {"score": selection_score(metrics)}
-
-
-OFFSETS = np.round(np.arange(-2.0, 2.0001, 0.05), 2)  # rule 61's grid, nearest to 0 first among ties
 
 
 def run_logits(loaded, scans: SourceScans) -> dict:
