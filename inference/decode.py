@@ -121,8 +121,10 @@ def quality_warnings(rgb: np.ndarray | None) -> list[str]:
     spread = rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)
     coloured = float((spread > COLOUR_SPREAD).mean())
     if coloured > COLOUR_FRACTION:
-        return [f"This does not look like a greyscale ultrasound ({coloured:.0%} of its pixels are coloured); "
-                "the models were trained on B-mode breast ultrasound only, so results may be meaningless."]
+        # No verdict on the answer here: a refusal (not a breast ultrasound scan) may follow, and "results may be
+        # meaningless" beside "no results are shown" read as a contradiction.
+        return [f"This does not look like a greyscale ultrasound ({coloured:.0%} of its pixels are coloured): the "
+                "models read greyscale B-mode breast ultrasound only, and the colour is dropped before they see it."]
     return []
 
 

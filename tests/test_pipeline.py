@@ -76,6 +76,9 @@ def test_colour_photo_is_analysed_with_a_warning(analyzer):
 
     analysis = analyzer.analyze(skimage.data.astronaut())
     assert analysis.warnings and "greyscale ultrasound" in analysis.warnings[0]
+    # The photo is refused too; the colour warning beside the refusal passes no verdict on results that are
+    # not shown (it said they "may be meaningless").
+    assert analysis.out_of_distribution and "meaningless" not in analysis.warnings[0]
 
 
 def test_normal_examples_show_no_lesion(analyzer, busi_examples):
