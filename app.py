@@ -334,7 +334,7 @@ class Handlers:
         explain = explained_class(explain)
         style = checked_style(style)
         notes = [f"⚠️ {w}" for w in analysis.warnings + analysis.notes]
-        if analysis.hides_a_finding:
+        if analysis.suppressed_as_normal:
             notes.append(HIDDEN_HINT)
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return (NOT_ULTRASOUND, None, None, None, self.json_report(analysis, threshold), None, "\n\n".join(notes))

@@ -142,18 +142,13 @@ class Analysis:
                 _seg_maps={}, _masks={}, _displays={}, _hidden_shown=None)
         return self._displays[longest_side]
 
-    @property
-    def hides_a_finding(self) -> bool:
-        """Whether the normal gate hid a region the segmenter marked."""
-        return self.suppressed_as_normal
-
     def with_hidden_finding_shown(self) -> Analysis:
         """This analysis with the lesion the normal gate hid drawn after all, and a note saying so
-        (itself when the gate hid nothing the segmenter found). The gate is chosen where the classifier
+        (itself when the gate hid nothing). The gate is chosen where the classifier
         is nearly always right; on another hospital's scans it calls some lesions normal and the gate
         hides them, so a user may ask to see the finding beside the verdict. Kept, so re-rendering
         reuses its display copy and Seg-Grad-CAM maps."""
-        if not self.hides_a_finding:
+        if not self.suppressed_as_normal:
             return self
         if self._hidden_shown is None:
             note = HIDDEN_SHOWN_NOTE.format(p_normal=self.probability_dict()["normal"])

@@ -144,11 +144,11 @@ def test_the_normal_gate_hides_lesions_only_from_its_probability(gated, examples
         hidden = always.analyze(path)
         assert not hidden.mask().any()
         if hidden.segmenter_mask().any():
-            assert hidden.suppressed_as_normal and hidden.hides_a_finding
+            assert hidden.suppressed_as_normal
             assert hidden.notes == [suppressed_note(hidden, 0.0)]
         else:
             nothing_drawn += 1
-            assert not hidden.suppressed_as_normal and not hidden.hides_a_finding
+            assert not hidden.suppressed_as_normal
             assert hidden.notes == ([NO_LESION_NOTE] if hidden.predicted_class == "normal" else
                                     [UNDRAWN_FINDING_NOTE.format(label=hidden.predicted_class,
                                                                  p=hidden.probabilities.max())])
