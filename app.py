@@ -46,7 +46,8 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 limit_malloc_arenas()  # before TensorFlow and Gradio start their threads
 
 import gradio as gr
-from gradio.data_classes import FileData
+import pydantic
+from gradio.data_classes import FileData, ImageData
 
 from explain.overlay import MASK_STYLES
 from inference.batch_files import BatchInputError, read_batch_inputs
@@ -124,11 +125,24 @@ DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagn
 log = logging.getLogger("busi-demo")
 
 
+class ScanFileData(ImageData):
+    """An uploaded scan, as Gradio's image data; a bare path string, which Gradio refuses as "not a valid
+    dictionary or instance of ImageData", is refused with what to send instead."""
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def a_file_not_a_path(cls, value):
+        if isinstance(value, str):
+            raise ValueError("send the scan as a file (gradio_client.handle_file(path)), not as a path string")
+        return value
+
+
 class ScanInput(gr.Image):
     """Image upload/paste that hands the raw file to our decoder (which reads 16-bit, EXIF, TIFF …
     and refuses bad files with a readable message) instead of letting Gradio open it first."""
 
     is_template = True
+    data_model = ScanFileData
 
     def preprocess(self, payload: FileData | None) -> str | None:
         return None if payload is None else payload.path
