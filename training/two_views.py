@@ -1,4 +1,4 @@
-"""Rules 60 and 61: benign or malignant read from two views, normal or not from the whole scan.
+"""Rules 60 to 62: benign or malignant read from two views, normal or not from the whole scan.
 
 The classifier trains on zoomed crops, so a crop around a lesion is familiar to it; the issue's first
 probe found lesion-centred input the strongest cross-source lever for benign vs malignant. Here the
@@ -9,7 +9,9 @@ the calibrated normal probability stays the whole scan's and the rest is split b
 malignant by the temperature-scaled mean of the two views' malignant-minus-benign logit differences
 (`two_view_probabilities`; serving's version is at commit 5751d33). No lesion drawn: the whole scan
 alone. Rule 61 adds an offset to that difference, the one of `OFFSETS` with the best Recall_BM on the
-classifier's own validation side(s).
+classifier's own validation side(s). Rule 62's second view costs no second pass: the head is linear over
+the mean of the last feature map's cells, so the whole scan's logits are the mean of per-cell logits, and
+the lesion view is their mean over the cells the drawn region covers ("pooled").
 
 Scored on validation sides only: single-source classifiers on the other source's validation side (the
 shipped segmenter, which draws the crops, never trained on it), and the shipped pair on both. Beside the
@@ -25,13 +27,16 @@ import argparse
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 from scipy import ndimage
 from scipy.special import expit, softmax
 
 from inference.models import load_model
 from inference.postprocess import lesion_mask
 from inference.preprocess import Framing, to_model_input
+from training.architectures import FEATURE_STRIDE
 from training.busi import CLASSES, TRAINING_SOURCES, load_mask, load_scan
 from training.finetune import logits_function, predict_in_batches
 from training.metrics import classification_metrics, selection_score
@@ -43,18 +48,31 @@ OFFSETS = np.round(np.arange(-2.0, 2.0001, 0.05), 2)  # rule 61's grid of operat
 METRICS = ("bm_auc", "recall_bm", "recall_malignant", "macro_auc", "lesions_called_normal", "accuracy")
 
 
-def view_box(drawn: np.ndarray, probs: np.ndarray, margin: float) -> tuple[int, int, int, int] | None:
-    """(top, bottom, left, right) of the drawn region holding the segmenter's highest probability, grown
-    by `margin` of its height and width on each side and clipped to the scan; None when nothing is drawn."""
+def peak_region(drawn: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
+    """The drawn region (connected) holding the segmenter's highest probability; None when nothing is drawn."""
     labels, count = ndimage.label(drawn)
     if not count:
         return None
     peaks = ndimage.maximum(probs, labels, np.arange(1, count + 1))
-    rows, cols = ndimage.find_objects(labels)[int(np.argmax(peaks))]
+    return labels == int(np.argmax(peaks)) + 1
+
+
+def view_box(region: np.ndarray, margin: float) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of `region` grown by `margin` of its height and width on each side and
+    clipped to the scan."""
+    rows, cols = ndimage.find_objects(region.astype(np.int32))[0]
     grow_y, grow_x = margin * (rows.stop - rows.start), margin * (cols.stop - cols.start)
-    height, width = drawn.shape
+    height, width = region.shape
     return (max(0, int(rows.start - grow_y)), min(height, int(np.ceil(rows.stop + grow_y))),
             max(0, int(cols.start - grow_x)), min(width, int(np.ceil(cols.stop + grow_x))))
+
+
+def cell_weights(region: np.ndarray, framing: Framing, stride: int) -> np.ndarray:
+    """Rule 62: the share of each of the classifier's feature cells (`stride` input pixels a side) that
+    `region` (a scan-sized mask) covers once framed as the classifier's input."""
+    placed = framing.to_input(region.astype(np.float32))
+    cells = framing.size // stride
+    return placed.reshape(cells, stride, cells, stride).mean(axis=(1, 3))
 
 
 def view_input(gray: np.ndarray, box: tuple[int, int, int, int], config: dict) -> np.ndarray:
@@ -87,7 +105,8 @@ def two_view_probabilities(whole_logits: np.ndarray, view_logits: np.ndarray | N
 
 class SourceScans:
     """One source's validation scans, decoded once: classifier inputs of the whole scans, and of the
-    lesion views cut around the segmenter's drawing and around the true mask."""
+    lesion views cut around the segmenter's drawing and around the true mask; and, for rule 62, how much
+    of each classifier feature cell the segmenter's drawing covers."""
 
     def __init__(self, source: str, segmenter, config: dict):
         samples = samples_by_side(source)["val"]
@@ -96,23 +115,22 @@ class SourceScans:
         seg_config = segmenter.config
         seg_framings = [Framing.for_model(g, seg_config) for g in grays]
         seg_probs = lesion_probabilities(segmenter, np.stack([to_model_input(g, f) for g, f in zip(grays, seg_framings)]))
-        self.whole = np.stack([to_model_input(g, Framing.for_model(g, config)) for g in grays])
+        framings = [Framing.for_model(g, config) for g in grays]
+        self.whole = np.stack([to_model_input(g, f) for g, f in zip(grays, framings)])
+        regions = {"predicted": [], "true": []}
+        for framing_s, probs, sample in zip(seg_framings, seg_probs, samples):
+            scan_probs = framing_s.to_scan(probs)
+            drawn = lesion_mask(scan_probs, float(seg_config["threshold"]), float(seg_config.get("min_area_fraction", 0.0)),
+                                bool(seg_config.get("largest_only", False)), seg_config.get("peak_threshold"))
+            regions["predicted"].append(peak_region(drawn, scan_probs))
+            truth = load_mask(sample)
+            regions["true"].append(peak_region(truth, truth.astype(np.float32)))
         self.views = {}
-        for name in ("predicted", "true"):
-            boxes = []
-            for framing_s, probs, sample in zip(seg_framings, seg_probs, samples):
-                scan_probs = framing_s.to_scan(probs)
-                if name == "predicted":
-                    drawn = lesion_mask(scan_probs, float(seg_config["threshold"]),
-                                        float(seg_config.get("min_area_fraction", 0.0)),
-                                        bool(seg_config.get("largest_only", False)), seg_config.get("peak_threshold"))
-                    boxes.append(view_box(drawn, scan_probs, MARGIN))
-                else:
-                    truth = load_mask(sample)
-                    boxes.append(view_box(truth, truth.astype(np.float32), MARGIN))
-            which = [i for i, box in enumerate(boxes) if box is not None]
-            inputs = np.stack([view_input(grays[i], boxes[i], config) for i in which])
-            self.views[name] = (which, inputs)
+        for name, found in regions.items():
+            which = [i for i, region in enumerate(found) if region is not None]
+            self.views[name] = (which, np.stack([view_input(grays[i], view_box(found[i], MARGIN), config) for i in which]))
+        which = [i for i, region in enumerate(regions["predicted"]) if region is not None]
+        self.cells = (which, np.stack([cell_weights(regions["predicted"][i], framings[i], FEATURE_STRIDE) for i in which]))
 
 
 def scored(probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -122,9 +140,20 @@ def scored(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def run_logits(loaded, scans: SourceScans) -> dict:
-    """One classifier's logits on one source's scans: whole scans, and each kind of lesion view by scan index."""
+    """One classifier's logits on one source's scans: whole scans, each kind of lesion view by scan index,
+    and (rule 62, "pooled") the per-cell logits of the whole-scan pass averaged over the drawn lesion's cells."""
+    config = loaded.config
+    model = loaded.model
+    features_and_logits = keras.Model(model.input, [model.get_layer(config["gradcam_layer"]).output,
+                                                    model.get_layer(config["logits_layer"]).output])
+    features, whole = predict_in_batches(tf.function(lambda x: features_and_logits(x, training=False)), scans.whole)
+    kernel, bias = model.get_layer(config["logits_layer"]).get_weights()
+    cell_logits = features @ kernel + bias  # the head is linear over the cells' mean: whole = their mean
+    assert np.allclose(cell_logits.mean(axis=(1, 2)), whole, atol=1e-3), "the head is not linear over the cells"
+    which, weights = scans.cells
+    pooled = np.einsum("nhw,nhwk->nk", weights, cell_logits[which]) / weights.sum(axis=(1, 2))[:, None]
     logits = logits_function(loaded)
-    out = {"whole": predict_in_batches(logits, scans.whole), "labels": scans.labels}
+    out = {"whole": whole, "labels": scans.labels, "pooled": dict(zip(which, pooled))}
     for name, (which, inputs) in scans.views.items():
         out[name] = dict(zip(which, predict_in_batches(logits, inputs)))
     return out
@@ -179,7 +208,8 @@ def main(argv=None) -> dict:
                    "two_views_true": scored(probabilities(run, "true", temperature), run["labels"]),
                    "whole_offset": scored(probabilities(run, None, temperature, offsets["whole"]), run["labels"]),
                    "two_views_offset": scored(probabilities(run, "predicted", temperature, offsets["two_views"]),
-                                              run["labels"])}
+                                              run["labels"]),
+                   "pooled_view": scored(probabilities(run, "pooled", temperature), run["labels"])}
             rows.append(row)
             print(json.dumps({k: row[k] if not isinstance(row[k], dict) else
                               {m: round(v, 3) if isinstance(v, float) else v for m, v in row[k].items()}
