@@ -108,8 +108,8 @@ class SourceScans:
     lesion views cut around the segmenter's drawing and around the true mask; and, for rule 62, how much
     of each classifier feature cell the segmenter's drawing covers."""
 
-    def __init__(self, source: str, segmenter, config: dict):
-        samples = samples_by_side(source)["val"]
+    def __init__(self, source: str, segmenter, config: dict, side: str = "val"):
+        samples = samples_by_side(source)[side]
         self.labels = np.array([s.label_index for s in samples])
         grays = [load_scan(s) for s in samples]
         seg_config = segmenter.config
@@ -180,15 +180,18 @@ def main(argv=None) -> dict:
     parser.add_argument("classifiers", nargs="+", type=Path,
                         help="single-source runs (scored on the other source) or pooled ones (scored on both)")
     parser.add_argument("--segmenter", default="models/segmenter", help="draws the lesion views")
+    parser.add_argument("--side", choices=("val", "train"), default="val",
+                        help="the scored source's side; train (rule 63): single-source runs only, on the other "
+                             "source's training side, without the operating points chosen on own validation sides")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     segmenter = load_model(args.segmenter)
     cache, rows = {}, []
 
-    def scans_of(source, config):
-        key = (source, config["input_size"], json.dumps(config.get("framing", {}), sort_keys=True))
+    def scans_of(source, config, side):
+        key = (source, side, config["input_size"], json.dumps(config.get("framing", {}), sort_keys=True))
         if key not in cache:
-            cache[key] = SourceScans(source, segmenter, config)
+            cache[key] = SourceScans(source, segmenter, config, side)
         return cache[key]
 
     for folder in args.classifiers:
@@ -196,27 +199,34 @@ def main(argv=None) -> dict:
         temperature = loaded.config["temperature"]
         trained_on = loaded.config["training"]["sources"]
         scored_on = [s for s in TRAINING_SOURCES if s not in trained_on] or list(TRAINING_SOURCES)
-        runs = {source: run_logits(loaded, scans_of(source, loaded.config)) for source in {*trained_on, *scored_on}}
-        own = [runs[source] for source in trained_on]
-        offsets = {"whole": own_side_offset(own, None, temperature),
-                   "two_views": own_side_offset(own, "predicted", temperature)}
+        if args.side != "val" and scored_on == list(TRAINING_SOURCES):
+            continue  # a classifier trained on both sources saw their training sides
+        runs = {source: run_logits(loaded, scans_of(source, loaded.config, args.side)) for source in scored_on}
+        if args.side == "val":
+            own = [run_logits(loaded, scans_of(source, loaded.config, "val")) if source not in runs else runs[source]
+                   for source in trained_on]
+            offsets = {"whole": own_side_offset(own, None, temperature),
+                       "two_views": own_side_offset(own, "predicted", temperature)}
         for source in scored_on:
             run = runs[source]
-            row = {"run": str(folder), "trained_on": trained_on, "scored_on": source, "offsets": offsets,
+            row = {"run": str(folder), "trained_on": trained_on, "scored_on": source,
                    "whole": scored(probabilities(run, None, temperature), run["labels"]),
                    "two_views_predicted": scored(probabilities(run, "predicted", temperature), run["labels"]),
                    "two_views_true": scored(probabilities(run, "true", temperature), run["labels"]),
-                   "whole_offset": scored(probabilities(run, None, temperature, offsets["whole"]), run["labels"]),
-                   "two_views_offset": scored(probabilities(run, "predicted", temperature, offsets["two_views"]),
-                                              run["labels"]),
                    "pooled_view": scored(probabilities(run, "pooled", temperature), run["labels"])}
+            if args.side == "val":
+                row |= {"offsets": offsets,
+                        "whole_offset": scored(probabilities(run, None, temperature, offsets["whole"]), run["labels"]),
+                        "two_views_offset": scored(probabilities(run, "predicted", temperature, offsets["two_views"]),
+                                                   run["labels"])}
             rows.append(row)
             print(json.dumps({k: row[k] if not isinstance(row[k], dict) else
                               {m: round(v, 3) if isinstance(v, float) else v for m, v in row[k].items()}
                               for k in row}), flush=True)
     command = " ".join(["python -m training.two_views", *map(str, args.classifiers),
-                        *(["--segmenter", args.segmenter] if args.segmenter != "models/segmenter" else [])])
-    report = {"command": command, "segmenter": args.segmenter, "margin": MARGIN, "rows": rows}
+                        *(["--segmenter", args.segmenter] if args.segmenter != "models/segmenter" else []),
+                        *(["--side", args.side] if args.side != "val" else [])])
+    report = {"command": command, "segmenter": args.segmenter, "side": args.side, "margin": MARGIN, "rows": rows}
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     return report
