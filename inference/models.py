@@ -23,7 +23,7 @@ SETTINGS = {"classifier": "BUSI_CLASSIFIER", "segmenter": "BUSI_SEGMENTER"}
 TASKS = {"classifier": "classification", "segmenter": "segmentation"}  # config.json's `task` of each kind
 LFS_POINTER = b"version https://git-lfs"
 MODEL_FILES = ("model.keras", "config.json")
-OPTIONAL_FILES = ("README.md", "ood.npz")  # the model card; the classifier's out-of-distribution check
+OPTIONAL_FILES = ("README.md", "ood.npz", "orientation.npz")  # the model card; the classifier's screening checks
 HUB_SCHEME = "hf://"
 
 
@@ -37,7 +37,7 @@ class LoadedModel:
     config: dict
     source: str
     card: str  # the model card (README.md) text, empty when the source has none
-    folder: Path | None = None  # where its files are (optional extras such as ood.npz live there)
+    folder: Path | None = None  # where its files are (optional extras such as ood.npz and orientation.npz live there)
 
     @property
     def encoder(self) -> str:

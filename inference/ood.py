@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from inference import orientation
 from inference.preprocess import FIELD_MIN_LEVEL
 
 FILE_NAME = "ood.npz"
@@ -80,14 +81,17 @@ def pooled_layers(model: keras.Model, layers) -> Callable:
     return tf.function(run, reduce_retracing=True)
 
 
-def output_and_pooled_layer(model: keras.Model, output_layer: str, layer: str):
-    """A compiled function: model inputs (B, S, S, 3) -> (`output_layer`'s output, (B, k) global
-    average of `layer`) from one forward pass: the classifier's logits and its check's features
-    without running the layers they share twice."""
-    both = keras.Model(model.input, [model.get_layer(output_layer).output, model.get_layer(layer).output])
+def screening_features(model: keras.Model, layer: str, output_layer: str | None = None) -> Callable:
+    """A compiled function: model inputs (B, S, S, 3) -> ([`output_layer`'s output,] (B, k) global average
+    of `layer`, (B, 2, k) its averages over the top and the bottom half) from one forward pass: the
+    features of this check and of the orientation check (`inference.orientation`), with the
+    classifier's logits when asked, without running the layers they share twice."""
+    outputs = [model.get_layer(name).output for name in ([output_layer] if output_layer else []) + [layer]]
+    both = keras.Model(model.input, outputs)
 
     def run(images):
-        output, features = both(images, training=False)
-        return output, tf.reduce_mean(features, axis=(1, 2))
+        outputs = both(images, training=False)  # Keras unwraps a one-output list
+        *output, features = outputs if output_layer else [outputs]
+        return (*output, tf.reduce_mean(features, axis=(1, 2)), orientation.top_and_bottom_means(features))
 
     return tf.function(run, reduce_retracing=True)

@@ -24,7 +24,7 @@ from scipy.special import expit, softmax
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import heatmap_overlay, mask_overlay
 from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
-from inference import ood, shared_encoder
+from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats
 from inference.preprocess import Framing, resize, to_model_input
@@ -68,7 +68,7 @@ class Analysis:
     suppressed_as_normal: bool = False  # the segmenter drew a lesion, the classifier calls the scan normal and
                                         # the validated rule hides the drawing
     feature_distance: float | None = None  # the out-of-distribution score (None: the classifier has no check)
-    out_of_distribution: bool = False      # not like a breast ultrasound scan: no diagnosis-like output
+    out_of_distribution: bool = False      # not like a breast ultrasound scan as scanners show it: no diagnosis-like output
     mm_per_pixel: tuple[float, float] | None = None  # (x, y) from the file's calibration: sizes in mm
     mm_unavailable_reason: str | None = NOT_DICOM    # why there are no sizes in mm
     frame: int = 0                                   # which frame of a multi-frame file was analysed
@@ -218,16 +218,21 @@ class Analyzer:
         self.classes = list(c["classes"])
         self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"])
         self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"])
+        folder = self.classifier.folder
         try:
-            self.ood = ood.FeatureDistance.load(self.classifier.folder / ood.FILE_NAME) if self.classifier.folder else None
+            self.ood = ood.FeatureDistance.load(folder / ood.FILE_NAME) if folder else None
+            self.orientation = orientation.OrientationCheck.load(folder / orientation.FILE_NAME) if self.ood else None
         except ValueError as error:
             raise ModelSourceError(f"classifier {self.classifier.source}: {error}") from error
         if self.ood is None:
             log.warning("the classifier %s has no out-of-distribution check (%s): images that are not breast "
                         "ultrasound will get an answer too", self.classifier.source, ood.FILE_NAME)
-        self._ood_features = ood.pooled_layers(self.classifier.model, [self.ood.layer]) if self.ood else None
-        self._logits_and_ood_features = (ood.output_and_pooled_layer(self.classifier.model, c["logits_layer"], self.ood.layer)
-                                         if self.ood else None)
+        if self.orientation and self.orientation.layer != self.ood.layer:
+            raise ModelSourceError(f"classifier {self.classifier.source}: its orientation check reads "
+                                   f"{self.orientation.layer}, its out-of-distribution check {self.ood.layer}")
+        self._screening_features = ood.screening_features(self.classifier.model, self.ood.layer) if self.ood else None
+        self._logits_and_screening_features = (ood.screening_features(self.classifier.model, self.ood.layer, c["logits_layer"])
+                                               if self.ood else None)
         self._one_encoder_pass = self._compile_one_encoder_pass()
         self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
         self._scan_pool = ThreadPoolExecutor(self.scan_threads, thread_name_prefix="scans")
@@ -237,8 +242,8 @@ class Analyzer:
 
     def _compile_one_encoder_pass(self) -> Callable | None:
         """When the segmenter holds the classifier's encoder (`inference.shared_encoder`): a compiled
-        function, classifier inputs -> (logits, pooled out-of-distribution features or None, mask
-        logits), running the encoder once for both models. None otherwise."""
+        function, classifier inputs -> (logits, screening features (`ood.screening_features`) or None,
+        mask logits), running the encoder once for both models. None otherwise."""
         if not shared_encoder.shares_encoder(self.classifier, self.segmenter):
             return None
         model = self.classifier.model
@@ -249,30 +254,43 @@ class Analyzer:
 
         def run(images):
             logits, *features, mask_logits = both(images, training=False)
-            return logits, (tf.reduce_mean(features[0], axis=(1, 2)) if features else None), mask_logits
+            screening = ((tf.reduce_mean(features[0], axis=(1, 2)), orientation.top_and_bottom_means(features[0]))
+                         if features else None)
+            return logits, screening, mask_logits
 
         return tf.function(run, reduce_retracing=True)
 
-    def _feature_distances(self, images: np.ndarray) -> np.ndarray | None:
-        """(B,) out-of-distribution scores of a batch of classifier inputs; None without the check."""
-        return None if self.ood is None else self.ood.distance(self._ood_features(images)[0].numpy())
+    def _screen(self, features) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """A batch's screening features (`ood.screening_features`, or None) -> its (B,) out-of-distribution
+        scores and (B, kinds) orientation probabilities, each None where the classifier has no such check."""
+        if features is None:
+            return None, None
+        pooled, halves = (np.asarray(f) for f in features)
+        return self.ood.distance(pooled), None if self.orientation is None else self.orientation.probabilities(halves)
 
-    def _logits_and_distances(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The classifier's logits without a gradient tape, and the out-of-distribution scores from
-        the same forward pass."""
+    def _screenings(self, images: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """`_screen` of a batch of classifier inputs (its own forward pass, for the path with maps)."""
+        return self._screen(None if self.ood is None else self._screening_features(images))
+
+    def _logits_and_screenings(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The classifier's logits without a gradient tape, and `_screen`'s results from the same forward pass."""
         if self.ood is None:
-            return self.classifier_cam.logits(images), None
-        logits, features = self._logits_and_ood_features(images)
-        return logits.numpy(), self.ood.distance(features.numpy())
+            return self.classifier_cam.logits(images), None, None
+        logits, *features = self._logits_and_screening_features(images)
+        return logits.numpy(), *self._screen(features)
 
-    def _refusal(self, gray: np.ndarray, distance: float | None) -> list[str]:
-        """Why the scan `gray` gets no diagnosis-like output — blank, or its features' distance over
-        the check's threshold — else nothing."""
+    def _refusal(self, gray: np.ndarray, distance: float | None, kinds: np.ndarray | None) -> list[str]:
+        """Why the scan `gray` gets no diagnosis-like output — blank, its features' distance over the
+        check's threshold, or inverted grey levels (`kinds`: its orientation probabilities) — else nothing."""
         if ood.is_blank(gray):
             return [ood.BLANK_WARNING]
-        if distance is None or distance <= self.ood.threshold:
-            return []
-        return [ood.WARNING.format(distance=distance, threshold=self.ood.threshold)]
+        if distance is not None and distance > self.ood.threshold:
+            return [ood.WARNING.format(distance=distance, threshold=self.ood.threshold)]
+        return [] if kinds is None else self.orientation.refusal(kinds)
+
+    def _orientation_warnings(self, kinds: np.ndarray | None) -> list[str]:
+        """What a scan shown with its results is warned of: shown upside down."""
+        return [] if kinds is None else self.orientation.warnings(kinds)
 
     def classify(self, source) -> tuple[np.ndarray | None, list[str]]:
         """Calibrated probabilities and warnings from the classifier's forward pass alone: no
@@ -281,28 +299,30 @@ class Analyzer:
         gray, warnings = decode_scan(source)
         c = self.classifier.config
         images = to_model_input(gray, Framing.for_model(gray, c))[None]
-        logits, distances = self._model_pool.submit(self._logits_and_distances, images).result()
-        refused = self._refusal(gray, None if distances is None else float(distances[0]))
-        return (None if refused else softmax(logits[0] / c["temperature"])), warnings + refused
+        logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings, images).result()
+        kinds = None if kinds is None else kinds[0]
+        refused = self._refusal(gray, None if distances is None else float(distances[0]), kinds)
+        if refused:
+            return None, warnings + refused
+        return softmax(logits[0] / c["temperature"]), warnings + self._orientation_warnings(kinds)
 
     def _run_models(self, class_inputs: np.ndarray, seg_inputs: np.ndarray, maps: bool):
-        """One pass of each model over a batch, and the out-of-distribution scores: (logits, every
-        class's Grad-CAM or None, mask logits, the inputs of the segmenter's Seg-Grad-CAM head or
-        None, distances or None). Only with `maps` does the classifier's pass carry a gradient tape
-        and the segmenter's keep its head inputs (the Seg-Grad-CAM of a mask is made once the mask
-        is shown); without, the classifier's logits and the out-of-distribution features come from
-        one pass, and the segmenter's from a pass that returns its logits alone — or all three from one
+        """One pass of each model over a batch, and the screening checks: (logits, every class's
+        Grad-CAM or None, mask logits, the inputs of the segmenter's Seg-Grad-CAM head or None,
+        out-of-distribution distances or None, orientation probabilities or None). Only with `maps`
+        does the classifier's pass carry a gradient tape and the segmenter's keep its head inputs (the
+        Seg-Grad-CAM of a mask is made once the mask is shown); without, the classifier's logits and
+        the screening features come from one pass, and the segmenter's from a pass that returns its logits alone — or all three from one
         encoder pass when the segmenter holds the classifier's encoder. The compiled
         functions relax the batch dimension after a second size, so batches of any size share one graph."""
         if maps:
-            (logits, class_cams), distances = self.classifier_cam(class_inputs), self._feature_distances(class_inputs)
-            return (logits, class_cams, *self.segmenter_cam.forward(seg_inputs), distances)
+            (logits, class_cams), screenings = self.classifier_cam(class_inputs), self._screenings(class_inputs)
+            return (logits, class_cams, *self.segmenter_cam.forward(seg_inputs), *screenings)
         if self._one_encoder_pass is not None:
             logits, features, mask_logits = self._one_encoder_pass(tf.convert_to_tensor(class_inputs, tf.float32))
-            distances = None if features is None else self.ood.distance(features.numpy())
-            return logits.numpy(), None, mask_logits.numpy(), None, distances
-        (logits, distances) = self._logits_and_distances(class_inputs)
-        return logits, None, self.segmenter_cam.logits(seg_inputs), None, distances
+            return logits.numpy(), None, mask_logits.numpy(), None, *self._screen(features)
+        logits, distances, kinds = self._logits_and_screenings(class_inputs)
+        return logits, None, self.segmenter_cam.logits(seg_inputs), None, distances, kinds
 
     def _explain_region(self, head_inputs: list[np.ndarray], region: np.ndarray) -> np.ndarray:
         """Seg-Grad-CAM whose target is `region` (the displayed lesion mask on the segmenter's input
@@ -319,11 +339,12 @@ class Analyzer:
         seg_framing = Framing.for_model(gray, self.segmenter.config)
         return PreparedScan(decoded, class_framing, seg_framing, class_input, to_model_input(gray, seg_framing))
 
-    def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None,
-                mask_logits: np.ndarray, head_inputs: list[np.ndarray] | None, distance: float | None) -> Analysis:
+    def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None, mask_logits: np.ndarray,
+                head_inputs: list[np.ndarray] | None, distance: float | None, kinds: np.ndarray | None) -> Analysis:
         """One scan's model outputs -> its Analysis: calibrated probabilities, the lesion
-        probabilities at the scan's size, the out-of-distribution refusal and the normal gate (which
-        spares a lesion whose segmenter peak reaches `normal_gate_spares`, when the config sets it)."""
+        probabilities at the scan's size, the refusals and warnings of the screening checks and the
+        normal gate (which spares a lesion whose segmenter peak reaches `normal_gate_spares`, when the
+        config sets it)."""
         s = self.segmenter.config
         probabilities = softmax(logits / self.classifier.config["temperature"])
         decoded = scan.decoded
@@ -338,10 +359,11 @@ class Analyzer:
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames,
         )
-        refused = self._refusal(decoded.gray, distance)
+        refused = self._refusal(decoded.gray, distance, kinds)
         if refused:
             analysis.out_of_distribution, analysis.warnings = True, decoded.warnings + refused
             return analysis
+        analysis.warnings = decoded.warnings + self._orientation_warnings(kinds)
         segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:  # a lesion class with nothing drawn is a disagreement, said as one
             label = analysis.predicted_class
@@ -369,13 +391,14 @@ class Analyzer:
         scans = [p for p in prepared if not isinstance(p, ScanError)]
         if not scans:
             return prepared
-        logits, class_cams, mask_logits, head_inputs, distances = self._model_pool.submit(
+        logits, class_cams, mask_logits, head_inputs, distances, kinds = self._model_pool.submit(
             self._run_models, np.stack([p.class_input for p in scans]), np.stack([p.seg_input for p in scans]),
             maps).result()
         nothing = [None] * len(scans)  # for outputs not computed: maps not asked for, no OOD check
         each_head_inputs = nothing if head_inputs is None else [[t[i:i + 1] for t in head_inputs] for i in range(len(scans))]
         analyses = iter(self._scan_pool.map(self._finish, scans, logits, nothing if class_cams is None else class_cams,
-                                            mask_logits, each_head_inputs, nothing if distances is None else distances))
+                                            mask_logits, each_head_inputs, nothing if distances is None else distances,
+                                            nothing if kinds is None else kinds))
         return [p if isinstance(p, ScanError) else next(analyses) for p in prepared]
 
     def analyze_batch(self, sources: Sequence, maps: bool = False) -> list[Analysis | ScanError]:

@@ -39,14 +39,14 @@ def test_batch_command_on_a_folder(tmp_path, examples):
 @pytest.mark.parametrize("kind", ["classifier", "segmenter"])
 def test_publish_dry_run_lists_the_checked_files(kind, capsys):
     files = publish_main([kind, "--repo", "owner/name", "--dry-run"])
-    expected = ["README.md", "config.json", "model.keras"] + (["ood.npz"] if kind == "classifier" else [])
+    expected = ["README.md", "config.json", "model.keras"] + (["ood.npz", "orientation.npz"] if kind == "classifier" else [])
     assert sorted(f.name for f in files) == expected
     assert "would upload to owner/name" in capsys.readouterr().out
 
 
 def test_publish_uploads_every_file_it_checked(monkeypatch, capsys):
     """The upload's file filter, applied by huggingface_hub itself, lets through exactly the checked
-    files: the classifier's out-of-distribution check (ood.npz) goes up with its weights. Only the
+    files: the classifier's screening checks (ood.npz, orientation.npz) go up with its weights. Only the
     two network calls are replaced, by recorders."""
     import huggingface_hub
     from huggingface_hub.utils import filter_repo_objects
@@ -58,7 +58,7 @@ def test_publish_uploads_every_file_it_checked(monkeypatch, capsys):
     files = publish_main(["classifier", "--repo", "owner/name"])
     folder = Path(asked["folder_path"])
     uploaded = list(filter_repo_objects([p.name for p in folder.iterdir()], allow_patterns=asked["allow_patterns"]))
-    assert sorted(uploaded) == sorted(f.name for f in files) and "ood.npz" in uploaded
+    assert sorted(uploaded) == sorted(f.name for f in files) and {"ood.npz", "orientation.npz"} <= set(uploaded)
     assert f"hf://owner/name@{'0' * 40}" in capsys.readouterr().out
 
 

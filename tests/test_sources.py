@@ -18,7 +18,7 @@ def hub_repo():
     repo = Path(os.environ["HF_HUB_CACHE"]) / "models--owner--busi-classifier"
     snapshot = repo / "snapshots" / COMMIT
     snapshot.mkdir(parents=True, exist_ok=True)
-    for name in ("model.keras", "config.json", "README.md", "ood.npz"):
+    for name in ("model.keras", "config.json", "README.md", "ood.npz", "orientation.npz"):
         if not (snapshot / name).exists():
             (snapshot / name).symlink_to(BUNDLED["classifier"] / name)
     (repo / "refs").mkdir(exist_ok=True)
@@ -86,6 +86,10 @@ def test_swapped_or_damaged_settings_name_the_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("BUSI_CLASSIFIER", str(damaged))
     with pytest.raises(ModelSourceError, match="ood.npz is not a valid out-of-distribution check"):
         Analyzer(warm_up=False)
+    shutil.copy(BUNDLED["classifier"] / "ood.npz", damaged / "ood.npz")
+    (damaged / "orientation.npz").write_bytes(b"garbage")
+    with pytest.raises(ModelSourceError, match="orientation.npz is not a valid orientation check"):
+        Analyzer(warm_up=False)
 
 
 def test_the_app_refuses_to_start_on_a_bad_setting_with_a_message(tmp_path):
@@ -106,5 +110,6 @@ def test_analyzer_uses_the_hub_setting(hub_repo, monkeypatch, examples):
     monkeypatch.setenv("BUSI_CLASSIFIER", f"hf://{hub_repo}@{COMMIT}")
     analyzer = Analyzer(warm_up=False)
     assert analyzer.classifier.source.startswith("hf://") and analyzer.ood is not None, "its check came along"
+    assert analyzer.orientation is not None, "and its orientation check"
     analysis = analyzer.analyze(examples[0][0])
     assert abs(analysis.probabilities.sum() - 1) < 1e-5

@@ -1,0 +1,79 @@
+"""Is the scan shown the way a scanner shows it? A negative (inverted grey levels) or an upside-down
+scan is still a picture of breast tissue, so the out-of-distribution check (`inference.ood`) lets most
+of them through, and the classifier then answers with confidence on tissue it reads wrongly.
+
+The check is a logistic regression over the same mid-level features as the out-of-distribution check
+(one encoder block, `layer`), averaged over the top and the bottom half of the input separately, so
+that it sees which way up the near field is: three kinds, "as shown" (mirrored left-right too, which
+is how some scanners and exports show it), "inverted" and "upside down". Fitted on the training
+sides with those alterations made to the raw scans, thresholds chosen by cross-source validation
+(`python -m training.fit_orientation`), stored with the model (`orientation.npz`). An inverted scan
+gets no diagnosis-like output; an upside-down one gets its results with a warning, since the tissue
+is real and a false alarm should cost a warning, not the answer.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from scipy.special import softmax
+
+FILE_NAME = "orientation.npz"
+KINDS = ("as shown", "inverted", "upside down")
+INVERTED_WARNING = ("This scan looks inverted (a negative: tissue dark on a light background; check {p:.0%}). "
+                    "No classification or lesion is shown: the models read scans as scanners show them. "
+                    "Upload the scan with its original grey levels.")
+UPSIDE_DOWN_WARNING = ("This scan looks upside down (the skin at the bottom; check {p:.0%}). The models were "
+                       "trained on scans with the skin at the top and read flipped scans less reliably: flip it "
+                       "vertically and analyse it again.")
+
+
+def top_and_bottom_means(features: tf.Tensor) -> tf.Tensor:
+    """(B, H, W, C) feature maps -> (B, 2, C): their means over the top and the bottom half of the rows."""
+    half = features.shape[1] // 2
+    return tf.stack([tf.reduce_mean(features[:, :half], axis=(1, 2)),
+                     tf.reduce_mean(features[:, half:], axis=(1, 2))], axis=1)
+
+
+@dataclass(frozen=True)
+class OrientationCheck:
+    layer: str               # the classifier layer whose half means are the features
+    mean: np.ndarray         # (2C,) standardisation of the training features
+    scale: np.ndarray        # (2C,)
+    coef: np.ndarray         # (len(KINDS), 2C) logistic regression
+    intercept: np.ndarray    # (len(KINDS),)
+    thresholds: np.ndarray   # (len(KINDS),) probability from which a kind is called; "as shown" unused
+
+    def probabilities(self, halves: np.ndarray) -> np.ndarray:
+        """(n, 2, C) top/bottom feature means -> (n, len(KINDS)) probabilities of each kind."""
+        standard = (np.asarray(halves, np.float64).reshape(len(halves), -1) - self.mean) / self.scale
+        return softmax(standard @ self.coef.T + self.intercept, axis=-1)
+
+    def refusal(self, probabilities: np.ndarray) -> list[str]:
+        """The refusal for a scan with these kind `probabilities`: inverted, or nothing."""
+        p = probabilities[KINDS.index("inverted")]
+        return [INVERTED_WARNING.format(p=p)] if p >= self.thresholds[KINDS.index("inverted")] else []
+
+    def warnings(self, probabilities: np.ndarray) -> list[str]:
+        """The warnings for a scan shown with its results: upside down, or nothing."""
+        p = probabilities[KINDS.index("upside down")]
+        return [UPSIDE_DOWN_WARNING.format(p=p)] if p >= self.thresholds[KINDS.index("upside down")] else []
+
+    def save(self, path: Path) -> None:
+        np.savez(path, layer=np.array(self.layer), mean=self.mean, scale=self.scale, coef=self.coef,
+                 intercept=self.intercept, thresholds=self.thresholds)
+
+    @classmethod
+    def load(cls, path: Path) -> OrientationCheck | None:
+        """The fitted check in `path`, or None when the model ships without one."""
+        if not Path(path).is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return cls(str(f["layer"]), f["mean"], f["scale"], f["coef"], f["intercept"], f["thresholds"])
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path} is not a valid orientation check: {error}") from None

@@ -1,0 +1,80 @@
+"""The orientation check: a scan shown as a negative gets no diagnosis, one shown upside down gets its
+results with a warning, and scans as scanners show them (mirrored too) get neither."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.orientation import INVERTED_WARNING, KINDS, UPSIDE_DOWN_WARNING, OrientationCheck
+
+INVERTED, UPSIDE_DOWN = (warning.split("(")[0] for warning in (INVERTED_WARNING, UPSIDE_DOWN_WARNING))
+
+
+def gray_of(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def test_the_shipped_classifier_has_a_check_on_its_out_of_distribution_layer(analyzer):
+    check = analyzer.orientation
+    assert check is not None and check.layer == analyzer.ood.layer
+    assert 0.5 <= check.thresholds[KINDS.index("inverted")] < 1 and 0.5 <= check.thresholds[KINDS.index("upside down")] < 1
+
+
+@pytest.mark.parametrize("alteration", ["as is", "mirrored"])
+def test_scans_as_scanners_show_them_get_no_orientation_warning(analyzer, examples, alteration):
+    for path, _ in examples:
+        gray = gray_of(path)
+        analysis = analyzer.analyze(np.ascontiguousarray(gray if alteration == "as is" else gray[:, ::-1]))
+        assert not analysis.out_of_distribution, path.name
+        assert not any(w.startswith((INVERTED, UPSIDE_DOWN)) for w in analysis.warnings), (path.name, analysis.warnings)
+
+
+def test_an_inverted_scan_gets_no_diagnosis(analyzer, examples):
+    """Refused, by the out-of-distribution check where the negative lies far from every scan's features
+    and by this check, with its own message, where it does not (most of them: that check lets them by)."""
+    caught_here = 0
+    for path, _ in examples:
+        negative = 255 - gray_of(path)
+        analysis = analyzer.analyze(negative)
+        assert analysis.out_of_distribution and not analysis.mask().any(), path.name
+        if analysis.feature_distance <= analyzer.ood.threshold:
+            caught_here += 1
+            assert any(w.startswith(INVERTED) for w in analysis.warnings), (path.name, analysis.warnings)
+        probabilities, warnings = analyzer.classify(negative)
+        assert probabilities is None and warnings[-1] == analysis.warnings[-1]
+        [batched] = analyzer.analyze_batch([negative])
+        assert batched.out_of_distribution and batched.warnings == analysis.warnings
+    assert caught_here >= len(examples) // 2
+
+
+def test_an_upside_down_scan_gets_its_results_with_a_warning(analyzer, examples):
+    """Where the out-of-distribution check lets it by (one example here lies beyond it)."""
+    shown = 0
+    for path, _ in examples:
+        flipped = np.ascontiguousarray(gray_of(path)[::-1])
+        analysis = analyzer.analyze(flipped)
+        if analysis.feature_distance > analyzer.ood.threshold:
+            continue
+        shown += 1
+        assert not analysis.out_of_distribution and np.isclose(analysis.probabilities.sum(), 1), path.name
+        assert any(w.startswith(UPSIDE_DOWN) for w in analysis.warnings), (path.name, analysis.warnings)
+        probabilities, warnings = analyzer.classify(flipped)
+        assert probabilities is not None and any(w.startswith(UPSIDE_DOWN) for w in warnings)
+        [batched] = analyzer.analyze_batch([flipped])
+        assert batched.warnings == analysis.warnings
+    assert shown >= len(examples) - 2
+
+
+def test_probabilities_follow_the_regression_and_the_file_round_trips(tmp_path):
+    """Two features per half, one weight that calls "inverted" when the first top-half feature is high."""
+    coef = np.zeros((3, 4))
+    coef[1, 0] = 10.0
+    check = OrientationCheck("layer", np.zeros(4), np.ones(4), coef, np.zeros(3), np.array([np.nan, 0.9, 0.7]))
+    halves = np.array([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    probabilities = check.probabilities(halves)
+    assert np.allclose(probabilities.sum(axis=1), 1) and probabilities[0, 1] > 0.99 and np.allclose(probabilities[1], 1 / 3)
+    assert check.refusal(probabilities[0]) and not check.refusal(probabilities[1]) and not check.warnings(probabilities[0])
+    check.save(tmp_path / "orientation.npz")
+    loaded = OrientationCheck.load(tmp_path / "orientation.npz")
+    assert loaded.layer == "layer" and np.allclose(loaded.probabilities(halves), probabilities)
+    assert OrientationCheck.load(tmp_path / "missing.npz") is None
