@@ -29,21 +29,61 @@ FIELD_MIN_SHARE = 0.05  # a row/column belongs to the field when this share of i
 # and at 0.4 it lost its lesion to the framing; no scan of the three datasets changes between 0.4 and
 # this value (their fields span at least 0.4 or the whole image).
 FIELD_MIN_SIDE = 0.15
+# A light frame (page margins around a pasted scan) is a run of edge rows/columns at one grey level above
+# FIELD_MIN_LEVEL: PLAIN_SHARE of each within PLAIN_TOLERANCE of it (room for a caption's few dark pixels).
+PLAIN_TOLERANCE = 8
+PLAIN_SHARE = 0.95
 CLAHE_CLIP_LIMIT = 0.01  # scikit-image's default; its tiles are 1/8 of each side of the placed field
 
 
-def ultrasound_field(gray: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right), end-exclusive: the span of rows and columns of which at least
-    FIELD_MIN_SHARE is brighter than FIELD_MIN_LEVEL. Text panels, logos and body markers sit on
-    black and fill far less of their rows and columns than tissue does."""
+def _plain_run(lines: np.ndarray) -> tuple[int, float]:
+    """(how many of `lines`, from one edge of a scan inward, belong to a plain margin, its level): the
+    first line's median is the level, and a line belongs when at least PLAIN_SHARE of it lies within
+    PLAIN_TOLERANCE of the level."""
+    level = float(np.median(lines[0]))
+    plain = (np.abs(lines.astype(np.int16) - level) <= PLAIN_TOLERANCE).mean(axis=1) >= PLAIN_SHARE
+    return (len(plain) if plain.all() else int(np.argmin(plain))), level
+
+
+def light_frame(gray: np.ndarray) -> tuple[tuple[int, int, int, int], float | None]:
+    """((top, bottom, left, right) end-exclusive, level): the scan inside a plain light frame around it —
+    the white or grey page margins of a screenshot, a figure or a viewer, which the field search would
+    otherwise take for image — and the frame's grey level. A frame runs along all four edges at one
+    level above FIELD_MIN_LEVEL: a single plain band along one edge is part of some scans as their
+    scanners export them (BUSI has such bands), and those must frame as they did in training. The
+    whole scan and None when there is no frame."""
     height, width = gray.shape
-    image = gray > FIELD_MIN_LEVEL
+    whole = ((0, height, 0, width), None)
+    (top, top_level), (bottom, bottom_level) = _plain_run(gray), _plain_run(gray[::-1])
+    if not top or not bottom or top + bottom >= height:
+        return whole
+    columns = gray[top:height - bottom].T
+    (left, left_level), (right, right_level) = _plain_run(columns), _plain_run(columns[::-1])
+    levels = (top_level, bottom_level, left_level, right_level)
+    if (not left or not right or left + right >= width or min(levels) <= FIELD_MIN_LEVEL
+            or max(levels) - min(levels) > PLAIN_TOLERANCE):
+        return whole
+    return (top, height - bottom, left, width - right), float(np.median(levels))
+
+
+def ultrasound_field(gray: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), end-exclusive: inside any plain light frame (`light_frame`), the
+    span of rows and columns of which at least FIELD_MIN_SHARE is brighter than FIELD_MIN_LEVEL (and,
+    in a frame, off its level: the page between a caption and the scan is background too). Text
+    panels, logos and body markers sit on black and fill far less of their rows and columns than
+    tissue does. A field too small to trust: everything inside the frame."""
+    (top, bottom, left, right), level = light_frame(gray)
+    inner = gray[top:bottom, left:right]
+    height, width = inner.shape
+    image = inner > FIELD_MIN_LEVEL
+    if level is not None:
+        image &= np.abs(inner.astype(np.int16) - level) > PLAIN_TOLERANCE
     rows = np.flatnonzero(image.mean(axis=1) >= FIELD_MIN_SHARE)
     cols = np.flatnonzero(image.mean(axis=0) >= FIELD_MIN_SHARE)
     if (len(rows) == 0 or len(cols) == 0 or rows[-1] + 1 - rows[0] < FIELD_MIN_SIDE * height
             or cols[-1] + 1 - cols[0] < FIELD_MIN_SIDE * width):
-        return 0, height, 0, width
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        return top, bottom, left, right
+    return top + int(rows[0]), top + int(rows[-1]) + 1, left + int(cols[0]), left + int(cols[-1]) + 1
 
 
 def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:

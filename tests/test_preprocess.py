@@ -32,6 +32,42 @@ def test_a_blank_or_tiny_field_falls_back_to_the_whole_scan():
     assert ultrasound_field(speck) == (0, 100, 0, 120)
 
 
+def on_a_page(gray: np.ndarray, level: int, margins=(30, 45, 20, 25)) -> np.ndarray:
+    """`gray` pasted on a plain page of grey `level` (top, bottom, left, right margins), with a dark caption
+    under it, as a scan pasted into a document or captured from a viewer with a light background."""
+    top, bottom, left, right = margins
+    page = np.full((gray.shape[0] + top + bottom, gray.shape[1] + left + right), level, np.uint8)
+    page[top:top + gray.shape[0], left:left + gray.shape[1]] = gray
+    page[-30:-20, left + 5:left + 120:4] = 0  # "Fig. 1" under the scan
+    return page
+
+
+@pytest.mark.parametrize("level", [255, 230, 200])
+def test_a_light_page_around_the_scan_is_not_taken_for_the_field(level):
+    gray, _ = synthetic_screenshot()
+    top, bottom, left, right = ultrasound_field(on_a_page(gray, level))
+    assert (top - 30, bottom - 30, left - 20, right - 20) == ultrasound_field(gray) == (40, 260, 100, 420)
+    pre_cropped = np.random.default_rng(1).integers(40, 220, (200, 300)).astype(np.uint8)  # all field, as BrEaST's
+    assert ultrasound_field(on_a_page(pre_cropped, level)) == (30, 230, 20, 320)
+
+
+def test_a_plain_band_along_one_edge_stays_part_of_the_scan():
+    """Some scanners export a plain band along one edge (BUSI has such scans): not a page margin, so the
+    scan frames as it did in training."""
+    field = np.random.default_rng(2).integers(40, 220, (200, 300)).astype(np.uint8)
+    field[-40:] = 90
+    assert ultrasound_field(field) == (0, 200, 0, 300)
+
+
+def test_an_example_scan_on_a_page_gets_the_scans_own_results(analyzer, examples):
+    for path, _ in examples[::4]:
+        gray = np.asarray(Image.open(path).convert("L"))
+        alone, pasted = analyzer.analyze(gray), analyzer.analyze(on_a_page(gray, 255))
+        assert not pasted.out_of_distribution and pasted.predicted_class == alone.predicted_class, path.name
+        np.testing.assert_allclose(pasted.probabilities, alone.probabilities, atol=1e-4)
+        assert pasted.mask()[30:30 + gray.shape[0], 20:20 + gray.shape[1]].sum() == alone.mask().sum()
+
+
 @pytest.mark.parametrize("crop, keep", [(True, True), (False, True), (True, False), (False, False)])
 def test_a_mask_survives_the_round_trip(crop, keep):
     gray, lesion = synthetic_screenshot()
