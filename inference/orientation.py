@@ -24,10 +24,10 @@ from scipy.special import softmax
 
 FILE_NAME = "orientation.npz"
 KINDS = ("as shown", "inverted", "upside down")
-INVERTED_WARNING = ("This scan looks inverted (a negative: tissue dark on a light background; check {p:.0%}). "
+INVERTED_WARNING = ("This scan looks inverted (a negative: tissue dark on a light background; orientation check: {p:.0%}). "
                     "No classification or lesion is shown: the models read scans as scanners show them. "
                     "Upload the scan with its original grey levels.")
-UPSIDE_DOWN_WARNING = ("This scan looks upside down (the skin at the bottom; check {p:.0%}). The models were "
+UPSIDE_DOWN_WARNING = ("This scan looks upside down (the skin at the bottom; orientation check: {p:.0%}). The models were "
                        "trained on scans with the skin at the top and read flipped scans less reliably: flip it "
                        "vertically and analyse it again.")
 
