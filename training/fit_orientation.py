@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -125,8 +126,7 @@ def main(argv=None):
     thresholds = {"inverted": inverted, "upside down": upside_down}
     pooled = fitted({name: np.concatenate([features[(s, "train")][name] for s in TRAINING_SOURCES])
                      for name in ALTERATIONS}, layer)
-    check = OrientationCheck(pooled.layer, pooled.mean, pooled.scale, pooled.coef, pooled.intercept,
-                             np.array([np.nan, inverted, upside_down]))
+    check = replace(pooled, thresholds=np.array([np.nan, inverted, upside_down]))
     check.save(args.model / FILE_NAME)
     shipped = {source: scored(check, features[(source, "val")], real(source), thresholds) for source in TRAINING_SOURCES}
     labels = np.concatenate([[s.label_index for s in samples_by_side(source)["val"]] for source in TRAINING_SOURCES])
