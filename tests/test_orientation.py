@@ -78,3 +78,28 @@ def test_probabilities_follow_the_regression_and_the_file_round_trips(tmp_path):
     loaded = OrientationCheck.load(tmp_path / "orientation.npz")
     assert loaded.layer == "layer" and np.allclose(loaded.probabilities(halves), probabilities)
     assert OrientationCheck.load(tmp_path / "missing.npz") is None
+
+
+def test_the_shipped_thresholds_are_the_ones_its_rule_chose(analyzer):
+    """The thresholds in orientation.npz are those of reports/orientation_check.json, and that report's
+    cross-source grid bears out the rule of `training.fit_orientation`: the lowest grid value at which no
+    real scan of the unseen source is called inverted, and at which at most 1 % are called upside down."""
+    import json
+
+    from training.busi import REPO_ROOT
+    from training.fit_orientation import GRID, UPSIDE_DOWN_FALSE_ALARMS
+
+    report = json.loads((REPO_ROOT / "reports" / "orientation_check.json").read_text())
+    chosen = report["thresholds"]
+    assert list(analyzer.orientation.thresholds[1:]) == [chosen["inverted"], chosen["upside down"]]
+    grids = [direction["grid"] for direction in report["cross_source"]]
+    assert len(grids) == 2 and all(set(grid) == {str(t) for t in GRID} for grid in grids)
+
+    def first_passing(key, limit):
+        return min(t for t in GRID if all(grid[str(t)][key] <= limit for grid in grids))
+
+    assert chosen["inverted"] == first_passing("real_called_inverted", 0.0)
+    assert chosen["upside down"] == first_passing("real_called_upside_down", UPSIDE_DOWN_FALSE_ALARMS)
+    for source in report["shipped_on_validation"].values():
+        assert source["real_called_inverted"] == 0 and source["inverted_detected"] >= 0.95
+        assert source["real_called_upside_down"] <= UPSIDE_DOWN_FALSE_ALARMS and source["upside down_detected"] >= 0.95
