@@ -100,8 +100,7 @@ def forward_ms_per_scan(analyzer: Analyzer, scans: list[Path], batch_size: int, 
     class_inputs = np.stack([p.class_input for p in prepared])
     seg_inputs = np.stack([p.seg_input for p in prepared])
     passes = {
-        "classifier_and_ood_batch_1": lambda: [(analyzer.classifier_cam(x[None]), analyzer._screenings(x[None]))
-                                               for x in class_inputs],
+        "classifier_and_ood_batch_1": lambda: [analyzer._explain_and_screen(x[None]) for x in class_inputs],
         "segmenter_batch_1": lambda: [analyzer.segmenter_cam.forward(x[None]) for x in seg_inputs],
         f"classifier_and_ood_batch_{batch_size}": lambda: analyzer._logits_and_screenings(class_inputs),
         f"segmenter_batch_{batch_size}": lambda: analyzer.segmenter_cam.logits(seg_inputs),

@@ -32,31 +32,37 @@ def cam_from_gradients(features: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
 
 class ClassifierGradCAM:
     """Maps of `layer` for every class's pre-softmax logit (the `logits_layer` output), so any class
-    can be shown without another pass."""
+    can be shown without another pass. The outputs of the layers named in `also` come from the same
+    pass (`explain_and_read`), for checks that read the classifier's features without running it twice."""
 
-    def __init__(self, model: keras.Model, layer: str, logits_layer: str):
+    def __init__(self, model: keras.Model, layer: str, logits_layer: str, also: tuple[str, ...] = ()):
         self.gradient_model = keras.Model(
-            model.inputs, [model.get_layer(layer).output, model.get_layer(logits_layer).output]
+            model.inputs, [model.get_layer(name).output for name in (layer, logits_layer, *also)]
         )
         self._run = tf.function(self._forward, reduce_retracing=True)
         self._logits = tf.function(lambda images: self.gradient_model(images, training=False)[1], reduce_retracing=True)
 
     def _forward(self, images):
         with tf.GradientTape(persistent=True) as tape:
-            features, logits = self.gradient_model(images, training=False)
+            features, logits, *read = self.gradient_model(images, training=False)
             scores = [logits[:, c] for c in range(logits.shape[-1])]
         cams = [cam_from_gradients(features, tape.gradient(score, features)) for score in scores]
         del tape
-        return logits, tf.stack(cams, axis=1)
+        return logits, tf.stack(cams, axis=1), read
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """The forward pass alone, without gradients: for callers that need no map."""
         return self._logits(tf.convert_to_tensor(images, tf.float32)).numpy()
 
+    def explain_and_read(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(B, S, S, 3) float images -> (logits, maps (B, n_classes, h, w) in 0..1 at feature size, the
+        outputs of the `also` layers)."""
+        logits, cams, read = self._run(tf.convert_to_tensor(images, tf.float32))
+        return logits.numpy(), cams.numpy(), [output.numpy() for output in read]
+
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, S, S, 3) float images -> (logits, maps (B, n_classes, h, w) in 0..1 at feature size)."""
-        logits, cams = self._run(tf.convert_to_tensor(images, tf.float32))
-        return logits.numpy(), cams.numpy()
+        return self.explain_and_read(images)[:2]
 
 
 def _inputs_of(tensor) -> list:

@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from inference import orientation
 from inference.preprocess import FIELD_MIN_LEVEL
@@ -81,17 +82,22 @@ def pooled_layers(model: keras.Model, layers) -> Callable:
     return tf.function(run, reduce_retracing=True)
 
 
+def screening_of(features):
+    """(B, H, W, k) maps of the check's layer (arrays or tensors) -> ((B, k) global averages for this
+    check, (B, 2, k) top- and bottom-half averages for the orientation check, `inference.orientation`)."""
+    return ops.mean(features, axis=(1, 2)), orientation.top_and_bottom_means(features)
+
+
 def screening_features(model: keras.Model, layer: str, output_layer: str | None = None) -> Callable:
-    """A compiled function: model inputs (B, S, S, 3) -> ([`output_layer`'s output,] (B, k) global average
-    of `layer`, (B, 2, k) its averages over the top and the bottom half) from one forward pass: the
-    features of this check and of the orientation check (`inference.orientation`), with the
-    classifier's logits when asked, without running the layers they share twice."""
+    """A compiled function: model inputs (B, S, S, 3) -> ([`output_layer`'s output,] `screening_of`'s
+    two arrays for `layer`) from one forward pass: the classifier's logits, when asked, and the
+    screening checks' features without running the layers they share twice."""
     outputs = [model.get_layer(name).output for name in ([output_layer] if output_layer else []) + [layer]]
     both = keras.Model(model.input, outputs)
 
     def run(images):
         outputs = both(images, training=False)  # Keras unwraps a one-output list
         *output, features = outputs if output_layer else [outputs]
-        return (*output, tf.reduce_mean(features, axis=(1, 2)), orientation.top_and_bottom_means(features))
+        return (*output, *screening_of(features))
 
     return tf.function(run, reduce_retracing=True)

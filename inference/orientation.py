@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 from scipy.special import softmax
 
 FILE_NAME = "orientation.npz"
@@ -32,11 +32,11 @@ UPSIDE_DOWN_WARNING = ("This scan looks upside down (the skin at the bottom; ori
                        "vertically and analyse it again.")
 
 
-def top_and_bottom_means(features: tf.Tensor) -> tf.Tensor:
-    """(B, H, W, C) feature maps -> (B, 2, C): their means over the top and the bottom half of the rows."""
+def top_and_bottom_means(features):
+    """(B, H, W, C) feature maps (arrays or tensors) -> (B, 2, C): their means over the top and the
+    bottom half of the rows."""
     half = features.shape[1] // 2
-    return tf.stack([tf.reduce_mean(features[:, :half], axis=(1, 2)),
-                     tf.reduce_mean(features[:, half:], axis=(1, 2))], axis=1)
+    return ops.stack([ops.mean(features[:, :half], axis=(1, 2)), ops.mean(features[:, half:], axis=(1, 2))], axis=1)
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,6 @@ class Analyzer:
         self.segmenter = segmenter or load_configured("segmenter")
         c, s = self.classifier.config, self.segmenter.config
         self.classes = list(c["classes"])
-        self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"])
         self.segmenter_cam = SegGradCAM(self.segmenter.model, s["gradcam_layer"], s["logits_layer"])
         folder = self.classifier.folder
         try:
@@ -230,7 +229,9 @@ class Analyzer:
         if self.orientation and self.orientation.layer != self.ood.layer:
             raise ModelSourceError(f"classifier {self.classifier.source}: its orientation check reads "
                                    f"{self.orientation.layer}, its out-of-distribution check {self.ood.layer}")
-        self._screening_features = ood.screening_features(self.classifier.model, self.ood.layer) if self.ood else None
+        # The Grad-CAM pass also reads the checks' layer, so an analysis runs the classifier once.
+        self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"],
+                                                also=(self.ood.layer,) if self.ood else ())
         self._logits_and_screening_features = (ood.screening_features(self.classifier.model, self.ood.layer, c["logits_layer"])
                                                if self.ood else None)
         self._one_encoder_pass = self._compile_one_encoder_pass()
@@ -254,9 +255,7 @@ class Analyzer:
 
         def run(images):
             logits, *features, mask_logits = both(images, training=False)
-            screening = ((tf.reduce_mean(features[0], axis=(1, 2)), orientation.top_and_bottom_means(features[0]))
-                         if features else None)
-            return logits, screening, mask_logits
+            return logits, ood.screening_of(features[0]) if features else None, mask_logits
 
         return tf.function(run, reduce_retracing=True)
 
@@ -268,9 +267,10 @@ class Analyzer:
         pooled, halves = (np.asarray(f) for f in features)
         return self.ood.distance(pooled), None if self.orientation is None else self.orientation.probabilities(halves)
 
-    def _screenings(self, images: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """`_screen` of a batch of classifier inputs (its own forward pass, for the path with maps)."""
-        return self._screen(None if self.ood is None else self._screening_features(images))
+    def _explain_and_screen(self, images: np.ndarray):
+        """One classifier pass with every class's Grad-CAM: (logits, maps, `_screen`'s two results)."""
+        logits, cams, read = self.classifier_cam.explain_and_read(images)
+        return logits, cams, *self._screen(ood.screening_of(read[0]) if read else None)
 
     def _logits_and_screenings(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The classifier's logits without a gradient tape, and `_screen`'s results from the same forward pass."""
@@ -316,8 +316,8 @@ class Analyzer:
         encoder pass when the segmenter holds the classifier's encoder. The compiled
         functions relax the batch dimension after a second size, so batches of any size share one graph."""
         if maps:
-            (logits, class_cams), screenings = self.classifier_cam(class_inputs), self._screenings(class_inputs)
-            return (logits, class_cams, *self.segmenter_cam.forward(seg_inputs), *screenings)
+            logits, class_cams, distances, kinds = self._explain_and_screen(class_inputs)
+            return (logits, class_cams, *self.segmenter_cam.forward(seg_inputs), distances, kinds)
         if self._one_encoder_pass is not None:
             logits, features, mask_logits = self._one_encoder_pass(tf.convert_to_tensor(class_inputs, tf.float32))
             return logits.numpy(), None, mask_logits.numpy(), None, *self._screen(features)

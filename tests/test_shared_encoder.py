@@ -41,7 +41,7 @@ def test_one_encoder_pass_gives_both_models_outputs(analyzer, shared, examples):
     images = np.stack([one_pass.prepare(decode(path)).class_input for path, _ in examples[:4]])
     logits, features, mask_logits = one_pass._one_encoder_pass(images)
     np.testing.assert_allclose(logits.numpy(), analyzer.classifier_cam.logits(images), atol=1e-4)
-    for one, apart in zip(one_pass._screen(features), analyzer._screenings(images), strict=True):
+    for one, apart in zip(one_pass._screen(features), analyzer._explain_and_screen(images)[2:], strict=True):
         np.testing.assert_allclose(one, apart, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(mask_logits.numpy(), one_pass.segmenter_cam.logits(images), atol=1e-4)
 
