@@ -88,16 +88,14 @@ def screening_of(features):
     return ops.mean(features, axis=(1, 2)), orientation.top_and_bottom_means(features)
 
 
-def screening_features(model: keras.Model, layer: str, output_layer: str | None = None) -> Callable:
-    """A compiled function: model inputs (B, S, S, 3) -> ([`output_layer`'s output,] `screening_of`'s
-    two arrays for `layer`) from one forward pass: the classifier's logits, when asked, and the
-    screening checks' features without running the layers they share twice."""
-    outputs = [model.get_layer(name).output for name in ([output_layer] if output_layer else []) + [layer]]
-    both = keras.Model(model.input, outputs)
+def screening_features(model: keras.Model, output_layer: str, layer: str) -> Callable:
+    """A compiled function: model inputs (B, S, S, 3) -> (`output_layer`'s output, then `screening_of`'s
+    two arrays for `layer`) from one forward pass: the classifier's logits and the screening checks'
+    features without running the layers they share twice."""
+    both = keras.Model(model.input, [model.get_layer(output_layer).output, model.get_layer(layer).output])
 
     def run(images):
-        outputs = both(images, training=False)  # Keras unwraps a one-output list
-        *output, features = outputs if output_layer else [outputs]
-        return (*output, *screening_of(features))
+        output, features = both(images, training=False)
+        return output, *screening_of(features)
 
     return tf.function(run, reduce_retracing=True)

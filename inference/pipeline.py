@@ -232,7 +232,7 @@ class Analyzer:
         # The Grad-CAM pass also reads the checks' layer, so an analysis runs the classifier once.
         self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"],
                                                 also=(self.ood.layer,) if self.ood else ())
-        self._logits_and_screening_features = (ood.screening_features(self.classifier.model, self.ood.layer, c["logits_layer"])
+        self._logits_and_screening_features = (ood.screening_features(self.classifier.model, c["logits_layer"], self.ood.layer)
                                                if self.ood else None)
         self._one_encoder_pass = self._compile_one_encoder_pass()
         self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
@@ -243,7 +243,7 @@ class Analyzer:
 
     def _compile_one_encoder_pass(self) -> Callable | None:
         """When the segmenter holds the classifier's encoder (`inference.shared_encoder`): a compiled
-        function, classifier inputs -> (logits, screening features (`ood.screening_features`) or None,
+        function, classifier inputs -> (logits, screening features (`ood.screening_of`) or None,
         mask logits), running the encoder once for both models. None otherwise."""
         if not shared_encoder.shares_encoder(self.classifier, self.segmenter):
             return None
@@ -260,7 +260,7 @@ class Analyzer:
         return tf.function(run, reduce_retracing=True)
 
     def _screen(self, features) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """A batch's screening features (`ood.screening_features`, or None) -> its (B,) out-of-distribution
+        """A batch's screening features (`ood.screening_of`'s two arrays, or None) -> its (B,) out-of-distribution
         scores and (B, kinds) orientation probabilities, each None where the classifier has no such check."""
         if features is None:
             return None, None

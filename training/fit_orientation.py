@@ -98,7 +98,7 @@ def main(argv=None):
     loaded = load_model(str(args.model))
     config = loaded.config
     layer = FeatureDistance.load(args.model / OOD_FILE_NAME).layer
-    screening = screening_features(loaded.model, layer, config["logits_layer"])
+    screening = screening_features(loaded.model, config["logits_layer"], layer)
     features, logits = {}, {}
     for source in TRAINING_SOURCES:
         for side in ("train", "val"):
