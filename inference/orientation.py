@@ -32,6 +32,13 @@ UPSIDE_DOWN_WARNING = ("This scan looks upside down (the skin at the bottom; ori
                        "vertically and analyse it again.")
 
 
+def warned_upside_down(warnings: list[str]) -> bool:
+    """Whether an analysis's `warnings` hold the upside-down warning (evaluation counts how often
+    real scans get it)."""
+    lead = UPSIDE_DOWN_WARNING.split("(")[0]
+    return any(warning.startswith(lead) for warning in warnings)
+
+
 def top_and_bottom_means(features):
     """(B, H, W, C) feature maps (arrays or tensors) -> (B, 2, C): their means over the top and the
     bottom half of the rows."""

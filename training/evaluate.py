@@ -29,6 +29,7 @@ from scipy.special import softmax
 from tqdm import tqdm
 
 from explain.overlay import heatmap_overlay, mask_overlay, upsample
+from inference.orientation import warned_upside_down
 from inference.pipeline import Analyzer
 from training.busi import CLASSES, REPO_ROOT, SOURCES, list_samples, load_mask
 from training.metrics import (BENIGN, MALIGNANT, bootstrap_ci, bootstrap_cis, classification_metrics, dice_iou,
@@ -56,11 +57,15 @@ def evaluate_classifier(samples, analyses, analyzer, out_dir: Path, name: str) -
     # classifier's own answer there, and this says how often it was withheld.
     refused = np.array([a.out_of_distribution for a in analyses], dtype=float)
     metrics["ood_refused_rate"] = float(refused.mean())
+    # Real scans shown as their scanner wrote them: every upside-down warning here is a false alarm.
+    warned = np.array([warned_upside_down(a.warnings) for a in analyses], dtype=float)
+    metrics["upside_down_warned_rate"] = float(warned.mean())
     metrics["temperature"] = temperature
     metrics["ci95"] = bootstrap_cis(lambda idx: classification_metrics(probs[idx], labels[idx]),
                                     [key for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc")
                                      if metrics[key] is not None], len(labels))
     metrics["ci95"]["ood_refused_rate"] = bootstrap_ci(lambda idx: float(refused[idx].mean()), len(refused))
+    metrics["ci95"]["upside_down_warned_rate"] = bootstrap_ci(lambda idx: float(warned[idx].mean()), len(warned))
     plot_confusion(np.array(metrics["confusion_matrix"]), out_dir / f"classifier_{name}_confusion.png")
     plot_reliability(probs, labels, out_dir / f"classifier_{name}_reliability.png")
     return metrics
@@ -243,7 +248,7 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
 
 EVALUATORS = {"classifier": evaluate_classifier, "segmenter": evaluate_segmenter, "explain": evaluate_explanations}
 TABLE_KEYS = {
-    "classifier": ("n_images", "ood_refused_rate", "accuracy", "precision_normal", "recall_normal", "precision_benign", "recall_benign",
+    "classifier": ("n_images", "ood_refused_rate", "upside_down_warned_rate", "accuracy", "precision_normal", "recall_normal", "precision_benign", "recall_benign",
                    "precision_malignant", "recall_malignant", "recall_bm", "macro_auc", "bm_auc", "ece",
                    "ece_uncalibrated"),
     "segmenter": ("n_lesion_images", "dice", "iou", "dice_benign", "dice_malignant", "normal_fp_rate",

@@ -27,7 +27,8 @@ DATASETS = (("busi-test", "BUSI test"), ("bus_uclm-test", "BUS-UCLM test"), ("br
 CLASSIFIER_ROWS = (
     ("classifier", "n_images", "scans"),
     ("classifier", "n_seen_in_training", "of which the shipped models trained or were selected on"),
-    ("classifier", "ood_refused_rate", "refused as not like a breast ultrasound scan"),
+    ("classifier", "ood_refused_rate", "refused as not like a breast ultrasound scan (or inverted)"),
+    ("classifier", "upside_down_warned_rate", "warned as shown upside down (each a false alarm)"),
     ("classifier", "accuracy", "accuracy"),
     ("classifier", "recall_bm", "Recall_BM (mean benign / malignant recall)"),
     ("classifier", "recall_malignant", "malignant recall"),
