@@ -60,15 +60,18 @@ class OrientationCheck:
         standard = (np.asarray(halves, np.float64).reshape(len(halves), -1) - self.mean) / self.scale
         return softmax(standard @ self.coef.T + self.intercept, axis=-1)
 
+    def _called(self, probabilities: np.ndarray, kind: str, message: str) -> list[str]:
+        """`message` for a scan whose probability of `kind` reaches that kind's threshold, else nothing."""
+        p = probabilities[KINDS.index(kind)]
+        return [message.format(p=p)] if p >= self.thresholds[KINDS.index(kind)] else []
+
     def refusal(self, probabilities: np.ndarray) -> list[str]:
         """The refusal for a scan with these kind `probabilities`: inverted, or nothing."""
-        p = probabilities[KINDS.index("inverted")]
-        return [INVERTED_WARNING.format(p=p)] if p >= self.thresholds[KINDS.index("inverted")] else []
+        return self._called(probabilities, "inverted", INVERTED_WARNING)
 
     def warnings(self, probabilities: np.ndarray) -> list[str]:
         """The warnings for a scan shown with its results: upside down, or nothing."""
-        p = probabilities[KINDS.index("upside down")]
-        return [UPSIDE_DOWN_WARNING.format(p=p)] if p >= self.thresholds[KINDS.index("upside down")] else []
+        return self._called(probabilities, "upside down", UPSIDE_DOWN_WARNING)
 
     def save(self, path: Path) -> None:
         np.savez(path, layer=np.array(self.layer), mean=self.mean, scale=self.scale, coef=self.coef,
