@@ -27,7 +27,7 @@ from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_s
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats
-from inference.preprocess import Framing, resize, to_model_input
+from inference.preprocess import Framing, resize, to_model_input, views_warnings
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,9 @@ class Analyzer:
         Raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
         c = self.classifier.config
-        images = to_model_input(gray, Framing.for_model(gray, c))[None]
+        framing = Framing.for_model(gray, c)
+        warnings = warnings + views_warnings(framing)
+        images = to_model_input(gray, framing)[None]
         logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings, images).result()
         kinds = None if kinds is None else kinds[0]
         refused = self._refusal(gray, None if distances is None else float(distances[0]), kinds)
@@ -359,11 +361,12 @@ class Analyzer:
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames,
         )
+        warnings = decoded.warnings + views_warnings(scan.class_framing)
         refused = self._refusal(decoded.gray, distance, kinds)
         if refused:
-            analysis.out_of_distribution, analysis.warnings = True, decoded.warnings + refused
+            analysis.out_of_distribution, analysis.warnings = True, warnings + refused
             return analysis
-        analysis.warnings = decoded.warnings + self._orientation_warnings(kinds)
+        analysis.warnings = warnings + self._orientation_warnings(kinds)
         segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:  # a lesion class with nothing drawn is a disagreement, said as one
             label = analysis.predicted_class

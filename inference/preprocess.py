@@ -9,6 +9,11 @@ input and padded with black); models without that setting stretch the whole scan
 Every map a model returns goes back through the same `Framing`, so masks and Grad-CAM land on the
 scan where the model saw them.
 
+Some scanners and viewers show two views of the breast side by side, split by a black gutter. Framed whole, each view is shrunk and the models see a layout they never
+trained on (a benign example read as normal). So the field is split at such gutters (`scan_views`)
+and the models see the largest view; the framing records how many there were, so that the user is
+told which one was analysed.
+
 Scanners also differ in gain, dynamic range and post-processing. A model's framing may ask for the
 placed field to be standardised by contrast-limited adaptive histogram equalisation (`clahe`), so
 that a model sees local contrast rather than each scanner's grey-level curve.
@@ -33,6 +38,14 @@ FIELD_MIN_SIDE = 0.15
 # FIELD_MIN_LEVEL: PLAIN_SHARE of each within PLAIN_TOLERANCE of it (room for a caption's few dark pixels).
 PLAIN_TOLERANCE = 8
 PLAIN_SHARE = 0.95
+# Two views: a gutter is a run of columns outside the field's share (under FIELD_MIN_SHARE of image
+# pixels; a caption across it stays under), and each side of it spans at least VIEW_MIN_SIDE of the
+# field's width and has image in at least VIEW_MIN_FILL of its typical column (tissue, not a text
+# panel or a scale strip). Of the 1208 training, validation and excluded scans of BUSI and BUS-UCLM,
+# 20 have such a run of columns inside their field, none with more than 0.22 of the field on its
+# narrower side (a side panel, an inset): none splits.
+VIEW_MIN_SIDE = 0.4
+VIEW_MIN_FILL = 0.5
 CLAHE_CLIP_LIMIT = 0.01  # scikit-image's default; its tiles are 1/8 of each side of the placed field
 
 
@@ -66,24 +79,102 @@ def light_frame(gray: np.ndarray) -> tuple[tuple[int, int, int, int], float | No
     return (top, height - bottom, left, width - right), float(np.median(levels))
 
 
-def ultrasound_field(gray: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right), end-exclusive: inside any plain light frame (`light_frame`), the
-    span of rows and columns of which at least FIELD_MIN_SHARE is brighter than FIELD_MIN_LEVEL (and,
-    in a frame, off its level: the page between a caption and the scan is background too). Text
-    panels, logos and body markers sit on black and fill far less of their rows and columns than
-    tissue does. A field too small to trust: everything inside the frame."""
+Box = tuple[int, int, int, int]  # (top, bottom, left, right), end-exclusive
+SEVERAL_VIEWS_WARNING = ("This image shows {views} ultrasound views; only the {view} one (the largest) was analysed. "
+                         "To analyse another, crop the image to it and upload that.")
+
+
+def _image_pixels(gray: np.ndarray) -> tuple[Box, np.ndarray]:
+    """(the box inside any plain light frame (`light_frame`), which of its pixels are image): brighter
+    than FIELD_MIN_LEVEL and, in a frame, off its level (the page between a caption and the scan is
+    background too)."""
     (top, bottom, left, right), level = light_frame(gray)
     inner = gray[top:bottom, left:right]
-    height, width = inner.shape
     image = inner > FIELD_MIN_LEVEL
     if level is not None:
         image &= np.abs(inner.astype(np.int16) - level) > PLAIN_TOLERANCE
+    return (top, bottom, left, right), image
+
+
+def _field_within(image: np.ndarray) -> Box | None:
+    """The span of rows and columns of `image` (bool) of which at least FIELD_MIN_SHARE is image, or
+    None when it is too small to trust (under FIELD_MIN_SIDE of either side). Text panels, logos and
+    body markers sit on black and fill far less of their rows and columns than tissue does."""
+    height, width = image.shape
     rows = np.flatnonzero(image.mean(axis=1) >= FIELD_MIN_SHARE)
     cols = np.flatnonzero(image.mean(axis=0) >= FIELD_MIN_SHARE)
     if (len(rows) == 0 or len(cols) == 0 or rows[-1] + 1 - rows[0] < FIELD_MIN_SIDE * height
             or cols[-1] + 1 - cols[0] < FIELD_MIN_SIDE * width):
-        return top, bottom, left, right
-    return top + int(rows[0]), top + int(rows[-1]) + 1, left + int(cols[0]), left + int(cols[-1]) + 1
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _offset(box: Box, top: int, left: int) -> Box:
+    return box[0] + top, box[1] + top, box[2] + left, box[3] + left
+
+
+def ultrasound_field(gray: np.ndarray) -> Box:
+    """(top, bottom, left, right), end-exclusive: the field of image inside any plain light frame
+    (`_field_within`); a field too small to trust: everything inside the frame."""
+    frame, image = _image_pixels(gray)
+    field = _field_within(image)
+    return frame if field is None else _offset(field, frame[0], frame[2])
+
+
+def _gutter_split(image: np.ndarray) -> int | None:
+    """Where a field (`image`, bool) splits into two views side by side: the middle of the first gutter
+    (a run of columns under FIELD_MIN_SHARE of image) with a view on each hand (see VIEW_MIN_SIDE),
+    else None. Only columns: a column gutter must cross the near field (skin and fat, never black
+    across a breast scan), whereas a row can run through a wide anechoic cyst — a stacked split cut
+    one of BUSI's test scans in two at its first evaluation, so stacked views are not split."""
+    profile = image.mean(axis=0)
+    width = len(profile)
+    gutter = np.concatenate([[False], profile < FIELD_MIN_SHARE, [False]])
+    changes = np.flatnonzero(np.diff(gutter.astype(np.int8)))
+    for start, end in zip(changes[::2], changes[1::2]):
+        if (min(start, width - end) >= VIEW_MIN_SIDE * width
+                and min(np.median(profile[:start]), np.median(profile[end:])) >= VIEW_MIN_FILL):
+            return int(start + (end - start) // 2)
+    return None
+
+
+def _views_within(image: np.ndarray) -> list[Box]:
+    """The views of a field (`image`, bool, cut to the field) from left to right, each part split
+    again and cut to its own field."""
+    cut = _gutter_split(image)
+    if cut is None:
+        return [(0, image.shape[0], 0, image.shape[1])]
+    views = []
+    for part, left in ((image[:, :cut], 0), (image[:, cut:], cut)):
+        field = _field_within(part) or (0, part.shape[0], 0, part.shape[1])
+        inner = part[field[0]:field[1], field[2]:field[3]]
+        views += [_offset(view, field[0], field[2] + left) for view in _views_within(inner)]
+    return views
+
+
+def scan_views(gray: np.ndarray) -> list[Box]:
+    """The ultrasound field (`ultrasound_field`) split into the views a dual-view scanner or a viewer
+    shows side by side, separated by a black gutter, from left to right; one box, the field, for a
+    scan of one view."""
+    frame, image = _image_pixels(gray)
+    field = _field_within(image)
+    if field is None:
+        return [frame]
+    top, left = frame[0] + field[0], frame[2] + field[2]
+    return [_offset(view, top, left) for view in _views_within(image[field[0]:field[1], field[2]:field[3]])]
+
+
+def largest_view(views: list[Box]) -> Box:
+    """The view with the most pixels; the leftmost on a tie."""
+    return max(views, key=lambda box: (box[1] - box[0]) * (box[3] - box[2]))
+
+
+def view_position(box: Box, views: list[Box]) -> str:
+    """Where `box` lies among `views` (left to right), in words for a user: "left", "right", "2nd from the left"."""
+    place = views.index(box)
+    if len(views) == 2:
+        return ("left", "right")[place]
+    return "leftmost" if place == 0 else f"{place + 1}{('nd', 'rd')[place - 1] if place < 3 else 'th'} from the left"
 
 
 def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -99,7 +190,8 @@ def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
 class Framing:
     """How a scan of `scan_shape` became a `size` x `size` model input: the `box` cut from it (top,
     bottom, left, right) was resized to `inner` (h, w) and placed at `offset` (top, left); with
-    `clahe`, the placed field of a scan (not of a mask) is equalised."""
+    `clahe`, the placed field of a scan (not of a mask) is equalised. A scan showing several views
+    (`scan_views`) is framed on its largest: `views` says how many there were, `view` where it lies."""
 
     scan_shape: tuple[int, int]
     box: tuple[int, int, int, int]
@@ -107,12 +199,15 @@ class Framing:
     inner: tuple[int, int]
     offset: tuple[int, int]
     clahe: bool = False
+    views: int = 1
+    view: str = ""
 
     @classmethod
     def of(cls, gray: np.ndarray, size: int, crop_to_field: bool = False, keep_aspect: bool = False,
            clahe: bool = False) -> Framing:
         height, width = gray.shape
-        box = ultrasound_field(gray) if crop_to_field else (0, height, 0, width)
+        views = scan_views(gray) if crop_to_field else [(0, height, 0, width)]
+        box = largest_view(views)
         box_h, box_w = box[1] - box[0], box[3] - box[2]
         if keep_aspect:
             scale = size / max(box_h, box_w)
@@ -120,7 +215,8 @@ class Framing:
         else:
             inner = (size, size)
         offset = ((size - inner[0]) // 2, (size - inner[1]) // 2)
-        return cls((height, width), box, size, inner, offset, clahe)
+        where = view_position(box, views) if len(views) > 1 else ""
+        return cls((height, width), box, size, inner, offset, clahe, len(views), where)
 
     @classmethod
     def for_model(cls, gray: np.ndarray, config: dict) -> Framing:
@@ -154,6 +250,11 @@ class Framing:
         out = np.zeros(self.scan_shape, dtype=np.float32)
         out[top:bottom, left:right] = resize(inside, bottom - top, right - left)
         return out
+
+
+def views_warnings(framing: Framing) -> list[str]:
+    """What a user is told of a scan that showed several views: which one was analysed."""
+    return [SEVERAL_VIEWS_WARNING.format(views=framing.views, view=framing.view)] if framing.views > 1 else []
 
 
 def to_model_input(gray: np.ndarray, framing: Framing) -> np.ndarray:

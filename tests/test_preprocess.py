@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.preprocess import Framing, to_model_input, ultrasound_field
+from inference.preprocess import SEVERAL_VIEWS_WARNING, Framing, scan_views, to_model_input, ultrasound_field
 
 
 def synthetic_screenshot():
@@ -123,3 +123,58 @@ def test_clahe_from_the_config_evens_out_scanner_gain_and_keeps_the_padding_blac
     assert (clahe_framing.inner, clahe_framing.offset) == (plain_framing.inner, plain_framing.offset)
     mask = lesion.astype(np.uint8) * 255
     assert np.array_equal(clahe_framing.to_input(mask), plain_framing.to_input(mask))
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gutter: int = 16) -> np.ndarray:
+    """Two views on one black screen, split by a black gutter, as a dual-view scanner shows them; the
+    shorter one centred vertically."""
+    height = max(left.shape[0], right.shape[0])
+    screen = np.zeros((height, left.shape[1] + gutter + right.shape[1]), np.uint8)
+    screen[(height - left.shape[0]) // 2:][:left.shape[0], :left.shape[1]] = left
+    screen[(height - right.shape[0]) // 2:][:right.shape[0], left.shape[1] + gutter:] = right
+    return screen
+
+
+def tissue(height: int, width: int, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).integers(40, 220, (height, width)).astype(np.uint8)
+
+
+def test_views_side_by_side_are_split_and_the_largest_is_framed():
+    dual = side_by_side(tissue(200, 300), tissue(180, 260, seed=4))
+    assert scan_views(dual) == [(0, 200, 0, 300), (10, 190, 316, 576)]
+    framing = Framing.of(dual, 224, crop_to_field=True, keep_aspect=True)
+    assert (framing.box, framing.views, framing.view) == ((0, 200, 0, 300), 2, "left")
+    assert ultrasound_field(dual) == (0, 200, 0, 576)  # the field itself still spans both
+    right_larger = side_by_side(tissue(150, 260), tissue(200, 300, seed=4))
+    assert Framing.of(right_larger, 224, crop_to_field=True, keep_aspect=True).view == "right"
+    assert Framing.of(dual, 224).views == 1  # a model that does not crop to the field sees the whole scan
+
+
+def test_one_view_with_a_panel_a_strip_or_a_shadow_is_not_split():
+    gray, _ = synthetic_screenshot()
+    assert scan_views(gray) == [ultrasound_field(gray)]
+    with_strip = side_by_side(tissue(200, 300), tissue(200, 90))  # a narrow strip (a scale, a small inset)
+    assert scan_views(with_strip) == [(0, 200, 0, 406)]
+    with_panel = side_by_side(tissue(200, 300), np.where(tissue(200, 250) > 200, 255, 0).astype(np.uint8))  # sparse text
+    assert len(scan_views(with_panel)) == 1
+    shadowed = tissue(200, 300)
+    shadowed[40:, 140:160] = 0  # a posterior acoustic shadow: dark below the lesion, not through the skin line
+    assert scan_views(shadowed) == [(0, 200, 0, 300)]
+    cyst = tissue(200, 300)
+    cyst[85:115, 5:295] = 0  # a wide anechoic cyst: black across the field, between tissue above and below
+    assert scan_views(cyst) == [(0, 200, 0, 300)]
+
+
+def test_a_dual_view_screen_gets_the_left_views_own_results_and_says_so(analyzer, examples):
+    for path, _ in examples[::4]:
+        gray = np.asarray(Image.open(path).convert("L"))
+        alone = analyzer.analyze(gray)
+        dual = analyzer.analyze(side_by_side(gray, gray[:, ::-1]))
+        assert dual.predicted_class == alone.predicted_class, path.name
+        np.testing.assert_allclose(dual.probabilities, alone.probabilities, atol=1e-4)
+        assert dual.mask()[:, :gray.shape[1]].sum() == alone.mask().sum() and not dual.mask()[:, gray.shape[1]:].any()
+        assert SEVERAL_VIEWS_WARNING.format(views=2, view="left") in dual.warnings
+        assert not any("views" in warning for warning in alone.warnings)
+        probabilities, warnings = analyzer.classify(side_by_side(gray, gray[:, ::-1]))
+        np.testing.assert_allclose(probabilities, alone.probabilities, atol=1e-4)
+        assert SEVERAL_VIEWS_WARNING.format(views=2, view="left") in warnings

@@ -54,18 +54,20 @@ def evaluate_classifier(samples, analyses, analyzer, out_dir: Path, name: str) -
     temperature = analyzer.classifier.config["temperature"]
     metrics["ece_uncalibrated"] = expected_calibration_error(softmax(temperature * np.log(probs), axis=1), labels)
     # What users get on a refused scan is no classification at all; the metrics above still count the
-    # classifier's own answer there, and this says how often it was withheld.
-    refused = np.array([a.out_of_distribution for a in analyses], dtype=float)
-    metrics["ood_refused_rate"] = float(refused.mean())
-    # Real scans shown as their scanner wrote them: every upside-down warning here is a false alarm.
-    warned = np.array([warned_upside_down(a.warnings) for a in analyses], dtype=float)
-    metrics["upside_down_warned_rate"] = float(warned.mean())
+    # classifier's own answer there, and the refusal rate says how often it was withheld. The datasets'
+    # scans are real and show one view each as their scanner wrote it: every upside-down warning and
+    # every split into several views is a false alarm.
+    shares = {"ood_refused_rate": [a.out_of_distribution for a in analyses],
+              "upside_down_warned_rate": [warned_upside_down(a.warnings) for a in analyses],
+              "several_views_rate": [a.class_framing.views > 1 for a in analyses]}
+    shares = {key: np.array(flags, dtype=float) for key, flags in shares.items()}
+    metrics.update({key: float(flags.mean()) for key, flags in shares.items()})
     metrics["temperature"] = temperature
     metrics["ci95"] = bootstrap_cis(lambda idx: classification_metrics(probs[idx], labels[idx]),
                                     [key for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc")
                                      if metrics[key] is not None], len(labels))
-    metrics["ci95"]["ood_refused_rate"] = bootstrap_ci(lambda idx: float(refused[idx].mean()), len(refused))
-    metrics["ci95"]["upside_down_warned_rate"] = bootstrap_ci(lambda idx: float(warned[idx].mean()), len(warned))
+    for key, flags in shares.items():
+        metrics["ci95"][key] = bootstrap_ci(lambda idx: float(flags[idx].mean()), len(flags))
     plot_confusion(np.array(metrics["confusion_matrix"]), out_dir / f"classifier_{name}_confusion.png")
     plot_reliability(probs, labels, out_dir / f"classifier_{name}_reliability.png")
     return metrics
@@ -248,7 +250,7 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
 
 EVALUATORS = {"classifier": evaluate_classifier, "segmenter": evaluate_segmenter, "explain": evaluate_explanations}
 TABLE_KEYS = {
-    "classifier": ("n_images", "ood_refused_rate", "upside_down_warned_rate", "accuracy", "precision_normal", "recall_normal", "precision_benign", "recall_benign",
+    "classifier": ("n_images", "ood_refused_rate", "upside_down_warned_rate", "several_views_rate", "accuracy", "precision_normal", "recall_normal", "precision_benign", "recall_benign",
                    "precision_malignant", "recall_malignant", "recall_bm", "macro_auc", "bm_auc", "ece",
                    "ece_uncalibrated"),
     "segmenter": ("n_lesion_images", "dice", "iou", "dice_benign", "dice_malignant", "normal_fp_rate",

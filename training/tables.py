@@ -29,6 +29,7 @@ CLASSIFIER_ROWS = (
     ("classifier", "n_seen_in_training", "of which the shipped models trained or were selected on"),
     ("classifier", "ood_refused_rate", "refused as not like a breast ultrasound scan (or inverted)"),
     ("classifier", "upside_down_warned_rate", "warned as shown upside down (each a false alarm)"),
+    ("classifier", "several_views_rate", "split as showing several views (each a false alarm)"),
     ("classifier", "accuracy", "accuracy"),
     ("classifier", "recall_bm", "Recall_BM (mean benign / malignant recall)"),
     ("classifier", "recall_malignant", "malignant recall"),
