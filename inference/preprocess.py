@@ -113,12 +113,20 @@ def _offset(box: Box, top: int, left: int) -> Box:
     return box[0] + top, box[1] + top, box[2] + left, box[3] + left
 
 
-def ultrasound_field(gray: np.ndarray) -> Box:
-    """(top, bottom, left, right), end-exclusive: the field of image inside any plain light frame
-    (`_field_within`); a field too small to trust: everything inside the frame."""
+def _field_pixels(gray: np.ndarray) -> tuple[Box, np.ndarray | None]:
+    """(the field's box in the scan, which of its pixels are image): the field of image inside any
+    plain light frame (`_field_within`); a field too small to trust: everything inside the frame, and
+    None for its pixels."""
     frame, image = _image_pixels(gray)
     field = _field_within(image)
-    return frame if field is None else _offset(field, frame[0], frame[2])
+    if field is None:
+        return frame, None
+    return _offset(field, frame[0], frame[2]), image[field[0]:field[1], field[2]:field[3]]
+
+
+def ultrasound_field(gray: np.ndarray) -> Box:
+    """(top, bottom, left, right), end-exclusive: the ultrasound field, every view of it together."""
+    return _field_pixels(gray)[0]
 
 
 def _gutter_split(image: np.ndarray) -> int | None:
@@ -156,12 +164,10 @@ def scan_views(gray: np.ndarray) -> list[Box]:
     """The ultrasound field (`ultrasound_field`) split into the views a dual-view scanner or a viewer
     shows side by side, separated by a black gutter, from left to right; one box, the field, for a
     scan of one view."""
-    frame, image = _image_pixels(gray)
-    field = _field_within(image)
-    if field is None:
-        return [frame]
-    top, left = frame[0] + field[0], frame[2] + field[2]
-    return [_offset(view, top, left) for view in _views_within(image[field[0]:field[1], field[2]:field[3]])]
+    field, image = _field_pixels(gray)
+    if image is None:
+        return [field]
+    return [_offset(view, field[0], field[2]) for view in _views_within(image)]
 
 
 def largest_view(views: list[Box]) -> Box:
