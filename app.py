@@ -468,7 +468,7 @@ class Handlers:
         Args:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
         Returns:
-            the probabilities (or "not recognised as a breast ultrasound scan"), and the warnings: why a scan is not recognised, or what makes its answer less reliable (colour, several frames, shown upside down), one per line; empty when none.
+            the probabilities (or "not recognised as a breast ultrasound scan"), and the warnings: why a scan is not recognised, or what makes its answer less reliable or partial (colour, several frames, shown upside down, two views side by side of which one was read), one per line; empty when none.
         """
         data = read_upload(path)
         probabilities, warnings = readable_errors(lambda: self.analyzer.classify(data))
