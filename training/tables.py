@@ -441,6 +441,22 @@ def unseen_against_shipped_recipe(reports: str, change: str, rule: int):
         "classifiers", CLASSIFIER_UNSEEN_COLUMNS, row_number, note, own_score=itemgetter("val_score"))
 
 
+def unseen_against_segmenter_baseline(reports: str, change: str, rule: int):
+    """Renderer of the table for one change to the single-source segmenter recipe scored on all of the
+    unseen source but its test side: its seeds 7 and 8 (`unseen_source_segmenters_<reports>_<source>.json`)
+    beside the baseline's same seeds (`unseen_source_segmenters_<source>.json`)."""
+    note = ("The segmenter alone (no classifier gate) on all of the source each run did not see but its test side "
+            "(`python -m training.unseen_source`: 541 BUS-UCLM frames of 30 patients, 647 BUSI scans); the baseline "
+            f"is the single-source recipe (`--head-epochs 2 --epochs 10`, encoder frozen up to stride 4), {change}; "
+            "`_sN`: seed N. \"Best Dice\" is over the trainer's post-processing grid chosen on the unseen scans "
+            "themselves (0: no setting flags so few); \"its own choice\" is the post-processing the run chose on its "
+            f"own source. Rule {rule} compares the two recipes' means over 2 seeds × 2 directions.")
+    names = tuple(f"unseen_source_segmenters{tag}_{source}.json" for tag in ("", f"_{reports}")
+                  for source in ("busi", "bus_uclm"))
+    return lambda reports_dir: render_ensembles(reports_dir, names, "segmenters", SEGMENTER_UNSEEN_COLUMNS, row_number,
+                                                note, own_score=itemgetter("val_score"))
+
+
 def render_two_views(reports_dir: Path = REPORTS, name: str = "two_views_validation.json") -> str:
     """Benign or malignant from two views (rules 60 and 61): each classifier on a validation side, the whole
     scan (A), the whole scan at its own-side operating point (B), two views (rule 60) and two views at their
@@ -817,39 +833,17 @@ RENDERERS = {
         "lesion_map", "with a lesion map learned beside the classes (`_lm`, `--lesion-map-weight 1`, commit 7030775", 58),
     "cross_source_classifier_clahe": unseen_against_shipped_recipe(
         "clahe", "with the ultrasound field equalised by CLAHE in training and serving (`_clahe`, `--clahe`", 59),
-    "unseen_source_segmenters_learning_rate": lambda reports_dir: render_ensembles(
-        reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
-                      "unseen_source_segmenters_lr1e-4_busi.json", "unseen_source_segmenters_lr1e-4_bus_uclm.json"),
-        "segmenters", SEGMENTER_UNSEEN_COLUMNS, row_number,
-        "The segmenter alone (no classifier gate) on all of the source each run did not see but its test side "
-        "(`python -m training.unseen_source`: 541 BUS-UCLM frames of 30 patients, 647 BUSI scans); every run is "
-        "the single-source recipe of the checks above (`--head-epochs 2 --epochs 10`), `_lr1e-4` runs fine-tune at "
-        "a peak learning rate of 1e-4 instead of 3e-4; `_sN`: seed N. \"Best Dice\" is over the trainer's "
-        "post-processing grid chosen on the unseen scans themselves (0: no setting flags so few); \"its own "
-        "choice\" is the post-processing the run chose on its own source. Rule 47 compares the two recipes' means "
-        "over 2 seeds × 2 directions.", own_score=itemgetter("val_score")),
-    "unseen_source_segmenters_head_epochs": lambda reports_dir: render_ensembles(
-        reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
-                      "unseen_source_segmenters_head6_busi.json", "unseen_source_segmenters_head6_bus_uclm.json"),
-        "segmenters", SEGMENTER_UNSEEN_COLUMNS, row_number,
-        "The segmenter alone (no classifier gate) on all of the source each run did not see but its test side "
-        "(`python -m training.unseen_source`); the baseline is the single-source recipe (`--head-epochs 2 --epochs "
-        "10`), `_head6` runs train the decoder alone for 6 epochs before the encoder joins (`--head-epochs 6 "
-        "--epochs 10`); `_sN`: seed N. \"Best Dice\" is over the trainer's post-processing grid chosen on the "
-        "unseen scans themselves (0: no setting flags so few); \"its own choice\" is the post-processing the run "
-        "chose on its own source. Rule 53 compares the two recipes' means over 2 seeds × 2 directions.",
-        own_score=itemgetter("val_score")),
-    "unseen_source_segmenters_frozen_stride": lambda reports_dir: render_ensembles(
-        reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
-                      "unseen_source_segmenters_fs8_busi.json", "unseen_source_segmenters_fs8_bus_uclm.json"),
-        "segmenters", SEGMENTER_UNSEEN_COLUMNS, row_number,
-        "The segmenter alone (no classifier gate) on all of the source each run did not see but its test side "
-        "(`python -m training.unseen_source`); the baseline is the single-source recipe (`--head-epochs 2 --epochs "
-        "10`, encoder frozen up to stride 4), `_fs8` runs keep the encoder at its ImageNet weights up to stride 8 "
-        "(`--frozen-stride 8`, an option removed after this rule failed); `_sN`: seed N. \"Best Dice\" is over the "
-        "trainer's post-processing grid chosen on the unseen scans themselves (0: no setting flags so few); \"its "
-        "own choice\" is the post-processing the run chose on its own source. Rule 55 compares the two recipes' "
-        "means over 2 seeds × 2 directions.", own_score=itemgetter("val_score")),
+    "unseen_source_segmenters_learning_rate": unseen_against_segmenter_baseline(
+        "lr1e-4", "`_lr1e-4` runs fine-tune at a peak learning rate of 1e-4 instead of 3e-4", 47),
+    "unseen_source_segmenters_head_epochs": unseen_against_segmenter_baseline(
+        "head6", "`_head6` runs train the decoder alone for 6 epochs before the encoder joins (`--head-epochs 6 "
+        "--epochs 10`)", 53),
+    "unseen_source_segmenters_frozen_stride": unseen_against_segmenter_baseline(
+        "fs8", "`_fs8` runs keep the encoder at its ImageNet weights up to stride 8 (`--frozen-stride 8`, an option "
+        "removed after this rule failed)", 55),
+    "unseen_source_segmenters_export_shift": unseen_against_segmenter_baseline(
+        "export", "`_export` runs add sharpening, lower-resolution grabs and JPEG compression to the augmentation "
+        "(`--export-shift`)", 65),
     "unseen_source_segmenter_baseline": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
                       "unseen_source_segmenters_s9_busi.json", "unseen_source_segmenters_s9_bus_uclm.json"),
