@@ -15,10 +15,8 @@ nothing to diagnose.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -27,6 +25,7 @@ from keras import ops
 
 from inference import orientation
 from inference.preprocess import FIELD_MIN_LEVEL
+from inference.stored_check import StoredCheck
 
 FILE_NAME = "ood.npz"
 WARNING = ("This image does not look like the breast ultrasound scans the models were trained on "
@@ -43,7 +42,9 @@ def is_blank(gray: np.ndarray) -> bool:
 
 
 @dataclass(frozen=True)
-class FeatureDistance:
+class FeatureDistance(StoredCheck):
+    DESCRIPTION = "out-of-distribution check"
+
     layer: str              # the classifier layer whose global average is the feature vector
     mean: np.ndarray        # (k,) mean feature of the training scans
     components: np.ndarray  # (d, k) orthonormal PCA directions of the training features
@@ -53,21 +54,6 @@ class FeatureDistance:
         """(n, k) features -> (n,) norms of their part outside the training subspace."""
         centred = np.asarray(features, np.float64) - self.mean
         return np.linalg.norm(centred - (centred @ self.components.T) @ self.components, axis=-1)
-
-    def save(self, path: Path) -> None:
-        np.savez(path, layer=np.array(self.layer), mean=self.mean, components=self.components,
-                 threshold=np.array(self.threshold))
-
-    @classmethod
-    def load(cls, path: Path) -> FeatureDistance | None:
-        """The fitted check in `path`, or None when the model ships without one."""
-        if not Path(path).is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return cls(str(f["layer"]), f["mean"], f["components"], float(f["threshold"]))
-        except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{path} is not a valid out-of-distribution check: {error}") from None
 
 
 def pooled_layers(model: keras.Model, layers) -> Callable:

@@ -14,13 +14,13 @@ is real and a false alarm should cost a warning, not the answer.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from keras import ops
 from scipy.special import softmax
+
+from inference.stored_check import StoredCheck
 
 FILE_NAME = "orientation.npz"
 KINDS = ("as shown", "inverted", "upside down")
@@ -47,7 +47,9 @@ def top_and_bottom_means(features):
 
 
 @dataclass(frozen=True)
-class OrientationCheck:
+class OrientationCheck(StoredCheck):
+    DESCRIPTION = "orientation check"
+
     layer: str               # the classifier layer whose half means are the features
     mean: np.ndarray         # (2C,) standardisation of the training features
     scale: np.ndarray        # (2C,)
@@ -72,18 +74,3 @@ class OrientationCheck:
     def warnings(self, probabilities: np.ndarray) -> list[str]:
         """The warnings for a scan shown with its results: upside down, or nothing."""
         return self._called(probabilities, "upside down", UPSIDE_DOWN_WARNING)
-
-    def save(self, path: Path) -> None:
-        np.savez(path, layer=np.array(self.layer), mean=self.mean, scale=self.scale, coef=self.coef,
-                 intercept=self.intercept, thresholds=self.thresholds)
-
-    @classmethod
-    def load(cls, path: Path) -> OrientationCheck | None:
-        """The fitted check in `path`, or None when the model ships without one."""
-        if not Path(path).is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return cls(str(f["layer"]), f["mean"], f["scale"], f["coef"], f["intercept"], f["thresholds"])
-        except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{path} is not a valid orientation check: {error}") from None
