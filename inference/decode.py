@@ -14,7 +14,9 @@ MAX_BYTES.
 
 Quality rule (a warning, not a refusal): a B-mode ultrasound is greyscale, so a scan in which more
 than COLOUR_FRACTION of the pixels are clearly coloured (channel spread > COLOUR_SPREAD) is flagged
-as "does not look like a greyscale ultrasound" — BUSI's own coloured caliper marks stay far below it.
+as "does not look like a greyscale ultrasound" — BUSI's own coloured caliper marks stay far below it —
+unless the colour is a tint: scanners can show B-mode through a sepia, blue or amber map, which is
+still greyscale and is read from the channel that carries its grey levels (`tint_channel`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ MAX_PIXELS = 16_000_000  # 4000 x 4000: far above any ultrasound; a 36 MP scan t
 MAX_BYTES = 50 * 1024 * 1024
 COLOUR_SPREAD = 40
 COLOUR_FRACTION = 0.05
+# A tint: of the pixels at least TINT_MIN_LEVEL bright in some channel, TINT_SHARE have a chromaticity
+# (r, g, b over their sum) within TINT_TOLERANCE of their median, which is not grey (each part more than
+# GREY_TOLERANCE from 1/3). JPEG's colour noise stays inside; a Doppler box leaves the median grey; a photo
+# has many hues (at most 0.78 of its pixels near the median in scikit-image's photos).
+TINT_MIN_LEVEL = 64
+TINT_TOLERANCE = 0.06
+TINT_SHARE = 0.95
+GREY_TOLERANCE = 0.02
 NOT_DICOM = "not a DICOM file: only DICOM files carry the size of a pixel"
 
 
@@ -100,32 +110,50 @@ def to_8_bit(values: np.ndarray, unit_range: bool = False) -> np.ndarray:
     return scaled.round().astype(np.uint8)
 
 
-def _to_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """(greyscale uint8 (H, W), RGB uint8 (H, W, 3) or None when the source has no colour)."""
+def _to_array(image: Image.Image) -> tuple[np.ndarray, list[str]]:
+    """(greyscale uint8 (H, W), the colour warning if any): a tinted greyscale (`tint_channel`) gives
+    the channel that carries its grey levels and no warning."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return to_8_bit(np.asarray(image), unit_range=image.mode == "F"), None
+        return to_8_bit(np.asarray(image), unit_range=image.mode == "F"), []
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("LA", "RGBA", "PA"):
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
     if image.mode in ("1", "L"):
-        return np.asarray(image.convert("L")), None
+        return np.asarray(image.convert("L")), []
     rgb = image.convert("RGB")
-    return np.asarray(rgb.convert("L")), np.asarray(rgb)
-
-
-def quality_warnings(rgb: np.ndarray | None) -> list[str]:
-    if rgb is None:
-        return []
-    spread = rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)
+    pixels = np.asarray(rgb)
+    spread = pixels.max(axis=-1).astype(np.int16) - pixels.min(axis=-1)
     coloured = float((spread > COLOUR_SPREAD).mean())
-    if coloured > COLOUR_FRACTION:
-        # No verdict on the answer here: a refusal (not a breast ultrasound scan) may follow, and "results may be
-        # meaningless" beside "no results are shown" read as a contradiction.
-        return [f"This does not look like a greyscale ultrasound ({coloured:.0%} of its pixels are coloured): the "
-                "models read greyscale B-mode breast ultrasound only, and the colour is dropped before they see it."]
-    return []
+    channel = tint_channel(pixels) if coloured else None
+    if channel is not None:
+        return np.ascontiguousarray(pixels[..., channel]), []
+    if coloured <= COLOUR_FRACTION:
+        return np.asarray(rgb.convert("L")), []
+    # No verdict on the answer here: a refusal (not a breast ultrasound scan) may follow, and "results may be
+    # meaningless" beside "no results are shown" read as a contradiction.
+    return np.asarray(rgb.convert("L")), [
+        f"This does not look like a greyscale ultrasound ({coloured:.0%} of its pixels are coloured): the models "
+        "read greyscale B-mode breast ultrasound only, and the colour is dropped before they see it."]
+
+
+def tint_channel(rgb: np.ndarray) -> int | None:
+    """The channel that carries the grey levels of a tinted greyscale scan — a scanner's sepia, blue or
+    amber map, where every pixel bright enough to have a colour has the same one — or None when the
+    colour is not a tint: mostly grey with colour in places (Doppler, marks), or many colours (a photo).
+    Luminance would read a tint as a darker scan (sepia's brightest pixel at about 88 %); the strongest
+    channel of a tint is its grey level as the scanner had it."""
+    pixels = rgb[rgb.max(axis=-1) >= TINT_MIN_LEVEL].astype(np.float64)
+    if not len(pixels):
+        return None
+    chroma = pixels / pixels.sum(axis=-1, keepdims=True)
+    tint = np.median(chroma, axis=0)
+    if np.abs(tint - 1 / 3).max() <= GREY_TOLERANCE:
+        return None
+    if (np.abs(chroma - tint).max(axis=-1) <= TINT_TOLERANCE).mean() < TINT_SHARE:
+        return None
+    return int(np.argmax(tint))
 
 
 def check_frame(frame: int, n_frames: int):
@@ -146,15 +174,15 @@ def decode(source, frame: int = 0) -> DecodedScan:
     """Bytes, a path, or an (H, W[, C]) array -> DecodedScan of frame `frame` (from 0)."""
     if isinstance(source, np.ndarray):
         check_frame(frame, 1)
-        gray, rgb = _decode_array(source)
-        return DecodedScan(gray, quality_warnings(rgb), None, NOT_DICOM)
+        gray, colour_warnings = _decode_array(source)
+        return DecodedScan(gray, colour_warnings, None, NOT_DICOM)
     data = _read_bytes(source)
     from inference import dicom  # imported here: it builds on this module's checks
 
     dicom_frame = dicom.read(data, frame)
     if dicom_frame is not None:
-        gray, rgb = _to_array(Image.fromarray(dicom_frame.pixels))
-        return DecodedScan(gray, quality_warnings(rgb) + _frame_warnings(frame, dicom_frame.n_frames),
+        gray, colour_warnings = _to_array(Image.fromarray(dicom_frame.pixels))
+        return DecodedScan(gray, colour_warnings + _frame_warnings(frame, dicom_frame.n_frames),
                            dicom_frame.mm_per_pixel, dicom_frame.mm_unavailable_reason, frame, dicom_frame.n_frames)
     try:
         with warnings.catch_warnings():
@@ -175,8 +203,8 @@ def decode(source, frame: int = 0) -> DecodedScan:
         raise ScanError("This file is not an image this app can read (PNG, JPEG, BMP, TIFF, …) nor DICOM.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ScanError(f"The image file is damaged or truncated ({error}).") from None
-    gray, rgb = _to_array(image)
-    return DecodedScan(gray, quality_warnings(rgb) + _frame_warnings(frame, n_frames), None, NOT_DICOM,
+    gray, colour_warnings = _to_array(image)
+    return DecodedScan(gray, colour_warnings + _frame_warnings(frame, n_frames), None, NOT_DICOM,
                        frame, n_frames)
 
 
@@ -187,7 +215,7 @@ def decode_scan(source) -> tuple[np.ndarray, list[str]]:
     return scan.gray, scan.warnings
 
 
-def _decode_array(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _decode_array(array: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):

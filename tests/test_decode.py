@@ -100,7 +100,26 @@ def test_busi_scan_with_coloured_marks_gets_no_warning(busi_root):
     coloured = [p for p in sorted((busi_root / "benign").glob("*).png")) if Image.open(p).mode == "RGB"]
     assert coloured, "BUSI holds a few RGB scans with coloured marks"
     for path in coloured:
-        assert decode_scan(path)[1] == []
+        gray, warnings = decode_scan(path)
+        assert warnings == [] and np.array_equal(gray, np.asarray(Image.open(path).convert("L")))  # as in training
+
+
+@pytest.mark.parametrize("tint", [(1.0, 0.85, 0.62), (0.7, 0.85, 1.0), (1.0, 0.75, 0.35)])  # sepia, blue, amber
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_tinted_scan_is_read_as_its_grey_levels_without_a_colour_warning(scan, tint, fmt):
+    tinted = np.stack([scan * level for level in tint], axis=-1).round().astype(np.uint8)
+    gray, warnings = decode_scan(encode(Image.fromarray(tinted), fmt))
+    assert warnings == []
+    assert np.abs(gray.astype(int) - scan).mean() < (0.5 if fmt == "PNG" else 3)
+
+
+def test_a_doppler_box_on_a_grey_scan_is_still_flagged(scan):
+    doppler = np.stack([scan] * 3, axis=-1)
+    height, width = scan.shape
+    doppler[height // 4:height // 2, width // 4:width // 2] = (200, 30, 30)    # flow towards the probe
+    doppler[height // 2:3 * height // 4, width // 4:width // 2] = (30, 60, 220)  # and away from it
+    gray, warnings = decode_scan(encode(Image.fromarray(doppler), "PNG"))
+    assert len(warnings) == 1 and "greyscale ultrasound" in warnings[0]
 
 
 @pytest.mark.parametrize("data, message", [
