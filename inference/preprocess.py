@@ -80,7 +80,7 @@ def light_frame(gray: np.ndarray) -> tuple[tuple[int, int, int, int], float | No
 
 
 Box = tuple[int, int, int, int]  # (top, bottom, left, right), end-exclusive
-SEVERAL_VIEWS_WARNING = ("This image shows {views} ultrasound views; only the {view} one (the largest) was analysed. "
+SEVERAL_VIEWS_WARNING = ("This image shows {views} ultrasound views side by side; only the {view} one ({why}) was analysed. "
                          "To analyse another, crop the image to it and upload that.")
 
 
@@ -170,9 +170,13 @@ def scan_views(gray: np.ndarray) -> list[Box]:
     return [_offset(view, field[0], field[2]) for view in _views_within(image)]
 
 
+def _area(box: Box) -> int:
+    return (box[1] - box[0]) * (box[3] - box[2])
+
+
 def largest_view(views: list[Box]) -> Box:
     """The view with the most pixels; the leftmost on a tie."""
-    return max(views, key=lambda box: (box[1] - box[0]) * (box[3] - box[2]))
+    return max(views, key=_area)
 
 
 def view_position(box: Box, views: list[Box]) -> str:
@@ -197,7 +201,8 @@ class Framing:
     """How a scan of `scan_shape` became a `size` x `size` model input: the `box` cut from it (top,
     bottom, left, right) was resized to `inner` (h, w) and placed at `offset` (top, left); with
     `clahe`, the placed field of a scan (not of a mask) is equalised. A scan showing several views
-    (`scan_views`) is framed on its largest: `views` says how many there were, `view` where it lies."""
+    (`scan_views`) is framed on its largest: `views` says how many there were, `view` where it lies, and
+    `larger_than_the_rest` whether it was strictly the largest (else the leftmost of equals)."""
 
     scan_shape: tuple[int, int]
     box: tuple[int, int, int, int]
@@ -207,6 +212,7 @@ class Framing:
     clahe: bool = False
     views: int = 1
     view: str = ""
+    larger_than_the_rest: bool = True
 
     @classmethod
     def of(cls, gray: np.ndarray, size: int, crop_to_field: bool = False, keep_aspect: bool = False,
@@ -222,7 +228,8 @@ class Framing:
             inner = (size, size)
         offset = ((size - inner[0]) // 2, (size - inner[1]) // 2)
         where = view_position(box, views) if len(views) > 1 else ""
-        return cls((height, width), box, size, inner, offset, clahe, len(views), where)
+        larger = sum(_area(view) == _area(box) for view in views) == 1
+        return cls((height, width), box, size, inner, offset, clahe, len(views), where, larger)
 
     @classmethod
     def for_model(cls, gray: np.ndarray, config: dict) -> Framing:
@@ -260,7 +267,10 @@ class Framing:
 
 def views_warnings(framing: Framing) -> list[str]:
     """What a user is told of a scan that showed several views: which one was analysed."""
-    return [SEVERAL_VIEWS_WARNING.format(views=framing.views, view=framing.view)] if framing.views > 1 else []
+    if framing.views == 1:
+        return []
+    why = "the largest" if framing.larger_than_the_rest else "all are the same size: the leftmost"
+    return [SEVERAL_VIEWS_WARNING.format(views=framing.views, view=framing.view, why=why)]
 
 
 def to_model_input(gray: np.ndarray, framing: Framing) -> np.ndarray:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.preprocess import SEVERAL_VIEWS_WARNING, Framing, scan_views, to_model_input, ultrasound_field
+from inference.preprocess import (SEVERAL_VIEWS_WARNING, Framing, scan_views, to_model_input, ultrasound_field,
+                                  views_warnings)
 
 
 def synthetic_screenshot():
@@ -146,7 +147,9 @@ def test_views_side_by_side_are_split_and_the_largest_is_framed():
     assert (framing.box, framing.views, framing.view) == ((0, 200, 0, 300), 2, "left")
     assert ultrasound_field(dual) == (0, 200, 0, 576)  # the field itself still spans both
     right_larger = side_by_side(tissue(150, 260), tissue(200, 300, seed=4))
-    assert Framing.of(right_larger, 224, crop_to_field=True, keep_aspect=True).view == "right"
+    framing = Framing.of(right_larger, 224, crop_to_field=True, keep_aspect=True)
+    assert (framing.view, views_warnings(framing)) == ("right", [SEVERAL_VIEWS_WARNING.format(views=2, view="right",
+                                                                                              why="the largest")])
     assert Framing.of(dual, 224).views == 1  # a model that does not crop to the field sees the whole scan
 
 
@@ -173,8 +176,9 @@ def test_a_dual_view_screen_gets_the_left_views_own_results_and_says_so(analyzer
         assert dual.predicted_class == alone.predicted_class, path.name
         np.testing.assert_allclose(dual.probabilities, alone.probabilities, atol=1e-4)
         assert dual.mask()[:, :gray.shape[1]].sum() == alone.mask().sum() and not dual.mask()[:, gray.shape[1]:].any()
-        assert SEVERAL_VIEWS_WARNING.format(views=2, view="left") in dual.warnings
+        same_size = SEVERAL_VIEWS_WARNING.format(views=2, view="left", why="all are the same size: the leftmost")
+        assert same_size in dual.warnings
         assert not any("views" in warning for warning in alone.warnings)
         probabilities, warnings = analyzer.classify(side_by_side(gray, gray[:, ::-1]))
         np.testing.assert_allclose(probabilities, alone.probabilities, atol=1e-4)
-        assert SEVERAL_VIEWS_WARNING.format(views=2, view="left") in warnings
+        assert same_size in warnings
