@@ -9,10 +9,11 @@ input and padded with black); models without that setting stretch the whole scan
 Every map a model returns goes back through the same `Framing`, so masks and Grad-CAM land on the
 scan where the model saw them.
 
-Some scanners and viewers show two views of the breast side by side, split by a black gutter. Framed whole, each view is shrunk and the models see a layout they never
-trained on (a benign example read as normal). So the field is split at such gutters (`scan_views`)
-and the models see the largest view; the framing records how many there were, so that the user is
-told which one was analysed.
+Some scanners and viewers show two views of the breast side by side, split by a black gutter. Framed
+whole, each view is shrunk and the models see a layout they never trained on (an example read
+malignant at 78 % was read normal beside its mirror image). So the field is split at such gutters
+(`scan_views`) and the models see the largest view; the framing records how many there were, so
+that the user is told which one was analysed.
 
 Scanners also differ in gain, dynamic range and post-processing. A model's framing may ask for the
 placed field to be standardised by contrast-limited adaptive histogram equalisation (`clahe`), so
@@ -180,11 +181,10 @@ def largest_view(views: list[Box]) -> Box:
 
 
 def view_position(box: Box, views: list[Box]) -> str:
-    """Where `box` lies among `views` (left to right), in words for a user: "left", "right", "2nd from the left"."""
+    """Where `box` lies among `views` (left to right), in words for a user: "left" or "right" of two,
+    else "number 3 from the left"."""
     place = views.index(box)
-    if len(views) == 2:
-        return ("left", "right")[place]
-    return "leftmost" if place == 0 else f"{place + 1}{('nd', 'rd')[place - 1] if place < 3 else 'th'} from the left"
+    return ("left", "right")[place] if len(views) == 2 else f"number {place + 1} from the left"
 
 
 def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -269,7 +269,7 @@ def views_warnings(framing: Framing) -> list[str]:
     """What a user is told of a scan that showed several views: which one was analysed."""
     if framing.views == 1:
         return []
-    why = "the largest" if framing.larger_than_the_rest else "all are the same size: the leftmost"
+    why = "the largest" if framing.larger_than_the_rest else "the leftmost of the largest, which are the same size"
     return [SEVERAL_VIEWS_WARNING.format(views=framing.views, view=framing.view, why=why)]
 
 

@@ -176,7 +176,8 @@ def test_a_dual_view_screen_gets_the_left_views_own_results_and_says_so(analyzer
         assert dual.predicted_class == alone.predicted_class, path.name
         np.testing.assert_allclose(dual.probabilities, alone.probabilities, atol=1e-4)
         assert dual.mask()[:, :gray.shape[1]].sum() == alone.mask().sum() and not dual.mask()[:, gray.shape[1]:].any()
-        same_size = SEVERAL_VIEWS_WARNING.format(views=2, view="left", why="all are the same size: the leftmost")
+        same_size = SEVERAL_VIEWS_WARNING.format(views=2, view="left",
+                                                 why="the leftmost of the largest, which are the same size")
         assert same_size in dual.warnings
         assert not any("views" in warning for warning in alone.warnings)
         probabilities, warnings = analyzer.classify(side_by_side(gray, gray[:, ::-1]))
