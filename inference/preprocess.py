@@ -41,11 +41,11 @@ PLAIN_TOLERANCE = 8
 PLAIN_SHARE = 0.95
 # Two views: a gutter is a run of columns outside the field's share (under FIELD_MIN_SHARE of image
 # pixels; a caption across it stays under), and each side of it spans at least VIEW_MIN_SIDE of the
-# field's width and has image in at least VIEW_MIN_FILL of its typical column (tissue, not a text
-# panel or a scale strip). Of the 1208 training, validation and excluded scans of BUSI and BUS-UCLM,
-# 20 have such a run of columns inside their field, none with more than 0.22 of the field on its
-# narrower side (a side panel, an inset): none splits.
-VIEW_MIN_SIDE = 0.4
+# field's width and has image in at least VIEW_MIN_FILL of its typical column, within its own field
+# (tissue, not a text panel or a scale strip). Of the 1208 training, validation and excluded scans of
+# BUSI and BUS-UCLM, 20 have such a run of columns inside their field, none with more than 0.22 of the
+# field on its narrower side (a side panel, an inset): none splits.
+VIEW_MIN_SIDE = 0.3
 VIEW_MIN_FILL = 0.5
 CLAHE_CLIP_LIMIT = 0.01  # scikit-image's default; its tiles are 1/8 of each side of the placed field
 
@@ -142,9 +142,18 @@ def _gutter_split(image: np.ndarray) -> int | None:
     changes = np.flatnonzero(np.diff(gutter.astype(np.int8)))
     for start, end in zip(changes[::2], changes[1::2]):
         if (min(start, width - end) >= VIEW_MIN_SIDE * width
-                and min(np.median(profile[:start]), np.median(profile[end:])) >= VIEW_MIN_FILL):
+                and min(_typical_fill(image[:, :start]), _typical_fill(image[:, end:])) >= VIEW_MIN_FILL):
             return int(start + (end - start) // 2)
     return None
+
+
+def _typical_fill(side: np.ndarray) -> float:
+    """The median share of image in the columns of one side of a gutter, within that side's own field
+    (a shorter view beside a taller one is measured on its own height); 0 for no field."""
+    field = _field_within(side)
+    if field is None:
+        return 0.0
+    return float(np.median(side[field[0]:field[1], field[2]:field[3]].mean(axis=0)))
 
 
 def _views_within(image: np.ndarray) -> list[Box]:

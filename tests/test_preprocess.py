@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.preprocess import (SEVERAL_VIEWS_WARNING, Framing, scan_views, to_model_input, ultrasound_field,
-                                  views_warnings)
+from inference.preprocess import (SEVERAL_VIEWS_WARNING, VIEW_MIN_SIDE, Framing, scan_views, to_model_input,
+                                  ultrasound_field, views_warnings)
+from training.busi import load_scan
+from training.split import samples_by_side
 
 
 def synthetic_screenshot():
@@ -183,3 +185,32 @@ def test_a_dual_view_screen_gets_the_left_views_own_results_and_says_so(analyzer
         probabilities, warnings = analyzer.classify(side_by_side(gray, gray[:, ::-1]))
         np.testing.assert_allclose(probabilities, alone.probabilities, atol=1e-4)
         assert same_size in warnings
+
+
+def test_no_training_scan_splits_and_validation_scans_side_by_side_do(busi_root, bus_uclm_root):
+    """The real scans of both training sources (all but their test sides) show one view each: none may
+    split. Validation scans put side by side in pairs, as a viewer shows two scans (each with its own
+    borders and panels, the shorter at the top), must split into the two scans' own fields, except where
+    one is narrower than VIEW_MIN_SIDE of the pair."""
+    sides = [samples_by_side(source) for source in ("busi", "bus_uclm")]
+    held_in = [load_scan(s) for by_side in sides for side in ("train", "val", "excluded") for s in by_side.get(side, [])]
+    assert len(held_in) == 1208 and all(len(scan_views(gray)) == 1 for gray in held_in)
+    validation = [load_scan(s) for by_side in sides for s in by_side["val"]]
+    order = np.random.default_rng(0).permutation(len(validation))
+    split = narrow = 0
+    for left, right in zip(order[0::2], order[1::2]):
+        left, right = validation[left], validation[right]
+        screen = np.zeros((max(left.shape[0], right.shape[0]), left.shape[1] + 8 + right.shape[1]), np.uint8)
+        screen[:left.shape[0], :left.shape[1]] = left
+        screen[:right.shape[0], left.shape[1] + 8:] = right
+        right_field = ultrasound_field(right)
+        expected = [ultrasound_field(left), (*right_field[:2], right_field[2] + left.shape[1] + 8,
+                                             right_field[3] + left.shape[1] + 8)]
+        views = scan_views(screen)
+        widths = [box[3] - box[2] for box in expected]
+        if min(widths) < VIEW_MIN_SIDE * (expected[1][3] - expected[0][2]):
+            narrow += 1
+            continue
+        assert len(views) == 2 and np.abs(np.subtract(views, expected)).max() <= 2, (views, expected)
+        split += 1
+    assert split >= 100 and narrow <= 2, (split, narrow)
