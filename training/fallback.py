@@ -21,10 +21,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from inference.models import load_model
 from scipy import ndimage
 
+from inference.models import load_model
 from inference.postprocess import hidden_by_normal_gate, lesion_mask
 from training.busi import TRAINING_SOURCES
 from training.finetune import load_side, logits_function, predict_in_batches
@@ -54,20 +53,28 @@ def rendered_pairs(side: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             for name, images in scans.items()}
 
 
-def scores(probs: np.ndarray, masks: np.ndarray, p_lesion: np.ndarray, labels: np.ndarray, source: np.ndarray,
-           config: dict, g: float | None, q: float | None) -> dict:
-    """One rendering's numbers under the shipped post-processing and gate, with the fallback at (g, q)
-    (None: without it)."""
-    p_normal = 1 - p_lesion
-    dice, shown = [], []
-    for prob, truth, p_les, p_nor in zip(probs, masks, p_lesion, p_normal):
+def shipped_drawings(probs: np.ndarray, p_lesion: np.ndarray, config: dict) -> tuple[list[np.ndarray], np.ndarray]:
+    """(what serving draws on each scan of a rendering: the shipped post-processing, then the normal
+    gate; whether the segmenter drew anything before the gate, the scans the fallback may draw on)."""
+    drawings, segmenter_drew = [], []
+    for prob, p_les in zip(probs, p_lesion):
         drawn = lesion_mask(prob, float(config["threshold"]), float(config.get("min_area_fraction", 0.0)),
                             bool(config.get("largest_only", False)), config.get("peak_threshold"))
-        if drawn.any():
-            peak = float(prob[drawn].max())
-            if hidden_by_normal_gate(p_nor, peak, config.get("normal_gate"), config.get("normal_gate_spares")):
-                drawn = np.zeros_like(drawn)
-        elif g is not None and p_les >= g:
+        segmenter_drew.append(drawn.any())
+        if drawn.any() and hidden_by_normal_gate(1 - p_les, float(prob[drawn].max()), config.get("normal_gate"),
+                                                 config.get("normal_gate_spares")):
+            drawn = np.zeros_like(drawn)
+        drawings.append(drawn)
+    return drawings, np.array(segmenter_drew)
+
+
+def scores(probs: np.ndarray, masks: np.ndarray, p_lesion: np.ndarray, labels: np.ndarray, source: np.ndarray,
+           config: dict, shipped: tuple[list[np.ndarray], np.ndarray], g: float | None, q: float | None) -> dict:
+    """One rendering's numbers under the shipped drawings (`shipped_drawings`), with the fallback at
+    (g, q) where the segmenter drew nothing (None: without it)."""
+    dice, shown = [], []
+    for prob, truth, p_les, drawn, segmenter_drew in zip(probs, masks, p_lesion, *shipped):
+        if g is not None and p_les >= g and not segmenter_drew:
             drawn = most_likely_region(prob, float(config["threshold"]), q)
         dice.append(dice_iou(drawn, truth > 0)[0])
         shown.append(drawn.any())
@@ -96,7 +103,9 @@ def main(argv=None) -> dict:
         probs = lesion_probabilities(segmenter, seg_scans.astype(np.float32))
         p = calibrated(predict_in_batches(logits, class_scans[name].astype(np.float32)), c["temperature"])
         p_lesion = 1 - p[:, c["classes"].index("normal")]
-        rows[name] = [{"g": g, "q": q, **scores(probs, masks, p_lesion, labels, source, s, g, q)} for g, q in settings]
+        shipped = shipped_drawings(probs, p_lesion, s)
+        rows[name] = [{"g": g, "q": q, **scores(probs, masks, p_lesion, labels, source, s, shipped, g, q)}
+                      for g, q in settings]
         print(name, json.dumps(rows[name][0]), flush=True)
     report = {"command": "python -m training.fallback" + "".join(
         f" --{k} {v}" for k, v in (("classifier", args.classifier), ("segmenter", args.segmenter))
