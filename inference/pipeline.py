@@ -288,9 +288,16 @@ class Analyzer:
             return [ood.WARNING.format(distance=distance, threshold=self.ood.threshold)]
         return [] if kinds is None else self.orientation.refusal(kinds)
 
-    def _orientation_warnings(self, kinds: np.ndarray | None) -> list[str]:
-        """What a scan shown with its results is warned of: shown upside down."""
-        return [] if kinds is None else self.orientation.warnings(kinds)
+    def _screened(self, gray: np.ndarray, framing: Framing, warnings: list[str], distance: float | None,
+                  kinds: np.ndarray | None) -> tuple[bool, list[str]]:
+        """(whether the scan gets no diagnosis-like output (`_refusal`), its warnings): the decoder's
+        `warnings`, which of several views was read (`framing`), then the refusal's reason or, for a scan
+        shown with its results, shown upside down (`kinds`)."""
+        warnings = warnings + views_warnings(framing)
+        refused = self._refusal(gray, distance, kinds)
+        if refused:
+            return True, warnings + refused
+        return False, warnings + ([] if kinds is None else self.orientation.warnings(kinds))
 
     def classify(self, source) -> tuple[np.ndarray | None, list[str]]:
         """Calibrated probabilities and warnings from the classifier's forward pass alone: no
@@ -299,14 +306,11 @@ class Analyzer:
         gray, warnings = decode_scan(source)
         c = self.classifier.config
         framing = Framing.for_model(gray, c)
-        warnings = warnings + views_warnings(framing)
-        images = to_model_input(gray, framing)[None]
-        logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings, images).result()
-        kinds = None if kinds is None else kinds[0]
-        refused = self._refusal(gray, None if distances is None else float(distances[0]), kinds)
-        if refused:
-            return None, warnings + refused
-        return softmax(logits[0] / c["temperature"]), warnings + self._orientation_warnings(kinds)
+        logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings,
+                                                           to_model_input(gray, framing)[None]).result()
+        refused, warnings = self._screened(gray, framing, warnings, None if distances is None else float(distances[0]),
+                                           None if kinds is None else kinds[0])
+        return None if refused else softmax(logits[0] / c["temperature"]), warnings
 
     def _run_models(self, class_inputs: np.ndarray, seg_inputs: np.ndarray, maps: bool):
         """One pass of each model over a batch, and the screening checks: (logits, every class's
@@ -361,12 +365,10 @@ class Analyzer:
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames,
         )
-        warnings = decoded.warnings + views_warnings(scan.class_framing)
-        refused = self._refusal(decoded.gray, distance, kinds)
-        if refused:
-            analysis.out_of_distribution, analysis.warnings = True, warnings + refused
+        analysis.out_of_distribution, analysis.warnings = self._screened(decoded.gray, scan.class_framing,
+                                                                         decoded.warnings, distance, kinds)
+        if analysis.out_of_distribution:
             return analysis
-        analysis.warnings = warnings + self._orientation_warnings(kinds)
         segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:  # a lesion class with nothing drawn is a disagreement, said as one
             label = analysis.predicted_class
