@@ -56,6 +56,7 @@ from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
 from inference.models import ModelSourceError
 from inference.pipeline import Analyzer
+from inference.preprocess import view_position
 from inference.report import NOT_ULTRASOUND, describe_model, model_descriptions, pdf_report
 
 HERE = Path(__file__).resolve().parent
@@ -70,7 +71,7 @@ BATCH_FILE_CHARS = 28  # the Batch table shows the end of a longer path (the CSV
 # The mask threshold's range, for the slider and the API alike: at 0 every pixel is "lesion" (the
 # whole scan drawn, sized and explained), at 1 none is.
 THRESHOLD_RANGE = (0.05, 0.95)
-STORED_OUTPUTS = 9  # what the UI's analysis sets: the stored result, the seven results, the frame picker
+STORED_OUTPUTS = 10  # what the UI's analysis sets: the stored result, the seven results, the frame and view pickers
 # Example and batch captions sit under their pictures (wrapped over them, on a phone or at 200 % zoom,
 # they hid half the scan), in a box that grows with them; on a phone the examples show three columns and
 # the batch outlines two, not five or four off-screen. The model cards' wide tables scroll sideways
@@ -222,19 +223,19 @@ def readable_errors(run):
         raise user_error("The analysis failed on this file. Try another scan.") from None
 
 
-def frame_index(value) -> int:
-    """A frame number (0 = first) from the UI or an API call; anything else (true/false too) is a
-    readable error."""
+def whole_number(value, name: str) -> int | None:
+    """A frame's or a view's number (0 = first) from the UI or an API call, None for none; anything else
+    (true/false too) is a readable error."""
     if value is None:
-        return 0
+        return None
     if isinstance(value, bool):
-        raise user_error(f"frame must be a whole number from 0; got {value!r}.")
+        raise user_error(f"{name} must be a whole number from 0; got {value!r}.")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise user_error(f"frame must be a whole number from 0; got {value!r}.") from None
+        raise user_error(f"{name} must be a whole number from 0; got {value!r}.") from None
     if not number >= 0 or number != int(number):  # also refuses NaN
-        raise user_error(f"frame must be a whole number from 0; got {value!r}.")
+        raise user_error(f"{name} must be a whole number from 0; got {value!r}.")
     return int(number)
 
 
@@ -291,12 +292,13 @@ class Handlers:
         self._tickets = itertools.count(1)
         self._newest = {}  # session -> the ticket of the analysis it asked for last
 
-    def _analysis(self, path, frame=0, pop_up_warnings=True):
-        """The file's analysis. Its warnings pop up for API callers; the UI shows them in its notes
-        instead (pop-ups would pile up over frame changes, and outlive an analysis a newer scan replaced)."""
+    def _analysis(self, path, frame=0, view=None, pop_up_warnings=True):
+        """The file's analysis (frame `frame`, view `view` or the largest). Its warnings pop up for API
+        callers; the UI shows them in its notes instead (pop-ups would pile up over frame changes, and
+        outlive an analysis a newer scan replaced)."""
         data = read_upload(path)
-        frame = frame_index(frame)
-        analysis = readable_errors(lambda: self.analyzer.analyze(data, frame))
+        frame, view = whole_number(frame, "frame") or 0, whole_number(view, "view")
+        analysis = readable_errors(lambda: self.analyzer.analyze(data, frame, view))
         for warning in analysis.warnings if pop_up_warnings else []:
             gr.Warning(warning)
         return analysis
@@ -330,6 +332,8 @@ class Handlers:
             "lesion": None if withheld else lesion or analysis.lesion_stats(threshold),
             "frame": analysis.frame,
             "n_frames": analysis.n_frames,
+            "view": analysis.class_framing.view_index,
+            "n_views": analysis.class_framing.views,
             "out_of_distribution": withheld,
             "feature_distance": None if analysis.feature_distance is None else round(analysis.feature_distance, 2),
             "warnings": analysis.warnings,
@@ -381,21 +385,31 @@ class Handlers:
         return gr.update(visible=True, minimum=0, maximum=analysis.n_frames - 1, value=analysis.frame,
                          label=f"Frame (of {analysis.n_frames}, from 0)")
 
-    def analyze_and_store(self, path, frame=0, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45,
-                          style=MASK_STYLES[0], show_hidden=False):
-        """The UI's analysis: the stored result (for re-rendering), every output, the frame picker."""
-        analysis = self._analysis(path, frame, pop_up_warnings=False)
-        return (analysis, *self.render(analysis, explain, threshold, opacity, style, show_hidden),
-                self.frame_picker(analysis))
+    @staticmethod
+    def view_picker(analysis):
+        """The view choice: shown only for an image of several views side by side, at the view analysed."""
+        views = 0 if analysis is None else analysis.class_framing.views
+        if views <= 1:
+            return gr.update(visible=False, value=None)
+        return gr.update(visible=True, choices=[(view_position(place, views), place) for place in range(views)],
+                         value=analysis.class_framing.view_index, label=f"View (of {views} side by side)")
 
-    def analyze_chosen(self, picture, uploaded, ticket=None, frame=0, explain=EXPLAIN_CHOICES[0], threshold=None,
-                       opacity=0.45, style=MASK_STYLES[0], show_hidden=False, request: gr.Request = None):
+    def analyze_and_store(self, path, frame=0, view=None, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45,
+                          style=MASK_STYLES[0], show_hidden=False):
+        """The UI's analysis: the stored result (for re-rendering), every output, the frame and view pickers."""
+        analysis = self._analysis(path, frame, view, pop_up_warnings=False)
+        return (analysis, *self.render(analysis, explain, threshold, opacity, style, show_hidden),
+                self.frame_picker(analysis), self.view_picker(analysis))
+
+    def analyze_chosen(self, picture, uploaded, ticket=None, frame=0, view=None, explain=EXPLAIN_CHOICES[0],
+                       threshold=None, opacity=0.45, style=MASK_STYLES[0], show_hidden=False,
+                       request: gr.Request = None):
         """The UI's analysis of the file chosen last (`current_file`), under the ticket `forget` gave it.
         If the session has chosen another scan since (a big scan still running when an example is
         clicked), nothing is shown, not even an error: its results would land under the newer scan."""
         try:
-            outputs = self.analyze_and_store(current_file(picture, uploaded), frame, explain, threshold, opacity,
-                                             style, show_hidden)
+            outputs = self.analyze_and_store(current_file(picture, uploaded), frame, view, explain, threshold,
+                                             opacity, style, show_hidden)
         except gr.Error:
             if self._superseded(ticket, request):
                 return (gr.skip(),) * STORED_OUTPUTS
@@ -430,7 +444,8 @@ class Handlers:
                           explain=explained_class(explain), style=checked_style(style))
         return write_file(data, RESULTS_DIR, "pdf", REPORT_NAME)
 
-    def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45, frame=0, show_hidden=False):
+    def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45, frame=0, show_hidden=False,
+                view=None):
         """Classify a breast ultrasound scan (normal / benign / malignant), segment its lesion and explain
         both with Grad-CAM. Research demo, not a medical device: not for diagnosis.
 
@@ -441,12 +456,13 @@ class Handlers:
             opacity: opacity of the overlays, 0 to 1 (default 0.45).
             frame: which frame of a multi-frame file (DICOM cine, animated GIF, multi-page TIFF) to analyse, from 0 (default 0).
             show_hidden: true to draw a lesion the normal gate hides when the classifier rates the scan normal (default false: the validated rule).
+            view: which view of an image showing several side by side to analyse, from 0 at the left (default: the largest).
         Returns:
             probabilities, Grad-CAM overlay, lesion overlay, lesion mask (PNG 0/255), report (JSON, with lesion sizes in mm for a calibrated DICOM), Seg-Grad-CAM overlay, notes.
         """
-        return self.render(self._analysis(path, frame), explain, threshold, opacity, show_hidden=show_hidden)
+        return self.render(self._analysis(path, frame, view), explain, threshold, opacity, show_hidden=show_hidden)
 
-    def report(self, path, threshold=None, frame=0):
+    def report(self, path, threshold=None, frame=0, view=None):
         """A PDF report of one breast ultrasound scan: the scan, lesion overlay, Grad-CAM maps, calibrated
         probabilities, lesion measurements (mm for a calibrated DICOM), warnings, model versions and
         date. Research demo, not a medical device: not for diagnosis.
@@ -455,23 +471,26 @@ class Handlers:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
             threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
             frame: which frame of a multi-frame file to analyse, from 0 (default 0).
+            view: which view of an image showing several side by side to analyse, from 0 at the left (default: the largest).
         Returns:
             the PDF file.
         """
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
-        return self.pdf(self._analysis(path, frame), threshold, 0.45, path)
+        return self.pdf(self._analysis(path, frame, view), threshold, 0.45, path)
 
-    def classify(self, path):
+    def classify(self, path, view=None):
         """Calibrated probabilities that a breast ultrasound scan is normal, benign or malignant (the
         classifier alone). Research demo, not a medical device: not for diagnosis.
 
         Args:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
+            view: which view of an image showing several side by side to read, from 0 at the left (default: the largest).
         Returns:
             the probabilities (or "not recognised as a breast ultrasound scan"), and the warnings: why a scan is not recognised, or what makes its answer less reliable or partial (colour, several frames, shown upside down, two views side by side of which one was read), one per line; empty when none.
         """
         data = read_upload(path)
-        probabilities, warnings = readable_errors(lambda: self.analyzer.classify(data))
+        view = whole_number(view, "view")
+        probabilities, warnings = readable_errors(lambda: self.analyzer.classify(data, view))
         for warning in warnings:
             gr.Warning(warning)
         notes = "\n".join(warnings)  # a client sees gr.Warning only as a log message, if at all
@@ -479,18 +498,19 @@ class Handlers:
             return NOT_ULTRASOUND, notes
         return dict(zip(self.analyzer.classes, map(float, probabilities))), notes
 
-    def segment(self, path, threshold=None):
+    def segment(self, path, threshold=None, view=None):
         """Segment the lesion of a breast ultrasound scan: mask and lesion statistics. Research demo,
         not a medical device: not for diagnosis or measurement.
 
         Args:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
             threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
+            view: which view of an image showing several side by side to segment, from 0 at the left (default: the largest).
         Returns:
             the lesion mask (PNG, 0/255, the scan's size; none when the image is not recognised as a breast ultrasound scan) and a report with count, area (px, and mm for a calibrated DICOM) and bounding box.
         """
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
-        analysis = self._analysis(path)
+        analysis = self._analysis(path, view=view)
         if analysis.out_of_distribution:  # no mask: an empty one would read as "no lesion"
             return None, self.json_report(analysis, threshold)
         return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"), self.json_report(analysis, threshold)
@@ -599,6 +619,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         scan_file = gr.File(label="…or a DICOM or any other scan file", file_count="single",
                                             file_types=None, height=180, elem_id="scan-file")
                         frame = TypedSlider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
+                        view = gr.Radio([], label="View", visible=False, elem_id="view")
                         with gr.Row():
                             run = gr.Button("Analyse", variant="primary")
                             make_pdf = gr.Button("PDF report", elem_id="make-pdf")
@@ -662,10 +683,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs, pdf, ticket], api_visibility="private",
                      show_progress="hidden")
         # "minimal": a running timer, no ETA (Gradio's estimate averages past runs and was 4x off for big scans)
-        store = dict(fn=handlers.analyze_chosen, inputs=[scan, chosen, ticket, frame, *settings],
-                     outputs=[state, *outputs, frame], api_visibility="private", show_progress="minimal")
-        first_frame = dict(fn=lambda: gr.update(value=0, visible=False), outputs=frame, api_visibility="private",
-                           show_progress="hidden")
+        store = dict(fn=handlers.analyze_chosen, inputs=[scan, chosen, ticket, frame, view, *settings],
+                     outputs=[state, *outputs, frame, view], api_visibility="private", show_progress="minimal")
+        # A new scan starts at its first frame and its largest view.
+        first_frame = dict(fn=lambda: (gr.update(value=0, visible=False), gr.update(value=None, visible=False)),
+                           outputs=[frame, view], api_visibility="private", show_progress="hidden")
         show_analysed = dict(fn=handlers.show_analysed, inputs=[state, scan, chosen], outputs=scan,
                              api_visibility="private", show_progress="hidden")
         run.click(**clear).then(**store)
@@ -673,6 +695,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         # `release` comes from a pointer alone, so keys moved a slider that changed nothing on screen
         # (but did change the PDF). "always_last": a drag's steps do not queue up, its last value runs.
         frame.input(**clear, trigger_mode="always_last").then(**store).then(**show_analysed)
+        view.input(**clear, trigger_mode="always_last").then(**store)
         # A new scan: remember which file it is (the scan box and the file box never disagree on it),
         # start at its first frame, analyse. Removing it removes its results too.
         scan.upload(lambda path: (path, None), scan, [chosen, scan_file], api_visibility="private") \
@@ -706,12 +729,14 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         api_opacity = gr.Number(value=0.45, visible=False)
         api_frame = gr.Number(value=0, visible=False)
         api_show_hidden = gr.Checkbox(value=False, visible=False)
+        api_view = gr.Number(value=None, visible=False)
         gr.Button(visible=False).click(handlers.analyze, [scan, api_explain, api_threshold, api_opacity, api_frame,
-                                                          api_show_hidden], outputs, api_name="analyze")
+                                                          api_show_hidden, api_view], outputs, api_name="analyze")
         api_warnings = gr.Textbox(visible=False, label="warnings")
-        gr.Button(visible=False).click(handlers.classify, scan, [label, api_warnings], api_name="classify")
-        gr.Button(visible=False).click(handlers.segment, [scan, api_threshold], [mask, details], api_name="segment")
-        gr.Button(visible=False).click(handlers.report, [scan, api_threshold, api_frame], pdf, api_name="report")
+        gr.Button(visible=False).click(handlers.classify, [scan, api_view], [label, api_warnings], api_name="classify")
+        gr.Button(visible=False).click(handlers.segment, [scan, api_threshold, api_view], [mask, details],
+                                       api_name="segment")
+        gr.Button(visible=False).click(handlers.report, [scan, api_threshold, api_frame, api_view], pdf, api_name="report")
     return demo
 
 

@@ -299,13 +299,14 @@ class Analyzer:
             return True, warnings + refused
         return False, warnings + ([] if kinds is None else self.orientation.warnings(kinds))
 
-    def classify(self, source) -> tuple[np.ndarray | None, list[str]]:
+    def classify(self, source, view: int | None = None) -> tuple[np.ndarray | None, list[str]]:
         """Calibrated probabilities and warnings from the classifier's forward pass alone: no
         segmenter, no gradient maps. Probabilities are None when the scan is out of distribution.
+        `view`: which of several views side by side to read (from 0, left to right; None: the largest).
         Raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
         c = self.classifier.config
-        framing = Framing.for_model(gray, c)
+        framing = Framing.for_model(gray, c, view)
         logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings,
                                                            to_model_input(gray, framing)[None]).result()
         refused, warnings = self._screened(gray, framing, warnings, None if distances is None else float(distances[0]),
@@ -335,14 +336,15 @@ class Analyzer:
         grid), from the scan's kept head inputs: a gradient pass through the segmenter's head only."""
         return self._model_pool.submit(self.segmenter_cam, head_inputs, region[None, ..., None]).result()[0]
 
-    def prepare(self, decoded: DecodedScan) -> PreparedScan:
-        """A decoded scan -> its framings and both models' inputs."""
+    def prepare(self, decoded: DecodedScan, view: int | None = None) -> PreparedScan:
+        """A decoded scan -> its framings and both models' inputs, on view `view` of several side by side
+        (from 0, left to right; None: the largest). Raises inference.preprocess.ViewError for a view not shown."""
         gray = decoded.gray
-        class_framing = Framing.for_model(gray, self.classifier.config)
+        class_framing = Framing.for_model(gray, self.classifier.config, view)
         class_input = to_model_input(gray, class_framing)
         if self._one_encoder_pass is not None:  # same input size and framing: one input serves both
             return PreparedScan(decoded, class_framing, class_framing, class_input, class_input)
-        seg_framing = Framing.for_model(gray, self.segmenter.config)
+        seg_framing = Framing.for_model(gray, self.segmenter.config, view)
         return PreparedScan(decoded, class_framing, seg_framing, class_input, to_model_input(gray, seg_framing))
 
     def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None, mask_logits: np.ndarray,
@@ -387,12 +389,12 @@ class Analyzer:
             analysis.notes = [DISAGREEMENT_NOTE]
         return analysis
 
-    def analyze_decoded(self, decoded: Sequence, maps: bool = False) -> list[Analysis | ScanError]:
+    def analyze_decoded(self, decoded: Sequence, maps: bool = False, view: int | None = None) -> list[Analysis | ScanError]:
         """What `decode_or_error` gave for each scan of a batch -> its Analysis, or its ScanError as
         it came. The batch's scans share one forward pass of each model; framing and
-        post-processing run on the scan threads."""
+        post-processing run on the scan threads. `view`: as for `prepare` (a batch reads the largest)."""
         prepared = list(self._scan_pool.map(
-            lambda item: item if isinstance(item, ScanError) else self.prepare(item), decoded))
+            lambda item: item if isinstance(item, ScanError) else self.prepare(item, view), decoded))
         scans = [p for p in prepared if not isinstance(p, ScanError)]
         if not scans:
             return prepared
@@ -412,7 +414,8 @@ class Analyzer:
         (a gradient pass) and, when asked for, the Seg-Grad-CAM of the shown lesion, as with `analyze`."""
         return self.analyze_decoded(list(self._scan_pool.map(decode_or_error, sources)), maps)
 
-    def analyze(self, source, frame: int = 0) -> Analysis:
+    def analyze(self, source, frame: int = 0, view: int | None = None) -> Analysis:
         """Bytes, a path or an image array -> Analysis of frame `frame` (from 0) of a multi-frame
-        file, with every class's Grad-CAM; raises inference.decode.ScanError on bad input."""
-        return self.analyze_decoded([decode(source, frame)], maps=True)[0]
+        file, on view `view` of an image showing several side by side (from 0, left to right; None:
+        the largest), with every class's Grad-CAM; raises inference.decode.ScanError on bad input."""
+        return self.analyze_decoded([decode(source, frame)], maps=True, view=view)[0]

@@ -12,8 +12,8 @@ scan where the model saw them.
 Some scanners and viewers show two views of the breast side by side, split by a black gutter. Framed
 whole, each view is shrunk and the models see a layout they never trained on (an example read
 malignant at 78 % was read normal beside its mirror image). So the field is split at such gutters
-(`scan_views`) and the models see the largest view; the framing records how many there were, so
-that the user is told which one was analysed.
+(`scan_views`) and the models see the largest view, or the one a user asks for; the framing records
+how many there were, so that the user is told which one was analysed and that another can be.
 
 Scanners also differ in gain, dynamic range and post-processing. A model's framing may ask for the
 placed field to be standardised by contrast-limited adaptive histogram equalisation (`clahe`), so
@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 from skimage.exposure import equalize_adapthist
+
+from inference.decode import ScanError
 
 FIELD_MIN_LEVEL = 12    # grey level above which a pixel counts as image, not background
 FIELD_MIN_SHARE = 0.05  # a row/column belongs to the field when this share of it is image
@@ -82,7 +84,9 @@ def light_frame(gray: np.ndarray) -> tuple[tuple[int, int, int, int], float | No
 
 Box = tuple[int, int, int, int]  # (top, bottom, left, right), end-exclusive
 SEVERAL_VIEWS_WARNING = ("This image shows {views} ultrasound views side by side; only the {view} one ({why}) was analysed. "
-                         "To analyse another, crop the image to it and upload that.")
+                         "The app's View choice and the view argument of /analyze, /segment, /classify and /report "
+                         "analyse another.")
+ASKED_VIEW_NOTE = "This image shows {views} ultrasound views side by side; the {view} one (view {index}), as asked, was analysed."
 
 
 def _image_pixels(gray: np.ndarray) -> tuple[Box, np.ndarray]:
@@ -189,11 +193,24 @@ def largest_view(views: list[Box]) -> Box:
     return max(views, key=_area)
 
 
-def view_position(box: Box, views: list[Box]) -> str:
-    """Where `box` lies among `views` (left to right), in words for a user: "left" or "right" of two,
-    else "number 3 from the left"."""
-    place = views.index(box)
-    return ("left", "right")[place] if len(views) == 2 else f"number {place + 1} from the left"
+def view_position(place: int, views: int) -> str:
+    """Where view number `place` (from 0, left to right) lies among `views` views, in words for a user:
+    "left" or "right" of two, else "number 3 from the left"."""
+    return ("left", "right")[place] if views == 2 else f"number {place + 1} from the left"
+
+
+class ViewError(ScanError):
+    """A view was asked for that the scan does not show (its message is for the user)."""
+
+
+def chosen_view(views: list[Box], view: int | None) -> int:
+    """Which of `views` (left to right) to frame: `view` (from 0) when asked for, else the largest."""
+    if view is None:
+        return views.index(largest_view(views))
+    if not 0 <= view < len(views):
+        shown = "one view" if len(views) == 1 else f"{len(views)} views side by side, numbered 0 to {len(views) - 1}"
+        raise ViewError(f"View {view} was asked for, but this image shows {shown}.")
+    return view
 
 
 def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -210,8 +227,9 @@ class Framing:
     """How a scan of `scan_shape` became a `size` x `size` model input: the `box` cut from it (top,
     bottom, left, right) was resized to `inner` (h, w) and placed at `offset` (top, left); with
     `clahe`, the placed field of a scan (not of a mask) is equalised. A scan showing several views
-    (`scan_views`) is framed on its largest: `views` says how many there were, `view` where it lies, and
-    `larger_than_the_rest` whether it was strictly the largest (else the leftmost of equals)."""
+    (`scan_views`) is framed on one: `views` says how many there were, `view_index` which one (from 0,
+    left to right), `view` where it lies in words, `asked` whether a user chose it (else it is the
+    largest) and `larger_than_the_rest` whether it was strictly the largest (else the leftmost of equals)."""
 
     scan_shape: tuple[int, int]
     box: tuple[int, int, int, int]
@@ -222,13 +240,18 @@ class Framing:
     views: int = 1
     view: str = ""
     larger_than_the_rest: bool = True
+    view_index: int = 0
+    asked: bool = False
 
     @classmethod
     def of(cls, gray: np.ndarray, size: int, crop_to_field: bool = False, keep_aspect: bool = False,
-           clahe: bool = False) -> Framing:
+           clahe: bool = False, view: int | None = None) -> Framing:
+        """`view`: which view to frame (from 0, left to right; None: the largest); a model that does not
+        crop to the field sees the whole scan as one view. Raises ViewError for a view not shown."""
         height, width = gray.shape
         views = scan_views(gray) if crop_to_field else [(0, height, 0, width)]
-        box = largest_view(views)
+        index = chosen_view(views, view)
+        box = views[index]
         box_h, box_w = box[1] - box[0], box[3] - box[2]
         if keep_aspect:
             scale = size / max(box_h, box_w)
@@ -236,16 +259,17 @@ class Framing:
         else:
             inner = (size, size)
         offset = ((size - inner[0]) // 2, (size - inner[1]) // 2)
-        where = view_position(box, views) if len(views) > 1 else ""
-        larger = sum(_area(view) == _area(box) for view in views) == 1
-        return cls((height, width), box, size, inner, offset, clahe, len(views), where, larger)
+        where = view_position(index, len(views)) if len(views) > 1 else ""
+        larger = sum(_area(other) == _area(box) for other in views) == 1
+        return cls((height, width), box, size, inner, offset, clahe, len(views), where, larger, index, view is not None)
 
     @classmethod
-    def for_model(cls, gray: np.ndarray, config: dict) -> Framing:
-        """The framing a model's config asks for (none: the whole scan stretched to the square)."""
+    def for_model(cls, gray: np.ndarray, config: dict, view: int | None = None) -> Framing:
+        """The framing a model's config asks for (none: the whole scan stretched to the square), on view
+        `view` (`of`)."""
         framing = config.get("framing", {})
         return cls.of(gray, config["input_size"], framing.get("crop_to_field", False), framing.get("keep_aspect", False),
-                      framing.get("clahe", False))
+                      framing.get("clahe", False), view)
 
     def resized(self, scan_shape: tuple[int, int]) -> Framing:
         """The same framing for the scan resized to `scan_shape` (maps drawn on a smaller copy)."""
@@ -278,6 +302,8 @@ def views_warnings(framing: Framing) -> list[str]:
     """What a user is told of a scan that showed several views: which one was analysed."""
     if framing.views == 1:
         return []
+    if framing.asked:
+        return [ASKED_VIEW_NOTE.format(views=framing.views, view=framing.view, index=framing.view_index)]
     why = "the largest" if framing.larger_than_the_rest else "the leftmost of the largest, which are the same size"
     return [SEVERAL_VIEWS_WARNING.format(views=framing.views, view=framing.view, why=why)]
 

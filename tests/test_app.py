@@ -175,7 +175,7 @@ def test_a_lesion_the_gate_hides_is_drawn_when_the_box_is_ticked(gated, examples
     show it; ticked, the segmenter's lesion, its statistics, its Seg-Grad-CAM, the note and the PDF."""
     handlers = app.Handlers(gated(0.0))
     path = next(p for p, t in examples if t == "malignant")
-    state, label, class_cam, overlay, mask, report, seg_cam, notes, _ = handlers.analyze_and_store(
+    state, label, class_cam, overlay, mask, report, seg_cam, notes, _, _ = handlers.analyze_and_store(
         upload_copy(path, tmp_path))
     assert state.suppressed_as_normal and state.segmenter_mask().any()
     assert not pixels(mask).any() and seg_cam is None and app.HIDDEN_HINT in notes
@@ -258,19 +258,55 @@ def test_multi_frame_file_gets_a_frame_picker(handlers, tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the UI shows the frame warning in its notes, not as a pop-up
-        state, *_, notes, picker = handlers.analyze_and_store(str(path))
+        state, *_, notes, picker, _ = handlers.analyze_and_store(str(path))
     assert state.frame == 0 and state.n_frames == 3 and "holds 3 frames" in notes
     with pytest.warns(UserWarning, match="holds 3 frames"):  # an API caller gets it as a warning too
         handlers.analyze(str(path))
     assert picker["visible"] is True and picker["maximum"] == 2 and picker["value"] == 0
-    flipped, *_, picker = handlers.analyze_and_store(str(path), 1)
+    flipped, *_, picker, _ = handlers.analyze_and_store(str(path), 1)
     assert flipped.frame == 1 and picker["value"] == 1 and np.array_equal(flipped.gray, scan[:, ::-1])
     assert handlers.json_report(flipped)["frame"] == 1
     for bad in (3, 1.5, "x"):
         with pytest.raises(gr.Error, match="frame"):
             handlers.analyze_and_store(str(path), bad)
-    single, *_, picker = handlers.analyze_and_store(upload_copy(Path(app.EXAMPLES_DIR) / "busi_malignant_49.png", tmp_path))
-    assert picker["visible"] is False
+    single, *_, picker, view_picker = handlers.analyze_and_store(
+        upload_copy(Path(app.EXAMPLES_DIR) / "busi_malignant_49.png", tmp_path))
+    assert picker["visible"] is False and view_picker["visible"] is False
+
+
+def test_two_views_side_by_side_get_a_view_choice(handlers, tmp_path):
+    """An image of two scans side by side: the larger is read first and the choice offers both; the
+    other view can be analysed from the UI and every endpoint, a view the image does not show (or not a
+    whole number) is a readable error, and a scan of one view has no choice."""
+    left = np.asarray(Image.open(Path(app.EXAMPLES_DIR) / "busi_malignant_49.png").convert("L"))
+    right = np.asarray(Image.open(Path(app.EXAMPLES_DIR) / "busi_benign_354.png").convert("L"))
+    right = right[:round(right.shape[0] * 0.8), :round(right.shape[1] * 0.8)]  # the smaller view
+    screen = np.zeros((max(left.shape[0], right.shape[0]), left.shape[1] + 16 + right.shape[1]), np.uint8)
+    screen[:left.shape[0], :left.shape[1]] = left
+    screen[:right.shape[0], left.shape[1] + 16:] = right
+    folder = Path(os.environ["GRADIO_TEMP_DIR"]) / tmp_path.name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = str(folder / "dual.png")
+    Image.fromarray(screen).save(path)
+
+    state, *_, notes, _, picker = handlers.analyze_and_store(path)
+    assert state.class_framing.view_index == 0 and "only the left one (the largest) was analysed" in notes
+    assert picker["visible"] is True and picker["choices"] == [("left", 0), ("right", 1)] and picker["value"] == 0
+    other, label, *_, notes, _, picker = handlers.analyze_and_store(path, 0, 1)
+    assert picker["value"] == 1 and "the right one (view 1), as asked, was analysed" in notes
+    assert other.mask()[:, :left.shape[1]].sum() == 0 < other.mask().sum()  # the lesion lies on the right view
+    *_, report, _, _ = handlers.analyze(path, view=1)
+    assert (report["view"], report["n_views"], report["predicted_class"]) == (1, 2, other.predicted_class)
+    probabilities, warnings_text = handlers.classify(path, 1)
+    assert max(probabilities, key=probabilities.get) == other.predicted_class and "as asked" in warnings_text
+    mask_path, segment_report = handlers.segment(path, None, 1)
+    assert segment_report["lesion"] == report["lesion"] and pixels(mask_path)[:, :left.shape[1]].max() == 0
+    assert "as asked" in " ".join(pdf_text(handlers.report(path, None, 0, 1)).split())
+    for bad in (2, 0.5, "x", True):
+        with pytest.raises(gr.Error, match="view"):
+            handlers.analyze(path, view=bad)
+    with pytest.raises(gr.Error, match="View 1 was asked for, but this image shows one view"):
+        handlers.classify(upload_copy(Path(app.EXAMPLES_DIR) / "busi_malignant_49.png", tmp_path), 1)
 
 
 def test_pdf_report_of_the_stored_analysis(handlers, tmp_path):

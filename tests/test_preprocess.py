@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.preprocess import (SEVERAL_VIEWS_WARNING, VIEW_MIN_SIDE, Framing, scan_views, to_model_input,
+from inference.preprocess import (ASKED_VIEW_NOTE, SEVERAL_VIEWS_WARNING, VIEW_MIN_SIDE, Framing, ViewError, scan_views,
+                                  to_model_input,
                                   ultrasound_field, views_warnings)
 from training.busi import load_scan
 from training.split import samples_by_side
@@ -153,6 +154,14 @@ def test_views_side_by_side_are_split_and_the_largest_is_framed():
     assert (framing.view, views_warnings(framing)) == ("right", [SEVERAL_VIEWS_WARNING.format(views=2, view="right",
                                                                                               why="the largest")])
     assert Framing.of(dual, 224).views == 1  # a model that does not crop to the field sees the whole scan
+    asked = Framing.of(dual, 224, crop_to_field=True, keep_aspect=True, view=1)
+    assert (asked.box, asked.view, asked.view_index, asked.asked) == ((10, 190, 316, 576), "right", 1, True)
+    assert views_warnings(asked) == [ASKED_VIEW_NOTE.format(views=2, view="right", index=1)]
+    with pytest.raises(ViewError, match="View 2 was asked for, but this image shows 2 views side by side, numbered 0 to 1"):
+        Framing.of(dual, 224, crop_to_field=True, view=2)
+    with pytest.raises(ViewError, match="shows one view"):
+        Framing.of(dual, 224, view=1)
+    assert Framing.of(dual, 224, view=0).box == (0, 200, 0, 576)
 
 
 def test_one_view_with_a_panel_a_strip_or_a_shadow_is_not_split():
@@ -185,6 +194,10 @@ def test_a_dual_view_screen_gets_the_left_views_own_results_and_says_so(analyzer
         probabilities, warnings = analyzer.classify(side_by_side(gray, gray[:, ::-1]))
         np.testing.assert_allclose(probabilities, alone.probabilities, atol=1e-4)
         assert same_size in warnings
+        mirrored = analyzer.analyze(gray[:, ::-1])  # the other view, asked for, gets its own results
+        other = analyzer.analyze(side_by_side(gray, gray[:, ::-1]), view=1)
+        np.testing.assert_allclose(other.probabilities, mirrored.probabilities, atol=1e-4)
+        assert other.mask()[:, -gray.shape[1]:].sum() == mirrored.mask().sum() and not other.mask()[:, :gray.shape[1]].any()
 
 
 def test_no_training_scan_splits_and_validation_scans_side_by_side_do(busi_root, bus_uclm_root):
