@@ -1,6 +1,7 @@
 """What both trainers share: per-source weights and the augmentation."""
 
 from collections import defaultdict
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -191,3 +192,31 @@ def test_speckle_reduction_keeps_every_pixel_finite_at_its_smallest_sigmas(name)
 
     assert np.isfinite(filtered(SPECKLE_SIGMA_SPATIAL[0])).all()
     assert not np.isfinite(filtered(0.1)).all(), "the library's default range reaches the NaNs"
+
+
+def test_random_convolution_changes_texture_not_gain_polarity_or_padding():
+    """On real framed scans: the field's texture changes (pixel-to-pixel detail differs), its mean grey
+    level and contrast stay (within a few levels), the grey levels are never inverted (the result
+    correlates positively with the scan), the padding stays black and the channels stay equal."""
+    import albumentations as A
+    from PIL import Image
+
+    from inference.preprocess import Framing, to_model_input
+    from training.random_convolution import RandomConvolution
+
+    gray = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "examples" / "busi_malignant_49.png").convert("L"))
+    framing = Framing.of(gray, 128, crop_to_field=True, keep_aspect=True)
+    scan = to_model_input(gray, framing).astype(np.uint8)
+    top, height = framing.offset[0], framing.inner[0]
+    field = scan[top:top + height, :, 0].astype(float)
+    transform = A.Compose([RandomConvolution(p=1.0)], seed=4)
+    details = []
+    for _ in range(20):
+        out = transform(image=scan)["image"]
+        assert out.dtype == np.uint8 and np.array_equal(out[..., 0], out[..., 2])
+        assert out[:top].max() == 0 and out[top + height:].max() == 0, "padding stays black"
+        changed = out[top:top + height, :, 0].astype(float)
+        assert abs(changed.mean() - field.mean()) < 4 and abs(changed.std() - field.std()) < 0.15 * field.std()
+        assert np.corrcoef(changed.ravel(), field.ravel())[0, 1] > 0.3, "grey levels not inverted"
+        details.append(np.abs(np.diff(changed, axis=1)).mean() / np.abs(np.diff(field, axis=1)).mean())
+    assert min(details) < 0.9 and max(details) > 1.1, "smoother and grainier textures both appear"

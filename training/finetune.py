@@ -24,6 +24,7 @@ from training.arrays import load_arrays, subsample
 from training.busi import REPO_ROOT, SOURCES, TRAINING_SOURCES
 from training.efficientnet_lite import ENCODERS
 from training.metrics import calibrated
+from training.random_convolution import RandomConvolution
 from training.split import read_split, samples_by_side
 
 # The framing serving uses for these models (inference.preprocess): crop to the ultrasound field,
@@ -125,10 +126,11 @@ class Augmentation:
     re-framed that way the classifier calls more lesions normal. Normal scans get the same crop
     around a stand-in box of a lesion's size (`lesion_box`), so "zoomed in" cannot become a sign of a
     lesion. With `export_shift`, `EXPORT_SHIFT` follows the scanner shift; with `ultrasound_shift`,
-    `ULTRASOUND_SHIFT` comes before everything."""
+    `ULTRASOUND_SHIFT` comes before everything; with `random_convolution`, half the scans get a random
+    texture last (`training.random_convolution`)."""
 
     def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7, export_shift: bool = False,
-                 ultrasound_shift: bool = False):
+                 ultrasound_shift: bool = False, random_convolution: bool = False):
         self.ultrasound_shift = ultrasound_shift
         self.zoom_crop, self.rng = zoom_crop, np.random.default_rng(seed)
         zoom = [A.Sequential([
@@ -137,7 +139,8 @@ class Augmentation:
             A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
         ], p=zoom_crop)] if zoom_crop else []
         self.compose = A.Compose((ULTRASOUND_SHIFT if ultrasound_shift else []) + zoom + SCANNER_SHIFT
-                                 + (EXPORT_SHIFT if export_shift else []), seed=seed,
+                                 + (EXPORT_SHIFT if export_shift else [])
+                                 + ([RandomConvolution(p=0.5)] if random_convolution else []), seed=seed,
                                  bbox_params=A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True)
                                  if zoom_crop else None)
 
@@ -153,17 +156,23 @@ class Augmentation:
         return out_images, out_masks
 
 
+def augmentation_options(args) -> dict:
+    """The training augmentation's options from a trainer's command line (`training_parser`): what
+    `train_dataset` takes and the model's config records."""
+    return {"zoom_crop": args.zoom_crop, "export_shift": args.export_shift, "ultrasound_shift": args.ultrasound_shift,
+            "random_convolution": args.random_convolution}
+
+
 def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: float = 0.0,
-                  export_shift: bool = False, ultrasound_shift: bool = False):
+                  export_shift: bool = False, ultrasound_shift: bool = False, random_convolution: bool = False):
     """Shuffled, augmented float batches of `(images, *targets(masks, labels, weights))`: scans and
-    lesion masks share one random geometry (`Augmentation`, zoomed crops on `zoom_crop` of them, the
-    export shift with `export_shift`, the ultrasound shift with `ultrasound_shift`), and
+    lesion masks share one random geometry (`Augmentation` and its options, `augmentation_options`), and
     `targets` turns them into what the model's losses expect (targets, and per-scan loss weights)."""
     weights = (arrays["weights"] / arrays["weights"].mean()).astype(np.float32)  # mean 1: the learning rate keeps its scale
     ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"], weights))
     ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     size = arrays["images"].shape[1]
-    augment = Augmentation(size, zoom_crop, seed, export_shift, ultrasound_shift)
+    augment = Augmentation(size, zoom_crop, seed, export_shift, ultrasound_shift, random_convolution)
 
     def prepare(images, masks, labels, weights):
         images, masks = tf.numpy_function(augment, [images, masks], [tf.uint8, tf.uint8])
@@ -256,6 +265,8 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
     parser.add_argument("--ultrasound-shift", action="store_true",
                         help="add usaugment's depth attenuation, shadows, haze and speckle reduction to the "
                              "training augmentation (training.finetune.ULTRASOUND_SHIFT)")
+    parser.add_argument("--random-convolution", action="store_true",
+                        help="give half the training scans a random local texture (training.random_convolution)")
     parser.add_argument("--average-from", type=int, default=0,
                         help="from this epoch on (head epochs count), score and keep the running mean of the "
                              "weights since then instead of each epoch's own (stochastic weight averaging); 0: off")

@@ -28,7 +28,7 @@ from training.architectures import FEATURE_STRIDE, GRADCAM_LAYER, build_classifi
 from training.busi import CLASSES, REPO_ROOT
 from training.efficientnet_lite import load_imagenet_weights
 from training.evaluate import peak_inside
-from training.finetune import (PREPROCESSING, SelectOnValidation, fit_two_phases, load_training_data, per_source,
+from training.finetune import (PREPROCESSING, SelectOnValidation, augmentation_options, fit_two_phases, load_training_data, per_source,
                                predict_in_batches, save_model, train_dataset, training_parser, training_splits)
 from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error, selection_score,
                               fit_temperature)
@@ -128,8 +128,7 @@ def main(argv=None):
 
     selector = SelectOnValidation(evaluate, args.average_from)
     train["weights"] = train["weights"] * class_weights(train["labels"])[train["labels"]]
-    train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop, export_shift=args.export_shift,
-                             ultrasound_shift=args.ultrasound_shift,
+    train_ds = train_dataset(train, args.batch_size, args.seed, **augmentation_options(args),
                              targets=lambda masks, labels, weights: ({"probs": labels, "cells": lesion_cells(masks)}, weights))
     losses = {"probs": keras.losses.SparseCategoricalCrossentropy(), "cells": lesion_attention_loss(args.attention_weight)}
     fit_two_phases(trainer, train_ds, len(train["labels"]), losses, selector, args)
@@ -155,8 +154,7 @@ def main(argv=None):
         "training": {"sources": args.sources, "encoder": args.encoder, "seed": args.seed, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr,
                      "attention_weight": args.attention_weight, "average_from": args.average_from,
-                     "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,
-                     "ultrasound_shift": args.ultrasound_shift,
+                     **augmentation_options(args),
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
                      "val_ece_before": ece_before, "val_ece_after": ece_after,
                      "minutes": round((time.time() - started) / 60, 1), "history": selector.history},

@@ -36,7 +36,7 @@ from inference.postprocess import hidden_by_normal_gate, lesion_mask
 from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import copy_encoder, load_imagenet_weights
-from training.finetune import (PREPROCESSING, SelectOnValidation, fit_new_layers, fit_two_phases, load_side,
+from training.finetune import (PREPROCESSING, SelectOnValidation, augmentation_options, fit_new_layers, fit_two_phases, load_side,
                                load_training_data, normal_probability, per_source, predict_in_batches, save_model,
                                train_dataset, training_parser, training_splits)
 from training.metrics import dice_iou
@@ -303,8 +303,7 @@ def main(argv=None):
                                             **alone_at_half(probs, val)}
 
     selector = SelectOnValidation(evaluate, args.average_from)
-    train_ds = train_dataset(train, args.batch_size, args.seed, zoom_crop=args.zoom_crop, export_shift=args.export_shift,
-                             ultrasound_shift=args.ultrasound_shift,
+    train_ds = train_dataset(train, args.batch_size, args.seed, **augmentation_options(args),
                              targets=lambda masks, labels, weights: (masks, weights))
     fit = fit_new_layers if args.encoder_from else fit_two_phases
     loss = with_normal_presence(dice_bce_loss, args.normal_presence_weight)
@@ -330,8 +329,7 @@ def main(argv=None):
                                    if args.init_from else None),
                      "normal_presence_weight": args.normal_presence_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from,
-                     "zoom_crop": args.zoom_crop, "export_shift": args.export_shift,
-                     "ultrasound_shift": args.ultrasound_shift,
+                     **augmentation_options(args),
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
                      "val_dice": best["val_dice"], "val_normal_fp": best["val_normal_fp"],
                      "val_normal_fp_by_source": best["val_normal_fp_by_source"],
