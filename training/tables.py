@@ -844,6 +844,8 @@ RENDERERS = {
     "unseen_source_segmenters_export_shift": unseen_against_segmenter_baseline(
         "export", "`_export` runs add sharpening, lower-resolution grabs and JPEG compression to the augmentation "
         "(`--export-shift`)", 65),
+    "unseen_source_segmenters_random_convolution": unseen_against_segmenter_baseline(
+        "randconv", "`_randconv` runs give half the training scans a random local texture (`--random-convolution`)", 66),
     "unseen_source_segmenter_baseline": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
                       "unseen_source_segmenters_s9_busi.json", "unseen_source_segmenters_s9_bus_uclm.json"),
