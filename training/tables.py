@@ -720,6 +720,8 @@ RENDERERS = {
     "segmenter_candidates": render_candidates,
     "segmenter_candidates_head_epochs": lambda reports_dir: render_candidates(
         reports_dir, "segmenter_candidates_head6.json"),
+    "segmenter_candidates_random_convolution": lambda reports_dir: render_candidates(
+        reports_dir, "segmenter_candidates_randconv.json"),
     "classifier_candidates": render_classifier_candidates,
     "classifier_candidates_lite1": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_lite1.json"),
