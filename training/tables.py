@@ -835,6 +835,8 @@ RENDERERS = {
         "lesion_map", "with a lesion map learned beside the classes (`_lm`, `--lesion-map-weight 1`, commit 7030775", 58),
     "cross_source_classifier_clahe": unseen_against_shipped_recipe(
         "clahe", "with the ultrasound field equalised by CLAHE in training and serving (`_clahe`, `--clahe`", 59),
+    "cross_source_classifier_random_convolution": unseen_against_shipped_recipe(
+        "randconv", "with half the training scans given a random local texture (`_randconv`, `--random-convolution`", 68),
     "unseen_source_segmenters_learning_rate": unseen_against_segmenter_baseline(
         "lr1e-4", "`_lr1e-4` runs fine-tune at a peak learning rate of 1e-4 instead of 3e-4", 47),
     "unseen_source_segmenters_head_epochs": unseen_against_segmenter_baseline(
