@@ -212,6 +212,15 @@ def read_upload(path: str | None) -> bytes:
     return file.read_bytes()
 
 
+def upload_name(path) -> str | None:
+    """The uploaded file's own name, for the PDF; None for a scan sent without one: Gradio stores a `data:`
+    URI (how an MCP client sends a scan) as "file.<extension>", a name nobody gave it."""
+    if not path:
+        return None
+    name = Path(path).name
+    return None if re.fullmatch(r"file(\.\w+)?", name) else name
+
+
 def readable_errors(run):
     """Run `run()`; a bad scan becomes its own message, anything else a generic one (logged), never a trace."""
     try:
@@ -440,7 +449,7 @@ class Handlers:
         analysis = as_asked(analysis, show_hidden)
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
-        data = pdf_report(analysis, threshold, opacity, self.models, Path(path).name if path else None,
+        data = pdf_report(analysis, threshold, opacity, self.models, upload_name(path),
                           explain=explained_class(explain), style=checked_style(style))
         return write_file(data, RESULTS_DIR, "pdf", REPORT_NAME)
 

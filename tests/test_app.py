@@ -325,6 +325,11 @@ def test_pdf_report_of_the_stored_analysis(handlers, tmp_path):
         handlers.pdf(state, style="dotted")
     with pytest.raises(gr.Error, match="Analyse a scan first"):
         handlers.pdf(None)
+    assert f"File {DICOM_EXAMPLE.name}" in " ".join(text.split()), "the uploaded file's own name"
+    nameless = tmp_path / "3f9a0c" / "file.png"  # how Gradio stores a data: URI (an MCP client's base64 scan)
+    nameless.parent.mkdir()
+    shutil.copy(Path(app.EXAMPLES_DIR) / "busi_malignant_49.png", nameless)
+    assert "File not given" in " ".join(pdf_text(handlers.pdf(state, None, 0.45, str(nameless))).split())
 
 
 def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
