@@ -396,12 +396,15 @@ class Handlers:
 
     @staticmethod
     def view_picker(analysis):
-        """The view choice: shown only for an image of several views side by side, at the view analysed."""
-        views = 0 if analysis is None else analysis.class_framing.views
-        if views <= 1:
+        """The view choice: shown only for an image of several views side by side, its label saying which
+        is read. It holds a view only once the user chose one: a default it held would be sent back as
+        asked for when the frame changes."""
+        framing = None if analysis is None else analysis.class_framing
+        if framing is None or framing.views <= 1:
             return gr.update(visible=False, value=None)
-        return gr.update(visible=True, choices=[(view_position(place, views), place) for place in range(views)],
-                         value=analysis.class_framing.view_index, label=f"View (of {views} side by side)")
+        return gr.update(visible=True, choices=[(view_position(place, framing.views), place) for place in range(framing.views)],
+                         value=framing.view_index if framing.asked else None,
+                         label=f"View (of {framing.views} side by side; reading the {framing.view} one)")
 
     def analyze_and_store(self, path, frame=0, view=None, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45,
                           style=MASK_STYLES[0], show_hidden=False):

@@ -291,9 +291,11 @@ def test_two_views_side_by_side_get_a_view_choice(handlers, tmp_path):
 
     state, *_, notes, _, picker = handlers.analyze_and_store(path)
     assert state.class_framing.view_index == 0 and "only the left one (the largest) was analysed" in notes
-    assert picker["visible"] is True and picker["choices"] == [("left", 0), ("right", 1)] and picker["value"] == 0
+    assert picker["visible"] is True and picker["choices"] == [("left", 0), ("right", 1)]
+    assert picker["value"] is None and "reading the left one" in picker["label"], "nothing chosen yet"
     other, label, *_, notes, _, picker = handlers.analyze_and_store(path, 0, 1)
-    assert picker["value"] == 1 and "the right one (view 1), as asked, was analysed" in notes
+    assert picker["value"] == 1 and "reading the right one" in picker["label"]
+    assert "the right one (view 1), as asked, was analysed" in notes
     assert other.mask()[:, :left.shape[1]].sum() == 0 < other.mask().sum()  # the lesion lies on the right view
     *_, report, _, _ = handlers.analyze(path, view=1)
     assert (report["view"], report["n_views"], report["predicted_class"]) == (1, 2, other.predicted_class)
