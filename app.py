@@ -402,7 +402,8 @@ class Handlers:
         framing = None if analysis is None else analysis.class_framing
         if framing is None or framing.views <= 1:
             return gr.update(visible=False, value=None)
-        return gr.update(visible=True, choices=[(view_position(place, framing.views), place) for place in range(framing.views)],
+        choices = [(view_position(place, framing.views), place) for place in range(framing.views)]
+        return gr.update(visible=True, choices=choices,
                          value=framing.view_index if framing.asked else None,
                          label=f"View (of {framing.views} side by side; reading the {framing.view} one)")
 
@@ -748,7 +749,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         gr.Button(visible=False).click(handlers.classify, [scan, api_view], [label, api_warnings], api_name="classify")
         gr.Button(visible=False).click(handlers.segment, [scan, api_threshold, api_view], [mask, details],
                                        api_name="segment")
-        gr.Button(visible=False).click(handlers.report, [scan, api_threshold, api_frame, api_view], pdf, api_name="report")
+        gr.Button(visible=False).click(handlers.report, [scan, api_threshold, api_frame, api_view], pdf,
+                                       api_name="report")
     return demo
 
 

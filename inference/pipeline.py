@@ -389,7 +389,8 @@ class Analyzer:
             analysis.notes = [DISAGREEMENT_NOTE]
         return analysis
 
-    def analyze_decoded(self, decoded: Sequence, maps: bool = False, view: int | None = None) -> list[Analysis | ScanError]:
+    def analyze_decoded(self, decoded: Sequence, maps: bool = False,
+                        view: int | None = None) -> list[Analysis | ScanError]:
         """What `decode_or_error` gave for each scan of a batch -> its Analysis, or its ScanError as
         it came. The batch's scans share one forward pass of each model; framing and
         post-processing run on the scan threads. `view`: as for `prepare` (a batch reads the largest)."""

@@ -86,7 +86,8 @@ Box = tuple[int, int, int, int]  # (top, bottom, left, right), end-exclusive
 SEVERAL_VIEWS_WARNING = ("This image shows {views} ultrasound views side by side; only the {view} one ({why}) was analysed. "
                          "The app's View choice and the view argument of /analyze, /segment, /classify and /report "
                          "analyse another.")
-ASKED_VIEW_NOTE = "This image shows {views} ultrasound views side by side; the {view} one (view {index}), as asked, was analysed."
+ASKED_VIEW_NOTE = ("This image shows {views} ultrasound views side by side; the {view} one (view {index}), as asked, "
+                   "was analysed.")
 
 
 def _image_pixels(gray: np.ndarray) -> tuple[Box, np.ndarray]:

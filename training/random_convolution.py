@@ -35,7 +35,8 @@ class RandomConvolution(A.ImageOnlyTransform):
     alpha uniform in `mix`, both at the field's mean and standard deviation (mixing two textures would
     lower the contrast). Only the field's rectangle changes; the padding stays black."""
 
-    def __init__(self, kernel_sizes: tuple[int, ...] = (3, 5, 7), mix: tuple[float, float] = (0.0, 1.0), p: float = 0.5):
+    def __init__(self, kernel_sizes: tuple[int, ...] = (3, 5, 7), mix: tuple[float, float] = (0.0, 1.0),
+                 p: float = 0.5):
         super().__init__(p=p)
         self.kernel_sizes, self.mix = kernel_sizes, mix
 

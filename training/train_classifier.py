@@ -28,8 +28,8 @@ from training.architectures import FEATURE_STRIDE, GRADCAM_LAYER, build_classifi
 from training.busi import CLASSES, REPO_ROOT
 from training.efficientnet_lite import load_imagenet_weights
 from training.evaluate import peak_inside
-from training.finetune import (PREPROCESSING, SelectOnValidation, augmentation_options, fit_two_phases, load_training_data, per_source,
-                               predict_in_batches, save_model, train_dataset, training_parser, training_splits)
+from training.finetune import (PREPROCESSING, SelectOnValidation, augmentation_options, fit_two_phases, load_training_data,
+                               per_source, predict_in_batches, save_model, train_dataset, training_parser, training_splits)
 from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metrics, expected_calibration_error, selection_score,
                               fit_temperature)
 

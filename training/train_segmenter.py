@@ -36,9 +36,9 @@ from inference.postprocess import hidden_by_normal_gate, lesion_mask
 from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import copy_encoder, load_imagenet_weights
-from training.finetune import (PREPROCESSING, SelectOnValidation, augmentation_options, fit_new_layers, fit_two_phases, load_side,
-                               load_training_data, normal_probability, per_source, predict_in_batches, save_model,
-                               train_dataset, training_parser, training_splits)
+from training.finetune import (PREPROCESSING, SelectOnValidation, augmentation_options, fit_new_layers, fit_two_phases,
+                               load_side, load_training_data, normal_probability, per_source, predict_in_batches,
+                               save_model, train_dataset, training_parser, training_splits)
 from training.metrics import dice_iou
 
 MAX_NORMAL_FP_RATE = 0.10
