@@ -229,8 +229,8 @@ class Framing:
     bottom, left, right) was resized to `inner` (h, w) and placed at `offset` (top, left); with
     `clahe`, the placed field of a scan (not of a mask) is equalised. A scan showing several views
     (`scan_views`) is framed on one: `views` says how many there were, `view_index` which one (from 0,
-    left to right), `view` where it lies in words, `asked` whether a user chose it (else it is the
-    largest) and `larger_than_the_rest` whether it was strictly the largest (else the leftmost of equals)."""
+    left to right; `view` says where in words), `asked` whether a user chose it (else it is the largest)
+    and `larger_than_the_rest` whether it was strictly the largest (else the leftmost of equals)."""
 
     scan_shape: tuple[int, int]
     box: tuple[int, int, int, int]
@@ -239,7 +239,6 @@ class Framing:
     offset: tuple[int, int]
     clahe: bool = False
     views: int = 1
-    view: str = ""
     larger_than_the_rest: bool = True
     view_index: int = 0
     asked: bool = False
@@ -260,9 +259,13 @@ class Framing:
         else:
             inner = (size, size)
         offset = ((size - inner[0]) // 2, (size - inner[1]) // 2)
-        where = view_position(index, len(views)) if len(views) > 1 else ""
         larger = sum(_area(other) == _area(box) for other in views) == 1
-        return cls((height, width), box, size, inner, offset, clahe, len(views), where, larger, index, view is not None)
+        return cls((height, width), box, size, inner, offset, clahe, len(views), larger, index, view is not None)
+
+    @property
+    def view(self) -> str:
+        """Where the framed view lies among the scan's views, in words ("left", "right", ...); "" for one view."""
+        return view_position(self.view_index, self.views) if self.views > 1 else ""
 
     @classmethod
     def for_model(cls, gray: np.ndarray, config: dict, view: int | None = None) -> Framing:
