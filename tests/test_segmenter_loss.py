@@ -31,28 +31,3 @@ def test_a_confident_blob_on_a_normal_scan_costs_minus_log_one_minus_its_probabi
 def test_lesion_scans_pay_nothing_extra():
     truth, probs = batch(0.99, lesion=True)
     assert np.isclose(float(with_normal_presence(dice_bce_loss, 1.0)(truth, probs)), float(dice_bce_loss(truth, probs)))
-
-
-def test_the_class_head_trains_the_encoder_but_is_not_part_of_the_segmenter():
-    """With `--class-head-weight` training fits a view with normal/benign/malignant logits on the
-    bottleneck; the segmenter it wraps (what is saved and served) keeps its one mask output."""
-    from training.architectures import build_segmenter
-    from training.train_segmenter import training_view
-
-    segmenter = build_segmenter(64)
-    plain, plain_loss, plain_targets = training_view(segmenter, dice_bce_loss, 0.0)
-    assert plain is segmenter and plain_loss is dice_bce_loss
-    masks, labels, weights = tf.zeros((2, 64, 64, 1)), tf.constant([0, 2]), tf.ones(2)
-    assert plain_targets(masks, labels, weights)[0] is masks
-
-    trainer, losses, targets = training_view(segmenter, dice_bce_loss, 0.5)
-    outputs = trainer(np.zeros((2, 64, 64, 3), np.float32))
-    assert outputs["mask"].shape == (2, 64, 64, 1) and outputs["classes"].shape == (2, 3)
-    assert targets(masks, labels, weights)[0]["classes"] is labels
-    logits = tf.constant([[4.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
-    per_scan = losses["classes"](labels, logits).numpy()
-    assert np.allclose(per_scan, 0.5 * -np.log(np.exp(4) / (np.exp(4) + 2)), rtol=1e-5)
-    head = {layer.name for layer in trainer.layers} - {layer.name for layer in segmenter.layers}
-    assert head == {"aux_class_pool", "aux_class_dropout", "aux_class_logits"}
-    shared = trainer.get_layer("decoder16_up")
-    assert shared is segmenter.get_layer("decoder16_up")  # one set of weights: training the view trains the segmenter

@@ -80,38 +80,6 @@ def with_normal_presence(loss, weight: float):
     return combined
 
 
-def with_class_head(model: keras.Model) -> keras.Model:
-    """Training view of the segmenter that also outputs `classes`: normal / benign / malignant logits
-    from its stride-32 bottleneck, globally pooled. Asking the encoder to tell a lesion scan from a
-    normal one as a whole, not only pixel by pixel, is meant to make it encode what a lesion is rather
-    than the few pixels a scanner's texture makes look like one. The head exists only in this view,
-    so the saved segmenter does not carry it."""
-    bottleneck = model.get_layer("decoder16_up").input
-    pooled = keras.layers.GlobalAveragePooling2D(name="aux_class_pool")(bottleneck)
-    pooled = keras.layers.Dropout(0.3, name="aux_class_dropout")(pooled)
-    logits = keras.layers.Dense(3, name="aux_class_logits")(pooled)
-    return keras.Model(model.input, {"mask": model.output, "classes": logits})
-
-
-def class_head_loss(weight: float):
-    """`weight` x the cross-entropy of the class head's logits (labels in `CLASSES` order)."""
-    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
-    def loss(labels, logits):
-        return weight * cross_entropy(labels, logits)
-
-    return loss
-
-
-def training_view(model: keras.Model, loss, class_head_weight: float):
-    """What training fits, its loss(es), and how a batch's masks, labels and weights become its targets:
-    the segmenter itself, or with `class_head_weight` its view with the class head (`with_class_head`)."""
-    if not class_head_weight:
-        return model, loss, lambda masks, labels, weights: (masks, weights)
-    return (with_class_head(model), {"mask": loss, "classes": class_head_loss(class_head_weight)},
-            lambda masks, labels, weights: ({"mask": masks, "classes": labels}, weights))
-
-
 def _mask_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float, largest_only: bool,
                  peak_threshold: float | None = None):
     """Per scan: Dice of the post-processed mask against the truth, whether anything is drawn, and
@@ -283,8 +251,6 @@ def main(argv=None):
                         help="shipped classifier, to validate 'no lesion on scans it calls normal' ('' to skip)")
     parser.add_argument("--normal-presence-weight", type=float, default=0.0,
                         help="weight of the loss on the highest lesion probability of normal scans (0: none)")
-    parser.add_argument("--class-head-weight", type=float, default=0.0,
-                        help="weight of a training-only normal/benign/malignant head on the bottleneck (0: none)")
     parser.add_argument("--encoder-from", type=Path,
                         help="a trained classifier folder: take its encoder, frozen, and its input size (--size ignored)")
     parser.add_argument("--init-from", type=Path,
@@ -337,11 +303,11 @@ def main(argv=None):
                                             **alone_at_half(probs, val)}
 
     selector = SelectOnValidation(evaluate, args.average_from)
+    train_ds = train_dataset(train, args.batch_size, args.seed, **augmentation_options(args),
+                             targets=lambda masks, labels, weights: (masks, weights))
     fit = fit_new_layers if args.encoder_from else fit_two_phases
     loss = with_normal_presence(dice_bce_loss, args.normal_presence_weight)
-    trainer, loss, targets = training_view(model, loss, args.class_head_weight)
-    train_ds = train_dataset(train, args.batch_size, args.seed, **augmentation_options(args), targets=targets)
-    fit(trainer, train_ds, len(train["labels"]), loss, selector, args)
+    fit(model, train_ds, len(train["labels"]), loss, selector, args)
 
     val_probs = predict_in_batches(probs_fn, val["images"])[..., 0]
     best, grid = choose_postprocessing(val_probs[own], own_val, own_p_normal)
@@ -361,8 +327,7 @@ def main(argv=None):
                      "encoder_from": str(args.encoder_from) if args.encoder_from else None,
                      "init_from": ({"model": str(args.init_from), "minutes": start.config["training"].get("minutes")}
                                    if args.init_from else None),
-                     "normal_presence_weight": args.normal_presence_weight,
-                     "class_head_weight": args.class_head_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
+                     "normal_presence_weight": args.normal_presence_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from,
                      **augmentation_options(args),
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
