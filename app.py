@@ -262,6 +262,8 @@ def checked_style(style) -> str:
     return style
 
 
+EXPLAINED_OTHER_NOTE = ("The classifier's Grad-CAM shows the evidence for {explained} (chosen under Explain class), "
+                        "not for the predicted {predicted}.")
 HIDDEN_HINT = ("The segmenter did mark a region here: tick \"Draw a lesion the normal gate hides\" (under the "
                "sliders; API: show_hidden) to see it.")
 
@@ -365,6 +367,8 @@ class Handlers:
             notes.append(HIDDEN_HINT)
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
             return (NOT_ULTRASOUND, None, None, None, self.json_report(analysis, threshold), None, "\n\n".join(notes))
+        if explain not in (None, analysis.predicted_class):  # a map beside the verdict it does not explain
+            notes.append(EXPLAINED_OTHER_NOTE.format(explained=explain, predicted=analysis.predicted_class))
         lesion = analysis.lesion_stats(threshold)
         if lesion["lesion_count"]:
             notes.append(lesion_summary(lesion))
@@ -726,8 +730,12 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         for box in (scan, scan_file):
             box.upload(None, None, None, js=SCROLL_TO_RESULTS_ON_PHONE)
         demo.unload(handlers.leave)
-        gr.on([threshold.input, opacity.input, explain.change, style.change, show_hidden.change], handlers.render,
-              [state, *settings], outputs, api_visibility="private", trigger_mode="always_last")
+        setting_changed = [threshold.input, opacity.input, explain.change, style.change, show_hidden.change]
+        gr.on(setting_changed, handlers.render, [state, *settings], outputs, api_visibility="private",
+              trigger_mode="always_last")
+        # A PDF made before a setting changed no longer shows what is on screen: it goes (make another).
+        gr.on(setting_changed, lambda: gr.update(visible=False, value=None), None, pdf, api_visibility="private",
+              show_progress="hidden")
         demo.load(None, js=ANNOUNCE_NOTES)
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")

@@ -141,6 +141,17 @@ def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
     assert (pixels(strict_mask) > 0).sum() <= (pixels(mask) > 0).sum()
 
 
+def test_a_map_of_another_class_than_the_predicted_one_says_so(handlers, tmp_path):
+    """The Grad-CAM picture sits beside the verdict: when it explains another class, the notes say which."""
+    state, *_ = handlers.analyze_and_store(upload_copy(EXAMPLE_UPLOAD, tmp_path))
+    assert state.predicted_class == "benign"
+    for explain in ("predicted class", "benign"):
+        *_, notes = handlers.render(state, explain, None, 0.45)
+        assert "Grad-CAM shows the evidence for" not in notes
+    *_, notes = handlers.render(state, "normal", None, 0.45)
+    assert "Grad-CAM shows the evidence for normal (chosen under Explain class), not for the predicted benign." in notes
+
+
 def test_a_threshold_that_draws_nothing_says_so(handlers, examples, tmp_path):
     """A lesion the segmenter is 92 % sure of at most (the examples' lesions all pass 0.95, the
     slider's top) is drawn at the validated threshold, and at 0.95 the notes say why nothing is."""
@@ -597,6 +608,9 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         report = tmp_path / "report.pdf"
         download.value.save_as(report)
         assert "malignant" in pdf_text(report) and "not a medical device" in pdf_text(report)
+        # A setting moved after the PDF was made: that PDF no longer shows the screen, so it goes.
+        page.get_by_label("range slider for Mask threshold").press("ArrowRight")
+        expect(page.locator("#pdf")).to_be_hidden(timeout=30_000)
 
         # A batch of three files: a row each, sortable table, outlines, CSV.
         page.get_by_role("tab", name="Batch").click()
