@@ -91,7 +91,7 @@ CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: 
 #mask > [data-testid=block-label], #seg-cam > [data-testid=block-label],
 #batch-gallery > [data-testid=block-label] { position: static; margin-bottom: 4px; }
 input[type=range]:focus-visible, input[type=radio]:focus-visible, input[type=checkbox]:focus-visible,
-input[role=listbox]:focus-visible { outline: 3px solid #3730a3; outline-offset: 2px; }
+input[role=combobox]:focus-visible { outline: 3px solid #3730a3; outline-offset: 2px; }
 #batch-table .header-cell.first-column, #batch-table .body-cell.first-column { position: sticky; left: 0; z-index: 3; }
 #batch-table .body-cell.first-column { background: inherit; }
 #batch-table .header-cell.first-column::after, #batch-table .body-cell.first-column::after {
@@ -180,6 +180,17 @@ EXAMPLE_FILES, EXAMPLE_PICTURES, EXAMPLE_CAPTIONS = read_examples()
 def pick_example(event: gr.SelectData) -> tuple[str, str, None]:
     """(the picture for the scan box, the file to analyse, an empty file box)."""
     return EXAMPLE_PICTURES[event.index], EXAMPLE_FILES[event.index], None
+
+
+# The gallery's index of no thumbnail: Gradio 6.31's gallery keeps a clicked thumbnail highlighted when
+# sent None (no change to it, as it sees it), while an index outside it highlights none.
+NO_EXAMPLE = -1
+
+
+def chosen_file(path: str | None) -> tuple:
+    """A file chosen in (or removed from) one scan box: it is the file chosen last, the other box empties
+    (the two never disagree on it), and no example stays highlighted as if it were the one shown."""
+    return path, None, gr.update(selected_index=NO_EXAMPLE)
 
 
 def current_file(picture: str | None, uploaded: str | None) -> str | None:
@@ -713,22 +724,21 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         # (but did change the PDF). "always_last": a drag's steps do not queue up, its last value runs.
         frame.input(**clear, trigger_mode="always_last").then(**store).then(**show_analysed)
         view.input(**clear, trigger_mode="always_last").then(**store)
-        # A new scan: remember which file it is (the scan box and the file box never disagree on it),
-        # start at its first frame, analyse. Removing it removes its results too.
-        scan.upload(lambda path: (path, None), scan, [chosen, scan_file], api_visibility="private") \
-            .then(**first_frame).then(**clear).then(**store).then(**show_analysed)
-        scan.clear(lambda: (None, None), None, [chosen, scan_file], api_visibility="private") \
+        # A new scan: remember which file it is (`chosen_file`), start at its first frame, analyse. Removing
+        # it removes its results too. The results sit below the scan box on a phone, and far above the
+        # examples: bring them into view once the previous scan's results and PDF box are gone (a PDF box
+        # hidden after the scroll pulled the results up past the top of the screen).
+        for box, other in ((scan, scan_file), (scan_file, scan)):
+            cleared = box.upload(chosen_file, box, [chosen, other, gallery], api_visibility="private") \
+                .then(**first_frame).then(**clear)
+            cleared.then(**store).then(**show_analysed)
+            cleared.then(None, None, None, js=SCROLL_TO_RESULTS_ON_PHONE)
+            box.clear(lambda: chosen_file(None), None, [chosen, other, gallery], api_visibility="private") \
+                .then(**first_frame).then(**clear)
+        cleared = gallery.select(pick_example, None, [scan, chosen, scan_file], api_visibility="private") \
             .then(**first_frame).then(**clear)
-        scan_file.upload(lambda path: (path, None), scan_file, [chosen, scan], api_visibility="private") \
-            .then(**first_frame).then(**clear).then(**store).then(**show_analysed)
-        scan_file.clear(lambda: (None, None), None, [chosen, scan], api_visibility="private") \
-            .then(**first_frame).then(**clear)
-        gallery.select(pick_example, None, [scan, chosen, scan_file], api_visibility="private") \
-            .then(**first_frame).then(**clear).then(**store)
-        # The examples sit below the results (far below on a phone): bring the results into view.
-        gallery.select(None, None, None, js=SCROLL_TO_RESULTS)
-        for box in (scan, scan_file):
-            box.upload(None, None, None, js=SCROLL_TO_RESULTS_ON_PHONE)
+        cleared.then(**store)
+        cleared.then(None, None, None, js=SCROLL_TO_RESULTS)
         demo.unload(handlers.leave)
         setting_changed = [threshold.input, opacity.input, explain.change, style.change, show_hidden.change]
         gr.on(setting_changed, handlers.render, [state, *settings], outputs, api_visibility="private",

@@ -573,6 +573,7 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         # Upload a scan (it is analysed at once), then click Analyse: the same file analysed again.
         page.locator("#scan input[type=file]").set_input_files(str(EXAMPLE_UPLOAD))
         expect(probabilities).to_contain_text("benign", timeout=60_000)
+        expect(page.locator("#examples .thumbnail-item.selected")).to_have_count(0)  # the normal example is not shown
         page.get_by_role("button", name="Analyse").click()
         page.wait_for_timeout(3_000)
         expect(probabilities).to_contain_text("benign", timeout=60_000)
@@ -656,6 +657,14 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         phone.locator("#scan input[type=file]").set_input_files(str(EXAMPLE_UPLOAD))
         expect(phone.locator("#probabilities")).to_contain_text("benign", timeout=60_000)
         expect(phone.locator("#notes")).to_be_in_viewport(timeout=10_000)
+        # ... and so does an example chosen after a PDF was made: the PDF box above the results, hidden
+        # after the scroll had begun, pulled them up past the top of the screen.
+        phone.get_by_role("button", name="PDF report").click()
+        expect(phone.locator("#pdf a").first).to_be_visible(timeout=30_000)
+        phone.locator("#examples").get_by_text("normal · BUSI", exact=True).click()
+        expect(phone.locator("#notes")).to_contain_text("normal gate hides", timeout=60_000)
+        phone.wait_for_timeout(1_500)  # the smooth scroll has ended
+        assert phone.locator("#notes").evaluate("e => e.getBoundingClientRect().top") >= -1, "the notes' top is cut off"
         # A batch on a phone: the class column shows beside the file column, which stays put while the
         # table scrolls sideways (Gradio's pinned_columns did neither; the file took up to 80 % of the width).
         phone.get_by_role("tab", name="Batch").click()
