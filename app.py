@@ -182,8 +182,8 @@ def pick_example(event: gr.SelectData) -> tuple[str, str, None]:
     return EXAMPLE_PICTURES[event.index], EXAMPLE_FILES[event.index], None
 
 
-# The gallery's index of no thumbnail: Gradio 6.31's gallery keeps a clicked thumbnail highlighted when
-# sent None (no change to it, as it sees it), while an index outside it highlights none.
+# The gallery's index of no thumbnail: sent selected_index None, Gradio 6.31's gallery keeps a clicked
+# thumbnail highlighted; sent an index outside it, it highlights none, and a click selects as before.
 NO_EXAMPLE = -1
 
 
