@@ -451,8 +451,9 @@ def unseen_against_segmenter_baseline(reports: str, change: str, rule: int, thir
             f"is the single-source recipe (`--head-epochs 2 --epochs 10`, encoder frozen up to stride 4), {change}; "
             "`_sN`: seed N. \"Best Dice\" is over the trainer's post-processing grid chosen on the unseen scans "
             "themselves (0: no setting flags so few); \"its own choice\" is the post-processing the run chose on its "
-            f"own source. Rule {rule} compares the two recipes' means over seeds 7 and 8 × 2 directions"
-            + (f", rule {third_seed_rule} over seeds 7 to 9 × 2 directions." if third_seed_rule else "."))
+            f"own source. Rule {rule} compares the two recipes' means over seeds 7 "
+            + ("to 9 × 2 directions." if third_seed_rule == rule else "and 8 × 2 directions"
+               + (f", rule {third_seed_rule} over seeds 7 to 9 × 2 directions." if third_seed_rule else ".")))
     seeds = ("", "_s9") if third_seed_rule else ("",)
     names = tuple(f"unseen_source_segmenters{tag}{seed}_{source}.json" for tag in ("", f"_{reports}")
                   for seed in seeds for source in ("busi", "bus_uclm"))
@@ -857,6 +858,9 @@ RENDERERS = {
     "unseen_source_segmenters_class_head": unseen_against_segmenter_baseline(
         "classhead", "`_classhead` runs also train a normal / benign / malignant head on the bottleneck "
         "(`--class-head-weight 0.5`, an option removed after rule 71 failed)", 70, third_seed_rule=71),
+    "unseen_source_segmenters_class_balanced": unseen_against_segmenter_baseline(
+        "balanced", "`_balanced` runs weigh each class equally in the loss (`--class-balanced`, an option removed after "
+        "rule 72 failed)", 72, third_seed_rule=72),
     "unseen_source_segmenter_baseline": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
                       "unseen_source_segmenters_s9_busi.json", "unseen_source_segmenters_s9_bus_uclm.json"),

@@ -40,7 +40,6 @@ from training.finetune import (PREPROCESSING, SelectOnValidation, augmentation_o
                                load_side, load_training_data, normal_probability, per_source, predict_in_batches,
                                save_model, train_dataset, training_parser, training_splits)
 from training.metrics import dice_iou
-from training.train_classifier import class_weights
 
 MAX_NORMAL_FP_RATE = 0.10
 POSTPROCESSING_KEYS = ("threshold", "peak_threshold", "min_area_fraction", "largest_only", "normal_gate",
@@ -252,8 +251,6 @@ def main(argv=None):
                         help="shipped classifier, to validate 'no lesion on scans it calls normal' ('' to skip)")
     parser.add_argument("--normal-presence-weight", type=float, default=0.0,
                         help="weight of the loss on the highest lesion probability of normal scans (0: none)")
-    parser.add_argument("--class-balanced", action="store_true",
-                        help="times the per-scan source weights, inverse class frequency (as the classifier trains)")
     parser.add_argument("--encoder-from", type=Path,
                         help="a trained classifier folder: take its encoder, frozen, and its input size (--size ignored)")
     parser.add_argument("--init-from", type=Path,
@@ -276,8 +273,6 @@ def main(argv=None):
         start = load_model(str(args.init_from))
         args.size, args.encoder = start.config["input_size"], start.encoder
     framing, train, val = load_training_data(args)
-    if args.class_balanced:  # normal scans, a fifth of BUSI's, then carry a third of the loss
-        train["weights"] = train["weights"] * class_weights(train["labels"])[train["labels"]]
     model = build_segmenter(args.size, args.encoder)
     if args.encoder_from:
         copied = copy_encoder(encoder_source.model, model)
@@ -332,8 +327,7 @@ def main(argv=None):
                      "encoder_from": str(args.encoder_from) if args.encoder_from else None,
                      "init_from": ({"model": str(args.init_from), "minutes": start.config["training"].get("minutes")}
                                    if args.init_from else None),
-                     "normal_presence_weight": args.normal_presence_weight,
-                     "class_balanced": args.class_balanced, "head_epochs": args.head_epochs, "epochs": args.epochs,
+                     "normal_presence_weight": args.normal_presence_weight, "head_epochs": args.head_epochs, "epochs": args.epochs,
                      "batch_size": args.batch_size, "lr": args.lr, "average_from": args.average_from,
                      **augmentation_options(args),
                      "best_epoch": best_epoch, "epochs_averaged": selector.history[best_epoch - 1]["epochs_averaged"],
