@@ -446,14 +446,15 @@ def unseen_against_segmenter_baseline(reports: str, change: str, rule: int, thir
     unseen source but its test side: its seeds 7 and 8 (`unseen_source_segmenters_<reports>_<source>.json`)
     beside the baseline's same seeds (`unseen_source_segmenters_<source>.json`); with `third_seed_rule` (the
     rule that added it), seed 9 of both as well (`..._s9_<source>.json`)."""
+    compared = "7 to 9" if third_seed_rule == rule else "7 and 8"  # a rule run on three seeds from the start
     note = ("The segmenter alone (no classifier gate) on all of the source each run did not see but its test side "
             "(`python -m training.unseen_source`: 541 BUS-UCLM frames of 30 patients, 647 BUSI scans); the baseline "
             f"is the single-source recipe (`--head-epochs 2 --epochs 10`, encoder frozen up to stride 4), {change}; "
             "`_sN`: seed N. \"Best Dice\" is over the trainer's post-processing grid chosen on the unseen scans "
             "themselves (0: no setting flags so few); \"its own choice\" is the post-processing the run chose on its "
-            f"own source. Rule {rule} compares the two recipes' means over seeds 7 "
-            + ("to 9 × 2 directions." if third_seed_rule == rule else "and 8 × 2 directions"
-               + (f", rule {third_seed_rule} over seeds 7 to 9 × 2 directions." if third_seed_rule else ".")))
+            f"own source. Rule {rule} compares the two recipes' means over seeds {compared} "
+            "× 2 directions" + (f", rule {third_seed_rule} over seeds 7 to 9 × 2 directions."
+                                if third_seed_rule not in (None, rule) else "."))
     seeds = ("", "_s9") if third_seed_rule else ("",)
     names = tuple(f"unseen_source_segmenters{tag}{seed}_{source}.json" for tag in ("", f"_{reports}")
                   for seed in seeds for source in ("busi", "bus_uclm"))
