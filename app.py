@@ -65,6 +65,15 @@ EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
 DISPLAY_MAX_SIDE = 1024  # overlays are drawn no larger: bigger scans are shown shrunk anyway
 REPORT_NAME = "breast-ultrasound-report.pdf"
 BATCH_NAME = "breast-ultrasound-batch.csv"
+# The batch table's headers on screen, in words; the CSV keeps the column names `python -m inference` writes.
+BATCH_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(normal)", "p_benign": "P(benign)",
+                 "p_malignant": "P(malignant)", "lesion_count": "Lesions", "lesion_area_px": "Area (px)",
+                 "lesion_area_percent": "Area (% of scan)", "lesion_area_mm2": "Area (mm²)",
+                 "longest_diameter_mm": "Longest diameter (mm)", "perpendicular_width_mm": "Width across it (mm)",
+                 "warnings": "Warnings"}
+# A scan with no class says why in its class cell, in a word that fits a phone's column (the whole
+# reason was clipped there); the warnings column holds the reason.
+ERROR_CELL, NOT_RECOGNISED_CELL = "(error)", "(not recognised)"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
 BATCH_FILE_CHARS = 28  # the Batch table shows the end of a longer path (the CSV has it whole)
@@ -587,14 +596,14 @@ def skipped_summary(skipped: list[str], shown: int = 5) -> str:
 def for_screen(row: dict) -> dict:
     """A batch row for the table on screen: a long path keeps its end (the file's own name: zip paths
     filled a phone's width and left one look-alike prefix per row), and a scan with no class says why
-    in its class cell, since the warnings column that holds the reason sits off-screen. The CSV keeps
-    the path whole and the cell empty."""
+    in its class cell (`ERROR_CELL`, `NOT_RECOGNISED_CELL`), since the warnings column that holds the reason sits
+    off-screen. The CSV keeps the path whole and the cell empty."""
     file = row["file"]
     shown = {**row, "file": file if len(file) <= BATCH_FILE_CHARS else "…" + file[1 - BATCH_FILE_CHARS:]}
     if row["predicted_class"] is not None:
         return shown
     failed = (row["warnings"] or "").startswith(ERROR_PREFIX)
-    return {**shown, "predicted_class": "(error: see warnings)" if failed else "(" + NOT_ULTRASOUND + ")"}
+    return {**shown, "predicted_class": ERROR_CELL if failed else NOT_RECOGNISED_CELL}
 
 
 def lesion_summary(lesion: dict) -> str:
@@ -698,7 +707,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 # The file stays in view while the other columns scroll sideways, and on a phone takes at most
                 # 40 % of the width, so the class shows beside it: CSS above (Gradio 6.31's pinned_columns
                 # neither sticks nor narrows the column).
-                batch_table = gr.Dataframe(headers=COLUMNS, label="Results (sort from a column's ⋮ menu)",
+                batch_table = gr.Dataframe(headers=[BATCH_HEADERS[c] for c in COLUMNS],
+                                           label="Results (sort from a column's ⋮ menu)",
                                            interactive=False, elem_id="batch-table", pinned_columns=1)
                 batch_gallery = gr.Gallery(label="Lesions outlined", columns=4, height="auto",
                                            format="jpeg", elem_id="batch-gallery")
