@@ -16,11 +16,8 @@ malignant at 78 % was read normal beside its mirror image). So the field is spli
 how many there were, so that the user is told which one was analysed and that another can be.
 
 Scanners also differ in gain, dynamic range and post-processing. A model's framing may ask for the
-placed field's grey levels to be standardised (`intensity`), so that a model sees tissue rather than
-each scanner's grey-level curve: "clahe" (contrast-limited adaptive histogram equalisation: local
-contrast) or "equalize" (global histogram equalisation of the field's tissue: any increasing grey-level
-curve a scanner applies, such as gain, gamma or dynamic range, gives the same input, and a region darker
-than another stays darker).
+placed field to be standardised by contrast-limited adaptive histogram equalisation (`clahe`), so
+that a model sees local contrast rather than each scanner's grey-level curve.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
-from skimage.exposure import equalize_adapthist, equalize_hist
+from skimage.exposure import equalize_adapthist
 
 from inference.decode import ScanError
 
@@ -53,7 +50,6 @@ PLAIN_SHARE = 0.95
 VIEW_MIN_SIDE = 0.3
 VIEW_MIN_FILL = 0.5
 CLAHE_CLIP_LIMIT = 0.01  # scikit-image's default; its tiles are 1/8 of each side of the placed field
-INTENSITY_STANDARDISATIONS = ("clahe", "equalize")  # a framing's `intensity`; "" leaves grey levels as scanned
 
 
 def _plain_run(lines: np.ndarray) -> tuple[int, float]:
@@ -230,8 +226,8 @@ def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Framing:
     """How a scan of `scan_shape` became a `size` x `size` model input: the `box` cut from it (top,
-    bottom, left, right) was resized to `inner` (h, w) and placed at `offset` (top, left); with an
-    `intensity` standardisation, the placed field of a scan (not of a mask) is equalised. A scan showing several views
+    bottom, left, right) was resized to `inner` (h, w) and placed at `offset` (top, left); with
+    `clahe`, the placed field of a scan (not of a mask) is equalised. A scan showing several views
     (`scan_views`) is framed on one: `views` says how many there were, `view_index` which one (from 0,
     left to right; `view` says where in words), `asked` whether a user chose it (else it is the largest)
     and `larger_than_the_rest` whether it was strictly the largest (else the leftmost of equals)."""
@@ -241,7 +237,7 @@ class Framing:
     size: int
     inner: tuple[int, int]
     offset: tuple[int, int]
-    intensity: str = ""
+    clahe: bool = False
     views: int = 1
     larger_than_the_rest: bool = True
     view_index: int = 0
@@ -249,11 +245,9 @@ class Framing:
 
     @classmethod
     def of(cls, gray: np.ndarray, size: int, crop_to_field: bool = False, keep_aspect: bool = False,
-           intensity: str = "", view: int | None = None) -> Framing:
+           clahe: bool = False, view: int | None = None) -> Framing:
         """`view`: which view to frame (from 0, left to right; None: the largest); a model that does not
         crop to the field sees the whole scan as one view. Raises ViewError for a view not shown."""
-        if intensity and intensity not in INTENSITY_STANDARDISATIONS:
-            raise ValueError(f"unknown intensity standardisation {intensity!r}")
         height, width = gray.shape
         views = scan_views(gray) if crop_to_field else [(0, height, 0, width)]
         index = chosen_view(views, view)
@@ -266,7 +260,7 @@ class Framing:
             inner = (size, size)
         offset = ((size - inner[0]) // 2, (size - inner[1]) // 2)
         larger = sum(_area(other) == _area(box) for other in views) == 1
-        return cls((height, width), box, size, inner, offset, intensity, len(views), larger, index, view is not None)
+        return cls((height, width), box, size, inner, offset, clahe, len(views), larger, index, view is not None)
 
     @property
     def view(self) -> str:
@@ -279,7 +273,7 @@ class Framing:
         `view` (`of`)."""
         framing = config.get("framing", {})
         return cls.of(gray, config["input_size"], framing.get("crop_to_field", False), framing.get("keep_aspect", False),
-                      framing.get("intensity", ""), view)
+                      framing.get("clahe", False), view)
 
     def resized(self, scan_shape: tuple[int, int]) -> Framing:
         """The same framing for the scan resized to `scan_shape` (maps drawn on a smaller copy)."""
@@ -321,12 +315,8 @@ def views_warnings(framing: Framing) -> list[str]:
 def to_model_input(gray: np.ndarray, framing: Framing) -> np.ndarray:
     """(H, W) uint8 greyscale -> (size, size, 3) float32 RGB in 0..255 (models scale it themselves)."""
     square = framing.to_input(gray).astype(np.float32)
-    if framing.intensity:  # the field only: equalising the black padding would light it up
+    if framing.clahe:  # the field only: equalising the black padding would light it up
         (top, left), (height, width) = framing.offset, framing.inner
-        field = square[top:top + height, left:left + width] / 255
-        if framing.intensity == "clahe":
-            field = equalize_adapthist(field, clip_limit=CLAHE_CLIP_LIMIT)
-        else:  # the histogram of tissue only: the black around a sector would take a share of the grey levels
-            field = equalize_hist(field, nbins=256, mask=field > FIELD_MIN_LEVEL / 255)
-        square[top:top + height, left:left + width] = 255 * field
+        field = square[top:top + height, left:left + width]
+        square[top:top + height, left:left + width] = 255 * equalize_adapthist(field / 255, clip_limit=CLAHE_CLIP_LIMIT)
     return np.repeat(square[..., None], 3, axis=-1)

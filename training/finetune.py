@@ -254,13 +254,9 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
                         help="training sources (one alone: for cross-source validation)")
     parser.add_argument("--stretch", action="store_true",
                         help="stretch the whole scan to the square input (the first models' framing)")
-    intensity = parser.add_mutually_exclusive_group()
-    intensity.add_argument("--clahe", dest="intensity", action="store_const", const="clahe", default="",
-                           help="equalise the framed ultrasound field by CLAHE (inference.preprocess), in training "
-                                "and in serving, which reads it from the model's framing")
-    intensity.add_argument("--equalize", dest="intensity", action="store_const", const="equalize",
-                           help="equalise the framed ultrasound field's global histogram (inference.preprocess), "
-                                "in training and in serving")
+    parser.add_argument("--clahe", action="store_true",
+                        help="equalise the framed ultrasound field by CLAHE (inference.preprocess), in training and "
+                             "in serving, which reads it from the model's framing")
     parser.add_argument("--zoom-crop", type=float, default=zoom_crop,
                         help="share of training scans cut to a random box around the lesion (or a stand-in box "
                              "on normal scans), aspect kept: pre-cropped exports of other hospitals; 0: none")
@@ -295,7 +291,7 @@ def load_training_data(args) -> tuple[dict, dict, dict]:
     """(framing, train, val) for a training run: the train sides of `args.sources`, framed as
     `--stretch` says, and the validation sides of every training source (a single-source run is
     scored on the others' too: cross-source validation)."""
-    framing = ({} if args.stretch else FRAMING) | ({"intensity": args.intensity} if args.intensity else {})
+    framing = ({} if args.stretch else FRAMING) | ({"clahe": True} if args.clahe else {})
     train = load_side("train", args.size, args.limit, framing, args.sources)
     val = load_side("val", args.size, args.limit, framing, TRAINING_SOURCES)
     print(f"train {len(train['labels'])} scans ({', '.join(args.sources)}), val {len(val['labels'])} scans "

@@ -843,6 +843,9 @@ RENDERERS = {
     "cross_source_classifier_random_convolution": unseen_against_shipped_recipe(
         "randconv", "with half the training scans given a random local texture (`_randconv`, `--random-convolution`",
         69, seeds="9 to 12"),
+    "cross_source_classifier_equalize": unseen_against_shipped_recipe(
+        "equalize", "with the ultrasound field's global histogram equalised in training and serving (`_equalize`, "
+        "`--equalize`, an option removed after rules 73 and 74 failed", 74, seeds="9 to 12"),
     "unseen_source_segmenters_learning_rate": unseen_against_segmenter_baseline(
         "lr1e-4", "`_lr1e-4` runs fine-tune at a peak learning rate of 1e-4 instead of 3e-4", 47),
     "unseen_source_segmenters_head_epochs": unseen_against_segmenter_baseline(
@@ -862,6 +865,10 @@ RENDERERS = {
     "unseen_source_segmenters_class_balanced": unseen_against_segmenter_baseline(
         "balanced", "`_balanced` runs weigh each class equally in the loss (`--class-balanced`, an option removed after "
         "rule 72 failed)", 72, third_seed_rule=72),
+    "unseen_source_segmenters_equalize": unseen_against_segmenter_baseline(
+        "equalize", "`_equalize` runs see the ultrasound field's global histogram equalised (`--equalize`, an option "
+        "removed after rule 73 failed)", 73,
+        third_seed_rule=73),
     "unseen_source_segmenter_baseline": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
                       "unseen_source_segmenters_s9_busi.json", "unseen_source_segmenters_s9_bus_uclm.json"),

@@ -80,8 +80,7 @@ def view_input(gray: np.ndarray, box: tuple[int, int, int, int], config: dict) -
     frames its zoomed crops (no search for the ultrasound field inside a cut that is all field)."""
     top, bottom, left, right = box
     crop = gray[top:bottom, left:right]
-    framing = Framing.of(crop, config["input_size"], keep_aspect=True,
-                         intensity=config.get("framing", {}).get("intensity", ""))
+    framing = Framing.of(crop, config["input_size"], keep_aspect=True, clahe=config.get("framing", {}).get("clahe", False))
     return to_model_input(crop, framing)
 
 
