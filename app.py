@@ -596,8 +596,8 @@ def skipped_summary(skipped: list[str], shown: int = 5) -> str:
 def for_screen(row: dict) -> dict:
     """A batch row for the table on screen: a long path keeps its end (the file's own name: zip paths
     filled a phone's width and left one look-alike prefix per row), and a scan with no class says why
-    in its class cell (`ERROR_CELL`, `NOT_RECOGNISED_CELL`), since the warnings column that holds the reason sits
-    off-screen. The CSV keeps the path whole and the cell empty."""
+    in its class cell (`ERROR_CELL`, `NOT_RECOGNISED_CELL`), since the warnings column that holds the
+    reason sits off-screen. The CSV keeps the path whole and the cell empty."""
     file = row["file"]
     shown = {**row, "file": file if len(file) <= BATCH_FILE_CHARS else "…" + file[1 - BATCH_FILE_CHARS:]}
     if row["predicted_class"] is not None:

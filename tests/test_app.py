@@ -367,7 +367,7 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     single = handlers.analyzer.analyze(examples[2][0])
     assert table[0][1] == single.predicted_class and abs(table[0][4] - single.probabilities[2]) < 1e-4
     assert table[1][1] in ("normal", "benign", "malignant") and table[2][-1].startswith("error: ")
-    assert table[2][1] == "(error)", "a failed scan's row says so where it is seen"
+    assert table[2][1] == app.ERROR_CELL, "a failed scan's row says so where it is seen"
     assert len(gallery) == 2 and gallery[1][1].startswith("IM0001: "), "a caption names the file, not its zip path"
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))

@@ -867,8 +867,7 @@ RENDERERS = {
         "rule 72 failed)", 72, third_seed_rule=72),
     "unseen_source_segmenters_equalize": unseen_against_segmenter_baseline(
         "equalize", "`_equalize` runs see the ultrasound field's global histogram equalised (`--equalize`, an option "
-        "removed after rule 73 failed)", 73,
-        third_seed_rule=73),
+        "removed after rule 73 failed)", 73, third_seed_rule=73),
     "unseen_source_segmenter_baseline": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
                       "unseen_source_segmenters_s9_busi.json", "unseen_source_segmenters_s9_bus_uclm.json"),
