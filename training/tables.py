@@ -870,6 +870,9 @@ RENDERERS = {
     "unseen_source_segmenters_equalize": unseen_against_segmenter_baseline(
         "equalize", "`_equalize` runs see the ultrasound field's global histogram equalised (`--equalize`, an option "
         "removed after rule 73 failed)", 73, third_seed_rule=73),
+    "unseen_source_segmenters_tissue_crop": unseen_against_segmenter_baseline(
+        "tissue", "`_tissue` runs cut a quarter of the lesion scans to a box clear of the lesion, with an empty mask "
+        "(`--tissue-crop 0.25`, an option removed after rule 76 failed)", 76, third_seed_rule=76),
     "unseen_source_segmenter_baseline": lambda reports_dir: render_ensembles(
         reports_dir, ("unseen_source_segmenters_busi.json", "unseen_source_segmenters_bus_uclm.json",
                       "unseen_source_segmenters_s9_busi.json", "unseen_source_segmenters_s9_bus_uclm.json"),
