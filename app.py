@@ -71,7 +71,7 @@ BATCH_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(norm
                  "lesion_area_percent": "Area (% of scan)", "lesion_area_mm2": "Area (mm²)",
                  "longest_diameter_mm": "Longest diameter (mm)", "perpendicular_width_mm": "Width across it (mm)",
                  "warnings": "Warnings"}
-# A scan with no class says why in its class cell, in a word that fits a phone's column (the whole
+# A scan with no class says why in its class cell, in words that fit a phone's column (the whole
 # reason was clipped there); the warnings column holds the reason.
 ERROR_CELL, NOT_RECOGNISED_CELL = "(error)", "(not recognised)"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
