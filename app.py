@@ -80,7 +80,8 @@ BATCH_FILE_CHARS = 28  # the Batch table shows the end of a longer path (the CSV
 # The mask threshold's range, for the slider and the API alike: at 0 every pixel is "lesion" (the
 # whole scan drawn, sized and explained), at 1 none is.
 THRESHOLD_RANGE = (0.05, 0.95)
-STORED_OUTPUTS = 10  # what the UI's analysis sets: the stored result, the seven results, the frame and view pickers
+RENDERED_OUTPUTS = 7  # the results drawn from an analysis: probabilities, four pictures, the JSON report, the notes
+STORED_OUTPUTS = RENDERED_OUTPUTS + 3  # what the UI's analysis sets: the stored result, the results, frame and view
 # Example and batch captions sit under their pictures (wrapped over them, on a phone or at 200 % zoom,
 # they hid half the scan), in a box that grows with them; on a phone the examples show three columns and
 # the batch outlines two, not five or four off-screen. The model cards' wide tables scroll sideways
@@ -340,7 +341,7 @@ class Handlers:
         image; and a ticket that makes the coming analysis the session's newest (`analyze_chosen`)."""
         ticket = next(self._tickets)
         self._newest[session_of(request)] = ticket
-        return (None,) * 7 + ("", gr.update(value=None, visible=False), ticket)  # state, results, notes, PDF
+        return (None,) * RENDERED_OUTPUTS + ("", gr.update(value=None, visible=False), ticket)  # state, results, notes, PDF
 
     def leave(self, request: gr.Request = None):
         """A page closed: its session's ticket goes."""
@@ -376,7 +377,7 @@ class Handlers:
         pass the first time a threshold draws a new mask (nothing to do before an analysis). With
         `show_hidden`, a lesion the normal gate hid is drawn, with a note saying so."""
         if analysis is None:
-            return (gr.skip(),) * 7  # one per rendered output
+            return (gr.skip(),) * RENDERED_OUTPUTS
         analysis = as_asked(analysis, show_hidden)
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
@@ -443,14 +444,17 @@ class Handlers:
                        request: gr.Request = None):
         """The UI's analysis of the file chosen last (`current_file`), under the ticket `forget` gave it.
         If the session has chosen another scan since (a big scan still running when an example is
-        clicked), nothing is shown, not even an error: its results would land under the newer scan."""
+        clicked), nothing is shown, not even an error: its results would land under the newer scan.
+        A file it cannot analyse gets its reason in the notes, where results would be (and in a pop-up),
+        not a raised error: that would mark every result box with Gradio's red "Error" badge as well."""
         try:
             outputs = self.analyze_and_store(current_file(picture, uploaded), frame, view, explain, threshold,
                                              opacity, style, show_hidden)
-        except gr.Error:
+        except gr.Error as error:
             if self._superseded(ticket, request):
                 return (gr.skip(),) * STORED_OUTPUTS
-            raise
+            gr.Warning(error.message)
+            return None, *(None,) * (RENDERED_OUTPUTS - 1), f"⚠️ {error.message}", gr.skip(), gr.skip()
         return (gr.skip(),) * STORED_OUTPUTS if self._superseded(ticket, request) else outputs
 
     @staticmethod

@@ -84,8 +84,10 @@ def test_an_analysis_overtaken_by_a_newer_scan_shows_nothing(handlers, examples,
     assert all(u == gr.skip() for u in handlers.analyze_chosen(str(bad), None, old_ticket))
     state, label, *_ = handlers.analyze_chosen(second, None, new_ticket)
     assert state.predicted_class == max(label, key=label.get)
-    with pytest.raises(gr.Error, match="not an image"):  # the newest analysis's error is shown
-        handlers.analyze_chosen(str(bad), None, new_ticket)
+    # The newest analysis's error is shown, in the notes where the results were, every result blank.
+    state, *results, notes, frame, view = handlers.analyze_chosen(str(bad), None, new_ticket)
+    assert state is None and all(r is None for r in results)
+    assert notes.startswith("⚠️") and "not an image" in notes
 
 
 def test_classify_runs_the_classifier_forward_pass_only(handlers, analyzer, examples, monkeypatch):
@@ -586,7 +588,8 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         bad = tmp_path / "notes.png"
         bad.write_bytes(b"this is a text file, not a scan")
         page.locator("#scan input[type=file]").set_input_files(str(bad))
-        expect(page.get_by_text("not an image this app can read").first).to_be_visible(timeout=30_000)
+        expect(notes).to_contain_text("not an image this app can read", timeout=30_000)
+        expect(page.get_by_text("Error", exact=True)).to_have_count(0)  # no red badge on every result box
         expect(probabilities).not_to_contain_text("benign", timeout=10_000)
         assert "Traceback" not in page.content()
         page.screenshot(path=str(tmp_path / "error.png"), full_page=True)
