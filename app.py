@@ -13,6 +13,7 @@ import argparse
 import atexit
 import contextlib
 import csv
+import collections
 import ctypes
 import io
 import itertools
@@ -562,13 +563,11 @@ class Handlers:
         try:
             inputs = read_batch_inputs(paths or [])
         except BatchInputError as error:
-            raise user_error(str(error)) from None
+            return batch_refused(str(error))
         scans, skipped = inputs.scans, skipped_summary(inputs.skipped)
         if not scans:
-            raise user_error(f"No scans in the upload: {skipped}." if skipped
-                             else "Choose one or more scans, or a zip archive of scans.")
-        if skipped:
-            gr.Warning(f"Not analysed: {skipped}.")
+            return batch_refused(f"No scans in the upload: {skipped}." if skipped
+                                 else "Choose one or more scans, or a zip archive of scans.")
         rows, gallery = [], []
         progress(0, desc="analysing", total=len(scans), unit="scans")
         for chunk in batches(scans, BATCH_CHUNK):  # read now: a request holds one chunk, not the upload
@@ -583,7 +582,29 @@ class Handlers:
             progress(len(rows) / len(scans), desc="analysing")
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
                  for r in map(for_screen, rows)]
-        return table, gallery, write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)
+        csv_file = write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)
+        return batch_summary(rows, skipped, self.analyzer.classes), table, gallery, csv_file
+
+
+def batch_refused(message: str) -> tuple:
+    """The Batch tab's outputs for an upload it cannot analyse: the reason above the (emptied) results
+    and in a pop-up, not a raised error, which would badge every result box red."""
+    gr.Warning(message)
+    return f"⚠️ {message}", None, None, None
+
+
+def batch_summary(rows: list[dict], skipped: str, classes: list[str]) -> str:
+    """The batch in a line above its table: how many scans of each class, and how many the app did
+    not recognise or could not read, so a long batch need not be scrolled through to be counted;
+    then what it passed over (`skipped_summary`)."""
+    shown = collections.Counter(for_screen(row)["predicted_class"] for row in rows)
+    counts = [f"{shown[name]} {name}" for name in classes if shown[name]]
+    counts += [f"{shown[cell]} {what}" for cell, what in ((NOT_RECOGNISED_CELL, "not recognised as a breast ultrasound"),
+                                                          (ERROR_CELL, "could not be read")) if shown[cell]]
+    classless = shown[NOT_RECOGNISED_CELL] + shown[ERROR_CELL]
+    text = (f"**{len(rows)} scan{'s' * (len(rows) != 1)}:** {', '.join(counts)}."
+            + (" The Warnings column says why a scan has no class." if classless else ""))
+    return text + (f"\n\n⚠️ Not analysed: {skipped}." if skipped else "")
 
 
 def skipped_summary(skipped: list[str], shown: int = 5) -> str:
@@ -708,6 +729,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 batch_files = gr.File(label="Scans or zip archives", file_count="multiple",
                                       file_types=None, elem_id="batch-files")
                 batch_run = gr.Button("Analyse all", variant="primary", elem_id="batch-run")
+                batch_counts = gr.Markdown(elem_id="batch-summary")
                 # The file stays in view while the other columns scroll sideways, and on a phone takes at most
                 # 40 % of the width, so the class shows beside it: CSS above (Gradio 6.31's pinned_columns
                 # neither sticks nor narrows the column).
@@ -763,7 +785,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=ANNOUNCE_NOTES)
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")
-        batch_run.click(handlers.batch, batch_files, [batch_table, batch_gallery, batch_csv_file],
+        batch_run.click(handlers.batch, batch_files, [batch_counts, batch_table, batch_gallery, batch_csv_file],
                         api_visibility="private", show_progress="full")
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs, and none
         # returns the gr.State (a State among the outputs empties an MCP tool's result).

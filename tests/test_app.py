@@ -1,5 +1,6 @@
 """The app: its handlers in-process, a live server through gradio_client, and a real browser."""
 
+import collections
 import dataclasses
 import os
 import shutil
@@ -361,9 +362,10 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
         z.writestr("study/readme.txt", "notes")
         z.write(examples[1][0], "study/masks/x_mask.png")
     files = [str(examples[2][0]), str(archive)]
-    with pytest.warns(UserWarning, match=r"Not analysed: 2 files that are not scans \(scans.zip/study/masks/x_mask.png, "
-                                         r"scans.zip/study/readme.txt\)"):
-        table, gallery, csv_path = handlers.batch(files, progress=lambda *args, **kwargs: None)
+    summary, table, gallery, csv_path = handlers.batch(files, progress=lambda *args, **kwargs: None)
+    assert summary.startswith("**3 scans:**") and "1 could not be read. The Warnings column says why" in summary
+    assert summary.endswith("Not analysed: 2 files that are not scans (scans.zip/study/masks/x_mask.png, "
+                            "scans.zip/study/readme.txt).")
     names = [row[0] for row in table]
     assert names == [examples[2][0].name, "scans.zip/study/IM0001", "scans.zip/study/broken.png"]
     single = handlers.analyzer.analyze(examples[2][0])
@@ -374,11 +376,13 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     assert [r["file"] for r in rows] == names and rows[2]["predicted_class"] == ""
-    with pytest.raises(gr.Error, match="Choose one or more scans"):
-        handlers.batch([], progress=lambda *args, **kwargs: None)
+    assert all(f"{count} {name}" in summary for name, count in collections.Counter(row[1] for row in table[:2]).items())
+    with pytest.warns(UserWarning, match="Choose one or more scans"):  # a pop-up, and the same in the summary
+        summary, *results = handlers.batch([], progress=lambda *args, **kwargs: None)
+    assert summary.startswith("⚠️ Choose one or more scans") and results == [None, None, None]
     bad_zip = tmp_path / "broken.zip"
     bad_zip.write_bytes(b"PK not really")
-    with pytest.raises(gr.Error, match="not a zip archive"):
+    with pytest.warns(UserWarning, match="not a zip archive"):
         handlers.batch([str(bad_zip)], progress=lambda *args, **kwargs: None)
 
 
@@ -394,7 +398,7 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
     nested = tmp_path / "nested.zip"
     with zipfile.ZipFile(nested, "w") as z:
         z.write(inner, "inner.zip")
-    with pytest.raises(gr.Error, match=r"No scans in the upload: 1 file that is not a scan \(nested.zip/inner.zip\); zip archives "
+    with pytest.warns(UserWarning, match=r"No scans in the upload: 1 file that is not a scan \(nested.zip/inner.zip\); zip archives "
                                        r"inside an archive are not opened"):
         handlers.batch([str(nested)], progress=lambda *args, **kwargs: None)
 
@@ -407,7 +411,7 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
         bad = z.getinfo("bad.png")
     data[bad.header_offset + 30 + len("bad.png") + 100] ^= 0xFF  # one byte of bad.png's data: its CRC fails
     damaged.write_bytes(bytes(data))
-    table, gallery, _ = handlers.batch([str(damaged)], progress=lambda *args, **kwargs: None)
+    _, table, gallery, _ = handlers.batch([str(damaged)], progress=lambda *args, **kwargs: None)
     rows = {row[0]: row for row in table}
     assert rows["damaged.zip/bad.png"][-1].startswith("error: This file is damaged inside its zip archive")
     assert rows["damaged.zip/good.png"][1] in ("normal", "benign", "malignant") and len(gallery) == 1
@@ -420,7 +424,7 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
         start = data.find(header)
         data[start + (6 if header == b"PK\x03\x04" else 8)] |= 0x1
     encrypted.write_bytes(bytes(data))
-    with pytest.raises(gr.Error, match="locked.zip is password-protected"):
+    with pytest.warns(UserWarning, match="locked.zip is password-protected"):
         handlers.batch([str(encrypted)], progress=lambda *args, **kwargs: None)
 
 
@@ -447,7 +451,7 @@ def test_a_batch_reads_its_scans_a_chunk_at_a_time(handlers, tmp_path):
             z.writestr(f"f{index:02d}.png", bytes(40 * 2**20))
     tracemalloc.start()
     try:
-        table, _, _ = handlers.batch([str(bomb)], progress=lambda *args, **kwargs: None)
+        _, table, _, _ = handlers.batch([str(bomb)], progress=lambda *args, **kwargs: None)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -627,6 +631,8 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(table).to_contain_text("breast_case010.dcm", timeout=60_000)
         expect(table).to_contain_text("error: ")
         expect(table).to_contain_text("P(malignant)"), "headers in words, not the CSV's column names"
+        expect(page.locator("#batch-summary")).to_contain_text("3 scans:")
+        expect(page.locator("#batch-summary")).to_contain_text("1 could not be read")
         expect(page.locator("#batch-gallery img")).to_have_count(2, timeout=30_000)
         expect(page.locator("#batch-csv a").first).to_be_visible()
         page.screenshot(path=str(tmp_path / "batch.png"), full_page=True)
