@@ -47,7 +47,6 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 limit_malloc_arenas()  # before TensorFlow and Gradio start their threads
 
 import gradio as gr
-import pydantic
 from gradio.data_classes import FileData, ImageData
 
 from explain.overlay import MASK_STYLES
@@ -139,14 +138,15 @@ log = logging.getLogger("busi-demo")
 
 class ScanFileData(ImageData):
     """An uploaded scan, as Gradio's image data; a bare path string, which Gradio refuses as "not a valid
-    dictionary or instance of ImageData", is refused with what to send instead."""
+    dictionary or instance of ImageData", is refused with what to send instead. Refused before pydantic
+    validates: a validator's error would reach the caller wrapped in pydantic's report (class name,
+    the path echoed, a link) and log a traceback."""
 
-    @pydantic.model_validator(mode="before")
     @classmethod
-    def a_file_not_a_path(cls, value):
+    def model_validate(cls, value, *args, **kwargs):
         if isinstance(value, str):
-            raise ValueError("send the scan as a file (gradio_client.handle_file(path)), not as a path string")
-        return value
+            raise user_error("Send the scan as a file (gradio_client.handle_file(path)), not as a path string.")
+        return super().model_validate(value, *args, **kwargs)
 
 
 class ScanInput(gr.Image):
