@@ -76,7 +76,7 @@ BATCH_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(norm
 ERROR_CELL, NOT_RECOGNISED_CELL = "(error)", "(not recognised)"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
-BATCH_FILE_CHARS = 28  # the Batch table shows the end of a longer path (the CSV has it whole)
+BATCH_FOLDER_CHARS = 24  # the Batch tab shows the end of a longer folder path after the file's name (the CSV has it whole)
 # The mask threshold's range, for the slider and the API alike: at 0 every pixel is "lesion" (the
 # whole scan drawn, sized and explained), at 1 none is.
 THRESHOLD_RANGE = (0.05, 0.95)
@@ -446,15 +446,15 @@ class Handlers:
         """The UI's analysis of the file chosen last (`current_file`), under the ticket `forget` gave it.
         If the session has chosen another scan since (a big scan still running when an example is
         clicked), nothing is shown, not even an error: its results would land under the newer scan.
-        A file it cannot analyse gets its reason in the notes, where results would be (and in a pop-up),
-        not a raised error: that would mark every result box with Gradio's red "Error" badge as well."""
+        A file it cannot analyse gets its reason in the notes, where results would be, not a raised error
+        (that would mark every result box with Gradio's red "Error" badge as well) nor a pop-up (one
+        stayed on screen beside the next scan's results)."""
         try:
             outputs = self.analyze_and_store(current_file(picture, uploaded), frame, view, explain, threshold,
                                              opacity, style, show_hidden)
         except gr.Error as error:
             if self._superseded(ticket, request):
                 return (gr.skip(),) * STORED_OUTPUTS
-            gr.Warning(error.message)
             return None, *(None,) * (RENDERED_OUTPUTS - 1), f"⚠️ {error.message}", gr.skip(), gr.skip()
         return (gr.skip(),) * STORED_OUTPUTS if self._superseded(ticket, request) else outputs
 
@@ -575,8 +575,7 @@ class Handlers:
             for name, result in zip((scan.name for scan in chunk), results):
                 rows.append(result_row(name, result))
                 if not isinstance(result, ScanError) and not result.out_of_distribution:
-                    # the file's own name: a zip member's full path would be cut to "scans.…" on a phone
-                    caption = f"{PurePosixPath(name).name}: {result.predicted_class} {result.probabilities.max():.0%}"
+                    caption = f"{file_label(name)}: {result.predicted_class} {result.probabilities.max():.0%}"
                     outlined = result.for_display(BATCH_THUMBNAIL_SIDE).mask_overlay(style="outline")
                     gallery.append((write_image(outlined, RESULTS_DIR), caption))
             progress(len(rows) / len(scans), desc="analysing")
@@ -587,9 +586,9 @@ class Handlers:
 
 
 def batch_refused(message: str) -> tuple:
-    """The Batch tab's outputs for an upload it cannot analyse: the reason above the (emptied) results
-    and in a pop-up, not a raised error, which would badge every result box red."""
-    gr.Warning(message)
+    """The Batch tab's outputs for an upload it cannot analyse: the reason in the line above the
+    (emptied) results, not a raised error, which would badge every result box red, nor a pop-up, which
+    stayed over the next batch's results."""
     return f"⚠️ {message}", None, None, None
 
 
@@ -619,16 +618,26 @@ def skipped_summary(skipped: list[str], shown: int = 5) -> str:
 
 
 def for_screen(row: dict) -> dict:
-    """A batch row for the table on screen: a long path keeps its end (the file's own name: zip paths
-    filled a phone's width and left one look-alike prefix per row), and a scan with no class says why
+    """A batch row for the table on screen: the file by its `file_label`, and a scan with no class says why
     in its class cell (`ERROR_CELL`, `NOT_RECOGNISED_CELL`), since the warnings column that holds the
     reason sits off-screen. The CSV keeps the path whole and the cell empty."""
-    file = row["file"]
-    shown = {**row, "file": file if len(file) <= BATCH_FILE_CHARS else "…" + file[1 - BATCH_FILE_CHARS:]}
+    shown = {**row, "file": file_label(row["file"])}
     if row["predicted_class"] is not None:
         return shown
     failed = (row["warnings"] or "").startswith(ERROR_PREFIX)
     return {**shown, "predicted_class": ERROR_CELL if failed else NOT_RECOGNISED_CELL}
+
+
+def file_label(path: str) -> str:
+    """A batch file as the Batch tab names it: its own name first and whole, then the folder (or zip
+    archive) it came from in brackets, the folder's end kept when it is long. A path cut to its end
+    lost the name's end in a phone's narrow column, and two files of one name in different folders
+    need the folder to tell them apart."""
+    file = PurePosixPath(path)
+    folder = str(file.parent)
+    if folder == ".":
+        return file.name
+    return f"{file.name} ({folder if len(folder) <= BATCH_FOLDER_CHARS else '…' + folder[1 - BATCH_FOLDER_CHARS:]})"
 
 
 def lesion_summary(lesion: dict) -> str:
@@ -785,7 +794,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=ANNOUNCE_NOTES)
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")
-        batch_run.click(handlers.batch, batch_files, [batch_counts, batch_table, batch_gallery, batch_csv_file],
+        batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
+        # Files added or removed: the results (and their CSV) no longer describe the box, so they go.
+        batch_files.change(lambda: ("", None, None, None), None, batch_outputs, api_visibility="private",
+                           show_progress="hidden")
+        batch_run.click(handlers.batch, batch_files, batch_outputs,
                         api_visibility="private", show_progress="full")
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs, and none
         # returns the gr.State (a State among the outputs empties an MCP tool's result).

@@ -367,23 +367,23 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     assert summary.endswith("Not analysed: 2 files that are not scans (scans.zip/study/masks/x_mask.png, "
                             "scans.zip/study/readme.txt).")
     names = [row[0] for row in table]
-    assert names == [examples[2][0].name, "scans.zip/study/IM0001", "scans.zip/study/broken.png"]
+    assert names == [examples[2][0].name, "IM0001 (scans.zip/study)", "broken.png (scans.zip/study)"]
     single = handlers.analyzer.analyze(examples[2][0])
     assert table[0][1] == single.predicted_class and abs(table[0][4] - single.probabilities[2]) < 1e-4
     assert table[1][1] in ("normal", "benign", "malignant") and table[2][-1].startswith("error: ")
     assert table[2][1] == app.ERROR_CELL, "a failed scan's row says so where it is seen"
-    assert len(gallery) == 2 and gallery[1][1].startswith("IM0001: "), "a caption names the file, not its zip path"
+    assert len(gallery) == 2 and gallery[1][1].startswith("IM0001 (scans.zip/study): "), "captions name the file as the table does"
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    assert [r["file"] for r in rows] == names and rows[2]["predicted_class"] == ""
+    assert [r["file"] for r in rows] == [examples[2][0].name, "scans.zip/study/IM0001", "scans.zip/study/broken.png"]
+    assert rows[2]["predicted_class"] == "", "the CSV keeps paths whole and a failed scan's class empty"
     assert all(f"{count} {name}" in summary for name, count in collections.Counter(row[1] for row in table[:2]).items())
-    with pytest.warns(UserWarning, match="Choose one or more scans"):  # a pop-up, and the same in the summary
-        summary, *results = handlers.batch([], progress=lambda *args, **kwargs: None)
+    summary, *results = handlers.batch([], progress=lambda *args, **kwargs: None)
     assert summary.startswith("⚠️ Choose one or more scans") and results == [None, None, None]
     bad_zip = tmp_path / "broken.zip"
     bad_zip.write_bytes(b"PK not really")
-    with pytest.warns(UserWarning, match="not a zip archive"):
-        handlers.batch([str(bad_zip)], progress=lambda *args, **kwargs: None)
+    summary, *results = handlers.batch([str(bad_zip)], progress=lambda *args, **kwargs: None)
+    assert "broken.zip is not a zip archive" in summary and results == [None, None, None]
 
 
 def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handlers, examples, tmp_path):
@@ -398,9 +398,9 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
     nested = tmp_path / "nested.zip"
     with zipfile.ZipFile(nested, "w") as z:
         z.write(inner, "inner.zip")
-    with pytest.warns(UserWarning, match=r"No scans in the upload: 1 file that is not a scan \(nested.zip/inner.zip\); zip archives "
-                                       r"inside an archive are not opened"):
-        handlers.batch([str(nested)], progress=lambda *args, **kwargs: None)
+    summary, *_ = handlers.batch([str(nested)], progress=lambda *args, **kwargs: None)
+    assert summary == ("⚠️ No scans in the upload: 1 file that is not a scan (nested.zip/inner.zip); zip archives inside "
+                       "an archive are not opened.")
 
     damaged = tmp_path / "damaged.zip"
     with zipfile.ZipFile(damaged, "w", zipfile.ZIP_STORED) as z:
@@ -413,8 +413,8 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
     damaged.write_bytes(bytes(data))
     _, table, gallery, _ = handlers.batch([str(damaged)], progress=lambda *args, **kwargs: None)
     rows = {row[0]: row for row in table}
-    assert rows["damaged.zip/bad.png"][-1].startswith("error: This file is damaged inside its zip archive")
-    assert rows["damaged.zip/good.png"][1] in ("normal", "benign", "malignant") and len(gallery) == 1
+    assert rows["bad.png (damaged.zip)"][-1].startswith("error: This file is damaged inside its zip archive")
+    assert rows["good.png (damaged.zip)"][1] in ("normal", "benign", "malignant") and len(gallery) == 1
 
     encrypted = tmp_path / "locked.zip"  # a zip whose directory marks its member encrypted (flag bit 0)
     with zipfile.ZipFile(encrypted, "w") as z:
@@ -424,16 +424,19 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
         start = data.find(header)
         data[start + (6 if header == b"PK\x03\x04" else 8)] |= 0x1
     encrypted.write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="locked.zip is password-protected"):
-        handlers.batch([str(encrypted)], progress=lambda *args, **kwargs: None)
+    summary, *_ = handlers.batch([str(encrypted)], progress=lambda *args, **kwargs: None)
+    assert "locked.zip is password-protected" in summary
 
 
-def test_the_batch_table_shows_the_end_of_a_long_path():
-    """The file's own name stays in view (zip paths filled a phone's width with one look-alike prefix)."""
+def test_the_batch_table_names_a_file_first_then_its_folder():
+    """The file's own name comes first and whole (a path cut to its end lost the name in a phone's
+    column), then the end of its folder, which tells two files of one name apart."""
     long = "scans_with_a_long_archive_name.zip/study_2024/series_0001/busi_normal_102.png"
     row = dict.fromkeys(app.COLUMNS, None) | {"file": long, "predicted_class": "normal", "warnings": ""}
     shown = app.for_screen(row)["file"]
-    assert shown.endswith("/busi_normal_102.png") and shown.startswith("…") and len(shown) == app.BATCH_FILE_CHARS
+    assert shown.startswith("busi_normal_102.png (…") and shown.endswith("/study_2024/series_0001)")
+    assert len(shown) == len("busi_normal_102.png ()") + app.BATCH_FOLDER_CHARS
+    assert app.for_screen(row | {"file": "scans.zip/a.png"})["file"] == "a.png (scans.zip)"
     assert app.for_screen(row | {"file": "a.png"})["file"] == "a.png" and row["file"] == long
     unrecognised = row | {"predicted_class": None, "warnings": "This picture is not recognised as a breast ultrasound scan."}
     assert app.for_screen(unrecognised)["predicted_class"] == app.NOT_RECOGNISED_CELL
@@ -637,6 +640,11 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(page.locator("#batch-gallery img")).to_have_count(2, timeout=30_000)
         expect(page.locator("#batch-csv a").first).to_be_visible()
         page.screenshot(path=str(tmp_path / "batch.png"), full_page=True)
+        page.locator("#batch-files button[aria-label='Clear']").click()  # the files go: so do their results
+        expect(page.locator("#batch-summary")).not_to_contain_text("3 scans:", timeout=10_000)
+        expect(page.locator("#batch-gallery img")).to_have_count(0)
+        expect(page.locator("#batch-csv a")).to_have_count(0)
+        expect(table).not_to_contain_text("breast_case010.dcm")
         page.get_by_role("tab", name="About").click()
         expect(page.locator("#about")).to_contain_text("Models", timeout=30_000)
         page.locator("#about summary").first.click()
