@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.finetune import BUS_UCLM_SHARE, Augmentation, lesion_free_crop, scan_weights
+from training.finetune import BUS_UCLM_SHARE, Augmentation, scan_weights
 from training.split import samples_by_side
 
 
@@ -37,30 +37,6 @@ def test_augmentation_moves_scan_and_mask_together(zoom_crop, export_shift):
     for image, mask in zip(out_images, out_masks):
         inside, outside = image[..., 0][mask > 0], image[..., 0][mask == 0]
         assert inside.mean() > 2 * max(outside.mean(), 1), "the mask follows the square"
-
-
-def test_a_lesion_free_crop_holds_no_lesion_and_leaves_a_scan_it_cannot_clear():
-    """Cut beside the lesion, the crop shows tissue only (no lesion pixel), is framed like serving (the
-    field fills one side, padded black) and has an empty mask; a lesion that fills the field leaves the
-    scan as it is. With `tissue_crop`, the augmentation cuts lesion scans only."""
-    size, rng = 128, np.random.default_rng(0)
-    image = np.zeros((size, size, 3), np.uint8)
-    image[16:112] = 90  # a landscape field, black above and below
-    mask = np.zeros((size, size), np.uint8)
-    mask[40:60, 20:40] = 1
-    image[mask > 0] = 250
-    for _ in range(20):
-        cropped, cropped_mask = lesion_free_crop(image, mask, rng)
-        assert not cropped_mask.any() and cropped.max() == 90, "tissue only, nothing to draw"
-        field = cropped[..., 0] > 0
-        assert field.any(axis=0).all() or field.any(axis=1).all(), "aspect kept, padded"
-    filled = np.zeros_like(mask)
-    filled[16:112] = 1
-    same, same_mask = lesion_free_crop(image, filled, rng)
-    assert same is image and same_mask is filled
-    images, masks = np.stack([image] * 8), np.stack([mask] * 4 + [np.zeros_like(mask)] * 4)
-    out_images, out_masks = Augmentation(size, tissue_crop=1.0)(images, masks)
-    assert not out_masks.any(), "every lesion scan was cut clear of its lesion; normal scans have none"
 
 
 def test_zoomed_crops_keep_the_whole_lesion_and_zoom_normal_scans_alike():
