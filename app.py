@@ -68,7 +68,7 @@ BATCH_NAME = "breast-ultrasound-batch.csv"
 # The batch table's headers on screen, in words; the CSV keeps the column names `python -m inference` writes.
 BATCH_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(normal)", "p_benign": "P(benign)",
                  "p_malignant": "P(malignant)", "lesion_count": "Lesions", "lesion_area_px": "Area (px)",
-                 "lesion_area_percent": "Area (% of scan)", "lesion_area_mm2": "Area (mm²)",
+                 "lesion_area_percent": "Area (% of field)", "lesion_area_mm2": "Area (mm²)",
                  "longest_diameter_mm": "Longest diameter (mm)", "perpendicular_width_mm": "Width across it (mm)",
                  "warnings": "Warnings"}
 # A scan with no class says why in its class cell, in words that fit a phone's column (the whole
@@ -644,7 +644,7 @@ def lesion_summary(lesion: dict) -> str:
     """One line on the drawn lesion for the notes: how much of the scan, and its size in mm when the
     file is calibrated (else why not), so nobody has to dig the figures out of the JSON."""
     count = lesion["lesion_count"]
-    text = f"Lesion drawn: {count} region{'s' * (count > 1)}, {lesion['lesion_area_percent']} % of the scan"
+    text = f"Lesion drawn: {count} region{'s' * (count > 1)}, {lesion['lesion_area_percent']} % of the ultrasound field"
     if lesion["lesion_area_mm2"] is None:
         return f"{text}; no size in mm ({lesion['size_mm_unavailable']})."
     largest = "largest " if count > 1 else ""

@@ -103,7 +103,12 @@ class Analysis:
         return self._masks[key]
 
     def lesion_stats(self, threshold: float | None = None) -> dict:
-        return lesion_stats(self.mask(threshold), self.mm_per_pixel, self.mm_unavailable_reason)
+        """The drawn lesion's statistics; its share is of the ultrasound field the segmenter read (of
+        two views side by side, the one analysed; without side panels and black borders), not of the
+        whole image, where a second view halved it."""
+        top, bottom, left, right = self.seg_framing.box
+        return lesion_stats(self.mask(threshold), self.mm_per_pixel, self.mm_unavailable_reason,
+                            field_px=(bottom - top) * (right - left))
 
     def class_map(self, class_name: str | None = None) -> np.ndarray:
         """One class's Grad-CAM (default: the predicted class's) at the scan's size, 0..1."""

@@ -42,8 +42,9 @@ def hidden_by_normal_gate(p_normal, peak, normal_gate: float | None, normal_gate
 
 
 def lesion_stats(mask: np.ndarray, mm_per_pixel: tuple[float, float] | None = None,
-                 mm_unavailable_reason: str = "no calibration given") -> dict:
-    """Count, area (px and % of the image) and bounding box of each predicted lesion and of all; with
+                 mm_unavailable_reason: str = "no calibration given", field_px: int | None = None) -> dict:
+    """Count, area (px and % of `field_px`, the pixels of the ultrasound field analysed; default the
+    whole image) and bounding box of each predicted lesion and of all; with
     `mm_per_pixel` ((x, y): the scan's calibration) also the total area in mm², and each lesion's
     area, longest diameter and the width perpendicular to it in mm (at the top level: the largest
     lesion's). Without it these are None and `size_mm_unavailable` says why (`mm_unavailable_reason`)."""
@@ -52,7 +53,7 @@ def lesion_stats(mask: np.ndarray, mm_per_pixel: tuple[float, float] | None = No
     labels, count = ndimage.label(mask)
     area = int(mask.sum())
     stats = {"lesion_count": int(count), "lesion_area_px": area,
-             "lesion_area_percent": round(100.0 * area / mask.size, 2), "bounding_box": None, "lesions": [],
+             "lesion_area_percent": round(100.0 * area / (field_px or mask.size), 2), "bounding_box": None, "lesions": [],
              "mm_per_pixel": None if mm_per_pixel is None else [round(v, 5) for v in mm_per_pixel],
              "size_mm_unavailable": None if mm_per_pixel is not None else mm_unavailable_reason,
              "lesion_area_mm2": None if mm_per_pixel is None else round(area * mm_per_pixel[0] * mm_per_pixel[1], 2),

@@ -217,7 +217,7 @@ class _Report(FPDF):
 def _measurements(stats: dict) -> list[tuple[str, str]]:
     rows = [("Quantity", "Value"),
             ("Lesions drawn", str(stats["lesion_count"])),
-            ("Lesion area", f"{stats['lesion_area_px']:,} px ({stats['lesion_area_percent']:.2f} % of the image)")]
+            ("Lesion area", f"{stats['lesion_area_px']:,} px ({stats['lesion_area_percent']:.2f} % of the ultrasound field)")]
     if stats["size_mm_unavailable"] is None:
         spacing = stats["mm_per_pixel"]
         rows.append(("Pixel size (from the file)", f"{spacing[0]:.4g} × {spacing[1]:.4g} mm (x × y)"))

@@ -307,6 +307,9 @@ def test_two_views_side_by_side_get_a_view_choice(handlers, tmp_path):
     assert state.class_framing.view_index == 0 and "only the left one (the largest) was analysed" in notes
     assert picker["visible"] is True and picker["choices"] == [("left", 0), ("right", 1)]
     assert picker["value"] is None and "reading the left one" in picker["label"], "nothing chosen yet"
+    alone = handlers.analyzer.analyze(Path(app.EXAMPLES_DIR) / "busi_malignant_49.png").lesion_stats()
+    shared = state.lesion_stats()  # the lesion's share is of the view analysed, not of both views' image
+    assert shared["lesion_count"] and abs(shared["lesion_area_percent"] - alone["lesion_area_percent"]) < 0.5
     other, label, *_, notes, _, picker = handlers.analyze_and_store(path, 0, 1)
     assert picker["value"] == 1 and "reading the right one" in picker["label"]
     assert "the right one (view 1), as asked, was analysed" in notes

@@ -97,7 +97,7 @@ def test_report_of_an_example_holds_what_the_app_shows(analyses, models, name):
         assert f"models/{role} (bundled with the app)" in text and models[role] in text
     assert f"Segmentation threshold: {analysis.threshold:.2f} (the validated one)" in text
     assert f"Lesions drawn {stats['lesion_count']}" in text
-    assert f"{stats['lesion_area_px']:,} px ({stats['lesion_area_percent']:.2f} % of the image)" in text
+    assert f"{stats['lesion_area_px']:,} px ({stats['lesion_area_percent']:.2f} % of the ultrasound field)" in text
     assert f"unavailable: {stats['size_mm_unavailable']}" in text and "single frame" in text
     for message in analysis.warnings + analysis.notes:
         assert " ".join(message.split()) in text
