@@ -685,7 +685,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             with gr.Tab("Scan"):
                 with gr.Row():
                     with gr.Column(scale=2):
+                        # The box takes images only (the browser refuses a DICOM dropped on it with Gradio's
+                        # "Only image/* allowed"), so it says where other files go before one is dropped.
                         scan = ScanInput(label="Ultrasound scan", type="filepath", image_mode=None,
+                                         placeholder="Drop a scan image here (PNG, JPEG, TIFF, …), paste it, "
+                                                     "or click to upload.\n\nDICOM and other files: the box below.",
                                          sources=["upload", "clipboard"], format="png", height=360, elem_id="scan")
                         scan_file = gr.File(label="…or a DICOM or any other scan file", file_count="single",
                                             file_types=None, height=180, elem_id="scan-file")

@@ -532,6 +532,8 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
             "--disable-sync", "--no-first-run", "--disable-quic"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(server.url, wait_until="domcontentloaded")
+        # The image box says where a DICOM goes before one is dropped on it (the browser refuses it there).
+        expect(page.locator("#scan")).to_contain_text("DICOM and other files: the box below.")
         page.locator("#examples").get_by_text("malignant · BUSI", exact=True).click()
         probabilities = page.locator("#probabilities")
         expect(probabilities).to_contain_text("malignant", timeout=60_000)
