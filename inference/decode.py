@@ -167,7 +167,8 @@ def _frame_warnings(frame: int, n_frames: int) -> list[str]:
     if n_frames == 1:
         return []
     return [f"This file holds {n_frames} frames; only frame {frame} (numbered from 0) was analysed. "
-            "The app's frame slider and the frame argument of /analyze and /report analyse any other."]
+            "Another can be analysed on the app's Scan tab (the Frame slider) or with the frame argument of "
+            "/analyze and /report."]
 
 
 def decode(source, frame: int = 0) -> DecodedScan:

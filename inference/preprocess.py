@@ -84,8 +84,8 @@ def light_frame(gray: np.ndarray) -> tuple[tuple[int, int, int, int], float | No
 
 Box = tuple[int, int, int, int]  # (top, bottom, left, right), end-exclusive
 SEVERAL_VIEWS_WARNING = ("This image shows {views} ultrasound views side by side; only the {view} one ({why}) was analysed. "
-                         "The app's View choice and the view argument of /analyze, /segment, /classify and /report "
-                         "analyse another.")
+                         "Another can be analysed on the app's Scan tab (the View choice) or with the view argument "
+                         "of /analyze, /segment, /classify and /report.")
 ASKED_VIEW_NOTE = ("This image shows {views} ultrasound views side by side; the {view} one (view {index}), as asked, "
                    "was analysed.")
 
