@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import collections
 import contextlib
 import csv
-import collections
 import ctypes
 import io
 import itertools
@@ -76,7 +76,7 @@ BATCH_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(norm
 ERROR_CELL, NOT_RECOGNISED_CELL = "(error)", "(not recognised)"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
-BATCH_FOLDER_CHARS = 24  # the Batch tab shows the end of a longer folder path after the file's name (the CSV has it whole)
+BATCH_FOLDER_CHARS = 24  # the Batch tab shows the end of a longer folder path after the file's name (CSV: whole)
 # The mask threshold's range, for the slider and the API alike: at 0 every pixel is "lesion" (the
 # whole scan drawn, sized and explained), at 1 none is.
 THRESHOLD_RANGE = (0.05, 0.95)
@@ -342,7 +342,8 @@ class Handlers:
         image; and a ticket that makes the coming analysis the session's newest (`analyze_chosen`)."""
         ticket = next(self._tickets)
         self._newest[session_of(request)] = ticket
-        return (None,) * RENDERED_OUTPUTS + ("", gr.update(value=None, visible=False), ticket)  # state, results, notes, PDF
+        # the stored result and six results, the notes, the PDF box, the ticket
+        return (None,) * RENDERED_OUTPUTS + ("", gr.update(value=None, visible=False), ticket)
 
     def leave(self, request: gr.Request = None):
         """A page closed: its session's ticket goes."""
@@ -641,7 +642,7 @@ def file_label(path: str) -> str:
 
 
 def lesion_summary(lesion: dict) -> str:
-    """One line on the drawn lesion for the notes: how much of the scan, and its size in mm when the
+    """One line on the drawn lesion for the notes: how much of the ultrasound field, and its size in mm when the
     file is calibrated (else why not), so nobody has to dig the figures out of the JSON."""
     count = lesion["lesion_count"]
     text = f"Lesion drawn: {count} region{'s' * (count > 1)}, {lesion['lesion_area_percent']} % of the ultrasound field"
