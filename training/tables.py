@@ -731,6 +731,8 @@ RENDERERS = {
         reports_dir, "segmenter_candidates_equalize.json"),
     "segmenter_candidates_tissue_crop": lambda reports_dir: render_candidates(
         reports_dir, "segmenter_candidates_tissue.json"),
+    "segmenter_candidates_baseline": lambda reports_dir: render_candidates(
+        reports_dir, "segmenter_candidates_baseline.json"),
     "classifier_candidates": render_classifier_candidates,
     "classifier_candidates_lite1": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_lite1.json"),
