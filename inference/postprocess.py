@@ -9,25 +9,33 @@ from scipy.spatial import ConvexHull, QhullError
 
 def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 0.0,
                 largest_only: bool = False, peak_threshold: float | None = None) -> np.ndarray:
-    """Threshold a (H, W) probability map, drop connected components smaller than
-    `min_area_fraction` of the image and, with `largest_only`, keep only the largest one (most
-    scans show one lesion; which rules apply is chosen on the validation set).
-
-    With `peak_threshold` (hysteresis), a component is kept only if its highest probability reaches
-    it: whether a lesion is drawn at all and how far its outline reaches are then two settings, so
-    the outline need not be cut tight to keep normal tissue from being flagged."""
+    """Threshold a (H, W) probability map and keep the connected components that `kept_components`
+    keeps (most scans show one lesion; which rules apply is chosen on the validation set)."""
     mask = probs >= threshold
     if (min_area_fraction <= 0 and not largest_only and peak_threshold is None) or not mask.any():
         return mask
     labels, count = ndimage.label(mask)
     index = np.arange(1, count + 1)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]  # pixels per component
-    candidates = (np.ones(count, dtype=bool) if peak_threshold is None
-                  else ndimage.maximum(probs, labels, index) >= peak_threshold)
-    keep = candidates & (areas >= min_area_fraction * mask.size)
+    peaks = np.asarray(ndimage.maximum(probs, labels, index))
+    return np.isin(labels, index[kept_components(areas, peaks, mask.size, min_area_fraction, largest_only, peak_threshold)])
+
+
+def kept_components(areas: np.ndarray, peaks: np.ndarray, pixels: int, min_area_fraction: float = 0.0,
+                    largest_only: bool = False, peak_threshold: float | None = None) -> np.ndarray:
+    """Which of a thresholded map's connected components (their pixel `areas` and highest
+    probabilities `peaks`; the map has `pixels` pixels) are drawn: those of at least
+    `min_area_fraction` of the map and, with `largest_only`, only the largest one.
+
+    With `peak_threshold` (hysteresis), a component is kept only if its highest probability reaches
+    it: whether a lesion is drawn at all and how far its outline reaches are then two settings, so
+    the outline need not be cut tight to keep normal tissue from being flagged. One rule for serving
+    (`lesion_mask`) and for the validation grid that chooses these settings."""
+    candidates = np.ones(len(areas), dtype=bool) if peak_threshold is None else peaks >= peak_threshold
+    keep = candidates & (areas >= min_area_fraction * pixels)
     if largest_only and candidates.any():
         keep &= areas == areas[candidates].max()
-    return np.isin(labels, index[keep])
+    return keep
 
 
 def hidden_by_normal_gate(p_normal, peak, normal_gate: float | None, normal_gate_spares: float | None):

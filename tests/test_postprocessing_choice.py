@@ -4,9 +4,12 @@ and easy, must not pass while it flags another scanner's normals often."""
 
 import numpy as np
 
+from inference.models import load_model
 from inference.postprocess import lesion_mask
-from training.train_segmenter import (MAX_NORMAL_FP_RATE, choose_postprocessing, trade_off_frontier,
-                                      validation_scores, worst_normal_fp)
+from training.finetune import load_side
+from training.metrics import dice_iou
+from training.train_segmenter import (FULL_GRID, MAX_NORMAL_FP_RATE, choose_postprocessing, lesion_probabilities,
+                                      mask_grid, trade_off_frontier, validation_scores, worst_normal_fp)
 
 GRID = {"threshold": (0.5,), "min_area_fraction": (0.0,)}
 
@@ -110,3 +113,20 @@ def test_the_kept_frontier_holds_every_setting_no_other_beats():
         assert any(worst_normal_fp(f) <= worst_normal_fp(row) and f["val_dice"] >= row["val_dice"] for f in frontier)
     fps = [worst_normal_fp(f) for f in frontier]
     assert fps == sorted(fps) and [f["val_dice"] for f in frontier] == sorted(f["val_dice"] for f in frontier)
+
+
+def test_the_grid_scores_every_setting_as_serving_would_draw_it(busi_root, bus_uclm_root):
+    """The grid scores settings from each map's components, labelled once per threshold; what it
+    reports must be what `lesion_mask` draws, on a real segmenter's maps of real scans."""
+    loaded = load_model("models/segmenter")
+    val = load_side("val", loaded.config["input_size"], 10, loaded.config["framing"])
+    probs = lesion_probabilities(loaded, val["images"])
+    grid = mask_grid(probs, val)
+    assert len(grid) == len({tuple(setting.values()) for setting, _ in grid}) > 100
+    for setting, (dice, drawn, peaks) in grid:
+        drawings = [lesion_mask(p, **setting) for p in probs]
+        assert np.allclose(dice, [dice_iou(d, m > 0)[0] for d, m in zip(drawings, val["masks"])])
+        assert (drawn == [d.any() for d in drawings]).all()
+        assert np.allclose(peaks, [p[d].max() if d.any() else 0.0 for p, d in zip(probs, drawings)])
+    assert {setting["threshold"] for setting, _ in grid} == set(FULL_GRID["threshold"])
+    assert any(drawn.any() for _, (_, drawn, _) in grid) and any(dice.max() > 0.5 for _, (dice, _, _) in grid)

@@ -24,22 +24,23 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 import scipy.stats
 import tensorflow as tf
+from scipy import ndimage
 
 from inference.models import load_model
-from inference.postprocess import hidden_by_normal_gate, lesion_mask
+from inference.postprocess import hidden_by_normal_gate, kept_components
 from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import copy_encoder, load_imagenet_weights
 from training.finetune import (PREPROCESSING, SelectOnValidation, augmentation_options, fit_new_layers, fit_two_phases,
                                load_side, load_training_data, normal_probability, per_source, predict_in_batches,
                                save_model, train_dataset, training_parser, training_splits)
-from training.metrics import dice_iou
 
 MAX_NORMAL_FP_RATE = 0.10
 POSTPROCESSING_KEYS = ("threshold", "peak_threshold", "min_area_fraction", "largest_only", "normal_gate",
@@ -80,14 +81,47 @@ def with_normal_presence(loss, weight: float):
     return combined
 
 
-def _mask_scores(probs: np.ndarray, val: dict, threshold: float, min_area: float, largest_only: bool,
-                 peak_threshold: float | None = None):
+@dataclass(frozen=True)
+class Components:
+    """The connected components of one scan's lesion map above one threshold: their pixel areas,
+    highest probabilities and pixels inside the true lesion, with the true lesion's area and the
+    map's size. Every post-processing setting at that threshold is scored from these without drawing
+    the scan again: the grid labels each map once per threshold, not once per setting (42 s a grid
+    on the validation sides, too slow to score every epoch by; about 2 s this way)."""
+    areas: np.ndarray
+    peaks: np.ndarray
+    overlaps: np.ndarray
+    truth_area: int
+    pixels: int
+
+    def scores(self, min_area: float, largest_only: bool, peak_threshold: float | None) -> tuple[float, bool, float]:
+        """(Dice against the truth, anything drawn, highest probability inside the drawing or 0) of
+        the mask `lesion_mask` draws with these settings."""
+        keep = kept_components(self.areas, self.peaks, self.pixels, min_area, largest_only, peak_threshold)
+        drawn_area, total = int(self.areas[keep].sum()), int(self.areas[keep].sum()) + self.truth_area
+        dice = 1.0 if total == 0 else 2 * float(self.overlaps[keep].sum()) / total
+        return dice, drawn_area > 0, float(self.peaks[keep].max()) if drawn_area else 0.0
+
+
+def components(probs: np.ndarray, truth: np.ndarray, threshold: float) -> Components:
+    """The `Components` of a (H, W) lesion map `probs` at `threshold`, against the boolean `truth`."""
+    labels, count = ndimage.label(probs >= threshold)
+    index = np.arange(1, count + 1)
+    return Components(areas=np.bincount(labels.ravel(), minlength=count + 1)[1:],
+                      peaks=np.asarray(ndimage.maximum(probs, labels, index)),
+                      overlaps=np.bincount(labels[truth], minlength=count + 1)[1:],
+                      truth_area=int(truth.sum()), pixels=probs.size)
+
+
+def _scans_components(probs: np.ndarray, val: dict, threshold: float) -> list[Components]:
+    return [components(p, m > 0, threshold) for p, m in zip(probs, val["masks"])]
+
+
+def _mask_scores(scans: list[Components], min_area: float, largest_only: bool, peak_threshold: float | None = None):
     """Per scan: Dice of the post-processed mask against the truth, whether anything is drawn, and
     the highest lesion probability inside what is drawn (0 when nothing is)."""
-    predicted = [lesion_mask(p, threshold, min_area, largest_only, peak_threshold) for p in probs]
-    dice = np.array([dice_iou(p, m > 0)[0] for p, m in zip(predicted, val["masks"])])
-    peaks = np.array([float(p[m].max()) if m.any() else 0.0 for p, m in zip(probs, predicted)])
-    return dice, np.array([p.any() for p in predicted]), peaks
+    dice, drawn, peaks = zip(*(scan.scores(min_area, largest_only, peak_threshold) for scan in scans))
+    return np.array(dice), np.array(drawn), np.array(peaks)
 
 
 def shown_scores(dice: np.ndarray, drawn: np.ndarray, hidden: np.ndarray, val: dict) -> dict:
@@ -110,7 +144,7 @@ def validation_scores(probs: np.ndarray, val: dict, threshold: float, min_area: 
     """(mean Dice over lesion scans, share of normal scans with any predicted lesion). A scan whose
     drawing the normal gate hides (`hidden_by_normal_gate` with the classifier's `p_normal`) gets an
     empty mask."""
-    dice, drawn, peaks = _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold)
+    dice, drawn, peaks = _mask_scores(_scans_components(probs, val, threshold), min_area, largest_only, peak_threshold)
     hidden = hidden_by_normal_gate(p_normal, peaks, gate, spares)
     scores = shown_scores(dice, drawn, hidden, val)
     return scores["val_dice"], scores["val_normal_fp"]
@@ -120,7 +154,7 @@ def alone_at_half(probs: np.ndarray, val: dict) -> dict:
     """Per source, the segmenter alone (threshold 0.5, no minimum area, no gate): lesion Dice, lesion
     scans missed, normal scans flagged, keyed `<source>_dice@0.5` etc. Fixed post-processing, so a
     source no choice was made on (cross-source validation) is scored the same way as the others."""
-    dice, drawn, _ = _mask_scores(probs, val, 0.5, 0.0, False)
+    dice, drawn, _ = _mask_scores(_scans_components(probs, val, 0.5), 0.0, False)
     metrics = {}
     for source, index in per_source(val):
         lesion = val["labels"][index] > 0
@@ -146,7 +180,6 @@ def worst_normal_fp(scores: dict) -> float:
 # peak_threshold: None, or a level above the threshold that a component's peak must reach to be drawn.
 FULL_GRID = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "peak_threshold": (None, 0.5, 0.6, 0.7, 0.8, 0.9),
              "min_area_fraction": (0.0, 0.0025, 0.005, 0.01, 0.02)}
-EPOCH_GRID = {"threshold": (0.4, 0.5, 0.6), "peak_threshold": (None, 0.9), "min_area_fraction": (0.0, 0.01)}
 
 
 RECTANGLE_GATES = tuple({"normal_gate": gate, "normal_gate_spares": spares} for gate in NORMAL_GATES
@@ -159,11 +192,15 @@ def mask_grid(probs: np.ndarray, val: dict, grid=FULL_GRID) -> list[tuple[dict, 
     the threshold, or None —, minimum component area as a fraction of the image, largest component
     only) with its per-scan (Dice, drawn, peak inside the drawing) on `val`: the costly part of a
     choice, computed once however many gates are then tried on it."""
-    return [({"threshold": threshold, "peak_threshold": peak_threshold, "min_area_fraction": min_area,
-              "largest_only": largest_only}, _mask_scores(probs, val, threshold, min_area, largest_only, peak_threshold))
-            for threshold, peak_threshold, min_area, largest_only in itertools.product(
-                grid["threshold"], grid.get("peak_threshold", (None,)), grid["min_area_fraction"], (False, True))
-            if peak_threshold is None or peak_threshold > threshold]
+    results = []
+    for threshold in grid["threshold"]:
+        scans = _scans_components(probs, val, threshold)
+        results += [({"threshold": threshold, "peak_threshold": peak_threshold, "min_area_fraction": min_area,
+                      "largest_only": largest_only}, _mask_scores(scans, min_area, largest_only, peak_threshold))
+                    for peak_threshold, min_area, largest_only in itertools.product(
+                        grid.get("peak_threshold", (None,)), grid["min_area_fraction"], (False, True))
+                    if peak_threshold is None or peak_threshold > threshold]
+    return results
 
 
 def gated_results(masks: list[tuple[dict, tuple]], val: dict, p_normal=None, gates=RECTANGLE_GATES,
@@ -292,11 +329,12 @@ def main(argv=None):
     own_p_normal = None if p_normal is None else p_normal[own]
 
     def evaluate():
-        """Epoch score: the best constrained validation Dice over a coarse post-processing grid; and
-        per source, the segmenter alone at threshold 0.5: lesion Dice, lesion scans missed, normal
-        scans flagged."""
+        """Epoch score: the best constrained validation Dice over the whole post-processing grid, the
+        choice the kept epoch then gets; and per source, the segmenter alone at threshold 0.5: lesion
+        Dice, lesion scans missed, normal scans flagged. A coarser grid ranks epochs by something
+        else: it scored the shipped segmenter 0.687 where the whole grid scores 0.786."""
         probs = predict_in_batches(probs_fn, val["images"])[..., 0]
-        best, _ = choose_postprocessing(probs[own], own_val, own_p_normal, EPOCH_GRID)
+        best, _ = choose_postprocessing(probs[own], own_val, own_p_normal)
         worst = worst_normal_fp(best)
         penalty = 0.0 if worst <= MAX_NORMAL_FP_RATE else worst
         return best["val_dice"] - penalty, {"best_dice": best["val_dice"], "best_normal_fp": worst,
