@@ -43,8 +43,11 @@ class BatchScan:
         try:
             with zipfile.ZipFile(self.path) as archive:
                 return archive.read(self.member)
-        except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
-            raise ScanError(f"This file is damaged inside its zip archive ({error}).") from None
+        except NotImplementedError:
+            raise ScanError("This file is packed with a compression method this app cannot unpack: "
+                            "zip it again with standard settings, or upload it as it is.") from None
+        except (zipfile.BadZipFile, OSError, RuntimeError, EOFError):
+            raise ScanError("This file is damaged inside its zip archive: zip it again, or upload it as it is.") from None
 
     def read_or_error(self) -> bytes | ScanError:
         """The bytes, or why they cannot be read, as a value: the batch's row for this scan says so
@@ -73,8 +76,12 @@ def _zip_members(path: Path, inputs: BatchInputs) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             files = [m for m in archive.infolist() if not m.is_dir() and not _is_clutter(m.filename)]
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError) as error:
-        raise BatchInputError(f"{path.name} is not a zip archive that can be read ({error}).") from None
+    except NotImplementedError:
+        raise BatchInputError(f"{path.name} uses a zip format this app cannot unpack: zip the scans again with "
+                              "standard settings, or upload the scans themselves.") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, OSError):
+        raise BatchInputError(f"{path.name} is damaged or not a zip archive (an interrupted download?): zip the "
+                              "scans again, or upload the scans themselves.") from None
     members = [m for m in files if is_scan_file(PurePosixPath(m.filename))]
     if len(members) > MAX_SCANS:
         raise BatchInputError(f"{path.name} holds {len(members)} scans; a batch here takes at most "
