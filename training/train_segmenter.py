@@ -98,7 +98,8 @@ class Components:
         """(Dice against the truth, anything drawn, highest probability inside the drawing or 0) of
         the mask `lesion_mask` draws with these settings."""
         keep = kept_components(self.areas, self.peaks, self.pixels, min_area, largest_only, peak_threshold)
-        drawn_area, total = int(self.areas[keep].sum()), int(self.areas[keep].sum()) + self.truth_area
+        drawn_area = int(self.areas[keep].sum())
+        total = drawn_area + self.truth_area
         dice = 1.0 if total == 0 else 2 * float(self.overlaps[keep].sum()) / total
         return dice, drawn_area > 0, float(self.peaks[keep].max()) if drawn_area else 0.0
 
