@@ -121,8 +121,8 @@ def _scans_components(probs: np.ndarray, val: dict, threshold: float) -> list[Co
 def _mask_scores(scans: list[Components], min_area: float, largest_only: bool, peak_threshold: float | None = None):
     """Per scan: Dice of the post-processed mask against the truth, whether anything is drawn, and
     the highest lesion probability inside what is drawn (0 when nothing is)."""
-    dice, drawn, peaks = zip(*(scan.scores(min_area, largest_only, peak_threshold) for scan in scans))
-    return np.array(dice), np.array(drawn), np.array(peaks)
+    rows = np.array([scan.scores(min_area, largest_only, peak_threshold) for scan in scans], dtype=float).reshape(-1, 3)
+    return rows[:, 0], rows[:, 1].astype(bool), rows[:, 2]
 
 
 def shown_scores(dice: np.ndarray, drawn: np.ndarray, hidden: np.ndarray, val: dict) -> dict:
