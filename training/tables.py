@@ -737,6 +737,8 @@ RENDERERS = {
         reports_dir, "segmenter_candidates_trainer_1129.json"),
     "segmenter_candidates_fullgrid": lambda reports_dir: render_candidates(
         reports_dir, "segmenter_candidates_fullgrid.json"),
+    "segmenter_candidates_swa": lambda reports_dir: render_candidates(
+        reports_dir, "segmenter_candidates_swa.json"),
     "classifier_candidates": render_classifier_candidates,
     "classifier_candidates_lite1": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_lite1.json"),
