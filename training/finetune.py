@@ -180,7 +180,10 @@ def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: 
         masks = tf.ensure_shape(tf.cast(masks, tf.float32), [None, size, size])[..., None]
         return (images, *targets(masks, labels, weights))
 
-    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # One batch at a time: the augmentation's random generators are shared, and batches augmented in
+    # parallel would draw from them in whatever order the threads ran, so one seed gave different runs.
+    # Prefetching still prepares the next batches while the model trains on this one.
+    return ds.map(prepare, num_parallel_calls=1).prefetch(tf.data.AUTOTUNE)
 
 
 def stem_layers(model: keras.Model) -> set[str]:
