@@ -14,11 +14,17 @@ def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 
     mask = probs >= threshold
     if (min_area_fraction <= 0 and not largest_only and peak_threshold is None) or not mask.any():
         return mask
-    labels, count = ndimage.label(mask)
-    index = np.arange(1, count + 1)
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]  # pixels per component
-    peaks = np.asarray(ndimage.maximum(probs, labels, index))
-    return np.isin(labels, index[kept_components(areas, peaks, mask.size, min_area_fraction, largest_only, peak_threshold)])
+    labels, areas, peaks = labelled_components(probs, threshold)
+    keep = kept_components(areas, peaks, mask.size, min_area_fraction, largest_only, peak_threshold)
+    return np.isin(labels, np.flatnonzero(keep) + 1)
+
+
+def labelled_components(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, areas, peaks) of the connected components of `probs >= threshold`: each pixel's
+    component (1, 2, …; 0 for none), and each component's pixel count and highest probability."""
+    labels, count = ndimage.label(probs >= threshold)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return labels, areas, np.asarray(ndimage.maximum(probs, labels, np.arange(1, count + 1)))
 
 
 def kept_components(areas: np.ndarray, peaks: np.ndarray, pixels: int, min_area_fraction: float = 0.0,

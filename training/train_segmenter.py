@@ -31,10 +31,9 @@ import keras
 import numpy as np
 import scipy.stats
 import tensorflow as tf
-from scipy import ndimage
 
 from inference.models import load_model
-from inference.postprocess import hidden_by_normal_gate, kept_components
+from inference.postprocess import hidden_by_normal_gate, kept_components, labelled_components
 from training.architectures import SEG_GRADCAM_LAYER, build_segmenter
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import copy_encoder, load_imagenet_weights
@@ -106,11 +105,8 @@ class Components:
 
 def components(probs: np.ndarray, truth: np.ndarray, threshold: float) -> Components:
     """The `Components` of a (H, W) lesion map `probs` at `threshold`, against the boolean `truth`."""
-    labels, count = ndimage.label(probs >= threshold)
-    index = np.arange(1, count + 1)
-    return Components(areas=np.bincount(labels.ravel(), minlength=count + 1)[1:],
-                      peaks=np.asarray(ndimage.maximum(probs, labels, index)),
-                      overlaps=np.bincount(labels[truth], minlength=count + 1)[1:],
+    labels, areas, peaks = labelled_components(probs, threshold)
+    return Components(areas=areas, peaks=peaks, overlaps=np.bincount(labels[truth], minlength=len(areas) + 1)[1:],
                       truth_area=int(truth.sum()), pixels=probs.size)
 
 
