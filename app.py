@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import collections
 import contextlib
 import csv
 import ctypes
-import io
 import itertools
 import logging
 import os
@@ -24,7 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 # Before gradio is imported: no analytics calls (offline), uploads in a private folder removed at exit.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -51,13 +49,15 @@ from gradio.data_classes import FileData, ImageData
 
 from explain.overlay import MASK_STYLES
 from inference.batch_files import BatchInputError, read_batch_inputs
-from inference.batch import COLUMNS, ERROR_PREFIX, CsvResults, batches, result_row
+from inference.about import DISCLAIMER, about_text
+from inference.batch import COLUMNS, batches, result_row
+from inference.batch_view import SCREEN_HEADERS, batch_csv, batch_summary, file_label, for_screen, skipped_summary
 from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
 from inference.models import ModelSourceError
 from inference.pipeline import Analyzer
 from inference.preprocess import view_position
-from inference.report import NOT_ULTRASOUND, describe_model, model_descriptions, pdf_report
+from inference.report import NOT_ULTRASOUND, lesion_summary, model_descriptions, pdf_report
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
@@ -65,18 +65,8 @@ EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
 DISPLAY_MAX_SIDE = 1024  # overlays are drawn no larger: bigger scans are shown shrunk anyway
 REPORT_NAME = "breast-ultrasound-report.pdf"
 BATCH_NAME = "breast-ultrasound-batch.csv"
-# The batch table's headers on screen, in words; the CSV keeps the column names `python -m inference` writes.
-BATCH_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(normal)", "p_benign": "P(benign)",
-                 "p_malignant": "P(malignant)", "lesion_count": "Lesions", "lesion_area_px": "Area (px)",
-                 "lesion_area_percent": "Area (% of field)", "lesion_area_mm2": "Area (mm²)",
-                 "longest_diameter_mm": "Longest diameter (mm)", "perpendicular_width_mm": "Width across it (mm)",
-                 "warnings": "Warnings"}
-# A scan with no class says why in its class cell, in words that fit a phone's column (the whole
-# reason was clipped there); the warnings column holds the reason.
-ERROR_CELL, NOT_RECOGNISED_CELL = "(error)", "(not recognised)"
 BATCH_THUMBNAIL_SIDE = 512  # the Batch tab's gallery images
 BATCH_CHUNK = 8  # scans per forward pass in the Batch tab: the progress bar moves every chunk
-BATCH_FOLDER_CHARS = 24  # the Batch tab shows the end of a longer folder path after the file's name (CSV: whole)
 # The mask threshold's range, for the slider and the API alike: at 0 every pixel is "lesion" (the
 # whole scan drawn, sized and explained), at 1 none is.
 THRESHOLD_RANGE = (0.05, 0.95)
@@ -132,7 +122,6 @@ ANNOUNCE_NOTES = "() => document.getElementById('notes')?.setAttribute('aria-liv
 RESULT_BUTTONS = ["download", "fullscreen"]
 RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered images, kept 10 minutes
 RESULTS_MAX_AGE_S = 600
-DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagnose or treat anyone."
 log = logging.getLogger("busi-demo")
 
 
@@ -593,76 +582,6 @@ def batch_refused(message: str) -> tuple:
     return f"⚠️ {message}", None, None, None
 
 
-def batch_summary(rows: list[dict], skipped: str, classes: list[str]) -> str:
-    """The batch in a line above its table: how many scans of each class, and how many the app did
-    not recognise or could not read, so a long batch need not be scrolled through to be counted;
-    then what it passed over (`skipped_summary`)."""
-    shown = collections.Counter(for_screen(row)["predicted_class"] for row in rows)
-    counts = [f"{shown[name]} {name}" for name in classes if shown[name]]
-    counts += [f"{shown[cell]} {what}" for cell, what in ((NOT_RECOGNISED_CELL, "not recognised as a breast ultrasound"),
-                                                          (ERROR_CELL, "could not be read")) if shown[cell]]
-    classless = shown[NOT_RECOGNISED_CELL] + shown[ERROR_CELL]
-    text = (f"**{len(rows)} scan{'s' * (len(rows) != 1)}:** {', '.join(counts)}."
-            + (" The Warnings column says why a scan has no class." if classless else ""))
-    return text + (f"\n\n⚠️ Not analysed: {skipped}." if skipped else "")
-
-
-def skipped_summary(skipped: list[str], shown: int = 5) -> str:
-    """What a batch passed over, in a line: the first few names, and why (zip archives inside an
-    archive are not opened; other files are no scans)."""
-    if not skipped:
-        return ""
-    names = ", ".join(skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
-    nested = any(name.lower().endswith(".zip") for name in skipped)
-    what = "1 file that is not a scan" if len(skipped) == 1 else f"{len(skipped)} files that are not scans"
-    return f"{what} ({names})" + ("; zip archives inside an archive are not opened" if nested else "")
-
-
-def for_screen(row: dict) -> dict:
-    """A batch row for the table on screen: the file by its `file_label`, and a scan with no class says why
-    in its class cell (`ERROR_CELL`, `NOT_RECOGNISED_CELL`), since the warnings column that holds the
-    reason sits off-screen. The CSV keeps the path whole and the cell empty."""
-    shown = {**row, "file": file_label(row["file"])}
-    if row["predicted_class"] is not None:
-        return shown
-    failed = (row["warnings"] or "").startswith(ERROR_PREFIX)
-    return {**shown, "predicted_class": ERROR_CELL if failed else NOT_RECOGNISED_CELL}
-
-
-def file_label(path: str) -> str:
-    """A batch file as the Batch tab names it: its own name first and whole, then the folder (or zip
-    archive) it came from in brackets, the folder's end kept when it is long. A path cut to its end
-    lost the name's end in a phone's narrow column, and two files of one name in different folders
-    need the folder to tell them apart."""
-    file = PurePosixPath(path)
-    folder = str(file.parent)
-    if folder == ".":
-        return file.name
-    return f"{file.name} ({folder if len(folder) <= BATCH_FOLDER_CHARS else '…' + folder[1 - BATCH_FOLDER_CHARS:]})"
-
-
-def lesion_summary(lesion: dict) -> str:
-    """One line on the drawn lesion for the notes: how much of the ultrasound field, and its size in mm when the
-    file is calibrated (else why not), so nobody has to dig the figures out of the JSON."""
-    count = lesion["lesion_count"]
-    text = f"Lesion drawn: {count} region{'s' * (count > 1)}, {lesion['lesion_area_percent']} % of the ultrasound field"
-    if lesion["lesion_area_mm2"] is None:
-        return f"{text}; no size in mm ({lesion['size_mm_unavailable']})."
-    largest = "largest " if count > 1 else ""
-    return (f"{text}, {lesion['lesion_area_mm2']:.1f} mm²; {largest}{lesion['longest_diameter_mm']:.1f} × "
-            f"{lesion['perpendicular_width_mm']:.1f} mm (longest diameter × perpendicular width, from the file's "
-            "calibration; the segmenter's outline, not calipers).")
-
-
-def batch_csv(rows: list[dict]) -> bytes:
-    """The rows as the batch command's CSV."""
-    buffer = io.StringIO(newline="")
-    results = CsvResults(buffer)
-    for row in rows:
-        results.write(row)
-    return buffer.getvalue().encode()
-
-
 def threshold_info(segmenter_config: dict) -> str:
     """The mask slider's hint: the validated default and, when the config sets one, the peak a lesion
     must reach to be drawn at all (the slider moves the outline, not that)."""
@@ -747,7 +666,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 # The file stays in view while the other columns scroll sideways, and on a phone takes at most
                 # 40 % of the width, so the class shows beside it: CSS above (Gradio 6.31's pinned_columns
                 # neither sticks nor narrows the column).
-                batch_table = gr.Dataframe(headers=[BATCH_HEADERS[c] for c in COLUMNS],
+                batch_table = gr.Dataframe(headers=[SCREEN_HEADERS[c] for c in COLUMNS],
                                            label="Results (sort from a column's ⋮ menu)",
                                            interactive=False, elem_id="batch-table", pinned_columns=1)
                 batch_gallery = gr.Gallery(label="Lesions outlined", columns=4, height="auto",
@@ -824,64 +743,6 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         gr.Button(visible=False).click(handlers.report, [scan, api_threshold, api_frame, api_view], pdf,
                                        api_name="report")
     return demo
-
-
-def without_front_matter(card: str) -> str:
-    """A Hub model card minus its YAML header, which is metadata, not prose."""
-    return re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.DOTALL)
-
-
-def training_folded(card: str) -> str:
-    """A model card with its Training section (the long record of every recipe tried, most of the
-    card) folded under one line of its own, so that the About page shows the model, its intended use,
-    limitations, data and metrics without scrolling past it."""
-    match = re.search(r"(?ms)^## Training\n.*?(?=^## |\Z)", card)
-    if match is None:
-        return card
-    return (f"{card[:match.start()]}<details><summary>Training, and what was tried</summary>\n\n{match[0].rstrip()}"
-            f"\n\n</details>\n\n{card[match.end():]}")
-
-
-def nested_headings(markdown: str, levels: int = 2) -> str:
-    """Markdown with every heading `levels` deeper, for a card shown inside the About page: its own
-    top-level headings would make the page's outline hold three titles."""
-    return re.sub(r"^(#{1,6}) ", lambda match: "#" * min(6, len(match[1]) + levels) + " ", markdown, flags=re.MULTILINE)
-
-
-def about_text(analyzer: Analyzer) -> str:
-    cards = "\n\n".join(
-        f"<details><summary>Model card: {name} — {describe_model(m)}</summary>\n\n{nested_headings(training_folded(without_front_matter(m.card)))}\n\n</details>"
-        for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
-    )
-    members = len(analyzer.segmenter.config.get("training", {}).get("members", []))
-    segmenter = (f"the mean of {members} U-Net segmenters (one recipe, {members} random seeds)" if members
-                 else "a U-Net segmenter")
-    classifier_encoder, segmenter_encoder = (f"EfficientNet-{m.encoder.title()}"
-                                             for m in (analyzer.classifier, analyzer.segmenter))
-    encoders = ("the same pretrained encoder" if classifier_encoder == segmenter_encoder
-                else f"an {segmenter_encoder} encoder, also ImageNet-pretrained")
-    return f"""{DISCLAIMER}
-
-## Models
-An {classifier_encoder} classifier (ImageNet-pretrained, fine-tuned on two hospitals' scans,
-probabilities calibrated by temperature scaling) and {segmenter}, with {encoders}. Both see the scan
-cropped to its ultrasound field with its aspect ratio kept. An image
-that does not look like the breast ultrasound they were trained on gets no answer at all. Grad-CAM
-explains the chosen class's pre-softmax score; Seg-Grad-CAM explains the summed logits of the
-predicted lesion. The classifier was trained to take its benign/malignant evidence from the lesion
-(its training masks asked those maps to peak there), so a map on the lesion is expected, and a map
-elsewhere is worth a second look.
-
-## Data
-Trained on the train sides of BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of
-breast ultrasound images.* Data in Brief 28 (2020) 104863 (licence not confirmed) — and BUS-UCLM
-(Vallez et al., Sci Data 2025; CC BY-NC 4.0, so the weights are for non-commercial use). Tested
-separately on both test sides and on BrEaST-Lesions_USG (Pawłowska et al., Sci Data 2024; CC BY 4.0),
-a hospital the models never saw — see the tables in the model cards below: expect the BrEaST
-numbers, not the BUSI ones, on your own scanner.
-
-{cards}
-"""
 
 
 def main(argv=None):

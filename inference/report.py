@@ -119,6 +119,19 @@ def scan_label(name: str | None) -> str:
     return (base[:117] + "…" if len(base) > 120 else base) or "not given"
 
 
+def lesion_summary(lesion: dict) -> str:
+    """One line on the drawn lesion for the notes: how much of the ultrasound field, and its size in mm when the
+    file is calibrated (else why not), so nobody has to dig the figures out of the JSON."""
+    count = lesion["lesion_count"]
+    text = f"Lesion drawn: {count} region{'s' * (count > 1)}, {lesion['lesion_area_percent']} % of the ultrasound field"
+    if lesion["lesion_area_mm2"] is None:
+        return f"{text}; no size in mm ({lesion['size_mm_unavailable']})."
+    largest = "largest " if count > 1 else ""
+    return (f"{text}, {lesion['lesion_area_mm2']:.1f} mm²; {largest}{lesion['longest_diameter_mm']:.1f} × "
+            f"{lesion['perpendicular_width_mm']:.1f} mm (longest diameter × perpendicular width, from the file's "
+            "calibration; the segmenter's outline, not calipers).")
+
+
 def _jpeg(array: np.ndarray) -> io.BytesIO:
     """A uint8 (H, W) or (H, W, 3) image as JPEG, scaled down to at most MAX_IMAGE_PX a side."""
     image = Image.fromarray(np.ascontiguousarray(array))

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import app
+from inference import batch_view
 from bench.server import AppServer, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -374,7 +375,7 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     single = handlers.analyzer.analyze(examples[2][0])
     assert table[0][1] == single.predicted_class and abs(table[0][4] - single.probabilities[2]) < 1e-4
     assert table[1][1] in ("normal", "benign", "malignant") and table[2][-1].startswith("error: ")
-    assert table[2][1] == app.ERROR_CELL, "a failed scan's row says so where it is seen"
+    assert table[2][1] == batch_view.ERROR_CELL, "a failed scan's row says so where it is seen"
     assert len(gallery) == 2 and gallery[1][1].startswith("IM0001 (scans.zip/study): "), "captions name the file as the table does"
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
@@ -430,20 +431,6 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
     encrypted.write_bytes(bytes(data))
     summary, *_ = handlers.batch([str(encrypted)], progress=lambda *args, **kwargs: None)
     assert "locked.zip is password-protected" in summary
-
-
-def test_the_batch_table_names_a_file_first_then_its_folder():
-    """The file's own name comes first and whole (a path cut to its end lost the name in a phone's
-    column), then the end of its folder, which tells two files of one name apart."""
-    long = "scans_with_a_long_archive_name.zip/study_2024/series_0001/busi_normal_102.png"
-    row = dict.fromkeys(app.COLUMNS, None) | {"file": long, "predicted_class": "normal", "warnings": ""}
-    shown = app.for_screen(row)["file"]
-    assert shown.startswith("busi_normal_102.png (…") and shown.endswith("/study_2024/series_0001)")
-    assert len(shown) == len("busi_normal_102.png ()") + app.BATCH_FOLDER_CHARS
-    assert app.for_screen(row | {"file": "scans.zip/a.png"})["file"] == "a.png (scans.zip)"
-    assert app.for_screen(row | {"file": "a.png"})["file"] == "a.png" and row["file"] == long
-    unrecognised = row | {"predicted_class": None, "warnings": "This picture is not recognised as a breast ultrasound scan."}
-    assert app.for_screen(unrecognised)["predicted_class"] == app.NOT_RECOGNISED_CELL
 
 
 def test_a_batch_reads_its_scans_a_chunk_at_a_time(handlers, tmp_path):
@@ -790,33 +777,6 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
     assert "0.05 to 0.95" in str(tools["segment"].inputSchema["properties"]["threshold"])
     assert not good.isError and "malignant" in good.content[0].text and "confidence" in good.content[0].text
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
-
-
-def test_card_headings_nest_under_the_about_page():
-    card = "# Title\n\nText with a # sign.\n\n## Metrics\n###### Deepest"
-    assert app.nested_headings(card) == "### Title\n\nText with a # sign.\n\n#### Metrics\n###### Deepest"
-
-
-def test_about_folds_each_cards_training_record(analyzer):
-    """The cards' Training sections (most of each card) are folded; what comes after one stays open."""
-    text = app.about_text(analyzer)
-    assert text.count("<summary>Training, and what was tried</summary>") == 2
-    for card in (analyzer.classifier.card, analyzer.segmenter.card):
-        folded = app.training_folded(card)
-        training = folded.index("## Training")
-        assert folded.rfind("<details>", 0, training) > folded.rfind("</details>", 0, training), "inside a fold"
-        assert "## Intended use" in folded and "## Limitations" in folded and "## Metrics" in folded
-    fast = (Path(app.HERE) / "models" / "segmenter_fast" / "README.md").read_text()  # Training before Metrics
-    folded = app.training_folded(fast)
-    assert folded.index("</details>") < folded.index("## Metrics"), "the fold ends where the next section starts"
-
-
-def test_about_names_each_models_encoder(analyzer):
-    """The About text names the encoder each bundled model was trained on (the classifier's config
-    says Lite1; the segmenter's, trained before Lite1 was ported, names none: Lite0), not a fixed one."""
-    text = app.about_text(analyzer)
-    assert "An EfficientNet-Lite1 classifier" in text
-    assert "with an EfficientNet-Lite0 encoder, also ImageNet-pretrained" in text
 
 
 def test_the_threshold_hint_says_which_peak_a_lesion_must_reach(analyzer):

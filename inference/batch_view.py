@@ -1,0 +1,80 @@
+"""A batch's results as the Batch tab shows them (no UI): the line that counts them, the rows on
+screen (short file labels; a scan with no class says why in its class cell) and the CSV the tab
+offers, which is `python -m inference`'s own.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+from pathlib import PurePosixPath
+
+from inference.batch import ERROR_PREFIX, CsvResults
+
+# The batch table's headers on screen, in words; the CSV keeps the column names `python -m inference` writes.
+SCREEN_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(normal)", "p_benign": "P(benign)",
+                  "p_malignant": "P(malignant)", "lesion_count": "Lesions", "lesion_area_px": "Area (px)",
+                  "lesion_area_percent": "Area (% of field)", "lesion_area_mm2": "Area (mm²)",
+                  "longest_diameter_mm": "Longest diameter (mm)", "perpendicular_width_mm": "Width across it (mm)",
+                  "warnings": "Warnings"}
+# A scan with no class says why in its class cell, in words that fit a phone's column (the whole
+# reason was clipped there); the warnings column holds the reason.
+ERROR_CELL, NOT_RECOGNISED_CELL = "(error)", "(not recognised)"
+FOLDER_CHARS = 24  # a longer folder path is shown by its end after the file's name (the CSV keeps it whole)
+
+
+def batch_summary(rows: list[dict], skipped: str, classes: list[str]) -> str:
+    """The batch in a line above its table: how many scans of each class, and how many the app did
+    not recognise or could not read, so a long batch need not be scrolled through to be counted;
+    then what it passed over (`skipped_summary`)."""
+    shown = collections.Counter(for_screen(row)["predicted_class"] for row in rows)
+    counts = [f"{shown[name]} {name}" for name in classes if shown[name]]
+    counts += [f"{shown[cell]} {what}" for cell, what in ((NOT_RECOGNISED_CELL, "not recognised as a breast ultrasound"),
+                                                          (ERROR_CELL, "could not be read")) if shown[cell]]
+    classless = shown[NOT_RECOGNISED_CELL] + shown[ERROR_CELL]
+    text = (f"**{len(rows)} scan{'s' * (len(rows) != 1)}:** {', '.join(counts)}."
+            + (" The Warnings column says why a scan has no class." if classless else ""))
+    return text + (f"\n\n⚠️ Not analysed: {skipped}." if skipped else "")
+
+
+def skipped_summary(skipped: list[str], shown: int = 5) -> str:
+    """What a batch passed over, in a line: the first few names, and why (zip archives inside an
+    archive are not opened; other files are no scans)."""
+    if not skipped:
+        return ""
+    names = ", ".join(skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
+    nested = any(name.lower().endswith(".zip") for name in skipped)
+    what = "1 file that is not a scan" if len(skipped) == 1 else f"{len(skipped)} files that are not scans"
+    return f"{what} ({names})" + ("; zip archives inside an archive are not opened" if nested else "")
+
+
+def for_screen(row: dict) -> dict:
+    """A batch row for the table on screen: the file by its `file_label`, and a scan with no class says why
+    in its class cell (`ERROR_CELL`, `NOT_RECOGNISED_CELL`), since the warnings column that holds the
+    reason sits off-screen. The CSV keeps the path whole and the cell empty."""
+    shown = {**row, "file": file_label(row["file"])}
+    if row["predicted_class"] is not None:
+        return shown
+    failed = (row["warnings"] or "").startswith(ERROR_PREFIX)
+    return {**shown, "predicted_class": ERROR_CELL if failed else NOT_RECOGNISED_CELL}
+
+
+def file_label(path: str) -> str:
+    """A batch file as the Batch tab names it: its own name first and whole, then the folder (or zip
+    archive) it came from in brackets, the folder's end kept when it is long. A path cut to its end
+    lost the name's end in a phone's narrow column, and two files of one name in different folders
+    need the folder to tell them apart."""
+    file = PurePosixPath(path)
+    folder = str(file.parent)
+    if folder == ".":
+        return file.name
+    return f"{file.name} ({folder if len(folder) <= FOLDER_CHARS else '…' + folder[1 - FOLDER_CHARS:]})"
+
+
+def batch_csv(rows: list[dict]) -> bytes:
+    """The rows as the batch command's CSV."""
+    buffer = io.StringIO(newline="")
+    results = CsvResults(buffer)
+    for row in rows:
+        results.write(row)
+    return buffer.getvalue().encode()

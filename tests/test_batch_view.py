@@ -1,0 +1,18 @@
+"""The Batch tab's rows and words, without a browser."""
+
+from inference.batch import COLUMNS
+from inference.batch_view import FOLDER_CHARS, NOT_RECOGNISED_CELL, for_screen
+
+
+def test_the_batch_table_names_a_file_first_then_its_folder():
+    """The file's own name comes first and whole (a path cut to its end lost the name in a phone's
+    column), then the end of its folder, which tells two files of one name apart."""
+    long = "scans_with_a_long_archive_name.zip/study_2024/series_0001/busi_normal_102.png"
+    row = dict.fromkeys(COLUMNS, None) | {"file": long, "predicted_class": "normal", "warnings": ""}
+    shown = for_screen(row)["file"]
+    assert shown.startswith("busi_normal_102.png (…") and shown.endswith("/study_2024/series_0001)")
+    assert len(shown) == len("busi_normal_102.png ()") + FOLDER_CHARS
+    assert for_screen(row | {"file": "scans.zip/a.png"})["file"] == "a.png (scans.zip)"
+    assert for_screen(row | {"file": "a.png"})["file"] == "a.png" and row["file"] == long
+    unrecognised = row | {"predicted_class": None, "warnings": "This picture is not recognised as a breast ultrasound scan."}
+    assert for_screen(unrecognised)["predicted_class"] == NOT_RECOGNISED_CELL
