@@ -38,6 +38,9 @@ def nested_headings(markdown: str, levels: int = 2) -> str:
 
 
 def about_text(analyzer: Analyzer) -> str:
+    """The About page in Markdown, written from the loaded models (their encoders, an ensemble's size,
+    their sources and cards), so a Space pointed at other models through `BUSI_CLASSIFIER` /
+    `BUSI_SEGMENTER` describes those, not the bundled ones."""
     cards = "\n\n".join(
         f"<details><summary>Model card: {name} — {describe_model(m)}</summary>\n\n{nested_headings(training_folded(without_front_matter(m.card)))}\n\n</details>"
         for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
