@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.finetune import BUS_UCLM_SHARE, Augmentation, lesion_free_crop, scan_weights, train_dataset
+from training.finetune import BUS_UCLM_SHARE, Augmentation, scan_weights, train_dataset
 from training.split import samples_by_side
 
 
@@ -56,30 +56,6 @@ def test_one_seed_gives_the_same_augmented_batches_every_time():
     first = batches(7)
     assert all(np.array_equal(a, b) for a, b in zip(first, batches(7))), "same seed, same batches"
     assert not all(np.array_equal(a, b) for a, b in zip(first, batches(8)))
-
-
-def test_a_lesion_free_crop_holds_no_lesion_and_leaves_a_scan_it_cannot_clear():
-    """Cut beside the lesion, the crop shows tissue only (no lesion pixel), is framed like serving (the
-    field fills one side, padded black) and has an empty mask; a lesion that fills the field leaves the
-    scan as it is. With `tissue_crop`, the augmentation cuts lesion scans only."""
-    size, rng = 128, np.random.default_rng(0)
-    image = np.zeros((size, size, 3), np.uint8)
-    image[16:112] = 90  # a landscape field, black above and below
-    mask = np.zeros((size, size), np.uint8)
-    mask[40:60, 20:40] = 1
-    image[mask > 0] = 250
-    for _ in range(20):
-        cropped, cropped_mask = lesion_free_crop(image, mask, rng)
-        assert not cropped_mask.any() and cropped.max() == 90, "tissue only, nothing to draw"
-        field = cropped[..., 0] > 0
-        assert field.any(axis=0).all() or field.any(axis=1).all(), "aspect kept, padded"
-    filled = np.zeros_like(mask)
-    filled[16:112] = 1
-    same, same_mask = lesion_free_crop(image, filled, rng)
-    assert same is image and same_mask is filled
-    images, masks = np.stack([image] * 8), np.stack([mask] * 4 + [np.zeros_like(mask)] * 4)
-    out_images, out_masks = Augmentation(size, tissue_crop=1.0)(images, masks)
-    assert not out_masks.any(), "every lesion scan was cut clear of its lesion; normal scans have none"
 
 
 def test_zoomed_crops_keep_the_whole_lesion_and_zoom_normal_scans_alike():

@@ -92,12 +92,6 @@ ULTRASOUND_SHIFT = [
 ]
 # Share of a normal scan's side taken by the stand-in box its zoomed crop keeps (a typical lesion's).
 STAND_IN_SIDE = (0.2, 0.4)
-# A lesion-free crop (`lesion_free_crop`) aims at this share of each side of the field, cut down to the room
-# beside the lesion but never below TISSUE_CROP_MIN of it, and keeps TISSUE_CROP_MARGIN of the input's side
-# between itself and the lesion's box.
-TISSUE_CROP_SIDE = (0.4, 0.7)
-TISSUE_CROP_MIN = 0.25
-TISSUE_CROP_MARGIN = 0.05
 
 
 def lesion_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -123,40 +117,6 @@ def field_mask(image: np.ndarray) -> np.ndarray:
     return mask
 
 
-def lesion_free_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A framed (S, S, 3) lesion scan cut to a random box of its field above, below, left or right of the
-    lesion, aspect kept and padded black as serving frames a scan, with an empty mask: the tissue around
-    lesions, which a segmenter must leave undrawn. The scan as it is when no side has room for a box of
-    `TISSUE_CROP_MIN` of the field's height and width."""
-    size = mask.shape[0]
-    rows, cols = np.nonzero(field_mask(image))
-    if not rows.size:
-        return image, mask
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    lesion_rows, lesion_cols = np.nonzero(mask)
-    margin = int(TISSUE_CROP_MARGIN * size)
-    lesion_top, lesion_bottom = lesion_rows.min() - margin, lesion_rows.max() + 1 + margin
-    lesion_left, lesion_right = lesion_cols.min() - margin, lesion_cols.max() + 1 + margin
-    beside = [(top, min(bottom, lesion_top), left, right), (max(top, lesion_bottom), bottom, left, right),
-              (top, bottom, left, min(right, lesion_left)), (top, bottom, max(left, lesion_right), right)]
-    field_h, field_w = bottom - top, right - left
-    roomy = [(t, b, l, r) for t, b, l, r in beside
-             if b - t >= TISSUE_CROP_MIN * field_h and r - l >= TISSUE_CROP_MIN * field_w]
-    if not roomy:
-        return image, mask
-    t, b, l, r = roomy[rng.integers(len(roomy))]
-    side = rng.uniform(*TISSUE_CROP_SIDE)
-    height, width = min(b - t, max(1, int(side * field_h))), min(r - l, max(1, int(side * field_w)))
-    crop_top, crop_left = rng.integers(t, b - height + 1), rng.integers(l, r - width + 1)
-    scale = size / max(height, width)
-    placed = cv2.resize(image[crop_top:crop_top + height, crop_left:crop_left + width],
-                        (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_LINEAR)
-    out = np.zeros_like(image)
-    offset_y, offset_x = (size - placed.shape[0]) // 2, (size - placed.shape[1]) // 2
-    out[offset_y:offset_y + placed.shape[0], offset_x:offset_x + placed.shape[1]] = placed
-    return out, np.zeros_like(mask)
-
-
 class Augmentation:
     """The training augmentation of `size` x `size` scans and their masks, a batch at a time.
 
@@ -167,13 +127,11 @@ class Augmentation:
     around a stand-in box of a lesion's size (`lesion_box`), so "zoomed in" cannot become a sign of a
     lesion. With `export_shift`, `EXPORT_SHIFT` follows the scanner shift; with `ultrasound_shift`,
     `ULTRASOUND_SHIFT` comes before everything; with `random_convolution`, half the scans get a random
-    texture last (`training.random_convolution`). With `tissue_crop` > 0 (segmenters only: the crop has no
-    lesion, whatever the scan's class), that share of lesion scans is first cut to a box clear of the
-    lesion (`lesion_free_crop`), so the tissue around lesions also teaches an empty mask."""
+    texture last (`training.random_convolution`)."""
 
     def __init__(self, size: int, zoom_crop: float = 0.0, seed: int = 7, export_shift: bool = False,
-                 ultrasound_shift: bool = False, random_convolution: bool = False, tissue_crop: float = 0.0):
-        self.ultrasound_shift, self.tissue_crop = ultrasound_shift, tissue_crop
+                 ultrasound_shift: bool = False, random_convolution: bool = False):
+        self.ultrasound_shift = ultrasound_shift
         self.zoom_crop, self.rng = zoom_crop, np.random.default_rng(seed)
         zoom = [A.Sequential([
             A.BBoxSafeRandomCrop(erosion_rate=0.0, p=1.0),
@@ -190,13 +148,10 @@ class Augmentation:
         """A uint8 batch (B, S, S, 3) and its 0/1 masks (B, S, S) -> both augmented, same shapes."""
         out_images, out_masks = np.empty_like(images), np.empty_like(masks)
         for i in range(len(images)):
-            image, mask = images[i], masks[i]
-            if self.tissue_crop and mask.any() and self.rng.random() < self.tissue_crop:
-                image, mask = lesion_free_crop(image, mask, self.rng)
-            extra = {"bboxes": lesion_box(mask, self.rng), "box_ids": [0]} if self.zoom_crop else {}
+            extra = {"bboxes": lesion_box(masks[i], self.rng), "box_ids": [0]} if self.zoom_crop else {}
             if self.ultrasound_shift:
-                extra["scan_mask"] = field_mask(image)
-            result = self.compose(image=image, mask=mask, **extra)
+                extra["scan_mask"] = field_mask(images[i])
+            result = self.compose(image=images[i], mask=masks[i], **extra)
             out_images[i], out_masks[i] = result["image"], result["mask"]
         return out_images, out_masks
 
@@ -205,12 +160,11 @@ def augmentation_options(args) -> dict:
     """The training augmentation's options from a trainer's command line (`training_parser`): what
     `train_dataset` takes and the model's config records."""
     return {"zoom_crop": args.zoom_crop, "export_shift": args.export_shift, "ultrasound_shift": args.ultrasound_shift,
-            "random_convolution": args.random_convolution, "tissue_crop": args.tissue_crop}
+            "random_convolution": args.random_convolution}
 
 
 def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: float = 0.0,
-                  export_shift: bool = False, ultrasound_shift: bool = False, random_convolution: bool = False,
-                  tissue_crop: float = 0.0):
+                  export_shift: bool = False, ultrasound_shift: bool = False, random_convolution: bool = False):
     """Shuffled, augmented float batches of `(images, *targets(masks, labels, weights))`: scans and
     lesion masks share one random geometry (`Augmentation` and its options, `augmentation_options`), and
     `targets` turns them into what the model's losses expect (targets, and per-scan loss weights)."""
@@ -218,7 +172,7 @@ def train_dataset(arrays: dict, batch_size: int, seed: int, targets, zoom_crop: 
     ds = tf.data.Dataset.from_tensor_slices((arrays["images"], arrays["masks"], arrays["labels"], weights))
     ds = ds.shuffle(len(arrays["labels"]), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     size = arrays["images"].shape[1]
-    augment = Augmentation(size, zoom_crop, seed, export_shift, ultrasound_shift, random_convolution, tissue_crop)
+    augment = Augmentation(size, zoom_crop, seed, export_shift, ultrasound_shift, random_convolution)
 
     def prepare(images, masks, labels, weights):
         images, masks = tf.numpy_function(augment, [images, masks], [tf.uint8, tf.uint8])
@@ -314,9 +268,6 @@ def training_parser(doc: str, *, size: int, head_epochs: int, epochs: int, batch
     parser.add_argument("--ultrasound-shift", action="store_true",
                         help="add usaugment's depth attenuation, shadows, haze and speckle reduction to the "
                              "training augmentation (training.finetune.ULTRASOUND_SHIFT)")
-    parser.add_argument("--tissue-crop", type=float, default=0.0,
-                        help="segmenters: share of lesion scans cut to a box clear of the lesion, with an empty mask "
-                             "(training.finetune.lesion_free_crop); 0: none")
     parser.add_argument("--random-convolution", action="store_true",
                         help="give half the training scans a random local texture (training.random_convolution)")
     parser.add_argument("--average-from", type=int, default=0,

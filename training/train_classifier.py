@@ -110,8 +110,6 @@ def main(argv=None):
     parser.add_argument("--attention-weight", type=float, default=0.3,
                         help="weight of the loss that asks the lesion classes' maps to peak on the lesion")
     args = parser.parse_args(argv)
-    if args.tissue_crop:
-        parser.error("--tissue-crop is for segmenters: a lesion-free crop would keep its scan's benign or malignant label")
     keras.utils.set_random_seed(args.seed)
     started = time.time()
     framing, train, val = load_training_data(args)
