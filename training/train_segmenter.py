@@ -289,6 +289,10 @@ def main(argv=None):
                         help="a trained classifier folder: take its encoder, frozen, and its input size (--size ignored)")
     parser.add_argument("--init-from", type=Path,
                         help="a trained segmenter folder: start from its weights and input size (--size ignored)")
+    parser.add_argument("--keep-validation-maps", action="store_true",
+                        help="also save every epoch's validation lesion maps (float16, --out/validation_maps/"
+                             "epoch_NN.npy, scans in load_training_data's order): to compare ways of choosing the "
+                             "epoch on one half of the validation scans and scoring them on the other")
     parser.add_argument("--postprocessing-only", action="store_true",
                         help="keep the weights in --out; re-choose its post-processing on validation "
                              "(after the classifier changed)")
@@ -331,6 +335,10 @@ def main(argv=None):
         Dice, lesion scans missed, normal scans flagged. A coarser grid ranks epochs by something
         else: it scored the shipped segmenter 0.687 where the whole grid scores 0.786."""
         probs = predict_in_batches(probs_fn, val["images"])[..., 0]
+        if args.keep_validation_maps:
+            maps_dir = args.out / "validation_maps"
+            maps_dir.mkdir(parents=True, exist_ok=True)
+            np.save(maps_dir / f"epoch_{len(selector.history) + 1:02d}.npy", probs.astype(np.float16))
         best, _ = choose_postprocessing(probs[own], own_val, own_p_normal)
         worst = worst_normal_fp(best)
         penalty = 0.0 if worst <= MAX_NORMAL_FP_RATE else worst
