@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 import app
-from inference import batch_view
 from bench.server import AppServer, free_port
+from inference import batch_view
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXAMPLE_UPLOAD = Path(app.EXAMPLES_DIR) / "busi_benign_354.png"  # the model calls it benign (0.99)
