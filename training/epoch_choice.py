@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,7 +179,8 @@ def main(argv=None):
         reproduced[str(run)] = float(np.abs(scores[CAPS.index(MAX_NORMAL_FP_RATE), -1] - recorded).max())
         results[str(run)] = compare(scores)
         print(f"{run}: largest difference from the recorded epoch scores {reproduced[str(run)]:.2e}", flush=True)
-    report = {"halves": 2 * args.halves, "caps": CAPS, "classifier": str(args.classifier),
+    report = {"command": " ".join(["python -m training.epoch_choice", *(argv if argv is not None else sys.argv[1:])]),
+              "halves": 2 * args.halves, "caps": CAPS, "classifier": str(args.classifier),
               "largest_difference_from_recorded_scores": reproduced, "criteria": summary(results)}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for name, row in report["criteria"].items():
