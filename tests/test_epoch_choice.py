@@ -54,6 +54,8 @@ def test_vectorised_scores_are_the_trainers_on_any_subset_of_real_scans():
         part = {key: value[subset] for key, value in val.items()}
         assert np.isclose(score, trainer_score(probs[subset], part, p_normal[subset]))
     assert (np.diff(scores, axis=0) >= -1e-12).all(), "a looser cap never scores lower"
+    ungated = capped_scores(SettingTable.of(probs, val, None), val, subsets[:1])  # a run without a classifier
+    assert np.isclose(ungated[CAPS.index(MAX_NORMAL_FP_RATE), 0], trainer_score(probs, val, None))
 
 
 def test_running_mean_averages_each_epoch_with_its_neighbours():

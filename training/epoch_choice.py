@@ -32,7 +32,7 @@ from inference.postprocess import hidden_by_normal_gate
 from training.busi import REPO_ROOT, SOURCES, TRAINING_SOURCES
 from training.finetune import load_side
 from training.split import read_split, samples_by_side
-from training.train_segmenter import (MAX_NORMAL_FP_RATE, RECTANGLE_GATES, classifier_normal_probability,
+from training.train_segmenter import (MAX_NORMAL_FP_RATE, NO_GATE, RECTANGLE_GATES, classifier_normal_probability,
                                       mask_grid)
 
 CAPS = (0.05, 0.10, 0.15, 0.20)
@@ -74,11 +74,11 @@ class SettingTable:
 
     @classmethod
     def of(cls, probs: np.ndarray, val: dict, p_normal: np.ndarray | None) -> SettingTable:
-        gates = RECTANGLE_GATES if p_normal is not None else ({"normal_gate": None, "normal_gate_spares": None},)
+        gates = RECTANGLE_GATES if p_normal is not None else NO_GATE
         dice, shown = [], []
         for _, (scan_dice, drawn, peaks) in mask_grid(probs, val):
             for gate in gates:
-                hidden = hidden_by_normal_gate(p_normal, peaks, **gate) if p_normal is not None else np.zeros(len(drawn), bool)
+                hidden = hidden_by_normal_gate(p_normal, peaks, **gate)  # without a classifier: False, broadcast
                 dice.append(np.where(hidden, 0.0, scan_dice))
                 shown.append(drawn & ~hidden)
         return cls(np.array(dice), np.array(shown))
