@@ -151,14 +151,14 @@ class ScanInput(gr.Image):
 
 class TypedSlider(gr.Slider):
     """A slider whose number box may be typed into: a value outside its range goes to the nearer end,
-    as the box itself shows once it loses focus. Gradio's own slider refuses such a value with an error
-    that blanks every output the event feeds, and the PDF then used the value the box showed, which the
-    screen never did."""
+    and an emptied box to the lower end, as the box itself shows once it loses focus. Gradio's own slider
+    refuses such a value with an error that blanks every output the event feeds, and the PDF then used
+    the value the box showed, which the screen never did."""
 
     is_template = True
 
-    def preprocess(self, payload: float) -> float:
-        return super().preprocess(min(max(payload, self.minimum), self.maximum))
+    def preprocess(self, payload: float | None) -> float:
+        return super().preprocess(self.minimum if payload is None else min(max(payload, self.minimum), self.maximum))
 
 
 def read_examples():
@@ -557,6 +557,7 @@ class Handlers:
         scans, skipped = inputs.scans, skipped_summary(inputs.skipped)
         if not scans:
             return batch_refused(f"No scans in the upload: {skipped}." if skipped
+                                 else "No scans in the upload: the archive holds no files." if paths
                                  else "Choose one or more scans, or a zip archive of scans.")
         rows, gallery = [], []
         progress(0, desc="analysing", total=len(scans), unit="scans")
@@ -613,7 +614,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                          sources=["upload", "clipboard"], format="png", height=360, elem_id="scan")
                         scan_file = gr.File(label="…or a DICOM or any other scan file", file_count="single",
                                             file_types=None, height=180, elem_id="scan-file")
-                        frame = TypedSlider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
+                        # No reset button: it would set frame 0 without analysing it (it sends no `input`).
+                        frame = TypedSlider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame",
+                                            buttons=[])
                         view = gr.Radio([], label="View", visible=False, elem_id="view")
                         with gr.Row():
                             run = gr.Button("Analyse", variant="primary")
@@ -709,7 +712,9 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         cleared.then(**store)
         cleared.then(None, None, None, js=SCROLL_TO_RESULTS)
         demo.unload(handlers.leave)
-        setting_changed = [threshold.input, opacity.input, explain.change, style.change, show_hidden.change]
+        # A slider's reset button (↺) sends `release`, not `input`.
+        setting_changed = [threshold.input, threshold.release, opacity.input, opacity.release, explain.change,
+                           style.change, show_hidden.change]
         gr.on(setting_changed, handlers.render, [state, *settings], outputs, api_visibility="private",
               trigger_mode="always_last")
         # A PDF made before a setting changed no longer shows what is on screen: it goes (make another).

@@ -97,9 +97,10 @@ def _zip_members(path: Path, inputs: BatchInputs) -> None:
 
 
 def read_batch_inputs(paths: list[str]) -> BatchInputs:
-    """The scans of the uploads, in order; a .zip contributes one scan per scan file inside it."""
+    """The scans of the uploads, in order; a .zip contributes one scan per scan file inside it. A file
+    given twice (Gradio stores identical uploads at one path) is read once, not listed twice."""
     inputs = BatchInputs()
-    for path in map(Path, paths):
+    for path in map(Path, dict.fromkeys(paths)):
         if path.suffix.lower() == ".zip":
             _zip_members(path, inputs)
         else:

@@ -201,6 +201,9 @@ def decode(source, frame: int = 0) -> DecodedScan:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ScanError(f"The image has more than {MAX_PIXELS / 1e6:.0f} megapixels.") from None
     except UnidentifiedImageError:
+        if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive's first bytes (an empty one's too)
+            raise ScanError("This is a zip archive, not a scan: analyse the scans in it as a batch (the app's "
+                            "Batch tab, or `python -m inference`).") from None
         raise ScanError("This file is not an image this app can read (PNG, JPEG, BMP, TIFF, …) nor DICOM.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ScanError(f"The image file is damaged or truncated ({error}).") from None

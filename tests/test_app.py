@@ -129,12 +129,18 @@ def test_sliders_before_any_analysis_change_nothing(handlers):
 def test_a_value_typed_beyond_a_sliders_range_goes_to_its_nearer_end(analyzer):
     """Typed into a slider's box, 1.5 used to be refused with an error that blanked every result, while
     the box then showed 0.95 and the PDF used it; now the results are drawn at what the box shows."""
-    sliders = {block.label: block for block in app.build_demo(analyzer).blocks.values()
-               if isinstance(block, app.gr.Slider)}
+    demo = app.build_demo(analyzer)
+    sliders = {block.label: block for block in demo.blocks.values() if isinstance(block, app.gr.Slider)}
     assert all(isinstance(sliders[label], app.TypedSlider) for label in ("Mask threshold", "Overlay opacity", "Frame"))
     threshold = sliders["Mask threshold"]
     assert threshold.preprocess(1.5) == app.THRESHOLD_RANGE[1] and threshold.preprocess(-2) == app.THRESHOLD_RANGE[0]
     assert threshold.preprocess(0.45) == 0.45
+    assert threshold.preprocess(None) == app.THRESHOLD_RANGE[0], "an emptied box, as it shows once it loses focus"
+    # The reset button (↺) sends `release`, not `input`: the screen must follow it, as the PDF does
+    render = next(fn for fn in demo.fns.values() if fn.name == "render")
+    triggers = {(demo.blocks[block].label, event) for block, event in render.targets}
+    assert {("Mask threshold", "release"), ("Overlay opacity", "release")} <= triggers
+    assert sliders["Frame"].buttons == [], "a reset to frame 0 would not analyse it"
 
 
 def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
@@ -384,6 +390,12 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     assert all(f"{count} {name}" in summary for name, count in collections.Counter(row[1] for row in table[:2]).items())
     summary, *results = handlers.batch([], progress=lambda *args, **kwargs: None)
     assert summary.startswith("⚠️ Choose one or more scans") and results == [None, None, None]
+    empty_zip = tmp_path / "empty.zip"
+    zipfile.ZipFile(empty_zip, "w").close()
+    summary, *results = handlers.batch([str(empty_zip)], progress=lambda *args, **kwargs: None)
+    assert summary == "⚠️ No scans in the upload: the archive holds no files." and results == [None, None, None]
+    summary, twice, *_ = handlers.batch([str(archive), str(archive)], progress=lambda *args, **kwargs: None)
+    assert summary.startswith("**2 scans:**") and len(twice) == 2, "one archive given twice is read once"
     bad_zip = tmp_path / "broken.zip"
     bad_zip.write_bytes(b"PK not really")
     summary, *results = handlers.batch([str(bad_zip)], progress=lambda *args, **kwargs: None)

@@ -126,6 +126,7 @@ def test_a_doppler_box_on_a_grey_scan_is_still_flagged(scan):
     (b"", "empty"),
     (b"this is not an image at all", "not an image"),
     (b"%PDF-1.4 fake", "not an image"),
+    (b"PK\x05\x06" + bytes(18), "zip archive, not a scan: analyse the scans in it as a batch"),  # an empty zip
 ])
 def test_non_images_are_refused(data, message):
     with pytest.raises(ScanError, match=message):
