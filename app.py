@@ -683,8 +683,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs, pdf, ticket], api_visibility="private",
                      show_progress="hidden")
         # "minimal": a running timer, no ETA (Gradio's estimate averages past runs and was 4x off for big scans)
+        # "always_last": a scan chosen while the previous one's analysis runs in the same chain (removed and
+        # replaced in the scan box) is analysed after it; Gradio's default dropped it, leaving no results.
         store = dict(fn=handlers.analyze_chosen, inputs=[scan, chosen, ticket, frame, view, *settings],
-                     outputs=[state, *outputs, frame, view], api_visibility="private", show_progress="minimal")
+                     outputs=[state, *outputs, frame, view], api_visibility="private", show_progress="minimal",
+                     trigger_mode="always_last")
         # A new scan starts at its first frame and its largest view.
         first_frame = dict(fn=lambda: (gr.update(value=0, visible=False), gr.update(value=None, visible=False)),
                            outputs=[frame, view], api_visibility="private", show_progress="hidden")
