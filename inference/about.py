@@ -58,7 +58,9 @@ def about_text(analyzer: Analyzer) -> str:
 An {classifier_encoder} classifier (ImageNet-pretrained, fine-tuned on two hospitals' scans,
 probabilities calibrated by temperature scaling) and {segmenter}, with {encoders}. Both see the scan
 cropped to its ultrasound field with its aspect ratio kept. An image
-that does not look like the breast ultrasound they were trained on gets no answer at all. Grad-CAM
+that looks unlike the breast ultrasound they were trained on (a photo, a document) gets no answer at
+all; a picture made to look like ultrasound (grey texture in a probe's sector) can pass that check and
+get one. Grad-CAM
 explains the chosen class's pre-softmax score; Seg-Grad-CAM explains the summed logits of the
 predicted lesion. The classifier was trained to take its benign/malignant evidence from the lesion
 (its training masks asked those maps to peak there), so a map on the lesion is expected, and a map
