@@ -394,11 +394,11 @@ class Handlers:
         seg_cam = shown.seg_cam_overlay(threshold, opacity)
         return (
             analysis.probability_dict(),
-            write_image(shown.class_overlay(explain, opacity), RESULTS_DIR),
-            write_image(shown.mask_overlay(threshold, opacity, style), RESULTS_DIR),
-            write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"),
+            write_image(shown.class_overlay(explain, opacity), RESULTS_DIR, name="gradcam"),
+            write_image(shown.mask_overlay(threshold, opacity, style), RESULTS_DIR, name="lesion-overlay"),
+            write_image(analysis.mask_png(threshold), RESULTS_DIR, "png", "lesion-mask"),
             self.json_report(analysis, threshold, lesion),
-            None if seg_cam is None else write_image(seg_cam, RESULTS_DIR),
+            None if seg_cam is None else write_image(seg_cam, RESULTS_DIR, name="seg-gradcam"),
             notes,
         )
 
@@ -545,7 +545,7 @@ class Handlers:
         analysis = self._analysis(path, view=view)
         if analysis.out_of_distribution:  # no mask: an empty one would read as "no lesion"
             return None, self.json_report(analysis, threshold)
-        return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png"), self.json_report(analysis, threshold)
+        return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png", "lesion-mask"), self.json_report(analysis, threshold)
 
     def batch(self, paths, progress=gr.Progress()):
         """The Batch tab: many scans (files and/or zip archives) -> a table with one row per scan, a

@@ -23,11 +23,13 @@ from PIL import Image
 JPEG_QUALITY = 90
 
 
-def write_image(array: np.ndarray, folder: Path, fmt: str = "jpeg") -> str:
-    """Encode a uint8 (H, W) or (H, W, 3) image as `fmt` ("jpeg" or "png") into `folder`; the path."""
+def write_image(array: np.ndarray, folder: Path, fmt: str = "jpeg", name: str | None = None) -> str:
+    """Encode a uint8 (H, W) or (H, W, 3) image as `fmt` ("jpeg" or "png") into `folder`; the path. With
+    `name`, an image a user may download is saved under it (`name.jpg`), not under a bare content hash."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt.upper(), **({"quality": JPEG_QUALITY} if fmt == "jpeg" else {}))
-    return write_file(buffer.getvalue(), folder, "jpg" if fmt == "jpeg" else fmt)
+    suffix = "jpg" if fmt == "jpeg" else fmt
+    return write_file(buffer.getvalue(), folder, suffix, None if name is None else f"{name}.{suffix}")
 
 
 def write_file(data: bytes, folder: Path, suffix: str, download_name: str | None = None) -> str:

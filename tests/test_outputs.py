@@ -41,7 +41,9 @@ def test_masks_stay_exact_png_and_old_results_are_pruned(tmp_path):
     mask[10:20, 10:30] = 255
     path = write_image(mask, tmp_path, "png")
     assert np.array_equal(np.asarray(Image.open(path)), mask)
-    assert prune(tmp_path, 3600) == 0 and prune(tmp_path, -1) == 1
+    named = write_image(mask, tmp_path, "png", "lesion-mask")  # what a user downloads is named for what it is
+    assert named.endswith("/lesion-mask.png") and np.array_equal(np.asarray(Image.open(named)), mask)
+    assert prune(tmp_path, 3600) == 0 and prune(tmp_path, -1) == 2
     assert not list(tmp_path.iterdir())
 
 
