@@ -203,7 +203,7 @@ def decode(source, frame: int = 0) -> DecodedScan:
     except UnidentifiedImageError:
         if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive's first bytes (an empty one's too)
             raise ScanError("This is a zip archive, not a scan: analyse the scans in it as a batch (the app's "
-                            "Batch tab, or `python -m inference`).") from None
+                            "Batch tab, or unpack it for `python -m inference`).") from None
         raise ScanError("This file is not an image this app can read (PNG, JPEG, BMP, TIFF, …) nor DICOM.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ScanError(f"The image file is damaged or truncated ({error}).") from None
