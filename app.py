@@ -187,6 +187,10 @@ def pick_example(event: gr.SelectData) -> tuple[str, str, None]:
 NO_EXAMPLE = -1
 
 
+# Image files a browser draws in the scan box; others (TIFF) are shown as the scan analysed.
+BROWSER_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".avif", ".ico")
+
+
 def chosen_file(path: str | None) -> tuple:
     """A file chosen in (or removed from) one scan box: it is the file chosen last, the other box empties
     (the two never disagree on it), and no example stays highlighted as if it were the one shown."""
@@ -451,9 +455,12 @@ class Handlers:
     @staticmethod
     def show_analysed(analysis, picture, uploaded):
         """The scan box's picture of the scan as analysed, when the box shows something else: a file from
-        the file box (a browser cannot draw DICOM), or the moving picture of a multi-frame file (the
-        frame analysed); nothing for an image the scan box already shows as it is."""
-        if analysis is None or uploaded is None or (picture == uploaded and analysis.n_frames == 1):
+        the file box (a browser cannot draw DICOM), a format the browser cannot draw (TIFF showed as a
+        broken-image frame), or the moving picture of a multi-frame file (the frame analysed); nothing
+        for an image the scan box already shows as it is."""
+        shown_as_is = (picture == uploaded and analysis is not None and analysis.n_frames == 1
+                       and Path(picture).suffix.lower() in BROWSER_IMAGE_SUFFIXES)
+        if analysis is None or uploaded is None or shown_as_is:
             return gr.skip()
         return write_image(analysis.gray, RESULTS_DIR, "png")
 

@@ -176,8 +176,8 @@ def test_a_threshold_that_draws_nothing_says_so(handlers, examples, tmp_path):
 
 
 def test_the_scan_box_shows_the_scan_as_analysed_only_when_it_shows_something_else(handlers, examples, tmp_path):
-    """A scan box image is left as it is; a file from the file box (DICOM) or a moving picture gets
-    the analysed frame; nothing before an analysis."""
+    """A scan box image is left as it is; a file from the file box (DICOM), one the browser cannot draw
+    (TIFF) or a moving picture gets the analysed frame; nothing before an analysis."""
     upload = upload_copy(examples[0][0], tmp_path)
     state, *_ = handlers.analyze_and_store(upload)
     assert handlers.show_analysed(state, upload, upload) == gr.skip()
@@ -189,6 +189,10 @@ def test_the_scan_box_shows_the_scan_as_analysed_only_when_it_shows_something_el
     frames[0].save(gif, save_all=True, append_images=frames[1:])
     moving, *_ = handlers.analyze_and_store(str(gif), 1)
     assert np.array_equal(pixels(handlers.show_analysed(moving, str(gif), str(gif))), moving.gray)
+    tiff = Path(upload).with_name("scan.tif")  # analysed, but a browser draws a broken-image frame for it
+    Image.open(examples[0][0]).save(tiff)
+    as_tiff, *_ = handlers.analyze_and_store(str(tiff))
+    assert np.array_equal(pixels(handlers.show_analysed(as_tiff, str(tiff), str(tiff))), as_tiff.gray)
 
 
 def test_a_lesion_the_gate_hides_is_drawn_when_the_box_is_ticked(gated, examples, tmp_path):
