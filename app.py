@@ -15,6 +15,7 @@ import contextlib
 import csv
 import ctypes
 import itertools
+import json
 import logging
 import os
 import re
@@ -59,6 +60,34 @@ from inference.pipeline import Analyzer
 from inference.preprocess import view_position
 from inference.report import NOT_ULTRASOUND, lesion_summary, model_descriptions, pdf_report
 
+
+
+def mend_mcp_results():
+    """Gradio 6.31's MCP server passes a tool's outputs to its converter as one item when the client asks
+    for no progress updates (most clients): a tool with several outputs answered with one text block,
+    the Python printout of them all, its images as server paths. Here they are listed one per output, as
+    Gradio's own progress path lists them, so each image becomes MCP image content; and a dict or list
+    output (the probabilities, the report) is sent as JSON text, which a client can parse, not as a
+    Python printout. Remove once Gradio does both (the MCP test checks)."""
+    from anyio.to_thread import run_sync
+    from gradio.mcp import GradioMCPServer
+    from gradio_client.utils import is_file_obj_with_meta
+
+    async def one_item_per_output(self, job):
+        result = await run_sync(job.result)
+        return list(result) if isinstance(result, tuple) else [result]
+
+    convert = GradioMCPServer.postprocess_output_data
+
+    def json_for_data(self, data, root_url):
+        return convert(self, [json.dumps(item) if isinstance(item, (dict, list)) and not is_file_obj_with_meta(item)
+                              else item for item in data], root_url)
+
+    GradioMCPServer._execute_tool_without_progress = one_item_per_output
+    GradioMCPServer.postprocess_output_data = json_for_data
+
+
+mend_mcp_results()
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
@@ -489,7 +518,7 @@ class Handlers:
         both with Grad-CAM. Research demo, not a medical device: not for diagnosis.
 
         Args:
-            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB); over MCP, a data: URI with the file's base64 content or an http(s) URL the server can fetch.
             explain: the class whose Grad-CAM to draw: "predicted class", "normal", "benign" or "malignant".
             threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
             opacity: opacity of the overlays, 0 to 1 (default 0.45).
@@ -507,7 +536,7 @@ class Handlers:
         date. Research demo, not a medical device: not for diagnosis.
 
         Args:
-            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB); over MCP, a data: URI with the file's base64 content or an http(s) URL the server can fetch.
             threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
             frame: which frame of a multi-frame file to analyse, from 0 (default 0).
             view: which view of an image showing several side by side to analyse, from 0 at the left (default: the largest).
@@ -522,7 +551,7 @@ class Handlers:
         classifier alone). Research demo, not a medical device: not for diagnosis.
 
         Args:
-            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB); over MCP, a data: URI with the file's base64 content or an http(s) URL the server can fetch.
             view: which view of an image showing several side by side to read, from 0 at the left (default: the largest).
         Returns:
             the probabilities (or "not recognised as a breast ultrasound scan"), and the warnings: why a scan is not recognised, or what makes its answer less reliable or partial (colour, several frames, shown upside down, two views side by side of which one was read), one per line; empty when none.
@@ -542,7 +571,7 @@ class Handlers:
         not a medical device: not for diagnosis or measurement.
 
         Args:
-            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB).
+            path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB); over MCP, a data: URI with the file's base64 content or an http(s) URL the server can fetch.
             threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
             view: which view of an image showing several side by side to segment, from 0 at the left (default: the largest).
         Returns:

@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -798,7 +799,15 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
     assert {"analyze", "classify", "segment", "report"} <= set(tools), "MCP tools are named as the endpoints"
     assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment", "report"))
     assert "0.05 to 0.95" in str(tools["segment"].inputSchema["properties"]["threshold"])
-    assert not good.isError and "malignant" in good.content[0].text and "confidence" in good.content[0].text
+    assert all("data: URI" in str(tools[name].inputSchema["properties"]["path"]) for name in ("analyze", "report")), \
+        "the schema says how to send a scan"
+    assert not good.isError
+    # One content item per output, as JSON a client can parse, and the images as image content (Gradio
+    # sent one text block, the Python printout of the whole tuple, with the images as server paths)
+    texts = [item.text for item in good.content if item.type == "text"]
+    assert json.loads(texts[0])["label"] == "malignant"
+    assert json.loads(next(t for t in texts if '"predicted_class"' in t))["predicted_class"] == "malignant"
+    assert sum(item.type == "image" for item in good.content) >= 3, "Grad-CAM, lesion overlay and mask as images"
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
 
 
