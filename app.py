@@ -130,6 +130,10 @@ input[role=combobox]:focus-visible { outline: 3px solid #3730a3; outline-offset:
   #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
   #batch-gallery .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
   #examples .caption-label, #batch-gallery .caption-label { font-size: 12px; padding: 1px 4px; }
+  /* Gradio's small buttons, big enough to tap (WCAG's 24 px at least): slider resets, upload sources,
+     a batch file's remove cross, the result images' icons */
+  .reset-button, .source-selection button, button[aria-label="Remove this file"], .icon-button {
+    min-width: 32px; min-height: 32px; }
 }"""
 # Gradio's Soft theme with its pale label, hint and primary-button colours darkened to a contrast of
 # at least 4.5:1 (WCAG AA): they measured 3.6, 2.5 and 4.5 (3.0 hovered).
