@@ -150,6 +150,14 @@ SCROLL_TO_RESULTS_ON_PHONE = f"""() => {{ const notes = document.getElementById(
   if (notes && window.innerWidth <= 640) {_NOTES_INTO_VIEW} }}"""
 # Screen readers announce the notes (the line on the drawn lesion, warnings) when they change.
 ANNOUNCE_NOTES = "() => document.getElementById('notes')?.setAttribute('aria-live', 'polite')"
+# Screen readers name each example by its caption (ground truth and source): Gradio labels the thumbnail
+# buttons "Thumbnail N of 10", which hides the picture's alt text. Kept so when Gradio redraws them.
+NAME_EXAMPLES = """() => { const gallery = document.getElementById('examples'); if (!gallery) return;
+  const name = () => gallery.querySelectorAll('button.thumbnail-item').forEach(item => {
+    const caption = item.querySelector('img')?.alt;
+    if (caption && item.getAttribute('aria-label') !== caption) item.setAttribute('aria-label', caption); });
+  name(); new MutationObserver(name).observe(gallery, {subtree: true, childList: true, attributes: true,
+                                                      attributeFilter: ['aria-label']}); }"""
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
 RESULT_BUTTONS = ["download", "fullscreen"]
@@ -764,6 +772,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         gr.on(setting_changed, lambda: gr.update(visible=False, value=None), None, pdf, api_visibility="private",
               show_progress="hidden")
         demo.load(None, js=ANNOUNCE_NOTES)
+        demo.load(None, js=NAME_EXAMPLES)
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]

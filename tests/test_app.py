@@ -539,6 +539,8 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         page.goto(server.url, wait_until="domcontentloaded")
         # The image box says where a DICOM goes before one is dropped on it (the browser refuses it there).
         expect(page.locator("#scan")).to_contain_text("DICOM and other files: the box below.")
+        # Screen readers name an example by its caption, not Gradio's "Thumbnail 1 of 10".
+        expect(page.locator("#examples button.thumbnail-item").first).to_have_attribute("aria-label", "normal · BUSI")
         page.locator("#examples").get_by_text("malignant · BUSI", exact=True).click()
         probabilities = page.locator("#probabilities")
         expect(probabilities).to_contain_text("malignant", timeout=60_000)
