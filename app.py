@@ -61,7 +61,6 @@ from inference.preprocess import view_position
 from inference.report import NOT_ULTRASOUND, lesion_summary, model_descriptions, pdf_report
 
 
-
 def mend_mcp_results():
     """Gradio 6.31's MCP server passes a tool's outputs to its converter as one item when the client asks
     for no progress updates (most clients): a tool with several outputs answered with one text block,
@@ -88,6 +87,7 @@ def mend_mcp_results():
 
 
 mend_mcp_results()
+
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 EXPLAIN_CHOICES = ["predicted class", "normal", "benign", "malignant"]
@@ -499,9 +499,8 @@ class Handlers:
         the file box (a browser cannot draw DICOM), a format the browser cannot draw (TIFF showed as a
         broken-image frame), or the moving picture of a multi-frame file (the frame analysed); nothing
         for an image the scan box already shows as it is."""
-        shown_as_is = (picture == uploaded and analysis is not None and analysis.n_frames == 1
-                       and Path(picture).suffix.lower() in BROWSER_IMAGE_SUFFIXES)
-        if analysis is None or uploaded is None or shown_as_is:
+        if analysis is None or uploaded is None or (picture == uploaded and analysis.n_frames == 1
+                                                    and Path(picture).suffix.lower() in BROWSER_IMAGE_SUFFIXES):
             return gr.skip()
         return write_image(analysis.gray, RESULTS_DIR, "png")
 
