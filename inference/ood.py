@@ -68,20 +68,36 @@ def pooled_layers(model: keras.Model, layers) -> Callable:
     return tf.function(run, reduce_retracing=True)
 
 
-def screening_of(features):
-    """(B, H, W, k) maps of the check's layer (arrays or tensors) -> ((B, k) global averages for this
-    check, (B, 2, k) top- and bottom-half averages for the orientation check, `inference.orientation`)."""
-    return ops.mean(features, axis=(1, 2)), orientation.top_and_bottom_means(features)
+@dataclass(frozen=True)
+class ScreeningLayers:
+    """The classifier layers the screening checks read from its own forward pass: this check's global
+    average and the orientation check's top- and bottom-half averages (`inference.orientation`). Each
+    check chose its layer on its own evidence, so the two may differ."""
+
+    distance_layer: str
+    orientation_layer: str
+
+    @property
+    def names(self) -> list[str]:
+        """The layers to read, each once."""
+        return list(dict.fromkeys((self.distance_layer, self.orientation_layer)))
+
+    def features(self, outputs):
+        """The (B, H, W, k) maps of `names`, in order (arrays or tensors) -> ((B, k) global averages for
+        this check, (B, 2, k') top- and bottom-half averages for the orientation check)."""
+        maps = dict(zip(self.names, outputs))
+        return (ops.mean(maps[self.distance_layer], axis=(1, 2)),
+                orientation.top_and_bottom_means(maps[self.orientation_layer]))
 
 
-def screening_features(model: keras.Model, output_layer: str, layer: str) -> Callable:
-    """A compiled function: model inputs (B, S, S, 3) -> (`output_layer`'s output, then `screening_of`'s
-    two arrays for `layer`) from one forward pass: the classifier's logits and the screening checks'
-    features without running the layers they share twice."""
-    both = keras.Model(model.input, [model.get_layer(output_layer).output, model.get_layer(layer).output])
+def screening_features(model: keras.Model, output_layer: str, screening: ScreeningLayers) -> Callable:
+    """A compiled function: model inputs (B, S, S, 3) -> (`output_layer`'s output, then `screening`'s
+    two arrays) from one forward pass: the classifier's logits and the screening checks' features
+    without running the layers they share twice."""
+    both = keras.Model(model.input, [model.get_layer(name).output for name in (output_layer, *screening.names)])
 
     def run(images):
-        output, features = both(images, training=False)
-        return output, *screening_of(features)
+        output, *maps = both(images, training=False)
+        return output, *screening.features(maps)
 
     return tf.function(run, reduce_retracing=True)

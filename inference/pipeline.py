@@ -231,14 +231,13 @@ class Analyzer:
         if self.ood is None:
             log.warning("the classifier %s has no out-of-distribution check (%s): images that are not breast "
                         "ultrasound will get an answer too", self.classifier.source, ood.FILE_NAME)
-        if self.orientation and self.orientation.layer != self.ood.layer:
-            raise ModelSourceError(f"classifier {self.classifier.source}: its orientation check reads "
-                                   f"{self.orientation.layer}, its out-of-distribution check {self.ood.layer}")
-        # The Grad-CAM pass also reads the checks' layer, so an analysis runs the classifier once.
+        self.screening = (ood.ScreeningLayers(self.ood.layer, self.orientation.layer if self.orientation else self.ood.layer)
+                          if self.ood else None)
+        # The Grad-CAM pass also reads the checks' layers, so an analysis runs the classifier once.
         self.classifier_cam = ClassifierGradCAM(self.classifier.model, c["gradcam_layer"], c["logits_layer"],
-                                                also=(self.ood.layer,) if self.ood else ())
-        self._logits_and_screening_features = (ood.screening_features(self.classifier.model, c["logits_layer"], self.ood.layer)
-                                               if self.ood else None)
+                                                also=tuple(self.screening.names) if self.screening else ())
+        self._logits_and_screening_features = (ood.screening_features(self.classifier.model, c["logits_layer"], self.screening)
+                                               if self.screening else None)
         self._one_encoder_pass = self._compile_one_encoder_pass()
         self._model_pool = ThreadPoolExecutor(self.model_threads, thread_name_prefix="models")
         self._scan_pool = ThreadPoolExecutor(self.scan_threads, thread_name_prefix="scans")
@@ -248,24 +247,24 @@ class Analyzer:
 
     def _compile_one_encoder_pass(self) -> Callable | None:
         """When the segmenter holds the classifier's encoder (`inference.shared_encoder`): a compiled
-        function, classifier inputs -> (logits, screening features (`ood.screening_of`) or None,
+        function, classifier inputs -> (logits, screening features (`ood.ScreeningLayers.features`) or None,
         mask logits), running the encoder once for both models. None otherwise."""
         if not shared_encoder.shares_encoder(self.classifier, self.segmenter):
             return None
         model = self.classifier.model
         outputs = [model.get_layer(self.classifier.config["logits_layer"]).output]
-        if self.ood:
-            outputs.append(model.get_layer(self.ood.layer).output)
+        if self.screening:
+            outputs += [model.get_layer(name).output for name in self.screening.names]
         both = shared_encoder.with_decoder_outputs(model, outputs, self.segmenter.model, self.segmenter.config["logits_layer"])
 
         def run(images):
-            logits, *features, mask_logits = both(images, training=False)
-            return logits, ood.screening_of(features[0]) if features else None, mask_logits
+            logits, *maps, mask_logits = both(images, training=False)
+            return logits, self.screening.features(maps) if maps else None, mask_logits
 
         return tf.function(run, reduce_retracing=True)
 
     def _screen(self, features) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """A batch's screening features (`ood.screening_of`'s two arrays, or None) -> its (B,) out-of-distribution
+        """A batch's screening features (`ood.ScreeningLayers.features`' two arrays, or None) -> its (B,) out-of-distribution
         scores and (B, kinds) orientation probabilities, each None where the classifier has no such check."""
         if features is None:
             return None, None
@@ -275,7 +274,7 @@ class Analyzer:
     def _explain_and_screen(self, images: np.ndarray):
         """One classifier pass with every class's Grad-CAM: (logits, maps, `_screen`'s two results)."""
         logits, cams, read = self.classifier_cam.explain_and_read(images)
-        return logits, cams, *self._screen(ood.screening_of(read[0]) if read else None)
+        return logits, cams, *self._screen(self.screening.features(read) if read else None)
 
     def _logits_and_screenings(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The classifier's logits without a gradient tape, and `_screen`'s results from the same forward pass."""

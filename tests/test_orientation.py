@@ -1,11 +1,15 @@
 """The orientation check: a scan shown as a negative gets no diagnosis, one shown upside down gets its
 results with a warning, and scans as scanners show them (mirrored too) get neither."""
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from inference.orientation import INVERTED_WARNING, KINDS, OrientationCheck, warned_upside_down
+from inference.ood import ScreeningLayers, screening_features
+from inference.orientation import INVERTED_WARNING, KINDS, OrientationCheck, top_and_bottom_means, warned_upside_down
+from inference.preprocess import Framing, to_model_input
+from training.fit_ood import candidate_layers
 
 INVERTED = INVERTED_WARNING.split("(")[0]
 
@@ -14,10 +18,29 @@ def gray_of(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L"))
 
 
-def test_the_shipped_classifier_has_a_check_on_its_out_of_distribution_layer(analyzer):
+def test_the_shipped_classifier_has_a_check_read_in_its_own_pass(analyzer):
     check = analyzer.orientation
-    assert check is not None and check.layer == analyzer.ood.layer
+    assert check is not None and check.layer in candidate_layers(analyzer.classifier.encoder)
+    assert analyzer.screening.names == list(dict.fromkeys((analyzer.ood.layer, check.layer)))
     assert 0.5 <= check.thresholds[KINDS.index("inverted")] < 1 and 0.5 <= check.thresholds[KINDS.index("upside down")] < 1
+
+
+def test_each_check_reads_its_own_layer_from_the_one_pass(analyzer, examples):
+    """The two checks may read different layers (rule 82 moved the distance's): the one pass that
+    serves both gives each its own layer's features, as a model of that layer alone computes them."""
+    model, config = analyzer.classifier.model, analyzer.classifier.config
+    gray = gray_of(examples[0][0])
+    inputs = to_model_input(gray, Framing.for_model(gray, config))[None]
+    screening = ScreeningLayers("block9_out", "block13_out")
+    _, pooled, halves = screening_features(model, config["logits_layer"], screening)(inputs)
+    alone = {name: keras.Model(model.input, model.get_layer(name).output)(inputs, training=False).numpy()
+             for name in ("block9_out", "block13_out")}
+    assert np.allclose(pooled, alone["block9_out"].mean(axis=(1, 2)), atol=1e-5)
+    assert np.allclose(halves, top_and_bottom_means(alone["block13_out"]), atol=1e-5)
+    shipped = {name: keras.Model(model.input, model.get_layer(name).output)(inputs, training=False).numpy()
+               for name in analyzer.screening.names}
+    distance = analyzer.ood.distance(shipped[analyzer.ood.layer].mean(axis=(1, 2)))[0]
+    assert analyzer.analyze(gray).feature_distance == pytest.approx(distance, rel=1e-4)
 
 
 @pytest.mark.parametrize("alteration", ["as is", "mirrored"])

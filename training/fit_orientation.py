@@ -2,8 +2,10 @@
 writes `orientation.npz` into the model folder and the numbers to `--report`.
 
 Examples: every training-side scan as it is and mirrored left-right ("as shown"), inverted, and upside
-down, each altered as a raw scan and then framed as serving frames it. Features: the out-of-distribution
-check's layer (`ood.npz`), averaged over the top and the bottom half of the input. A logistic regression
+down, each altered as a raw scan and then framed as serving frames it. Features: one encoder layer
+(`--layer`; by default the one the model's orientation check already reads, which was the
+out-of-distribution check's layer until rule 82 re-chose that check's), averaged over the top and the
+bottom half of the input. A logistic regression
 (scikit-learn, standardised features, C = `REGULARISATION`) over the three kinds.
 
 Thresholds by cross-source validation, because the check must hold on scanners it has not seen: fitted
@@ -16,7 +18,8 @@ are called upside down in each direction. The shipped check is then fitted on bo
 scored on both validation sides, beside the classifier's own numbers on those scans as is, mirrored and
 upside down (why upside down earns a warning).
 
-    python -m training.fit_orientation [--model models/classifier] [--report reports/orientation_check.json]
+    python -m training.fit_orientation [--model models/classifier] [--layer block11_out]
+                                       [--report reports/orientation_check.json]
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 
 from inference.models import load_model
 from inference.ood import FILE_NAME as OOD_FILE_NAME
-from inference.ood import FeatureDistance, screening_features
+from inference.ood import FeatureDistance, ScreeningLayers, screening_features
 from inference.orientation import FILE_NAME, KINDS, OrientationCheck
 from inference.preprocess import Framing, to_model_input
 from training.busi import REPO_ROOT, TRAINING_SOURCES, load_scan
@@ -93,12 +96,14 @@ def scored(check: OrientationCheck, features: dict[str, np.ndarray], real: np.nd
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "classifier")
+    parser.add_argument("--layer", help="the classifier layer to read (default: the one its orientation check reads, "
+                                        "else its out-of-distribution check's)")
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "reports" / "orientation_check.json")
     args = parser.parse_args(argv)
     loaded = load_model(str(args.model))
     config = loaded.config
-    layer = FeatureDistance.load(args.model / OOD_FILE_NAME).layer
-    screening = screening_features(loaded.model, config["logits_layer"], layer)
+    layer = args.layer or (OrientationCheck.load(args.model / FILE_NAME) or FeatureDistance.load(args.model / OOD_FILE_NAME)).layer
+    screening = screening_features(loaded.model, config["logits_layer"], ScreeningLayers(layer, layer))
     features, logits = {}, {}
     for source in TRAINING_SOURCES:
         for side in ("train", "val"):
