@@ -140,6 +140,10 @@ input[role=combobox]:focus-visible { outline: 3px solid #3730a3; outline-offset:
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]).set(
     block_label_text_color="*primary_700", body_text_color_subdued="*neutral_600",
     button_primary_background_fill="*primary_700", button_primary_background_fill_hover="*primary_800")
+# Gradio 6.31's file boxes name their add-more button by the key `common.upload`, which its own English
+# words lack, so screen readers and the tooltip said "common.upload": the words it is missing (every
+# locale falls back to English for it).
+MISSING_WORDS = gr.I18n(en={"common.upload": "Upload more files"})
 # After an example is chosen: the results into view, and the keyboard's focus with them (it stayed on
 # the thumbnail, now off-screen, and the next Tab scrolled back down to the examples).
 _NOTES_INTO_VIEW = "notes.scrollIntoView({behavior: 'smooth', block: 'start'});"
@@ -829,6 +833,7 @@ def main(argv=None):
         mcp_server=True if args.mcp else None,
         theme=THEME,
         css=CSS,
+        i18n=MISSING_WORDS,
         ssr_mode=False,
         show_error=True,  # an API argument Gradio itself refuses (a path string for a file) says why, not just "error"
         max_file_size=MAX_BYTES,  # Gradio refuses bigger uploads before they reach the decoder

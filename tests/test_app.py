@@ -658,6 +658,9 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(page.locator("#batch-summary")).to_contain_text("1 could not be read")
         expect(page.locator("#batch-gallery img")).to_have_count(2, timeout=30_000)
         expect(page.locator("#batch-csv a").first).to_be_visible()
+        # The add-more button is named in words, not by Gradio's untranslated key "common.upload".
+        expect(page.locator("#batch-files button[aria-label='Upload more files']")).to_have_count(1)
+        assert "common." not in page.locator("#batch-files").inner_html()
         page.screenshot(path=str(tmp_path / "batch.png"), full_page=True)
         page.locator("#batch-files button[aria-label='Clear']").click()  # the files go: so do their results
         expect(page.locator("#batch-summary")).not_to_contain_text("3 scans:", timeout=10_000)
