@@ -162,6 +162,16 @@ NAME_EXAMPLES = """() => { const gallery = document.getElementById('examples'); 
     if (caption && item.getAttribute('aria-label') !== caption) item.setAttribute('aria-label', caption); });
   name(); new MutationObserver(name).observe(gallery, {subtree: true, childList: true, attributes: true,
                                                       attributeFilter: ['aria-label']}); }"""
+# The arrow keys, Home and End move between tabs and open the one reached, as screen-reader users expect
+# of a tab bar (WAI-ARIA's tabs pattern); Gradio's tab bars answer to Tab and Enter only.
+TAB_KEYS = """() => document.addEventListener('keydown', event => {
+  const tab = event.target.closest?.('[role=tab]'); const bar = tab?.closest('[role=tablist]'); if (!bar) return;
+  const tabs = Array.from(bar.querySelectorAll('[role=tab]')).filter(t => !t.disabled && t.offsetParent !== null);
+  const at = tabs.indexOf(tab);
+  const to = {ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: tabs.length - 1}[event.key];
+  if (to === undefined || at < 0) return;
+  event.preventDefault();
+  const reached = tabs[(to + tabs.length) % tabs.length]; reached.click(); reached.focus(); })"""
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
 RESULT_BUTTONS = ["download", "fullscreen"]
@@ -776,6 +786,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
               show_progress="hidden")
         demo.load(None, js=ANNOUNCE_NOTES)
         demo.load(None, js=NAME_EXAMPLES)
+        demo.load(None, js=TAB_KEYS)
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]

@@ -645,6 +645,11 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         page.get_by_label("range slider for Mask threshold").press("ArrowRight")
         expect(page.locator("#pdf")).to_be_hidden(timeout=30_000)
 
+        # The tab bar answers to the arrow keys: from Scan, ArrowRight reaches Batch and opens it.
+        page.get_by_role("tab", name="Scan", exact=True).focus()
+        page.keyboard.press("ArrowRight")
+        expect(page.get_by_role("tab", name="Batch")).to_have_attribute("aria-selected", "true")
+        assert page.evaluate("document.activeElement.innerText").strip() == "Batch"
         # A batch of three files: a row each, sortable table, outlines, CSV.
         page.get_by_role("tab", name="Batch").click()
         page.locator("#batch-files input[type=file]").set_input_files(
