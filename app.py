@@ -172,6 +172,12 @@ TAB_KEYS = """() => document.addEventListener('keydown', event => {
   if (to === undefined || at < 0) return;
   event.preventDefault();
   const reached = tabs[(to + tabs.length) % tabs.length]; reached.click(); reached.focus(); })"""
+# A dropdown's option chosen by keyboard (Enter) sent the focus to the page's start: Gradio blurs the box.
+# It goes back to the box, its list closed (focusing reopens it; Escape closes it, keeping the choice).
+KEEP_DROPDOWN_FOCUS = """() => document.addEventListener('keydown', event => {
+  const box = event.target.closest?.('input[role=combobox]'); if (!box || event.key !== 'Enter') return;
+  setTimeout(() => { if (document.activeElement !== document.body) return;
+    box.focus(); box.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true})); }); })"""
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
 RESULT_BUTTONS = ["download", "fullscreen"]
@@ -787,6 +793,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=ANNOUNCE_NOTES)
         demo.load(None, js=NAME_EXAMPLES)
         demo.load(None, js=TAB_KEYS)
+        demo.load(None, js=KEEP_DROPDOWN_FOCUS)
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]

@@ -610,6 +610,18 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(probabilities).to_contain_text("benign", timeout=60_000)
         expect(page.get_by_text("Error", exact=True)).to_have_count(0)
 
+        # Another class explained, chosen by keyboard: the map follows and the focus stays on the box.
+        explain = page.get_by_label("Explain class")
+        explain.focus()
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("Enter")
+        expect(notes).to_contain_text("evidence for normal", timeout=30_000)
+        assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Explain class"
+        expect(explain).to_have_attribute("aria-expanded", "false")
+        page.keyboard.press("ArrowUp")
+        page.keyboard.press("Enter")
+        expect(notes).not_to_contain_text("evidence for normal", timeout=30_000)
+
         # A file that is not an image: a readable message, no stack trace, the previous results gone,
         # and the page keeps working.
         bad = tmp_path / "notes.png"
