@@ -9,7 +9,8 @@ input and padded with black); models without that setting stretch the whole scan
 Every map a model returns goes back through the same `Framing`, so masks and Grad-CAM land on the
 scan where the model saw them.
 
-Some scanners and viewers show two views of the breast side by side, split by a black gutter. Framed
+Some scanners and viewers show two views of the breast side by side, split by a black gutter or a
+plain separator line. Framed
 whole, each view is shrunk and the models see a layout they never trained on (an example read
 malignant at 78 % was read normal beside its mirror image). So the field is split at such gutters
 (`scan_views`) and the models see the largest view, or the one a user asks for; the framing records
@@ -135,20 +136,31 @@ def ultrasound_field(gray: np.ndarray) -> Box:
     return _field_pixels(gray)[0]
 
 
-def _gutter_split(image: np.ndarray) -> int | None:
-    """Where a field (`image`, bool) splits into two views side by side: the middle of the first gutter
-    (a run of columns under FIELD_MIN_SHARE of image) with a view on each hand (see VIEW_MIN_SIDE),
-    else None. Only columns: a column gutter must cross the near field (skin and fat, never black
-    across a breast scan), whereas a row can run through a wide anechoic cyst — a stacked split cut
-    one of BUSI's test scans in two at its first evaluation, so stacked views are not split."""
+def _separator_columns(gray: np.ndarray) -> np.ndarray:
+    """(W,) bool: the columns of `gray` (a field) at one grey level above FIELD_MIN_LEVEL from top to
+    bottom (PLAIN_SHARE of them within PLAIN_TOLERANCE of their median): a line a viewer draws between
+    two views, which no column of tissue is."""
+    level = np.median(gray, axis=0)
+    plain = (np.abs(gray.astype(np.int16) - level) <= PLAIN_TOLERANCE).mean(axis=0) >= PLAIN_SHARE
+    return plain & (level > FIELD_MIN_LEVEL)
+
+
+def _gutter(image: np.ndarray, gray: np.ndarray) -> tuple[int, int] | None:
+    """Where a field (`image`, bool, and its `gray`) splits into two views side by side: the first
+    gutter (start, end), a run of columns under FIELD_MIN_SHARE of image or of plain separator lines
+    (`_separator_columns`; a viewer may draw the views apart by a grey line, not black), with a view
+    on each hand (see VIEW_MIN_SIDE), else None. Only columns: a column gutter must cross the near
+    field (skin and fat, never black across a breast scan), whereas a row can run through a wide
+    anechoic cyst — a stacked split cut one of BUSI's test scans in two at its first evaluation, so
+    stacked views are not split."""
     profile = image.mean(axis=0)
     width = len(profile)
-    gutter = np.concatenate([[False], profile < FIELD_MIN_SHARE, [False]])
+    gutter = np.concatenate([[False], (profile < FIELD_MIN_SHARE) | _separator_columns(gray), [False]])
     changes = np.flatnonzero(np.diff(gutter.astype(np.int8)))
     for start, end in zip(changes[::2], changes[1::2]):
         if (min(start, width - end) >= VIEW_MIN_SIDE * width
                 and min(_typical_fill(image[:, :start]), _typical_fill(image[:, end:])) >= VIEW_MIN_FILL):
-            return int(start + (end - start) // 2)
+            return int(start), int(end)
     return None
 
 
@@ -161,28 +173,30 @@ def _typical_fill(side: np.ndarray) -> float:
     return float(np.median(side[field[0]:field[1], field[2]:field[3]].mean(axis=0)))
 
 
-def _views_within(image: np.ndarray) -> list[Box]:
-    """The views of a field (`image`, bool, cut to the field) from left to right, each part split
-    again and cut to its own field."""
-    cut = _gutter_split(image)
-    if cut is None:
+def _views_within(image: np.ndarray, gray: np.ndarray) -> list[Box]:
+    """The views of a field (`image`, bool, and its `gray`, both cut to the field) from left to right,
+    each side of a gutter split again and cut to its own field."""
+    gutter = _gutter(image, gray)
+    if gutter is None:
         return [(0, image.shape[0], 0, image.shape[1])]
     views = []
-    for part, left in ((image[:, :cut], 0), (image[:, cut:], cut)):
-        field = _field_within(part) or (0, part.shape[0], 0, part.shape[1])
-        inner = part[field[0]:field[1], field[2]:field[3]]
-        views += [_offset(view, field[0], field[2] + left) for view in _views_within(inner)]
+    for columns in (slice(0, gutter[0]), slice(gutter[1], image.shape[1])):
+        part = image[:, columns]
+        top, bottom, left, right = _field_within(part) or (0, part.shape[0], 0, part.shape[1])
+        inner = (slice(top, bottom), slice(left, right))
+        views += [_offset(view, top, left + columns.start)
+                  for view in _views_within(part[inner], gray[:, columns][inner])]
     return views
 
 
 def scan_views(gray: np.ndarray) -> list[Box]:
     """The ultrasound field (`ultrasound_field`) split into the views a dual-view scanner or a viewer
-    shows side by side, separated by a black gutter, from left to right; one box, the field, for a
-    scan of one view."""
+    shows side by side, separated by a black gutter or a plain separator line, from left to right; one
+    box, the field, for a scan of one view."""
     field, image = _field_pixels(gray)
     if image is None:
         return [field]
-    return [_offset(view, field[0], field[2]) for view in _views_within(image)]
+    return [_offset(view, field[0], field[2]) for view in _views_within(image, gray[field[0]:field[1], field[2]:field[3]])]
 
 
 def _area(box: Box) -> int:

@@ -164,6 +164,17 @@ def test_views_side_by_side_are_split_and_the_largest_is_framed():
     assert Framing.of(dual, 224, view=0).box == (0, 200, 0, 576)
 
 
+def test_views_apart_by_a_grey_line_are_split_and_a_plain_edge_band_is_not():
+    """A viewer may set two views apart by a thin grey line instead of black: read as one image, a
+    malignant view beside a benign one was read benign at 87 % with no word of two views. A plain band
+    along one edge (some scanners export one) is no gutter: no view lies beyond it."""
+    screen = np.concatenate([tissue(200, 300), np.full((200, 3), 90, np.uint8), tissue(200, 260, seed=4)], axis=1)
+    assert scan_views(screen) == [(0, 200, 0, 300), (0, 200, 303, 563)]
+    banded = tissue(200, 300)
+    banded[:, 270:] = 90
+    assert scan_views(banded) == [(0, 200, 0, 300)]
+
+
 def test_one_view_with_a_panel_a_strip_or_a_shadow_is_not_split():
     gray, _ = synthetic_screenshot()
     assert scan_views(gray) == [ultrasound_field(gray)]
@@ -200,30 +211,38 @@ def test_a_dual_view_screen_gets_the_left_views_own_results_and_says_so(analyzer
         assert other.mask()[:, -gray.shape[1]:].sum() == mirrored.mask().sum() and not other.mask()[:, :gray.shape[1]].any()
 
 
+# How viewers set two views apart: a black gutter, or a plain line of some grey (a dark or mid grey,
+# or white), from 2 pixels wide.
+SEPARATORS = {"black gutter, 8 px": (8, 0), "grey line, 6 px": (6, 90), "dark grey line, 2 px": (2, 40),
+              "white line, 4 px": (4, 255)}
+
+
 def test_no_training_scan_splits_and_validation_scans_side_by_side_do(busi_root, bus_uclm_root):
     """The real scans of both training sources (all but their test sides) show one view each: none may
     split. Validation scans put side by side in pairs, as a viewer shows two scans (each with its own
-    borders and panels, the shorter at the top), must split into the two scans' own fields, except where
-    one is narrower than VIEW_MIN_SIDE of the pair."""
+    borders and panels, the shorter at the top), apart by each of SEPARATORS, must split into the two
+    scans' own fields, except where one is narrower than VIEW_MIN_SIDE of the pair."""
     sides = [samples_by_side(source) for source in ("busi", "bus_uclm")]
     held_in = [load_scan(s) for by_side in sides for side in ("train", "val", "excluded") for s in by_side.get(side, [])]
     assert len(held_in) == 1208 and all(len(scan_views(gray)) == 1 for gray in held_in)
     validation = [load_scan(s) for by_side in sides for s in by_side["val"]]
     order = np.random.default_rng(0).permutation(len(validation))
-    split = narrow = 0
-    for left, right in zip(order[0::2], order[1::2]):
-        left, right = validation[left], validation[right]
-        screen = np.zeros((max(left.shape[0], right.shape[0]), left.shape[1] + 8 + right.shape[1]), np.uint8)
-        screen[:left.shape[0], :left.shape[1]] = left
-        screen[:right.shape[0], left.shape[1] + 8:] = right
-        right_field = ultrasound_field(right)
-        expected = [ultrasound_field(left), (*right_field[:2], right_field[2] + left.shape[1] + 8,
-                                             right_field[3] + left.shape[1] + 8)]
-        views = scan_views(screen)
-        widths = [box[3] - box[2] for box in expected]
-        if min(widths) < VIEW_MIN_SIDE * (expected[1][3] - expected[0][2]):
-            narrow += 1
-            continue
-        assert len(views) == 2 and np.abs(np.subtract(views, expected)).max() <= 2, (views, expected)
-        split += 1
-    assert split >= 100 and narrow <= 2, (split, narrow)
+    for name, (width, level) in SEPARATORS.items():
+        split = narrow = 0
+        for left, right in zip(order[0::2], order[1::2]):
+            left, right = validation[left], validation[right]
+            screen = np.zeros((max(left.shape[0], right.shape[0]), left.shape[1] + width + right.shape[1]), np.uint8)
+            screen[:left.shape[0], :left.shape[1]] = left
+            screen[:, left.shape[1]:left.shape[1] + width] = level
+            screen[:right.shape[0], left.shape[1] + width:] = right
+            right_field = ultrasound_field(right)
+            expected = [ultrasound_field(left), (*right_field[:2], right_field[2] + left.shape[1] + width,
+                                                 right_field[3] + left.shape[1] + width)]
+            views = scan_views(screen)
+            widths = [box[3] - box[2] for box in expected]
+            if min(widths) < VIEW_MIN_SIDE * (expected[1][3] - expected[0][2]):
+                narrow += 1
+                continue
+            assert len(views) == 2 and np.abs(np.subtract(views, expected)).max() <= 2, (name, views, expected)
+            split += 1
+        assert split >= 100 and narrow <= 2, (name, split, narrow)
