@@ -10,9 +10,8 @@ Every map a model returns goes back through the same `Framing`, so masks and Gra
 scan where the model saw them.
 
 Some scanners and viewers show two views of the breast side by side, split by a black gutter or a
-plain separator line. Framed
-whole, each view is shrunk and the models see a layout they never trained on (an example read
-malignant at 78 % was read normal beside its mirror image). So the field is split at such gutters
+plain separator line. Framed whole, each view is shrunk and the models see a layout they never
+trained on (an example read malignant at 78 % was read normal beside its mirror image). So the field is split at such gutters
 (`scan_views`) and the models see the largest view, or the one a user asks for; the framing records
 how many there were, so that the user is told which one was analysed and that another can be.
 
