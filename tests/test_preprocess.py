@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.preprocess import (ASKED_VIEW_NOTE, SEVERAL_VIEWS_WARNING, VIEW_MIN_SIDE, Framing, ViewError, scan_views,
-                                  to_model_input,
-                                  ultrasound_field, views_warnings)
+from inference.preprocess import (ASKED_VIEW_NOTE, FIELD_MIN_LEVEL, SEVERAL_VIEWS_WARNING, VIEW_MIN_SIDE, Framing, ViewError,
+                                  _bar_lines, scan_views, to_model_input, ultrasound_field, views_warnings)
 from training.busi import load_scan
 from training.split import samples_by_side
 
@@ -175,6 +174,23 @@ def test_views_apart_by_a_grey_line_are_split_and_a_plain_edge_band_is_not():
     assert scan_views(banded) == [(0, 200, 0, 300)]
 
 
+def test_a_viewers_bars_are_not_part_of_the_field():
+    """A screenshot of a viewer: a tool bar (plain grey with words) above the scan and a plain side
+    panel beside it, each apart from the scan by black. Read as image, the bar made the field the whole
+    screen. Tissue is never plain: the skin and fat above a wide anechoic cyst stay in the field."""
+    rng = np.random.default_rng(5)
+    screen = np.zeros((300, 520), np.uint8)
+    screen[:24] = 62
+    screen[6:18, 10:200][rng.random((12, 190)) < 0.3] = 230  # menu words
+    screen[60:260, 100:400] = tissue(200, 300)
+    screen[40:280, 460:] = 50  # a side panel
+    assert ultrasound_field(screen) == (60, 260, 100, 400) and scan_views(screen) == [(60, 260, 100, 400)]
+    cyst = np.zeros((260, 300), np.uint8)
+    cyst[30:230] = tissue(200, 300)
+    cyst[50:80] = 0  # black across the field under 20 rows of skin and fat
+    assert ultrasound_field(cyst) == (30, 230, 0, 300)
+
+
 def test_one_view_with_a_panel_a_strip_or_a_shadow_is_not_split():
     gray, _ = synthetic_screenshot()
     assert scan_views(gray) == [ultrasound_field(gray)]
@@ -225,6 +241,9 @@ def test_no_training_scan_splits_and_validation_scans_side_by_side_do(busi_root,
     sides = [samples_by_side(source) for source in ("busi", "bus_uclm")]
     held_in = [load_scan(s) for by_side in sides for side in ("train", "val", "excluded") for s in by_side.get(side, [])]
     assert len(held_in) == 1208 and all(len(scan_views(gray)) == 1 for gray in held_in)
+    # Nor does any have a viewer's bar: framing them is as it was when the models were trained.
+    assert not any(_bar_lines(gray, gray > FIELD_MIN_LEVEL).any() or _bar_lines(gray.T, gray.T > FIELD_MIN_LEVEL).any()
+                   for gray in held_in)
     validation = [load_scan(s) for by_side in sides for s in by_side["val"]]
     order = np.random.default_rng(0).permutation(len(validation))
     for name, (width, level) in SEPARATORS.items():
