@@ -30,7 +30,8 @@ from inference.stored_check import StoredCheck
 FILE_NAME = "ood.npz"
 WARNING = ("This image does not look like the breast ultrasound scans the models were trained on "
            "(feature distance {distance:.1f}, limit {threshold:.1f}). No classification or lesion is shown: "
-           "the models' answers would be meaningless here.")
+           "the models' answers would be meaningless here. If it is a breast ultrasound scan, upload the scanner's own "
+           "export, upright and cropped to the scan: not a photo of a screen, nor a screenshot with a viewer's panels.")
 
 BLANK_WARNING = ("This image is blank: no pixel is brighter than a scan's black background, so there is no scan to "
                  "analyse. No classification or lesion is shown.")

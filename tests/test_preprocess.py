@@ -185,6 +185,10 @@ def test_a_viewers_bars_are_not_part_of_the_field():
     screen[60:260, 100:400] = tissue(200, 300)
     screen[40:280, 460:] = 50  # a side panel
     assert ultrasound_field(screen) == (60, 260, 100, 400) and scan_views(screen) == [(60, 260, 100, 400)]
+    lined = np.zeros((200, 306), np.uint8)
+    lined[:, :300] = tissue(200, 300)
+    lined[:, 304:] = 90  # a border line 2 px wide beyond a black column (some exports end so): no bar
+    assert ultrasound_field(lined) == (0, 200, 0, 306)
     cyst = np.zeros((260, 300), np.uint8)
     cyst[30:230] = tissue(200, 300)
     cyst[50:80] = 0  # black across the field under 20 rows of skin and fat
