@@ -11,9 +11,10 @@ scan where the model saw them.
 
 Some scanners and viewers show two views of the breast side by side, split by a black gutter or a
 plain separator line. Framed whole, each view is shrunk and the models see a layout they never
-trained on (an example read malignant at 78 % was read normal beside its mirror image). So the field is split at such gutters
-(`scan_views`) and the models see the largest view, or the one a user asks for; the framing records
-how many there were, so that the user is told which one was analysed and that another can be.
+trained on (an example read malignant at 78 % was read normal beside its mirror image). So the field
+is split at such gutters (`scan_views`) and the models see the largest view, or the one a user asks
+for; the framing records how many there were, so that the user is told which one was analysed and
+that another can be.
 
 Scanners also differ in gain, dynamic range and post-processing. A model's framing may ask for the
 placed field to be standardised by contrast-limited adaptive histogram equalisation (`clahe`), so
@@ -102,7 +103,8 @@ ASKED_VIEW_NOTE = ("This image shows {views} ultrasound views side by side; the 
 
 def _bar_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
     """(H,) bool: the rows of `gray` (with its `image` pixels) that belong to a viewer's bar at its top
-    or bottom (see BAR_MAX_SHARE); the columns of a side panel when given the transposes."""
+    or bottom (see BAR_MIN_SHARE and the settings after it); the columns of a side panel when given
+    the transposes."""
     rows = np.concatenate([[0], (image.mean(axis=1) >= FIELD_MIN_SHARE).astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(rows))
     runs = list(zip(edges[::2], edges[1::2]))
