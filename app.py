@@ -149,9 +149,12 @@ MISSING_WORDS = gr.I18n(en={"common.upload": "Upload more files"})
 _NOTES_INTO_VIEW = "notes.scrollIntoView({behavior: 'smooth', block: 'start'});"
 SCROLL_TO_RESULTS = f"""() => {{ const notes = document.getElementById('notes'); if (!notes) return;
   notes.tabIndex = -1; {_NOTES_INTO_VIEW} notes.focus({{preventScroll: true}}); }}"""
-# After an upload on a phone, where the results sit a screen or more below the scan box: into view.
-SCROLL_TO_RESULTS_ON_PHONE = f"""() => {{ const notes = document.getElementById('notes');
-  if (notes && window.innerWidth <= 640) {_NOTES_INTO_VIEW} }}"""
+# After an upload: on a phone, where the results sit a screen or more below the scan box, the results into
+# view; and the keyboard's focus, which Gradio drops to the page's start when it redraws the box after an
+# upload by keyboard, to the results (where the next Tab goes on to their controls).
+AFTER_UPLOAD = f"""() => {{ const notes = document.getElementById('notes'); if (!notes) return;
+  if (window.innerWidth <= 640) {_NOTES_INTO_VIEW}
+  if (document.activeElement === document.body) {{ notes.tabIndex = -1; notes.focus({{preventScroll: true}}); }} }}"""
 # Screen readers announce the notes (the line on the drawn lesion, warnings) when they change.
 ANNOUNCE_NOTES = "() => document.getElementById('notes')?.setAttribute('aria-live', 'polite')"
 # Screen readers name each example by its caption (ground truth and source): Gradio labels the thumbnail
@@ -774,7 +777,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             cleared = box.upload(chosen_file, box, [chosen, other, gallery], api_visibility="private") \
                 .then(**first_frame).then(**clear)
             cleared.then(**store).then(**show_analysed)
-            cleared.then(None, None, None, js=SCROLL_TO_RESULTS_ON_PHONE)
+            cleared.then(None, None, None, js=AFTER_UPLOAD)
             box.clear(lambda: chosen_file(None), None, [chosen, other, gallery], api_visibility="private") \
                 .then(**first_frame).then(**clear)
         cleared = gallery.select(pick_example, None, [scan, chosen, scan_file], api_visibility="private") \

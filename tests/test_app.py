@@ -713,10 +713,15 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         assert max(phone.locator("#examples .thumbnail-item").evaluate_all(
             "items => items.map(item => item.getBoundingClientRect().bottom)")) <= gallery_bottom + 1, "an example is cut off"
         phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
-        # An upload on a phone brings the results (a screen below the scan box) into view.
-        phone.locator("#scan input[type=file]").set_input_files(str(EXAMPLE_UPLOAD))
+        # An upload on a phone brings the results (a screen below the scan box) into view, and the focus
+        # there too: the box's redraw dropped it from the drop area to the page's start (a keyboard user
+        # then had to Tab through the whole page again).
+        with phone.expect_file_chooser() as chooser:
+            phone.locator("#scan").get_by_role("button", name="Drop an image file here").click()
+        chooser.value.set_files(str(EXAMPLE_UPLOAD))
         expect(phone.locator("#probabilities")).to_contain_text("benign", timeout=60_000)
         expect(phone.locator("#notes")).to_be_in_viewport(timeout=10_000)
+        expect(phone.locator("#notes")).to_be_focused()
         # ... and so does an example chosen after a PDF was made: the PDF box above the results, hidden
         # after the scroll had begun, pulled them up past the top of the screen.
         phone.get_by_role("button", name="PDF report").click()
