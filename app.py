@@ -155,6 +155,14 @@ SCROLL_TO_RESULTS = f"""() => {{ const notes = document.getElementById('notes');
 AFTER_UPLOAD = f"""() => {{ const notes = document.getElementById('notes'); if (!notes) return;
   if (window.innerWidth <= 640) {_NOTES_INTO_VIEW}
   if (document.activeElement === document.body) {{ notes.tabIndex = -1; notes.focus({{preventScroll: true}}); }} }}"""
+
+
+def focus_drop_area(box_id: str) -> str:
+    """Browser code for after a scan is removed from the box `box_id`: the focus, which the box's redraw
+    dropped to the page's start, to the emptied box's drop area, where the next scan is chosen."""
+    return f"""() => {{ if (document.activeElement === document.body) document.querySelector('#{box_id} button')?.focus(); }}"""
+
+
 # Screen readers announce the notes (the line on the drawn lesion, warnings) when they change.
 ANNOUNCE_NOTES = "() => document.getElementById('notes')?.setAttribute('aria-live', 'polite')"
 # Screen readers name each example by its caption (ground truth and source): Gradio labels the thumbnail
@@ -779,7 +787,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             cleared.then(**store).then(**show_analysed)
             cleared.then(None, None, None, js=AFTER_UPLOAD)
             box.clear(lambda: chosen_file(None), None, [chosen, other, gallery], api_visibility="private") \
-                .then(**first_frame).then(**clear)
+                .then(**first_frame).then(**clear).then(None, None, None, js=focus_drop_area(box.elem_id))
         cleared = gallery.select(pick_example, None, [scan, chosen, scan_file], api_visibility="private") \
             .then(**first_frame).then(**clear)
         cleared.then(**store)

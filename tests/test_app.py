@@ -581,6 +581,8 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(top_class).to_have_text("malignant")
         page.locator("#scan button[aria-label='Remove Image']").click()
         expect(top_class).to_have_count(0, timeout=30_000)
+        # The focus goes to the emptied box's drop area (the box's redraw dropped it to the page's start).
+        expect(page.locator("#scan").get_by_role("button", name="Drop an image file here")).to_be_focused()
         # The big scan removed while still being analysed, another uploaded in its place: that one is
         # analysed too (Gradio dropped the chain's second analysis while its first ran: no results at all).
         page.locator("#scan input[type=file]").set_input_files(str(big))
