@@ -147,14 +147,15 @@ MISSING_WORDS = gr.I18n(en={"common.upload": "Upload more files"})
 # After an example is chosen: the results into view, and the keyboard's focus with them (it stayed on
 # the thumbnail, now off-screen, and the next Tab scrolled back down to the examples).
 _NOTES_INTO_VIEW = "notes.scrollIntoView({behavior: 'smooth', block: 'start'});"
+_FOCUS_NOTES = "notes.tabIndex = -1; notes.focus({preventScroll: true});"
 SCROLL_TO_RESULTS = f"""() => {{ const notes = document.getElementById('notes'); if (!notes) return;
-  notes.tabIndex = -1; {_NOTES_INTO_VIEW} notes.focus({{preventScroll: true}}); }}"""
+  {_NOTES_INTO_VIEW} {_FOCUS_NOTES} }}"""
 # After an upload: on a phone, where the results sit a screen or more below the scan box, the results into
-# view; and the keyboard's focus, which Gradio drops to the page's start when it redraws the box after an
-# upload by keyboard, to the results (where the next Tab goes on to their controls).
+# view; and the focus, which Gradio drops to the page's start when it redraws the box after an upload
+# (by keyboard or mouse), to the results (where the next Tab goes on to their controls).
 AFTER_UPLOAD = f"""() => {{ const notes = document.getElementById('notes'); if (!notes) return;
   if (window.innerWidth <= 640) {_NOTES_INTO_VIEW}
-  if (document.activeElement === document.body) {{ notes.tabIndex = -1; notes.focus({{preventScroll: true}}); }} }}"""
+  if (document.activeElement === document.body) {{ {_FOCUS_NOTES} }} }}"""
 
 
 def focus_drop_area(box_id: str) -> str:
