@@ -10,7 +10,8 @@ import skimage.data
 from inference.__main__ import main as batch_main
 from inference.ood import BLANK_WARNING, FeatureDistance
 from training.busi import REPO_ROOT
-from training.fit_ood import MAX_RENDERED_REFUSED, candidate_layers, gray_picture, in_sector, kept_layer, probe_framed
+from training.fit_ood import (MAX_RENDERED_REFUSED, candidate_layers, gray_picture, in_sector, kept_layer, layer_check,
+                              probe_framed)
 from training.ood_held_out import reviewed_cell
 
 NOT_ULTRASOUND = {"camera": skimage.data.camera(), "coins": skimage.data.coins(), "moon": skimage.data.moon(),
@@ -98,6 +99,29 @@ def test_the_kept_layer_lets_real_scans_pass_before_it_refuses_pictures():
     assert kept_layer(records) == 2
     with pytest.raises(SystemExit):
         kept_layer(records[:1])
+
+
+def test_a_rendering_is_scored_by_a_check_that_was_not_fitted_on_it():
+    """Rule 83: fitted on a rendering, a check accepts that rendering's validation scans by construction,
+    so each rendering is scored by the check fitted without it. Here the rendering moves scans along a
+    direction the scans as they are never span: fitted on it the check accepts such scans, but the
+    rendering's own share is scored without it and so every one of its scans is refused."""
+    rng = np.random.default_rng(0)
+
+    def scans(n, shift):
+        features = np.zeros((n, 6))
+        features[:, :2] = rng.normal(size=(n, 2))
+        features[:, 5] = shift
+        return features
+
+    train = {"features": {"as is": scans(200, 0.0), "brighter": scans(200, 5.0)}, "source": np.arange(200) % 2}
+    val = {"features": {"as is": scans(40, 0.0), "brighter": scans(40, 5.0)}, "source": np.arange(40) % 2}
+    negatives = np.full((3, 6), 50.0)
+    check, record = layer_check(train, val, negatives, ["as is", "brighter"], "layer", components=2)
+    assert (check.distance(val["features"]["brighter"]) <= check.threshold).all()
+    assert record["rendered_val_refused_by_rendering"] == {"brighter": 1.0} and record["negatives_refused"] == 1.0
+    as_is_only, record = layer_check(train, val, negatives, ["as is"], "layer", components=2)
+    assert record["rendered_val_refused"] == 1.0 and as_is_only.threshold < check.threshold
 
 
 def test_held_out_scans_of_every_source_are_accepted(analyzer, examples):

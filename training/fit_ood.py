@@ -1,24 +1,32 @@
 """Fit the out-of-distribution check of a classifier (`inference.ood`) on the training sides and
 choose its threshold on the validation sides; writes `ood.npz` into the model folder.
 
-Threshold: the largest validation distance times a margin for scanners the check has not seen,
-measured leave-one-source-out on the validation sides: fitted on one training source, how far the
-other source's validation scans lie (99th percentile) relative to the fitting source's own largest
-validation distance; the margin is the mean of those ratios over sources (at least 1).
+Fit: a PCA of the training scans' features, as they are and in each rendering of `training.renderings`
+(rule 83 in the classifier card): scanners and exports the two training sources lack must lie inside
+the subspace the distance is measured from, or real scans rendered another way are refused.
 
-Layer: each candidate layer gets that fit and threshold. Two things decide among them (rule 82 in the
-classifier card). Real scans must pass: the validation scans in each rendering of `training.renderings`
-stand for scanners and exports the training sides lack, and a layer refusing more than
-`MAX_RENDERED_REFUSED` of them would refuse real scans from other hospitals. Among the layers that let
-them pass, the one refusing the largest share of *design negatives* is kept (ties: fewer rendered
-scans refused). The design negatives are scikit-image's bundled pictures that the test suite does not
-use — textures, photos, microscopy, drawings, a phantom — and uniform noise, each plain, inside a
-convex probe's sector (with and without speckle) and in `PROBE_FRAMINGS` random probe framings
-(`probe_framed`): one sector shape was too narrow a basis, a layer refusing every picture in it let a
-cell in a slightly different sector through. The suite's own images (camera, coins, moon, page, text,
-astronaut, blank, constant) stay an independent check. Writes the comparison to `--report`.
+Threshold: the largest distance of the validation scans as they are, times a margin for scanners the
+check has not seen, measured leave-one-source-out on the validation sides: fitted on one training
+source, how far the other source's validation scans lie (99th percentile) relative to the fitting
+source's own largest validation distance; the margin is the mean of those ratios over sources (at
+least 1).
+
+Layer: each candidate layer gets that fit and threshold. Two things decide among them (rules 82 and
+83). Real scans must pass: a layer refusing more than `MAX_RENDERED_REFUSED` of the validation scans
+in the renderings would refuse real scans from other hospitals; each rendering's validation scans are
+scored by the check fitted without that rendering's training copies, so the share stands for a
+rendering the check has not seen. Among the layers that let them pass, the one refusing the largest
+share of *design negatives* is kept (ties: fewer rendered scans refused). The design negatives are
+scikit-image's bundled pictures that the test suite does not use — textures, photos, microscopy,
+drawings, a phantom — and uniform noise, each plain, inside a convex probe's sector (with and without
+speckle) and in `PROBE_FRAMINGS` random probe framings (`probe_framed`): one sector shape was too
+narrow a basis, a layer refusing every picture in it let a cell in a slightly different sector
+through. The suite's own images (camera, coins, moon, page, text, astronaut, blank, constant) stay an
+independent check. Writes the kept check to `--save` (default: the model's `ood.npz`) and the
+comparison to `--report`.
 
     python -m training.fit_ood [--model models/classifier] [--layers block5_out ...] [--components 32]
+                               [--fitted-renderings "as is" ...] [--save OOD.npz]
                                [--report reports/ood_layers.json]
 """
 
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -43,7 +52,7 @@ from inference.preprocess import Framing, to_model_input
 from training.busi import REPO_ROOT, TRAINING_SOURCES
 from training.efficientnet_lite import STAGE_REPEATS
 from training.finetune import load_side, predict_in_batches
-from training.renderings import rendered
+from training.renderings import AS_IS, RENDERINGS, rendered
 
 
 def candidate_layers(encoder: str) -> list[str]:
@@ -153,25 +162,38 @@ def unseen_source_margin(train: np.ndarray, train_source: np.ndarray, val: np.nd
     return max(1.0, float(np.mean(list(ratios.values())))), ratios
 
 
-def layer_check(train: dict, val: dict, renderings: dict[str, np.ndarray], negatives: np.ndarray, layer: str,
+def thresholded(train: dict, val: dict, renderings: list[str], layer: str, components: int) -> tuple[FeatureDistance, dict]:
+    """The check fitted on the training scans in `renderings` (keys of `train["features"]`, {rendering:
+    (n, k)}), its threshold the largest distance of the validation scans as they are times the
+    leave-one-source-out margin; and that margin's record."""
+    features = np.concatenate([train["features"][name] for name in renderings])
+    source = np.tile(train["source"], len(renderings))
+    margin, ratios = unseen_source_margin(features, source, val["features"][AS_IS], val["source"], layer, components)
+    pooled = fitted(features, layer, components)
+    threshold = float(pooled.distance(val["features"][AS_IS]).max() * margin)
+    return FeatureDistance(layer, pooled.mean, pooled.components, threshold), {"margin": margin, "unseen_source_ratios": ratios}
+
+
+def layer_check(train: dict, val: dict, negatives: np.ndarray, fitted_renderings: list[str], layer: str,
                 components: int) -> tuple[FeatureDistance, dict]:
-    """One layer's check (fitted on the pooled training sides, thresholded as the module says) and
-    its record: margin, threshold, validation distances, the share of the validation scans refused in
-    each of `renderings` ({rendering: their features}) and in all of them, and the share of design
-    negatives refused."""
-    margin, ratios = unseen_source_margin(train["features"], train["source"], val["features"], val["source"],
-                                          layer, components)
-    pooled = fitted(train["features"], layer, components)
-    val_distances = pooled.distance(val["features"])
-    check = FeatureDistance(layer, pooled.mean, pooled.components, float(val_distances.max() * margin))
-    negative_distances = check.distance(negatives)
-    rendered_refused = {name: check.distance(features) > check.threshold for name, features in renderings.items()}
-    return check, {"layer": layer, "components": components, "margin": margin, "unseen_source_ratios": ratios,
-                   "threshold": check.threshold, "val_distance_median": float(np.median(val_distances)),
+    """One layer's check, fitted on the training scans in `fitted_renderings` and thresholded as the
+    module says, and its record: margin, threshold, validation distances, the share of design negatives
+    refused, and the share of the validation scans refused in each rendering but "as is" and in all of
+    them. `train` and `val` hold `features` ({rendering: (n, k)}) and `source` (n,). A rendering's
+    validation scans are scored by the check fitted without that rendering's training copies (rule 83):
+    a rendering the check was fitted on says nothing of a scanner it has not seen."""
+    check, record = thresholded(train, val, fitted_renderings, layer, components)
+    val_distances = check.distance(val["features"][AS_IS])
+    rendered_refused = {}
+    for name in (name for name in val["features"] if name != AS_IS):
+        without, _ = thresholded(train, val, [r for r in fitted_renderings if r != name], layer, components)
+        rendered_refused[name] = without.distance(val["features"][name]) > without.threshold
+    return check, {"layer": layer, "components": components, **record, "threshold": check.threshold,
+                   "val_distance_median": float(np.median(val_distances)),
                    "val_distance_max": float(val_distances.max()),
                    "rendered_val_refused": float(np.concatenate(list(rendered_refused.values())).mean()),
                    "rendered_val_refused_by_rendering": {name: float(r.mean()) for name, r in rendered_refused.items()},
-                   "negatives_refused": float((negative_distances > check.threshold).mean())}
+                   "negatives_refused": float((check.distance(negatives) > check.threshold).mean())}
 
 
 def kept_layer(records: list[dict]) -> int:
@@ -188,6 +210,9 @@ def main(argv=None):
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "classifier")
     parser.add_argument("--layers", nargs="+", help="candidate layers (default: candidate_layers of the model's encoder)")
     parser.add_argument("--components", type=int, default=32)
+    parser.add_argument("--fitted-renderings", nargs="+", choices=list(RENDERINGS), default=[AS_IS],
+                        help="renderings of the training scans the check is fitted on (rule 83 fitted all: not shipped)")
+    parser.add_argument("--save", type=Path, help="where the kept check goes (default: the model's ood.npz)")
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "reports" / "ood_layers.json")
     args = parser.parse_args(argv)
     loaded = load_model(str(args.model))
@@ -196,29 +221,31 @@ def main(argv=None):
     sides = {side: load_side(side, c["input_size"], 0, c.get("framing", {}), TRAINING_SOURCES) for side in ("train", "val")}
     negatives = design_negatives(c)
     pooled = pooled_layers(loaded.model, args.layers)
-    features = {side: predict_in_batches(pooled, arrays["images"]) for side, arrays in sides.items()}
-    rendered_features = {name: predict_in_batches(pooled, images)
-                         for name, images in rendered(sides["val"]["images"], sides["val"]["masks"]).items() if name != "as is"}
+    features = {side: {name: predict_in_batches(pooled, images)
+                       for name, images in rendered(arrays["images"], arrays["masks"]).items()
+                       if side == "val" or name in args.fitted_renderings}
+                for side, arrays in sides.items()}
     negative_features = predict_in_batches(pooled, np.stack(list(negatives.values())))
     checks, records = [], []
     for index, layer in enumerate(args.layers):
-        check, record = layer_check({"features": features["train"][index], "source": sides["train"]["source"]},
-                                    {"features": features["val"][index], "source": sides["val"]["source"]},
-                                    {name: f[index] for name, f in rendered_features.items()},
-                                    negative_features[index], layer, args.components)
+        check, record = layer_check(*({"features": {name: f[index] for name, f in features[side].items()},
+                                       "source": sides[side]["source"]} for side in ("train", "val")),
+                                    negative_features[index], args.fitted_renderings, layer, args.components)
         checks.append(check)
         records.append(record)
         print(f"{layer:15s} threshold {record['threshold']:6.2f} (margin {record['margin']:.2f}), "
               f"rendered validation scans refused {record['rendered_val_refused']:.3f}, "
               f"design negatives refused {record['negatives_refused']:.3f}", flush=True)
     best = kept_layer(records)
-    checks[best].save(args.model / FILE_NAME)
-    summary = {"command": " ".join(["python -m training.fit_ood", *(argv if argv is not None else sys.argv[1:])]),
-               "model": str(args.model), "max_rendered_val_refused": MAX_RENDERED_REFUSED,
+    args.save = args.save or args.model / FILE_NAME
+    checks[best].save(args.save)
+    summary = {"command": shlex.join(["python", "-m", "training.fit_ood", *(argv if argv is not None else sys.argv[1:])]),
+               "model": str(args.model), "fitted_renderings": args.fitted_renderings,
+               "max_rendered_val_refused": MAX_RENDERED_REFUSED,
                "design_negatives": list(negatives), "kept": records[best]["layer"],
                "layers": records}
     args.report.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"kept {records[best]['layer']}; wrote {args.model / FILE_NAME} and {args.report}")
+    print(f"kept {records[best]['layer']}; wrote {args.save} and {args.report}")
 
 
 if __name__ == "__main__":

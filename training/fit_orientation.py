@@ -43,7 +43,7 @@ from inference.preprocess import Framing, to_model_input
 from training.busi import REPO_ROOT, TRAINING_SOURCES, load_scan
 from training.finetune import load_side, predict_in_batches
 from training.metrics import classification_metrics
-from training.renderings import rendered
+from training.renderings import AS_IS, rendered
 from training.split import samples_by_side
 
 REGULARISATION = 0.01
@@ -110,7 +110,7 @@ def main(argv=None):
             features[(source, side)], logits[(source, side)] = altered_outputs(screening, samples_by_side(source)[side], config)
     val = load_side("val", config["input_size"], 0, config.get("framing", {}), TRAINING_SOURCES)
     renderings = {name: predict_in_batches(screening, images.astype(np.float32))[2]
-                  for name, images in rendered(val["images"], val["masks"]).items() if name != "as is"}
+                  for name, images in rendered(val["images"], val["masks"]).items() if name != AS_IS}
 
     def real(source):
         own = val["source"] == TRAINING_SOURCES.index(source)

@@ -21,6 +21,7 @@ import numpy as np
 from training.reframe import crop_around_lesions
 
 SEED = 0
+AS_IS = "as is"
 
 
 def _each(transform: A.BasicTransform) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -30,7 +31,7 @@ def _each(transform: A.BasicTransform) -> Callable[[np.ndarray, np.ndarray], np.
 
 
 RENDERINGS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "as is": lambda images, masks: images,
+    AS_IS: lambda images, masks: images,
     "re-framed": lambda images, masks: crop_around_lesions(images, masks)[0],
     "downscaled x0.5": _each(A.Downscale(scale_range=(0.5, 0.5), p=1.0,
                                          interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR})),
