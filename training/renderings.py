@@ -42,6 +42,7 @@ RENDERINGS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def rendered(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
-    """(N, S, S, 3) uint8 framed scans and their (N, S, S) masks -> {rendering: scans, same shape}."""
-    return {name: render(images, masks) for name, render in RENDERINGS.items()}
+def rendered(images: np.ndarray, masks: np.ndarray, names=tuple(RENDERINGS)) -> dict[str, np.ndarray]:
+    """(N, S, S, 3) uint8 framed scans and their (N, S, S) masks -> {rendering: scans, same shape} for
+    each rendering of `names` (default: all)."""
+    return {name: RENDERINGS[name](images, masks) for name in names}
