@@ -4,7 +4,7 @@ Thin wiring only: `inference.Analyzer` does the work, this file connects it to G
 
     python app.py [--share] [--mcp]      # serves on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (127.0.0.1:7860)
 
-Named endpoints for gradio_client: /analyze, /classify, /segment (see README).
+Named endpoints for gradio_client: /analyze, /classify, /segment, /report (see README).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ limit_malloc_arenas()  # before TensorFlow and Gradio start their threads
 import gradio as gr
 from gradio.data_classes import FileData, ImageData
 
-from explain.overlay import MASK_STYLES
+from explain.overlay import DEFAULT_OPACITY, MASK_STYLES
 from inference.batch_files import BatchInputError, read_batch_inputs
 from inference.about import DISCLAIMER, about_text
 from inference.batch import COLUMNS, batches, result_row
@@ -58,7 +58,7 @@ from inference.outputs import prune, write_file, write_image
 from inference.models import ModelSourceError
 from inference.pipeline import Analyzer
 from inference.preprocess import view_position
-from inference.report import NOT_ULTRASOUND, lesion_summary, model_descriptions, pdf_report
+from inference.report import NOT_ULTRASOUND, json_report, lesion_summary, model_descriptions, pdf_report
 
 
 def mend_mcp_results():
@@ -320,17 +320,25 @@ def readable_errors(run):
         raise user_error("The analysis failed on this file. Try another scan.") from None
 
 
+def _number(value, name: str, expected: str) -> float | None:
+    """`value` as a float (None stays None); text, true/false (which Python would take for 1 and 0)
+    and anything float() refuses are a readable error naming what was `expected`."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise user_error(f"{name} must be {expected}; got {value!r}.") from None
+
+
 def whole_number(value, name: str) -> int | None:
     """A frame's or a view's number (0 = first) from the UI or an API call, None for none; anything else
     (true/false too) is a readable error."""
-    if value is None:
+    number = _number(value, name, "a whole number from 0")
+    if number is None:
         return None
-    if isinstance(value, bool):
-        raise user_error(f"{name} must be a whole number from 0; got {value!r}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise user_error(f"{name} must be a whole number from 0; got {value!r}.") from None
     if not number >= 0 or number != int(number):  # also refuses NaN
         raise user_error(f"{name} must be a whole number from 0; got {value!r}.")
     return int(number)
@@ -365,17 +373,11 @@ def as_asked(analysis, show_hidden):
 
 
 def in_range(value, name: str, low: float, high: float, default=None):
-    """`value` as a float in low..high (None: `default`); anything else — NaN, text, out of range —
-    is a readable error, never a silent fallback (a NaN threshold once drew no lesion at all); so
-    is true/false, which Python would take for 1 and 0."""
-    if value is None:
+    """`value` as a float in low..high (None: `default`); anything else — NaN, text, out of range,
+    true/false — is a readable error, never a silent fallback (a NaN threshold once drew no lesion at all)."""
+    number = _number(value, name, f"a number from {low} to {high}")
+    if number is None:
         return default
-    if isinstance(value, bool):
-        raise user_error(f"{name} must be a number from {low} to {high}; got {value!r}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise user_error(f"{name} must be a number from {low} to {high}; got {value!r}.") from None
     if not low <= number <= high:  # also false for NaN
         raise user_error(f"{name} must be a number from {low} to {high}; got {value!r}.")
     return number
@@ -419,27 +421,6 @@ class Handlers:
         """Whether the session has asked for a newer analysis than the one with `ticket` (None: no ticket, never)."""
         return ticket is not None and self._newest.get(session_of(request), ticket) != ticket
 
-    @staticmethod
-    def json_report(analysis, threshold=None, lesion=None) -> dict:
-        """The JSON report; class, probabilities and lesion are null when the scan is out of distribution.
-        `lesion`: the lesion statistics at `threshold` when the caller has them already."""
-        withheld = analysis.out_of_distribution
-        return {
-            "predicted_class": None if withheld else analysis.predicted_class,
-            "probabilities": None if withheld else {c: round(p, 4) for c, p in analysis.probability_dict().items()},
-            "threshold": analysis.threshold if threshold is None else threshold,
-            "peak_threshold": analysis.peak_threshold,
-            "lesion": None if withheld else lesion or analysis.lesion_stats(threshold),
-            "frame": analysis.frame,
-            "n_frames": analysis.n_frames,
-            "view": analysis.class_framing.view_index,
-            "n_views": analysis.class_framing.views,
-            "out_of_distribution": withheld,
-            "feature_distance": None if analysis.feature_distance is None else round(analysis.feature_distance, 2),
-            "warnings": analysis.warnings,
-            "notes": analysis.notes,
-        }
-
     def render(self, analysis, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False):
         """Re-draw every output from a stored analysis: no model runs, except Seg-Grad-CAM's gradient
         pass the first time a threshold draws a new mask (nothing to do before an analysis). With
@@ -448,14 +429,14 @@ class Handlers:
             return (gr.skip(),) * RENDERED_OUTPUTS
         analysis = as_asked(analysis, show_hidden)
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
-        opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
+        opacity = in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY)
         explain = explained_class(explain)
         style = checked_style(style)
         notes = [f"⚠️ {w}" for w in analysis.warnings + analysis.notes]
         if analysis.suppressed_as_normal:
             notes.append(HIDDEN_HINT)
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
-            return (NOT_ULTRASOUND, None, None, None, self.json_report(analysis, threshold), None, "\n\n".join(notes))
+            return (NOT_ULTRASOUND, None, None, None, json_report(analysis, threshold), None, "\n\n".join(notes))
         if explain not in (None, analysis.predicted_class):  # a map beside the verdict it does not explain
             notes.append(EXPLAINED_OTHER_NOTE.format(explained=explain, predicted=analysis.predicted_class))
         lesion = analysis.lesion_stats(threshold)
@@ -474,7 +455,7 @@ class Handlers:
             write_image(shown.class_overlay(explain, opacity), RESULTS_DIR, name="gradcam"),
             write_image(shown.mask_overlay(threshold, opacity, style), RESULTS_DIR, name="lesion-overlay"),
             write_image(analysis.mask_png(threshold), RESULTS_DIR, "png", "lesion-mask"),
-            self.json_report(analysis, threshold, lesion),
+            json_report(analysis, threshold, lesion),
             None if seg_cam is None else write_image(seg_cam, RESULTS_DIR, name="seg-gradcam"),
             notes,
         )
@@ -500,7 +481,7 @@ class Handlers:
                          value=framing.view_index if framing.asked else None,
                          label=f"View (of {framing.views} side by side; reading the {framing.view} one)")
 
-    def analyze_and_store(self, path, frame=0, view=None, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45,
+    def analyze_and_store(self, path, frame=0, view=None, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=DEFAULT_OPACITY,
                           style=MASK_STYLES[0], show_hidden=False):
         """The UI's analysis: the stored result (for re-rendering), every output, the frame and view pickers."""
         analysis = self._analysis(path, frame, view, pop_up_warnings=False)
@@ -508,7 +489,7 @@ class Handlers:
                 self.frame_picker(analysis), self.view_picker(analysis))
 
     def analyze_chosen(self, picture, uploaded, ticket=None, frame=0, view=None, explain=EXPLAIN_CHOICES[0],
-                       threshold=None, opacity=0.45, style=MASK_STYLES[0], show_hidden=False,
+                       threshold=None, opacity=DEFAULT_OPACITY, style=MASK_STYLES[0], show_hidden=False,
                        request: gr.Request = None):
         """The UI's analysis of the file chosen last (`current_file`), under the ticket `forget` gave it.
         If the session has chosen another scan since (a big scan still running when an example is
@@ -542,7 +523,7 @@ class Handlers:
         return gr.update(visible=True, value=self.pdf(analysis, threshold, opacity, current_file(picture, uploaded),
                                                       explain, show_hidden, style))
 
-    def pdf(self, analysis, threshold=None, opacity=0.45, path=None, explain=EXPLAIN_CHOICES[0], show_hidden=False,
+    def pdf(self, analysis, threshold=None, opacity=DEFAULT_OPACITY, path=None, explain=EXPLAIN_CHOICES[0], show_hidden=False,
             style=MASK_STYLES[0]):
         """The stored analysis as a PDF report (the UI's download button), as shown: threshold,
         opacity, lesion style, the class whose Grad-CAM is on screen and whether a lesion the gate hid is drawn."""
@@ -550,12 +531,12 @@ class Handlers:
             raise user_error("Analyse a scan first; the report describes the last analysis.")
         analysis = as_asked(analysis, show_hidden)
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
-        opacity = in_range(opacity, "opacity", 0.0, 1.0, default=0.45)
+        opacity = in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY)
         data = pdf_report(analysis, threshold, opacity, self.models, upload_name(path),
                           explain=explained_class(explain), style=checked_style(style))
         return write_file(data, RESULTS_DIR, "pdf", REPORT_NAME)
 
-    def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=0.45, frame=0, show_hidden=False,
+    def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=DEFAULT_OPACITY, frame=0, show_hidden=False,
                 view=None):
         """Classify a breast ultrasound scan (normal / benign / malignant), segment its lesion and explain
         both with Grad-CAM. Research demo, not a medical device: not for diagnosis.
@@ -587,7 +568,7 @@ class Handlers:
             the PDF file.
         """
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
-        return self.pdf(self._analysis(path, frame, view), threshold, 0.45, path)
+        return self.pdf(self._analysis(path, frame, view), threshold, DEFAULT_OPACITY, path)
 
     def classify(self, path, view=None):
         """Calibrated probabilities that a breast ultrasound scan is normal, benign or malignant (the
@@ -623,8 +604,8 @@ class Handlers:
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         analysis = self._analysis(path, view=view)
         if analysis.out_of_distribution:  # no mask: an empty one would read as "no lesion"
-            return None, self.json_report(analysis, threshold)
-        return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png", "lesion-mask"), self.json_report(analysis, threshold)
+            return None, json_report(analysis, threshold)
+        return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png", "lesion-mask"), json_report(analysis, threshold)
 
     def batch(self, paths, progress=gr.Progress()):
         """The Batch tab: many scans (files and/or zip archives) -> a table with one row per scan, a
@@ -703,7 +684,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         pdf = gr.File(label="PDF report of the last analysis", elem_id="pdf", visible=False)
                         threshold = TypedSlider(*THRESHOLD_RANGE, value=default_threshold, step=0.05, label="Mask threshold",
                                               info=threshold_info(analyzer.segmenter.config))
-                        opacity = TypedSlider(0.0, 1.0, value=0.45, step=0.05, label="Overlay opacity", elem_id="opacity")
+                        opacity = TypedSlider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", elem_id="opacity")
                         style = gr.Radio(list(MASK_STYLES), value=MASK_STYLES[0], label="Lesion drawn", elem_id="style")
                         show_hidden = gr.Checkbox(False, label="Draw a lesion the normal gate hides",
                                                   info="When the classifier rates a scan normal, what the segmenter "
@@ -820,7 +801,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         # null or unknown value before the handler can say what is wrong (or use the default).
         api_explain = gr.Textbox(value=EXPLAIN_CHOICES[0], visible=False)
         api_threshold = gr.Number(value=None, visible=False)
-        api_opacity = gr.Number(value=0.45, visible=False)
+        api_opacity = gr.Number(value=DEFAULT_OPACITY, visible=False)
         api_frame = gr.Number(value=0, visible=False)
         api_show_hidden = gr.Checkbox(value=False, visible=False)
         api_view = gr.Number(value=None, visible=False)

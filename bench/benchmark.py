@@ -1,6 +1,6 @@
 """Speed, cold start, memory and concurrency of the demo, side by side with the seed's architecture.
 
-    python -m bench.benchmark [--runs 40] [--requests 24] [--out reports/benchmark.json]
+    python -m bench.benchmark [--runs 40] [--requests 32] [--out reports/benchmark.json]
 
 1. Full analysis in-process (decode -> both models with their Grad-CAMs -> rendered overlays and
    lesion statistics) on the example scans: p50/p95 over `--runs` calls after warm-up; the models

@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from inference.graph import graph_boundary, inputs_of
+
 
 def cam_from_gradients(features: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
     """(B, h, w, k) feature maps and their gradients -> (B, h, w) ReLU'd, max-normalised maps.
@@ -65,27 +67,6 @@ class ClassifierGradCAM:
         return self.explain_and_read(images)[:2]
 
 
-def _inputs_of(tensor) -> list:
-    """The tensors the layer call that produced `tensor` read."""
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index].input_tensors
-
-
-def graph_boundary(output, stops) -> list:
-    """Walking back from `output` through a functional graph, the tensors where `stops(tensor)` holds,
-    each once, in the order the walk meets them: the inputs of the part that computes `output` from them."""
-    boundary, seen = [], set()
-
-    def walk(tensor):
-        for source in _inputs_of(tensor):
-            if id(source) not in seen:
-                seen.add(id(source))
-                (boundary.append if stops(source) else walk)(source)
-
-    walk(output)
-    return boundary
-
-
 def head_inputs(model: keras.Model, layers: list[str], output_layer: str) -> list:
     """The tensors the part of `model` between `layers` and `output_layer` reads: the `layers`'
     outputs first, in their order, then each tensor from before them that joins that part (skip
@@ -96,7 +77,7 @@ def head_inputs(model: keras.Model, layers: list[str], output_layer: str) -> lis
 
     def depends_on_start(tensor) -> bool:
         if id(tensor) not in depends:
-            depends[id(tensor)] = id(tensor) in start_ids or any(map(depends_on_start, _inputs_of(tensor)))
+            depends[id(tensor)] = id(tensor) in start_ids or any(map(depends_on_start, inputs_of(tensor)))
         return depends[id(tensor)]
 
     boundary = graph_boundary(model.get_layer(output_layer).output,

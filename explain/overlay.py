@@ -13,6 +13,7 @@ from inference.preprocess import resize
 
 LESION_COLOUR = (255, 64, 64)
 MASK_STYLES = ("filled", "outline")
+DEFAULT_OPACITY = 0.45  # of heat maps and lesion fills: plain to see, with the anatomy still readable under them
 
 
 def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -28,7 +29,7 @@ def _palette(colormap: str) -> list[int]:
     return (colormaps[colormap](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).round().astype(np.uint8).ravel().tolist()
 
 
-def heatmap_overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = 0.45, colormap: str = "jet") -> np.ndarray:
+def heatmap_overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = DEFAULT_OPACITY, colormap: str = "jet") -> np.ndarray:
     """Blend a matplotlib colormap of `cam` (any size, 0..1) onto the (H, W) greyscale scan.
 
     Opacity scales with the map's value, so cold regions leave the anatomy readable."""
@@ -41,7 +42,7 @@ def heatmap_overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = 0.45, co
     return np.asarray(Image.composite(colours.convert("RGB"), scan, alpha))
 
 
-def mask_overlay(gray: np.ndarray, mask: np.ndarray, opacity: float = 0.45, style: str = "filled") -> np.ndarray:
+def mask_overlay(gray: np.ndarray, mask: np.ndarray, opacity: float = DEFAULT_OPACITY, style: str = "filled") -> np.ndarray:
     """The lesion on the (H, W) scan: its outline fully opaque, and with `style` "filled" its pixels
     tinted at `opacity` too; "outline" leaves the tissue inside the edge untouched, for reading it."""
     if style not in MASK_STYLES:

@@ -8,7 +8,8 @@ Pixels: MONOCHROME2 and MONOCHROME1 (inverted, so tissue is bright either way), 
 colour models (pydicom converts them to RGB), PALETTE COLOR (through its lookup table); uncompressed,
 deflated, RLE, JPEG baseline/extended/lossless, JPEG-LS and JPEG 2000 (pylibjpeg plugins). A
 greyscale frame gets the file's modality rescale and VOI LUT or window when it has them, and is
-then brought to 8 bits like a 16-bit PNG (kept when it lies in 0..255, else stretched min..max;
+then brought to 8 bits like a 16-bit PNG (kept when it lies in 0..255, else stretched over its range
+less the outlying OUTLIER_FRACTION at each end, `inference.decode.to_8_bit`;
 float pixel data in 0..1 is scaled by 255, like a float TIFF).
 
 Calibration: the largest 2D region of the Sequence of Ultrasound Regions measured in cm (what

@@ -22,7 +22,7 @@ import tensorflow as tf
 from scipy.special import expit, softmax
 
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
-from explain.overlay import heatmap_overlay, mask_overlay
+from explain.overlay import DEFAULT_OPACITY, heatmap_overlay, mask_overlay
 from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
@@ -68,6 +68,8 @@ class Analysis:
     suppressed_as_normal: bool = False  # the segmenter drew a lesion, the classifier calls the scan normal and
                                         # the validated rule hides the drawing
     feature_distance: float | None = None  # the out-of-distribution score (None: the classifier has no check)
+    feature_limit: float | None = None     # the check's threshold: a scan refused for another reason (blank,
+                                           # inverted) can lie within it
     out_of_distribution: bool = False      # not like a breast ultrasound scan as scanners show it: no diagnosis-like output
     mm_per_pixel: tuple[float, float] | None = None  # (x, y) from the file's calibration: sizes in mm
     mm_unavailable_reason: str | None = NOT_DICOM    # why there are no sizes in mm
@@ -160,14 +162,14 @@ class Analysis:
             self._hidden_shown = replace(self, suppressed_as_normal=False, notes=[note], _seg_maps={}, _displays={})
         return self._hidden_shown
 
-    def class_overlay(self, class_name: str | None = None, opacity: float = 0.45) -> np.ndarray:
+    def class_overlay(self, class_name: str | None = None, opacity: float = DEFAULT_OPACITY) -> np.ndarray:
         return heatmap_overlay(self.gray, self.class_map(class_name), opacity)
 
-    def mask_overlay(self, threshold: float | None = None, opacity: float = 0.45, style: str = "filled") -> np.ndarray:
+    def mask_overlay(self, threshold: float | None = None, opacity: float = DEFAULT_OPACITY, style: str = "filled") -> np.ndarray:
         """The lesion drawn on the scan: "filled" (tinted, outlined) or "outline" only."""
         return mask_overlay(self.gray, self.mask(threshold), opacity, style)
 
-    def seg_cam_overlay(self, threshold: float | None = None, opacity: float = 0.45) -> np.ndarray | None:
+    def seg_cam_overlay(self, threshold: float | None = None, opacity: float = DEFAULT_OPACITY) -> np.ndarray | None:
         """Seg-Grad-CAM over the scan where a lesion is shown at `threshold`, else None."""
         seg_map = self.seg_map(threshold)
         return None if seg_map is None else heatmap_overlay(self.gray, seg_map, opacity)
@@ -366,7 +368,7 @@ class Analyzer:
             lesion_probs=scan.seg_framing.to_scan(expit(mask_logits[..., 0])),
             threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
             largest_only=bool(s.get("largest_only", False)), peak_threshold=s.get("peak_threshold"),
-            feature_distance=distance,
+            feature_distance=distance, feature_limit=None if self.ood is None else self.ood.threshold,
             explain_region=None if head_inputs is None else lambda region: self._explain_region(head_inputs, region),
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames,

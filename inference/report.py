@@ -2,7 +2,7 @@
 
 `pdf_report(analysis, ...)` -> the PDF's bytes: the date and time of the analysis (UTC), the file
 name it was given (never anything read from inside the file: no patient data), the scan, the lesion
-overlay with its outline, the classifier's Grad-CAM of the predicted class and the Seg-Grad-CAM of
+overlay (filled or outlined), the classifier's Grad-CAM of the chosen class (default: the predicted one) and the Seg-Grad-CAM of
 the drawn lesion (or why there is none), the calibrated probabilities, the lesion measurements (in
 mm where the file is calibrated, else why not), the warnings and notes, the models and their
 revisions, the segmentation threshold, and the disclaimer in every page's footer.
@@ -34,6 +34,8 @@ import numpy as np
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from PIL import Image
+
+from explain.overlay import DEFAULT_OPACITY
 
 if TYPE_CHECKING:  # the pipeline pulls in TensorFlow; the report only reads an Analysis
     from inference.models import LoadedModel
@@ -117,6 +119,29 @@ def scan_label(name: str | None) -> str:
     base = PureWindowsPath(str(name)).name or str(name)  # strips both / and \ folders
     base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
     return (base[:117] + "…" if len(base) > 120 else base) or "not given"
+
+
+def json_report(analysis: Analysis, threshold: float | None = None, lesion: dict | None = None) -> dict:
+    """The JSON report the app and its API return beside the images; class, probabilities and lesion are
+    null when the scan is out of distribution. `lesion`: the lesion statistics at `threshold` when the
+    caller has them already."""
+    withheld = analysis.out_of_distribution
+    return {
+        "predicted_class": None if withheld else analysis.predicted_class,
+        "probabilities": None if withheld else {c: round(p, 4) for c, p in analysis.probability_dict().items()},
+        "threshold": analysis.threshold if threshold is None else threshold,
+        "peak_threshold": analysis.peak_threshold,
+        "lesion": None if withheld else lesion or analysis.lesion_stats(threshold),
+        "frame": analysis.frame,
+        "n_frames": analysis.n_frames,
+        "view": analysis.class_framing.view_index,
+        "n_views": analysis.class_framing.views,
+        "out_of_distribution": withheld,
+        "feature_distance": None if analysis.feature_distance is None else round(analysis.feature_distance, 2),
+        "feature_limit": None if analysis.feature_limit is None else round(analysis.feature_limit, 2),
+        "warnings": analysis.warnings,
+        "notes": analysis.notes,
+    }
 
 
 def lesion_summary(lesion: dict) -> str:
@@ -270,7 +295,7 @@ def _seg_cam_reason(analysis: Analysis, stats: dict) -> str:
     return "Seg-Grad-CAM is not available for this analysis."
 
 
-def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: float = 0.45,
+def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: float = DEFAULT_OPACITY,
                models: dict[str, str] | None = None, scan_name: str | None = None,
                analysed_at: datetime | None = None, explain: str | None = None, style: str = "filled") -> bytes:
     """The PDF (bytes) of `analysis` as the app shows it at `threshold` (default: the validated one)
@@ -359,8 +384,9 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
     else:
         pdf.para("Model sources and revisions were not recorded with this report.")
     if analysis.feature_distance is not None:
-        pdf.para(f"Out-of-distribution check: feature distance {analysis.feature_distance:.1f} "
-                 f"({'over' if withheld else 'within'} the limit).", size=8)
+        distance, limit = analysis.feature_distance, analysis.feature_limit
+        pdf.para(f"Out-of-distribution check: feature distance {distance:.1f} "
+                 f"({'over' if distance > limit else 'within'} the limit of {limit:.1f}).", size=8)
     if withheld:
         pdf.para(threshold_text, size=8)
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from explain.gradcam import graph_boundary
+from inference.graph import graph_boundary, producer
 
 # Layer names of the EfficientNet-Lite encoder both models are built on (training.efficientnet_lite).
 ENCODER_PREFIXES = ("rescale", "stem_", "block")
@@ -20,10 +20,6 @@ ENCODER_PREFIXES = ("rescale", "stem_", "block")
 
 def is_encoder_layer(layer) -> bool:
     return layer.name.startswith(ENCODER_PREFIXES)
-
-
-def _producer(tensor):
-    return tensor._keras_history[0]
 
 
 def shares_encoder(classifier, segmenter) -> bool:
@@ -43,8 +39,8 @@ def shares_encoder(classifier, segmenter) -> bool:
 def decoder(model: keras.Model, output_layer: str) -> tuple[list[str], keras.Model]:
     """The part of `model` after its encoder, up to `output_layer`: (names of the encoder layers
     whose outputs it reads, in the order of its inputs; that part as a model of those outputs)."""
-    boundary = graph_boundary(model.get_layer(output_layer).output, lambda t: is_encoder_layer(_producer(t)))
-    return [_producer(t).name for t in boundary], keras.Model(boundary, model.get_layer(output_layer).output)
+    boundary = graph_boundary(model.get_layer(output_layer).output, lambda t: is_encoder_layer(producer(t)))
+    return [producer(t).name for t in boundary], keras.Model(boundary, model.get_layer(output_layer).output)
 
 
 def with_decoder_outputs(classifier: keras.Model, outputs: list, segmenter: keras.Model, logits_layer: str) -> keras.Model:

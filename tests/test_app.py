@@ -21,6 +21,7 @@ from PIL import Image
 import app
 from bench.server import AppServer, free_port
 from inference import batch_view
+from inference.report import json_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXAMPLE_UPLOAD = Path(app.EXAMPLES_DIR) / "busi_benign_354.png"  # the model calls it benign (0.99)
@@ -291,7 +292,7 @@ def test_multi_frame_file_gets_a_frame_picker(handlers, tmp_path):
     assert picker["visible"] is True and picker["maximum"] == 2 and picker["value"] == 0
     flipped, *_, picker, _ = handlers.analyze_and_store(str(path), 1)
     assert flipped.frame == 1 and picker["value"] == 1 and np.array_equal(flipped.gray, scan[:, ::-1])
-    assert handlers.json_report(flipped)["frame"] == 1
+    assert json_report(flipped)["frame"] == 1
     for bad in (3, 1.5, "x"):
         with pytest.raises(gr.Error, match="frame"):
             handlers.analyze_and_store(str(path), bad)

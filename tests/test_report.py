@@ -129,6 +129,18 @@ def test_out_of_distribution_report_gives_no_diagnosis(analyzer, models):
     assert models["classifier"] in text
 
 
+def test_a_scan_withheld_for_another_reason_than_its_features_is_reported_within_their_limit(analyzer, models, examples):
+    """A scan with its grey levels inverted is withheld by the orientation check while its features lie
+    within the out-of-distribution check's limit: the report says so rather than calling the distance
+    over it."""
+    path = next(path for path, _ in examples if path.name == "busi_normal_102.png")
+    analysis = analyzer.analyze(255 - np.asarray(Image.open(path).convert("L")))
+    assert analysis.out_of_distribution and analysis.feature_distance < analysis.feature_limit
+    text = read(pdf_report(analysis, models=models, scan_name="inverted.png")).text
+    assert f"feature distance {analysis.feature_distance:.1f} (within the limit of {analysis.feature_limit:.1f})" in text
+    assert "Predicted class" not in text
+
+
 def test_calibrated_multiframe_dicom_reports_mm_and_no_patient(analyzer, models, examples):
     scan = np.asarray(Image.open({p.name: p for p, _ in examples}["busi_malignant_49.png"]).convert("L"))
     data = dicom_bytes(np.stack([np.full_like(scan, 30), scan]), (0.071, 0.063))

@@ -94,7 +94,8 @@ def copy_encoder(source: keras.Model, target: keras.Model) -> int:
 
 
 def imagenet_classifier(size: int = 224, variant: str = "lite0") -> keras.Model:
-    """`variant` with its 1000-class ImageNet head and ImageNet weights — used to check the port."""
+    """`variant` with its 1000-class ImageNet head and ImageNet weights: the port is checked on it, and the
+    split's leakage test reads its features to find copies of one scan."""
     image = keras.Input((size, size, 3), name="image")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(encoder_features(image, variant=variant)["top"])
     x = layers.Dense(1000, activation="softmax", name="predictions")(x)

@@ -311,7 +311,8 @@ def render_operating_points(reports_dir: Path = REPORTS, name: str = "cross_sour
 
 def render_filled_holes(reports_dir: Path, plain: tuple[str, ...], filled: tuple[str, ...], note: str) -> str:
     """Single-source segmenters on all of the unseen source but its test side (`python -m training.unseen_source`),
-    as they are (`plain` reports) and with every drawn lesion's holes filled (`filled`, `--fill-holes`): Dice at
+    as they are (`plain` reports) and with every drawn lesion's holes filled (`filled`, `--fill-holes`, an option of
+    `training.unseen_source` removed after rule 49, measured at 051180f): Dice at
     each run's own post-processing and the best Dice under caps on normals flagged, side by side."""
     def rows(names):
         return {(row["members"][0], source): row for name in names
