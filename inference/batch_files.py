@@ -5,8 +5,9 @@ its turn: a scan's bytes are read when its chunk of the batch is analysed, so a 
 chunk in memory, not the whole upload.
 
 Limits keep one request from exhausting the server: MAX_SCANS scans per batch, and each archive
-member no larger than the decoder's own file limit (checked from the archive's directory before
-reading, so a zip bomb is refused unread).
+member no larger than the decoder's own file limit: checked from the archive's directory before
+reading, so an honest zip bomb is refused unread, and by reading no more than that limit, so one
+whose headers lie about its size cannot inflate gigabytes into memory either.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ class BatchInputError(ValueError):
 @dataclass(frozen=True)
 class BatchScan:
     """One scan of a batch: the name it is shown by, and where its bytes are (an uploaded file, or
-    `member` of the zip archive at `path`)."""
+    the `member`-th entry of the zip archive at `path`: by position, since an archive may hold two
+    entries of one name)."""
 
     name: str
     path: Path
-    member: str | None = None
+    member: int | None = None
 
     def read(self) -> bytes:
         """The scan's bytes; a member the archive cannot give back (damaged data) is a ScanError, so
@@ -41,8 +43,10 @@ class BatchScan:
         if self.member is None:
             return self.path.read_bytes()
         try:
-            with zipfile.ZipFile(self.path) as archive:
-                return archive.read(self.member)
+            with zipfile.ZipFile(self.path) as archive, archive.open(archive.infolist()[self.member]) as member:
+                # Never more than the header's size (at most MAX_BYTES, checked when listed), but read()
+                # would inflate up to 2 GB in one step before cutting to it: a header may lie.
+                return member.read(MAX_BYTES)
         except NotImplementedError:
             raise ScanError("This file is packed with a compression method this app cannot unpack: "
                             "zip it again with standard settings, or upload it as it is.") from None
@@ -75,25 +79,27 @@ def _is_clutter(name: str) -> bool:
 def _zip_members(path: Path, inputs: BatchInputs) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
-            files = [m for m in archive.infolist() if not m.is_dir() and not _is_clutter(m.filename)]
+            files = [(index, m) for index, m in enumerate(archive.infolist())
+                     if not m.is_dir() and not _is_clutter(m.filename)]
     except NotImplementedError:
         raise BatchInputError(f"{path.name} uses a zip format this app cannot unpack: zip the scans again with "
                               "standard settings, or upload the scans themselves.") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, OSError):
         raise BatchInputError(f"{path.name} is damaged or not a zip archive (an interrupted download?): zip the "
                               "scans again, or upload the scans themselves.") from None
-    members = [m for m in files if is_scan_file(PurePosixPath(m.filename))]
+    members = [(index, m) for index, m in files if is_scan_file(PurePosixPath(m.filename))]
     if len(members) > MAX_SCANS:
         raise BatchInputError(f"{path.name} holds {len(members)} scans; a batch here takes at most "
                               f"{MAX_SCANS} (use `python -m inference` for more).")
-    if any(m.flag_bits & ENCRYPTED for m in members):
+    if any(m.flag_bits & ENCRYPTED for _, m in members):
         raise BatchInputError(f"{path.name} is password-protected: unzip it and upload the scans themselves.")
-    too_big = [m.filename for m in members if m.file_size > MAX_BYTES]
+    too_big = [m.filename for _, m in members if m.file_size > MAX_BYTES]
     if too_big:
         raise BatchInputError(f"{too_big[0]} in {path.name} is over {MAX_BYTES // 2**20} MB.")
-    inputs.scans += [BatchScan(f"{path.name}/{m.filename}", path, m.filename)
-                     for m in sorted(members, key=lambda m: m.filename)]
-    inputs.skipped += sorted(f"{path.name}/{m.filename}" for m in files if m not in members)
+    inputs.scans += [BatchScan(f"{path.name}/{m.filename}", path, index)
+                     for index, m in sorted(members, key=lambda member: member[1].filename)]
+    listed = {index for index, _ in members}
+    inputs.skipped += sorted(f"{path.name}/{m.filename}" for index, m in files if index not in listed)
 
 
 def read_batch_inputs(paths: list[str]) -> BatchInputs:

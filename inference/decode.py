@@ -3,10 +3,10 @@
 Accepted: DICOM (see `inference.dicom`: it also brings the pixel size in millimetres) and whatever
 Pillow reads (PNG incl. 16-bit, JPEG, BMP, TIFF, GIF/WebP), in modes 1, L, LA, P, RGB, RGBA, CMYK,
 I;16, I, F. Multi-frame files (cine DICOM, animations) give one frame: the first unless another is
-asked for, with a warning that says which. EXIF orientation is applied. Transparent pixels
+asked for, with a warning that says which. EXIF orientation is applied (`upright`). Transparent pixels
 are composited onto black (the background of a scan). Images with more than 8 bits per pixel are
 stretched from their own range to 0..255, a few outlying pixels left out (floating-point data in 0..1
-is scaled by 255).
+is scaled by 255, and so is such data that overshoots 1 a little: `UNIT_RANGE_LIMIT`).
 
 Refused: not an image, truncated or corrupt, smaller than MIN_SIDE px on a side, more than
 MAX_PIXELS pixels (decompression bombs are refused from the header, before decoding), files over
@@ -22,18 +22,28 @@ still greyscale and is read from the channel that carries its grey levels (`tint
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 MIN_SIDE = 32
 OUTLIER_FRACTION = 1e-4  # of a wide image's pixels left out of its stretch at each end: 48 of a 600x800 scan
 MAX_PIXELS = 16_000_000  # 4000 x 4000: far above any ultrasound; a 36 MP scan took 15 s and 3.7 GB here
 MAX_BYTES = 50 * 1024 * 1024
 COLOUR_SPREAD = 40
+# Floating-point images whose bright end lies below this are 0..1 images, overshoot and all (a filter's
+# ringing, a gain above 1), and are scaled by 255; read as grey levels of 0..255 they would be blank.
+UNIT_RANGE_LIMIT = 2.0
+# How each value of the EXIF Orientation tag says the stored pixels must be turned to stand upright.
+ORIENTATION_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                     7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+UNREADABLE_EXIF = ("The file's EXIF data is damaged, so whether the image is stored turned could not be read: it "
+                   "was analysed as stored.")
 COLOUR_FRACTION = 0.05
 # A tint: of the pixels at least TINT_MIN_LEVEL bright in some channel, TINT_SHARE have a chromaticity
 # (r, g, b over their sum) within TINT_TOLERANCE of their median, which is not grey (each part more than
@@ -90,7 +100,8 @@ def check_size(width: int, height: int):
 
 def to_8_bit(values: np.ndarray, unit_range: bool = False) -> np.ndarray:
     """Greyscale values of any range -> uint8: kept where they lie in 0..255 already, scaled by 255
-    with `unit_range` (floating-point images in 0..1), else stretched from their own range to 0..255.
+    with `unit_range` (floating-point images in 0..1, overshoot up to `UNIT_RANGE_LIMIT` saturating),
+    else stretched from their own range to 0..255.
 
     The range leaves out the OUTLIER_FRACTION brightest and darkest pixels, which saturate instead: one
     hot or dead pixel of a 16-bit export (65535 among values up to 4000) would otherwise set the range
@@ -102,7 +113,7 @@ def to_8_bit(values: np.ndarray, unit_range: bool = False) -> np.ndarray:
     # A few NaN/infinite pixels (a float TIFF) must not turn the whole scan black: they become the minimum.
     low, high = np.quantile(values[finite], [OUTLIER_FRACTION, 1 - OUTLIER_FRACTION], method="nearest")
     values = np.where(finite, values, low)
-    if unit_range and low >= 0 and high <= 1:
+    if unit_range and low >= 0 and high < UNIT_RANGE_LIMIT:
         return (values.clip(0, 1) * 255).round().astype(np.uint8)
     if high <= 255 and low >= 0:
         return values.clip(0, 255).round().astype(np.uint8)
@@ -156,6 +167,21 @@ def tint_channel(rgb: np.ndarray) -> int | None:
     return int(np.argmax(tint))
 
 
+def upright(image: Image.Image) -> tuple[Image.Image, list[str]]:
+    """The image turned as its EXIF Orientation tag says (phones and export tools store a scan sideways
+    and say so there), and a warning if the EXIF block cannot be read at all (then: as stored).
+
+    Not Pillow's `ImageOps.exif_transpose`: after turning the pixels it re-writes the whole EXIF block,
+    which raises on a malformed tag anywhere in it (a vendor's tag of the wrong type), though only
+    the pixels are needed here."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (SyntaxError, ValueError, TypeError, KeyError, OSError, struct.error):
+        return image, [UNREADABLE_EXIF]
+    turn = ORIENTATION_TURNS.get(orientation) if isinstance(orientation, int) else None
+    return (image if turn is None else image.transpose(turn)), []
+
+
 def check_frame(frame: int, n_frames: int):
     if not 0 <= frame < n_frames:
         raise ScanError(f"Frame {frame} was asked for, but the file holds {n_frames} frame(s), "
@@ -195,7 +221,7 @@ def decode(source, frame: int = 0) -> DecodedScan:
             image.seek(frame)
             check_size(*image.size)  # a later page of a TIFF may be larger than the first
             image.load()
-            image = ImageOps.exif_transpose(image)
+            image, exif_warnings = upright(image)
     except ScanError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -208,7 +234,7 @@ def decode(source, frame: int = 0) -> DecodedScan:
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ScanError(f"The image file is damaged or truncated ({error}).") from None
     gray, colour_warnings = _to_array(image)
-    return DecodedScan(gray, colour_warnings + _frame_warnings(frame, n_frames), None, NOT_DICOM,
+    return DecodedScan(gray, exif_warnings + colour_warnings + _frame_warnings(frame, n_frames), None, NOT_DICOM,
                        frame, n_frames)
 
 
@@ -228,11 +254,12 @@ def _decode_array(array: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
             raise ScanError("The image array must hold finite numbers (got booleans, NaN or infinity).")
-        # greyscale keeps its range (stretched like a 16-bit file); colour in 0..1 (float images) is
-        # scaled to 0..255, other colour is clipped to 0..255
+        # greyscale keeps its range (stretched like a 16-bit file); colour in 0..1 (float images, a little
+        # overshoot too: UNIT_RANGE_LIMIT) is scaled to 0..255, other colour is clipped to 0..255
         if array.ndim == 2:
             array = array.astype(np.float32)
         else:
-            scale = 255.0 if np.issubdtype(array.dtype, np.floating) and 0 <= array.min() and array.max() <= 1 else 1.0
+            scale = (255.0 if np.issubdtype(array.dtype, np.floating) and 0 <= array.min()
+                     and np.quantile(array, 1 - OUTLIER_FRACTION) < UNIT_RANGE_LIMIT else 1.0)
             array = (array * scale).round().clip(0, 255).astype(np.uint8)
     return _to_array(Image.fromarray(array))

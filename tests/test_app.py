@@ -451,6 +451,46 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
     assert "locked.zip is password-protected" in summary
 
 
+def test_two_archive_members_of_one_name_are_each_read(handlers, examples, tmp_path):
+    """A zip may hold two entries of one name (appended twice): each row reads its own entry, not the
+    last one twice."""
+    import zipfile
+
+    twice = tmp_path / "twice.zip"
+    with zipfile.ZipFile(twice, "w") as z, pytest.warns(UserWarning, match="Duplicate name"):
+        z.write(examples[0][0], "x.png")
+        z.write(examples[1][0], "x.png")
+    _, table, _, _ = handlers.batch([str(twice)], progress=lambda *args, **kwargs: None)
+    single = [handlers.analyzer.analyze(path).predicted_class for path, _ in examples[:2]]
+    assert [row[1] for row in table] == single and len(set(single)) == 2
+
+
+def test_an_archive_member_whose_header_understates_its_size_is_not_inflated(handlers, tmp_path):
+    """A zip bomb that lies: its headers say 1000 bytes, its data inflates to 400 MB. The listing's size
+    check believes the header, so the read itself must stay bounded (it inflated it all at once)."""
+    import struct
+    import tracemalloc
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    packed = b"".join(packer.compress(bytes(2**24)) for _ in range(25)) + packer.flush()
+    name, said, crc = b"bomb.png", 1000, zlib.crc32(bytes(1000))
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(packed), said, len(name), 0) + name
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(packed), said, len(name),
+                          0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(packed), 0)
+    bomb = tmp_path / "liar.zip"
+    bomb.write_bytes(local + packed + central + end)
+    tracemalloc.start()
+    try:
+        _, table, _, _ = handlers.batch([str(bomb)], progress=lambda *args, **kwargs: None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(table) == 1 and table[0][-1].startswith("error: ")
+    assert peak < 150 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
 def test_a_batch_reads_its_scans_a_chunk_at_a_time(handlers, tmp_path):
     """A small archive of large members (here 40 x 40 MB of zeros, 1.6 GB unpacked, 2 MB packed) is
     read a chunk at a time as it is analysed, not unpacked into memory at once (it took gigabytes)."""
