@@ -31,6 +31,7 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 MIN_SIDE = 32
+TIFF_MAGIC = (b"II*\0", b"MM\0*")
 OUTLIER_FRACTION = 1e-4  # of a wide image's pixels left out of its stretch at each end: 48 of a 600x800 scan
 MAX_PIXELS = 16_000_000  # 4000 x 4000: far above any ultrasound; a 36 MP scan took 15 s and 3.7 GB here
 MAX_BYTES = 50 * 1024 * 1024
@@ -42,6 +43,7 @@ UNIT_RANGE_LIMIT = 2.0
 ORIENTATION_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                      4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
                      7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+NARROWED_LEVELS = 32  # a 16-bit colour image read to 8 bits that tops out below this kept at most 5 bits of its levels
 UNREADABLE_EXIF = ("The file's EXIF data is damaged, so whether the image is stored turned could not be read: it "
                    "was analysed as stored.")
 COLOUR_FRACTION = 0.05
@@ -182,6 +184,14 @@ def upright(image: Image.Image) -> tuple[Image.Image, list[str]]:
     return (image if turn is None else image.transpose(turn)), []
 
 
+def _stores_16_bit_colour(image: Image.Image) -> bool:
+    """Whether the file holds 16-bit samples with colour or transparency (PNG and TIFF can), which
+    Pillow, having no such 16-bit mode, reads as their top 8 bits only. Known before loading only:
+    loading drops the tiles that say it."""
+    raw_modes = [tile.args if isinstance(tile.args, str) else tile.args[0] for tile in image.tile if tile.args]
+    return image.mode in ("RGB", "RGBA", "LA") and any(";16" in str(raw_mode) for raw_mode in raw_modes)
+
+
 def check_frame(frame: int, n_frames: int):
     if not 0 <= frame < n_frames:
         raise ScanError(f"Frame {frame} was asked for, but the file holds {n_frames} frame(s), "
@@ -220,6 +230,7 @@ def decode(source, frame: int = 0) -> DecodedScan:
             check_frame(frame, n_frames)
             image.seek(frame)
             check_size(*image.size)  # a later page of a TIFF may be larger than the first
+            narrowed = _stores_16_bit_colour(image)
             image.load()
             image, exif_warnings = upright(image)
     except ScanError:
@@ -230,10 +241,17 @@ def decode(source, frame: int = 0) -> DecodedScan:
         if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive's first bytes (an empty one's too)
             raise ScanError("This is a zip archive, not a scan: analyse the scans in it as a batch (the app's "
                             "Batch tab, or unpack it for `python -m inference`).") from None
+        if data.startswith(TIFF_MAGIC):
+            raise ScanError("This TIFF stores its pixels in a form this app cannot read (64-bit floating point, "
+                            "say): save the scan as an 8- or 16-bit TIFF or PNG.") from None
         raise ScanError("This file is not an image this app can read (PNG, JPEG, BMP, TIFF, …) nor DICOM.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ScanError(f"The image file is damaged or truncated ({error}).") from None
     gray, colour_warnings = _to_array(image)
+    if narrowed and gray.max() < NARROWED_LEVELS:
+        raise ScanError("This image stores 16-bit samples with colour or transparency, its grey levels in their low bits "
+                        "(12-bit data, say), and this app reads such samples as their top 8 bits only: save the scan "
+                        "as 16-bit greyscale without transparency, or as 8-bit.")
     return DecodedScan(gray, exif_warnings + colour_warnings + _frame_warnings(frame, n_frames), None, NOT_DICOM,
                        frame, n_frames)
 
@@ -254,12 +272,7 @@ def _decode_array(array: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
             raise ScanError("The image array must hold finite numbers (got booleans, NaN or infinity).")
-        # greyscale keeps its range (stretched like a 16-bit file); colour in 0..1 (float images, a little
-        # overshoot too: UNIT_RANGE_LIMIT) is scaled to 0..255, other colour is clipped to 0..255
-        if array.ndim == 2:
-            array = array.astype(np.float32)
-        else:
-            scale = (255.0 if np.issubdtype(array.dtype, np.floating) and 0 <= array.min()
-                     and np.quantile(array, 1 - OUTLIER_FRACTION) < UNIT_RANGE_LIMIT else 1.0)
-            array = (array * scale).round().clip(0, 255).astype(np.uint8)
+        # as a file of that depth would be: floats in 0..1 scaled, levels in 0..255 kept, wider ranges
+        # (a 12- or 16-bit scan, greyscale or colour) stretched
+        array = to_8_bit(array, unit_range=np.issubdtype(array.dtype, np.floating))
     return _to_array(Image.fromarray(array))

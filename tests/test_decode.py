@@ -235,6 +235,29 @@ def test_a_float_tiff_in_0_to_1_is_scaled_though_it_overshoots_a_little(scan, tm
     assert np.abs(colour.astype(int) - np.minimum(scan * gain, 255)).max() <= 1
 
 
+def test_a_12_bit_colour_array_is_stretched_like_a_12_bit_greyscale_one(scan):
+    wide = np.repeat((scan.astype(np.uint16) * 16)[..., None], 3, axis=-1)
+    gray, _ = decode_scan(wide)
+    assert np.abs(gray.astype(int) - scan).max() <= 1
+
+
+def test_16_bit_colour_tiffs_are_read_or_refused_with_a_reason(scan, tmp_path):
+    """Pillow reads 16-bit colour samples as their top 8 bits: full-range data decodes to the scan, and
+    12-bit data (16 levels left) is refused with what to do, not analysed as a near-black picture."""
+    import tifffile
+
+    rgb = np.repeat(scan[..., None], 3, axis=-1).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "full.tif", rgb * 257, photometric="rgb")
+    gray, _ = decode_scan((tmp_path / "full.tif").read_bytes())
+    assert np.abs(gray.astype(int) - scan).max() <= 1
+    tifffile.imwrite(tmp_path / "twelve_bit.tif", rgb * 16, photometric="rgb")
+    with pytest.raises(ScanError, match="as 16-bit greyscale"):
+        decode_scan((tmp_path / "twelve_bit.tif").read_bytes())
+    tifffile.imwrite(tmp_path / "float64.tif", scan / 255.0)
+    with pytest.raises(ScanError, match="This TIFF stores its pixels in a form"):
+        decode_scan((tmp_path / "float64.tif").read_bytes())
+
+
 def test_a_float_colour_array_in_0_to_1_is_not_black():
     rgb = np.zeros((64, 80, 3), np.float64)
     rgb[..., :] = np.linspace(0, 1, 80)[None, :, None]
