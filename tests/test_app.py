@@ -451,6 +451,18 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
     assert "locked.zip is password-protected" in summary
 
 
+def batch_table_and_peak_memory(handlers, upload):
+    """The Batch tab's table for one upload, and the most memory Python held while making it."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        _, table, _, _ = handlers.batch([str(upload)], progress=lambda *args, **kwargs: None)
+        return table, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_two_archive_members_of_one_name_are_each_read(handlers, examples, tmp_path):
     """A zip may hold two entries of one name (appended twice): each row reads its own entry, not the
     last one twice."""
@@ -469,7 +481,6 @@ def test_an_archive_member_whose_header_understates_its_size_is_not_inflated(han
     """A zip bomb that lies: its headers say 1000 bytes, its data inflates to 400 MB. The listing's size
     check believes the header, so the read itself must stay bounded (it inflated it all at once)."""
     import struct
-    import tracemalloc
     import zlib
 
     packer = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -481,12 +492,7 @@ def test_an_archive_member_whose_header_understates_its_size_is_not_inflated(han
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(packed), 0)
     bomb = tmp_path / "liar.zip"
     bomb.write_bytes(local + packed + central + end)
-    tracemalloc.start()
-    try:
-        _, table, _, _ = handlers.batch([str(bomb)], progress=lambda *args, **kwargs: None)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    table, peak = batch_table_and_peak_memory(handlers, bomb)
     assert len(table) == 1 and table[0][-1].startswith("error: ")
     assert peak < 150 * 2**20, f"{peak / 2**20:.0f} MB"
 
@@ -494,19 +500,13 @@ def test_an_archive_member_whose_header_understates_its_size_is_not_inflated(han
 def test_a_batch_reads_its_scans_a_chunk_at_a_time(handlers, tmp_path):
     """A small archive of large members (here 40 x 40 MB of zeros, 1.6 GB unpacked, 2 MB packed) is
     read a chunk at a time as it is analysed, not unpacked into memory at once (it took gigabytes)."""
-    import tracemalloc
     import zipfile
 
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
         for index in range(40):
             z.writestr(f"f{index:02d}.png", bytes(40 * 2**20))
-    tracemalloc.start()
-    try:
-        _, table, _, _ = handlers.batch([str(bomb)], progress=lambda *args, **kwargs: None)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    table, peak = batch_table_and_peak_memory(handlers, bomb)
     assert len(table) == 40 and all(row[-1].startswith("error: ") for row in table)
     assert peak < (app.BATCH_CHUNK + 4) * 40 * 2**20, f"peak {peak / 2**20:.0f} MB: more than a chunk held at once"
 
