@@ -17,6 +17,7 @@ import ctypes
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -66,8 +67,9 @@ def mend_mcp_results():
     for no progress updates (most clients): a tool with several outputs answered with one text block,
     the Python printout of them all, its images as server paths. Here they are listed one per output, as
     Gradio's own progress path lists them, so each image becomes MCP image content; and a dict or list
-    output (the probabilities, the report) is sent as JSON text, which a client can parse, not as a
-    Python printout. Remove once Gradio does both (the MCP test checks)."""
+    output (the probabilities, the report), or a missing one (no Seg-Grad-CAM without a lesion), is sent
+    as JSON text ("null"), which a client can parse, not as a Python printout. Remove once Gradio does
+    both (the MCP test checks)."""
     from anyio.to_thread import run_sync
     from gradio.mcp import GradioMCPServer
     from gradio_client.utils import is_file_obj_with_meta
@@ -79,7 +81,8 @@ def mend_mcp_results():
     convert = GradioMCPServer.postprocess_output_data
 
     def json_for_data(self, data, root_url):
-        return convert(self, [json.dumps(item) if isinstance(item, (dict, list)) and not is_file_obj_with_meta(item)
+        return convert(self, [json.dumps(item) if item is None or (isinstance(item, (dict, list))
+                                                                   and not is_file_obj_with_meta(item))
                               else item for item in data], root_url)
 
     GradioMCPServer._execute_tool_without_progress = one_item_per_output
@@ -234,6 +237,17 @@ class TypedSlider(gr.Slider):
         return super().preprocess(self.minimum if payload is None else min(max(payload, self.minimum), self.maximum))
 
 
+class OptionalNumber(gr.Number):
+    """An API-only setting that may be sent as null, meaning "the default": Gradio types a Number as a
+    plain number, so an MCP client's null for a setting it leaves out was refused by the tool's schema
+    before the handler could apply the default."""
+
+    is_template = True
+
+    def api_info(self) -> dict:
+        return {"anyOf": [super().api_info(), {"type": "null"}]}
+
+
 def read_examples():
     """Example files, what the gallery shows for each, and captions "<ground truth> · <dataset>"
     (held-out scans of three sources), then the calibrated DICOM made from the BrEaST malignant one
@@ -339,7 +353,7 @@ def whole_number(value, name: str) -> int | None:
     number = _number(value, name, "a whole number from 0")
     if number is None:
         return None
-    if not number >= 0 or number != int(number):  # also refuses NaN
+    if not 0 <= number < math.inf or number != int(number):  # also refuses NaN
         raise user_error(f"{name} must be a whole number from 0; got {value!r}.")
     return int(number)
 
@@ -554,7 +568,7 @@ class Handlers:
         """
         return self.render(self._analysis(path, frame, view), explain, threshold, opacity, show_hidden=show_hidden)
 
-    def report(self, path, threshold=None, frame=0, view=None):
+    def report(self, path, threshold=None, frame=0, view=None, show_hidden=False):
         """A PDF report of one breast ultrasound scan: the scan, lesion overlay, Grad-CAM maps, calibrated
         probabilities, lesion measurements (mm for a calibrated DICOM), warnings, model versions and
         date. Research demo, not a medical device: not for diagnosis.
@@ -564,11 +578,11 @@ class Handlers:
             threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
             frame: which frame of a multi-frame file to analyse, from 0 (default 0).
             view: which view of an image showing several side by side to analyse, from 0 at the left (default: the largest).
+            show_hidden: true to draw a lesion the normal gate hides when the classifier rates the scan normal (default false: the validated rule).
         Returns:
             the PDF file.
         """
-        threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
-        return self.pdf(self._analysis(path, frame, view), threshold, DEFAULT_OPACITY, path)
+        return self.pdf(self._analysis(path, frame, view), threshold, DEFAULT_OPACITY, path, show_hidden=show_hidden)
 
     def classify(self, path, view=None):
         """Calibrated probabilities that a breast ultrasound scan is normal, benign or malignant (the
@@ -590,19 +604,22 @@ class Handlers:
             return NOT_ULTRASOUND, notes
         return dict(zip(self.analyzer.classes, map(float, probabilities))), notes
 
-    def segment(self, path, threshold=None, view=None):
-        """Segment the lesion of a breast ultrasound scan: mask and lesion statistics. Research demo,
-        not a medical device: not for diagnosis or measurement.
+    def segment(self, path, threshold=None, view=None, show_hidden=False):
+        """Segment the lesion of a breast ultrasound scan: mask and lesion statistics. As in the app, no
+        lesion is drawn where the classifier rates the scan normal (the validated normal gate; the
+        report's notes say when it hid one, and show_hidden draws it). Research demo, not a medical
+        device: not for diagnosis or measurement.
 
         Args:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB); over MCP, a data: URI with the file's base64 content or an http(s) URL the server can fetch.
             threshold: lesion-mask probability threshold, 0.05 to 0.95 (default: the validated one).
             view: which view of an image showing several side by side to segment, from 0 at the left (default: the largest).
+            show_hidden: true to draw a lesion the normal gate hides when the classifier rates the scan normal (default false: the validated rule).
         Returns:
             the lesion mask (PNG, 0/255, the scan's size; none when the image is not recognised as a breast ultrasound scan) and a report with count, area (px, and mm for a calibrated DICOM) and bounding box.
         """
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
-        analysis = self._analysis(path, view=view)
+        analysis = as_asked(self._analysis(path, view=view), show_hidden)
         if analysis.out_of_distribution:  # no mask: an empty one would read as "no lesion"
             return None, json_report(analysis, threshold)
         return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png", "lesion-mask"), json_report(analysis, threshold)
@@ -799,19 +816,20 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         # returns the gr.State (a State among the outputs empties an MCP tool's result).
         # Their settings come through plain hidden inputs, not the UI's slider and menu: those refuse a
         # null or unknown value before the handler can say what is wrong (or use the default).
-        api_explain = gr.Textbox(value=EXPLAIN_CHOICES[0], visible=False)
-        api_threshold = gr.Number(value=None, visible=False)
-        api_opacity = gr.Number(value=DEFAULT_OPACITY, visible=False)
-        api_frame = gr.Number(value=0, visible=False)
-        api_show_hidden = gr.Checkbox(value=False, visible=False)
-        api_view = gr.Number(value=None, visible=False)
+        # (labelled, so the API's description names them, not "parameter_48")
+        api_explain = gr.Textbox(value=EXPLAIN_CHOICES[0], visible=False, label="explain")
+        api_threshold = OptionalNumber(value=None, visible=False, label="threshold")
+        api_opacity = OptionalNumber(value=DEFAULT_OPACITY, visible=False, label="opacity")
+        api_frame = OptionalNumber(value=0, visible=False, label="frame")
+        api_show_hidden = gr.Checkbox(value=False, visible=False, label="show_hidden")
+        api_view = OptionalNumber(value=None, visible=False, label="view")
         gr.Button(visible=False).click(handlers.analyze, [scan, api_explain, api_threshold, api_opacity, api_frame,
                                                           api_show_hidden, api_view], outputs, api_name="analyze")
         api_warnings = gr.Textbox(visible=False, label="warnings")
         gr.Button(visible=False).click(handlers.classify, [scan, api_view], [label, api_warnings], api_name="classify")
-        gr.Button(visible=False).click(handlers.segment, [scan, api_threshold, api_view], [mask, details],
-                                       api_name="segment")
-        gr.Button(visible=False).click(handlers.report, [scan, api_threshold, api_frame, api_view], pdf,
+        gr.Button(visible=False).click(handlers.segment, [scan, api_threshold, api_view, api_show_hidden],
+                                       [mask, details], api_name="segment")
+        gr.Button(visible=False).click(handlers.report, [scan, api_threshold, api_frame, api_view, api_show_hidden], pdf,
                                        api_name="report")
     return demo
 

@@ -216,6 +216,13 @@ def test_a_lesion_the_gate_hides_is_drawn_when_the_box_is_ticked(gated, examples
     for stray in ("yes", 1, None):
         with pytest.raises(gr.Error, match="show_hidden must be true or false"):
             handlers.render(state, "normal", None, 0.45, show_hidden=stray)
+    # the API's /segment and /report take the same choice
+    upload = upload_copy(path, tmp_path)
+    assert handlers.segment(upload)[1]["lesion"]["lesion_count"] == 0
+    segmented_mask, segmented_report = handlers.segment(upload, None, None, True)
+    assert np.array_equal(pixels(segmented_mask) > 0, state.segmenter_mask())
+    assert segmented_report["lesion"] == shown_report["lesion"]
+    assert "Drawn on request" in " ".join(pdf_text(handlers.report(upload, None, 0, None, True)).split())
 
 
 @pytest.mark.parametrize("content, message", [
@@ -831,6 +838,15 @@ def test_bad_numbers_are_readable_errors(handlers, examples, threshold, opacity)
             handlers.segment(str(examples[0][0]), threshold)
 
 
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan"), -1, 0.5])
+def test_a_frame_or_view_that_is_no_whole_number_is_a_readable_error(handlers, examples, number):
+    """Infinity too (raw HTTP's JSON can carry 1e400): it raised Python's OverflowError."""
+    with pytest.raises(gr.Error, match="frame must be a whole number from 0"):
+        handlers.analyze(str(examples[0][0]), "predicted class", None, 0.5, number)
+    with pytest.raises(gr.Error, match="view must be a whole number from 0"):
+        handlers.segment(str(examples[0][0]), None, number)
+
+
 def test_the_api_threshold_is_the_sliders(handlers):
     """One range for the slider, the API's checks and the tools' descriptions."""
     low, high = app.THRESHOLD_RANGE
@@ -853,6 +869,7 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
     from mcp.client.streamable_http import streamablehttp_client
 
     scan = base64.b64encode((Path(app.EXAMPLES_DIR) / "busi_malignant_49.png").read_bytes()).decode()
+    normal = base64.b64encode((Path(app.EXAMPLES_DIR) / "busi_normal_102.png").read_bytes()).decode()
     not_a_scan = base64.b64encode(b"definitely not an image").decode()
 
     async def session_calls(url):
@@ -862,10 +879,13 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
                 tools = {tool.name: tool for tool in (await session.list_tools()).tools}
                 good = await session.call_tool("analyze", {"path": "data:image/png;base64," + scan})
                 bad = await session.call_tool("classify", {"path": "data:image/png;base64," + not_a_scan})
-                return tools, good, bad
+                # null for a numeric setting is "the default", as for gradio_client (the schema refused it)
+                defaults = await session.call_tool("analyze", {"path": "data:image/png;base64," + normal, "threshold": None,
+                                                               "opacity": None, "frame": None, "view": None})
+                return tools, good, bad, defaults
 
     with AppServer(extra_env={"GRADIO_MCP_SERVER": "True"}) as server:
-        tools, good, bad = asyncio.run(session_calls(server.url))
+        tools, good, bad, defaults = asyncio.run(session_calls(server.url))
     assert {"analyze", "classify", "segment", "report"} <= set(tools), "MCP tools are named as the endpoints"
     assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment", "report"))
     assert "0.05 to 0.95" in str(tools["segment"].inputSchema["properties"]["threshold"])
@@ -879,6 +899,12 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
     assert json.loads(next(t for t in texts if '"predicted_class"' in t))["predicted_class"] == "malignant"
     assert sum(item.type == "image" for item in good.content) >= 3, "Grad-CAM, lesion overlay and mask as images"
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
+    assert not defaults.isError, defaults.content
+    texts = [item.text for item in defaults.content if item.type == "text"]
+    report = json.loads(next(t for t in texts if '"predicted_class"' in t))
+    validated = json.loads((Path(app.HERE) / "models" / "segmenter" / "config.json").read_text())["threshold"]
+    assert report["threshold"] == validated and report["frame"] == 0 and report["n_views"] == 1
+    assert "null" in texts and "None" not in texts, "no lesion drawn on the normal scan: no Seg-Grad-CAM, as JSON null"
 
 
 def test_the_threshold_hint_says_which_peak_a_lesion_must_reach(analyzer):
