@@ -339,12 +339,10 @@ def _number(value, name: str, expected: str) -> float | None:
     and anything float() refuses are a readable error naming what was `expected`."""
     if value is None:
         return None
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return float(value)
-    except (TypeError, ValueError):
-        raise user_error(f"{name} must be {expected}; got {value!r}.") from None
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError, ValueError):
+            return float(value)
+    raise user_error(f"{name} must be {expected}; got {value!r}.")
 
 
 def whole_number(value, name: str) -> int | None:
