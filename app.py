@@ -444,7 +444,7 @@ class Handlers:
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY)
         explain = explained_class(explain)
         style = checked_style(style)
-        notes = [f"⚠️ {w}" for w in analysis.warnings + analysis.notes]
+        notes = [f"⚠️ {w}" for w in analysis.warnings] + list(analysis.notes)  # a note informs; only warnings warn
         if analysis.suppressed_as_normal:
             notes.append(HIDDEN_HINT)
         if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
@@ -743,10 +743,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 batch_counts = gr.Markdown(elem_id="batch-summary")
                 # The file stays in view while the other columns scroll sideways, and on a phone takes at most
                 # 40 % of the width, so the class shows beside it: CSS above (Gradio 6.31's pinned_columns
-                # neither sticks nor narrows the column).
+                # neither sticks nor narrows the column). A cell shows at most 90 characters (a click shows
+                # all): the warnings made their column one line thousands of pixels wide, its start out of sight.
                 batch_table = gr.Dataframe(headers=[SCREEN_HEADERS[c] for c in COLUMNS],
                                            label="Results (sort from a column's ⋮ menu)",
-                                           interactive=False, elem_id="batch-table", pinned_columns=1)
+                                           interactive=False, elem_id="batch-table", pinned_columns=1, max_chars=90)
                 batch_gallery = gr.Gallery(label="Lesions outlined", columns=4, height="auto",
                                            format="jpeg", elem_id="batch-gallery")
                 batch_csv_file = gr.File(label="Table as CSV", elem_id="batch-csv")

@@ -29,11 +29,11 @@ def batch_summary(rows: list[dict], skipped: str, classes: list[str]) -> str:
     then what it passed over (`skipped_summary`)."""
     shown = collections.Counter(for_screen(row)["predicted_class"] for row in rows)
     counts = [f"{shown[name]} {name}" for name in classes if shown[name]]
-    counts += [f"{shown[cell]} {what}" for cell, what in ((NOT_RECOGNISED_CELL, "not recognised as a breast ultrasound"),
+    counts += [f"{shown[cell]} {what}" for cell, what in ((NOT_RECOGNISED_CELL, "not recognised as a breast ultrasound scan"),
                                                           (ERROR_CELL, "could not be read")) if shown[cell]]
     classless = shown[NOT_RECOGNISED_CELL] + shown[ERROR_CELL]
     text = (f"**{len(rows)} scan{'s' * (len(rows) != 1)}:** {', '.join(counts)}."
-            + (" The Warnings column says why a scan has no class." if classless else ""))
+            + (" The Warnings column says why a scan has no class (click a cell to read it whole)." if classless else ""))
     return text + (f"\n\n⚠️ Not analysed: {skipped}." if skipped else "")
 
 

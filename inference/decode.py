@@ -55,7 +55,7 @@ TINT_MIN_LEVEL = 64
 TINT_TOLERANCE = 0.06
 TINT_SHARE = 0.95
 GREY_TOLERANCE = 0.02
-NOT_DICOM = "not a DICOM file: only DICOM files carry the size of a pixel"
+NOT_DICOM = "not a DICOM file; only DICOM files carry the size of a pixel"
 
 
 class ScanError(ValueError):

@@ -32,18 +32,19 @@ from inference.preprocess import Framing, resize, to_model_input, views_warnings
 log = logging.getLogger(__name__)
 
 SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at {p_normal:.0%}, at or above the "
-                   "{gate:.0%} from which a rule chosen on the validation sides hides the segmenter's finding "
+                   "{gate:.0%} from which a rule chosen on held-out validation scans hides the segmenter's finding "
                    "(it removes most false alarms on normal scans).")
 DISAGREEMENT_NOTE = ("The classifier leans towards normal, but not confidently enough to hide what the "
                      "segmenter found: the lesion is drawn; weigh both.")
-NO_LESION_NOTE = "No lesion predicted at the validated threshold, so Seg-Grad-CAM has no region to explain."
+NO_LESION_NOTE = ("No lesion predicted at the validated threshold ({threshold:.2f}), so there Seg-Grad-CAM has no region "
+                  "to explain.")
 UNDRAWN_FINDING_NOTE = ("The classifier rates this scan {label} at {p:.0%}, but the segmenter drew no lesion (so "
                         "Seg-Grad-CAM has no region to explain): the two models disagree; weigh both.")
 HIDDEN_SHOWN_NOTE = ("Drawn on request: the classifier rates this scan normal at {p_normal:.0%}, and the rule chosen "
-                     "on the validation sides would hide what the segmenter marked; weigh both.")
+                     "on held-out validation scans would hide what the segmenter marked; weigh both.")
 SPARED_NOTE = ("The classifier rates this scan normal at {p_normal:.0%}, but the segmenter is sure of the lesion it "
                "found (peak probability {peak:.0%}, at or above the {spares:.0%} from which a rule chosen on the "
-               "validation sides keeps such a lesion drawn): the lesion is drawn; weigh both.")
+               "held-out validation scans keeps such a lesion drawn): the lesion is drawn; weigh both.")
 
 
 @dataclass
@@ -301,13 +302,14 @@ class Analyzer:
 
     def _screened(self, gray: np.ndarray, framing: Framing, warnings: list[str], distance: float | None,
                   kinds: np.ndarray | None) -> tuple[bool, list[str]]:
-        """(whether the scan gets no diagnosis-like output (`_refusal`), its warnings): the decoder's
-        `warnings`, which of several views was read (`framing`), then the refusal's reason or, for a scan
-        shown with its results, shown upside down (`kinds`)."""
+        """(whether the scan gets no diagnosis-like output (`_refusal`), its warnings): for a refused
+        scan the refusal's reason first (it says why nothing else is shown), then the decoder's
+        `warnings` and which of several views was read (`framing`); for a scan shown with its results,
+        those and whether it is shown upside down (`kinds`)."""
         warnings = warnings + views_warnings(framing)
         refused = self._refusal(gray, distance, kinds)
         if refused:
-            return True, warnings + refused
+            return True, refused + warnings
         return False, warnings + ([] if kinds is None else self.orientation.warnings(kinds))
 
     def classify(self, source, view: int | None = None) -> tuple[np.ndarray | None, list[str]]:
@@ -385,7 +387,7 @@ class Analyzer:
         segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:  # a lesion class with nothing drawn is a disagreement, said as one
             label = analysis.predicted_class
-            analysis.notes = [NO_LESION_NOTE if label == "normal"
+            analysis.notes = [NO_LESION_NOTE.format(threshold=analysis.threshold) if label == "normal"
                               else UNDRAWN_FINDING_NOTE.format(label=label, p=probabilities.max())]
         p_normal = probabilities[self.classes.index("normal")]
         gate, spares = s.get("normal_gate"), s.get("normal_gate_spares")

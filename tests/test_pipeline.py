@@ -53,7 +53,7 @@ def test_lesion_scans_get_a_seg_gradcam_and_stats(analyzer, examples):
         elif not analysis.mask().any():
             assert analysis.seg_map() is None
             if analysis.predicted_class == "normal":
-                assert analysis.notes == [NO_LESION_NOTE]
+                assert analysis.notes == [NO_LESION_NOTE.format(threshold=analysis.threshold)]
             else:  # a lesion class with nothing drawn: said to be a disagreement (it read as unexplained)
                 assert analysis.notes == [UNDRAWN_FINDING_NOTE.format(label=analysis.predicted_class,
                                                                       p=analysis.probabilities.max())]
@@ -71,14 +71,17 @@ def test_threshold_changes_the_mask_without_rerunning(analyzer, examples):
     assert low >= analysis.mask().sum() >= high
 
 
-def test_colour_photo_is_analysed_with_a_warning(analyzer):
+def test_a_colour_photo_is_refused_first_and_warned_of_its_colour(analyzer):
     import skimage.data
 
     analysis = analyzer.analyze(skimage.data.astronaut())
-    assert analysis.warnings and "greyscale ultrasound" in analysis.warnings[0]
-    # The photo is refused too; the colour warning beside the refusal passes no verdict on results that are
-    # not shown (it said they "may be meaningless").
-    assert analysis.out_of_distribution and "meaningless" not in analysis.warnings[0]
+    # The photo is refused, and the refusal comes first: it says why nothing is shown (after a colour
+    # warning that "the colour is dropped before they see it" it read as a contradiction).
+    assert analysis.out_of_distribution and "does not look like" in analysis.warnings[0]
+    colour = [w for w in analysis.warnings if "greyscale ultrasound" in w]
+    # The colour warning beside the refusal passes no verdict on results that are not shown (it said they
+    # "may be meaningless").
+    assert len(colour) == 1 and "meaningless" not in colour[0]
 
 
 def test_normal_examples_show_no_lesion(analyzer, busi_examples):
@@ -149,7 +152,7 @@ def test_the_normal_gate_hides_lesions_only_from_its_probability(gated, examples
         else:
             nothing_drawn += 1
             assert not hidden.suppressed_as_normal
-            assert hidden.notes == ([NO_LESION_NOTE] if hidden.predicted_class == "normal" else
+            assert hidden.notes == ([NO_LESION_NOTE.format(threshold=hidden.threshold)] if hidden.predicted_class == "normal" else
                                     [UNDRAWN_FINDING_NOTE.format(label=hidden.predicted_class,
                                                                  p=hidden.probabilities.max())])
         shown = never.analyze(path)
@@ -209,7 +212,7 @@ def test_a_lesion_is_drawn_only_if_its_peak_reaches_the_peak_threshold(gated, an
                                                    kept.largest_only, peak))
     assert kept.mask().any() and kept.mask().sum() <= found.sum()
     assert not dropped.mask().any() and ("segmenter drew no lesion" in dropped.notes[0] if dropped.predicted_class != "normal"
-                                         else dropped.notes == [NO_LESION_NOTE])
+                                         else dropped.notes == [NO_LESION_NOTE.format(threshold=dropped.threshold)])
     assert kept.mask(0.2).sum() >= kept.mask().sum() >= kept.mask(0.5).sum()
 
 
