@@ -671,7 +671,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
     default_threshold = float(analyzer.segmenter.config["threshold"])
     with gr.Blocks(title="Breast ultrasound analysis", delete_cache=(600, 600)) as demo:
         gr.Markdown(f"# Breast ultrasound analysis\nClassify a breast ultrasound scan (normal / benign / "
-                    f"malignant), segment the lesion, and see what each model looked at (Grad-CAM). {DISCLAIMER}")
+                    f"malignant), segment the lesion, and see what each model looked at (Grad-CAM). No scan at hand? "
+                    f"[Try an example](#examples) below. {DISCLAIMER}")
         state = gr.State(time_to_live=1800)  # a stored analysis (for re-rendering) lives 30 min at most
         chosen = gr.State()  # the file chosen last; the scan box may show only a picture of it (DICOM, examples, frames)
         # The newest analysis's ticket, read by the browser when it starts that analysis (a gr.State
@@ -730,8 +731,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                                    alt_text="The scan with the segmenter's Seg-Grad-CAM heat map: "
                                                             "warm colours where the drawn lesion's evidence lies")
                                 details = gr.JSON(label="Lesion statistics and report")
-                gr.Markdown("### Examples\nClick one to analyse it. Held-out scans from three hospitals (BUSI and "
-                            "BUS-UCLM test sides; BrEaST, never trained on), captioned with their ground truth; the last "
+                gr.Markdown("### Examples\nClick one to analyse it. Held-out scans from three hospitals (BUSI's and "
+                            "BUS-UCLM's test sets; BrEaST, never trained on), captioned with their ground truth; the last "
                             "is a calibrated DICOM.")
                 gallery = gr.Gallery(list(zip(EXAMPLE_PICTURES, EXAMPLE_CAPTIONS)), columns=5, allow_preview=False,
                                      label="Examples", show_label=False, buttons=[],
