@@ -117,7 +117,7 @@ CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: 
 #examples .thumbnail-item, #batch-gallery .thumbnail-item { display: flex; flex-direction: column; aspect-ratio: auto; height: auto; }
 #examples .thumbnail-item img, #batch-gallery .thumbnail-item img { aspect-ratio: 1; height: auto; width: 100%; }
 #examples .caption-label, #batch-gallery .caption-label { position: static; max-width: 100%; width: 100%; border-radius: 0; text-align: center; }
-#about table { display: block; overflow-x: auto; }
+#about table { display: block; overflow-x: auto; border: 0; }
 #about th, #about td { min-width: 6em; word-break: normal; overflow-wrap: normal; }
 #scan > [data-testid=block-label], #class-cam > [data-testid=block-label], #seg-overlay > [data-testid=block-label],
 #mask > [data-testid=block-label], #seg-cam > [data-testid=block-label],

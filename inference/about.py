@@ -37,6 +37,15 @@ def nested_headings(markdown: str, levels: int = 2) -> str:
     return re.sub(r"^(#{1,6}) ", lambda match: "#" * min(6, len(match[1]) + levels) + " ", markdown, flags=re.MULTILINE)
 
 
+def headline_metrics(card: str) -> str | None:
+    """The first table of a model card's Metrics section (its per-source test numbers with intervals),
+    or None: the About page shows it above the folded cards, which a newcomer found no number outside
+    of (opened, they run to many screens of recipes tried)."""
+    section = re.search(r"(?ms)^## Metrics\n(.*?)(?=^## |\Z)", card)
+    table = section and re.search(r"(?m)(?:^\|.*\|\n?)+", section[1])
+    return table[0].strip() if table else None
+
+
 def about_text(analyzer: Analyzer) -> str:
     """The About page in Markdown, written from the loaded models (their encoders, an ensemble's size,
     their sources and cards), so a Space pointed at other models through `BUSI_CLASSIFIER` /
@@ -45,6 +54,9 @@ def about_text(analyzer: Analyzer) -> str:
         f"<details><summary>Model card: {name} — {describe_model(m)}</summary>\n\n{nested_headings(training_folded(without_front_matter(m.card)))}\n\n</details>"
         for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))
     )
+    headlines = "\n\n".join(f"**The {name}**\n\n{table}" for name, m in (("classifier", analyzer.classifier),
+                                                                        ("segmenter", analyzer.segmenter))
+                              if (table := headline_metrics(m.card)))
     members = len(analyzer.segmenter.config.get("training", {}).get("members", []))
     segmenter = (f"the mean of {members} U-Net segmenters (one recipe, {members} random seeds)" if members
                  else "a U-Net segmenter")
@@ -67,12 +79,17 @@ predicted lesion. The classifier was trained to take its benign/malignant eviden
 elsewhere is worth a second look.
 
 ## Data
-Trained on the train sides of BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of
+Trained on the training sets of BUSI — Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. *Dataset of
 breast ultrasound images.* Data in Brief 28 (2020) 104863 (licence not confirmed) — and BUS-UCLM
 (Vallez et al., Sci Data 2025; CC BY-NC 4.0, so the weights are for non-commercial use). Tested
-separately on both test sides and on BrEaST-Lesions_USG (Pawłowska et al., Sci Data 2024; CC BY 4.0),
-a hospital the models never saw — see the tables in the model cards below: expect the BrEaST
-numbers, not the BUSI ones, on your own scanner.
+separately on both test sets and on BrEaST-Lesions_USG (Pawłowska et al., Sci Data 2024; CC BY 4.0),
+a hospital the models never saw: expect the BrEaST numbers, not the BUSI ones, on your own scanner.
+
+## How well they do
+{headlines or "The model cards below hold the models' test numbers."}
+
+95 % bootstrap intervals in brackets. The model cards below say how each number was measured, and what
+else was tried.
 
 {cards}
 """

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from inference.about import about_text, nested_headings, training_folded
+from inference.about import about_text, headline_metrics, nested_headings, training_folded
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,3 +32,15 @@ def test_about_names_each_models_encoder(analyzer):
     text = about_text(analyzer)
     assert "An EfficientNet-Lite1 classifier" in text
     assert "with an EfficientNet-Lite0 encoder, also ImageNet-pretrained" in text
+
+
+def test_about_opens_with_each_models_test_numbers(analyzer):
+    """Above the folded cards: each card's first Metrics table, with BrEaST's column (the hospital the
+    models never saw), not buried in the cards."""
+    text = about_text(analyzer)
+    headlines = text[text.index("## How well they do"):text.index("<details>")]
+    for card in (analyzer.classifier.card, analyzer.segmenter.card):
+        table = headline_metrics(card)
+        assert table and table in headlines and "BrEaST (external)" in table.splitlines()[0]
+    assert "benign-vs-malignant AUC" in headlines and "lesion Dice (pipeline)" in headlines
+    assert headline_metrics("# A card\n\n## Metrics\nNo table yet.\n\n## Training\n| a |\n") is None
