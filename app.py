@@ -700,7 +700,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                         pdf = gr.File(label="PDF report of the last analysis", elem_id="pdf", visible=False)
                         threshold = TypedSlider(*THRESHOLD_RANGE, value=default_threshold, step=0.05, label="Mask threshold",
                                               info=threshold_info(analyzer.segmenter.config))
-                        opacity = TypedSlider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", elem_id="opacity")
+                        opacity = TypedSlider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", elem_id="opacity",
+                                              info="Of the heat maps and the lesion's fill; an outline is always opaque")
                         style = gr.Radio(list(MASK_STYLES), value=MASK_STYLES[0], label="Lesion drawn", elem_id="style")
                         show_hidden = gr.Checkbox(False, label="Draw a lesion the normal gate hides",
                                                   info="When the classifier rates a scan normal, what the segmenter "
