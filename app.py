@@ -187,6 +187,15 @@ TAB_KEYS = """() => document.addEventListener('keydown', event => {
   if (to === undefined || at < 0) return;
   event.preventDefault();
   const reached = tabs[(to + tabs.length) % tabs.length]; reached.click(); reached.focus(); })"""
+# The arrow keys move between a radio group's options and choose the one reached, as in any radio group:
+# Gradio names each option's input apart, so the browser sees groups of one, where arrows do nothing.
+RADIO_KEYS = """() => document.addEventListener('keydown', event => {
+  const radio = event.target.closest?.('input[type=radio]'); if (!radio) return;
+  const step = {ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1}[event.key]; if (!step) return;
+  const options = Array.from(radio.closest('.block')?.querySelectorAll('input[type=radio]') ?? []).filter(o => !o.disabled);
+  const at = options.indexOf(radio); if (at < 0 || options.length < 2) return;
+  event.preventDefault();
+  const reached = options[(at + step + options.length) % options.length]; reached.click(); reached.focus(); })"""
 # A dropdown's option chosen by keyboard (Enter) sent the focus to the page's start: Gradio blurs the box.
 # It goes back to the box, its list closed (focusing reopens it; Escape closes it, keeping the choice).
 KEEP_DROPDOWN_FOCUS = """() => document.addEventListener('keydown', event => {
@@ -804,6 +813,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=ANNOUNCE_NOTES)
         demo.load(None, js=NAME_EXAMPLES)
         demo.load(None, js=TAB_KEYS)
+        demo.load(None, js=RADIO_KEYS)
         demo.load(None, js=KEEP_DROPDOWN_FOCUS)
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")

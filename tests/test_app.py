@@ -707,6 +707,16 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         page.get_by_label("range slider for Mask threshold").press("ArrowRight")
         expect(page.locator("#pdf")).to_be_hidden(timeout=30_000)
 
+        # A radio group answers to the arrow keys: from "filled", ArrowRight chooses "outline" and keeps the focus
+        # there (Gradio names each option's input apart, so the browser's own arrow keys did nothing).
+        options = page.locator("#style input[type=radio]")
+        options.first.focus()
+        page.keyboard.press("ArrowRight")
+        expect(options.nth(1)).to_be_checked()
+        expect(options.nth(1)).to_be_focused()
+        page.keyboard.press("ArrowLeft")
+        expect(options.first).to_be_checked()
+
         # The tab bar answers to the arrow keys: from Scan, ArrowRight reaches Batch and opens it.
         page.get_by_role("tab", name="Scan", exact=True).focus()
         page.keyboard.press("ArrowRight")
