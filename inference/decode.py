@@ -36,16 +36,6 @@ OUTLIER_FRACTION = 1e-4  # of a wide image's pixels left out of its stretch at e
 MAX_PIXELS = 16_000_000  # 4000 x 4000: far above any ultrasound; a 36 MP scan took 15 s and 3.7 GB here
 MAX_BYTES = 50 * 1024 * 1024
 COLOUR_SPREAD = 40
-# Floating-point images whose bright end lies below this are 0..1 images, overshoot and all (a filter's
-# ringing, a gain above 1), and are scaled by 255; read as grey levels of 0..255 they would be blank.
-UNIT_RANGE_LIMIT = 2.0
-# How each value of the EXIF Orientation tag says the stored pixels must be turned to stand upright.
-ORIENTATION_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
-                     7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
-NARROWED_LEVELS = 32  # a 16-bit colour image read to 8 bits that tops out below this kept at most 5 bits of its levels
-UNREADABLE_EXIF = ("The file's EXIF data is damaged, so whether the image is stored turned could not be read: it "
-                   "was analysed as stored.")
 COLOUR_FRACTION = 0.05
 # A tint: of the pixels at least TINT_MIN_LEVEL bright in some channel, TINT_SHARE have a chromaticity
 # (r, g, b over their sum) within TINT_TOLERANCE of their median, which is not grey (each part more than
@@ -56,6 +46,16 @@ TINT_TOLERANCE = 0.06
 TINT_SHARE = 0.95
 GREY_TOLERANCE = 0.02
 NOT_DICOM = "not a DICOM file; only DICOM files carry the size of a pixel"
+# Floating-point images whose bright end lies below this are 0..1 images, overshoot and all (a filter's
+# ringing, a gain above 1), and are scaled by 255; read as grey levels of 0..255 they would be blank.
+UNIT_RANGE_LIMIT = 2.0
+# How each value of the EXIF Orientation tag says the stored pixels must be turned to stand upright.
+ORIENTATION_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                     7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+NARROWED_LEVELS = 32  # a 16-bit colour image read to 8 bits that tops out below this kept at most 5 bits of its levels
+UNREADABLE_EXIF = ("The file's EXIF data is damaged, so whether the image is stored turned could not be read: it "
+                   "was analysed as stored.")
 
 
 class ScanError(ValueError):
