@@ -527,6 +527,14 @@ class Handlers:
             return None, *(None,) * (RENDERED_OUTPUTS - 1), f"⚠️ {error.message}", gr.skip(), gr.skip()
         return (gr.skip(),) * STORED_OUTPUTS if self._superseded(ticket, request) else outputs
 
+    def rerender(self, analysis, ticket, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False,
+                 request: gr.Request = None):
+        """A setting moved: the stored analysis drawn again (`render`), unless the session has chosen another
+        scan since (`ticket`, as for `analyze_chosen`): a big scan's re-render that ended after a click on an
+        example put the big scan's results beside the example's picture."""
+        outputs = self.render(analysis, explain, threshold, opacity, style, show_hidden)
+        return (gr.skip(),) * RENDERED_OUTPUTS if self._superseded(ticket, request) else outputs
+
     @staticmethod
     def show_analysed(analysis, picture, uploaded):
         """The scan box's picture of the scan as analysed, when the box shows something else: a file from
@@ -805,7 +813,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         # A slider's reset button (↺) sends `release`, not `input`.
         setting_changed = [threshold.input, threshold.release, opacity.input, opacity.release, explain.change,
                            style.change, show_hidden.change]
-        gr.on(setting_changed, handlers.render, [state, *settings], outputs, api_visibility="private",
+        gr.on(setting_changed, handlers.rerender, [state, ticket, *settings], outputs, api_visibility="private",
               trigger_mode="always_last")
         # A PDF made before a setting changed no longer shows what is on screen: it goes (make another).
         gr.on(setting_changed, lambda: gr.update(visible=False, value=None), None, pdf, api_visibility="private",

@@ -94,6 +94,20 @@ def test_an_analysis_overtaken_by_a_newer_scan_shows_nothing(handlers, examples,
     assert notes.startswith("⚠️") and "not an image" in notes
 
 
+def test_a_rerender_overtaken_by_a_newer_scan_shows_nothing(handlers, examples, tmp_path):
+    """A setting moved on a big scan, then an example clicked before the re-render ended: the re-render
+    of the old scan is dropped (it landed beside the example's picture); one under the newest ticket shows."""
+    state, *_ = handlers.analyze_and_store(upload_copy(examples[0][0], tmp_path))
+    *_, old_ticket = handlers.forget()
+    assert handlers.rerender(state, old_ticket, "predicted class", 0.5, 0.45)[0] != gr.skip(), \
+        "while no newer scan was chosen, it shows"
+    *_, new_ticket = handlers.forget()
+    stale = handlers.rerender(state, old_ticket, "predicted class", 0.5, 0.45)
+    assert len(stale) == app.RENDERED_OUTPUTS and all(u == gr.skip() for u in stale)
+    label, *_ = handlers.rerender(state, new_ticket, "predicted class", 0.5, 0.45)
+    assert max(label, key=label.get) == state.predicted_class
+
+
 def test_classify_runs_the_classifier_forward_pass_only(handlers, analyzer, examples, monkeypatch):
     path = examples[2][0]
     expected = handlers.analyze(str(path))[0]
@@ -139,7 +153,7 @@ def test_a_value_typed_beyond_a_sliders_range_goes_to_its_nearer_end(analyzer):
     assert threshold.preprocess(0.45) == 0.45
     assert threshold.preprocess(None) == app.THRESHOLD_RANGE[0], "an emptied box, as it shows once it loses focus"
     # The reset button (↺) sends `release`, not `input`: the screen must follow it, as the PDF does
-    render = next(fn for fn in demo.fns.values() if fn.name == "render")
+    render = next(fn for fn in demo.fns.values() if fn.name == "rerender")
     triggers = {(demo.blocks[block].label, event) for block, event in render.targets}
     assert {("Mask threshold", "release"), ("Overlay opacity", "release")} <= triggers
     assert sliders["Frame"].buttons == [], "a reset to frame 0 would not analyse it"
