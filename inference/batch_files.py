@@ -80,7 +80,7 @@ def _zip_members(path: Path, inputs: BatchInputs) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             files = [(index, m) for index, m in enumerate(archive.infolist())
-                     if not m.is_dir() and not _is_clutter(m.filename)]
+                     if not m.is_dir() and not _is_clutter(m.filename)]  # by position: names may repeat
     except NotImplementedError:
         raise BatchInputError(f"{path.name} uses a zip format this app cannot unpack: zip the scans again with "
                               "standard settings, or upload the scans themselves.") from None
@@ -88,6 +88,7 @@ def _zip_members(path: Path, inputs: BatchInputs) -> None:
         raise BatchInputError(f"{path.name} is damaged or not a zip archive (an interrupted download?): zip the "
                               "scans again, or upload the scans themselves.") from None
     members = [(index, m) for index, m in files if is_scan_file(PurePosixPath(m.filename))]
+    others = [m.filename for _, m in files if not is_scan_file(PurePosixPath(m.filename))]
     if len(members) > MAX_SCANS:
         raise BatchInputError(f"{path.name} holds {len(members)} scans; a batch here takes at most "
                               f"{MAX_SCANS} (use `python -m inference` for more).")
@@ -98,8 +99,7 @@ def _zip_members(path: Path, inputs: BatchInputs) -> None:
         raise BatchInputError(f"{too_big[0]} in {path.name} is over {MAX_BYTES // 2**20} MB.")
     inputs.scans += [BatchScan(f"{path.name}/{m.filename}", path, index)
                      for index, m in sorted(members, key=lambda member: member[1].filename)]
-    listed = {index for index, _ in members}
-    inputs.skipped += sorted(f"{path.name}/{m.filename}" for index, m in files if index not in listed)
+    inputs.skipped += sorted(f"{path.name}/{name}" for name in others)
 
 
 def read_batch_inputs(paths: list[str]) -> BatchInputs:
