@@ -404,6 +404,32 @@ def in_range(value, name: str, low: float, high: float, default=None):
     return number
 
 
+class Newest:
+    """Per session, the number of the newest request of one kind: a request that ends after its session
+    began a newer one shows nothing (its results would land beside what the newer one is about)."""
+
+    def __init__(self):
+        self._numbers = itertools.count(1)
+        self._newest = {}  # session -> the number of its newest request
+
+    def begin(self, request) -> int:
+        """A new request's number, now the session's newest."""
+        number = next(self._numbers)
+        self._newest[session_of(request)] = number
+        return number
+
+    def now(self, request) -> int:
+        """The session's newest number (0 before its first)."""
+        return self._newest.get(session_of(request), 0)
+
+    def superseded(self, number, request) -> bool:
+        """Whether the session began a newer request than `number` (None: no number, never)."""
+        return number is not None and self.now(request) != number
+
+    def leave(self, request) -> None:
+        self._newest.pop(session_of(request), None)
+
+
 class Handlers:
     """What the events call. Every path from user input ends in results or a gr.Error message.
     The API functions' docstrings are their MCP tool descriptions."""
@@ -411,8 +437,10 @@ class Handlers:
     def __init__(self, analyzer: Analyzer):
         self.analyzer = analyzer
         self.models = model_descriptions(analyzer.classifier, analyzer.segmenter)
-        self._tickets = itertools.count(1)
-        self._newest = {}  # session -> the ticket of the analysis it asked for last
+        self.scans = Newest()  # the scan analysed: its ticket travels with the browser's request
+        self.screens = Newest()  # what is on screen: a new scan or a moved setting makes a PDF in the making stale
+        self.batches = Newest()  # the Batch tab's files: changing them makes a batch in the making stale
+        self._drawn = {}  # session -> (ticket, settings) of the results on screen
 
     def _analysis(self, path, frame=0, view=None, pop_up_warnings=True):
         """The file's analysis (frame `frame`, view `view` or the largest). Its warnings pop up for API
@@ -429,18 +457,22 @@ class Handlers:
         """Before every new analysis in the UI (and when the scan is removed): drop the stored result and
         blank every output, so a failed analysis never leaves the previous scan's results beside the new
         image; and a ticket that makes the coming analysis the session's newest (`analyze_chosen`)."""
-        ticket = next(self._tickets)
-        self._newest[session_of(request)] = ticket
+        ticket = self.scans.begin(request)
+        self.screens.begin(request)
         # the stored result and six results, the notes, the PDF box, the ticket
         return (None,) * RENDERED_OUTPUTS + ("", gr.update(value=None, visible=False), ticket)
 
     def leave(self, request: gr.Request = None):
-        """A page closed: its session's ticket goes."""
-        self._newest.pop(session_of(request), None)
+        """A page closed: what was kept about its session goes."""
+        for newest in (self.scans, self.screens, self.batches):
+            newest.leave(request)
+        self._drawn.pop(session_of(request), None)
 
-    def _superseded(self, ticket, request) -> bool:
-        """Whether the session has asked for a newer analysis than the one with `ticket` (None: no ticket, never)."""
-        return ticket is not None and self._newest.get(session_of(request), ticket) != ticket
+    def withdraw_pdf(self, request: gr.Request = None):
+        """A setting moved: a PDF made before (or still in the making) no longer shows what is on screen,
+        so it goes (make another)."""
+        self.screens.begin(request)
+        return gr.update(visible=False, value=None)
 
     def render(self, analysis, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False):
         """Re-draw every output from a stored analysis: no model runs, except Seg-Grad-CAM's gradient
@@ -522,10 +554,13 @@ class Handlers:
             outputs = self.analyze_and_store(current_file(picture, uploaded), frame, view, explain, threshold,
                                              opacity, style, show_hidden)
         except gr.Error as error:
-            if self._superseded(ticket, request):
+            if self.scans.superseded(ticket, request):
                 return (gr.skip(),) * STORED_OUTPUTS
             return None, *(None,) * (RENDERED_OUTPUTS - 1), f"⚠️ {error.message}", gr.skip(), gr.skip()
-        return (gr.skip(),) * STORED_OUTPUTS if self._superseded(ticket, request) else outputs
+        if self.scans.superseded(ticket, request):
+            return (gr.skip(),) * STORED_OUTPUTS
+        self._drawn[session_of(request)] = (ticket, (explain, threshold, opacity, style, show_hidden))
+        return outputs
 
     def rerender(self, analysis, ticket, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False,
                  request: gr.Request = None):
@@ -533,7 +568,21 @@ class Handlers:
         scan since (`ticket`, as for `analyze_chosen`): a big scan's re-render that ended after a click on an
         example put the big scan's results beside the example's picture."""
         outputs = self.render(analysis, explain, threshold, opacity, style, show_hidden)
-        return (gr.skip(),) * RENDERED_OUTPUTS if self._superseded(ticket, request) else outputs
+        if self.scans.superseded(ticket, request):
+            return (gr.skip(),) * RENDERED_OUTPUTS
+        if analysis is not None:
+            self._drawn[session_of(request)] = (ticket, (explain, threshold, opacity, style, show_hidden))
+        return outputs
+
+    def catch_up(self, analysis, ticket, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False,
+                 request: gr.Request = None):
+        """Right after an analysis: its results were drawn with the settings read when it started; a setting
+        moved while it ran (its re-render found no analysis to draw) is drawn now. Nothing to do, and
+        nothing redrawn, when the settings on screen are those."""
+        if (self.scans.superseded(ticket, request)
+                or self._drawn.get(session_of(request)) == (ticket, (explain, threshold, opacity, style, show_hidden))):
+            return (gr.skip(),) * RENDERED_OUTPUTS
+        return self.rerender(analysis, ticket, explain, threshold, opacity, style, show_hidden, request)
 
     @staticmethod
     def show_analysed(analysis, picture, uploaded):
@@ -547,10 +596,12 @@ class Handlers:
         return write_image(analysis.gray, RESULTS_DIR, "png")
 
     def pdf_download(self, analysis, threshold, opacity, picture, uploaded, explain, show_hidden=False,
-                     style=MASK_STYLES[0]):
-        """The PDF report button: the report of what is on screen, shown for download."""
-        return gr.update(visible=True, value=self.pdf(analysis, threshold, opacity, current_file(picture, uploaded),
-                                                      explain, show_hidden, style))
+                     style=MASK_STYLES[0], request: gr.Request = None):
+        """The PDF report button: the report of what is on screen, shown for download; nothing if what is
+        on screen changed while it was made (another scan, a moved setting: it would describe other results)."""
+        screen = self.screens.now(request)
+        path = self.pdf(analysis, threshold, opacity, current_file(picture, uploaded), explain, show_hidden, style)
+        return gr.skip() if self.screens.superseded(screen, request) else gr.update(visible=True, value=path)
 
     def pdf(self, analysis, threshold=None, opacity=DEFAULT_OPACITY, path=None, explain=EXPLAIN_CHOICES[0], show_hidden=False,
             style=MASK_STYLES[0]):
@@ -639,9 +690,21 @@ class Handlers:
             return None, json_report(analysis, threshold)
         return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png", "lesion-mask"), json_report(analysis, threshold)
 
-    def batch(self, paths, progress=gr.Progress()):
+    def forget_batch(self, request: gr.Request = None):
+        """Files added or removed in the Batch tab: the results (and their CSV) no longer describe the
+        box, so they go, and so do those of a batch still running on the files as they were."""
+        self.batches.begin(request)
+        return "", None, None, None
+
+    def batch(self, paths, progress=gr.Progress(), request: gr.Request = None):
         """The Batch tab: many scans (files and/or zip archives) -> a table with one row per scan, a
-        gallery of lesion outlines and the table as CSV — the rows `python -m inference` writes."""
+        gallery of lesion outlines and the table as CSV — the rows `python -m inference` writes.
+        Nothing is shown if the files changed while it ran (`forget_batch`)."""
+        files = self.batches.now(request)
+        outputs = self._batch(paths, progress)
+        return (gr.skip(),) * len(outputs) if self.batches.superseded(files, request) else outputs
+
+    def _batch(self, paths, progress):
         try:
             inputs = read_batch_inputs(paths or [])
         except BatchInputError as error:
@@ -788,12 +851,17 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                            outputs=[frame, view], api_visibility="private", show_progress="hidden")
         show_analysed = dict(fn=handlers.show_analysed, inputs=[state, scan, chosen], outputs=scan,
                              api_visibility="private", show_progress="hidden")
-        run.click(**clear).then(**store)
+        # A setting moved while an analysis ran is drawn once it ends.
+        catch_up = dict(fn=handlers.catch_up, inputs=[state, ticket, *settings], outputs=outputs,
+                        api_visibility="private", show_progress="hidden")
+        run.click(**clear).then(**store).then(**catch_up)
         # Sliders act on `input` (a drag, the arrow keys, a typed number; not a value set by the app):
         # `release` comes from a pointer alone, so keys moved a slider that changed nothing on screen
         # (but did change the PDF). "always_last": a drag's steps do not queue up, its last value runs.
-        frame.input(**clear, trigger_mode="always_last").then(**store).then(**show_analysed)
-        view.input(**clear, trigger_mode="always_last").then(**store)
+        analysed = frame.input(**clear, trigger_mode="always_last").then(**store)
+        analysed.then(**show_analysed)
+        analysed.then(**catch_up)
+        view.input(**clear, trigger_mode="always_last").then(**store).then(**catch_up)
         # A new scan: remember which file it is (`chosen_file`), start at its first frame, analyse. Removing
         # it removes its results too. The results sit below the scan box on a phone, and far above the
         # examples: bring them into view once the previous scan's results and PDF box are gone (a PDF box
@@ -801,13 +869,17 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         for box, other in ((scan, scan_file), (scan_file, scan)):
             cleared = box.upload(chosen_file, box, [chosen, other, gallery], api_visibility="private") \
                 .then(**first_frame).then(**clear)
-            cleared.then(**store).then(**show_analysed)
+            analysed = cleared.then(**store)
+            analysed.then(**show_analysed)
+            analysed.then(**catch_up)
             cleared.then(None, None, None, js=AFTER_UPLOAD)
             box.clear(lambda: chosen_file(None), None, [chosen, other, gallery], api_visibility="private") \
                 .then(**first_frame).then(**clear).then(None, None, None, js=focus_drop_area(box.elem_id))
-        cleared = gallery.select(pick_example, None, [scan, chosen, scan_file], api_visibility="private") \
-            .then(**first_frame).then(**clear)
-        cleared.then(**store)
+        # "always_last": a second example clicked while the first is being put in the box is analysed
+        # (Gradio's default for a selection dropped it: the first one's box and results stayed).
+        cleared = gallery.select(pick_example, None, [scan, chosen, scan_file], api_visibility="private",
+                                 trigger_mode="always_last").then(**first_frame).then(**clear)
+        cleared.then(**store).then(**catch_up)
         cleared.then(None, None, None, js=SCROLL_TO_RESULTS)
         demo.unload(handlers.leave)
         # A slider's reset button (↺) sends `release`, not `input`.
@@ -815,9 +887,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                            style.change, show_hidden.change]
         gr.on(setting_changed, handlers.rerender, [state, ticket, *settings], outputs, api_visibility="private",
               trigger_mode="always_last")
-        # A PDF made before a setting changed no longer shows what is on screen: it goes (make another).
-        gr.on(setting_changed, lambda: gr.update(visible=False, value=None), None, pdf, api_visibility="private",
-              show_progress="hidden")
+        gr.on(setting_changed, handlers.withdraw_pdf, None, pdf, api_visibility="private", show_progress="hidden")
         demo.load(None, js=ANNOUNCE_NOTES)
         demo.load(None, js=NAME_EXAMPLES)
         demo.load(None, js=TAB_KEYS)
@@ -826,8 +896,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
-        # Files added or removed: the results (and their CSV) no longer describe the box, so they go.
-        batch_files.change(lambda: ("", None, None, None), None, batch_outputs, api_visibility="private",
+        batch_files.change(handlers.forget_batch, None, batch_outputs, api_visibility="private",
                            show_progress="hidden")
         batch_run.click(handlers.batch, batch_files, batch_outputs,
                         api_visibility="private", show_progress="full")

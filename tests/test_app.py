@@ -108,6 +108,37 @@ def test_a_rerender_overtaken_by_a_newer_scan_shows_nothing(handlers, examples, 
     assert max(label, key=label.get) == state.predicted_class
 
 
+def test_a_setting_moved_during_an_analysis_is_drawn_when_it_ends(handlers, examples, tmp_path):
+    """The results are drawn with the settings read when the analysis started; the re-render a setting
+    moved meanwhile asked for found no analysis yet. The catch-up after it draws the current settings,
+    and draws nothing again when they are unchanged."""
+    upload = upload_copy(examples[1][0], tmp_path)
+    *_, ticket = handlers.forget()
+    state, *_ = handlers.analyze_chosen(upload, None, ticket, 0, None, "predicted class", 0.5, 0.45)
+    unchanged = handlers.catch_up(state, ticket, "predicted class", 0.5, 0.45)
+    assert len(unchanged) == app.RENDERED_OUTPUTS and all(u == gr.skip() for u in unchanged)
+    label, class_cam, overlay, mask, report, seg_cam, notes = handlers.catch_up(state, ticket, "predicted class", 0.3, 0.45)
+    assert report["threshold"] == 0.3 and max(label, key=label.get) == state.predicted_class
+    assert all(u == gr.skip() for u in handlers.catch_up(state, ticket, "predicted class", 0.3, 0.45)), \
+        "drawn once at those settings"
+    *_, newer = handlers.forget()
+    assert all(u == gr.skip() for u in handlers.catch_up(state, ticket, "predicted class", 0.7, 0.45)), \
+        "another scan was chosen since"
+
+
+def test_a_pdf_made_while_the_screen_changed_is_not_shown(handlers, examples, tmp_path, monkeypatch):
+    """A PDF requested just before a setting moved or another scan was chosen ended after its box was
+    hidden and stayed beside results it does not describe; now it is dropped (make another)."""
+    upload = upload_copy(examples[1][0], tmp_path)
+    state, *_ = handlers.analyze_and_store(upload)
+    handlers.forget()
+    assert handlers.pdf_download(state, None, 0.45, upload, None, "predicted class")["visible"] is True
+    make = handlers.pdf
+    for change in (handlers.withdraw_pdf, handlers.forget):
+        monkeypatch.setattr(handlers, "pdf", lambda *args, change=change: (change(), make(*args))[1])
+        assert handlers.pdf_download(state, None, 0.45, upload, None, "predicted class") == gr.skip()
+
+
 def test_classify_runs_the_classifier_forward_pass_only(handlers, analyzer, examples, monkeypatch):
     path = examples[2][0]
     expected = handlers.analyze(str(path))[0]
@@ -428,6 +459,9 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     summary, *results = handlers.batch([str(bad_zip)], progress=lambda *args, **kwargs: None)
     assert "broken.zip is damaged or not a zip archive" in summary and results == [None, None, None]
     assert "File is not a zip file" not in summary, "Python's own wording is no help to the user"
+    # The files changed while the batch ran (cleared, added, removed): its results describe other files.
+    stale = handlers.batch(files, progress=lambda *args, **kwargs: handlers.forget_batch())
+    assert len(stale) == 4 and all(u == gr.skip() for u in stale)
 
 
 def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handlers, examples, tmp_path):
