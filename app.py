@@ -885,9 +885,12 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         # A slider's reset button (↺) sends `release`, not `input`.
         setting_changed = [threshold.input, threshold.release, opacity.input, opacity.release, explain.change,
                            style.change, show_hidden.change]
+        # The listeners of one event run one after another, in the order they are set here (Gradio's page
+        # waits for each to end): the PDF goes first, at once, not after a big scan's re-render (a PDF
+        # finished meanwhile showed beside the moved setting for as long as the re-render took).
+        gr.on(setting_changed, handlers.withdraw_pdf, None, pdf, api_visibility="private", show_progress="hidden")
         gr.on(setting_changed, handlers.rerender, [state, ticket, *settings], outputs, api_visibility="private",
               trigger_mode="always_last")
-        gr.on(setting_changed, handlers.withdraw_pdf, None, pdf, api_visibility="private", show_progress="hidden")
         demo.load(None, js=ANNOUNCE_NOTES)
         demo.load(None, js=NAME_EXAMPLES)
         demo.load(None, js=TAB_KEYS)

@@ -190,6 +190,16 @@ def test_a_value_typed_beyond_a_sliders_range_goes_to_its_nearer_end(analyzer):
     assert sliders["Frame"].buttons == [], "a reset to frame 0 would not analyse it"
 
 
+def test_a_moved_setting_takes_the_pdf_away_before_it_redraws(analyzer):
+    """Gradio's page runs the listeners of one event one after another, in the order they were set:
+    the PDF's withdrawal was set after the re-render, so on a big scan a PDF finished meanwhile showed
+    beside the moved setting until the re-render ended (race review, 2 of 6)."""
+    demo = app.build_demo(analyzer)
+    listeners = {fn.name: (index, set(fn.targets)) for index, fn in demo.fns.items()}
+    (withdraw, withdraw_triggers), (redraw, redraw_triggers) = listeners["withdraw_pdf"], listeners["rerender"]
+    assert withdraw_triggers == redraw_triggers and withdraw < redraw
+
+
 def test_rerender_uses_the_stored_analysis(handlers, examples, tmp_path):
     state, *_ = handlers.analyze_and_store(upload_copy(examples[4][0], tmp_path))
     label, class_cam, overlay, mask, report, seg_cam, notes = handlers.render(state, "normal", 0.2, 0.8)
