@@ -699,12 +699,13 @@ class Handlers:
     def batch(self, paths, progress=gr.Progress(), request: gr.Request = None):
         """The Batch tab: many scans (files and/or zip archives) -> a table with one row per scan, a
         gallery of lesion outlines and the table as CSV — the rows `python -m inference` writes.
-        Nothing is shown if the files changed while it ran (`forget_batch`)."""
+        If the files change while it runs (`forget_batch`), it stops after the chunk of scans it is on
+        and shows nothing."""
         files = self.batches.now(request)
-        outputs = self._batch(paths, progress)
+        outputs = self._batch(paths, progress, stale=lambda: self.batches.superseded(files, request))
         return (gr.skip(),) * len(outputs) if self.batches.superseded(files, request) else outputs
 
-    def _batch(self, paths, progress):
+    def _batch(self, paths, progress, stale):
         try:
             inputs = read_batch_inputs(paths or [])
         except BatchInputError as error:
@@ -717,6 +718,8 @@ class Handlers:
         rows, gallery = [], []
         progress(0, desc="analysing", total=len(scans), unit="scans")
         for chunk in batches(scans, BATCH_CHUNK):  # read now: a request holds one chunk, not the upload
+            if stale():
+                break
             results = readable_errors(lambda: self.analyzer.analyze_batch([scan.read_or_error() for scan in chunk]))
             for name, result in zip((scan.name for scan in chunk), results):
                 rows.append(result_row(name, result))
@@ -899,10 +902,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
+        analyse_all = batch_run.click(handlers.batch, batch_files, batch_outputs, api_visibility="private",
+                                      show_progress="full")
+        # Cancelled, its progress bar goes at once (the batch itself stops at its next chunk, `forget_batch`).
         batch_files.change(handlers.forget_batch, None, batch_outputs, api_visibility="private",
-                           show_progress="hidden")
-        batch_run.click(handlers.batch, batch_files, batch_outputs,
-                        api_visibility="private", show_progress="full")
+                           show_progress="hidden", cancels=[analyse_all])
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs, and none
         # returns the gr.State (a State among the outputs empties an MCP tool's result).
         # Their settings come through plain hidden inputs, not the UI's slider and menu: those refuse a

@@ -576,6 +576,20 @@ def test_a_batch_reads_its_scans_a_chunk_at_a_time(handlers, tmp_path):
     assert peak < (app.BATCH_CHUNK + 4) * 40 * 2**20, f"peak {peak / 2**20:.0f} MB: more than a chunk held at once"
 
 
+def test_a_batch_whose_files_changed_stops_at_its_next_chunk(handlers, examples, tmp_path, monkeypatch):
+    """Files removed while "Analyse all" runs: the rest of the old batch is not analysed (it kept both
+    cores busy for results nobody would see) and nothing of it is shown."""
+    files = [upload_copy(examples[index % len(examples)][0], tmp_path / f"{tmp_path.name}_{index}")
+             for index in range(app.BATCH_CHUNK * 2 + 1)]
+    forward_passes = []
+    analyse = handlers.analyzer.analyze_batch
+    monkeypatch.setattr(handlers.analyzer, "analyze_batch",
+                        lambda scans, *args, **kwargs: forward_passes.append(len(scans)) or analyse(scans, *args, **kwargs))
+    changed_after_first_chunk = lambda share, **kwargs: share > 0 and handlers.forget_batch()
+    outputs = handlers.batch(files, progress=changed_after_first_chunk)
+    assert all(u == gr.skip() for u in outputs) and forward_passes == [app.BATCH_CHUNK]
+
+
 @pytest.fixture(scope="module")
 def server():
     with AppServer() as running:
