@@ -902,11 +902,11 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
                        api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
-        analyse_all = batch_run.click(handlers.batch, batch_files, batch_outputs, api_visibility="private",
-                                      show_progress="full")
-        # Cancelled, its progress bar goes at once (the batch itself stops at its next chunk, `forget_batch`).
+        # Not `cancels` on the batch: a cancelled batch left Gradio's "Error" badge on the emptied summary; a
+        # superseded batch stops at its next chunk instead (`forget_batch`).
         batch_files.change(handlers.forget_batch, None, batch_outputs, api_visibility="private",
-                           show_progress="hidden", cancels=[analyse_all])
+                           show_progress="hidden")
+        batch_run.click(handlers.batch, batch_files, batch_outputs, api_visibility="private", show_progress="full")
         # API-only endpoints: hidden buttons, so each has a name and typed inputs/outputs, and none
         # returns the gr.State (a State among the outputs empties an MCP tool's result).
         # Their settings come through plain hidden inputs, not the UI's slider and menu: those refuse a
