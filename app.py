@@ -278,6 +278,16 @@ def pick_example(event: gr.SelectData) -> tuple[str, str, None]:
     return EXAMPLE_PICTURES[event.index], EXAMPLE_FILES[event.index], None
 
 
+def example_shown(picture: str | None, chosen: str | None):
+    """After an example's analysis, its picture in the scan box if the box shows another: of two examples
+    clicked a few milliseconds apart, the box sometimes kept the first one's picture beside the second's
+    results (the page loads each picture in its own time)."""
+    if chosen not in EXAMPLE_FILES:
+        return gr.skip()
+    expected = EXAMPLE_PICTURES[EXAMPLE_FILES.index(chosen)]
+    return gr.skip() if picture and Path(picture).name == Path(expected).name else expected
+
+
 # The gallery's index of no thumbnail: sent selected_index None, Gradio 6.31's gallery keeps a clicked
 # thumbnail highlighted; sent an index outside it, it highlights none, and a click selects as before.
 NO_EXAMPLE = -1
@@ -878,11 +888,14 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
             cleared.then(None, None, None, js=AFTER_UPLOAD)
             box.clear(lambda: chosen_file(None), None, [chosen, other, gallery], api_visibility="private") \
                 .then(**first_frame).then(**clear).then(None, None, None, js=focus_drop_area(box.elem_id))
-        # "always_last": a second example clicked while the first is being put in the box is analysed
-        # (Gradio's default for a selection dropped it: the first one's box and results stayed).
+        # A second example clicked while the first is being put in the box: each click is handled, one at a
+        # time and in order, and the later one's ticket drops the first's analysis. Gradio's default for a
+        # selection ("once") dropped the second click; "always_last" re-sent the first click's data.
         cleared = gallery.select(pick_example, None, [scan, chosen, scan_file], api_visibility="private",
-                                 trigger_mode="always_last").then(**first_frame).then(**clear)
-        cleared.then(**store).then(**catch_up)
+                                 trigger_mode="multiple", concurrency_limit=1).then(**first_frame).then(**clear)
+        analysed = cleared.then(**store)
+        analysed.then(**catch_up)
+        analysed.then(example_shown, [scan, chosen], scan, api_visibility="private", show_progress="hidden")
         cleared.then(None, None, None, js=SCROLL_TO_RESULTS)
         demo.unload(handlers.leave)
         # A slider's reset button (↺) sends `release`, not `input`.

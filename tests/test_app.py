@@ -139,6 +139,17 @@ def test_a_pdf_made_while_the_screen_changed_is_not_shown(handlers, examples, tm
         assert handlers.pdf_download(state, None, 0.45, upload, None, "predicted class") == gr.skip()
 
 
+def test_an_examples_picture_is_put_back_when_the_box_shows_another():
+    """Two examples clicked a few milliseconds apart: the box kept the first one's picture beside the
+    second's results (race review, 2 of 20); after the analysis the analysed example's picture is set."""
+    first, second = app.EXAMPLE_PICTURES[0], app.EXAMPLE_PICTURES[1]
+    assert app.example_shown(f"/tmp/gradio/ab12/{Path(first).name}", app.EXAMPLE_FILES[1]) == second
+    assert app.example_shown(f"/tmp/gradio/cd34/{Path(second).name}", app.EXAMPLE_FILES[1]) == gr.skip()
+    assert app.example_shown(first, "/tmp/gradio/ef56/upload.png") == gr.skip(), "not an example: left as it is"
+    dicom = app.EXAMPLE_FILES[-1]  # shown by its PNG twin
+    assert app.example_shown(None, dicom) == app.EXAMPLE_PICTURES[-1]
+
+
 def test_classify_runs_the_classifier_forward_pass_only(handlers, analyzer, examples, monkeypatch):
     path = examples[2][0]
     expected = handlers.analyze(str(path))[0]
