@@ -450,7 +450,7 @@ class Handlers:
         self.scans = Newest()  # the scan analysed: its ticket travels with the browser's request
         self.screens = Newest()  # what is on screen: a new scan or a moved setting makes a PDF in the making stale
         self.batches = Newest()  # the Batch tab's files: changing them makes a batch in the making stale
-        self._drawn = {}  # session -> (ticket, settings) of the results on screen
+        self._drawn = {}  # session -> the ticket and settings of the results on screen
 
     def _analysis(self, path, frame=0, view=None, pop_up_warnings=True):
         """The file's analysis (frame `frame`, view `view` or the largest). Its warnings pop up for API
@@ -569,7 +569,7 @@ class Handlers:
             return None, *(None,) * (RENDERED_OUTPUTS - 1), f"⚠️ {error.message}", gr.skip(), gr.skip()
         if self.scans.superseded(ticket, request):
             return (gr.skip(),) * STORED_OUTPUTS
-        self._drawn[session_of(request)] = (ticket, (explain, threshold, opacity, style, show_hidden))
+        self._drawn[session_of(request)] = (ticket, explain, threshold, opacity, style, show_hidden)
         return outputs
 
     def rerender(self, analysis, ticket, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False,
@@ -581,7 +581,7 @@ class Handlers:
         if self.scans.superseded(ticket, request):
             return (gr.skip(),) * RENDERED_OUTPUTS
         if analysis is not None:
-            self._drawn[session_of(request)] = (ticket, (explain, threshold, opacity, style, show_hidden))
+            self._drawn[session_of(request)] = (ticket, explain, threshold, opacity, style, show_hidden)
         return outputs
 
     def catch_up(self, analysis, ticket, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False,
@@ -590,7 +590,7 @@ class Handlers:
         moved while it ran (its re-render found no analysis to draw) is drawn now. Nothing to do, and
         nothing redrawn, when the settings on screen are those."""
         if (self.scans.superseded(ticket, request)
-                or self._drawn.get(session_of(request)) == (ticket, (explain, threshold, opacity, style, show_hidden))):
+                or self._drawn.get(session_of(request)) == (ticket, explain, threshold, opacity, style, show_hidden)):
             return (gr.skip(),) * RENDERED_OUTPUTS
         return self.rerender(analysis, ticket, explain, threshold, opacity, style, show_hidden, request)
 
@@ -864,17 +864,24 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                            outputs=[frame, view], api_visibility="private", show_progress="hidden")
         show_analysed = dict(fn=handlers.show_analysed, inputs=[state, scan, chosen], outputs=scan,
                              api_visibility="private", show_progress="hidden")
-        # A setting moved while an analysis ran is drawn once it ends.
         catch_up = dict(fn=handlers.catch_up, inputs=[state, ticket, *settings], outputs=outputs,
                         api_visibility="private", show_progress="hidden")
-        run.click(**clear).then(**store).then(**catch_up)
+
+        def analyse(cleared, show_scan=False):
+            """After `cleared`: the analysis, then the settings moved while it ran (`catch_up`) and, with
+            `show_scan`, the scan box's picture of the scan as analysed."""
+            analysed = cleared.then(**store)
+            analysed.then(**catch_up)
+            if show_scan:
+                analysed.then(**show_analysed)
+            return analysed
+
+        analyse(run.click(**clear))
         # Sliders act on `input` (a drag, the arrow keys, a typed number; not a value set by the app):
         # `release` comes from a pointer alone, so keys moved a slider that changed nothing on screen
         # (but did change the PDF). "always_last": a drag's steps do not queue up, its last value runs.
-        analysed = frame.input(**clear, trigger_mode="always_last").then(**store)
-        analysed.then(**show_analysed)
-        analysed.then(**catch_up)
-        view.input(**clear, trigger_mode="always_last").then(**store).then(**catch_up)
+        analyse(frame.input(**clear, trigger_mode="always_last"), show_scan=True)
+        analyse(view.input(**clear, trigger_mode="always_last"))
         # A new scan: remember which file it is (`chosen_file`), start at its first frame, analyse. Removing
         # it removes its results too. The results sit below the scan box on a phone, and far above the
         # examples: bring them into view once the previous scan's results and PDF box are gone (a PDF box
@@ -882,9 +889,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         for box, other in ((scan, scan_file), (scan_file, scan)):
             cleared = box.upload(chosen_file, box, [chosen, other, gallery], api_visibility="private") \
                 .then(**first_frame).then(**clear)
-            analysed = cleared.then(**store)
-            analysed.then(**show_analysed)
-            analysed.then(**catch_up)
+            analyse(cleared, show_scan=True)
             cleared.then(None, None, None, js=AFTER_UPLOAD)
             box.clear(lambda: chosen_file(None), None, [chosen, other, gallery], api_visibility="private") \
                 .then(**first_frame).then(**clear).then(None, None, None, js=focus_drop_area(box.elem_id))
@@ -893,9 +898,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         # selection ("once") dropped the second click; "always_last" re-sent the first click's data.
         cleared = gallery.select(pick_example, None, [scan, chosen, scan_file], api_visibility="private",
                                  trigger_mode="multiple", concurrency_limit=1).then(**first_frame).then(**clear)
-        analysed = cleared.then(**store)
-        analysed.then(**catch_up)
-        analysed.then(example_shown, [scan, chosen], scan, api_visibility="private", show_progress="hidden")
+        analyse(cleared).then(example_shown, [scan, chosen], scan, api_visibility="private", show_progress="hidden")
         cleared.then(None, None, None, js=SCROLL_TO_RESULTS)
         demo.unload(handlers.leave)
         # A slider's reset button (↺) sends `release`, not `input`.
