@@ -448,7 +448,7 @@ class Handlers:
         self.analyzer = analyzer
         self.models = model_descriptions(analyzer.classifier, analyzer.segmenter)
         self.scans = Newest()  # the scan analysed: its ticket travels with the browser's request
-        self.screens = Newest()  # what is on screen: a new scan or a moved setting makes a PDF in the making stale
+        self._asked = {}  # session -> the settings last asked for on screen: a PDF made with others is stale
         self.batches = Newest()  # the Batch tab's files: changing them makes a batch in the making stale
         self._drawn = {}  # session -> the ticket and settings of the results on screen
 
@@ -468,20 +468,26 @@ class Handlers:
         blank every output, so a failed analysis never leaves the previous scan's results beside the new
         image; and a ticket that makes the coming analysis the session's newest (`analyze_chosen`)."""
         ticket = self.scans.begin(request)
-        self.screens.begin(request)
         # the stored result and six results, the notes, the PDF box, the ticket
         return (None,) * RENDERED_OUTPUTS + ("", gr.update(value=None, visible=False), ticket)
 
     def leave(self, request: gr.Request = None):
         """A page closed: what was kept about its session goes."""
-        for newest in (self.scans, self.screens, self.batches):
+        for newest in (self.scans, self.batches):
             newest.leave(request)
-        self._drawn.pop(session_of(request), None)
+        for kept in (self._drawn, self._asked):
+            kept.pop(session_of(request), None)
 
-    def withdraw_pdf(self, request: gr.Request = None):
-        """A setting moved: a PDF made before (or still in the making) no longer shows what is on screen,
-        so it goes (make another)."""
-        self.screens.begin(request)
+    def withdraw_pdf(self, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False,
+                     request: gr.Request = None):
+        """A setting moved: a PDF made with other settings (before, or still in the making) no longer
+        shows what is on screen, so it goes (make another). The same settings again keep it: a number
+        typed into the threshold's box comes once as typed and again when the box loses focus, which
+        it does when the PDF button is clicked (that PDF, made with the typed number, was dropped)."""
+        settings = (explain, threshold, opacity, style, show_hidden)
+        if self._asked.get(session_of(request)) == settings:
+            return gr.skip()
+        self._asked[session_of(request)] = settings
         return gr.update(visible=False, value=None)
 
     def render(self, analysis, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False):
@@ -605,13 +611,15 @@ class Handlers:
             return gr.skip()
         return write_image(analysis.gray, RESULTS_DIR, "png")
 
-    def pdf_download(self, analysis, threshold, opacity, picture, uploaded, explain, show_hidden=False,
-                     style=MASK_STYLES[0], request: gr.Request = None):
-        """The PDF report button: the report of what is on screen, shown for download; nothing if what is
-        on screen changed while it was made (another scan, a moved setting: it would describe other results)."""
-        screen = self.screens.now(request)
+    def pdf_download(self, analysis, ticket, picture, uploaded, explain, threshold, opacity, style=MASK_STYLES[0],
+                     show_hidden=False, request: gr.Request = None):
+        """The PDF report button: the report of what is on screen, shown for download; nothing if another
+        scan was chosen or other settings were asked for while it was made (it would describe other results)."""
+        settings = (explain, threshold, opacity, style, show_hidden)
+        self._asked.setdefault(session_of(request), settings)  # no setting moved yet: these are on screen
         path = self.pdf(analysis, threshold, opacity, current_file(picture, uploaded), explain, show_hidden, style)
-        return gr.skip() if self.screens.superseded(screen, request) else gr.update(visible=True, value=path)
+        stale = self.scans.superseded(ticket, request) or self._asked.get(session_of(request)) != settings
+        return gr.skip() if stale else gr.update(visible=True, value=path)
 
     def pdf(self, analysis, threshold=None, opacity=DEFAULT_OPACITY, path=None, explain=EXPLAIN_CHOICES[0], show_hidden=False,
             style=MASK_STYLES[0]):
@@ -907,7 +915,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         # The listeners of one event run one after another, in the order they are set here (Gradio's page
         # waits for each to end): the PDF goes first, at once, not after a big scan's re-render (a PDF
         # finished meanwhile showed beside the moved setting for as long as the re-render took).
-        gr.on(setting_changed, handlers.withdraw_pdf, None, pdf, api_visibility="private", show_progress="hidden")
+        gr.on(setting_changed, handlers.withdraw_pdf, settings, pdf, api_visibility="private", show_progress="hidden")
         gr.on(setting_changed, handlers.rerender, [state, ticket, *settings], outputs, api_visibility="private",
               trigger_mode="always_last")
         demo.load(None, js=ANNOUNCE_NOTES)
@@ -915,8 +923,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=TAB_KEYS)
         demo.load(None, js=RADIO_KEYS)
         demo.load(None, js=KEEP_DROPDOWN_FOCUS)
-        make_pdf.click(handlers.pdf_download, [state, threshold, opacity, scan, chosen, explain, show_hidden, style], pdf,
-                       api_visibility="private")
+        make_pdf.click(handlers.pdf_download, [state, ticket, scan, chosen, *settings], pdf, api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
         # Not `cancels` on the batch: a cancelled batch left Gradio's "Error" badge on the emptied summary; a
         # superseded batch stops at its next chunk instead (`forget_batch`).

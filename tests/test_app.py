@@ -128,15 +128,24 @@ def test_a_setting_moved_during_an_analysis_is_drawn_when_it_ends(handlers, exam
 
 def test_a_pdf_made_while_the_screen_changed_is_not_shown(handlers, examples, tmp_path, monkeypatch):
     """A PDF requested just before a setting moved or another scan was chosen ended after its box was
-    hidden and stayed beside results it does not describe; now it is dropped (make another)."""
+    hidden and stayed beside results it does not describe; now it is dropped (make another). The same
+    settings asked for again keep it: a threshold typed into its box, then the PDF button clicked, sends
+    the typed number again as the box loses focus, and that PDF (made with it) was dropped (0 of 5)."""
     upload = upload_copy(examples[1][0], tmp_path)
-    state, *_ = handlers.analyze_and_store(upload)
-    handlers.forget()
-    assert handlers.pdf_download(state, None, 0.45, upload, None, "predicted class")["visible"] is True
+    handlers.leave()  # a session that has not moved a setting yet (the handlers serve other tests too)
+    *_, ticket = handlers.forget()
+    state, *_ = handlers.analyze_chosen(upload, None, ticket)
+    shown, typed, moved = (("predicted class", threshold, 0.45) for threshold in (0.5, 0.6, 0.7))
+    assert handlers.pdf_download(state, ticket, upload, None, *shown)["visible"] is True
+    assert handlers.withdraw_pdf(*shown) == gr.skip(), "the settings the PDF shows: it stays"
+    assert handlers.withdraw_pdf(*typed)["visible"] is False, "other settings than the PDF's: it goes"
     make = handlers.pdf
-    for change in (handlers.withdraw_pdf, handlers.forget):
-        monkeypatch.setattr(handlers, "pdf", lambda *args, change=change: (change(), make(*args))[1])
-        assert handlers.pdf_download(state, None, 0.45, upload, None, "predicted class") == gr.skip()
+    for meanwhile, made_with, kept in ((lambda: handlers.withdraw_pdf(*typed), typed, True),  # the box's blur
+                                       (lambda: handlers.withdraw_pdf(*moved), typed, False),
+                                       (handlers.forget, moved, False)):
+        monkeypatch.setattr(handlers, "pdf", lambda *args, meanwhile=meanwhile: (meanwhile(), make(*args))[1])
+        made = handlers.pdf_download(state, ticket, upload, None, *made_with)
+        assert (made != gr.skip()) is kept
 
 
 def test_an_examples_picture_is_put_back_when_the_box_shows_another():
