@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import pytest
+
 from training import tables
 
 
@@ -18,6 +20,12 @@ def test_every_table_has_every_source_and_every_report_exists():
     readme = tables.FILES[0].read_text()
     for _, title in tables.DATASETS:
         assert title in readme
+
+
+def test_markers_on_one_line_are_an_error_not_an_empty_table():
+    """A card had its two markers on one line: the table was never generated and --check passed."""
+    with pytest.raises(ValueError, match="enclose no table.*: classifier"):
+        tables.regenerate("<!-- metrics:classifier --><!-- /metrics:classifier -->")
 
 
 def test_a_changed_report_changes_the_table(tmp_path):

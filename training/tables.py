@@ -50,6 +50,7 @@ FILES = (REPO_ROOT / "README.md", REPO_ROOT / "models" / "classifier" / "README.
          REPO_ROOT / "models" / "segmenter" / "README.md", REPO_ROOT / "models" / "segmenter_fast" / "README.md")
 SOURCE_TITLES = {source: SOURCES[source].title for source in TRAINING_SOURCES}
 BLOCK = re.compile(r"(<!-- metrics:(?P<name>\w+) -->\n).*?(<!-- /metrics:(?P=name) -->)", re.DOTALL)
+OPENING = re.compile(r"<!-- metrics:(\w+) -->")
 
 
 def cell(report: dict | None, key: str) -> str:
@@ -1026,6 +1027,12 @@ RENDERERS = {
 
 
 def regenerate(text: str, reports_dir: Path = REPORTS) -> str:
+    """`text` with every table between its markers rendered afresh. A marker that opens no block (its
+    closing marker missing, or on the same line, where a table stayed empty and unnoticed) is an error."""
+    unmatched = sorted(set(OPENING.findall(text)) - {m["name"] for m in BLOCK.finditer(text)})
+    if unmatched:
+        raise ValueError(f"metric table markers that enclose no table (put the closing marker on a line of its own "
+                         f"below the opening one): {', '.join(unmatched)}")
     return BLOCK.sub(lambda m: m[1] + RENDERERS[m["name"]](reports_dir) + m[3], text)
 
 
