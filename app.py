@@ -14,12 +14,14 @@ import atexit
 import contextlib
 import csv
 import ctypes
+import functools
 import itertools
 import json
 import logging
 import math
 import os
 import re
+import reprlib
 import shutil
 import signal
 import sys
@@ -342,15 +344,32 @@ def upload_name(path) -> str | None:
     return None if re.fullmatch(r"file(\.\w+)?", name) else name
 
 
-def readable_errors(run):
-    """Run `run()`; a bad scan becomes its own message, anything else a generic one (logged), never a trace."""
+ANALYSIS_FAILED = "The analysis failed on this file. Try another scan."
+SERVER_FAILED = "Something went wrong on the server (it is logged). Try again, or try another scan."
+
+
+def readable_errors(run, failed: str = ANALYSIS_FAILED):
+    """Run `run()`; a bad scan becomes its own message, a message for the user stays as it is, anything else
+    becomes `failed` (logged), never a trace: Gradio shows any exception's own text (`show_error`), which
+    for a failed write was an OSError naming the server's folders."""
     try:
         return run()
+    except gr.Error:
+        raise
     except ScanError as error:
         raise user_error(str(error)) from None
     except Exception:
-        log.exception("analysis failed")
-        raise user_error("The analysis failed on this file. Try another scan.") from None
+        log.exception("%s", failed)
+        raise user_error(failed) from None
+
+
+def answers_readably(handler):
+    """`handler` with `readable_errors` around it: for the handlers that draw and write results, where a
+    failure is the server's (drawing, a full disk), not the scan's."""
+    @functools.wraps(handler)
+    def answered(*args, **kwargs):
+        return readable_errors(lambda: handler(*args, **kwargs), SERVER_FAILED)
+    return answered
 
 
 def _number(value, name: str, expected: str) -> float | None:
@@ -359,9 +378,9 @@ def _number(value, name: str, expected: str) -> float | None:
     if value is None:
         return None
     if not isinstance(value, bool):
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(TypeError, ValueError, OverflowError):  # an integer of 400 digits overflows
             return float(value)
-    raise user_error(f"{name} must be {expected}; got {value!r}.")
+    raise user_error(f"{name} must be {expected}; got {reprlib.repr(value)}.")
 
 
 def whole_number(value, name: str) -> int | None:
@@ -371,21 +390,21 @@ def whole_number(value, name: str) -> int | None:
     if number is None:
         return None
     if not 0 <= number < math.inf or number != int(number):  # also refuses NaN
-        raise user_error(f"{name} must be a whole number from 0; got {value!r}.")
+        raise user_error(f"{name} must be a whole number from 0; got {reprlib.repr(value)}.")
     return int(number)
 
 
 def explained_class(explain) -> str | None:
     """The class whose Grad-CAM to draw, from the menu's choice (None: the predicted class)."""
     if explain not in EXPLAIN_CHOICES:
-        raise user_error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {explain!r}.")
+        raise user_error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {reprlib.repr(explain)}.")
     return None if explain == EXPLAIN_CHOICES[0] else explain
 
 
 def checked_style(style) -> str:
     """How the lesion is drawn, from the radio's choice; anything else is a readable error."""
     if style not in MASK_STYLES:
-        raise user_error(f"style must be one of {', '.join(MASK_STYLES)}; got {style!r}.")
+        raise user_error(f"style must be one of {', '.join(MASK_STYLES)}; got {reprlib.repr(style)}.")
     return style
 
 
@@ -399,7 +418,7 @@ def as_asked(analysis, show_hidden):
     """The analysis to draw: with a lesion the normal gate hid drawn when the box is ticked. Only a
     real true or false is accepted, so a stray value never changes what is shown."""
     if not isinstance(show_hidden, bool):
-        raise user_error(f"show_hidden must be true or false; got {show_hidden!r}.")
+        raise user_error(f"show_hidden must be true or false; got {reprlib.repr(show_hidden)}.")
     return analysis.with_hidden_finding_shown() if show_hidden else analysis
 
 
@@ -410,7 +429,7 @@ def in_range(value, name: str, low: float, high: float, default=None):
     if number is None:
         return default
     if not low <= number <= high:  # also false for NaN
-        raise user_error(f"{name} must be a number from {low} to {high}; got {value!r}.")
+        raise user_error(f"{name} must be a number from {low} to {high}; got {reprlib.repr(value)}.")
     return number
 
 
@@ -490,6 +509,7 @@ class Handlers:
         self._asked[session_of(request)] = settings
         return gr.update(visible=False, value=None)
 
+    @answers_readably
     def render(self, analysis, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False):
         """Re-draw every output from a stored analysis: no model runs, except Seg-Grad-CAM's gradient
         pass the first time a threshold draws a new mask (nothing to do before an analysis). With
@@ -601,6 +621,7 @@ class Handlers:
         return self.rerender(analysis, ticket, explain, threshold, opacity, style, show_hidden, request)
 
     @staticmethod
+    @answers_readably
     def show_analysed(analysis, picture, uploaded):
         """The scan box's picture of the scan as analysed, when the box shows something else: a file from
         the file box (a browser cannot draw DICOM), a format the browser cannot draw (TIFF showed as a
@@ -621,6 +642,7 @@ class Handlers:
         stale = self.scans.superseded(ticket, request) or self._asked.get(session_of(request)) != settings
         return gr.skip() if stale else gr.update(visible=True, value=path)
 
+    @answers_readably
     def pdf(self, analysis, threshold=None, opacity=DEFAULT_OPACITY, path=None, explain=EXPLAIN_CHOICES[0], show_hidden=False,
             style=MASK_STYLES[0]):
         """The stored analysis as a PDF report (the UI's download button), as shown: threshold,
@@ -688,6 +710,7 @@ class Handlers:
             return NOT_ULTRASOUND, notes
         return dict(zip(self.analyzer.classes, map(float, probabilities))), notes
 
+    @answers_readably
     def segment(self, path, threshold=None, view=None, show_hidden=False):
         """Segment the lesion of a breast ultrasound scan: mask and lesion statistics. As in the app, no
         lesion is drawn where the classifier rates the scan normal (the validated normal gate; the
@@ -714,6 +737,7 @@ class Handlers:
         self.batches.begin(request)
         return "", None, None, None
 
+    @answers_readably
     def batch(self, paths, progress=gr.Progress(), request: gr.Request = None):
         """The Batch tab: many scans (files and/or zip archives) -> a table with one row per scan, a
         gallery of lesion outlines and the table as CSV — the rows `python -m inference` writes.

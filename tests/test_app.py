@@ -942,13 +942,37 @@ def test_bad_numbers_are_readable_errors(handlers, examples, threshold, opacity)
             handlers.segment(str(examples[0][0]), threshold)
 
 
-@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan"), -1, 0.5])
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan"), -1, 0.5,
+                                    pytest.param(10 ** 400, id="10**400")])
 def test_a_frame_or_view_that_is_no_whole_number_is_a_readable_error(handlers, examples, number):
-    """Infinity too (raw HTTP's JSON can carry 1e400): it raised Python's OverflowError."""
+    """Infinity too (raw HTTP's JSON can carry 1e400), and an integer too large for a float (JSON's
+    1 followed by 400 zeros): each raised Python's OverflowError, whose text Gradio showed."""
     with pytest.raises(gr.Error, match="frame must be a whole number from 0"):
         handlers.analyze(str(examples[0][0]), "predicted class", None, 0.5, number)
     with pytest.raises(gr.Error, match="view must be a whole number from 0"):
         handlers.segment(str(examples[0][0]), None, number)
+
+
+def test_a_failure_of_the_servers_own_is_a_readable_error_not_its_text(handlers, examples, tmp_path, monkeypatch):
+    """Drawing and writing results ran outside the readable errors: a failed write (a full disk) reached
+    the user as the OSError's own text, naming the server's folders (Gradio shows any exception's text)."""
+    upload = upload_copy(examples[0][0], tmp_path)
+    state, *_ = handlers.analyze_and_store(upload)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/tmp/busi-demo-x/results")
+
+    for name in ("write_image", "write_file"):
+        monkeypatch.setattr(app, name, full_disk)
+    for call in (lambda: handlers.render(state, "predicted class", 0.5, 0.45), lambda: handlers.pdf(state),
+                 lambda: handlers.segment(upload), lambda: handlers.analyze(upload), lambda: handlers.report(upload),
+                 lambda: handlers.batch([upload]), lambda: handlers.show_analysed(state, upload, "other.dcm")):
+        with pytest.raises(gr.Error) as raised:
+            call()
+        assert raised.value.message == app.SERVER_FAILED
+    *_, ticket = handlers.forget()
+    *_, notes, _, _ = handlers.analyze_chosen(upload, None, ticket)
+    assert notes == f"⚠️ {app.SERVER_FAILED}", "in the notes, where results would be"
 
 
 def test_the_api_threshold_is_the_sliders(handlers):
