@@ -28,6 +28,16 @@ def test_the_field_excludes_black_borders_and_panel_text():
     assert ultrasound_field(gray) == (40, 260, 100, 420)
 
 
+def test_a_viewers_text_lines_on_the_black_beside_the_scan_are_not_the_field():
+    """A header line across the screen's top and a status line at its bottom-left, as a viewer shows
+    them: each fills a row of the screen but lies beside the scan's columns. The rows' span took them in
+    and the screen was analysed whole (newcomer review: a malignant scan called normal 61 %)."""
+    gray, _ = synthetic_screenshot()
+    gray[8:16, 6:105:3] = 255  # "PACS Viewer - Patient ..." over the screen's top-left
+    gray[282:290, 8:90:3] = 255  # "W:255 L:128 Zoom 100%" (columns apart from the side panel's text)
+    assert ultrasound_field(gray) == (40, 260, 100, 420)
+
+
 def test_a_blank_or_tiny_field_falls_back_to_the_whole_scan():
     assert ultrasound_field(np.zeros((100, 120), np.uint8)) == (0, 100, 0, 120)
     speck = np.zeros((100, 120), np.uint8)
