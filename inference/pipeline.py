@@ -27,7 +27,7 @@ from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_s
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats
-from inference.preprocess import Framing, resize, to_model_input, views_warnings
+from inference.preprocess import Framing, resize, resolution_warnings, to_model_input, views_warnings
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class Analyzer:
         scan the refusal's reason first (it says why nothing else is shown), then the decoder's
         `warnings` and which of several views was read (`framing`); for a scan shown with its results,
         those and whether it is shown upside down (`kinds`)."""
-        warnings = warnings + views_warnings(framing)
+        warnings = warnings + views_warnings(framing) + resolution_warnings(framing)
         refused = self._refusal(gray, distance, kinds)
         if refused:
             return True, refused + warnings
