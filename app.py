@@ -204,6 +204,13 @@ KEEP_DROPDOWN_FOCUS = """() => document.addEventListener('keydown', event => {
   const box = event.target.closest?.('input[role=combobox]'); if (!box || event.key !== 'Enter') return;
   setTimeout(() => { if (document.activeElement !== document.body) return;
     box.focus(); box.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true})); }); })"""
+# A number typed into a slider's box and confirmed by Enter is applied (clamped to the range, or the lower end
+# for an empty box) but the box kept showing what was typed ("2" beside a mask drawn at 0.95, an empty box and
+# a thumb at the middle beside one at 0.05) until it lost focus: Enter settles it at once, the focus staying.
+SETTLE_TYPED_NUMBER = """() => document.addEventListener('keydown', event => {
+  const box = event.target.closest?.('input[type=number]');
+  if (!box || event.key !== 'Enter' || !box.closest('.block')?.querySelector('input[type=range]')) return;
+  box.blur(); box.focus(); })"""
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
 RESULT_BUTTONS = ["download", "fullscreen"]
@@ -947,6 +954,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=TAB_KEYS)
         demo.load(None, js=RADIO_KEYS)
         demo.load(None, js=KEEP_DROPDOWN_FOCUS)
+        demo.load(None, js=SETTLE_TYPED_NUMBER)
         make_pdf.click(handlers.pdf_download, [state, ticket, scan, chosen, *settings], pdf, api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
         # Not `cancels` on the batch: a cancelled batch left Gradio's "Error" badge on the emptied summary; a

@@ -706,6 +706,16 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         for _ in range(8):
             page.keyboard.press("ArrowRight")
         expect(notes).not_to_have_text(drawn, timeout=30_000)
+        # A number typed beyond the range and confirmed by Enter: the box shows the value applied, at once
+        # (it kept "2" beside a mask drawn at 0.95 until it lost focus).
+        typed = page.get_by_label("number input for Mask threshold")
+        typed.fill("2")
+        page.keyboard.press("Enter")
+        expect(typed).to_have_value("0.95")
+        expect(typed).to_be_focused()
+        typed.fill("0.5")  # back inside the range: the steps below move the slider
+        page.keyboard.press("Enter")
+        expect(typed).to_have_value("0.5")
 
         # A big benign scan still being analysed when the malignant example is clicked: the example's
         # results stay, whichever analysis ends last; removing the picture removes its results.
