@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 # Before gradio is imported: no analytics calls (offline), uploads in a private folder removed at exit.
@@ -214,8 +215,10 @@ SETTLE_TYPED_NUMBER = """() => document.addEventListener('keydown', event => {
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
 RESULT_BUTTONS = ["download", "fullscreen"]
-RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered images, kept 10 minutes
-RESULTS_MAX_AGE_S = 600
+RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered results (`Handlers.results`)
+RESULTS_MAX_AGE_S = 600  # a result goes this long after it was last handed out (pruned at most once a minute)
+PRUNE_EVERY_S = 60
+UPLOAD_MAX_AGE_S = 600  # Gradio's cache cleaner runs this often and deletes uploads older than this
 log = logging.getLogger("busi-demo")
 
 
@@ -338,7 +341,8 @@ def read_upload(path: str | None) -> bytes:
         raise user_error("Upload or paste an ultrasound scan first.")
     file = Path(path)
     if not file.is_file():
-        raise user_error("The uploaded file is no longer on the server (uploads are kept 10 minutes); upload it again.")
+        raise user_error("The uploaded file is no longer on the server (uploads are deleted 10 to 20 minutes after they "
+                         "arrive); upload it again.")
     return file.read_bytes()
 
 
@@ -477,6 +481,7 @@ class Handlers:
         self._asked = {}  # session -> the settings last asked for on screen: a PDF made with others is stale
         self.batches = Newest()  # the Batch tab's files: changing them makes a batch in the making stale
         self._drawn = {}  # session -> the ticket and settings of the results on screen
+        self._pruned_at = 0.0
 
     def _analysis(self, path, frame=0, view=None, pop_up_warnings=True):
         """The file's analysis (frame `frame`, view `view` or the largest). Its warnings pop up for API
@@ -503,6 +508,15 @@ class Handlers:
             newest.leave(request)
         for kept in (self._drawn, self._asked):
             kept.pop(session_of(request), None)
+
+    def results(self) -> Path:
+        """The folder results are written to, first pruned of those not handed out for RESULTS_MAX_AGE_S
+        when a minute has passed since the last pruning: every writer asks here (only the screen's renders
+        pruned, so batches, PDFs and /segment calls alone filled it until the server stopped)."""
+        if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
+        return RESULTS_DIR
 
     def withdraw_pdf(self, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False,
                      request: gr.Request = None):
@@ -543,16 +557,16 @@ class Handlers:
             notes.append(f"No lesion is drawn at threshold {threshold:.2f}; the validated threshold is "
                          f"{analysis.threshold:.2f}.")
         notes = "\n\n".join(notes)
-        prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
         shown = analysis.for_display(DISPLAY_MAX_SIDE)  # overlays at display size; the mask file at full size
         seg_cam = shown.seg_cam_overlay(threshold, opacity)
+        folder = self.results()
         return (
             analysis.probability_dict(),
-            write_image(shown.class_overlay(explain, opacity), RESULTS_DIR, name="gradcam"),
-            write_image(shown.mask_overlay(threshold, opacity, style), RESULTS_DIR, name="lesion-overlay"),
-            write_image(analysis.mask_png(threshold), RESULTS_DIR, "png", "lesion-mask"),
+            write_image(shown.class_overlay(explain, opacity), folder, name="gradcam"),
+            write_image(shown.mask_overlay(threshold, opacity, style), folder, name="lesion-overlay"),
+            write_image(analysis.mask_png(threshold), folder, "png", "lesion-mask"),
             json_report(analysis, threshold, lesion),
-            None if seg_cam is None else write_image(seg_cam, RESULTS_DIR, name="seg-gradcam"),
+            None if seg_cam is None else write_image(seg_cam, folder, name="seg-gradcam"),
             notes,
         )
 
@@ -627,9 +641,8 @@ class Handlers:
             return (gr.skip(),) * RENDERED_OUTPUTS
         return self.rerender(analysis, ticket, explain, threshold, opacity, style, show_hidden, request)
 
-    @staticmethod
     @answers_readably
-    def show_analysed(analysis, picture, uploaded):
+    def show_analysed(self, analysis, picture, uploaded):
         """The scan box's picture of the scan as analysed, when the box shows something else: a file from
         the file box (a browser cannot draw DICOM), a format the browser cannot draw (TIFF showed as a
         broken-image frame), or the moving picture of a multi-frame file (the frame analysed); nothing
@@ -637,7 +650,7 @@ class Handlers:
         if analysis is None or uploaded is None or (picture == uploaded and analysis.n_frames == 1
                                                     and Path(picture).suffix.lower() in BROWSER_IMAGE_SUFFIXES):
             return gr.skip()
-        return write_image(analysis.gray, RESULTS_DIR, "png")
+        return write_image(analysis.gray, self.results(), "png")
 
     def pdf_download(self, analysis, ticket, picture, uploaded, explain, threshold, opacity, style=MASK_STYLES[0],
                      show_hidden=False, request: gr.Request = None):
@@ -661,7 +674,7 @@ class Handlers:
         opacity = in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY)
         data = pdf_report(analysis, threshold, opacity, self.models, upload_name(path),
                           explain=explained_class(explain), style=checked_style(style))
-        return write_file(data, RESULTS_DIR, "pdf", REPORT_NAME)
+        return write_file(data, self.results(), "pdf", REPORT_NAME)
 
     def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=DEFAULT_OPACITY, frame=0, show_hidden=False,
                 view=None):
@@ -736,7 +749,7 @@ class Handlers:
         analysis = as_asked(self._analysis(path, view=view), show_hidden)
         if analysis.out_of_distribution:  # no mask: an empty one would read as "no lesion"
             return None, json_report(analysis, threshold)
-        return write_image(analysis.mask_png(threshold), RESULTS_DIR, "png", "lesion-mask"), json_report(analysis, threshold)
+        return write_image(analysis.mask_png(threshold), self.results(), "png", "lesion-mask"), json_report(analysis, threshold)
 
     def forget_batch(self, request: gr.Request = None):
         """Files added or removed in the Batch tab: the results (and their CSV) no longer describe the
@@ -775,11 +788,11 @@ class Handlers:
                 if not isinstance(result, ScanError) and not result.out_of_distribution:
                     caption = f"{file_label(name)}: {result.predicted_class} {result.probabilities.max():.0%}"
                     outlined = result.for_display(BATCH_THUMBNAIL_SIDE).mask_overlay(style="outline")
-                    gallery.append((write_image(outlined, RESULTS_DIR), caption))
+                    gallery.append((write_image(outlined, self.results()), caption))
             progress(len(rows) / len(scans), desc="analysing")
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
                  for r in map(for_screen, rows)]
-        csv_file = write_file(batch_csv(rows), RESULTS_DIR, "csv", BATCH_NAME)
+        csv_file = write_file(batch_csv(rows), self.results(), "csv", BATCH_NAME)
         return batch_summary(rows, skipped, self.analyzer.classes), table, gallery, csv_file
 
 
@@ -801,11 +814,11 @@ def threshold_info(segmenter_config: dict) -> str:
 def build_demo(analyzer: Analyzer) -> gr.Blocks:
     handlers = Handlers(analyzer)
     default_threshold = float(analyzer.segmenter.config["threshold"])
-    with gr.Blocks(title="Breast ultrasound analysis", delete_cache=(600, 600)) as demo:
+    with gr.Blocks(title="Breast ultrasound analysis", delete_cache=(UPLOAD_MAX_AGE_S, UPLOAD_MAX_AGE_S)) as demo:
         gr.Markdown(f"# Breast ultrasound analysis\nClassify a breast ultrasound scan (normal / benign / "
                     f"malignant), segment the lesion, and see what each model looked at (Grad-CAM). No scan at hand? "
                     f"[Try an example](#examples) below. {DISCLAIMER}")
-        state = gr.State(time_to_live=1800)  # a stored analysis (for re-rendering) lives 30 min at most
+        state = gr.State(time_to_live=1800)  # a stored analysis (for re-rendering): 30 min, or until its page closes
         chosen = gr.State()  # the file chosen last; the scan box may show only a picture of it (DICOM, examples, frames)
         # The newest analysis's ticket, read by the browser when it starts that analysis (a gr.State
         # would be read when the queue reaches it, possibly after the next scan was chosen).
@@ -939,7 +952,16 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                  trigger_mode="multiple", concurrency_limit=1).then(**first_frame).then(**clear)
         analyse(cleared).then(example_shown, [scan, chosen], scan, api_visibility="private", show_progress="hidden")
         cleared.then(None, None, None, js=SCROLL_TO_RESULTS)
-        demo.unload(handlers.leave)
+
+        def leave(request: gr.Request):
+            """A page closed: what the handlers kept about its session goes, and so does its stored analysis
+            (the scan and its maps), which Gradio keeps for an hour after its page closes, whatever its time
+            to live (nothing to delete before the server is launched)."""
+            handlers.leave(request)
+            if getattr(demo, "state_holder", None) is not None:
+                demo.state_holder.delete_state(session_of(request))
+
+        demo.unload(leave)
         # A slider's reset button (↺) sends `release`, not `input`.
         setting_changed = [threshold.input, threshold.release, opacity.input, opacity.release, explain.change,
                            style.change, show_hidden.change]

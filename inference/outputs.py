@@ -10,6 +10,7 @@ PNG's encoding time and size); the mask stays PNG, exact 0/255.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -37,29 +38,35 @@ def write_file(data: bytes, folder: Path, suffix: str, download_name: str | None
     `<folder>/<content hash>/<download_name>` — written once through an atomic rename; the path."""
     digest = hashlib.sha1(data).hexdigest()
     path = folder / f"{digest}.{suffix}" if download_name is None else folder / digest / download_name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
+    with contextlib.suppress(FileNotFoundError):  # pruned between two requests for it: written anew below
         os.utime(path)  # handed out again: young again, so `prune` leaves it for this request's download
-    else:
-        descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=".writing-")
+        return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # (`prune` leaves a folder this young)
+    descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=".writing-")
+    try:
         with os.fdopen(descriptor, "wb") as f:
             f.write(data)
         os.replace(staging, path)
+    except BaseException:  # a full disk: no half-written staging file left behind
+        Path(staging).unlink(missing_ok=True)
+        raise
     return str(path)
 
 
 def prune(folder: Path, max_age_s: float) -> int:
-    """Delete rendered files older than `max_age_s`, and the folders they leave empty (results are
-    not kept longer than needed)."""
+    """Delete rendered files older than `max_age_s`, and empty folders as old (results are not kept
+    longer than needed; a folder just made for a file about to be written is not old)."""
     cutoff, removed = time.time() - max_age_s, 0
     for path in sorted(folder.rglob("*"), reverse=True) if folder.is_dir() else []:  # files before their folders
         try:
+            if path.stat().st_mtime >= cutoff:
+                continue
             if path.is_dir():
                 if not any(path.iterdir()):
                     path.rmdir()
-            elif path.stat().st_mtime < cutoff:
+            else:
                 path.unlink()
                 removed += 1
-        except (FileNotFoundError, OSError):  # another request pruned it (or wrote into it) first
+        except OSError:  # pruned (or written into) by another request first: best effort, next time again
             pass
     return removed

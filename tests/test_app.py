@@ -3,12 +3,14 @@
 import collections
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 import warnings
 from pathlib import Path
@@ -983,6 +985,30 @@ def test_a_failure_of_the_servers_own_is_a_readable_error_not_its_text(handlers,
     *_, ticket = handlers.forget()
     *_, notes, _, _ = handlers.analyze_chosen(upload, None, ticket)
     assert notes == f"⚠️ {app.SERVER_FAILED}", "in the notes, where results would be"
+
+
+def test_every_writer_prunes_old_results(handlers, examples, tmp_path):
+    """Only the screen's renders pruned the results folder: batches, PDFs and /segment calls alone filled
+    it until the server stopped."""
+    old = app.RESULTS_DIR / "old.jpg"
+    for call in (lambda: handlers.segment(upload_copy(examples[0][0], tmp_path)),
+                 lambda: handlers.batch([upload_copy(examples[0][0], tmp_path)])):
+        app.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        old.write_bytes(b"an old result")
+        os.utime(old, (0, 0))
+        handlers._pruned_at = -math.inf  # a minute has passed since the last pruning
+        call()
+        assert not old.exists()
+
+
+def test_a_closed_pages_stored_analysis_goes_at_once(analyzer):
+    """Gradio keeps a closed page's gr.State an hour, whatever its time to live: the scan and its maps."""
+    demo = app.build_demo(analyzer)
+    deleted = []
+    demo.state_holder = types.SimpleNamespace(delete_state=deleted.append)
+    unload = next(fn for fn in demo.fns.values() if any(target[1] == "unload" for target in fn.targets))
+    unload.fn(types.SimpleNamespace(session_hash="closed-page"))
+    assert deleted == ["closed-page"]
 
 
 def test_the_api_threshold_is_the_sliders(handlers):

@@ -1,8 +1,10 @@
 """Rendered results served to many clients at once: whole files, every time."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from inference.outputs import prune, write_image
@@ -56,3 +58,29 @@ def test_downloads_keep_their_name_and_are_pruned_with_their_folder(tmp_path):
     assert write_file(b"%PDF-1.4 other", tmp_path, "pdf", "breast-ultrasound-report.pdf") != path
     assert prune(tmp_path, 3600) == 0 and prune(tmp_path, -1) == 2
     assert not list(tmp_path.iterdir())
+
+
+def test_a_result_pruned_between_two_requests_is_written_again_and_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    """Two requests for one result: `prune` could delete it between the first's write and the second's
+    hand-out, which then failed (FileNotFoundError); a write that failed (a full disk) left its staging file."""
+    from inference.outputs import write_file
+
+    path = write_file(b"%PDF-1.4 report", tmp_path, "pdf", "breast-ultrasound-report.pdf")
+    Path(path).unlink()
+    assert write_file(b"%PDF-1.4 report", tmp_path, "pdf", "breast-ultrasound-report.pdf") == path
+    assert open(path, "rb").read() == b"%PDF-1.4 report"
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", full_disk)
+    with pytest.raises(OSError):
+        write_file(b"other", tmp_path, "csv")
+    assert not list(tmp_path.rglob(".writing-*"))
+
+
+def test_a_young_empty_folder_is_not_pruned(tmp_path):
+    """A folder just made for a download about to be written into: removing it made the write fail."""
+    (tmp_path / "new").mkdir()
+    prune(tmp_path, 3600)
+    assert (tmp_path / "new").is_dir()
