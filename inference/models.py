@@ -61,7 +61,12 @@ def parse_hub_source(source: str) -> tuple[str, str]:
 
 
 def _fetch_from_hub(source: str) -> Path:
+    """The local folder of a Hub source's files. An optional file is skipped only when it is not there (not in
+    the repo, or not in the cache when offline): any other failure to fetch it — the network, a timeout — is
+    an error, as for the weights, because a classifier that lost its screening checks that way answered
+    photos and other non-scans with a diagnosis, with one line in the log."""
     from huggingface_hub import hf_hub_download  # imported late: it reads HF_HUB_OFFLINE at import
+    from huggingface_hub.errors import EntryNotFoundError
 
     repo_id, revision = parse_hub_source(source)
     folder = None
@@ -69,7 +74,7 @@ def _fetch_from_hub(source: str) -> Path:
         try:
             folder = Path(hf_hub_download(repo_id, filename, revision=revision)).parent
         except Exception as error:  # the Hub raises many kinds: offline, missing repo/file/revision, HTTP
-            if filename in OPTIONAL_FILES:
+            if filename in OPTIONAL_FILES and isinstance(error, EntryNotFoundError):
                 continue
             raise ModelSourceError(
                 f"cannot fetch {filename} of Hub repo {repo_id} at revision {revision}: "

@@ -48,6 +48,32 @@ def test_unknown_revision_names_repo_file_and_revision(hub_repo):
     assert hub_repo in message and "model.keras" in message and "no-such-tag" in message
 
 
+def test_optional_files_are_skipped_only_when_not_there(hub_repo, monkeypatch):
+    """A repo without the screening checks (a segmenter's) loads; a check that failed to download for
+    another reason (the network) stopped nothing before, and the classifier then answered non-scans."""
+    import huggingface_hub
+
+    bare = Path(os.environ["HF_HUB_CACHE"]) / "models--owner--busi-bare"
+    (bare / "snapshots" / COMMIT).mkdir(parents=True, exist_ok=True)
+    for name in ("model.keras", "config.json"):
+        if not (bare / "snapshots" / COMMIT / name).exists():
+            (bare / "snapshots" / COMMIT / name).symlink_to(BUNDLED["classifier"] / name)
+    (bare / "refs").mkdir(exist_ok=True)
+    (bare / "refs" / "main").write_text(COMMIT)
+    assert load_model("hf://owner/busi-bare@main").folder == bare / "snapshots" / COMMIT
+
+    download = huggingface_hub.hf_hub_download
+
+    def flaky(repo_id, filename, **kwargs):
+        if filename == "ood.npz":
+            raise TimeoutError("read timed out")
+        return download(repo_id, filename, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", flaky)
+    with pytest.raises(ModelSourceError, match="ood.npz.*TimeoutError"):
+        load_model(f"hf://{hub_repo}@main")
+
+
 def test_missing_repo_is_a_clear_error():
     with pytest.raises(ModelSourceError, match="owner/absent.*main"):
         load_model("hf://owner/absent@main")
