@@ -38,10 +38,14 @@ class BatchScan:
     member: int | None = None
 
     def read(self) -> bytes:
-        """The scan's bytes; a member the archive cannot give back (damaged data) is a ScanError, so
-        it becomes that scan's error row and the batch goes on."""
-        if self.member is None:
-            return self.path.read_bytes()
+        """The scan's bytes; a file gone or unreadable since it was listed (an upload deleted by the
+        server's cleaner) or a member the archive cannot give back (damaged data) is a ScanError, so it
+        becomes that scan's error row and the batch goes on (a vanished upload failed the whole batch)."""
+        if self.member is None or not self.path.is_file():
+            try:
+                return self.path.read_bytes()
+            except OSError as error:
+                raise ScanError(f"This file can no longer be read ({error.strerror or error}): upload it again.") from None
         try:
             with zipfile.ZipFile(self.path) as archive, archive.open(archive.infolist()[self.member]) as member:
                 # Never more than the header's size (at most MAX_BYTES, checked when listed), but read()

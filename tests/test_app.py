@@ -496,6 +496,24 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     assert len(stale) == 4 and all(u == gr.skip() for u in stale)
 
 
+def test_an_upload_gone_before_its_turn_is_an_error_in_its_row(handlers, examples, tmp_path, monkeypatch):
+    """Scans are read when their chunk comes: one deleted meanwhile (the server's cleaner) failed the
+    whole batch with "The analysis failed on this file" (code review)."""
+    gone, kept = upload_copy(examples[0][0], tmp_path), upload_copy(examples[1][0], tmp_path / "kept")
+    read_inputs = app.read_batch_inputs
+
+    def then_deleted(paths):
+        inputs = read_inputs(paths)
+        Path(gone).unlink()
+        return inputs
+
+    monkeypatch.setattr(app, "read_batch_inputs", then_deleted)
+    summary, table, gallery, csv_file = handlers.batch([gone, kept], progress=lambda *args, **kwargs: None)
+    assert summary.startswith("**2 scans:**") and "1 could not be read" in summary and len(gallery) == 1
+    assert any("can no longer be read (No such file or directory): upload it again." in str(cell)
+               for row in table for cell in row)
+
+
 def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handlers, examples, tmp_path):
     """An archive of archives is not opened, and says so instead of "choose some scans"; a member
     damaged inside the archive is that scan's error row, the others go on; a password-protected
