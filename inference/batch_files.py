@@ -68,8 +68,8 @@ class BatchScan:
 
 @dataclass
 class BatchInputs:
-    """The scans of a batch, and the archive members passed over because they are no scans (other
-    files, zip archives inside an archive, ground-truth masks), for the user to be told."""
+    """The scans of a batch, and the files and archive members passed over because they are no scans
+    (other files, zip archives inside an archive, ground-truth masks), for the user to be told."""
 
     scans: list[BatchScan] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -107,14 +107,18 @@ def _zip_members(path: Path, inputs: BatchInputs) -> None:
 
 
 def read_batch_inputs(paths: list[str]) -> BatchInputs:
-    """The scans of the uploads, in order; a .zip contributes one scan per scan file inside it. A file
-    given twice (Gradio stores identical uploads at one path) is read once, not listed twice."""
+    """The scans of the uploads, in order; a .zip contributes one scan per scan file inside it. Files given
+    as they are pass the same rule as an archive's (`is_scan_file`): a text file beside a zip was counted a
+    scan that could not be read, the same file inside it a file that is no scan. A file given twice (Gradio
+    stores identical uploads at one path) is read once, not listed twice."""
     inputs = BatchInputs()
     for path in map(Path, dict.fromkeys(paths)):
         if path.suffix.lower() == ".zip":
             _zip_members(path, inputs)
-        else:
+        elif is_scan_file(path):
             inputs.scans.append(BatchScan(path.name, path))
+        else:
+            inputs.skipped.append(path.name)
         if len(inputs.scans) > MAX_SCANS:
             raise BatchInputError(f"{len(inputs.scans)}+ scans; a batch here takes at most {MAX_SCANS} "
                                   "(use `python -m inference` for more).")

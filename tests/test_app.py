@@ -496,6 +496,22 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     assert len(stale) == 4 and all(u == gr.skip() for u in stale)
 
 
+def test_a_file_that_is_no_scan_is_passed_over_alike_beside_an_archive_and_in_it(tmp_path):
+    """A text file beside a zip was counted a scan that could not be read, the same file inside it
+    passed over as no scan (newcomer review)."""
+    import zipfile
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("follow-up in 6 months")
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(notes, "notes.txt")
+        z.write(EXAMPLE_UPLOAD, "scan.png")
+    inputs = app.read_batch_inputs([str(notes), str(archive), str(EXAMPLE_UPLOAD)])
+    assert [scan.name for scan in inputs.scans] == ["study.zip/scan.png", EXAMPLE_UPLOAD.name]
+    assert inputs.skipped == ["notes.txt", "study.zip/notes.txt"]
+
+
 def test_an_upload_gone_before_its_turn_is_an_error_in_its_row(handlers, examples, tmp_path, monkeypatch):
     """Scans are read when their chunk comes: one deleted meanwhile (the server's cleaner) failed the
     whole batch with "The analysis failed on this file" (code review)."""
