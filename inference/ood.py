@@ -29,7 +29,7 @@ from inference.stored_check import StoredCheck
 
 FILE_NAME = "ood.npz"
 WARNING = ("This image does not look like the breast ultrasound scans the models were trained on "
-           "(feature distance {distance:.1f}, limit {threshold:.1f}). No classification or lesion is shown: "
+           "(feature distance {distance:.2f}, limit {threshold:.2f}). No classification or lesion is shown: "
            "the models' answers would be meaningless here. If it is a breast ultrasound scan, upload the scanner's own "
            "export, upright and cropped to the scan: not a photo of a screen, nor a screenshot with a viewer's panels.")
 

@@ -259,7 +259,7 @@ def _measurements(stats: dict) -> list[tuple[str, str]]:
     if stats["size_mm_unavailable"] is None:
         spacing = stats["mm_per_pixel"]
         rows.append(("Pixel size (from the file)", f"{spacing[0]:.4g} × {spacing[1]:.4g} mm (x × y)"))
-        rows.append(("Lesion area in mm²", f"{_number(stats['lesion_area_mm2'], 2)} mm²"))
+        rows.append(("Lesion area in mm²", f"{_number(stats['lesion_area_mm2'])} mm²"))
         if stats["lesion_count"]:
             which = " (largest lesion)" if stats["lesion_count"] > 1 else ""
             rows.append((f"Longest diameter{which}", f"{stats['longest_diameter_mm']:.1f} mm"))
@@ -277,7 +277,7 @@ def _lesion_rows(stats: dict, limit: int = 8) -> list[tuple[str, ...]]:
     for number, lesion in enumerate(lesions[:limit], start=1):
         box = lesion["bounding_box"]
         rows.append((str(number), f"{lesion['area_px']:,}",
-                     _number(lesion["area_mm2"], 2) if calibrated else "–",
+                     _number(lesion["area_mm2"]) if calibrated else "–",
                      f"{lesion['longest_diameter_mm']:.1f} mm" if calibrated else "–",
                      f"{lesion['perpendicular_width_mm']:.1f} mm" if calibrated else "–",
                      f"{box['x0']}, {box['y0']} – {box['x1']}, {box['y1']}"))

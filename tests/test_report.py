@@ -150,7 +150,7 @@ def test_calibrated_multiframe_dicom_reports_mm_and_no_patient(analyzer, models,
     pdf = pdf_report(analysis, models=models, scan_name="cine.dcm")
     report = read(pdf)
     text = report.text
-    assert f"{stats['lesion_area_mm2']:,.2f} mm²" in text
+    assert f"{stats['lesion_area_mm2']:,.1f} mm²" in text
     assert f"Longest diameter {stats['longest_diameter_mm']:.1f} mm" in text
     assert f"Perpendicular width {stats['perpendicular_width_mm']:.1f} mm" in text
     assert "0.071 × 0.063 mm" in text and "unavailable" not in text
