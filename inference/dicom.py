@@ -24,6 +24,7 @@ its transfer syntax, SOP class and the numbers of its calibration.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ from pydicom.pixels.utils import get_nr_frames
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from inference.decode import ScanError, check_frame, check_size, to_8_bit
+
+log = logging.getLogger(__name__)
 
 PREAMBLE = 128
 MAGIC = b"DICM"
@@ -73,11 +76,13 @@ def read(data: bytes, frame: int = 0) -> DicomFrame | None:
         return None
     # A damaged file fails in pydicom in many ways (ValueError, KeyError, struct.error, RuntimeError
     # from a codec, ...): whichever it is, the user can only be told the file is damaged.
+    # Logged, so that a failure of this app's own (a codec plugin, a bug) is not only ever reported as a damaged file.
     try:
         return _read_frame(dataset, frame)
-    except ScanError:
+    except (ScanError, MemoryError):
         raise
     except Exception:
+        log.warning("DICOM pixel data not decoded", exc_info=True)
         raise ScanError("This DICOM image cannot be decoded: the file is damaged, truncated or not a valid image.") from None
 
 

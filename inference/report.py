@@ -361,10 +361,10 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
     if withheld:
         pdf.image_row([("Scan as analysed", shown.gray, "")], heading="Scan")
     else:
-        try:
-            class_cam, class_reason = shown.class_overlay(explain, opacity), ""
-        except ValueError:  # analysed without class maps (a batch run)
+        if shown.class_cams is None:  # analysed without class maps (a batch run)
             class_cam, class_reason = None, "Grad-CAM was not computed for this analysis."
+        else:
+            class_cam, class_reason = shown.class_overlay(explain, opacity), ""
         seg_cam = shown.seg_cam_overlay(used, opacity)
         pdf.image_row([("Scan as analysed", shown.gray, ""),
                        (f"Lesion {'outline' if style == 'outline' else 'overlay'} (threshold {used:.2f})",
