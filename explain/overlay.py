@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
@@ -21,22 +19,20 @@ def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(resize(cam.astype(np.float32), height, width), 0.0, 1.0)
 
 
-@lru_cache(maxsize=4)
-def _palette(colormap: str) -> list[int]:
-    """A matplotlib colormap as a 256-entry Pillow palette: rendering looks each pixel's colour up by
-    the map's 8-bit level in Pillow's C code instead of evaluating the colormap per pixel in NumPy
-    (which was a third of a served request's CPU)."""
-    return (colormaps[colormap](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).round().astype(np.uint8).ravel().tolist()
+# Matplotlib's jet as a 256-entry Pillow palette: rendering looks each pixel's colour up by the map's 8-bit
+# level in Pillow's C code instead of evaluating the colormap per pixel in NumPy (which was a third of a
+# served request's CPU).
+HEAT_PALETTE = (colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).round().astype(np.uint8).ravel().tolist()
 
 
-def heatmap_overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = DEFAULT_OPACITY, colormap: str = "jet") -> np.ndarray:
-    """Blend a matplotlib colormap of `cam` (any size, 0..1) onto the (H, W) greyscale scan.
+def heatmap_overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = DEFAULT_OPACITY) -> np.ndarray:
+    """Blend `cam` (any size, 0..1) in jet colours onto the (H, W) greyscale scan.
 
     Opacity scales with the map's value, so cold regions leave the anatomy readable."""
     height, width = gray.shape
     heat = upsample(cam, height, width)
     colours = Image.fromarray((heat * 255.0 + 0.5).astype(np.uint8), mode="L")
-    colours.putpalette(_palette(colormap))
+    colours.putpalette(HEAT_PALETTE)
     alpha = Image.fromarray((heat * (255.0 * opacity) + 0.5).astype(np.uint8), mode="L")
     scan = Image.fromarray(gray, mode="L").convert("RGB")
     return np.asarray(Image.composite(colours.convert("RGB"), scan, alpha))

@@ -37,12 +37,16 @@ def batch_summary(rows: list[dict], skipped: str, classes: list[str]) -> str:
     return text + (f"\n\n⚠️ Not analysed: {skipped}." if skipped else "")
 
 
-def skipped_summary(skipped: list[str], shown: int = 5) -> str:
+SKIPPED_NAMES_SHOWN = 5
+
+
+def skipped_summary(skipped: list[str]) -> str:
     """What a batch passed over, in a line: the first few names, and why (zip archives inside an
     archive are not opened; other files are no scans)."""
     if not skipped:
         return ""
-    names = ", ".join(skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
+    more = len(skipped) - SKIPPED_NAMES_SHOWN
+    names = ", ".join(skipped[:SKIPPED_NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
     nested = any(name.lower().endswith(".zip") for name in skipped)
     what = "1 file that is not a scan" if len(skipped) == 1 else f"{len(skipped)} files that are not scans"
     return f"{what} ({names})" + ("; zip archives inside an archive are not opened" if nested else "")
