@@ -444,6 +444,14 @@ def in_range(value, name: str, low: float, high: float, default=None):
     return number
 
 
+def checked_settings(threshold, opacity, explain, style) -> tuple[float | None, float, str | None, str]:
+    """The drawing settings from the UI or an API call, each checked (a wrong one is a readable error):
+    the threshold (None: the validated one), the opacity, the class to explain (None: the predicted
+    one) and the lesion style; one place for what the screen, the PDF and the API accept."""
+    return (in_range(threshold, "threshold", *THRESHOLD_RANGE), in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY),
+            explained_class(explain), checked_style(style))
+
+
 class Newest:
     """Per session, the number of the newest request of one kind: a request that ends after its session
     began a newer one shows nothing (its results would land beside what the newer one is about)."""
@@ -538,10 +546,7 @@ class Handlers:
         if analysis is None:
             return (gr.skip(),) * RENDERED_OUTPUTS
         analysis = as_asked(analysis, show_hidden)
-        threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
-        opacity = in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY)
-        explain = explained_class(explain)
-        style = checked_style(style)
+        threshold, opacity, explain, style = checked_settings(threshold, opacity, explain, style)
         notes = [f"⚠️ {w}" for w in analysis.warnings] + list(analysis.notes)  # a note informs; only warnings warn
         if analysis.suppressed_as_normal:
             notes.append(HIDDEN_HINT)
@@ -670,10 +675,8 @@ class Handlers:
         if analysis is None:
             raise user_error("Analyse a scan first; the report describes the last analysis.")
         analysis = as_asked(analysis, show_hidden)
-        threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
-        opacity = in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY)
-        data = pdf_report(analysis, threshold, opacity, self.models, upload_name(path),
-                          explain=explained_class(explain), style=checked_style(style))
+        threshold, opacity, explain, style = checked_settings(threshold, opacity, explain, style)
+        data = pdf_report(analysis, threshold, opacity, self.models, upload_name(path), explain=explain, style=style)
         return write_file(data, self.results(), "pdf", REPORT_NAME)
 
     def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=DEFAULT_OPACITY, frame=0, show_hidden=False,

@@ -311,7 +311,7 @@ def test_bad_input_is_a_readable_error(handlers, tmp_path, content, message):
     bad.write_bytes(content)
     with pytest.raises(gr.Error, match=message):
         handlers.classify(str(bad))
-    with pytest.raises(gr.Error, match="Upload or paste"):
+    with pytest.raises(gr.Error, match="Upload, paste or drop"):
         handlers.classify(None)
 
 
