@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from inference.report import describe_model
+from inference.report import NOT_A_DEVICE, NOT_FOR_CARE, describe_model
 
 if TYPE_CHECKING:  # the pipeline pulls in TensorFlow; the page only reads the loaded models
     from inference.pipeline import Analyzer
 
-DISCLAIMER = "**Research demo — not a medical device.** Do not use it to diagnose or treat anyone."
+DISCLAIMER = f"**{NOT_A_DEVICE}** {NOT_FOR_CARE}"
 
 
 def without_front_matter(card: str) -> str:

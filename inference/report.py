@@ -42,7 +42,9 @@ if TYPE_CHECKING:  # the pipeline pulls in TensorFlow; the report only reads an 
     from inference.pipeline import Analysis
 
 TITLE = "Breast ultrasound analysis — research report"
-DISCLAIMER = "Research demo — not a medical device. Not for diagnosis, triage or treatment."
+NOT_A_DEVICE = "Research demo — not a medical device."
+NOT_FOR_CARE = "Not for diagnosis, triage or treatment."
+DISCLAIMER = f"{NOT_A_DEVICE} {NOT_FOR_CARE}"  # every page's footer; the app's pages say it too (`inference.about`)
 NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONT = "DejaVu"
@@ -88,7 +90,7 @@ def describe_model(model: LoadedModel) -> str:
     marked bundled), the Hub commit a `hf://` source resolved to, and its weights' short hash."""
     source = model.source
     parts = []
-    if source.startswith("hf://"):
+    if source.startswith("hf://"):  # (inference.models.HUB_SCHEME: that module imports Keras)
         parts.append(source)
         folder = model.folder
         if folder is not None and folder.parent.name == "snapshots":  # the Hub cache: snapshots/<commit>/
