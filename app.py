@@ -359,6 +359,15 @@ ANALYSIS_FAILED = "The analysis failed on this file. Try another scan."
 SERVER_FAILED = "Something went wrong on the server (it is logged). Try again, or try another scan."
 
 
+def report_file_name(path) -> str:
+    """The PDF's file name: the scan's own name first, so reports saved together say which scan each is
+    of (every one was breast-ultrasound-report.pdf); REPORT_NAME alone for a scan sent without a name.
+    Only letters, digits, dot, dash and underscore are kept, at most 80 of them."""
+    name = upload_name(path)
+    stem = re.sub(r"[^\w.-]+", "_", Path(name).stem, flags=re.ASCII).strip("._")[:80] if name else ""
+    return f"{stem}-{REPORT_NAME}" if stem else REPORT_NAME
+
+
 def readable_errors(run, failed: str = ANALYSIS_FAILED):
     """Run `run()`; a bad scan becomes its own message, a message for the user stays as it is, anything else
     becomes `failed` (logged), never a trace: Gradio shows any exception's own text (`show_error`), which
@@ -677,7 +686,7 @@ class Handlers:
         analysis = as_asked(analysis, show_hidden)
         threshold, opacity, explain, style = checked_settings(threshold, opacity, explain, style)
         data = pdf_report(analysis, threshold, opacity, self.models, upload_name(path), explain=explain, style=style)
-        return write_file(data, self.results(), "pdf", REPORT_NAME)
+        return write_file(data, self.results(), "pdf", report_file_name(path))
 
     def analyze(self, path, explain=EXPLAIN_CHOICES[0], threshold=None, opacity=DEFAULT_OPACITY, frame=0, show_hidden=False,
                 view=None):

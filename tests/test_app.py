@@ -428,7 +428,9 @@ def test_two_views_side_by_side_get_a_view_choice(handlers, tmp_path):
 def test_pdf_report_of_the_stored_analysis(handlers, tmp_path):
     state, *_ = handlers.analyze_and_store(upload_copy(DICOM_EXAMPLE, tmp_path))
     path = handlers.pdf(state, None, 0.45, str(DICOM_EXAMPLE))
-    assert Path(path).name == app.REPORT_NAME and open(path, "rb").read(5) == b"%PDF-"
+    assert Path(path).name == f"{DICOM_EXAMPLE.stem}-{app.REPORT_NAME}" and open(path, "rb").read(5) == b"%PDF-"
+    assert Path(handlers.pdf(state, None, 0.45, "/tmp/gradio/ab12/file.dcm")).name == app.REPORT_NAME, "sent unnamed"
+    assert app.report_file_name("/tmp/gradio/ab12/Patient X: scan 1 (L).dcm") == f"Patient_X_scan_1_L-{app.REPORT_NAME}"
     text = pdf_text(path)
     assert state.predicted_class in text and "not a medical device" in text and "mm" in text
     other = next(c for c in state.classes if c != state.predicted_class)
