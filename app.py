@@ -127,6 +127,9 @@ CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: 
 #batch-gallery > [data-testid=block-label] { position: static; margin-bottom: 4px; }
 input[type=range]:focus-visible, input[type=radio]:focus-visible, input[type=checkbox]:focus-visible,
 input[role=combobox]:focus-visible { outline: 3px solid #3730a3; outline-offset: 2px; }
+/* the notes take the focus after an analysis: the app's focus colour, clear of the text (the browser's
+   black ring tight around them looked like an error box) */
+#notes:focus { outline: 2px solid #3730a3; outline-offset: 3px; border-radius: 4px; }
 #batch-table .header-cell.first-column, #batch-table .body-cell.first-column { position: sticky; left: 0; z-index: 3; }
 #batch-table .body-cell.first-column { background: inherit; }
 #batch-table .header-cell.first-column::after, #batch-table .body-cell.first-column::after {
