@@ -143,6 +143,12 @@ input[role=combobox]:focus-visible { outline: 3px solid #3730a3; outline-offset:
      a batch file's remove cross, the result images' icons */
   .reset-button, .source-selection button, button[aria-label="Remove this file"], .icon-button {
     min-width: 32px; min-height: 32px; }
+  /* the About tab's metric tables whole on a phone: their last column (BrEaST, the one a user's own
+     scanner resembles most) was cut off, with nothing saying the table scrolled */
+  #about table { font-size: 12px; }
+  #about th, #about td { min-width: 0; padding: 4px; }
+  #about td { overflow-wrap: anywhere; }
+  #about details th, #about details td { min-width: 6em; overflow-wrap: normal; }  /* the cards' wide tables scroll */
 }"""
 # Gradio's Soft theme with its pale label, hint and primary-button colours darkened to a contrast of
 # at least 4.5:1 (WCAG AA): they measured 3.6, 2.5 and 4.5 (3.0 hovered).
