@@ -148,6 +148,9 @@ input[role=combobox]:focus-visible { outline: 3px solid #3730a3; outline-offset:
   #about table { font-size: 12px; }
   #about th, #about td { min-width: 0; padding: 4px; }
   #about td { overflow-wrap: anywhere; }
+  /* the Batch tab's file names whole, on as many lines as they need (cut to "uclm… .png" they could not be told apart) */
+  #batch-files .filename { display: block; overflow-wrap: anywhere; }
+  #batch-files .filename .stem, #batch-files .filename .ext { display: inline; white-space: normal; }
   #about details th, #about details td { min-width: 6em; overflow-wrap: normal; }  /* the cards' wide tables scroll */
 }"""
 # Gradio's Soft theme with its pale label, hint and primary-button colours darkened to a contrast of
