@@ -224,6 +224,12 @@ SETTLE_TYPED_NUMBER = """() => document.addEventListener('keydown', event => {
   const box = event.target.closest?.('input[type=number]');
   if (!box || event.key !== 'Enter' || !box.closest('.block')?.querySelector('input[type=range]')) return;
   box.blur(); box.focus(); })"""
+# Gradio puts a result image's download button inside its download link: two tab stops for one download
+# (and a button inside a link, which HTML does not allow). The link alone keeps the focus.
+ONE_TAB_STOP_PER_DOWNLOAD = """() => {
+  const settle = () => document.querySelectorAll('a.download-link button:not([tabindex="-1"])')
+    .forEach(button => { button.tabIndex = -1; });
+  new MutationObserver(settle).observe(document.body, {childList: true, subtree: true}); settle(); }"""
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
 RESULT_BUTTONS = ["download", "fullscreen"]
@@ -1001,6 +1007,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=RADIO_KEYS)
         demo.load(None, js=KEEP_DROPDOWN_FOCUS)
         demo.load(None, js=SETTLE_TYPED_NUMBER)
+        demo.load(None, js=ONE_TAB_STOP_PER_DOWNLOAD)
         make_pdf.click(handlers.pdf_download, [state, ticket, scan, chosen, *settings], pdf, api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
         # Not `cancels` on the batch: a cancelled batch left Gradio's "Error" badge on the emptied summary; a

@@ -736,6 +736,8 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         # The result images say what they show; the threshold moved by arrow keys redraws the lesion
         # (it changed only the PDF: the redraw listened to the pointer's release).
         assert "Grad-CAM" in page.locator("#class-cam img").get_attribute("alt")
+        # One tab stop per download: Gradio's download button sits inside its link, and both took the focus.
+        expect(page.locator("#class-cam a.download-link button")).to_have_attribute("tabindex", "-1")
         label_bottom = page.locator("#class-cam [data-testid=block-label]").evaluate("e => e.getBoundingClientRect().bottom")
         assert label_bottom <= page.locator("#class-cam img").evaluate("e => e.getBoundingClientRect().top") + 1, \
             "the label sits above the heat map, not over it"
