@@ -935,7 +935,8 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         settings = [explain, threshold, opacity, style, show_hidden]
         clear = dict(fn=handlers.forget, inputs=None, outputs=[state, *outputs, pdf, ticket], api_visibility="private",
                      show_progress="hidden")
-        # "minimal": a running timer, no ETA (Gradio's estimate averages past runs and was 4x off for big scans)
+        # "minimal": a small running timer over the results, not "full"'s spinner with its ETA bar (the estimate averages
+        # past runs and was 4x off for big scans; "minimal" still prints it after the timer, as "0.2/0.3s")
         # "always_last": a scan chosen while the previous one's analysis runs in the same chain (removed and
         # replaced in the scan box) is analysed after it; Gradio's default dropped it, leaving no results.
         store = dict(fn=handlers.analyze_chosen, inputs=[scan, chosen, ticket, frame, view, *settings],
