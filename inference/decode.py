@@ -119,6 +119,10 @@ def to_8_bit(values: np.ndarray, unit_range: bool = False) -> np.ndarray:
         return (values.clip(0, 1) * 255).round().astype(np.uint8)
     if high <= 255 and low >= 0:
         return values.clip(0, 255).round().astype(np.uint8)
+    if not unit_range and low >= 0 and values.max() <= 65535 and not np.any(values % 257):
+        # An 8-bit image saved as 16 bits, each level x 257 as converters write it: its own 8 bits, not a
+        # stretch of its range (that changed its contrast, and the classifier's answer by 5 points).
+        return (values / 257).round().astype(np.uint8)
     scaled = (values.clip(low, high) - low) / (high - low) * 255 if high > low else np.zeros_like(values)
     return scaled.round().astype(np.uint8)
 
