@@ -268,12 +268,14 @@ class TypedSlider(gr.Slider):
     """A slider whose number box may be typed into: a value outside its range goes to the nearer end,
     and an emptied box to the lower end, as the box itself shows once it loses focus. Gradio's own slider
     refuses such a value with an error that blanks every output the event feeds, and the PDF then used
-    the value the box showed, which the screen never did."""
+    the value the box showed, which the screen never did. On a slider of whole steps (the frame) a typed
+    fraction goes to the nearest whole number: 1.5 was refused as no frame, which emptied the results."""
 
     is_template = True
 
     def preprocess(self, payload: float | None) -> float:
-        return super().preprocess(self.minimum if payload is None else min(max(payload, self.minimum), self.maximum))
+        value = self.minimum if payload is None else min(max(payload, self.minimum), self.maximum)
+        return super().preprocess(round(value) if float(self.step).is_integer() else value)
 
 
 class OptionalNumber(gr.Number):
@@ -700,7 +702,8 @@ class Handlers:
         """The stored analysis as a PDF report (the UI's download button), as shown: threshold,
         opacity, lesion style, the class whose Grad-CAM is on screen and whether a lesion the gate hid is drawn."""
         if analysis is None:
-            raise user_error("Analyse a scan first; the report describes the last analysis.")
+            raise user_error("No results to report yet: analyse a scan, or wait until its results are shown (the report "
+                             "describes the results on screen).")
         analysis = as_asked(analysis, show_hidden)
         threshold, opacity, explain, style = checked_settings(threshold, opacity, explain, style)
         data = pdf_report(analysis, threshold, opacity, self.models, upload_name(path), explain=explain, style=style)

@@ -95,7 +95,7 @@ def light_frame(gray: np.ndarray) -> tuple[tuple[int, int, int, int], float | No
 
 Box = tuple[int, int, int, int]  # (top, bottom, left, right), end-exclusive
 SEVERAL_VIEWS_WARNING = ("This image shows {views} ultrasound views side by side; only the {view} one ({why}) was analysed. "
-                         "To analyse another, choose it under View (API: the view argument).")
+                         "To analyse another, choose it under View on the Scan tab (API: the view argument).")
 # A field whose shorter side is under this many pixels is smaller than any the models learned from (the
 # smallest of BUSI's and BUS-UCLM's 1188 training and validation fields is 190 px): the user is warned.
 LOW_RESOLUTION_SIDE = 180

@@ -150,7 +150,7 @@ def lesion_summary(lesion: dict) -> str:
     """One line on the drawn lesion for the notes: how much of the ultrasound field, and its size in mm when the
     file is calibrated (else why not), so nobody has to dig the figures out of the JSON."""
     count = lesion["lesion_count"]
-    text = f"Lesion drawn: {count} region{'s' * (count > 1)}, {lesion['lesion_area_percent']} % of the ultrasound field"
+    text = f"Lesion drawn: {count} region{'s' * (count > 1)}, {lesion['lesion_area_percent']:.2f} % of the ultrasound field"
     if lesion["lesion_area_mm2"] is None:
         return f"{text}; no size in mm ({lesion['size_mm_unavailable']})."
     largest = "largest " if count > 1 else ""

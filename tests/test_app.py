@@ -205,6 +205,9 @@ def test_a_value_typed_beyond_a_sliders_range_goes_to_its_nearer_end(analyzer):
     assert threshold.preprocess(1.5) == app.THRESHOLD_RANGE[1] and threshold.preprocess(-2) == app.THRESHOLD_RANGE[0]
     assert threshold.preprocess(0.45) == 0.45
     assert threshold.preprocess(None) == app.THRESHOLD_RANGE[0], "an emptied box, as it shows once it loses focus"
+    frame = app.TypedSlider(0, 4, step=1)  # the frame slider of a file with 5 frames
+    assert frame.preprocess(1.5) == 2 and frame.preprocess(0.4) == 0 and frame.preprocess(9) == 4, \
+        "a typed fraction is the nearest frame (1.5 was refused as no frame and the results were emptied)"
     # The reset button (↺) sends `release`, not `input`: the screen must follow it, as the PDF does
     render = next(fn for fn in demo.fns.values() if fn.name == "rerender")
     triggers = {(demo.blocks[block].label, event) for block, event in render.targets}
@@ -441,7 +444,7 @@ def test_pdf_report_of_the_stored_analysis(handlers, tmp_path):
     assert "Lesion outline (threshold" in outlined, "the lesion drawn as on screen (the PDF ignored the style)"
     with pytest.raises(gr.Error, match="style must be one of"):
         handlers.pdf(state, style="dotted")
-    with pytest.raises(gr.Error, match="Analyse a scan first"):
+    with pytest.raises(gr.Error, match="No results to report yet"):
         handlers.pdf(None)
     assert f"File {DICOM_EXAMPLE.name}" in " ".join(text.split()), "the uploaded file's own name"
     nameless = tmp_path / "3f9a0c" / "file.png"  # how Gradio stores a data: URI (an MCP client's base64 scan)
