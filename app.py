@@ -358,7 +358,8 @@ def read_upload(path: str | None) -> bytes:
     and may hand it to another request (the Analyse button after auto-analysis, another client), so
     its cache cleaner (`delete_cache`) owns deletion, not the first request that reads it."""
     if not path:
-        raise user_error("Upload, paste or drop an ultrasound scan first (DICOM and other files: the box below the image box).")
+        raise user_error("Upload, paste or drop an ultrasound scan first (DICOM and other files: the box below the "
+                         "image box).")
     file = Path(path)
     if not file.is_file():
         raise user_error("The uploaded file is no longer on the server (uploads are deleted 10 to 20 minutes after they "
@@ -477,8 +478,8 @@ def checked_settings(threshold, opacity, explain, style) -> tuple[float | None, 
     """The drawing settings from the UI or an API call, each checked (a wrong one is a readable error):
     the threshold (None: the validated one), the opacity, the class to explain (None: the predicted
     one) and the lesion style; one place for what the screen, the PDF and the API accept."""
-    return (in_range(threshold, "threshold", *THRESHOLD_RANGE), in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY),
-            explained_class(explain), checked_style(style))
+    return (in_range(threshold, "threshold", *THRESHOLD_RANGE),
+            in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY), explained_class(explain), checked_style(style))
 
 
 class Newest:

@@ -156,7 +156,8 @@ def _field_within(image: np.ndarray) -> Box | None:
     cols = _span(image.T)
     rows = None if cols is None else _span(image[:, cols[0]:cols[1]])
     cols = None if rows is None else _span(image[rows[0]:rows[1]].T)
-    if rows is None or cols is None or rows[1] - rows[0] < FIELD_MIN_SIDE * height or cols[1] - cols[0] < FIELD_MIN_SIDE * width:
+    if (rows is None or cols is None or rows[1] - rows[0] < FIELD_MIN_SIDE * height
+            or cols[1] - cols[0] < FIELD_MIN_SIDE * width):
         return None
     return rows[0], rows[1], cols[0], cols[1]
 
