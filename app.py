@@ -130,6 +130,7 @@ input[role=combobox]:focus-visible { outline: 3px solid #3730a3; outline-offset:
 /* the notes take the focus after an analysis: the app's focus colour, clear of the text (the browser's
    black ring tight around them looked like an error box) */
 #notes:focus { outline: 2px solid #3730a3; outline-offset: 3px; border-radius: 4px; }
+#notes { scroll-margin-top: 8px; }  /* scrolled into view with its focus ring whole, not flush to the screen's top */
 #batch-table .header-cell.first-column, #batch-table .body-cell.first-column { position: sticky; left: 0; z-index: 3; }
 #batch-table .body-cell.first-column { background: inherit; }
 #batch-table .header-cell.first-column::after, #batch-table .body-cell.first-column::after {
