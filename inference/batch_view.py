@@ -38,6 +38,7 @@ def batch_summary(rows: list[dict], skipped: str, classes: list[str]) -> str:
 
 
 SKIPPED_NAMES_SHOWN = 5
+MM_COLUMNS = ("lesion_area_mm2", "longest_diameter_mm", "perpendicular_width_mm")
 
 
 def skipped_summary(skipped: list[str]) -> str:
@@ -53,10 +54,12 @@ def skipped_summary(skipped: list[str]) -> str:
 
 
 def for_screen(row: dict) -> dict:
-    """A batch row for the table on screen: the file by its `file_label`, and a scan with no class says why
-    in its class cell (`ERROR_CELL`, `NOT_RECOGNISED_CELL`), since the warnings column that holds the
-    reason sits off-screen. The CSV keeps the path whole and the cell empty."""
-    shown = {**row, "file": file_label(row["file"])}
+    """A batch row for the table on screen: the file by its `file_label`, sizes in mm to one decimal as the
+    notes and the PDF give them (104.55 beside 104.5), and a scan with no class says why in its class cell
+    (`ERROR_CELL`, `NOT_RECOGNISED_CELL`), since the warnings column that holds the reason sits off-screen.
+    The CSV keeps the path whole, the sizes as measured and the cell empty."""
+    shown = {**row, "file": file_label(row["file"]),
+             **{column: round(row[column], 1) for column in MM_COLUMNS if row.get(column) is not None}}
     if row["predicted_class"] is not None:
         return shown
     failed = (row["warnings"] or "").startswith(ERROR_PREFIX)

@@ -16,3 +16,15 @@ def test_the_batch_table_names_a_file_first_then_its_folder():
     assert for_screen(row | {"file": "a.png"})["file"] == "a.png" and row["file"] == long
     unrecognised = row | {"predicted_class": None, "warnings": "This picture is not recognised as a breast ultrasound scan."}
     assert for_screen(unrecognised)["predicted_class"] == NOT_RECOGNISED_CELL
+
+
+def test_the_batch_table_gives_sizes_in_mm_as_the_notes_do():
+    """To one decimal on screen, as in the notes and the PDF (the table said 104.55 beside their 104.5);
+    the CSV keeps them as measured."""
+    row = dict.fromkeys(COLUMNS, None) | {"file": "case.dcm", "predicted_class": "malignant", "warnings": "",
+                                          "lesion_area_mm2": 104.55, "longest_diameter_mm": 15.19,
+                                          "perpendicular_width_mm": 11.38}
+    shown = for_screen(row)
+    assert (shown["lesion_area_mm2"], shown["longest_diameter_mm"], shown["perpendicular_width_mm"]) == (104.5, 15.2, 11.4)
+    assert row["lesion_area_mm2"] == 104.55
+    assert for_screen(row | {"lesion_area_mm2": None})["lesion_area_mm2"] is None, "no calibration: empty"
