@@ -377,10 +377,6 @@ def upload_name(path) -> str | None:
     return None if re.fullmatch(r"file(\.\w+)?", name) else name
 
 
-ANALYSIS_FAILED = "The analysis failed on this file. Try another scan."
-SERVER_FAILED = "Something went wrong on the server (it is logged). Try again, or try another scan."
-
-
 def report_file_name(path) -> str:
     """The PDF's file name: the scan's own name first, so reports saved together say which scan each is
     of (every one was breast-ultrasound-report.pdf); REPORT_NAME alone for a scan sent without a name.
@@ -388,6 +384,10 @@ def report_file_name(path) -> str:
     name = upload_name(path)
     stem = re.sub(r"[^\w.-]+", "_", Path(name).stem, flags=re.ASCII).strip("._")[:80] if name else ""
     return f"{stem}-{REPORT_NAME}" if stem else REPORT_NAME
+
+
+ANALYSIS_FAILED = "The analysis failed on this file. Try another scan."
+SERVER_FAILED = "Something went wrong on the server (it is logged). Try again, or try another scan."
 
 
 def readable_errors(run, failed: str = ANALYSIS_FAILED):
