@@ -520,7 +520,7 @@ class Handlers:
         self._asked = {}  # session -> the settings last asked for on screen: a PDF made with others is stale
         self.batches = Newest()  # the Batch tab's files: changing them makes a batch in the making stale
         self._drawn = {}  # session -> the ticket and settings of the results on screen
-        self._pruned_at = 0.0
+        self._pruned_at = -math.inf  # never yet
 
     def _analysis(self, path, frame=0, view=None, pop_up_warnings=True):
         """The file's analysis (frame `frame`, view `view` or the largest). Its warnings pop up for API
