@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -490,11 +491,13 @@ class Newest:
     def __init__(self):
         self._numbers = itertools.count(1)
         self._newest = {}  # session -> the number of its newest request
+        self._lock = threading.Lock()  # Gradio runs events on a thread pool: numbering and recording are one step
 
     def begin(self, request) -> int:
         """A new request's number, now the session's newest."""
-        number = next(self._numbers)
-        self._newest[session_of(request)] = number
+        with self._lock:
+            number = next(self._numbers)
+            self._newest[session_of(request)] = number
         return number
 
     def now(self, request) -> int:
@@ -521,6 +524,7 @@ class Handlers:
         self.batches = Newest()  # the Batch tab's files: changing them makes a batch in the making stale
         self._drawn = {}  # session -> the ticket and settings of the results on screen
         self._pruned_at = -math.inf  # never yet
+        self._asking = threading.Lock()  # `_asked` is read and written in one step (events run on a thread pool)
 
     def _analysis(self, path, frame=0, view=None, pop_up_warnings=True):
         """The file's analysis (frame `frame`, view `view` or the largest). Its warnings pop up for API
@@ -564,9 +568,10 @@ class Handlers:
         typed into the threshold's box comes once as typed and again when the box loses focus, which
         it does when the PDF button is clicked (that PDF, made with the typed number, was dropped)."""
         settings = (explain, threshold, opacity, style, show_hidden)
-        if self._asked.get(session_of(request)) == settings:
-            return gr.skip()
-        self._asked[session_of(request)] = settings
+        with self._asking:
+            if self._asked.get(session_of(request)) == settings:
+                return gr.skip()
+            self._asked[session_of(request)] = settings
         return gr.update(visible=False, value=None)
 
     @answers_readably
@@ -693,7 +698,8 @@ class Handlers:
         """The PDF report button: the report of what is on screen, shown for download; nothing if another
         scan was chosen or other settings were asked for while it was made (it would describe other results)."""
         settings = (explain, threshold, opacity, style, show_hidden)
-        self._asked.setdefault(session_of(request), settings)  # no setting moved yet: these are on screen
+        with self._asking:
+            self._asked.setdefault(session_of(request), settings)  # no setting moved yet: these are on screen
         path = self.pdf(analysis, threshold, opacity, current_file(picture, uploaded), explain, show_hidden, style)
         stale = self.scans.superseded(ticket, request) or self._asked.get(session_of(request)) != settings
         return gr.skip() if stale else gr.update(visible=True, value=path)
