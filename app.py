@@ -818,7 +818,7 @@ class Handlers:
             return batch_refused(f"No scans in the upload: {skipped}." if skipped
                                  else "No scans in the upload: the archive holds no files." if paths
                                  else "Choose one or more scans, or a zip archive of scans.")
-        rows, gallery = [], []
+        rows, gallery, folder = [], [], self.results()
         progress(0, desc="analysing", total=len(scans), unit="scans")
         for chunk in batches(scans, BATCH_CHUNK):  # read now: a request holds one chunk, not the upload
             if stale():
@@ -829,11 +829,11 @@ class Handlers:
                 if not isinstance(result, ScanError) and not result.out_of_distribution:
                     caption = f"{file_label(name)}: {result.predicted_class} {result.probabilities.max():.0%}"
                     outlined = result.for_display(BATCH_THUMBNAIL_SIDE).mask_overlay(style="outline")
-                    gallery.append((write_image(outlined, self.results()), caption))
+                    gallery.append((write_image(outlined, folder), caption))
             progress(len(rows) / len(scans), desc="analysing")
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
                  for r in map(for_screen, rows)]
-        csv_file = write_file(batch_csv(rows), self.results(), "csv", BATCH_NAME)
+        csv_file = write_file(batch_csv(rows), folder, "csv", BATCH_NAME)
         return batch_summary(rows, skipped, self.analyzer.classes), table, gallery, csv_file
 
 
