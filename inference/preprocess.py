@@ -60,6 +60,20 @@ VIEW_MIN_FILL = 0.5
 BAR_MIN_SHARE = 0.02
 BAR_MAX_SHARE = 0.15
 BAR_PLAIN_SHARE = 0.8
+# A caption: the first or last block of rows (columns) with image — runs under CAPTION_MIN_GAP of the scan's
+# height (width) apart are one block, as a caption's lines are — that is a line or a few of text: from
+# CAPTION_MIN_HEIGHT px (thinner blocks are border lines and depth ticks, which BUSI's fields end in) to
+# CAPTION_MAX_SHARE of the height, apart from the rest by at least CAPTION_GAP_PER_HEIGHT of its own height
+# (a scale strip beside one of BrEaST's scans is closer), and across at most CAPTION_MAX_ACROSS of the
+# field's width (the rows of a dark deep field that some BUSI scans end in reach across it). A viewer's
+# caption over or under the scan, overlapping its columns, taken in with the field shrank the scan within
+# the model's input and changed the answer (malignant 46 % -> benign 40 %). No scan of the three datasets
+# (1664) frames otherwise for it; captions closer to the scan than about their own height are still taken in.
+CAPTION_MIN_GAP = 0.01
+CAPTION_MIN_HEIGHT = 5
+CAPTION_MAX_SHARE = 0.06
+CAPTION_GAP_PER_HEIGHT = 0.6
+CAPTION_MAX_ACROSS = 0.6
 CLAHE_CLIP_LIMIT = 0.01  # scikit-image's default; its tiles are 1/8 of each side of the placed field
 
 
@@ -106,13 +120,17 @@ ASKED_VIEW_NOTE = ("This image shows {views} ultrasound views side by side; the 
                    "was analysed.")
 
 
+def _runs(lines: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of True in `lines` (bool), end-exclusive."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], lines.astype(np.int8), [0]])))
+    return [(int(start), int(end)) for start, end in zip(edges[::2], edges[1::2])]
+
+
 def _bar_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
     """(H,) bool: the rows of `gray` (with its `image` pixels) that belong to a viewer's bar at its top
     or bottom (see BAR_MIN_SHARE and the settings after it); the columns of a side panel when given
     the transposes."""
-    rows = np.concatenate([[0], (image.mean(axis=1) >= FIELD_MIN_SHARE).astype(np.int8), [0]])
-    edges = np.flatnonzero(np.diff(rows))
-    runs = list(zip(edges[::2], edges[1::2]))
+    runs = _runs(image.mean(axis=1) >= FIELD_MIN_SHARE)
     bar = np.zeros(len(gray), bool)
     for start, end in (runs[0], runs[-1]) if len(runs) > 1 else ():
         band = gray[start:end]
@@ -138,10 +156,32 @@ def _image_pixels(gray: np.ndarray) -> tuple[Box, np.ndarray]:
     return (top, bottom, left, right), image
 
 
+def _is_caption(image: np.ndarray, block: tuple[int, int], gap: int) -> bool:
+    """Whether `block` (start, end) of the rows of `image` (bool), at one end, `gap` rows of background
+    away from the rest, is a caption (CAPTION_MAX_SHARE and the settings after it)."""
+    start, end = block
+    across = np.flatnonzero(image[start:end].any(axis=0))
+    return (CAPTION_MIN_HEIGHT <= end - start <= min(gap / CAPTION_GAP_PER_HEIGHT, CAPTION_MAX_SHARE * len(image))
+            and across[-1] - across[0] < CAPTION_MAX_ACROSS * image.shape[1])
+
+
 def _span(image: np.ndarray) -> tuple[int, int] | None:
-    """(first, last + 1) of the rows of `image` (bool) of which at least FIELD_MIN_SHARE is image; None for none."""
-    rows = np.flatnonzero(image.mean(axis=1) >= FIELD_MIN_SHARE)
-    return (int(rows[0]), int(rows[-1]) + 1) if len(rows) else None
+    """(first, last + 1) of the rows of `image` (bool) of which at least FIELD_MIN_SHARE is image, less any
+    caption at either end (`_is_caption`); None for none."""
+    runs = _runs(image.mean(axis=1) >= FIELD_MIN_SHARE)
+    if not runs:
+        return None
+    blocks = [list(runs[0])]  # a caption's lines are one block
+    for start, end in runs[1:]:
+        if start - blocks[-1][1] < CAPTION_MIN_GAP * len(image):
+            blocks[-1][1] = end
+        else:
+            blocks.append([start, end])
+    while len(blocks) > 1 and _is_caption(image, blocks[0], blocks[1][0] - blocks[0][1]):
+        blocks = blocks[1:]
+    while len(blocks) > 1 and _is_caption(image, blocks[-1], blocks[-1][0] - blocks[-2][1]):
+        blocks = blocks[:-1]
+    return blocks[0][0], blocks[-1][1]
 
 
 def _field_within(image: np.ndarray) -> Box | None:
@@ -201,12 +241,10 @@ def _gutter(image: np.ndarray, gray: np.ndarray) -> tuple[int, int] | None:
     stacked views are not split."""
     profile = image.mean(axis=0)
     width = len(profile)
-    gutter = np.concatenate([[False], (profile < FIELD_MIN_SHARE) | _separator_columns(gray), [False]])
-    changes = np.flatnonzero(np.diff(gutter.astype(np.int8)))
-    for start, end in zip(changes[::2], changes[1::2]):
+    for start, end in _runs((profile < FIELD_MIN_SHARE) | _separator_columns(gray)):
         if (min(start, width - end) >= VIEW_MIN_SIDE * width
                 and min(_typical_fill(image[:, :start]), _typical_fill(image[:, end:])) >= VIEW_MIN_FILL):
-            return int(start), int(end)
+            return start, end
     return None
 
 
