@@ -80,6 +80,7 @@ class Analysis:
     _masks: dict = field(default_factory=dict, repr=False)     # threshold -> post-processed mask
     _displays: dict = field(default_factory=dict, repr=False)  # longest side -> smaller copy for drawing
     _hidden_shown: Analysis | None = field(default=None, repr=False)  # `with_hidden_finding_shown`, made once
+    _full_size: Analysis | None = field(default=None, repr=False)     # a display copy's full-size analysis
 
     @property
     def predicted_class(self) -> str:
@@ -97,10 +98,15 @@ class Analysis:
     def segmenter_mask(self, threshold: float | None = None) -> np.ndarray:
         """The segmenter's own mask, before the classifier's verdict is taken into account. One
         rendering asks for the same mask several times (overlay, PNG, statistics, Seg-Grad-CAM):
-        it is post-processed once per threshold and kept (read-only)."""
+        it is post-processed once per threshold and kept (read-only). A display copy shrinks the
+        full-size mask rather than post-processing its own smoothed probabilities, whose peak can fall
+        under the peak threshold: the drawing would then lose a lesion the statistics report."""
         key = self.threshold if threshold is None else float(threshold)
         if key not in self._masks:
-            mask = lesion_mask(self.lesion_probs, key, self.min_area_fraction, self.largest_only, self.peak_threshold)
+            if self._full_size is not None:
+                mask = resize(self._full_size.segmenter_mask(key).astype(np.float32), *self.gray.shape) >= 0.5
+            else:
+                mask = lesion_mask(self.lesion_probs, key, self.min_area_fraction, self.largest_only, self.peak_threshold)
             mask.flags.writeable = False
             self._masks[key] = mask
         return self._masks[key]
@@ -147,7 +153,7 @@ class Analysis:
                 self, gray=resize(self.gray, *shape), lesion_probs=resize(self.lesion_probs, *shape),
                 class_framing=self.class_framing.resized(shape), seg_framing=self.seg_framing.resized(shape),
                 mm_per_pixel=None if self.mm_per_pixel is None else (self.mm_per_pixel[0] / scale, self.mm_per_pixel[1] / scale),
-                _seg_maps={}, _masks={}, _displays={}, _hidden_shown=None)
+                _seg_maps={}, _masks={}, _displays={}, _hidden_shown=None, _full_size=self)
         return self._displays[longest_side]
 
     def with_hidden_finding_shown(self) -> Analysis:

@@ -10,7 +10,7 @@ from scipy import ndimage
 from inference.pipeline import (DISAGREEMENT_NOTE, HIDDEN_SHOWN_NOTE, NO_LESION_NOTE, SPARED_NOTE, SUPPRESSED_NOTE,
                                 UNDRAWN_FINDING_NOTE, Analysis)
 from inference.postprocess import lesion_mask
-from inference.preprocess import LOW_RESOLUTION_WARNING
+from inference.preprocess import LOW_RESOLUTION_WARNING, Framing
 from training.metrics import dice_iou
 
 
@@ -232,6 +232,24 @@ def test_display_copy_of_a_big_scan_draws_the_same_lesion(analyzer, examples):
     assert seg_map.shape == (819, 1024) and ndimage.binary_dilation(shown.mask(), iterations=10)[
         np.unravel_index(np.argmax(seg_map), seg_map.shape)]
     assert shown is analysis.for_display(1024) and analysis.for_display(4000) is analysis
+
+
+def test_the_display_copy_draws_a_lesion_whose_peak_only_the_full_size_reaches():
+    """A smooth lesion peaking just over the peak threshold (0.902 against 0.9) on a 4000 px scan:
+    shrinking its probabilities smooths the peak under 0.9, so post-processing the display copy's own
+    drew nothing beside statistics reporting one lesion (code review)."""
+    gray = np.full((3000, 4000), 80, np.uint8)
+    framing = Framing.of(gray, 256, True, True)
+    yy, xx = np.mgrid[:256, :256]
+    probs = (0.902 * np.exp(-((yy - 121) ** 2 + (xx - 121) ** 2) / (2 * 6 ** 2))).astype(np.float32)
+    analysis = Analysis(gray=gray, warnings=[], classes=["normal", "benign", "malignant"],
+                        probabilities=np.array([0.1, 0.2, 0.7]), class_cams=None, class_framing=framing,
+                        seg_framing=framing, lesion_probs=framing.to_scan(probs), threshold=0.3,
+                        min_area_fraction=0.0025, largest_only=False, peak_threshold=0.9)
+    shown = analysis.for_display(1024)
+    assert analysis.lesion_stats()["lesion_count"] == 1 and shown.lesion_probs.max() < 0.9
+    full_small = np.asarray(Image.fromarray(analysis.mask_png()).resize((1024, 768), Image.Resampling.NEAREST)) > 0
+    assert dice_iou(shown.mask(), full_small)[0] > 0.95
 
 
 def test_a_scan_on_a_viewers_black_screen_is_framed_like_the_scan(analyzer, examples):
