@@ -34,12 +34,15 @@ log = logging.getLogger(__name__)
 SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at {p_normal:.0%}, at or above the "
                    "{gate:.0%} from which a rule chosen on held-out validation scans hides the segmenter's finding "
                    "(it removes most false alarms on normal scans).")
-DISAGREEMENT_NOTE = ("The classifier leans towards normal, but not confidently enough to hide what the "
-                     "segmenter found: the lesion is drawn; weigh both.")
-NO_LESION_NOTE = ("No lesion predicted at the validated threshold ({threshold:.2f}), so there Seg-Grad-CAM has no region "
-                  "to explain.")
-UNDRAWN_FINDING_NOTE = ("The classifier rates this scan {label} at {p:.0%}, but the segmenter drew no lesion (so "
-                        "Seg-Grad-CAM has no region to explain): the two models disagree; weigh both.")
+# The notes below describe the mask at the validated threshold, so they say so: the app re-draws at any
+# threshold, and "the segmenter drew no lesion" beside a lesion drawn at 0.05 contradicted itself.
+DISAGREEMENT_NOTE = ("The segmenter found a lesion at the validated threshold ({threshold:.2f}); the classifier "
+                     "leans towards normal, but not confidently enough to hide it: weigh both.")
+NO_LESION_NOTE = ("No lesion predicted at the validated threshold ({threshold:.2f}): at that threshold Seg-Grad-CAM "
+                  "has no region to explain.")
+UNDRAWN_FINDING_NOTE = ("The classifier rates this scan {label} at {p:.0%}, but at the validated threshold "
+                        "({threshold:.2f}) the segmenter drew no lesion (so Seg-Grad-CAM has no region to explain "
+                        "there): the two models disagree; weigh both.")
 HIDDEN_SHOWN_NOTE = ("Drawn on request: the classifier rates this scan normal at {p_normal:.0%}, and the rule chosen "
                      "on held-out validation scans would hide what the segmenter marked; weigh both.")
 SPARED_NOTE = ("The classifier rates this scan normal at {p_normal:.0%}, but the segmenter is sure of the lesion it "
@@ -399,7 +402,7 @@ class Analyzer:
         if not segmenter_found:  # a lesion class with nothing drawn is a disagreement, said as one
             label = analysis.predicted_class
             analysis.notes = [NO_LESION_NOTE.format(threshold=analysis.threshold) if label == "normal"
-                              else UNDRAWN_FINDING_NOTE.format(label=label, p=probabilities.max())]
+                              else UNDRAWN_FINDING_NOTE.format(label=label, p=probabilities.max(), threshold=analysis.threshold)]
         p_normal = probabilities[self.classes.index("normal")]
         gate, spares = s.get("normal_gate"), s.get("normal_gate_spares")
         gated = segmenter_found and gate is not None and p_normal >= gate  # nothing drawn: nothing to hide
@@ -410,7 +413,7 @@ class Analyzer:
         elif gated:
             analysis.notes = [SPARED_NOTE.format(p_normal=p_normal, peak=peak, spares=spares)]
         elif analysis.predicted_class == "normal" and segmenter_found:
-            analysis.notes = [DISAGREEMENT_NOTE]
+            analysis.notes = [DISAGREEMENT_NOTE.format(threshold=analysis.threshold)]
         return analysis
 
     def analyze_decoded(self, decoded: Sequence, maps: bool = False,

@@ -57,7 +57,8 @@ def test_lesion_scans_get_a_seg_gradcam_and_stats(analyzer, examples):
                 assert analysis.notes == [NO_LESION_NOTE.format(threshold=analysis.threshold)]
             else:  # a lesion class with nothing drawn: said to be a disagreement (it read as unexplained)
                 assert analysis.notes == [UNDRAWN_FINDING_NOTE.format(label=analysis.predicted_class,
-                                                                      p=analysis.probabilities.max())]
+                                                                      p=analysis.probabilities.max(),
+                                                                      threshold=analysis.threshold)]
         else:
             assert analysis.seg_cam_overlay().shape == (*analysis.gray.shape, 3)
         if stats["lesion_count"]:
@@ -155,12 +156,13 @@ def test_the_normal_gate_hides_lesions_only_from_its_probability(gated, examples
             assert not hidden.suppressed_as_normal
             assert hidden.notes == ([NO_LESION_NOTE.format(threshold=hidden.threshold)] if hidden.predicted_class == "normal" else
                                     [UNDRAWN_FINDING_NOTE.format(label=hidden.predicted_class,
-                                                                 p=hidden.probabilities.max())])
+                                                                 p=hidden.probabilities.max(),
+                                                                 threshold=hidden.threshold)])
         shown = never.analyze(path)
         assert not shown.suppressed_as_normal
         assert np.array_equal(shown.mask(), shown.segmenter_mask())
         disagrees = shown.predicted_class == "normal" and shown.segmenter_mask().any()
-        assert (DISAGREEMENT_NOTE in shown.notes) == disagrees
+        assert (DISAGREEMENT_NOTE.format(threshold=shown.threshold) in shown.notes) == disagrees
     assert nothing_drawn, "an example on which the segmenter draws nothing"
 
 
