@@ -823,7 +823,8 @@ class Handlers:
         for chunk in batches(scans, BATCH_CHUNK):  # read now: a request holds one chunk, not the upload
             if stale():
                 break
-            results = readable_errors(lambda: self.analyzer.analyze_batch([scan.read_or_error() for scan in chunk]))
+            results = readable_errors(lambda: self.analyzer.analyze_batch([scan.read_or_error() for scan in chunk]),
+                                      SERVER_FAILED)  # one scan's failure is its row: this is the models' or the server's
             for name, result in zip((scan.name for scan in chunk), results):
                 rows.append(result_row(name, result))
                 if not isinstance(result, ScanError) and not result.out_of_distribution:

@@ -15,6 +15,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from inference.preprocess import Framing, resize, resolution_warnings, to_model_
 
 log = logging.getLogger(__name__)
 
+SCAN_FAILED = "The analysis failed on this scan (an internal error, logged). Try another scan."
 SUPPRESSED_NOTE = ("No lesion is drawn: the classifier rates this scan normal at {p_normal:.0%}, at or above the "
                    "{gate:.0%} from which a rule chosen on held-out validation scans hides the segmenter's finding "
                    "(it removes most false alarms on normal scans).")
@@ -189,6 +191,26 @@ class Analysis:
         return self.mask(threshold).astype(np.uint8) * 255
 
 
+def _as_value(error: ScanError) -> ScanError:
+    """`error` without its frames, to be kept as a batch's row: they hold the file's bytes (up to 50 MB)
+    or the scan's arrays in a reference cycle that only the cyclic collector frees, so a batch of bad
+    files piled up gigabytes. The message is all a row needs."""
+    error.__context__ = error.__cause__ = None
+    return error.with_traceback(None)
+
+
+def _one_scan(step: Callable, *args):
+    """`step(*args)` for one scan, or the ScanError it raised, or a ScanError for any other failure
+    (logged): one scan's failure (a library's bug on an odd scan) costs its row, not the batch."""
+    try:
+        return step(*args)
+    except ScanError as error:
+        return _as_value(error)
+    except Exception:
+        log.exception("analysing one scan failed")
+        return ScanError(SCAN_FAILED)
+
+
 def decode_or_error(source) -> DecodedScan | ScanError:
     """`decode(source)`, or the ScanError it raised: a batch carries each failure as a value,
     so one bad file does not stop the others. So does any other exception: the decoding libraries
@@ -200,11 +222,7 @@ def decode_or_error(source) -> DecodedScan | ScanError:
     try:
         return decode(source)
     except ScanError as error:
-        # Kept as a value, the error must not keep its frames: they hold the file's bytes (up to 50 MB)
-        # in a reference cycle that only the cyclic collector frees, so a batch of bad files piled up
-        # gigabytes. The message is all a row needs.
-        error.__context__ = error.__cause__ = None
-        return error.with_traceback(None)
+        return _as_value(error)
     except Exception as error:  # an image library's own bug on a malformed file: that file's row, not the batch
         log.exception("decoding one scan of a batch failed")
         return ScanError(f"This file could not be decoded: the image library failed on it ({type(error).__name__}).")
@@ -419,10 +437,11 @@ class Analyzer:
     def analyze_decoded(self, decoded: Sequence, maps: bool = False,
                         view: int | None = None) -> list[Analysis | ScanError]:
         """What `decode_or_error` gave for each scan of a batch -> its Analysis, or its ScanError as
-        it came. The batch's scans share one forward pass of each model; framing and
-        post-processing run on the scan threads. `view`: as for `prepare` (a batch reads the largest)."""
+        it came, or the ScanError its framing or post-processing raised (`_one_scan`). The batch's scans
+        share one forward pass of each model; framing and post-processing run on the scan threads.
+        `view`: as for `prepare` (a batch reads the largest)."""
         prepared = list(self._scan_pool.map(
-            lambda item: item if isinstance(item, ScanError) else self.prepare(item, view), decoded))
+            lambda item: item if isinstance(item, ScanError) else _one_scan(self.prepare, item, view), decoded))
         scans = [p for p in prepared if not isinstance(p, ScanError)]
         if not scans:
             return prepared
@@ -431,7 +450,7 @@ class Analyzer:
             maps).result()
         nothing = [None] * len(scans)  # for outputs not computed: maps not asked for, no OOD check
         each_head_inputs = nothing if head_inputs is None else [[t[i:i + 1] for t in head_inputs] for i in range(len(scans))]
-        analyses = iter(self._scan_pool.map(self._finish, scans, logits, nothing if class_cams is None else class_cams,
+        analyses = iter(self._scan_pool.map(partial(_one_scan, self._finish), scans, logits, nothing if class_cams is None else class_cams,
                                             mask_logits, each_head_inputs, nothing if distances is None else distances,
                                             nothing if kinds is None else kinds))
         return [p if isinstance(p, ScanError) else next(analyses) for p in prepared]
@@ -446,4 +465,7 @@ class Analyzer:
         """Bytes, a path or an image array -> Analysis of frame `frame` (from 0) of a multi-frame
         file, on view `view` of an image showing several side by side (from 0, left to right; None:
         the largest), with every class's Grad-CAM; raises inference.decode.ScanError on bad input."""
-        return self.analyze_decoded([decode(source, frame)], maps=True, view=view)[0]
+        analysis = self.analyze_decoded([decode(source, frame)], maps=True, view=view)[0]
+        if isinstance(analysis, ScanError):
+            raise analysis
+        return analysis

@@ -4,11 +4,13 @@ Quality is asserted on the BUSI examples, the source the shipped models were tra
 other sources' examples they are often wrong (see README), so those get shape and sanity checks."""
 
 import numpy as np
+import pytest
 from PIL import Image
 from scipy import ndimage
 
-from inference.pipeline import (DISAGREEMENT_NOTE, HIDDEN_SHOWN_NOTE, NO_LESION_NOTE, SPARED_NOTE, SUPPRESSED_NOTE,
+from inference.pipeline import (DISAGREEMENT_NOTE, HIDDEN_SHOWN_NOTE, NO_LESION_NOTE, SCAN_FAILED, SPARED_NOTE, SUPPRESSED_NOTE,
                                 UNDRAWN_FINDING_NOTE, Analysis)
+from inference.decode import ScanError
 from inference.postprocess import lesion_mask
 from inference.preprocess import LOW_RESOLUTION_WARNING, Framing
 from training.metrics import dice_iou
@@ -234,6 +236,28 @@ def test_display_copy_of_a_big_scan_draws_the_same_lesion(analyzer, examples):
     assert seg_map.shape == (819, 1024) and ndimage.binary_dilation(shown.mask(), iterations=10)[
         np.unravel_index(np.argmax(seg_map), seg_map.shape)]
     assert shown is analysis.for_display(1024) and analysis.for_display(4000) is analysis
+
+
+@pytest.mark.parametrize("step", ["prepare", "_finish"])
+def test_one_scans_failure_costs_its_row_not_the_batch(analyzer, examples, monkeypatch, step):
+    """A library's bug on one odd scan, while it is framed or post-processed (code review: it failed the
+    whole batch); alone, the scan gets a readable error."""
+    paths = [path for path, _ in examples[:3]]
+    odd = np.asarray(Image.open(paths[1]).convert("L"))
+    original = getattr(analyzer, step)
+
+    def failing_on_the_odd_scan(scan, *args):
+        gray = scan.gray if step == "prepare" else scan.decoded.gray
+        if gray.shape == odd.shape and np.array_equal(gray, odd):
+            raise IndexError("a library's bug")
+        return original(scan, *args)
+
+    monkeypatch.setattr(analyzer, step, failing_on_the_odd_scan)
+    first, failed, last = analyzer.analyze_batch(paths)
+    assert isinstance(failed, ScanError) and str(failed) == SCAN_FAILED
+    assert isinstance(first, Analysis) and isinstance(last, Analysis)
+    with pytest.raises(ScanError, match="internal error"):
+        analyzer.analyze(paths[1])
 
 
 def test_the_display_copy_draws_a_lesion_whose_peak_only_the_full_size_reaches():
