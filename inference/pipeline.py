@@ -15,6 +15,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Callable, Sequence
 
@@ -81,6 +82,7 @@ class Analysis:
     mm_unavailable_reason: str | None = NOT_DICOM    # why there are no sizes in mm
     frame: int = 0                                   # which frame of a multi-frame file was analysed
     n_frames: int = 1
+    analysed_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # printed on the PDF
     _seg_maps: dict = field(default_factory=dict, repr=False)  # threshold -> Seg-Grad-CAM, computed once each
     _masks: dict = field(default_factory=dict, repr=False)     # threshold -> post-processed mask
     _displays: dict = field(default_factory=dict, repr=False)  # longest side -> smaller copy for drawing

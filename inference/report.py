@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from datetime import UTC, datetime
+from datetime import UTC
 from functools import lru_cache
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
@@ -299,14 +299,15 @@ def _seg_cam_reason(analysis: Analysis, stats: dict) -> str:
 
 def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: float = DEFAULT_OPACITY,
                models: dict[str, str] | None = None, scan_name: str | None = None,
-               analysed_at: datetime | None = None, explain: str | None = None, style: str = "filled") -> bytes:
+               explain: str | None = None, style: str = "filled") -> bytes:
     """The PDF (bytes) of `analysis` as the app shows it at `threshold` (default: the validated one)
     and `opacity`, the lesion drawn in `style` ("filled": tinted and outlined, or "outline" only), with
     the Grad-CAM of class `explain` (default: the predicted class). `models`: role -> description, e.g. `model_descriptions(analyzer.classifier,
-    analyzer.segmenter)`; `scan_name`: the uploaded file's name (only its last part is printed);
-    `analysed_at`: when the analysis ran (default: now; a naive time is taken as UTC), printed in UTC."""
+    analyzer.segmenter)`; `scan_name`: the uploaded file's name (only its last part is printed). The time
+    printed is when the analysis ran (`analysis.analysed_at`; a naive time is taken as UTC), in UTC: a PDF
+    made later from a stored analysis printed the time it was made."""
     used = analysis.threshold if threshold is None else float(threshold)
-    moment = analysed_at or datetime.now(UTC)
+    moment = analysis.analysed_at
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     withheld = analysis.out_of_distribution
 
@@ -387,8 +388,8 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
         pdf.para("Model sources and revisions were not recorded with this report.")
     if analysis.feature_distance is not None:
         distance, limit = analysis.feature_distance, analysis.feature_limit
-        pdf.para(f"Out-of-distribution check: feature distance {distance:.1f} "
-                 f"({'over' if distance > limit else 'within'} the limit of {limit:.1f}).", size=8)
+        pdf.para(f"Out-of-distribution check: feature distance {distance:.2f} "
+                 f"({'over' if distance > limit else 'within'} the limit of {limit:.2f}).", size=8)
     if withheld:
         pdf.para(threshold_text, size=8)
     else:

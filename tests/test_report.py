@@ -83,7 +83,8 @@ def dicom_bytes(frames: np.ndarray, mm_per_pixel: tuple[float, float]) -> bytes:
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_report_of_an_example_holds_what_the_app_shows(analyses, models, name):
     analysis = analyses[name]
-    report = read(pdf_report(analysis, models=models, scan_name=f"/uploads/tmp123/{name}", analysed_at=WHEN))
+    report = read(pdf_report(dataclasses.replace(analysis, analysed_at=WHEN), models=models,
+                             scan_name=f"/uploads/tmp123/{name}"))
     text, stats = report.text, analysis.lesion_stats()
     assert 1 <= len(report.pages) <= 2
     assert all(DISCLAIMER in page for page in report.pages), "the disclaimer is on every page"
@@ -137,7 +138,7 @@ def test_a_scan_withheld_for_another_reason_than_its_features_is_reported_within
     analysis = analyzer.analyze(255 - np.asarray(Image.open(path).convert("L")))
     assert analysis.out_of_distribution and analysis.feature_distance < analysis.feature_limit
     text = read(pdf_report(analysis, models=models, scan_name="inverted.png")).text
-    assert f"feature distance {analysis.feature_distance:.1f} (within the limit of {analysis.feature_limit:.1f})" in text
+    assert f"feature distance {analysis.feature_distance:.2f} (within the limit of {analysis.feature_limit:.2f})" in text
     assert "Predicted class" not in text
 
 
@@ -160,11 +161,11 @@ def test_calibrated_multiframe_dicom_reports_mm_and_no_patient(analyzer, models,
 
 
 def test_chosen_threshold_and_unicode_text(analyses, models):
-    analysis = dataclasses.replace(analyses["busi_malignant_49.png"])  # a copy: the warnings are replaced
-    analysis.warnings = ["Contrast ≥ 2× the usual — area in mm² ⚠️ 超音波"]
     moment = datetime(2025, 3, 4, 7, 6, 7, tzinfo=timezone(timedelta(hours=2)))
+    analysis = dataclasses.replace(analyses["busi_malignant_49.png"], analysed_at=moment)  # a copy: warnings replaced
+    analysis.warnings = ["Contrast ≥ 2× the usual — area in mm² ⚠️ 超音波"]
     text = read(pdf_report(analysis, threshold=0.6, opacity=0.2, scan_name="C:\\Users\\me\\échographie—1.png",
-                           analysed_at=moment, models=models)).text
+                           models=models)).text
     stats = analysis.lesion_stats(0.6)
     assert "2025-03-04 05:06:07 UTC" in text, "converted to UTC"
     assert "Segmentation threshold: 0.60 (chosen; the validated one is" in text
