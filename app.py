@@ -416,11 +416,12 @@ def answers_readably(handler):
 
 
 def _number(value, name: str, expected: str) -> float | None:
-    """`value` as a float (None stays None); text, true/false (which Python would take for 1 and 0)
-    and anything float() refuses are a readable error naming what was `expected`."""
+    """`value` as a float (None stays None); text (even "0.5", which float() would take: the API documents
+    numbers), true/false (which Python would take for 1 and 0) and anything float() refuses are a readable
+    error naming what was `expected`."""
     if value is None:
         return None
-    if not isinstance(value, bool):
+    if not isinstance(value, (bool, str, bytes)):
         with contextlib.suppress(TypeError, ValueError, OverflowError):  # an integer of 400 digits overflows
             return float(value)
     raise user_error(f"{name} must be {expected}; got {reprlib.repr(value)}.")

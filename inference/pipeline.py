@@ -53,6 +53,18 @@ SPARED_NOTE = ("The classifier rates this scan normal at {p_normal:.0%}, but the
                "held-out validation scans keeps such a lesion drawn): the lesion is drawn; weigh both.")
 
 
+# Masks and Seg-Grad-CAM maps kept per threshold: an analysis lives in a session for half an hour, and each
+# threshold typed into the slider's box added a full-size mask (40 typed on a 16-megapixel scan: 610 MiB).
+KEPT_THRESHOLDS = 4
+
+
+def _remember(kept: dict, key, value) -> None:
+    """`kept[key] = value`, forgetting the oldest entries beyond KEPT_THRESHOLDS."""
+    kept[key] = value
+    while len(kept) > KEPT_THRESHOLDS:
+        kept.pop(next(iter(kept)), None)
+
+
 @dataclass
 class Analysis:
     gray: np.ndarray                  # (H, W) uint8 scan as analysed
@@ -105,18 +117,20 @@ class Analysis:
     def segmenter_mask(self, threshold: float | None = None) -> np.ndarray:
         """The segmenter's own mask, before the classifier's verdict is taken into account. One
         rendering asks for the same mask several times (overlay, PNG, statistics, Seg-Grad-CAM):
-        it is post-processed once per threshold and kept (read-only). A display copy shrinks the
-        full-size mask rather than post-processing its own smoothed probabilities, whose peak can fall
-        under the peak threshold: the drawing would then lose a lesion the statistics report."""
+        it is post-processed once per threshold and kept (read-only; those of the last KEPT_THRESHOLDS).
+        A display copy shrinks the full-size mask rather than post-processing its own smoothed
+        probabilities, whose peak can fall under the peak threshold: the drawing would then lose a
+        lesion the statistics report."""
         key = self.threshold if threshold is None else float(threshold)
-        if key not in self._masks:
+        mask = self._masks.get(key)
+        if mask is None:
             if self._full_size is not None:
                 mask = resize(self._full_size.segmenter_mask(key).astype(np.float32), *self.gray.shape) >= 0.5
             else:
                 mask = lesion_mask(self.lesion_probs, key, self.min_area_fraction, self.largest_only, self.peak_threshold)
             mask.flags.writeable = False
-            self._masks[key] = mask
-        return self._masks[key]
+            _remember(self._masks, key, mask)
+        return mask
 
     def lesion_stats(self, threshold: float | None = None) -> dict:
         """The drawn lesion's statistics; its share is of the ultrasound field the segmenter read (of
@@ -136,14 +150,16 @@ class Analysis:
         """Seg-Grad-CAM of the lesion mask shown at `threshold` (default: the validated one) at the
         scan's size; None when no lesion is shown (none found, called normal, or not a scan). Its
         target is exactly the displayed mask, so a new threshold gets its own map: computed on first
-        use, then kept for re-rendering."""
+        use, then kept for re-rendering (the last KEPT_THRESHOLDS)."""
         mask = self.mask(threshold)
         if self.explain_region is None or not mask.any():
             return None
         key = self.threshold if threshold is None else float(threshold)
-        if key not in self._seg_maps:
-            self._seg_maps[key] = self.explain_region(self.seg_framing.to_input(mask.astype(np.float32)) >= 0.5)
-        return self.seg_framing.to_scan(self._seg_maps[key])
+        seg_map = self._seg_maps.get(key)
+        if seg_map is None:
+            seg_map = self.explain_region(self.seg_framing.to_input(mask.astype(np.float32)) >= 0.5)
+            _remember(self._seg_maps, key, seg_map)
+        return self.seg_framing.to_scan(seg_map)
 
     def for_display(self, longest_side: int) -> Analysis:
         """This analysis on a copy of the scan no longer than `longest_side` on either side (itself

@@ -983,11 +983,11 @@ def test_the_temp_folder_goes_when_the_server_is_stopped(tmp_path, signum):
     assert not list(tmp_path.glob("busi-demo-*")), "the temporary folder outlived the server"
 
 
-@pytest.mark.parametrize("threshold, opacity", [(float("nan"), 0.5), (0.5, float("nan")), ("high", 0.5), (1.5, 0.5),
+@pytest.mark.parametrize("threshold, opacity", [(float("nan"), 0.5), (0.5, float("nan")), ("high", 0.5), ("0.5", 0.5), (1.5, 0.5),
                                                 (0.5, -0.1), (0.0, 0.5), (0.99, 0.5), (True, 0.5), (0.5, True)])
 def test_bad_numbers_are_readable_errors(handlers, examples, threshold, opacity):
     """Out of range (for the threshold: the slider's range; at 0 the whole scan was drawn as a
-    lesion), not a number, or true/false (which Python takes for 1 and 0)."""
+    lesion), not a number (text too, even a number's), or true/false (which Python takes for 1 and 0)."""
     with pytest.raises(gr.Error, match="must be a number from"):
         handlers.analyze(str(examples[0][0]), "predicted class", threshold, opacity)
     if threshold != 0.5:
