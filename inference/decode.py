@@ -207,7 +207,8 @@ def _frame_warnings(frame: int, n_frames: int) -> list[str]:
     if n_frames == 1:
         return []
     return [f"This file holds {n_frames} frames; only frame {frame} (numbered from 0) was analysed. "
-            "To analyse another, move the Frame slider on the Scan tab (API: the frame argument)."]
+            "To analyse another, move the Frame slider on the Scan tab (API: the frame argument of /analyze or "
+            "/report)."]
 
 
 def decode(source, frame: int = 0) -> DecodedScan:

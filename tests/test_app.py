@@ -759,6 +759,15 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         typed.fill("0.5")  # back inside the range: the steps below move the slider
         page.keyboard.press("Enter")
         expect(typed).to_have_value("0.5")
+        # Tabbing past the Explain class box closes its list (Gradio left a line of it over the heat map).
+        page.locator("input[role=combobox]").first.focus()
+        page.keyboard.press("Shift+Tab")
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("listbox")).to_be_visible()
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("listbox")).to_have_count(0)
+        # The notes are announced, not the progress timer inside them.
+        expect(notes.locator("[data-testid=status-tracker]")).to_have_attribute("aria-hidden", "true")
 
         # A big benign scan still being analysed when the malignant example is clicked: the example's
         # results stay, whichever analysis ends last; removing the picture removes its results.
