@@ -66,6 +66,12 @@ from inference.preprocess import view_position
 from inference.report import NOT_ULTRASOUND, json_report, lesion_summary, model_descriptions, pdf_report
 
 
+# Gradio ends every file-taking tool's description by pointing to an upload_file_to_gradio tool that this
+# server does not list (it is Gradio's for remote files): how a scan is sent instead.
+MCP_FILE_HINT = (" Send a scan as a data: URI with base64 content (data:image/png;base64,...) or as an http(s) URL "
+                 "this server may fetch (local and private addresses are refused).")
+
+
 def mend_mcp_results():
     """Gradio 6.31's MCP server passes a tool's outputs to its converter as one item when the client asks
     for no progress updates (most clients): a tool with several outputs answered with one text block,
@@ -73,7 +79,7 @@ def mend_mcp_results():
     Gradio's own progress path lists them, so each image becomes MCP image content; and a dict or list
     output (the probabilities, the report), or a missing one (no Seg-Grad-CAM without a lesion), is sent
     as JSON text ("null"), which a client can parse, not as a Python printout. Remove once Gradio does
-    both (the MCP test checks)."""
+    both (the MCP test checks). And the tools' descriptions say how to send a scan (MCP_FILE_HINT)."""
     from anyio.to_thread import run_sync
     from gradio.mcp import GradioMCPServer
     from gradio_client.utils import is_file_obj_with_meta
@@ -91,6 +97,7 @@ def mend_mcp_results():
 
     GradioMCPServer._execute_tool_without_progress = one_item_per_output
     GradioMCPServer.postprocess_output_data = json_for_data
+    GradioMCPServer._file_data_tool_description = property(lambda self: MCP_FILE_HINT)
 
 
 mend_mcp_results()

@@ -1102,6 +1102,8 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
         tools, good, bad, defaults = asyncio.run(session_calls(server.url))
     assert {"analyze", "classify", "segment", "report"} <= set(tools), "MCP tools are named as the endpoints"
     assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment", "report"))
+    assert all("data: URI" in tools[name].description and "upload_file_to_gradio" not in tools[name].description
+               for name in ("analyze", "classify", "segment", "report")), "no tool this server lacks"
     assert "0.05 to 0.95" in str(tools["segment"].inputSchema["properties"]["threshold"])
     assert all("data: URI" in str(tools[name].inputSchema["properties"]["path"]) for name in ("analyze", "report")), \
         "the schema says how to send a scan"
