@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from inference.graph import graph_boundary, inputs_of
+from explain.graph import graph_boundary, inputs_of
 
 
 def cam_from_gradients(features: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:

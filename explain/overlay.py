@@ -7,8 +7,6 @@ from matplotlib import colormaps
 from PIL import Image
 from scipy import ndimage
 
-from inference.preprocess import resize
-
 LESION_COLOUR = (255, 64, 64)
 MASK_STYLES = ("filled", "outline")
 DEFAULT_OPACITY = 0.45  # of heat maps and lesion fills: plain to see, with the anatomy still readable under them
@@ -16,7 +14,8 @@ DEFAULT_OPACITY = 0.45  # of heat maps and lesion fills: plain to see, with the 
 
 def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     """A low-resolution map (h, w) resized bilinearly to (height, width), clipped to 0..1."""
-    return np.clip(resize(cam.astype(np.float32), height, width), 0.0, 1.0)
+    image = Image.fromarray(cam.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(image), 0.0, 1.0)
 
 
 # Matplotlib's jet as a 256-entry Pillow palette: rendering looks each pixel's colour up by the map's 8-bit

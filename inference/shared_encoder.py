@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from inference.graph import graph_boundary, producer
+from explain.graph import graph_boundary, producer
 
 # Layer names of the EfficientNet-Lite encoder both models are built on (training.efficientnet_lite).
 ENCODER_PREFIXES = ("rescale", "stem_", "block")

@@ -1,7 +1,7 @@
 """Walking a Keras functional graph backwards from a tensor: which layer call produced it and what that
 call read. Both Grad-CAM (`explain.gradcam`, to split a model at its map's layer) and the shared
 encoder (`inference.shared_encoder`, to cut a segmenter's decoder off its encoder) need the inputs of
-a part of a model; the walk lives here, below both.
+a part of a model; the walk lives with Grad-CAM, which `inference` builds on (never the other way).
 """
 
 from __future__ import annotations
