@@ -108,10 +108,11 @@ def load_model(source: str) -> LoadedModel:
     return LoadedModel(model, config, source, card.read_text() if card.is_file() else "", folder)
 
 
-def load_configured(kind: str) -> LoadedModel:
-    """The `kind` ("classifier" or "segmenter") model its setting names (else the bundled one),
-    checked to be that kind of model; an error names the setting that chose the source."""
-    source = source_for(kind)
+def load_configured(kind: str, source: str | None = None) -> LoadedModel:
+    """The `kind` ("classifier" or "segmenter") model at `source` (default: the one its setting names,
+    else the bundled one), checked to be that kind of model; an error names the setting that chose the
+    source."""
+    source = source or source_for(kind)
     chosen_by = f" (chosen by {SETTINGS[kind]})" if os.environ.get(SETTINGS[kind]) else ""
     try:
         loaded = load_model(source)

@@ -24,7 +24,7 @@ import ray
 
 from inference.batch import ERROR_PREFIX, arrow_schema, open_results, output_stems, record_scan
 from inference.files import is_hidden_path, is_scan_file
-from inference.models import REPO_ROOT, load_model, source_for
+from inference.models import REPO_ROOT, load_configured, source_for
 from inference.pipeline import Analyzer, decode_or_error
 
 # Between the decode and analyse stages: decode_or_error's result (the scan's pixels and warnings,
@@ -115,7 +115,8 @@ class AnalyseScans:
         threads = max(1, int(cpus))
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-        self.analyzer = Analyzer(load_model(classifier_source), load_model(segmenter_source))
+        self.analyzer = Analyzer(load_configured("classifier", classifier_source),
+                                 load_configured("segmenter", segmenter_source))
         self.maps = explain_dir is not None
         self.masks_dir, self.explain_dir = masks_dir and Path(masks_dir), explain_dir and Path(explain_dir)
         self.renamed = renamed
@@ -140,8 +141,8 @@ def build_dataset(sources: list[str], masks_dir: Path | None, explain_dir: Path 
             .map_batches(decode_files, batch_format="pyarrow", fn_kwargs=dict(sources=sources))
             .map_batches(AnalyseScans, batch_size=batch_size, batch_format="pyarrow", num_cpus=actor_cpus,
                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=None),
-                         fn_constructor_kwargs=dict(classifier_source=source_for("classifier"),
-                                                    segmenter_source=source_for("segmenter"), cpus=actor_cpus,
+                         fn_constructor_kwargs=dict(classifier_source=for_workers(source_for("classifier")),
+                                                    segmenter_source=for_workers(source_for("segmenter")), cpus=actor_cpus,
                                                     masks_dir=for_workers(masks_dir), explain_dir=for_workers(explain_dir),
                                                     renamed=renamed)))
 

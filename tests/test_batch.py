@@ -13,6 +13,7 @@ from inference.__main__ import main as batch_main
 from inference.batch import ERROR_PREFIX, find_scans, run_local
 from inference.decode import ScanError
 from inference import pipeline
+from inference.models import REPO_ROOT
 from inference.pipeline import Analysis
 
 PROBABILITY_TOLERANCE = 1e-4
@@ -87,8 +88,13 @@ def ray_local():
     ray.shutdown()
 
 
-def test_ray_job_gives_the_local_rows_and_masks(ray_local, analyzer, examples, tmp_path):
+def test_ray_job_gives_the_local_rows_and_masks(ray_local, analyzer, examples, tmp_path, monkeypatch):
+    """The same rows and masks; the models named by paths relative to this process's folder, which
+    the workers do not share."""
     pq = pytest.importorskip("pyarrow.parquet")
+    monkeypatch.chdir(REPO_ROOT / "models")
+    monkeypatch.setenv("BUSI_CLASSIFIER", "classifier")
+    monkeypatch.setenv("BUSI_SEGMENTER", "./segmenter")
     folder = scan_folder(tmp_path / "scans", examples)
     # Another scan with the first's name, in a subfolder: both engines must name their masks apart.
     shutil.copy(examples[1][0], folder / "sub" / examples[0][0].name)
