@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ import numpy as np
 from PIL import Image
 
 JPEG_QUALITY = 90
+# Held while a file is found old and deleted, and while a file handed out again is made young: else `prune`
+# could find a file old, `write_file` hand it out again, and `prune` delete it under that request.
+_AGE_LOCK = threading.Lock()
 
 
 def write_image(array: np.ndarray, folder: Path, fmt: str = "jpeg", name: str | None = None) -> str:
@@ -38,7 +42,7 @@ def write_file(data: bytes, folder: Path, suffix: str, download_name: str | None
     `<folder>/<content hash>/<download_name>` — written once through an atomic rename; the path."""
     digest = hashlib.sha1(data).hexdigest()
     path = folder / f"{digest}.{suffix}" if download_name is None else folder / digest / download_name
-    with contextlib.suppress(FileNotFoundError):  # pruned between two requests for it: written anew below
+    with _AGE_LOCK, contextlib.suppress(FileNotFoundError):  # pruned between two requests: written anew below
         os.utime(path)  # handed out again: young again, so `prune` leaves it for this request's download
         return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)  # (`prune` leaves a folder this young)
@@ -59,14 +63,15 @@ def prune(folder: Path, max_age_s: float) -> int:
     cutoff, removed = time.time() - max_age_s, 0
     for path in sorted(folder.rglob("*"), reverse=True) if folder.is_dir() else []:  # files before their folders
         try:
-            if path.stat().st_mtime >= cutoff:
-                continue
-            if path.is_dir():
-                if not any(path.iterdir()):
-                    path.rmdir()
-            else:
-                path.unlink()
-                removed += 1
+            with _AGE_LOCK:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                if path.is_dir():
+                    if not any(path.iterdir()):
+                        path.rmdir()
+                else:
+                    path.unlink()
+                    removed += 1
         except OSError:  # pruned (or written into) by another request first: best effort, next time again
             pass
     return removed
