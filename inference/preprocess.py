@@ -77,12 +77,17 @@ CAPTION_MAX_ACROSS = 0.6
 CLAHE_CLIP_LIMIT = 0.01  # scikit-image's default; its tiles are 1/8 of each side of the placed field
 
 
+def _near(gray: np.ndarray, level: float) -> np.ndarray:
+    """Which pixels of `gray` (uint8) lie within PLAIN_TOLERANCE of `level`: of a plain margin, bar or line."""
+    return np.abs(gray.astype(np.int16) - level) <= PLAIN_TOLERANCE
+
+
 def _plain_run(lines: np.ndarray) -> tuple[int, float]:
     """(how many of `lines`, from one edge of a scan inward, belong to a plain margin, its level): the
     first line's median is the level, and a line belongs when at least PLAIN_SHARE of it lies within
     PLAIN_TOLERANCE of the level."""
     level = float(np.median(lines[0]))
-    plain = (np.abs(lines.astype(np.int16) - level) <= PLAIN_TOLERANCE).mean(axis=1) >= PLAIN_SHARE
+    plain = _near(lines, level).mean(axis=1) >= PLAIN_SHARE
     return (len(plain) if plain.all() else int(np.argmin(plain))), level
 
 
@@ -136,7 +141,7 @@ def _bar_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
         band = gray[start:end]
         level = np.median(band)
         if (BAR_MIN_SHARE * len(gray) <= end - start <= BAR_MAX_SHARE * len(gray) and level > FIELD_MIN_LEVEL
-                and (np.abs(band.astype(np.int16) - level) <= PLAIN_TOLERANCE).mean() >= BAR_PLAIN_SHARE):
+                and _near(band, level).mean() >= BAR_PLAIN_SHARE):
             bar[start:end] = True
     return bar
 
@@ -150,7 +155,7 @@ def _image_pixels(gray: np.ndarray) -> tuple[Box, np.ndarray]:
     inner = gray[top:bottom, left:right]
     image = inner > FIELD_MIN_LEVEL
     if level is not None:
-        image &= np.abs(inner.astype(np.int16) - level) > PLAIN_TOLERANCE
+        image &= ~_near(inner, level)
     image[_bar_lines(inner, image)] = False
     image[:, _bar_lines(inner.T, image.T)] = False
     return (top, bottom, left, right), image
@@ -227,7 +232,7 @@ def _separator_columns(gray: np.ndarray) -> np.ndarray:
     bottom (PLAIN_SHARE of them within PLAIN_TOLERANCE of their median): a line a viewer draws between
     two views, which no column of tissue is."""
     level = np.median(gray, axis=0)
-    plain = (np.abs(gray.astype(np.int16) - level) <= PLAIN_TOLERANCE).mean(axis=0) >= PLAIN_SHARE
+    plain = _near(gray, level).mean(axis=0) >= PLAIN_SHARE
     return plain & (level > FIELD_MIN_LEVEL)
 
 
