@@ -457,18 +457,17 @@ def whole_number(value, name: str) -> int | None:
     return int(number)
 
 
+def one_of(value, choices, name: str):
+    """`value`, a menu's or radio's choice from the UI or an API call, if it is one of `choices`; anything
+    else is a readable error naming them."""
+    if value not in choices:
+        raise user_error(f"{name} must be one of {', '.join(choices)}; got {reprlib.repr(value)}.")
+    return value
+
+
 def explained_class(explain) -> str | None:
     """The class whose Grad-CAM to draw, from the menu's choice (None: the predicted class)."""
-    if explain not in EXPLAIN_CHOICES:
-        raise user_error(f"explain must be one of {', '.join(EXPLAIN_CHOICES)}; got {reprlib.repr(explain)}.")
-    return None if explain == EXPLAIN_CHOICES[0] else explain
-
-
-def checked_style(style) -> str:
-    """How the lesion is drawn, from the radio's choice; anything else is a readable error."""
-    if style not in MASK_STYLES:
-        raise user_error(f"style must be one of {', '.join(MASK_STYLES)}; got {reprlib.repr(style)}.")
-    return style
+    return None if one_of(explain, EXPLAIN_CHOICES, "explain") == EXPLAIN_CHOICES[0] else explain
 
 
 EXPLAINED_OTHER_NOTE = ("The classifier's Grad-CAM shows the evidence for {explained} (chosen under Explain class), "
@@ -501,7 +500,7 @@ def checked_settings(threshold, opacity, explain, style) -> tuple[float | None, 
     the threshold (None: the validated one), the opacity, the class to explain (None: the predicted
     one) and the lesion style; one place for what the screen, the PDF and the API accept."""
     return (in_range(threshold, "threshold", *THRESHOLD_RANGE),
-            in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY), explained_class(explain), checked_style(style))
+            in_range(opacity, "opacity", 0.0, 1.0, default=DEFAULT_OPACITY), explained_class(explain), one_of(style, MASK_STYLES, "style"))
 
 
 class Newest:
