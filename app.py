@@ -269,8 +269,10 @@ class ScanFileData(ImageData):
 
     @classmethod
     def model_validate(cls, value, *args, **kwargs):
-        if isinstance(value, str):
-            raise user_error("Send the scan as a file (gradio_client.handle_file(path)), not as a path string.")
+        if isinstance(value, str):  # a data: URI is read over MCP only, where Gradio turns it into a file first
+            what = "a data: URI string (MCP tools take those)" if value.startswith("data:") else "a path string"
+            raise user_error(f"Send the scan as a file (gradio_client.handle_file(path); over HTTP, the "
+                             f"{{\"path\": ...}} that /gradio_api/upload returns), not as {what}.")
         return super().model_validate(value, *args, **kwargs)
 
 

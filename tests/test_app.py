@@ -678,9 +678,11 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
     bad.write_bytes(b"definitely not an image")
     with pytest.raises(Exception, match="not an image"):
         client.predict(handle_file(str(bad)), api_name="/analyze")
-    with pytest.raises(Exception, match=r"^Send the scan as a file \(gradio_client.handle_file\(path\)\), not as a path "
-                                        r"string.$"):  # a path string: the message alone, no pydantic report
+    with pytest.raises(Exception, match=r"^Send the scan as a file \(gradio_client.handle_file\(path\); .*\), not as a "
+                                        r"path string.$"):  # a path string: the message alone, no pydantic report
         client.predict(str(path), api_name="/classify")
+    with pytest.raises(Exception, match=r"not as a data: URI string \(MCP tools take those\).$"):
+        client.predict("data:image/png;base64,iVBORw0KGgo=", api_name="/classify")
     again, _ = client.predict(handle_file(str(path)), api_name="/classify")
     assert again["label"] == label["label"], "the server keeps serving after a bad file"
 
