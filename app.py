@@ -119,8 +119,8 @@ STORED_OUTPUTS = RENDERED_OUTPUTS + 3  # what the UI's analysis sets: the stored
 # they hid half the scan), in a box that grows with them; on a phone the examples show three columns and
 # the batch outlines two, not five or four off-screen. The model cards' wide tables scroll sideways
 # instead of squeezing their cells to a letter per line. The scan's and the results' labels sit above
-# their pictures, not over them (they hid part of a lesion or a heat map). Sliders, radios, checkboxes
-# and menus get a visible keyboard focus ring (the theme draws none on them).
+# their pictures, not over them (they hid part of a lesion or a heat map). Sliders and their number boxes,
+# radios, checkboxes and menus get a visible keyboard focus ring (the theme draws none, or a faint 1 px border).
 CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; }
 #examples .grid-wrap, #batch-gallery .grid-wrap { height: auto !important; max-height: none !important; }
 #examples .grid-container, #batch-gallery .grid-container { grid-auto-rows: auto !important; }
@@ -134,7 +134,7 @@ CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: 
 #mask > [data-testid=block-label], #seg-cam > [data-testid=block-label],
 #batch-gallery > [data-testid=block-label] { position: static; margin-bottom: 4px; }
 input[type=range]:focus-visible, input[type=radio]:focus-visible, input[type=checkbox]:focus-visible,
-input[role=combobox]:focus-visible { outline: 3px solid #3730a3; outline-offset: 2px; }
+input[role=combobox]:focus-visible, input[type=number]:focus-visible { outline: 3px solid #3730a3; outline-offset: 2px; }
 /* the notes take the focus after an analysis: the app's focus colour, clear of the text (the browser's
    black ring tight around them looked like an error box) */
 #notes:focus { outline: 2px solid #3730a3; outline-offset: 3px; border-radius: 4px; }
