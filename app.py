@@ -251,6 +251,13 @@ ONE_TAB_STOP_PER_DOWNLOAD = """() => {
   const settle = () => document.querySelectorAll('a.download-link button:not([tabindex="-1"])')
     .forEach(button => { button.tabIndex = -1; });
   new MutationObserver(settle).observe(document.body, {childList: true, subtree: true}); settle(); }"""
+# A file's download link (the PDF, the batch's CSV) is named by its size and an arrow ("281.0 KB ⇣"), which is
+# all a screen reader said of it: "Download <file> (<size>)".
+NAME_FILE_DOWNLOADS = """() => {
+  const name = () => document.querySelectorAll('td.download a.download-link[download]').forEach(link => {
+    const label = `Download ${link.getAttribute('download')} (${link.textContent.replace('⇣', '').trim()})`;
+    if (link.getAttribute('aria-label') !== label) link.setAttribute('aria-label', label); });
+  new MutationObserver(name).observe(document.body, {childList: true, subtree: true, characterData: true}); name(); }"""
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
 RESULT_BUTTONS = ["download", "fullscreen"]
@@ -1043,6 +1050,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=CLOSE_DROPDOWN_ON_LEAVE)
         demo.load(None, js=SETTLE_TYPED_NUMBER)
         demo.load(None, js=ONE_TAB_STOP_PER_DOWNLOAD)
+        demo.load(None, js=NAME_FILE_DOWNLOADS)
         make_pdf.click(handlers.pdf_download, [state, ticket, scan, chosen, *settings], pdf, api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
         # Not `cancels` on the batch: a cancelled batch left Gradio's "Error" badge on the emptied summary; a

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -854,6 +855,8 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         page.get_by_role("button", name="PDF report").click()
         link = page.locator("#pdf a").first
         expect(link).to_be_visible(timeout=30_000)
+        # Named for a screen reader by what it downloads, not only by its size ("281.0 KB ⇣").
+        expect(link).to_have_attribute("aria-label", re.compile(r"^Download .+-breast-ultrasound-report\.pdf \(\d"))
         with page.expect_download() as download:
             link.click()
         report = tmp_path / "report.pdf"
