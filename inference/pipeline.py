@@ -29,7 +29,7 @@ from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_s
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats
-from inference.preprocess import Framing, resize, resolution_warnings, to_model_input, views_warnings
+from inference.preprocess import Framing, resize, resolution_warnings, to_model_input, views_notes, views_warnings
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,8 @@ class Analysis:
             return self
         if self._hidden_shown is None:
             note = HIDDEN_SHOWN_NOTE.format(p_normal=self.probability_dict()["normal"])
-            self._hidden_shown = replace(self, suppressed_as_normal=False, notes=[note], _seg_maps={}, _displays={})
+            self._hidden_shown = replace(self, suppressed_as_normal=False, notes=[*views_notes(self.class_framing), note],
+                                         _seg_maps={}, _displays={})
         return self._hidden_shown
 
     def class_overlay(self, class_name: str | None = None, opacity: float = DEFAULT_OPACITY) -> np.ndarray:
@@ -363,10 +364,10 @@ class Analyzer:
         return False, warnings + ([] if kinds is None else self.orientation.warnings(kinds))
 
     def classify(self, source, view: int | None = None) -> tuple[np.ndarray | None, list[str]]:
-        """Calibrated probabilities and warnings from the classifier's forward pass alone: no
-        segmenter, no gradient maps. Probabilities are None when the scan is out of distribution.
-        `view`: which of several views side by side to read (from 0, left to right; None: the largest).
-        Raises inference.decode.ScanError on bad input."""
+        """Calibrated probabilities and warnings (then, when a view was asked for, which was read) from
+        the classifier's forward pass alone: no segmenter, no gradient maps. Probabilities are None when
+        the scan is out of distribution. `view`: which of several views side by side to read (from 0,
+        left to right; None: the largest). Raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
         c = self.classifier.config
         framing = Framing.for_model(gray, c, view)
@@ -374,7 +375,7 @@ class Analyzer:
                                                            to_model_input(gray, framing)[None]).result()
         refused, warnings = self._screened(gray, framing, warnings, None if distances is None else float(distances[0]),
                                            None if kinds is None else kinds[0])
-        return None if refused else softmax(logits[0] / c["temperature"]), warnings
+        return None if refused else softmax(logits[0] / c["temperature"]), warnings + views_notes(framing)
 
     def _run_models(self, class_inputs: np.ndarray, seg_inputs: np.ndarray, maps: bool):
         """One pass of each model over a batch, and the screening checks: (logits, every class's
@@ -428,7 +429,7 @@ class Analyzer:
             feature_distance=distance, feature_limit=None if self.ood is None else self.ood.threshold,
             explain_region=None if head_inputs is None else lambda region: self._explain_region(head_inputs, region),
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
-            frame=decoded.frame, n_frames=decoded.n_frames,
+            frame=decoded.frame, n_frames=decoded.n_frames, notes=views_notes(scan.class_framing),
         )
         analysis.out_of_distribution, analysis.warnings = self._screened(decoded.gray, scan.class_framing,
                                                                          decoded.warnings, distance, kinds)
@@ -437,19 +438,19 @@ class Analyzer:
         segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:  # a lesion class with nothing drawn is a disagreement, said as one
             label = analysis.predicted_class
-            analysis.notes = [NO_LESION_NOTE.format(threshold=analysis.threshold) if label == "normal"
-                              else UNDRAWN_FINDING_NOTE.format(label=label, p=probabilities.max(), threshold=analysis.threshold)]
+            analysis.notes.append(NO_LESION_NOTE.format(threshold=analysis.threshold) if label == "normal" else
+                                  UNDRAWN_FINDING_NOTE.format(label=label, p=probabilities.max(), threshold=analysis.threshold))
         p_normal = probabilities[self.classes.index("normal")]
         gate, spares = s.get("normal_gate"), s.get("normal_gate_spares")
         gated = segmenter_found and gate is not None and p_normal >= gate  # nothing drawn: nothing to hide
         peak = float(analysis.lesion_probs[analysis.segmenter_mask()].max()) if gated else 0.0
         if gated and hidden_by_normal_gate(p_normal, peak, gate, spares):
             analysis.suppressed_as_normal = True
-            analysis.notes = [SUPPRESSED_NOTE.format(p_normal=p_normal, gate=gate)]
+            analysis.notes.append(SUPPRESSED_NOTE.format(p_normal=p_normal, gate=gate))
         elif gated:
-            analysis.notes = [SPARED_NOTE.format(p_normal=p_normal, peak=peak, spares=spares)]
+            analysis.notes.append(SPARED_NOTE.format(p_normal=p_normal, peak=peak, spares=spares))
         elif analysis.predicted_class == "normal" and segmenter_found:
-            analysis.notes = [DISAGREEMENT_NOTE.format(threshold=analysis.threshold)]
+            analysis.notes.append(DISAGREEMENT_NOTE.format(threshold=analysis.threshold))
         return analysis
 
     def analyze_decoded(self, decoded: Sequence, maps: bool = False,

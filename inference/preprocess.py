@@ -406,13 +406,20 @@ class Framing:
 
 
 def views_warnings(framing: Framing) -> list[str]:
-    """What a user is told of a scan that showed several views: which one was analysed."""
-    if framing.views == 1:
+    """What a user is warned of a scan that showed several views: that only one was analysed, unless
+    they asked for it (`views_notes`)."""
+    if framing.views == 1 or framing.asked:
         return []
-    if framing.asked:
-        return [ASKED_VIEW_NOTE.format(views=framing.views, view=framing.view, index=framing.view_index)]
     why = "the largest" if framing.larger_than_the_rest else "the leftmost of the largest, which are the same size"
     return [SEVERAL_VIEWS_WARNING.format(views=framing.views, view=framing.view, why=why)]
+
+
+def views_notes(framing: Framing) -> list[str]:
+    """What a user is told of a scan that showed several views, one of which they asked for: which was read
+    (a note: nothing is amiss, so no warning)."""
+    if framing.views == 1 or not framing.asked:
+        return []
+    return [ASKED_VIEW_NOTE.format(views=framing.views, view=framing.view, index=framing.view_index)]
 
 
 def resolution_warnings(framing: Framing) -> list[str]:

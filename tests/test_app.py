@@ -413,7 +413,7 @@ def test_two_views_side_by_side_get_a_view_choice(handlers, tmp_path):
     assert shared["lesion_count"] and abs(shared["lesion_area_percent"] - alone["lesion_area_percent"]) < 0.5
     other, label, *_, notes, _, picker = handlers.analyze_and_store(path, 0, 1)
     assert picker["value"] == 1 and "reading the right one" in picker["label"]
-    assert "the right one (view 1), as asked, was analysed" in notes
+    assert "the right one (view 1), as asked, was analysed" in notes and "⚠️" not in notes, "a note, not a warning"
     assert other.mask()[:, :left.shape[1]].sum() == 0 < other.mask().sum()  # the lesion lies on the right view
     *_, report, _, _ = handlers.analyze(path, view=1)
     assert (report["view"], report["n_views"], report["predicted_class"]) == (1, 2, other.predicted_class)

@@ -6,7 +6,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from inference import preprocess
 from inference.preprocess import (ASKED_VIEW_NOTE, FIELD_MIN_LEVEL, SEVERAL_VIEWS_WARNING, VIEW_MIN_SIDE, Framing, ViewError,
-                                  _bar_lines, scan_views, to_model_input, ultrasound_field, views_warnings)
+                                  _bar_lines, scan_views, to_model_input, ultrasound_field, views_notes, views_warnings)
 from training.busi import load_scan
 from training.split import samples_by_side
 
@@ -199,7 +199,7 @@ def test_views_side_by_side_are_split_and_the_largest_is_framed():
     assert Framing.of(dual, 224).views == 1  # a model that does not crop to the field sees the whole scan
     asked = Framing.of(dual, 224, crop_to_field=True, keep_aspect=True, view=1)
     assert (asked.box, asked.view, asked.view_index, asked.asked) == ((10, 190, 316, 576), "right", 1, True)
-    assert views_warnings(asked) == [ASKED_VIEW_NOTE.format(views=2, view="right", index=1)]
+    assert views_warnings(asked) == [] and views_notes(asked) == [ASKED_VIEW_NOTE.format(views=2, view="right", index=1)]
     with pytest.raises(ViewError, match="View 2 was asked for, but this image shows 2 views side by side, numbered 0 to 1"):
         Framing.of(dual, 224, crop_to_field=True, view=2)
     with pytest.raises(ViewError, match="shows one view"):
