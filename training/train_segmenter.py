@@ -4,9 +4,11 @@ Skips come from the encoder's stride 2/4/8/16 stages, the bottleneck is its stri
 decoder predicts at stride 2 and upsamples the logits (full-resolution convolutions would double
 the cost on 2 CPU cores for little Dice). Trained on all three classes of the train sides of BUSI
 and BUS-UCLM, so normal scans teach an empty mask; loss = binary cross-entropy + per-image Dice on
-lesion scans, weighted per scan (`training.finetune.scan_weights`). The epoch with the best pooled
-validation lesion Dice is kept, then threshold, post-processing and the normal gate (no lesion drawn
-when the classifier's normal probability reaches it) are chosen on the validation sides.
+lesion scans, weighted per scan (`training.finetune.scan_weights`; since rule 84, before which the
+weights scaled whole batches). Each epoch is scored by its best validation lesion Dice over the
+post-processing grid (threshold, peak threshold, minimum area, the normal gate: no lesion drawn when
+the classifier's normal probability reaches it) with at most 10 % of each source's normal validation
+scans flagged; the best epoch is kept, with that post-processing.
 
 With `--encoder-from CLASSIFIER` the encoder is the trained classifier's, frozen, at its input size,
 and only the decoder trains: serving can then run one encoder pass for both models.
@@ -51,22 +53,33 @@ GATE_SPARES = (None, 0.9, 0.95, 0.99)  # segmenter peak from which the gate leav
 
 
 def dice_bce_loss(y_true, y_pred):
-    """Binary cross-entropy on every scan + (1 - soft Dice) averaged over the scans that have a
-    lesion: per image, like the metric, so small lesions weigh as much as large ones. Normal scans
-    (empty masks, where Dice is undefined) are taught by the cross-entropy term."""
+    """Per scan, binary cross-entropy + (1 - soft Dice) on the scans that have a lesion: per image, like
+    the metric, so small lesions weigh as much as large ones. Normal scans (empty masks, where Dice is
+    undefined) are taught by the cross-entropy term. A vector over the batch, so that Keras weighs each
+    scan by its sample weight (`training.finetune.scan_weights`): one number for the whole batch was
+    scaled by the batch's mean weight, and which scan carried the weight made no difference. The Dice
+    term is scaled by batch / lesion scans, so the batch's mean is, unweighted, the mean cross-entropy
+    plus the mean Dice loss over its lesion scans."""
     y_true = tf.reshape(tf.cast(y_true, y_pred.dtype), tf.shape(y_pred))
     intersection = tf.reduce_sum(y_true * y_pred, axis=(1, 2, 3))
     truth, predicted = tf.reduce_sum(y_true, axis=(1, 2, 3)), tf.reduce_sum(y_pred, axis=(1, 2, 3))
     dice = (2 * intersection + 1) / (truth + predicted + 1)
     has_lesion = tf.cast(truth > 0, y_pred.dtype)
-    dice_loss = tf.math.divide_no_nan(tf.reduce_sum((1 - dice) * has_lesion), tf.reduce_sum(has_lesion))
-    return tf.reduce_mean(keras.losses.binary_crossentropy(y_true, y_pred, axis=(1, 2, 3))) + dice_loss
+    return (keras.losses.binary_crossentropy(y_true, y_pred, axis=(1, 2, 3))
+            + (1 - dice) * has_lesion * _per_scan_share(has_lesion))
+
+
+def _per_scan_share(members):
+    """batch size / members of the batch (at least 1): the factor that turns a per-scan term on those
+    members into one whose batch mean is the members' mean."""
+    return tf.cast(tf.size(members), members.dtype) / tf.maximum(tf.reduce_sum(members), 1.0)
 
 
 def with_normal_presence(loss, weight: float):
     """`loss` plus, on the scans without a lesion, `weight` x -log(1 - the map's highest probability):
     the pixel-averaged cross-entropy barely notices one confident blob on a normal scan, yet that blob
-    is a lesion drawn on a normal scan. 0 adds nothing."""
+    is a lesion drawn on a normal scan. Per scan, as `loss` (its batch mean: the mean over the normal
+    scans). 0 adds nothing."""
     if weight == 0:
         return loss
 
@@ -75,7 +88,7 @@ def with_normal_presence(loss, weight: float):
         normal = tf.cast(truth == 0, y_pred.dtype)
         peak = tf.reduce_max(y_pred, axis=(1, 2, 3))
         presence = -tf.math.log(tf.maximum(1 - peak, keras.config.epsilon()))
-        return loss(y_true, y_pred) + weight * tf.math.divide_no_nan(tf.reduce_sum(presence * normal), tf.reduce_sum(normal))
+        return loss(y_true, y_pred) + weight * presence * normal * _per_scan_share(normal)
 
     return combined
 
