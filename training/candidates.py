@@ -82,7 +82,7 @@ def validation_record(folder: Path) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("candidates", nargs="+", type=Path, help="segmenter folders with config.json")
+    parser.add_argument("candidates", nargs="+", type=Path, help="model folders with config.json (segmenters, or classifiers)")
     parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
     args = parser.parse_args(argv)
     rows = {(p.resolve().relative_to(REPO_ROOT).as_posix() if p.resolve().is_relative_to(REPO_ROOT) else str(p)):

@@ -87,8 +87,8 @@ class SettingTable:
 def capped_scores(table: SettingTable, val: dict, halves: np.ndarray, caps=CAPS) -> np.ndarray:
     """(len(caps), len(halves)): the trainer's epoch score on each half under each cap: the best mean
     lesion Dice among settings that flag at most `cap` of each source's normal scans; when none does,
-    the Dice of the setting that flags the fewest, less that share (`train_segmenter.best_allowed` and
-    its penalty)."""
+    the Dice of the setting that flags the fewest, less that share (`train_segmenter.best_allowed`, and
+    the penalty the trainer's epoch score subtracts)."""
     lesion = val["labels"] > 0
     weights = halves.astype(float)
     dice = (table.dice[:, lesion] @ weights[:, lesion].T) / weights[:, lesion].sum(1)

@@ -323,8 +323,8 @@ class SelectOnValidation(keras.callbacks.Callback):
     averaging), while training itself goes on from the epoch's own weights. A single-source
     classifier's verdict on another source's lesions swings from one epoch to the next
     (reports/cross_source_classifiers.json); the mean of several epochs' weights is one flat point
-    between them rather than one draw of that swing. BatchNorm statistics are frozen (`set_trainable`),
-    so the mean needs no re-estimation."""
+    between them rather than one draw of that swing. The encoder's BatchNorm statistics are frozen
+    (`set_trainable`); a segmenter decoder's are averaged with its weights, not re-estimated."""
 
     def __init__(self, evaluate, average_from: int = 0):
         super().__init__()

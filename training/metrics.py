@@ -1,7 +1,7 @@
 """Classification and segmentation metrics, calibration and bootstrap intervals.
 
-Built on scikit-learn and SciPy; what they do not offer (ECE, temperature scaling, Dice) is small
-and written here once.
+Built on scikit-learn and SciPy; what they do not offer (ECE, temperature scaling, Dice, and a
+bootstrap that skips resamples where a metric is undefined) is small and written here once.
 """
 
 from __future__ import annotations

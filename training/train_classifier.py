@@ -1,8 +1,9 @@
-"""Train the normal/benign/malignant classifier: ImageNet EfficientNet-Lite0, fine-tuned on the train
-sides of BUSI and BUS-UCLM (`--sources` picks one, for cross-source validation).
+"""Train the normal/benign/malignant classifier: an ImageNet EfficientNet-Lite encoder (Lite0, or Lite1 as
+shipped: `--encoder`), fine-tuned on the train sides of BUSI and BUS-UCLM (`--sources` picks one, for
+cross-source validation).
 
-Two phases on the train sides: a few epochs of the new head alone, then blocks 3..15 and the head
-together with a cosine-decayed learning rate. On lesion scans a second loss (weight
+Two phases on the train sides: a few epochs of the new head alone, then the encoder past its stem and the
+head together with a cosine-decayed learning rate. On lesion scans a second loss (weight
 `--attention-weight`) asks the benign and malignant class-activation maps to peak on the lesion: the
 model is taught to take its evidence from the lesion, not from text, calipers or the image frame. BatchNorm stays in inference mode (batches of 16 are
 too small to re-estimate its statistics) and the stride-2/4 stem is frozen, which also saves time on
@@ -12,7 +13,7 @@ sources' validation sides) is kept; test sides are never read here. Every traini
 validation side is scored every epoch, so a single-source run shows its cross-source numbers. A
 temperature is then fitted on the pooled validation logits.
 
-    python -m training.train_classifier [--epochs 16] [--seed 7] [--attention-weight W] [--sources ...]
+    python -m training.train_classifier [--encoder lite1] [--epochs 16] [--seed 7] [--attention-weight W] [--sources ...]
                                         [--average-from EPOCH] [--zoom-crop 0.3] [--stretch] [--out models/classifier]
 """
 

@@ -215,7 +215,7 @@ def mask_grid(probs: np.ndarray, val: dict, grid=FULL_GRID) -> list[tuple[dict, 
 
 def gated_results(masks: list[tuple[dict, tuple]], val: dict, p_normal=None, gates=RECTANGLE_GATES,
                   hide=hidden_by_normal_gate) -> list[dict]:
-    """The scores (`_scores`) of every setting of `mask_grid` under every gate of `gates` (keyword
+    """The scores (`shown_scores`) of every setting of `mask_grid` under every gate of `gates` (keyword
     arguments of `hide`, which says from the classifier's `p_normal` and the segmenter's peaks which
     drawings the gate hides); without `p_normal`, no gate."""
     if p_normal is None:
