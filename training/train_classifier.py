@@ -24,6 +24,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
 
 from training.architectures import FEATURE_STRIDE, GRADCAM_LAYER, build_classifier
 from training.busi import CLASSES, REPO_ROOT
@@ -101,8 +102,7 @@ def class_weights(labels) -> np.ndarray:
     Times the per-scan source weights, the classes carry 0.28 / 0.34 / 0.38 of the loss (BUS-UCLM's
     down-weighted frames are mostly normal). Counting over the weights instead, so that each carries a
     third, was tried (classifier card, rule 31): more lesions called normal on the renderings panel."""
-    counts = np.bincount(labels, minlength=len(CLASSES))
-    return len(labels) / (len(CLASSES) * counts)
+    return compute_class_weight("balanced", classes=np.arange(len(CLASSES)), y=labels)
 
 
 def main(argv=None):
