@@ -28,7 +28,7 @@ from explain.overlay import DEFAULT_OPACITY, heatmap_overlay, mask_overlay
 from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
-from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats
+from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats, postprocessing
 from inference.preprocess import Framing, resize, resolution_warnings, to_model_input, views_notes, views_warnings
 
 log = logging.getLogger(__name__)
@@ -424,8 +424,7 @@ class Analyzer:
             gray=decoded.gray, warnings=decoded.warnings, classes=self.classes, probabilities=probabilities,
             class_cams=class_cams, class_framing=scan.class_framing, seg_framing=scan.seg_framing,
             lesion_probs=scan.seg_framing.to_scan(expit(mask_logits[..., 0])),
-            threshold=float(s["threshold"]), min_area_fraction=float(s.get("min_area_fraction", 0.0)),
-            largest_only=bool(s.get("largest_only", False)), peak_threshold=s.get("peak_threshold"),
+            **postprocessing(s),
             feature_distance=distance, feature_limit=None if self.ood is None else self.ood.threshold,
             explain_region=None if head_inputs is None else lambda region: self._explain_region(head_inputs, region),
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,

@@ -7,6 +7,13 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 
+def postprocessing(config: dict) -> dict:
+    """A segmenter config's post-processing as `lesion_mask`'s keyword arguments (the defaults where a
+    config written before a setting existed lacks it)."""
+    return {"threshold": float(config["threshold"]), "min_area_fraction": float(config.get("min_area_fraction", 0.0)),
+            "largest_only": bool(config.get("largest_only", False)), "peak_threshold": config.get("peak_threshold")}
+
+
 def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 0.0,
                 largest_only: bool = False, peak_threshold: float | None = None) -> np.ndarray:
     """Threshold a (H, W) probability map and keep the connected components that `kept_components`

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from inference.models import load_model
-from inference.postprocess import hidden_by_normal_gate, lesion_mask
+from inference.postprocess import hidden_by_normal_gate, lesion_mask, postprocessing
 from training.busi import TRAINING_SOURCES
 from training.finetune import load_side, logits_function, predict_in_batches
 from training.metrics import calibrated, dice_iou
@@ -58,8 +58,7 @@ def shipped_drawings(probs: np.ndarray, p_lesion: np.ndarray, config: dict) -> t
     gate; whether the segmenter drew anything before the gate, the scans the fallback may draw on)."""
     drawings, segmenter_drew = [], []
     for prob, p_les in zip(probs, p_lesion):
-        drawn = lesion_mask(prob, float(config["threshold"]), float(config.get("min_area_fraction", 0.0)),
-                            bool(config.get("largest_only", False)), config.get("peak_threshold"))
+        drawn = lesion_mask(prob, **postprocessing(config))
         segmenter_drew.append(drawn.any())
         if drawn.any() and hidden_by_normal_gate(1 - p_les, float(prob[drawn].max()), config.get("normal_gate"),
                                                  config.get("normal_gate_spares")):

@@ -34,7 +34,7 @@ from scipy import ndimage
 from scipy.special import expit, softmax
 
 from inference.models import load_model
-from inference.postprocess import lesion_mask
+from inference.postprocess import lesion_mask, postprocessing
 from inference.preprocess import Framing, to_model_input
 from training.architectures import FEATURE_STRIDE
 from training.busi import CLASSES, TRAINING_SOURCES, load_mask, load_scan
@@ -120,8 +120,7 @@ class SourceScans:
         regions = {"predicted": [], "true": []}
         for framing_s, probs, sample in zip(seg_framings, seg_probs, samples):
             scan_probs = framing_s.to_scan(probs)
-            drawn = lesion_mask(scan_probs, float(seg_config["threshold"]), float(seg_config.get("min_area_fraction", 0.0)),
-                                bool(seg_config.get("largest_only", False)), seg_config.get("peak_threshold"))
+            drawn = lesion_mask(scan_probs, **postprocessing(seg_config))
             regions["predicted"].append(peak_region(drawn, scan_probs))
             truth = load_mask(sample)
             regions["true"].append(peak_region(truth, truth.astype(np.float32)))
