@@ -26,15 +26,21 @@ from __future__ import annotations
 import io
 import logging
 import math
+import struct
+import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import pydicom
+from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import get_nr_frames
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian)
 
 from inference.decode import ScanError, check_frame, check_size, to_8_bit
 
@@ -54,6 +60,11 @@ GREY_MODELS = ("MONOCHROME1", "MONOCHROME2")
 # the coarsest: a 6 cm field squeezed into the MIN_SIDE = 32 px it accepts at least. Outside them the
 # calibration is damaged or in the wrong unit (a 1000 where 0.01 cm was meant), not a real scan's.
 PLAUSIBLE_MM_PER_PIXEL = (0.005, 2.0)
+# A deflated dataset is inflated whole by pydicom before anything in it can be checked: 2 MB of deflated
+# zeros took 5.6 GB of memory (a 50 MB upload would take the server down). One that inflates beyond this
+# is refused first (16 megapixels x 3 colours is 48 MB a frame: room for a short deflated cine).
+MAX_INFLATED_BYTES = 256 * 2 ** 20
+FILE_META_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) File Meta Information Group Length, UL, 4 bytes
 
 # pydicom's reading validation warns and logs invalid values verbatim; in a damaged file the value it
 # quotes may be a patient's name. Values are read as they are, and nothing of them is written anywhere.
@@ -100,11 +111,38 @@ def _read_frame(dataset: Dataset, frame: int) -> DicomFrame:
     check_size(int(dataset.Columns), int(dataset.Rows))
     n_frames = get_nr_frames(dataset, warn=False)
     check_frame(frame, n_frames)
+    if transfer_syntax.is_encapsulated:
+        _check_codestream_size(get_frame(dataset.PixelData, frame, number_of_frames=n_frames),
+                               int(dataset.Columns), int(dataset.Rows))
     pixels = _displayed(dataset, pixel_array(dataset, index=frame))
     return DicomFrame(pixels, n_frames, *_calibration(dataset))
 
 
+def _check_inflated_size(data: bytes) -> None:
+    """Refuse a deflated file (Deflated Explicit VR Little Endian) whose dataset inflates to more than
+    MAX_INFLATED_BYTES, inflating no more than that; its file meta group (never deflated) gives where the
+    deflated part starts. Nothing for any other file."""
+    start = PREAMBLE + len(MAGIC) if data[PREAMBLE:PREAMBLE + len(MAGIC)] == MAGIC else 0
+    if DeflatedExplicitVRLittleEndian.encode() not in data[start:start + 4096]:  # a file meta group is small
+        return
+    if data[start:start + len(FILE_META_LENGTH)] != FILE_META_LENGTH:
+        raise ScanError("This DICOM file is damaged: its deflated contents come without the header's length.")
+    (meta_length,) = struct.unpack_from("<I", data, start + len(FILE_META_LENGTH))
+    inflater, inflated = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    pending = memoryview(data)[start + len(FILE_META_LENGTH) + 4 + meta_length:]
+    try:
+        while pending and inflated <= MAX_INFLATED_BYTES:  # counted a megabyte at a time, none of it kept
+            inflated += len(inflater.decompress(pending, 2 ** 20))
+            pending = inflater.unconsumed_tail
+    except zlib.error:
+        raise ScanError("This DICOM file is damaged: its deflated contents cannot be inflated.") from None
+    if inflated > MAX_INFLATED_BYTES:
+        raise ScanError(f"This DICOM file's deflated contents inflate to more than {MAX_INFLATED_BYTES // 2 ** 20} "
+                        "MB, far more than a scan needs: export it uncompressed or as PNG.")
+
+
 def _parse(data: bytes) -> Dataset | None:
+    _check_inflated_size(data)
     if data[PREAMBLE:PREAMBLE + len(MAGIC)] == MAGIC:
         try:
             return pydicom.dcmread(io.BytesIO(data))
@@ -118,6 +156,25 @@ def _parse(data: bytes) -> Dataset | None:
     except Exception:  # bytes that merely start like a dataset
         return None
     return dataset if is_dicom else None
+
+
+def _check_codestream_size(codestream: bytes, columns: int, rows: int) -> None:
+    """Refuse a compressed frame whose own header (JPEG's, JPEG 2000's) gives another size than the file's
+    Rows and Columns: its decoder allocates what the codestream says, before any check (an 81 kB file whose
+    JPEG header claimed 20000 x 20000 took 2.7 GB). Read without decoding (Pillow); codestreams Pillow does
+    not parse (RLE, JPEG-LS) are left to their decoders."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(codestream)) as image:
+                size = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        size = None, None
+    except Exception:  # not a codestream Pillow reads: its decoder sizes it by Rows and Columns
+        return
+    if size != (columns, rows):
+        raise ScanError(f"This DICOM image is damaged: its compressed pixel data is not the {columns} x {rows} "
+                        "pixels its header says.")
 
 
 def _without_pixels(dataset: Dataset) -> str:

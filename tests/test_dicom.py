@@ -16,9 +16,11 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pixel_array
-from pydicom.uid import MPEG2MPML, UltrasoundImageStorage
+from pydicom.uid import (MPEG2MPML, DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit,
+                         UltrasoundImageStorage)
 
 from inference.decode import MAX_PIXELS, NOT_DICOM, ScanError, decode, decode_scan
+from inference.dicom import MAX_INFLATED_BYTES
 from inference.postprocess import diameter_and_width, lesion_stats
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -251,6 +253,38 @@ def test_size_limits_apply_to_dicom(scan):
         decode(to_bytes(dataset))
 
 
+def test_a_deflated_file_that_inflates_far_beyond_a_scan_is_refused_before_it_is_inflated(scan):
+    """A deflated dataset is inflated whole by pydicom: a 2 MB file of deflated zeros took 5.6 GB (fuzz
+    pass). Refused after inflating at most a megabyte at a time; a real deflated scan still decodes."""
+    dataset = dicom_dataset(scan)
+    assert decode(to_bytes(dataset, implicit_vr=False, little_endian=True, force_encoding=True)).gray.shape == scan.shape
+    dataset.add_new((0x7FE1, 0x0010), "LO", "FUZZ")
+    dataset.add_new((0x7FE1, 0x1000), "OB", bytes(MAX_INFLATED_BYTES + 2 ** 20))  # zeros: deflate to ~0.3 MB
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    bomb = to_bytes(dataset)
+    assert len(bomb) < 2 ** 20
+    with pytest.raises(ScanError, match="inflate to more than 256 MB"):
+        decode(bomb)
+
+
+@pytest.mark.parametrize("transfer_syntax, fmt", [(JPEGBaseline8Bit, "JPEG"), (JPEG2000Lossless, "JPEG2000")])
+def test_a_compressed_frame_larger_than_the_header_says_is_refused_before_it_is_decoded(scan, transfer_syntax, fmt):
+    """A codec allocates what its codestream's own header says: an 81 kB file whose JPEG header claimed
+    20000 x 20000 pixels took 2.7 GB before it was refused (fuzz pass)."""
+    def encapsulated(picture: np.ndarray) -> bytes:
+        dataset = dicom_dataset(scan)
+        codestream = io.BytesIO()
+        Image.fromarray(picture).save(codestream, format=fmt)
+        dataset.PixelData = encapsulate([codestream.getvalue()])
+        dataset["PixelData"].VR = "OB"
+        dataset.file_meta.TransferSyntaxUID = transfer_syntax
+        return to_bytes(dataset)
+
+    assert decode(encapsulated(scan)).gray.shape == scan.shape
+    with pytest.raises(ScanError, match=f"not the {scan.shape[1]} x {scan.shape[0]} pixels its header says"):
+        decode(encapsulated(np.tile(scan, (3, 3))))
+
+
 # pydicom's bundled files: (name, None when it decodes, else what the refusal says)
 BUNDLED = [
     ("examples_ybr_color.dcm", None),        # ultrasound cine, 30 frames, JPEG baseline YBR_FULL_422
@@ -282,7 +316,7 @@ BUNDLED = [
     ("examples_overlay.dcm", None),
     ("liver_1frame.dcm", None),              # 1 bit per pixel
     ("MR_truncated.dcm", "damaged"),
-    ("JPEG2000-embedded-sequence-delimiter.dcm", "cannot be decoded"),
+    ("JPEG2000-embedded-sequence-delimiter.dcm", "damaged"),  # its frame is not the size its header says
     ("SC_rgb_small_odd.dcm", "at least 32 px"),
     ("rtdose.dcm", "at least 32 px"),
     ("rtplan.dcm", "no pixel data"),
