@@ -118,9 +118,19 @@ def record_scan(file: str, result: Analysis | ScanError, masks_dir: Path | None 
     return result_row(file, result)
 
 
+# A text cell starting so is run as a formula by spreadsheets: a scan named =HYPERLINK("…") became a live link.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(value):
+    """A text cell a spreadsheet would take for a formula with a ' before it, which shows it as text."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 class CsvResults:
-    """Rows -> CSV, probabilities to 4 decimals, empty cells for missing values; into a file at
-    `path`, or into an open text stream (the app's Batch tab builds its CSV in memory)."""
+    """Rows -> CSV, probabilities to 4 decimals, empty cells for missing values, text that a spreadsheet
+    would run as a formula quoted as text (`_as_text`); into a file at `path`, or into an open text stream
+    (the app's Batch tab builds its CSV in memory)."""
 
     def __init__(self, path: Path | io.TextIOBase):
         self._file = path if isinstance(path, io.TextIOBase) else path.open("w", newline="")
@@ -128,7 +138,8 @@ class CsvResults:
         self._writer.writeheader()
 
     def write(self, row: dict) -> None:
-        self._writer.writerow({c: "" if v is None else f"{v:.4f}" if c.startswith("p_") else v for c, v in row.items()})
+        self._writer.writerow({c: "" if v is None else f"{v:.4f}" if c.startswith("p_") else _as_text(v)
+                               for c, v in row.items()})
 
     def close(self) -> None:
         self._file.close()

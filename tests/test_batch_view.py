@@ -1,7 +1,10 @@
 """The Batch tab's rows and words, without a browser."""
 
+import csv
+import io
+
 from inference.batch import COLUMNS
-from inference.batch_view import FOLDER_CHARS, NOT_RECOGNISED_CELL, for_screen
+from inference.batch_view import FOLDER_CHARS, NOT_RECOGNISED_CELL, batch_csv, for_screen
 
 
 def test_the_batch_table_names_a_file_first_then_its_folder():
@@ -28,3 +31,13 @@ def test_the_batch_table_gives_sizes_in_mm_as_the_notes_do():
     assert (shown["lesion_area_mm2"], shown["longest_diameter_mm"], shown["perpendicular_width_mm"]) == (104.5, 15.2, 11.4)
     assert row["lesion_area_mm2"] == 104.55
     assert for_screen(row | {"lesion_area_mm2": None})["lesion_area_mm2"] is None, "no calibration: empty"
+
+
+def test_the_csv_quotes_text_a_spreadsheet_would_run_as_a_formula():
+    """A scan named =HYPERLINK("…") or -2+3 became a live formula in Excel or LibreOffice (fuzz pass);
+    numbers stay numbers."""
+    rows = [dict.fromkeys(COLUMNS, None) | {"file": name, "warnings": "", "lesion_area_mm2": -1.5}
+            for name in ('=HYPERLINK("http://example.org","x")', "-2+3", "@SUM(A1)", "plain.png")]
+    cells = [(row["file"], row["lesion_area_mm2"]) for row in csv.DictReader(io.StringIO(batch_csv(rows).decode()))]
+    assert cells == [("'=HYPERLINK(\"http://example.org\",\"x\")", "-1.5"), ("'-2+3", "-1.5"), ("'@SUM(A1)", "-1.5"),
+                     ("plain.png", "-1.5")]
