@@ -17,8 +17,9 @@ def is_image_file(path: Path) -> bool:
 
 def is_hidden(name: str) -> bool:
     """Hidden by the Unix convention (.git, .DS_Store, .cache): tool and system clutter, never scans.
-    A batch neither picks up such a file nor looks inside such a folder."""
-    return name.startswith(".")
+    A batch neither picks up such a file nor looks inside such a folder. `..` is no name but a step up,
+    which an archive's member names may hold (a scan there vanished from a batch without a word)."""
+    return name.startswith(".") and name not in (".", "..")
 
 
 def is_hidden_path(relative: PurePath) -> bool:

@@ -513,9 +513,12 @@ def test_a_file_that_is_no_scan_is_passed_over_alike_beside_an_archive_and_in_it
     with zipfile.ZipFile(archive, "w") as z:
         z.write(notes, "notes.txt")
         z.write(EXAMPLE_UPLOAD, "scan.png")
+        z.write(EXAMPLE_UPLOAD, "../up/scan.png")  # a step up is no hidden folder: it vanished without a word
+        z.write(EXAMPLE_UPLOAD, ".cache/scan.png")
     inputs = app.read_batch_inputs([str(notes), str(archive), str(EXAMPLE_UPLOAD)])
-    assert [scan.name for scan in inputs.scans] == ["study.zip/scan.png", EXAMPLE_UPLOAD.name]
+    assert [scan.name for scan in inputs.scans] == ["study.zip/../up/scan.png", "study.zip/scan.png", EXAMPLE_UPLOAD.name]
     assert inputs.skipped == ["notes.txt", "study.zip/notes.txt"]
+    assert inputs.scans[0].read() == EXAMPLE_UPLOAD.read_bytes(), "read from the archive, nothing written outside it"
 
 
 def test_an_upload_gone_before_its_turn_is_an_error_in_its_row(handlers, examples, tmp_path, monkeypatch):
