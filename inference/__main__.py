@@ -4,7 +4,8 @@
 Folders are searched recursively for scans: images, DICOM files, and files without a suffix or with a
 numeric one (DICOM files named IM0001 or by their UID); files whose stem ends in `_mask` or `_mask_N`
 (BUSI's ground truth) are skipped, and so are hidden files and everything in hidden folders (.git).
-Zip archives are not read: unpack them and give their folder. A file that fails gets a row with its
+Zip archives are not read: unpack them and give their folder. The files below a folder that are passed
+over (no scans, or no regular files: pipes, broken links) are named on stderr. A file that fails gets a row with its
 error in `warnings`; the run goes on, and exits 1 only if no scan at all could be analysed.
 Scans are decoded in parallel and run through the models in batches (one forward pass per model
 per batch). With --masks, each scan's thresholded lesion mask is written as DIR/<stem>_pred.png
@@ -22,7 +23,9 @@ import argparse
 import sys
 from pathlib import Path, PurePath
 
-from inference.batch import find_scans, run_local
+from inference.batch import find_scans, passed_over, run_local
+
+PASSED_OVER_SHOWN = 5  # names printed of the files a run passes over, as in the Batch tab
 
 
 def check_inputs(parser: argparse.ArgumentParser, inputs: list[str], engine: str) -> None:
@@ -92,6 +95,11 @@ def main(argv=None) -> int:
         scans = find_scans(args.inputs)
         if not scans:
             parser.error("no scans found in the given paths")
+        skipped = passed_over(args.inputs)
+        if skipped:
+            names = ", ".join(map(str, skipped[:PASSED_OVER_SHOWN])) + (
+                f" and {len(skipped) - PASSED_OVER_SHOWN} more" if len(skipped) > PASSED_OVER_SHOWN else "")
+            print(f"passed over {len(skipped)} file(s) that are no scans, or no regular files: {names}", file=sys.stderr)
     make_outputs(parser, args)
     if args.engine == "ray":
         from inference import ray_engine  # Ray is an optional extra: imported only when asked for

@@ -46,11 +46,28 @@ def scans_below(folder: Path) -> list[Path]:
     masks nor hidden files (`inference.files.is_scan_file`), and nothing inside a hidden folder. Those
     are not even entered, so a dataset kept under git gives no error rows for, and spends no time on,
     the thousands of files in its .git."""
+    return sorted(path for path in _files_below(folder) if _is_taken(path))
+
+
+def passed_over(paths: list[str]) -> list[Path]:
+    """The files below the given folders that a batch does not analyse, for the user to be told (they
+    vanished without a word): no scan files (archives, notes, ground-truth masks) or no regular files
+    (pipes, devices, broken links). Not hidden files, nor what hidden folders hold: clutter."""
+    return sorted(path for given in map(Path, paths) if given.is_dir() for path in _files_below(given)
+                  if not _is_taken(path) and not is_hidden(path.name))
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """Every file below `folder`, not entering hidden folders."""
     found = []
     for parent, folders, names in os.walk(folder):
         folders[:] = [name for name in folders if not is_hidden(name)]
         found += (Path(parent, name) for name in names)
-    return sorted(path for path in found if is_scan_file(path) and path.is_file())
+    return found
+
+
+def _is_taken(path: Path) -> bool:
+    return is_scan_file(path) and path.is_file()
 
 
 def result_row(file: str, result: Analysis | ScanError) -> dict:

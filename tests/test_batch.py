@@ -2,6 +2,7 @@
 probabilities within 1e-4, same masks; a broken file is a row with its error and the run goes on."""
 
 import csv
+import os
 import shutil
 import struct
 
@@ -57,11 +58,18 @@ def test_a_broken_file_is_an_error_in_its_place(analyzer, examples, tmp_path):
     assert all(isinstance(r, Analysis) and r.class_cams.shape[0] == 3 for r in (results[0], results[2]))
 
 
-def test_batch_command_rows_masks_and_maps_match_single_scans(analyzer, examples, tmp_path):
+def test_batch_command_rows_masks_and_maps_match_single_scans(analyzer, examples, tmp_path, capsys):
     folder = scan_folder(tmp_path / "scans", examples)
+    (folder / "notes.txt").write_text("follow-up in 6 months")
+    os.mkfifo(folder / "pipe.png")  # no regular file: never opened (reading it would wait forever)
     out, masks, maps = tmp_path / "results.csv", tmp_path / "masks", tmp_path / "maps"
     assert batch_main([str(folder), "--out", str(out), "--masks", str(masks), "--explain", str(maps),
                        "--batch-size", "4"]) == 0
+    # What was passed over is named (it vanished without a word); not what a hidden folder holds.
+    told = capsys.readouterr().err
+    mask = f"{examples[0][0].stem}_mask.png"
+    assert "passed over 3 file(s)" in told and all(name in told for name in ("notes.txt", "pipe.png", mask))
+    assert "hidden.png" not in told
     rows = {row["file"]: row for row in csv.DictReader(out.open())}
     assert sorted(rows) == sorted(str(p) for p in find_scans([str(folder)]))
     assert rows.pop(str(folder / "broken.png"))["warnings"].startswith(ERROR_PREFIX)
