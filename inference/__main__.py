@@ -99,7 +99,8 @@ def main(argv=None) -> int:
         if skipped:
             names = ", ".join(map(str, skipped[:PASSED_OVER_SHOWN])) + (
                 f" and {len(skipped) - PASSED_OVER_SHOWN} more" if len(skipped) > PASSED_OVER_SHOWN else "")
-            print(f"passed over {len(skipped)} file(s) that are no scans, or no regular files: {names}", file=sys.stderr)
+            print(f"passed over {len(skipped)} file(s) that are no scans, or no regular files: {names}",
+                  file=sys.stderr)
     make_outputs(parser, args)
     if args.engine == "ray":
         from inference import ray_engine  # Ray is an optional extra: imported only when asked for
