@@ -92,8 +92,9 @@ def read(data: bytes, frame: int = 0) -> DicomFrame | None:
         return _read_frame(dataset, frame)
     except (ScanError, MemoryError):
         raise
-    except Exception:
-        log.warning("DICOM pixel data not decoded", exc_info=True)
+    except Exception as error:  # the traceback at debug level: the batch command printed it amid its progress bar
+        log.warning("DICOM pixel data not decoded (%s)", type(error).__name__)
+        log.debug("DICOM pixel data not decoded", exc_info=True)
         raise ScanError("This DICOM image cannot be decoded: the file is damaged, truncated or not a valid image.") from None
 
 
