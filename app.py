@@ -245,19 +245,17 @@ SETTLE_TYPED_NUMBER = """() => document.addEventListener('keydown', event => {
   const box = event.target.closest?.('input[type=number]');
   if (!box || event.key !== 'Enter' || !box.closest('.block')?.querySelector('input[type=range]')) return;
   box.blur(); box.focus(); })"""
-# Gradio puts a result image's download button inside its download link: two tab stops for one download
-# (and a button inside a link, which HTML does not allow). The link alone keeps the focus.
-ONE_TAB_STOP_PER_DOWNLOAD = """() => {
-  const settle = () => document.querySelectorAll('a.download-link button:not([tabindex="-1"])')
-    .forEach(button => { button.tabIndex = -1; });
-  new MutationObserver(settle).observe(document.body, {childList: true, subtree: true}); settle(); }"""
-# A file's download link (the PDF, the batch's CSV) is named by its size and an arrow ("281.0 KB ⇣"), which is
-# all a screen reader said of it: "Download <file> (<size>)".
-NAME_FILE_DOWNLOADS = """() => {
-  const name = () => document.querySelectorAll('td.download a.download-link[download]').forEach(link => {
-    const label = `Download ${link.getAttribute('download')} (${link.textContent.replace('⇣', '').trim()})`;
-    if (link.getAttribute('aria-label') !== label) link.setAttribute('aria-label', label); });
-  new MutationObserver(name).observe(document.body, {childList: true, subtree: true, characterData: true}); name(); }"""
+# Download links as Gradio draws them, mended: a result image's download button sits inside its download link,
+# two tab stops for one download (and a button inside a link, which HTML does not allow), so the link alone
+# keeps the focus; a file's link (the PDF, the batch's CSV) is named by its size and an arrow ("281.0 KB ⇣"),
+# all a screen reader said of it, so it is named "Download <file> (<size>)".
+MEND_DOWNLOAD_LINKS = """() => {
+  const mend = () => {
+    document.querySelectorAll('a.download-link button:not([tabindex="-1"])').forEach(button => { button.tabIndex = -1; });
+    document.querySelectorAll('td.download a.download-link[download]').forEach(link => {
+      const label = `Download ${link.getAttribute('download')} (${link.textContent.replace('⇣', '').trim()})`;
+      if (link.getAttribute('aria-label') !== label) link.setAttribute('aria-label', label); }); };
+  new MutationObserver(mend).observe(document.body, {childList: true, subtree: true, characterData: true}); mend(); }"""
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
 RESULT_BUTTONS = ["download", "fullscreen"]
@@ -1049,8 +1047,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=KEEP_DROPDOWN_FOCUS)
         demo.load(None, js=CLOSE_DROPDOWN_ON_LEAVE)
         demo.load(None, js=SETTLE_TYPED_NUMBER)
-        demo.load(None, js=ONE_TAB_STOP_PER_DOWNLOAD)
-        demo.load(None, js=NAME_FILE_DOWNLOADS)
+        demo.load(None, js=MEND_DOWNLOAD_LINKS)
         make_pdf.click(handlers.pdf_download, [state, ticket, scan, chosen, *settings], pdf, api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
         # Not `cancels` on the batch: a cancelled batch left Gradio's "Error" badge on the emptied summary; a
