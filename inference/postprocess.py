@@ -28,10 +28,15 @@ def lesion_mask(probs: np.ndarray, threshold: float, min_area_fraction: float = 
 
 def labelled_components(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, areas, peaks) of the connected components of `probs >= threshold`: each pixel's
-    component (1, 2, …; 0 for none), and each component's pixel count and highest probability."""
-    labels, count = ndimage.label(probs >= threshold)
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    return labels, areas, np.asarray(ndimage.maximum(probs, labels, np.arange(1, count + 1)))
+    component (1, 2, …; 0 for none), and each component's pixel count and highest probability. Counted
+    over the components' own pixels: `ndimage.maximum` sorted every pixel of the scan by its label, 5 s
+    of a 16-megapixel scan's 7 s of post-processing."""
+    mask = probs >= threshold
+    labels, count = ndimage.label(mask)
+    inside = labels[mask]
+    peaks = np.full(count + 1, -np.inf)
+    np.maximum.at(peaks, inside, probs[mask])
+    return labels, np.bincount(inside, minlength=count + 1)[1:], peaks[1:]
 
 
 def kept_components(areas: np.ndarray, peaks: np.ndarray, pixels: int, min_area_fraction: float = 0.0,
