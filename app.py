@@ -245,16 +245,24 @@ SETTLE_TYPED_NUMBER = """() => document.addEventListener('keydown', event => {
   const box = event.target.closest?.('input[type=number]');
   if (!box || event.key !== 'Enter' || !box.closest('.block')?.querySelector('input[type=range]')) return;
   box.blur(); box.focus(); })"""
-# Download links as Gradio draws them, mended: a result image's download button sits inside its download link,
-# two tab stops for one download (and a button inside a link, which HTML does not allow), so the link alone
-# keeps the focus; a file's link (the PDF, the batch's CSV) is named by its size and an arrow ("281.0 KB ⇣"),
-# all a screen reader said of it, so it is named "Download <file> (<size>)".
-MEND_DOWNLOAD_LINKS = """() => {
+# Controls as Gradio names them, mended for keyboards and screen readers: a result image's download button sits
+# inside its download link, two tab stops for one download (and a button inside a link, which HTML does not
+# allow), so the link alone keeps the focus; a file's link (the PDF, the batch's CSV) is named by its size and an
+# arrow ("281.0 KB ⇣"), so it is named "Download <file> (<size>)"; the three images' Download and Fullscreen
+# buttons and the sliders' reset buttons had one name each ("Download", "Reset to default value"), so they
+# name what they act on.
+NAME_CONTROLS = """() => {
+  const name = (element, words) => { if (element.getAttribute('aria-label') !== words) element.setAttribute('aria-label', words); };
   const mend = () => {
     document.querySelectorAll('a.download-link button:not([tabindex="-1"])').forEach(button => { button.tabIndex = -1; });
-    document.querySelectorAll('td.download a.download-link[download]').forEach(link => {
-      const label = `Download ${link.getAttribute('download')} (${link.textContent.replace('⇣', '').trim()})`;
-      if (link.getAttribute('aria-label') !== label) link.setAttribute('aria-label', label); }); };
+    document.querySelectorAll('td.download a.download-link[download]').forEach(link =>
+      name(link, `Download ${link.getAttribute('download')} (${link.textContent.replace('⇣', '').trim()})`));
+    document.querySelectorAll('button[aria-label=Download], button[aria-label=Fullscreen]').forEach(button => {
+      const label = button.closest('.block')?.querySelector('[data-testid=block-label]')?.textContent.split(' (')[0].trim();
+      if (label) name(button, `${button.getAttribute('aria-label') === 'Download' ? 'Download' : 'Full screen:'} ${label}`); });
+    document.querySelectorAll('button.reset-button[aria-label="Reset to default value"]').forEach(button => {
+      const label = button.closest('.block')?.querySelector('[data-testid=block-info]')?.textContent.trim();
+      if (label) name(button, `Reset ${label} to its default`); }); };
   new MutationObserver(mend).observe(document.body, {childList: true, subtree: true, characterData: true}); mend(); }"""
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
@@ -1047,7 +1055,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         demo.load(None, js=KEEP_DROPDOWN_FOCUS)
         demo.load(None, js=CLOSE_DROPDOWN_ON_LEAVE)
         demo.load(None, js=SETTLE_TYPED_NUMBER)
-        demo.load(None, js=MEND_DOWNLOAD_LINKS)
+        demo.load(None, js=NAME_CONTROLS)
         make_pdf.click(handlers.pdf_download, [state, ticket, scan, chosen, *settings], pdf, api_visibility="private")
         batch_outputs = [batch_counts, batch_table, batch_gallery, batch_csv_file]
         # Not `cancels` on the batch: a cancelled batch left Gradio's "Error" badge on the emptied summary; a

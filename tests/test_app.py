@@ -747,6 +747,10 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         assert "Grad-CAM" in page.locator("#class-cam img").get_attribute("alt")
         # One tab stop per download: Gradio's download button sits inside its link, and both took the focus.
         expect(page.locator("#class-cam a.download-link button")).to_have_attribute("tabindex", "-1")
+        # Controls named by what they act on (three "Download" and two "Reset to default value" buttons).
+        expect(page.locator("#class-cam a.download-link button")).to_have_attribute("aria-label", "Download Classifier Grad-CAM")
+        expect(page.locator("#class-cam button.icon-button").first).to_have_attribute("aria-label", "Full screen: Classifier Grad-CAM")
+        expect(page.locator("#opacity button.reset-button")).to_have_attribute("aria-label", "Reset Overlay opacity to its default")
         label_bottom = page.locator("#class-cam [data-testid=block-label]").evaluate("e => e.getBoundingClientRect().bottom")
         assert label_bottom <= page.locator("#class-cam img").evaluate("e => e.getBoundingClientRect().top") + 1, \
             "the label sits above the heat map, not over it"
