@@ -67,6 +67,7 @@ def _files_below(folder: Path) -> list[Path]:
 
 
 def _is_taken(path: Path) -> bool:
+    """Whether a batch analyses `path`: a scan file (`is_scan_file`) that is a regular file (not a pipe)."""
     return is_scan_file(path) and path.is_file()
 
 

@@ -40,10 +40,10 @@ from training.architectures import FEATURE_STRIDE
 from training.busi import CLASSES, TRAINING_SOURCES, load_mask, load_scan
 from training.finetune import logits_function, predict_in_batches
 from training.metrics import classification_metrics, selection_score
+from training.reframe import MARGIN  # around the lesion, as the re-framed validation renderings cut it
 from training.split import samples_by_side
 from training.train_segmenter import lesion_probabilities
 
-MARGIN = 0.25
 OFFSETS = np.round(np.arange(-2.0, 2.0001, 0.05), 2)  # rule 61's grid of operating points
 METRICS = ("bm_auc", "recall_bm", "recall_malignant", "macro_auc", "lesions_called_normal", "accuracy")
 
