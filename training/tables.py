@@ -802,6 +802,8 @@ RENDERERS = {
         reports_dir, "segmenter_candidates_repeatable.json"),
     "segmenter_candidates_paired": lambda reports_dir: render_candidates(
         reports_dir, "segmenter_candidates_paired.json"),
+    "segmenter_candidates_weighted": lambda reports_dir: render_candidates(
+        reports_dir, "segmenter_candidates_weighted.json"),
     "classifier_candidates": render_classifier_candidates,
     "classifier_candidates_lite1": lambda reports_dir: render_classifier_candidates(
         reports_dir, "classifier_candidates_lite1.json"),
