@@ -170,7 +170,7 @@ def _check_codestream_size(codestream: bytes, columns: int, rows: int) -> None:
             with Image.open(io.BytesIO(codestream)) as image:
                 size = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        size = None, None
+        size = None  # far more pixels than any Rows x Columns the size check lets through
     except Exception:  # not a codestream Pillow reads: its decoder sizes it by Rows and Columns
         return
     if size != (columns, rows):
