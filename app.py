@@ -268,8 +268,11 @@ NAME_CONTROLS = """() => {
 # has no business there), one tab stop fewer each.
 RESULT_BUTTONS = ["download", "fullscreen"]
 RESULTS_DIR = Path(os.environ["GRADIO_TEMP_DIR"]) / "results"  # rendered results (`Handlers.results`)
-RESULTS_MAX_AGE_S = 600  # a result goes this long after it was last handed out (pruned at most once a minute)
-PRUNE_EVERY_S = 60
+# A stored analysis (for re-rendering) goes this long after it was made, a rendered result (image, PDF, CSV)
+# this long after it was last handed out: what is on screen can be downloaded at least as long as it can be
+# re-rendered (results went after 10 minutes: a download 404'd on a page that still re-rendered).
+ANALYSIS_KEPT_S = 1800
+PRUNE_EVERY_S = 60  # results are pruned at most this often
 UPLOAD_MAX_AGE_S = 600  # Gradio's cache cleaner runs this often and deletes uploads older than this
 log = logging.getLogger("busi-demo")
 
@@ -587,12 +590,12 @@ class Handlers:
             kept.pop(session_of(request), None)
 
     def results(self) -> Path:
-        """The folder results are written to, first pruned of those not handed out for RESULTS_MAX_AGE_S
+        """The folder results are written to, first pruned of those not handed out for ANALYSIS_KEPT_S
         when a minute has passed since the last pruning: every writer asks here (only the screen's renders
         pruned, so batches, PDFs and /segment calls alone filled it until the server stopped)."""
         if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
             self._pruned_at = time.monotonic()
-            prune(RESULTS_DIR, RESULTS_MAX_AGE_S)
+            prune(RESULTS_DIR, ANALYSIS_KEPT_S)
         return RESULTS_DIR
 
     def withdraw_pdf(self, explain, threshold, opacity, style=MASK_STYLES[0], show_hidden=False,
@@ -894,7 +897,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
         gr.Markdown(f"# Breast ultrasound analysis\nClassify a breast ultrasound scan (normal / benign / "
                     f"malignant), segment the lesion, and see what each model looked at (Grad-CAM). No scan at hand? "
                     f"[Try an example](#examples) below. {DISCLAIMER}")
-        state = gr.State(time_to_live=1800)  # a stored analysis (for re-rendering): 30 min, or until its page closes
+        state = gr.State(time_to_live=ANALYSIS_KEPT_S)  # or until its page closes
         chosen = gr.State()  # the file chosen last; the scan box may show only a picture of it (DICOM, examples, frames)
         # The newest analysis's ticket, read by the browser when it starts that analysis (a gr.State
         # would be read when the queue reaches it, possibly after the next scan was chosen).

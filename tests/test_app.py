@@ -1063,6 +1063,22 @@ def test_every_writer_prunes_old_results(handlers, examples, tmp_path):
         assert not old.exists()
 
 
+def test_a_result_on_screen_stays_downloadable_while_its_analysis_can_be_re_rendered(analyzer, handlers):
+    """Results went 10 minutes after they were handed out, the stored analysis after 30: a page idle for a
+    quarter of an hour still re-rendered, but its download links answered 404."""
+    demo = app.build_demo(analyzer)
+    stored_for_s = next(block.time_to_live for block in demo.blocks.values() if isinstance(block, gr.State))
+    shown = app.RESULTS_DIR / "shown.jpg"
+    app.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    shown.write_bytes(b"a result on screen")
+    handed_out_at = time.time() - (stored_for_s - 60)  # a minute before its analysis goes
+    os.utime(shown, (handed_out_at, handed_out_at))
+    handlers._pruned_at = -math.inf
+    handlers.results()
+    assert shown.exists()
+    shown.unlink()
+
+
 def test_a_closed_pages_stored_analysis_goes_at_once(analyzer):
     """Gradio keeps a closed page's gr.State an hour, whatever its time to live: the scan and its maps."""
     demo = app.build_demo(analyzer)
