@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.architectures import build_classifier
-from training.train_classifier import (BENIGN, MALIGNANT, lesion_attention_loss, lesion_cells, pointing_game_224,
-                                       with_class_maps)
+from training.architectures import build_classifier, with_class_maps
+from training.train_classifier import BENIGN, MALIGNANT, lesion_attention_loss, lesion_cells, pointing_game_224
 
 SIZE, CELLS = 224, 7
 

@@ -1,6 +1,6 @@
 """The two shipped models, built from parts: an EfficientNet-Lite encoder (Lite0, Lite1 or Lite2,
-`training.efficientnet_lite`), a classification head, and a U-Net decoder; and an ensemble of
-segmenters as one model.
+`training.efficientnet_lite`), a classification head, and a U-Net decoder; the classifier's training view with
+its class-activation maps; and an ensemble of segmenters as one model.
 
 Both are flat Keras functional models (every encoder layer reachable by name), so Grad-CAM can read
 any layer and the U-Net takes its skips from the encoder's stages. Inputs are RGB 0..255; the
@@ -39,6 +39,14 @@ def build_classifier(size: int, encoder: str = "lite0") -> keras.Model:
     logits = layers.Dense(len(CLASSES), name="logits")(x)
     probs = layers.Softmax(name="probs")(logits)
     return keras.Model(image, probs, name="busi_classifier")
+
+
+def with_class_maps(model: keras.Model) -> keras.Model:
+    """Training view of the classifier that also outputs `cells`: the logits layer applied at every
+    cell of the Grad-CAM layer. With a global-average-pool -> dense head that is the class-activation
+    map, which Grad-CAM reproduces up to a positive scale and a constant (the bias)."""
+    cells = model.get_layer("logits")(model.get_layer(GRADCAM_LAYER).output)
+    return keras.Model(model.input, {"probs": model.output, "cells": cells})
 
 
 def _conv_bn_relu(x, channels, name):

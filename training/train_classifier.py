@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from training.architectures import FEATURE_STRIDE, GRADCAM_LAYER, build_classifier
+from training.architectures import FEATURE_STRIDE, GRADCAM_LAYER, build_classifier, with_class_maps
 from training.busi import CLASSES, REPO_ROOT
 from training.efficientnet_lite import load_imagenet_weights
 from training.evaluate import peak_inside
@@ -38,14 +38,6 @@ from training.metrics import (BENIGN, MALIGNANT, calibrated, classification_metr
 VALIDATION_METRICS = ("accuracy", "recall_normal", "recall_bm", "recall_malignant", "macro_auc", "bm_auc",
                       "lesions_called_normal")
 LESION_CLASSES = tf.constant([float(c in (BENIGN, MALIGNANT)) for c in range(len(CLASSES))])
-
-
-def with_class_maps(model: keras.Model) -> keras.Model:
-    """Training view of the classifier that also outputs `cells`: the logits layer applied at every
-    cell of the Grad-CAM layer. With a global-average-pool -> dense head that is the class-activation
-    map, which Grad-CAM reproduces up to a positive scale and a constant (the bias)."""
-    cells = model.get_layer("logits")(model.get_layer(GRADCAM_LAYER).output)
-    return keras.Model(model.input, {"probs": model.output, "cells": cells})
 
 
 def lesion_cells(masks: tf.Tensor) -> tf.Tensor:
