@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from training.architectures import build_classifier, with_class_maps
-from training.train_classifier import BENIGN, MALIGNANT, lesion_attention_loss, lesion_cells, pointing_game_224
+from training.train_classifier import BENIGN, MALIGNANT, lesion_attention_loss, lesion_cells, pointing_game_at_input_size
 
 SIZE, CELLS = 224, 7
 
@@ -76,4 +76,4 @@ def test_pointing_estimate():
     masks[:, 64:96, 64:96] = True
     cells = np.concatenate([maps_peaking_at(2, 2).numpy(), maps_peaking_at(6, 6).numpy()])
     probs = np.array([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
-    assert pointing_game_224(cells, probs, masks) == 0.5
+    assert pointing_game_at_input_size(cells, probs, masks) == 0.5

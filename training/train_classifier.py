@@ -63,7 +63,7 @@ def lesion_attention_loss(weight: float):
     return loss
 
 
-def pointing_game_224(cells: np.ndarray, probs: np.ndarray, masks: np.ndarray, dilation_px: int = 4) -> float:
+def pointing_game_at_input_size(cells: np.ndarray, probs: np.ndarray, masks: np.ndarray, dilation_px: int = 4) -> float:
     """Training-time estimate of the pointing game at the model's input size, with the evaluation's
     own peak test: share of lesion scans whose predicted class's map peaks inside the lesion."""
     predicted = probs.argmax(axis=1)
@@ -116,7 +116,7 @@ def main(argv=None):
     def evaluate():
         logits, cells = predict_in_batches(logits_fn, val["images"])
         score, metrics = validation_metrics(logits, val, args.sources)
-        metrics["pointing_224"] = pointing_game_224(cells, calibrated(logits, 1.0), val["masks"])
+        metrics["pointing_224"] = pointing_game_at_input_size(cells, calibrated(logits, 1.0), val["masks"])
         return score, metrics
 
     selector = SelectOnValidation(evaluate, args.average_from)
