@@ -819,6 +819,7 @@ RENDERERS = {
     "segmenter_ensemble": render_ensemble,
     "segmenter_ensemble_pooled": lambda reports_dir: render_ensemble(reports_dir, "segmenter_ensemble_pooled.json"),
     "segmenter_ensemble_seeds": lambda reports_dir: render_ensemble(reports_dir, "segmenter_ensemble_seeds.json"),
+    "segmenter_ensemble_weighted": lambda reports_dir: render_ensemble(reports_dir, "segmenter_ensemble_weighted.json"),
     "second_look": render_second_look,
     "two_views": render_two_views,
     "lesion_pooled": render_lesion_pooled,
