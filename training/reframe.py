@@ -20,6 +20,15 @@ from training.finetune import lesion_box
 MARGIN = 0.25  # of the box's height and width, on each side
 
 
+def grown_box(box: tuple[int, int, int, int], margin: float, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), end-exclusive, grown by `margin` of its height and width on each side
+    and clipped to a `height` x `width` picture."""
+    top, bottom, left, right = box
+    grow_y, grow_x = margin * (bottom - top), margin * (right - left)
+    return (max(0, int(top - grow_y)), min(height, int(np.ceil(bottom + grow_y))),
+            max(0, int(left - grow_x)), min(width, int(np.ceil(right + grow_x))))
+
+
 def crop_around_lesions(images: np.ndarray, masks: np.ndarray, margin: float = MARGIN,
                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(N, S, S, 3) uint8 scans and their (N, S, S) masks -> both re-framed, same shapes."""
@@ -27,10 +36,9 @@ def crop_around_lesions(images: np.ndarray, masks: np.ndarray, margin: float = M
     out, out_masks = np.empty_like(images), np.empty_like(masks)
     for i, (image, mask) in enumerate(zip(images, masks)):
         x0, y0, x1, y1 = lesion_box(mask > 0, rng)[0]
-        grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
+        top, bottom, left, right = grown_box((y0, y1, x0, x1), margin, size, size)
         frame = A.Compose([
-            A.Crop(x_min=max(0, int(x0 - grow_x)), y_min=max(0, int(y0 - grow_y)),
-                   x_max=min(size, int(np.ceil(x1 + grow_x))), y_max=min(size, int(np.ceil(y1 + grow_y)))),
+            A.Crop(x_min=left, y_min=top, x_max=right, y_max=bottom),
             A.LongestMaxSize(max_size=size),
             A.PadIfNeeded(size, size, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
         ])

@@ -40,7 +40,7 @@ from training.architectures import FEATURE_STRIDE
 from training.busi import CLASSES, TRAINING_SOURCES, load_mask, load_scan
 from training.finetune import logits_function, predict_in_batches
 from training.metrics import classification_metrics, selection_score
-from training.reframe import MARGIN  # around the lesion, as the re-framed validation renderings cut it
+from training.reframe import MARGIN, grown_box  # around the lesion, as the re-framed validation renderings cut it
 from training.split import samples_by_side
 from training.train_segmenter import lesion_probabilities
 
@@ -61,10 +61,7 @@ def view_box(region: np.ndarray, margin: float) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of `region` grown by `margin` of its height and width on each side and
     clipped to the scan."""
     rows, cols = ndimage.find_objects(region.astype(np.int32))[0]
-    grow_y, grow_x = margin * (rows.stop - rows.start), margin * (cols.stop - cols.start)
-    height, width = region.shape
-    return (max(0, int(rows.start - grow_y)), min(height, int(np.ceil(rows.stop + grow_y))),
-            max(0, int(cols.start - grow_x)), min(width, int(np.ceil(cols.stop + grow_x))))
+    return grown_box((rows.start, rows.stop, cols.start, cols.stop), margin, *region.shape)
 
 
 def cell_weights(region: np.ndarray, framing: Framing, stride: int) -> np.ndarray:
