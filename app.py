@@ -57,7 +57,8 @@ from explain.overlay import DEFAULT_OPACITY, MASK_STYLES
 from inference.batch_files import BatchInputError, read_batch_inputs
 from inference.about import DISCLAIMER, about_text
 from inference.batch import COLUMNS, batches, result_row
-from inference.batch_view import SCREEN_HEADERS, batch_csv, batch_summary, file_label, for_screen, skipped_summary
+from inference.batch_view import (SCREEN_HEADERS, batch_csv, batch_summary, file_label, for_screen, left_out_summary,
+                                  no_scans_summary)
 from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
 from inference.models import ModelSourceError
@@ -850,10 +851,9 @@ class Handlers:
             inputs = read_batch_inputs(paths or [])
         except BatchInputError as error:
             return batch_refused(str(error))
-        scans, skipped = inputs.scans, skipped_summary(inputs.skipped)
+        scans = inputs.scans
         if not scans:
-            return batch_refused(f"No scans in the upload: {skipped}." if skipped
-                                 else "No scans in the upload: the archive holds no files." if paths
+            return batch_refused(no_scans_summary(inputs.skipped, inputs.unusable) if paths
                                  else "Choose one or more scans, or a zip archive of scans.")
         rows, gallery, folder = [], [], self.results()
         progress(0, desc="analysing", total=len(scans), unit="scans")
@@ -872,7 +872,8 @@ class Handlers:
         table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
                  for r in map(for_screen, rows)]
         csv_file = write_file(batch_csv(rows), folder, "csv", BATCH_NAME)
-        return batch_summary(rows, skipped, self.analyzer.classes), table, gallery, csv_file
+        return (batch_summary(rows, left_out_summary(inputs.skipped, inputs.unusable), self.analyzer.classes),
+                table, gallery, csv_file)
 
 
 def batch_refused(message: str) -> tuple:

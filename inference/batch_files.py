@@ -68,11 +68,14 @@ class BatchScan:
 
 @dataclass
 class BatchInputs:
-    """The scans of a batch, and the files and archive members passed over because they are no scans
-    (other files, zip archives inside an archive, ground-truth masks), for the user to be told."""
+    """The scans of a batch; the files and archive members passed over because they are no scans
+    (other files, zip archives inside an archive, ground-truth masks); and why an archive, or scans in
+    it, could not be used (`unusable`, sentences): all for the user to be told. One archive that cannot
+    be opened costs its own scans only: it refused the whole batch, the other uploads with it."""
 
     scans: list[BatchScan] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
 
 
 def _is_clutter(name: str) -> bool:
@@ -86,23 +89,32 @@ def _zip_members(path: Path, inputs: BatchInputs) -> None:
             files = [(index, m) for index, m in enumerate(archive.infolist())
                      if not m.is_dir() and not _is_clutter(m.filename)]  # by position: names may repeat
     except NotImplementedError:
-        raise BatchInputError(f"{path.name} uses a zip format this app cannot unpack: zip the scans again with "
-                              "standard settings, or upload the scans themselves.") from None
+        inputs.unusable.append(f"{path.name} uses a zip format this app cannot unpack: zip the scans again with "
+                               "standard settings, or upload the scans themselves.")
+        return
     except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, OSError):
-        raise BatchInputError(f"{path.name} is damaged or not a zip archive (an interrupted download?): zip the "
-                              "scans again, or upload the scans themselves.") from None
+        inputs.unusable.append(f"{path.name} is damaged or not a zip archive (an interrupted download?): zip the "
+                               "scans again, or upload the scans themselves.")
+        return
+    if not files:
+        inputs.unusable.append(f"{path.name} holds no files.")
+        return
     members = [(index, m) for index, m in files if is_scan_file(PurePosixPath(m.filename))]
     others = [m.filename for _, m in files if not is_scan_file(PurePosixPath(m.filename))]
     if len(members) > MAX_SCANS:
         raise BatchInputError(f"{path.name} holds {len(members)} scans; a batch here takes at most "
                               f"{MAX_SCANS} (use `python -m inference` for more).")
-    if any(m.flag_bits & ENCRYPTED for _, m in members):
-        raise BatchInputError(f"{path.name} is password-protected: unzip it and upload the scans themselves.")
-    too_big = [m.filename for _, m in members if m.file_size > MAX_BYTES]
-    if too_big:
-        raise BatchInputError(f"{too_big[0]} in {path.name} is over {MAX_BYTES // 2**20} MB.")
+    locked = [m for _, m in members if m.flag_bits & ENCRYPTED]
+    if locked:
+        inputs.unusable.append(f"{path.name} is password-protected: unzip it and upload the scans themselves."
+                               if len(locked) == len(members) else
+                               f"{len(locked)} of the scans in {path.name} are password-protected: unzip them and "
+                               "upload them themselves.")
+    inputs.unusable += [f"{m.filename} in {path.name} is over {MAX_BYTES // 2**20} MB." for _, m in members
+                        if m.file_size > MAX_BYTES and not m.flag_bits & ENCRYPTED]
+    readable = [(index, m) for index, m in members if not m.flag_bits & ENCRYPTED and m.file_size <= MAX_BYTES]
     inputs.scans += [BatchScan(f"{path.name}/{m.filename}", path, index)
-                     for index, m in sorted(members, key=lambda member: member[1].filename)]
+                     for index, m in sorted(readable, key=lambda member: member[1].filename)]
     inputs.skipped += sorted(f"{path.name}/{name}" for name in others)
 
 

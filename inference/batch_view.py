@@ -23,10 +23,10 @@ ERROR_CELL, NOT_RECOGNISED_CELL = "(error)", "(not recognised)"
 FOLDER_CHARS = 24  # a longer folder path is shown by its end after the file's name (the CSV keeps it whole)
 
 
-def batch_summary(rows: list[dict], skipped: str, classes: list[str]) -> str:
+def batch_summary(rows: list[dict], left_out: str, classes: list[str]) -> str:
     """The batch in a line above its table: how many scans of each class, and how many the app did
     not recognise or could not read, so a long batch need not be scrolled through to be counted;
-    then what it passed over (`skipped_summary`)."""
+    then what it left out (`left_out_summary`)."""
     shown = collections.Counter(for_screen(row)["predicted_class"] for row in rows)
     counts = [f"{shown[name]} {name}" for name in classes if shown[name]]
     counts += [f"{shown[cell]} {what}" for cell, what in ((NOT_RECOGNISED_CELL, "not recognised as a breast ultrasound scan"),
@@ -34,7 +34,7 @@ def batch_summary(rows: list[dict], skipped: str, classes: list[str]) -> str:
     classless = shown[NOT_RECOGNISED_CELL] + shown[ERROR_CELL]
     text = (f"**{len(rows)} scan{'s' * (len(rows) != 1)}:** {', '.join(counts)}."
             + (" The Warnings column says why a scan has no class (click a cell to read it whole)." if classless else ""))
-    return text + (f"\n\n⚠️ Not analysed: {skipped}." if skipped else "")
+    return text + (f"\n\n⚠️ {left_out}" if left_out else "")
 
 
 SKIPPED_NAMES_SHOWN = 5
@@ -51,6 +51,18 @@ def skipped_summary(skipped: list[str]) -> str:
     nested = any(name.lower().endswith(".zip") for name in skipped)
     what = "1 file that is not a scan" if len(skipped) == 1 else f"{len(skipped)} files that are not scans"
     return f"{what} ({names})" + ("; zip archives inside an archive are not opened" if nested else "")
+
+
+def left_out_summary(skipped: list[str], unusable: list[str]) -> str:
+    """What a batch left out, in sentences: the files it passed over (`skipped_summary`), then each
+    archive, or scans in one, that could not be used and why (`BatchInputs.unusable`)."""
+    return " ".join(([f"Not analysed: {skipped_summary(skipped)}."] if skipped else []) + unusable)
+
+
+def no_scans_summary(skipped: list[str], unusable: list[str]) -> str:
+    """Why an upload gave no scan to analyse: what was passed over, then what could not be used."""
+    return " ".join([f"No scans in the upload: {skipped_summary(skipped)}." if skipped else "No scans in the upload."]
+                    + unusable)
 
 
 def for_screen(row: dict) -> dict:

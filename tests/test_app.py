@@ -489,7 +489,7 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     empty_zip = tmp_path / "empty.zip"
     zipfile.ZipFile(empty_zip, "w").close()
     summary, *results = handlers.batch([str(empty_zip)], progress=lambda *args, **kwargs: None)
-    assert summary == "⚠️ No scans in the upload: the archive holds no files." and results == [None, None, None]
+    assert summary == "⚠️ No scans in the upload. empty.zip holds no files." and results == [None, None, None]
     summary, twice, *_ = handlers.batch([str(archive), str(archive)], progress=lambda *args, **kwargs: None)
     assert summary.startswith("**2 scans:**") and len(twice) == 2, "one archive given twice is read once"
     bad_zip = tmp_path / "broken.zip"
@@ -519,6 +519,23 @@ def test_a_file_that_is_no_scan_is_passed_over_alike_beside_an_archive_and_in_it
     assert [scan.name for scan in inputs.scans] == ["study.zip/../up/scan.png", "study.zip/scan.png", EXAMPLE_UPLOAD.name]
     assert inputs.skipped == ["notes.txt", "study.zip/notes.txt"]
     assert inputs.scans[0].read() == EXAMPLE_UPLOAD.read_bytes(), "read from the archive, nothing written outside it"
+
+
+def test_an_oversized_archive_member_is_left_out_with_its_reason_and_its_neighbours_are_read(tmp_path, monkeypatch):
+    """A member over the decoder's file limit refused the whole archive; now it alone is left out and
+    named, from the archive's directory, before anything is read."""
+    import zipfile
+
+    from inference import batch_files
+
+    monkeypatch.setattr(batch_files, "MAX_BYTES", 2**20)
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(EXAMPLE_UPLOAD, "small.png")
+        z.writestr("big.png", b"\0" * (2**20 + 1))
+    inputs = app.read_batch_inputs([str(archive)])
+    assert [scan.name for scan in inputs.scans] == ["study.zip/small.png"]
+    assert inputs.unusable == ["big.png in study.zip is over 1 MB."]
 
 
 def test_an_upload_gone_before_its_turn_is_an_error_in_its_row(handlers, examples, tmp_path, monkeypatch):
@@ -578,7 +595,31 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
         data[start + (6 if header == b"PK\x03\x04" else 8)] |= 0x1
     encrypted.write_bytes(bytes(data))
     summary, *_ = handlers.batch([str(encrypted)], progress=lambda *args, **kwargs: None)
-    assert "locked.zip is password-protected" in summary
+    assert summary == "⚠️ No scans in the upload. locked.zip is password-protected: unzip it and upload the scans themselves."
+
+
+def test_an_archive_that_cannot_be_used_costs_its_own_scans_not_the_batch(handlers, examples, tmp_path):
+    """A password-protected or damaged zip among other uploads refused the whole batch, and an empty
+    one beside a scan went unmentioned (tester): each is named with its reason, the rest is analysed."""
+    import zipfile
+
+    locked = tmp_path / "locked.zip"
+    with zipfile.ZipFile(locked, "w") as z:
+        z.write(examples[0][0], "a.png")
+    data = bytearray(locked.read_bytes())
+    for header, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # flag bit 0: encrypted
+        data[data.find(header) + flags_at] |= 0x1
+    locked.write_bytes(bytes(data))
+    empty = tmp_path / "empty.zip"
+    zipfile.ZipFile(empty, "w").close()
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK not really")
+    summary, table, gallery, _ = handlers.batch([str(locked), str(examples[1][0]), str(empty), str(broken)],
+                                                progress=lambda *args, **kwargs: None)
+    assert summary.startswith("**1 scan:**") and [row[0] for row in table] == [examples[1][0].name] and len(gallery) == 1
+    assert summary.endswith("⚠️ locked.zip is password-protected: unzip it and upload the scans themselves. "
+                            "empty.zip holds no files. broken.zip is damaged or not a zip archive (an interrupted "
+                            "download?): zip the scans again, or upload the scans themselves.")
 
 
 def batch_table_and_peak_memory(handlers, upload):
