@@ -25,7 +25,7 @@ from inference.pipeline import Analysis, Analyzer
 COLUMN_TYPES = {"file": "string", "predicted_class": "string", "p_normal": "double", "p_benign": "double",
                 "p_malignant": "double", "lesion_count": "int64", "lesion_area_px": "int64",
                 "lesion_area_percent": "double", "lesion_area_mm2": "double", "longest_diameter_mm": "double",
-                "perpendicular_width_mm": "double", "warnings": "string"}
+                "perpendicular_width_mm": "double", "warnings": "string", "notes": "string"}
 SIZE_COLUMNS = ("lesion_count", "lesion_area_px", "lesion_area_percent", "lesion_area_mm2", "longest_diameter_mm",
                 "perpendicular_width_mm")  # from lesion_stats; the mm ones empty without a calibration
 COLUMNS = list(COLUMN_TYPES)
@@ -73,7 +73,9 @@ def _is_taken(path: Path) -> bool:
 
 def result_row(file: str, result: Analysis | ScanError) -> dict:
     """One scan's row: its error, or its class, probabilities and lesion statistics (None where an
-    out-of-distribution scan has no class, probabilities or lesion: its warning says why)."""
+    out-of-distribution scan has no class, probabilities or lesion: its warning says why), and the
+    analysis' notes: where the two models disagree (a normal scan with a lesion drawn, a lesion hidden
+    by the normal gate, a lesion class with nothing drawn), as the Scan tab says it."""
     row = dict.fromkeys(COLUMNS)
     row["file"] = file
     if isinstance(result, ScanError):
@@ -82,6 +84,7 @@ def result_row(file: str, result: Analysis | ScanError) -> dict:
     row["warnings"] = " | ".join(result.warnings)
     if result.out_of_distribution:
         return row
+    row["notes"] = " | ".join(result.notes)
     stats = result.lesion_stats()
     row.update(predicted_class=result.predicted_class,
                **{f"p_{c}": p for c, p in result.probability_dict().items()},

@@ -16,7 +16,7 @@ SCREEN_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(nor
                   "p_malignant": "P(malignant)", "lesion_count": "Lesions", "lesion_area_px": "Area (px)",
                   "lesion_area_percent": "Area (% of field)", "lesion_area_mm2": "Area (mm²)",
                   "longest_diameter_mm": "Longest diameter (mm)", "perpendicular_width_mm": "Width across it (mm)",
-                  "warnings": "Warnings"}
+                  "warnings": "Warnings", "notes": "Notes"}
 # A scan with no class says why in its class cell, in words that fit a phone's column (the whole
 # reason was clipped there); the warnings column holds the reason.
 ERROR_CELL, NOT_RECOGNISED_CELL = "(error)", "(not recognised)"

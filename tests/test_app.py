@@ -24,10 +24,12 @@ from PIL import Image
 import app
 from bench.server import AppServer, free_port
 from inference import batch_view
+from inference.batch import COLUMNS
 from inference.report import json_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXAMPLE_UPLOAD = Path(app.EXAMPLES_DIR) / "busi_benign_354.png"  # the model calls it benign (0.99)
+WARNINGS = COLUMNS.index("warnings")  # the batch table's column
 
 
 @pytest.fixture(scope="module")
@@ -476,7 +478,7 @@ def test_batch_of_files_and_a_zip(handlers, examples, tmp_path):
     assert names == [examples[2][0].name, "IM0001 (scans.zip/study)", "broken.png (scans.zip/study)"]
     single = handlers.analyzer.analyze(examples[2][0])
     assert table[0][1] == single.predicted_class and abs(table[0][4] - single.probabilities[2]) < 1e-4
-    assert table[1][1] in ("normal", "benign", "malignant") and table[2][-1].startswith("error: ")
+    assert table[1][1] in ("normal", "benign", "malignant") and table[2][WARNINGS].startswith("error: ")
     assert table[2][1] == batch_view.ERROR_CELL, "a failed scan's row says so where it is seen"
     assert len(gallery) == 2 and gallery[1][1].startswith("IM0001 (scans.zip/study): "), "captions name the file as the table does"
     with open(csv_path) as f:
@@ -583,7 +585,7 @@ def test_a_batch_says_what_it_passed_over_and_refuses_what_it_cannot_open(handle
     damaged.write_bytes(bytes(data))
     _, table, gallery, _ = handlers.batch([str(damaged)], progress=lambda *args, **kwargs: None)
     rows = {row[0]: row for row in table}
-    assert rows["bad.png (damaged.zip)"][-1].startswith("error: This file is damaged inside its zip archive")
+    assert rows["bad.png (damaged.zip)"][WARNINGS].startswith("error: This file is damaged inside its zip archive")
     assert rows["good.png (damaged.zip)"][1] in ("normal", "benign", "malignant") and len(gallery) == 1
 
     encrypted = tmp_path / "locked.zip"  # a zip whose directory marks its member encrypted (flag bit 0)
@@ -664,7 +666,7 @@ def test_an_archive_member_whose_header_understates_its_size_is_not_inflated(han
     bomb = tmp_path / "liar.zip"
     bomb.write_bytes(local + packed + central + end)
     table, peak = batch_table_and_peak_memory(handlers, bomb)
-    assert len(table) == 1 and table[0][-1].startswith("error: ")
+    assert len(table) == 1 and table[0][WARNINGS].startswith("error: ")
     assert peak < 150 * 2**20, f"{peak / 2**20:.0f} MB"
 
 
@@ -678,7 +680,7 @@ def test_a_batch_reads_its_scans_a_chunk_at_a_time(handlers, tmp_path):
         for index in range(40):
             z.writestr(f"f{index:02d}.png", bytes(40 * 2**20))
     table, peak = batch_table_and_peak_memory(handlers, bomb)
-    assert len(table) == 40 and all(row[-1].startswith("error: ") for row in table)
+    assert len(table) == 40 and all(row[WARNINGS].startswith("error: ") for row in table)
     assert peak < (app.BATCH_CHUNK + 4) * 40 * 2**20, f"peak {peak / 2**20:.0f} MB: more than a chunk held at once"
 
 

@@ -73,16 +73,21 @@ def test_batch_command_rows_masks_and_maps_match_single_scans(analyzer, examples
     rows = {row["file"]: row for row in csv.DictReader(out.open())}
     assert sorted(rows) == sorted(str(p) for p in find_scans([str(folder)]))
     assert rows.pop(str(folder / "broken.png"))["warnings"].startswith(ERROR_PREFIX)
+    noted = 0
     for file, row in rows.items():
         single = analyzer.analyze(file)
         stem = file.rsplit("/", 1)[1][:-4]
         assert row["predicted_class"] == single.predicted_class
+        # The Scan tab's notes (a normal scan with a lesion drawn...): a batch row said nothing of them.
+        assert row["notes"] == " | ".join(single.notes)
+        noted += bool(single.notes)
         for name, probability in single.probability_dict().items():
             assert abs(float(row[f"p_{name}"]) - probability) <= PROBABILITY_TOLERANCE
         assert int(row["lesion_area_px"]) == single.mask().sum()
         assert np.array_equal(np.asarray(Image.open(masks / f"{stem}_pred.png")), single.mask_png())
         assert (maps / f"{stem}_gradcam.png").is_file()
         assert (maps / f"{stem}_seg_gradcam.png").is_file() == single.mask().any()
+    assert noted, "some example has a note"
 
 
 @pytest.fixture(scope="module")
