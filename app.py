@@ -477,8 +477,11 @@ def whole_number(value, name: str) -> int | None:
 
 
 def one_of(value, choices, name: str):
-    """`value`, a menu's or radio's choice from the UI or an API call, if it is one of `choices`; anything
-    else is a readable error naming them."""
+    """`value`, a menu's or radio's choice from the UI or an API call, if it is one of `choices` (None: the
+    first, the default, as null is for every optional setting of the API); anything else is a readable
+    error naming them."""
+    if value is None:
+        return choices[0]
     if value not in choices:
         raise user_error(f"{name} must be one of {', '.join(choices)}; got {reprlib.repr(value)}.")
     return value
@@ -497,7 +500,10 @@ HIDDEN_HINT = ("The segmenter did mark a region here: tick \"Draw a lesion the n
 
 def as_asked(analysis, show_hidden):
     """The analysis to draw: with a lesion the normal gate hid drawn when the box is ticked. Only a
-    real true or false is accepted, so a stray value never changes what is shown."""
+    real true or false (or None, the API's null: the default, false) is accepted, so a stray value never
+    changes what is shown."""
+    if show_hidden is None:
+        return analysis
     if not isinstance(show_hidden, bool):
         raise user_error(f"show_hidden must be true or false; got {reprlib.repr(show_hidden)}.")
     return analysis.with_hidden_finding_shown() if show_hidden else analysis

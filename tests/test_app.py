@@ -296,9 +296,12 @@ def test_a_lesion_the_gate_hides_is_drawn_when_the_box_is_ticked(gated, examples
     assert "Drawn on request" in shown_notes and app.HIDDEN_HINT not in shown_notes
     assert state.suppressed_as_normal, "the stored analysis keeps the validated rule"
     assert "Drawn on request" in " ".join(pdf_text(handlers.pdf(state, None, 0.45, str(path), show_hidden=True)).split())
-    for stray in ("yes", 1, None):
+    for stray in ("yes", 1):
         with pytest.raises(gr.Error, match="show_hidden must be true or false"):
             handlers.render(state, "normal", None, 0.45, show_hidden=stray)
+    # null, as for every optional setting of the API, is the default: the validated rule (tester)
+    assert handlers.render(state, None, None, 0.45, show_hidden=None, style=None)[3:] == \
+        handlers.render(state, "predicted class", None, 0.45)[3:]
     # the API's /segment and /report take the same choice
     upload = upload_copy(path, tmp_path)
     assert handlers.segment(upload)[1]["lesion"]["lesion_count"] == 0
@@ -752,7 +755,7 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
                               (("predicted class", None, 0.5, 1.5), "frame must be a whole number"),
                               (("predicted class", None, 0.5, True), "frame must be a whole number"),
                               (("predicted class", None, 0.5, 2), "Frame 2 was asked for, but the file holds 1 frame"),
-                              (("predicted class", None, 0.5, 0, None), "show_hidden must be true or false")):
+                              (("predicted class", None, 0.5, 0, "yes"), "show_hidden must be true or false")):
         with pytest.raises(Exception, match=message):
             client.predict(handle_file(str(path)), *settings, api_name="/analyze")
 
