@@ -29,7 +29,8 @@ from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_s
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats, postprocessing
-from inference.preprocess import Framing, resize, resolution_warnings, to_model_input, views_notes, views_warnings
+from inference.preprocess import (Framing, refuse_too_small, resize, resolution_warnings, to_model_input, views_notes,
+                                  views_warnings)
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +371,7 @@ class Analyzer:
         left to right; None: the largest). Raises inference.decode.ScanError on bad input."""
         gray, warnings = decode_scan(source)
         c = self.classifier.config
-        framing = Framing.for_model(gray, c, view)
+        framing = refuse_too_small(Framing.for_model(gray, c, view))
         logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings,
                                                            to_model_input(gray, framing)[None]).result()
         refused, warnings = self._screened(gray, framing, warnings, None if distances is None else float(distances[0]),
@@ -402,9 +403,10 @@ class Analyzer:
 
     def prepare(self, decoded: DecodedScan, view: int | None = None) -> PreparedScan:
         """A decoded scan -> its framings and both models' inputs, on view `view` of several side by side
-        (from 0, left to right; None: the largest). Raises inference.preprocess.ViewError for a view not shown."""
+        (from 0, left to right; None: the largest). Raises inference.preprocess.ViewError for a view not shown,
+        and TooSmallError for a field too small for an answer (`refuse_too_small`)."""
         gray = decoded.gray
-        class_framing = Framing.for_model(gray, self.classifier.config, view)
+        class_framing = refuse_too_small(Framing.for_model(gray, self.classifier.config, view))
         class_input = to_model_input(gray, class_framing)
         if self._one_encoder_pass is not None:  # same input size and framing: one input serves both
             return PreparedScan(decoded, class_framing, class_framing, class_input, class_input)

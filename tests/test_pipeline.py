@@ -314,3 +314,20 @@ def test_a_scan_smaller_than_any_the_models_learned_from_is_warned_of(analyzer, 
     thumbnail = np.asarray(scan.resize((200, 200 * scan.height // scan.width)))
     warned = [w for w in analyzer.analyze(thumbnail).warnings if "This scan is small" in w]
     assert warned == [LOW_RESOLUTION_WARNING.format(width=200, height=thumbnail.shape[0])]
+
+
+def test_a_scan_under_half_the_smallest_field_learned_from_gets_no_answer(analyzer, examples):
+    """A 40 x 33 px thumbnail was called malignant at 96 % with a lesion drawn (tester): under half the
+    smallest field the models learned from, every entry point refuses it with the reason."""
+    path = next(p for p, t in examples if t == "malignant" and "busi" in p.name)
+    scan = Image.open(path).convert("L")
+    for width in (50, 110):
+        thumbnail = np.asarray(scan.resize((width, width * scan.height // scan.width)))
+        for entry in (analyzer.analyze, analyzer.classify, lambda t: analyzer.analyze_batch([t])[0]):
+            with pytest.raises(ScanError, match=r"^This scan is too small to analyse: its ultrasound field is \d+ x \d+ "
+                                                r"pixels, under half the smallest the models learned from \(190 px"):
+                result = entry(thumbnail)
+                if isinstance(result, ScanError):
+                    raise result
+    just_over = np.asarray(scan.resize((140, 140 * scan.height // scan.width)))
+    assert analyzer.analyze(just_over).predicted_class in analyzer.classes
