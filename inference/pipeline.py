@@ -25,7 +25,7 @@ from scipy.special import expit, softmax
 
 from explain.gradcam import ClassifierGradCAM, SegGradCAM
 from explain.overlay import DEFAULT_OPACITY, heatmap_overlay, mask_overlay
-from inference.decode import NOT_DICOM, DecodedScan, ScanError, decode, decode_scan
+from inference.decode import NOT_DICOM, DecodedScan, ScanError, colour_screening, decode
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats, postprocessing
@@ -352,14 +352,16 @@ class Analyzer:
             return [ood.WARNING.format(distance=distance, threshold=self.ood.threshold)]
         return [] if kinds is None else self.orientation.refusal(kinds)
 
-    def _screened(self, gray: np.ndarray, framing: Framing, warnings: list[str], distance: float | None,
+    def _screened(self, decoded: DecodedScan, framing: Framing, distance: float | None,
                   kinds: np.ndarray | None) -> tuple[bool, list[str]]:
-        """(whether the scan gets no diagnosis-like output (`_refusal`), its warnings): for a refused
-        scan the refusal's reason first (it says why nothing else is shown), then the decoder's
-        `warnings` and which of several views was read (`framing`); for a scan shown with its results,
-        those and whether it is shown upside down (`kinds`)."""
-        warnings = warnings + views_warnings(framing) + resolution_warnings(framing)
-        refused = self._refusal(gray, distance, kinds)
+        """(whether the scan gets no diagnosis-like output (its colour inside the field analysed,
+        `colour_screening`, then `_refusal`), its warnings): for a refused scan the refusal's reason first
+        (it says why nothing else is shown), then the decoder's warnings, the colour's and which of
+        several views was read (`framing`); for a scan shown with its results, those and whether it is
+        shown upside down (`kinds`)."""
+        colour_refusal, colour_warnings = colour_screening(decoded.coloured, framing.box)
+        warnings = decoded.warnings + colour_warnings + views_warnings(framing) + resolution_warnings(framing)
+        refused = [colour_refusal] if colour_refusal else self._refusal(decoded.gray, distance, kinds)
         if refused:
             return True, refused + warnings
         return False, warnings + ([] if kinds is None else self.orientation.warnings(kinds))
@@ -369,12 +371,12 @@ class Analyzer:
         the classifier's forward pass alone: no segmenter, no gradient maps. Probabilities are None when
         the scan is out of distribution. `view`: which of several views side by side to read (from 0,
         left to right; None: the largest). Raises inference.decode.ScanError on bad input."""
-        gray, warnings = decode_scan(source)
+        decoded = decode(source)
         c = self.classifier.config
-        framing = refuse_too_small(Framing.for_model(gray, c, view))
+        framing = refuse_too_small(Framing.for_model(decoded.gray, c, view))
         logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings,
-                                                           to_model_input(gray, framing)[None]).result()
-        refused, warnings = self._screened(gray, framing, warnings, None if distances is None else float(distances[0]),
+                                                           to_model_input(decoded.gray, framing)[None]).result()
+        refused, warnings = self._screened(decoded, framing, None if distances is None else float(distances[0]),
                                            None if kinds is None else kinds[0])
         return None if refused else softmax(logits[0] / c["temperature"]), warnings + views_notes(framing)
 
@@ -432,8 +434,7 @@ class Analyzer:
             mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames, notes=views_notes(scan.class_framing),
         )
-        analysis.out_of_distribution, analysis.warnings = self._screened(decoded.gray, scan.class_framing,
-                                                                         decoded.warnings, distance, kinds)
+        analysis.out_of_distribution, analysis.warnings = self._screened(decoded, scan.class_framing, distance, kinds)
         if analysis.out_of_distribution:
             return analysis
         segmenter_found = analysis.segmenter_mask().any()

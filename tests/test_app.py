@@ -181,7 +181,7 @@ def test_classify_returns_its_warnings(handlers, examples, tmp_path):
     """A client of /classify gets the warnings with the answer (as a gr.Warning they reached it, if at
     all, only as a log message): a partly coloured scan's, and why an image is not recognised."""
     scan = np.asarray(Image.open(examples[2][0]).convert("RGB")).copy()
-    scan[: scan.shape[0] // 2, :, 0] = 255  # the top half tinted red
+    scan[: scan.shape[0] // 10, : scan.shape[1] // 4, 0] = 255  # a corner of the field tinted red (2.5 %)
     tinted = tmp_path / "tinted.png"
     Image.fromarray(scan).save(tinted)
     with pytest.warns(UserWarning):

@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from inference.decode import MAX_PIXELS, ScanError, decode_scan
+from inference.decode import MAX_PIXELS, ScanError, colour_screening, decode, decode_scan
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "busi_malignant_49.png"
 
@@ -142,35 +142,45 @@ def test_paths_and_arrays(scan):
     assert np.array_equal(gray, scan)
 
 
-def test_colour_photo_gets_a_warning():
-    _, warnings = decode_scan(encode(Image.fromarray(skimage.data.coffee()), "PNG"))
-    assert len(warnings) == 1 and "greyscale ultrasound" in warnings[0]
+def test_a_colour_photo_is_refused_for_its_colour():
+    coloured = decode(encode(Image.fromarray(skimage.data.coffee()), "PNG")).coloured
+    refusal, _ = colour_screening(coloured, (0, coloured.shape[0], 0, coloured.shape[1]))
+    assert refusal.startswith("This image is in colour")
 
 
 def test_busi_scan_with_coloured_marks_gets_no_warning(busi_root):
     coloured = [p for p in sorted((busi_root / "benign").glob("*).png")) if Image.open(p).mode == "RGB"]
     assert coloured, "BUSI holds a few RGB scans with coloured marks"
     for path in coloured:
-        gray, warnings = decode_scan(path)
-        assert warnings == [] and np.array_equal(gray, np.asarray(Image.open(path).convert("L")))  # as in training
+        decoded = decode(path)
+        whole = (0, decoded.gray.shape[0], 0, decoded.gray.shape[1])
+        assert decoded.warnings == [] and colour_screening(decoded.coloured, whole) == (None, [])
+        assert np.array_equal(decoded.gray, np.asarray(Image.open(path).convert("L")))  # as in training
 
 
 @pytest.mark.parametrize("tint", [(1.0, 0.85, 0.62), (0.7, 0.85, 1.0), (1.0, 0.75, 0.35)])  # sepia, blue, amber
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_a_tinted_scan_is_read_as_its_grey_levels_without_a_colour_warning(scan, tint, fmt):
     tinted = np.stack([scan * level for level in tint], axis=-1).round().astype(np.uint8)
-    gray, warnings = decode_scan(encode(Image.fromarray(tinted), fmt))
-    assert warnings == []
+    decoded = decode(encode(Image.fromarray(tinted), fmt))
+    gray = decoded.gray
+    assert decoded.warnings == [] and decoded.coloured is None
     assert np.abs(gray.astype(int) - scan).mean() < (0.5 if fmt == "PNG" else 3)
 
 
-def test_a_doppler_box_on_a_grey_scan_is_still_flagged(scan):
-    doppler = np.stack([scan] * 3, axis=-1)
+def test_a_doppler_box_is_refused_and_a_small_one_flagged(scan):
+    """A Doppler patch of 4 % of the field grew the lesion without a word (tester); a box of an eighth of it
+    is refused: the colour, read as grey, would be read as tissue."""
     height, width = scan.shape
-    doppler[height // 4:height // 2, width // 4:width // 2] = (200, 30, 30)    # flow towards the probe
-    doppler[height // 2:3 * height // 4, width // 4:width // 2] = (30, 60, 220)  # and away from it
-    gray, warnings = decode_scan(encode(Image.fromarray(doppler), "PNG"))
-    assert len(warnings) == 1 and "greyscale ultrasound" in warnings[0]
+    whole = (0, height, 0, width)
+    for rows, verdict in ((slice(height // 4, 3 * height // 4), "refused"), (slice(height // 4, height // 4 + height // 10), "warned")):
+        doppler = np.stack([scan] * 3, axis=-1)
+        doppler[rows, width // 4:width // 2] = (200, 30, 30)
+        refusal, warnings = colour_screening(decode(encode(Image.fromarray(doppler), "PNG")).coloured, whole)
+        if verdict == "refused":
+            assert refusal.startswith("This image is in colour") and warnings == []
+        else:
+            assert refusal is None and len(warnings) == 1 and "greyscale ultrasound" in warnings[0]
 
 
 @pytest.mark.parametrize("data, message", [

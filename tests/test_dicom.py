@@ -19,7 +19,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import (MPEG2MPML, DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit,
                          UltrasoundImageStorage)
 
-from inference.decode import MAX_PIXELS, NOT_DICOM, ScanError, decode, decode_scan
+from inference.decode import COLOUR_REFUSED_FRACTION, MAX_PIXELS, NOT_DICOM, ScanError, decode, decode_scan
 from inference.dicom import MAX_INFLATED_BYTES
 from inference.postprocess import diameter_and_width, lesion_stats
 
@@ -353,8 +353,9 @@ def test_colour_models_give_the_same_grey():
         assert np.abs(decode(get_testdata_file(name)).gray - reference).mean() < 1, name
 
 
-def test_colour_dicom_gets_the_colour_warning():
-    assert any("greyscale ultrasound" in w for w in decode(get_testdata_file("SC_rgb_rle.dcm")).warnings)
+def test_a_colour_dicom_says_which_pixels_are_coloured():
+    coloured = decode(get_testdata_file("SC_rgb_rle.dcm")).coloured
+    assert coloured is not None and coloured.mean() > COLOUR_REFUSED_FRACTION
 
 
 def test_cine_frames_differ():

@@ -36,11 +36,14 @@ def test_the_check_was_chosen_among_layers_of_the_classifiers_own_encoder(analyz
 
 @pytest.mark.parametrize("name", sorted(NOT_ULTRASOUND))
 def test_images_that_are_not_ultrasound_are_refused(analyzer, name):
-    """Refused by the feature distance, or — a black image, which holds nothing to diagnose — as blank."""
+    """Refused by the feature distance, or — a black image, which holds nothing to diagnose — as blank,
+    or — a colour photo — for its colour."""
     analysis = analyzer.analyze(NOT_ULTRASOUND[name])
     assert analysis.out_of_distribution and not analysis.mask().any() and analysis.seg_cam_overlay() is None
     if name == "blank":
         assert analysis.warnings == [BLANK_WARNING]
+    elif NOT_ULTRASOUND[name].ndim == 3:
+        assert analysis.warnings[0].startswith("This image is in colour")
     else:
         assert analysis.feature_distance > analyzer.ood.threshold
         assert any("does not look like the breast ultrasound" in w for w in analysis.warnings)
