@@ -419,9 +419,9 @@ def upload_name(path) -> str | None:
 def report_file_name(path) -> str:
     """The PDF's file name: the scan's own name first, so reports saved together say which scan each is
     of (every one was breast-ultrasound-report.pdf); REPORT_NAME alone for a scan sent without a name.
-    Only letters, digits, dot, dash and underscore are kept, at most 80 of them."""
+    Only letters (of any script: "äöü" went too), digits, dot, dash and underscore are kept, at most 80."""
     name = upload_name(path)
-    stem = re.sub(r"[^\w.-]+", "_", Path(name).stem, flags=re.ASCII).strip("._")[:80] if name else ""
+    stem = re.sub(r"[^\w.-]+", "_", Path(name).stem).strip("._")[:80] if name else ""
     return f"{stem}-{REPORT_NAME}" if stem else REPORT_NAME
 
 

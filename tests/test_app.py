@@ -440,6 +440,7 @@ def test_pdf_report_of_the_stored_analysis(handlers, tmp_path):
     assert Path(path).name == f"{DICOM_EXAMPLE.stem}-{app.REPORT_NAME}" and open(path, "rb").read(5) == b"%PDF-"
     assert Path(handlers.pdf(state, None, 0.45, "/tmp/gradio/ab12/file.dcm")).name == app.REPORT_NAME, "sent unnamed"
     assert app.report_file_name("/tmp/gradio/ab12/Patient X: scan 1 (L).dcm") == f"Patient_X_scan_1_L-{app.REPORT_NAME}"
+    assert app.report_file_name("/tmp/gradio/ab12/Scan äöü 日本 (1).png") == f"Scan_äöü_日本_1-{app.REPORT_NAME}"
     text = pdf_text(path)
     assert state.predicted_class in text and "not a medical device" in text and "mm" in text
     other = next(c for c in state.classes if c != state.predicted_class)
