@@ -104,15 +104,15 @@ def _zip_members(path: Path, inputs: BatchInputs) -> None:
     if len(members) > MAX_SCANS:
         raise BatchInputError(f"{path.name} holds {len(members)} scans; a batch here takes at most "
                               f"{MAX_SCANS} (use `python -m inference` for more).")
-    locked = [m for _, m in members if m.flag_bits & ENCRYPTED]
-    if locked:
+    unlocked = [(index, m) for index, m in members if not m.flag_bits & ENCRYPTED]
+    if len(unlocked) < len(members):
         inputs.unusable.append(f"{path.name} is password-protected: unzip it and upload the scans themselves."
-                               if len(locked) == len(members) else
-                               f"{len(locked)} of the scans in {path.name} are password-protected: unzip them and "
-                               "upload them themselves.")
-    inputs.unusable += [f"{m.filename} in {path.name} is over {MAX_BYTES // 2**20} MB." for _, m in members
-                        if m.file_size > MAX_BYTES and not m.flag_bits & ENCRYPTED]
-    readable = [(index, m) for index, m in members if not m.flag_bits & ENCRYPTED and m.file_size <= MAX_BYTES]
+                               if not unlocked else
+                               f"{len(members) - len(unlocked)} of the scans in {path.name} are password-protected: "
+                               "unzip them and upload them themselves.")
+    inputs.unusable += [f"{m.filename} in {path.name} is over {MAX_BYTES // 2**20} MB." for _, m in unlocked
+                        if m.file_size > MAX_BYTES]
+    readable = [(index, m) for index, m in unlocked if m.file_size <= MAX_BYTES]
     inputs.scans += [BatchScan(f"{path.name}/{m.filename}", path, index)
                      for index, m in sorted(readable, key=lambda member: member[1].filename)]
     inputs.skipped += sorted(f"{path.name}/{name}" for name in others)
