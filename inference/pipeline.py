@@ -29,7 +29,7 @@ from inference.decode import NOT_DICOM, DecodedScan, ScanError, colour_screening
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats, postprocessing
-from inference.preprocess import (Framing, refuse_too_small, resize, resolution_warnings, to_model_input, views_notes,
+from inference.preprocess import (Framing, resize, resolution_screening, to_model_input, views_notes,
                                   views_warnings)
 
 log = logging.getLogger(__name__)
@@ -355,13 +355,15 @@ class Analyzer:
     def _screened(self, decoded: DecodedScan, framing: Framing, distance: float | None,
                   kinds: np.ndarray | None) -> tuple[bool, list[str]]:
         """(whether the scan gets no diagnosis-like output (its colour inside the field analysed,
-        `colour_screening`, then `_refusal`), its warnings): for a refused scan the refusal's reason first
-        (it says why nothing else is shown), then the decoder's warnings, the colour's and which of
-        several views was read (`framing`); for a scan shown with its results, those and whether it is
-        shown upside down (`kinds`)."""
+        `colour_screening`, the field's size, `resolution_screening`, then `_refusal`), its warnings): for
+        a refused scan the refusal's reason first (it says why nothing else is shown), then the decoder's
+        warnings, the colour's, which of several views was read (`framing`) and the size's; for a scan
+        shown with its results, those and whether it is shown upside down (`kinds`)."""
         colour_refusal, colour_warnings = colour_screening(decoded.coloured, framing.box)
-        warnings = decoded.warnings + colour_warnings + views_warnings(framing) + resolution_warnings(framing)
-        refused = [colour_refusal] if colour_refusal else self._refusal(decoded.gray, distance, kinds)
+        size_refusal, size_warnings = resolution_screening(framing)
+        warnings = decoded.warnings + colour_warnings + views_warnings(framing) + size_warnings
+        refused = ([colour_refusal or size_refusal] if colour_refusal or size_refusal
+                   else self._refusal(decoded.gray, distance, kinds))
         if refused:
             return True, refused + warnings
         return False, warnings + ([] if kinds is None else self.orientation.warnings(kinds))
@@ -373,7 +375,7 @@ class Analyzer:
         left to right; None: the largest). Raises inference.decode.ScanError on bad input."""
         decoded = decode(source)
         c = self.classifier.config
-        framing = refuse_too_small(Framing.for_model(decoded.gray, c, view))
+        framing = Framing.for_model(decoded.gray, c, view)
         logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings,
                                                            to_model_input(decoded.gray, framing)[None]).result()
         refused, warnings = self._screened(decoded, framing, None if distances is None else float(distances[0]),
@@ -405,10 +407,9 @@ class Analyzer:
 
     def prepare(self, decoded: DecodedScan, view: int | None = None) -> PreparedScan:
         """A decoded scan -> its framings and both models' inputs, on view `view` of several side by side
-        (from 0, left to right; None: the largest). Raises inference.preprocess.ViewError for a view not shown,
-        and TooSmallError for a field too small for an answer (`refuse_too_small`)."""
+        (from 0, left to right; None: the largest). Raises inference.preprocess.ViewError for a view not shown."""
         gray = decoded.gray
-        class_framing = refuse_too_small(Framing.for_model(gray, self.classifier.config, view))
+        class_framing = Framing.for_model(gray, self.classifier.config, view)
         class_input = to_model_input(gray, class_framing)
         if self._one_encoder_pass is not None:  # same input size and framing: one input serves both
             return PreparedScan(decoded, class_framing, class_framing, class_input, class_input)

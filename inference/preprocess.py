@@ -428,27 +428,16 @@ def views_notes(framing: Framing) -> list[str]:
     return [ASKED_VIEW_NOTE.format(views=framing.views, view=framing.view, index=framing.view_index)]
 
 
-class TooSmallError(ScanError):
-    """The analysed field is too small for an answer (its message is for the user)."""
-
-
-def refuse_too_small(framing: Framing) -> Framing:
-    """`framing`, unless the field it analyses is under TOO_SMALL_SIDE on its shorter side: then a
-    TooSmallError saying so."""
+def resolution_screening(framing: Framing) -> tuple[str | None, list[str]]:
+    """(why the scan gets no answer, or None; the warnings) of the size of the field analysed: under
+    TOO_SMALL_SIDE on its shorter side no answer, under LOW_RESOLUTION_SIDE a warning (a thumbnail's
+    answers drifted — malignant 46 % at full size, benign 40 % at 200 x 142 px, normal at 120 x 85 —
+    without a word)."""
     top, bottom, left, right = framing.box
-    if min(bottom - top, right - left) < TOO_SMALL_SIDE:
-        raise TooSmallError(TOO_SMALL_MESSAGE.format(width=right - left, height=bottom - top))
-    return framing
-
-
-def resolution_warnings(framing: Framing) -> list[str]:
-    """What a user is told of a scan whose analysed field is smaller than any the models learned from:
-    a thumbnail's answers drifted (malignant 46 % at full size, benign 40 % at 200 x 142 px, normal at
-    120 x 85) without a word."""
-    top, bottom, left, right = framing.box
-    if min(bottom - top, right - left) >= LOW_RESOLUTION_SIDE:
-        return []
-    return [LOW_RESOLUTION_WARNING.format(width=right - left, height=bottom - top)]
+    side, size = min(bottom - top, right - left), dict(width=right - left, height=bottom - top)
+    if side < TOO_SMALL_SIDE:
+        return TOO_SMALL_MESSAGE.format(**size), []
+    return None, [LOW_RESOLUTION_WARNING.format(**size)] if side < LOW_RESOLUTION_SIDE else []
 
 
 def to_model_input(gray: np.ndarray, framing: Framing) -> np.ndarray:
