@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import binascii
 import contextlib
 import csv
 import ctypes
@@ -73,6 +74,10 @@ MCP_FILE_HINT = (" Send a scan as a data: URI with base64 content (data:image/pn
                  "this server may fetch (local and private addresses are refused).")
 
 
+BAD_DATA_URI = ("The scan's data: URI does not hold base64 content: send data:<type>;base64,<the file's bytes in "
+                "base64>, e.g. data:image/png;base64,iVBORw0KGgo... (or an http(s) URL the server can fetch).")
+
+
 def mend_mcp_results():
     """Gradio 6.31's MCP server passes a tool's outputs to its converter as one item when the client asks
     for no progress updates (most clients): a tool with several outputs answered with one text block,
@@ -80,7 +85,8 @@ def mend_mcp_results():
     Gradio's own progress path lists them, so each image becomes MCP image content; and a dict or list
     output (the probabilities, the report), or a missing one (no Seg-Grad-CAM without a lesion), is sent
     as JSON text ("null"), which a client can parse, not as a Python printout. Remove once Gradio does
-    both (the MCP test checks). And the tools' descriptions say how to send a scan (MCP_FILE_HINT)."""
+    both (the MCP test checks). And the tools' descriptions say how to send a scan (MCP_FILE_HINT), and a
+    `data:` URI whose content is not base64 is answered with what to send (BAD_DATA_URI)."""
     from anyio.to_thread import run_sync
     from gradio.mcp import GradioMCPServer
     from gradio_client.utils import is_file_obj_with_meta
@@ -96,8 +102,17 @@ def mend_mcp_results():
                                                                    and not is_file_obj_with_meta(item))
                               else item for item in data], root_url)
 
+    to_files = GradioMCPServer.convert_strings_to_filedata
+
+    def readable_data_uris(self, value, filedata_positions):
+        try:
+            return to_files(self, value, filedata_positions)
+        except binascii.Error:  # Python's own words reached the client ("number of data characters (9) ...")
+            raise ValueError(BAD_DATA_URI) from None
+
     GradioMCPServer._execute_tool_without_progress = one_item_per_output
     GradioMCPServer.postprocess_output_data = json_for_data
+    GradioMCPServer.convert_strings_to_filedata = readable_data_uris
     GradioMCPServer._file_data_tool_description = property(lambda self: MCP_FILE_HINT)
 
 

@@ -1168,13 +1168,14 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
                 tools = {tool.name: tool for tool in (await session.list_tools()).tools}
                 good = await session.call_tool("analyze", {"path": "data:image/png;base64," + scan})
                 bad = await session.call_tool("classify", {"path": "data:image/png;base64," + not_a_scan})
+                not_base64 = await session.call_tool("classify", {"path": "data:image/png;base64,abcdefghi"})
                 # null for a numeric setting is "the default", as for gradio_client (the schema refused it)
                 defaults = await session.call_tool("analyze", {"path": "data:image/png;base64," + normal, "threshold": None,
                                                                "opacity": None, "frame": None, "view": None})
-                return tools, good, bad, defaults
+                return tools, good, bad, not_base64, defaults
 
     with AppServer(extra_env={"GRADIO_MCP_SERVER": "True"}) as server:
-        tools, good, bad, defaults = asyncio.run(session_calls(server.url))
+        tools, good, bad, not_base64, defaults = asyncio.run(session_calls(server.url))
     assert {"analyze", "classify", "segment", "report"} <= set(tools), "MCP tools are named as the endpoints"
     assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment", "report"))
     assert all("data: URI" in tools[name].description and "upload_file_to_gradio" not in tools[name].description
@@ -1190,6 +1191,8 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
     assert json.loads(next(t for t in texts if '"predicted_class"' in t))["predicted_class"] == "malignant"
     assert sum(item.type == "image" for item in good.content) >= 3, "Grad-CAM, lesion overlay and mask as images"
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
+    # Python's base64 error ("number of data characters (9) cannot be 1 more than a multiple of 4") said nothing useful
+    assert not_base64.isError and " ".join(c.text for c in not_base64.content) == app.BAD_DATA_URI
     assert not defaults.isError, defaults.content
     texts = [item.text for item in defaults.content if item.type == "text"]
     report = json.loads(next(t for t in texts if '"predicted_class"' in t))
