@@ -6,8 +6,8 @@ chunk in memory, not the whole upload.
 
 Limits keep one request from exhausting the server: MAX_SCANS scans per batch, and each archive
 member no larger than the decoder's own file limit: checked from the archive's directory before
-reading, so an honest zip bomb is refused unread, and by reading no more than that limit, so one
-whose headers lie about its size cannot inflate gigabytes into memory either.
+reading, so an honest zip bomb is left out unread (named, with the reason), and by reading no more
+than that limit, so one whose headers lie about its size cannot inflate gigabytes into memory either.
 """
 
 from __future__ import annotations

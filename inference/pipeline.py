@@ -29,8 +29,7 @@ from inference.decode import NOT_DICOM, DecodedScan, ScanError, colour_screening
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats, postprocessing
-from inference.preprocess import (Framing, resize, resolution_screening, to_model_input, views_notes,
-                                  views_warnings)
+from inference.preprocess import Framing, resize, resolution_screening, to_model_input, views_notes, views_warnings
 
 log = logging.getLogger(__name__)
 
@@ -362,8 +361,8 @@ class Analyzer:
         colour_refusal, colour_warnings = colour_screening(decoded.coloured, framing.box)
         size_refusal, size_warnings = resolution_screening(framing)
         warnings = decoded.warnings + colour_warnings + views_warnings(framing) + size_warnings
-        refused = ([colour_refusal or size_refusal] if colour_refusal or size_refusal
-                   else self._refusal(decoded.gray, distance, kinds))
+        refusal = colour_refusal or size_refusal
+        refused = [refusal] if refusal else self._refusal(decoded.gray, distance, kinds)
         if refused:
             return True, refused + warnings
         return False, warnings + ([] if kinds is None else self.orientation.warnings(kinds))
