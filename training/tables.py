@@ -820,6 +820,8 @@ RENDERERS = {
     "segmenter_ensemble_pooled": lambda reports_dir: render_ensemble(reports_dir, "segmenter_ensemble_pooled.json"),
     "segmenter_ensemble_seeds": lambda reports_dir: render_ensemble(reports_dir, "segmenter_ensemble_seeds.json"),
     "segmenter_ensemble_weighted": lambda reports_dir: render_ensemble(reports_dir, "segmenter_ensemble_weighted.json"),
+    "segmenter_ensemble_shipped_weighted": lambda reports_dir: render_ensemble(reports_dir,
+                                                                              "segmenter_ensemble_shipped_weighted.json"),
     "second_look": render_second_look,
     "two_views": render_two_views,
     "lesion_pooled": render_lesion_pooled,
