@@ -130,3 +130,18 @@ def test_the_grid_scores_every_setting_as_serving_would_draw_it(busi_root, bus_u
         assert np.allclose(peaks, [p[d].max() if d.any() else 0.0 for p, d in zip(probs, drawings)])
     assert {setting["threshold"] for setting, _ in grid} == set(FULL_GRID["threshold"])
     assert any(drawn.any() for _, (_, drawn, _) in grid) and any(dice.max() > 0.5 for _, (dice, _, _) in grid)
+
+
+def test_fallback_draws_the_region_holding_the_peak_only_when_the_peak_is_high_enough():
+    """Rule 64's fallback (training.fallback) draws one region: the thresholded region that holds the map's
+    highest value, and nothing when that value is under the peak asked."""
+    from training.fallback import most_likely_region
+
+    probs = np.full((10, 12), 0.05, np.float32)
+    probs[1:4, 1:4] = 0.6   # the larger region, a lower peak
+    probs[2, 2] = 0.7
+    probs[6:8, 8:10] = 0.8  # the peak's region
+    region = most_likely_region(probs, threshold=0.5, min_peak=0.75)
+    assert region.sum() == 4 and region[6:8, 8:10].all()
+    assert not most_likely_region(probs, threshold=0.5, min_peak=0.85).any()
+    assert most_likely_region(probs, threshold=0.65, min_peak=0.0).sum() == 4  # at 0.65 the first region is one pixel

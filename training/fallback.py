@@ -21,7 +21,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from inference.models import load_model
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, postprocessing
@@ -31,6 +30,7 @@ from training.metrics import calibrated, dice_iou
 from training.reframe import crop_around_lesions
 from training.renderings import rendered
 from training.train_segmenter import lesion_probabilities
+from training.two_views import peak_region
 
 LESION_PROBABILITIES = (0.6, 0.7, 0.8, 0.9, 0.95)  # g: from 0.6 the normal gate (0.4) cannot hide the drawing
 PEAKS = (0.3, 0.5, 0.7)                             # q
@@ -39,11 +39,9 @@ PEAKS = (0.3, 0.5, 0.7)                             # q
 def most_likely_region(probs: np.ndarray, threshold: float, min_peak: float) -> np.ndarray:
     """The connected region of `probs` at or above `threshold` that holds its highest value, when that
     value reaches `min_peak`; else nothing."""
-    peak_at = np.unravel_index(int(np.argmax(probs)), probs.shape)
-    if probs[peak_at] < max(threshold, min_peak):
+    if probs.max() < max(threshold, min_peak):
         return np.zeros(probs.shape, dtype=bool)
-    labels, _ = ndimage.label(probs >= threshold)
-    return labels == labels[peak_at]
+    return peak_region(probs >= threshold, probs)
 
 
 def rendered_pairs(side: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
