@@ -1142,6 +1142,10 @@ def main(argv=None):
         ssr_mode=False,
         show_error=True,  # an API argument Gradio itself refuses (a path string for a file) says why, not just "error"
         max_file_size=MAX_BYTES,  # Gradio refuses bigger uploads before they reach the decoder
+        # Gradio serves only files under the working directory or named here: started from another folder
+        # (a service manager, a container), a clicked example was refused with "Cannot move ... add it to
+        # the allowed_paths".
+        allowed_paths=[str(EXAMPLES_DIR)],
     )
 
 

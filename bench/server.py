@@ -44,7 +44,9 @@ class AppServer:
 
     def __enter__(self):
         self.log = open(Path(self.temp.name) / "server.log", "w+")
-        self.process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=self.env,
+        # Started from another folder, as a service manager or a container may start it: the examples
+        # and models must not depend on the working directory.
+        self.process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py")], cwd=self.temp.name, env=self.env,
                                         stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + self.timeout_s
         while time.time() < deadline:
