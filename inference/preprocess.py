@@ -42,6 +42,14 @@ FIELD_MIN_SIDE = 0.15
 # FIELD_MIN_LEVEL: PLAIN_SHARE of each within PLAIN_TOLERANCE of it (room for a caption's few dark pixels).
 PLAIN_TOLERANCE = 8
 PLAIN_SHARE = 0.95
+# A screen background: a scan shown on a viewer's or scanner's plain screen of a grey level above
+# FIELD_MIN_LEVEL (dark themes use #121212-#202020) is framed as on black when at least SCREEN_EDGES of the
+# picture's four outermost rows and columns are plain at one level (BAR_PLAIN_SHARE of each within
+# PLAIN_TOLERANCE of it: a title bar or a panel may break one edge, and cross the others). Taken for image,
+# such a screen was framed whole: the scan shrank in the models' input and a lesion was outlined in its
+# shadow, with no warning (tester). Tissue within PLAIN_TOLERANCE of the screen's level goes with it, so a
+# scan's darkest deep rows may fall outside the field; no scan of the three datasets has such a screen.
+SCREEN_EDGES = 3
 # Two views: a gutter is a run of columns outside the field's share (under FIELD_MIN_SHARE of image
 # pixels; a caption across it stays under), and each side of it spans at least VIEW_MIN_SIDE of the
 # field's width and has image in at least VIEW_MIN_FILL of its typical column, within its own field
@@ -112,6 +120,19 @@ def light_frame(gray: np.ndarray) -> tuple[tuple[int, int, int, int], float | No
     return (top, height - bottom, left, width - right), float(np.median(levels))
 
 
+def screen_level(gray: np.ndarray) -> float | None:
+    """The grey level of a plain screen around the scan (see SCREEN_EDGES), or None when there is none or
+    it is as dark as the black FIELD_MIN_LEVEL already leaves out."""
+    edges = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
+    levels = np.array([np.median(edge) for edge in edges])
+    plain = [_near(edge, level).mean() >= BAR_PLAIN_SHARE for edge, level in zip(edges, levels)]
+    for level in levels[plain]:
+        agreeing = levels[plain][np.abs(levels[plain] - level) <= PLAIN_TOLERANCE]
+        if len(agreeing) >= SCREEN_EDGES and np.median(agreeing) > FIELD_MIN_LEVEL:
+            return float(np.median(agreeing))
+    return None
+
+
 Box = tuple[int, int, int, int]  # (top, bottom, left, right), end-exclusive
 SEVERAL_VIEWS_WARNING = ("This image shows {views} ultrasound views side by side; only the {view} one ({why}) was analysed. "
                          "To analyse another, choose it under View on the Scan tab (API: the view argument).")
@@ -152,18 +173,24 @@ def _bar_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
     return bar
 
 
-def _image_pixels(gray: np.ndarray) -> tuple[Box, np.ndarray]:
+def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple[Box, np.ndarray]:
     """(the box inside any plain light frame (`light_frame`), which of its pixels are image): brighter
-    than FIELD_MIN_LEVEL, off a frame's level (the page between a caption and the scan is background
-    too) and outside a viewer's bars (`_bar_lines`: a tool bar read as image made the field the whole
-    screen, and a scan beneath it was read shrunk, malignant 78 % → benign 38 %)."""
+    than FIELD_MIN_LEVEL, off a frame's or a plain screen's level (`screen_level`; the page between a
+    caption and the scan is background too), not clearly `coloured` (a scanner's menus, title bars and
+    logos: a B-mode scan is grey, and a blue title bar taken into the field got a grey scan refused as
+    in colour) and outside a viewer's bars (`_bar_lines`: a tool bar read as image made the field the
+    whole screen, and a scan beneath it was read shrunk, malignant 78 % → benign 38 %)."""
     (top, bottom, left, right), level = light_frame(gray)
     inner = gray[top:bottom, left:right]
     image = inner > FIELD_MIN_LEVEL
+    if level is None:
+        level = screen_level(gray)
     if level is not None:
         image &= ~_near(inner, level)
-    image[_bar_lines(inner, image)] = False
+    image[_bar_lines(inner, image)] = False  # a coloured bar is a bar too: its words go with it
     image[:, _bar_lines(inner.T, image.T)] = False
+    if coloured is not None:
+        image &= ~coloured[top:bottom, left:right]
     return (top, bottom, left, right), image
 
 
@@ -217,20 +244,20 @@ def _offset(box: Box, top: int, left: int) -> Box:
     return box[0] + top, box[1] + top, box[2] + left, box[3] + left
 
 
-def _field_pixels(gray: np.ndarray) -> tuple[Box, np.ndarray | None]:
+def _field_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple[Box, np.ndarray | None]:
     """(the field's box in the scan, which of its pixels are image): the field of image inside any
     plain light frame (`_field_within`); a field too small to trust: everything inside the frame, and
     None for its pixels."""
-    frame, image = _image_pixels(gray)
+    frame, image = _image_pixels(gray, coloured)
     field = _field_within(image)
     if field is None:
         return frame, None
     return _offset(field, frame[0], frame[2]), image[field[0]:field[1], field[2]:field[3]]
 
 
-def ultrasound_field(gray: np.ndarray) -> Box:
+def ultrasound_field(gray: np.ndarray, coloured: np.ndarray | None = None) -> Box:
     """(top, bottom, left, right), end-exclusive: the ultrasound field, every view of it together."""
-    return _field_pixels(gray)[0]
+    return _field_pixels(gray, coloured)[0]
 
 
 def _separator_columns(gray: np.ndarray) -> np.ndarray:
@@ -284,11 +311,11 @@ def _views_within(image: np.ndarray, gray: np.ndarray) -> list[Box]:
     return views
 
 
-def scan_views(gray: np.ndarray) -> list[Box]:
+def scan_views(gray: np.ndarray, coloured: np.ndarray | None = None) -> list[Box]:
     """The ultrasound field (`ultrasound_field`) split into the views a dual-view scanner or a viewer
     shows side by side, separated by a black gutter or a plain separator line, from left to right; one
     box, the field, for a scan of one view."""
-    field, image = _field_pixels(gray)
+    field, image = _field_pixels(gray, coloured)
     if image is None:
         return [field]
     return [_offset(view, field[0], field[2]) for view in _views_within(image, gray[field[0]:field[1], field[2]:field[3]])]
@@ -354,11 +381,12 @@ class Framing:
 
     @classmethod
     def of(cls, gray: np.ndarray, size: int, crop_to_field: bool = False, keep_aspect: bool = False,
-           clahe: bool = False, view: int | None = None) -> Framing:
+           clahe: bool = False, view: int | None = None, coloured: np.ndarray | None = None) -> Framing:
         """`view`: which view to frame (from 0, left to right; None: the largest); a model that does not
-        crop to the field sees the whole scan as one view. Raises ViewError for a view not shown."""
+        crop to the field sees the whole scan as one view. `coloured` (`DecodedScan.coloured`): pixels
+        the field search leaves out. Raises ViewError for a view not shown."""
         height, width = gray.shape
-        views = scan_views(gray) if crop_to_field else [(0, height, 0, width)]
+        views = scan_views(gray, coloured) if crop_to_field else [(0, height, 0, width)]
         index = chosen_view(views, view)
         box = views[index]
         box_h, box_w = box[1] - box[0], box[3] - box[2]
@@ -377,12 +405,13 @@ class Framing:
         return view_position(self.view_index, self.views) if self.views > 1 else ""
 
     @classmethod
-    def for_model(cls, gray: np.ndarray, config: dict, view: int | None = None) -> Framing:
+    def for_model(cls, gray: np.ndarray, config: dict, view: int | None = None,
+                  coloured: np.ndarray | None = None) -> Framing:
         """The framing a model's config asks for (none: the whole scan stretched to the square), on view
         `view` (`of`)."""
         framing = config.get("framing", {})
         return cls.of(gray, config["input_size"], framing.get("crop_to_field", False), framing.get("keep_aspect", False),
-                      framing.get("clahe", False), view)
+                      framing.get("clahe", False), view, coloured)
 
     def resized(self, scan_shape: tuple[int, int]) -> Framing:
         """The same framing for the scan resized to `scan_shape` (maps drawn on a smaller copy)."""

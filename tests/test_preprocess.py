@@ -5,6 +5,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from inference import preprocess
+from inference.decode import decode
 from inference.preprocess import (ASKED_VIEW_NOTE, FIELD_MIN_LEVEL, SEVERAL_VIEWS_WARNING, VIEW_MIN_SIDE, Framing, ViewError,
                                   _bar_lines, scan_views, to_model_input, ultrasound_field, views_notes, views_warnings)
 from training.busi import load_scan
@@ -113,6 +114,54 @@ def test_an_example_scan_on_a_page_gets_the_scans_own_results(analyzer, examples
         assert not pasted.out_of_distribution and pasted.predicted_class == alone.predicted_class, path.name
         np.testing.assert_allclose(pasted.probabilities, alone.probabilities, atol=1e-4)
         assert pasted.mask()[30:30 + gray.shape[0], 20:20 + gray.shape[1]].sum() == alone.mask().sum()
+
+
+TITLE_BARS = {"grey": (51, 51, 51), "blue": (8, 58, 90), "teal": (0, 96, 96)}
+
+
+def on_a_screen(gray: np.ndarray, level: int, bar: str) -> tuple[np.ndarray, tuple]:
+    """`gray` on a scanner's or viewer's plain screen of grey `level` (RGB), under a title bar of colour `bar`
+    (`TITLE_BARS`) with white text across it; and where the scan's own field lands there."""
+    top, bottom, left, right = ultrasound_field(gray)
+    screen = Image.new("RGB", (gray.shape[1] + 400, gray.shape[0] + 180), (level,) * 3)
+    screen.paste(Image.fromarray(gray).convert("RGB"), (150, 90))
+    draw, font = ImageDraw.Draw(screen), ImageFont.load_default(size=14)
+    draw.rectangle((0, 0, screen.width, 44), fill=TITLE_BARS[bar])
+    draw.text((12, 14), "ACME Sono X7   L12-5   Breast   MI 1.1  TIS 0.4   12/03/2025 10:41", fill="white", font=font)
+    return np.asarray(screen), (top + 90, bottom + 90, left + 150, right + 150)
+
+
+@pytest.mark.parametrize("level", [18, 32])
+@pytest.mark.parametrize("bar", sorted(TITLE_BARS))
+def test_a_plain_screen_of_any_dark_grey_and_its_title_bar_are_not_the_field(examples, level, bar):
+    """A dark theme's screen (#121212-#202020) is above the black FIELD_MIN_LEVEL leaves out: taken for
+    image, the whole screen was the field and a lesion was outlined in the scan's shadow (tester). A
+    coloured title bar is no field either: taken in, it got a grey scan refused as in colour."""
+    for path, _ in examples[::3]:
+        screen, field = on_a_screen(np.asarray(Image.open(path).convert("L")), level, bar)
+        decoded = decode(screen)
+        assert ultrasound_field(decoded.gray, decoded.coloured) == field, path.name
+
+
+def test_an_example_scan_on_a_dark_screen_gets_the_scans_own_results(analyzer, examples):
+    for path, _ in examples[::4]:
+        gray = np.asarray(Image.open(path).convert("L"))
+        screen, (top, _, left, _) = on_a_screen(gray, 32, "blue")
+        alone, shown = analyzer.analyze(gray), analyzer.analyze(screen)
+        assert not shown.out_of_distribution and shown.predicted_class == alone.predicted_class, path.name
+        np.testing.assert_allclose(shown.probabilities, alone.probabilities, atol=1e-4)
+        assert shown.mask()[90:90 + gray.shape[0], 150:150 + gray.shape[1]].sum() == alone.mask().sum()
+
+
+def test_the_datasets_scans_frame_alike_with_their_colour_known(busi_root, bus_uclm_root, breast_root):
+    """Training frames the datasets' scans from their grey levels; serving also leaves clearly coloured
+    pixels (`DecodedScan.coloured`) out of the field search. No scan of the three datasets (1664; BUSI's
+    have coloured caliper marks) may frame otherwise for it, so that both see the same pixels."""
+    scans = [decode(s.path) for source in ("busi", "bus_uclm", "breast")
+             for samples in samples_by_side(source).values() for s in samples]
+    coloured = [scan for scan in scans if scan.coloured is not None]
+    assert len(scans) == 1664 and coloured, "some scans carry colour"
+    assert [scan_views(scan.gray, scan.coloured) for scan in coloured] == [scan_views(scan.gray) for scan in coloured]
 
 
 @pytest.mark.parametrize("crop, keep", [(True, True), (False, True), (True, False), (False, False)])
