@@ -85,6 +85,7 @@ class DecodedScan:
     frame: int = 0                            # which frame of the file this is (from 0)
     n_frames: int = 1
     coloured: np.ndarray | None = None        # (H, W) bool: clearly coloured pixels; None for a greyscale or tinted image
+    image_region: tuple[int, int, int, int] | None = None  # where a DICOM's ultrasound regions say the scan lies
 
 
 def colour_screening(coloured: np.ndarray | None, box: tuple[int, int, int, int]) -> tuple[str | None, list[str]]:
@@ -245,7 +246,8 @@ def decode(source, frame: int = 0) -> DecodedScan:
     if dicom_frame is not None:
         gray, coloured = _to_array(Image.fromarray(dicom_frame.pixels))
         return DecodedScan(gray, _frame_warnings(frame, dicom_frame.n_frames), dicom_frame.mm_per_pixel,
-                           dicom_frame.mm_unavailable_reason, frame, dicom_frame.n_frames, coloured)
+                           dicom_frame.mm_unavailable_reason, frame, dicom_frame.n_frames, coloured,
+                           dicom_frame.image_region)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

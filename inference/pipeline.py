@@ -374,7 +374,7 @@ class Analyzer:
         left to right; None: the largest). Raises inference.decode.ScanError on bad input."""
         decoded = decode(source)
         c = self.classifier.config
-        framing = Framing.for_model(decoded.gray, c, view, decoded.coloured)
+        framing = Framing.for_model(decoded.gray, c, view, decoded)
         logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings,
                                                            to_model_input(decoded.gray, framing)[None]).result()
         refused, warnings = self._screened(decoded, framing, None if distances is None else float(distances[0]),
@@ -408,11 +408,11 @@ class Analyzer:
         """A decoded scan -> its framings and both models' inputs, on view `view` of several side by side
         (from 0, left to right; None: the largest). Raises inference.preprocess.ViewError for a view not shown."""
         gray = decoded.gray
-        class_framing = Framing.for_model(gray, self.classifier.config, view, decoded.coloured)
+        class_framing = Framing.for_model(gray, self.classifier.config, view, decoded)
         class_input = to_model_input(gray, class_framing)
         if self._one_encoder_pass is not None:  # same input size and framing: one input serves both
             return PreparedScan(decoded, class_framing, class_framing, class_input, class_input)
-        seg_framing = Framing.for_model(gray, self.segmenter.config, view, decoded.coloured)
+        seg_framing = Framing.for_model(gray, self.segmenter.config, view, decoded)
         return PreparedScan(decoded, class_framing, seg_framing, class_input, to_model_input(gray, seg_framing))
 
     def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None, mask_logits: np.ndarray,

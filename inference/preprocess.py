@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from skimage.exposure import equalize_adapthist
 
-from inference.decode import ScanError
+from inference.decode import DecodedScan, ScanError
 
 FIELD_MIN_LEVEL = 12    # grey level above which a pixel counts as image, not background
 FIELD_MIN_SHARE = 0.05  # a row/column belongs to the field when this share of it is image
@@ -311,10 +311,15 @@ def _views_within(image: np.ndarray, gray: np.ndarray) -> list[Box]:
     return views
 
 
-def scan_views(gray: np.ndarray, coloured: np.ndarray | None = None) -> list[Box]:
+def scan_views(gray: np.ndarray, coloured: np.ndarray | None = None, within: Box | None = None) -> list[Box]:
     """The ultrasound field (`ultrasound_field`) split into the views a dual-view scanner or a viewer
     shows side by side, separated by a black gutter or a plain separator line, from left to right; one
-    box, the field, for a scan of one view."""
+    box, the field, for a scan of one view. `within`: the box the file says the scan lies in (a DICOM's
+    ultrasound regions, `DecodedScan.image_region`), where the field is looked for."""
+    if within is not None:
+        top, bottom, left, right = within
+        inner = (slice(top, bottom), slice(left, right))
+        return [_offset(view, top, left) for view in scan_views(gray[inner], None if coloured is None else coloured[inner])]
     field, image = _field_pixels(gray, coloured)
     if image is None:
         return [field]
@@ -381,12 +386,14 @@ class Framing:
 
     @classmethod
     def of(cls, gray: np.ndarray, size: int, crop_to_field: bool = False, keep_aspect: bool = False,
-           clahe: bool = False, view: int | None = None, coloured: np.ndarray | None = None) -> Framing:
+           clahe: bool = False, view: int | None = None, decoded: DecodedScan | None = None) -> Framing:
         """`view`: which view to frame (from 0, left to right; None: the largest); a model that does not
-        crop to the field sees the whole scan as one view. `coloured` (`DecodedScan.coloured`): pixels
-        the field search leaves out. Raises ViewError for a view not shown."""
+        crop to the field sees the whole scan as one view. `decoded`: what the file says besides `gray`
+        (its coloured pixels, which the field search leaves out, and where a DICOM says the scan lies,
+        where it looks: `scan_views`). Raises ViewError for a view not shown."""
         height, width = gray.shape
-        views = scan_views(gray, coloured) if crop_to_field else [(0, height, 0, width)]
+        coloured, within = (None, None) if decoded is None else (decoded.coloured, decoded.image_region)
+        views = scan_views(gray, coloured, within) if crop_to_field else [(0, height, 0, width)]
         index = chosen_view(views, view)
         box = views[index]
         box_h, box_w = box[1] - box[0], box[3] - box[2]
@@ -406,12 +413,12 @@ class Framing:
 
     @classmethod
     def for_model(cls, gray: np.ndarray, config: dict, view: int | None = None,
-                  coloured: np.ndarray | None = None) -> Framing:
+                  decoded: DecodedScan | None = None) -> Framing:
         """The framing a model's config asks for (none: the whole scan stretched to the square), on view
         `view` (`of`)."""
         framing = config.get("framing", {})
         return cls.of(gray, config["input_size"], framing.get("crop_to_field", False), framing.get("keep_aspect", False),
-                      framing.get("clahe", False), view, coloured)
+                      framing.get("clahe", False), view, decoded)
 
     def resized(self, scan_shape: tuple[int, int]) -> Framing:
         """The same framing for the scan resized to `scan_shape` (maps drawn on a smaller copy)."""

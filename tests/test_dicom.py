@@ -472,3 +472,56 @@ def test_patient_identity_appears_nowhere(analyzer, scan):
     shown = repr(decode(data)) + repr(analysis.lesion_stats()) + repr(analysis.warnings) + repr(analysis.notes)
     for secret in (PATIENT_NAME, "Secretname", PATIENT_ID):
         assert secret not in shown
+
+
+def on_a_scanners_screen(pixels: np.ndarray, top: int = 90, left: int = 200) -> np.ndarray:
+    """`pixels` as a scanner's DICOM shows them: on a black screen with a depth ruler (ticks and numbers)
+    just left of the scan and a grey-scale bar just right of it, as most scanners export their screen."""
+    from PIL import ImageDraw, ImageFont
+
+    height, width = pixels.shape
+    screen = Image.new("L", (width + 2 * left, height + 2 * top), 0)
+    screen.paste(Image.fromarray(pixels), (left, top))
+    draw, font = ImageDraw.Draw(screen), ImageFont.load_default(size=11)
+    for depth, y in enumerate(range(top, top + height, height // 8)):
+        draw.line((left - 10, y, left - 3, y), fill=200)
+        draw.text((left - 26, y - 6), str(depth), fill=200, font=font)
+    for y in range(height):
+        draw.line((left + width + 20, top + y, left + width + 33, top + y), fill=255 - 255 * y // height)
+    return np.asarray(screen)
+
+
+def test_a_scanners_screen_is_framed_where_its_ultrasound_region_says_the_scan_is(analyzer):
+    """A scanner's DICOM of its whole screen: its 2D ultrasound region says where the scan lies, and the
+    field is looked for there. Without it the ruler and grey-scale bar beside the scan are taken in,
+    which shrinks the scan in the models' input and changes its lesion (tester: 12.6 x 10.4 mm where the
+    scan alone measures 15.2 x 11.4 mm)."""
+    alone = pydicom.dcmread(EXAMPLES / "dicom" / "breast_case010.dcm")
+    pixels = alone.pixel_array
+    height, width = pixels.shape
+    mm = 10 * float(alone.SequenceOfUltrasoundRegions[0].PhysicalDeltaX)
+    screen = on_a_scanners_screen(pixels)
+    region = ultrasound_region(200, 90, 200 + width - 1, 90 + height - 1, mm / 10, mm / 10)
+    shown = analyzer.analyze(dicom_bytes(screen, SequenceOfUltrasoundRegions=[region]))
+    expected = analyzer.analyze(EXAMPLES / "dicom" / "breast_case010.dcm")
+    assert shown.class_framing.box == (90, 90 + height, 200, 200 + width)
+    np.testing.assert_allclose(shown.probabilities, expected.probabilities, atol=1e-4)
+    assert shown.mask()[90:90 + height, 200:200 + width].sum() == expected.mask().sum() > 0
+    assert shown.lesion_stats()["longest_diameter_mm"] == expected.lesion_stats()["longest_diameter_mm"]
+    unsaid = analyzer.analyze(dicom_bytes(screen))  # the same screen without regions: the ruler and bar go in
+    top, bottom, left, right = unsaid.class_framing.box
+    assert left < 200 - 3 and right > 200 + width + 20
+
+
+def test_two_regions_side_by_side_are_two_views(analyzer, scan):
+    """A dual-view scanner writes one region per view: the field is looked for around both, and the views
+    are split as on any side-by-side image."""
+    height, width = scan.shape
+    pair = np.zeros((height + 40, 2 * width + 60), np.uint8)
+    pair[20:20 + height, 10:10 + width], pair[20:20 + height, 50 + width:50 + 2 * width] = scan, scan[:, ::-1]
+    regions = [ultrasound_region(10, 20, 9 + width, 19 + height, 0.007, 0.007),
+               ultrasound_region(50 + width, 20, 49 + 2 * width, 19 + height, 0.007, 0.007)]
+    decoded = decode(dicom_bytes(pair, SequenceOfUltrasoundRegions=regions))
+    assert decoded.image_region == (20, 20 + height, 10, 50 + 2 * width)
+    assert analyzer.analyze(decoded.gray).class_framing.views == 2
+    assert analyzer.analyze(dicom_bytes(pair, SequenceOfUltrasoundRegions=regions)).class_framing.views == 2
