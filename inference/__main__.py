@@ -105,12 +105,12 @@ def main(argv=None) -> int:
     if args.engine == "ray":
         from inference import ray_engine  # Ray is an optional extra: imported only when asked for
 
-        total, failures = ray_engine.run(args.inputs, args.out, args.masks, args.explain, args.batch_size,
-                                         args.address, args.actor_cpus)
+        tally = ray_engine.run(args.inputs, args.out, args.masks, args.explain, args.batch_size,
+                               args.address, args.actor_cpus)
     else:
-        total, failures = len(scans), run_local(scans, args.out, args.masks, args.explain, args.batch_size)
-    print(f"wrote {args.out}: {total} scans, {failures} failed", file=sys.stderr)
-    return 1 if failures == total else 0
+        tally = run_local(scans, args.out, args.masks, args.explain, args.batch_size)
+    print(f"wrote {args.out}: {tally}", file=sys.stderr)
+    return 1 if tally.failed == tally.scans else 0
 
 
 if __name__ == "__main__":

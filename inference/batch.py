@@ -11,6 +11,7 @@ import csv
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePath
 
@@ -69,6 +70,27 @@ def _files_below(folder: Path) -> list[Path]:
 def _is_taken(path: Path) -> bool:
     """Whether a batch analyses `path`: a scan file (`is_scan_file`) that is a regular file (not a pipe)."""
     return is_scan_file(path) and path.is_file()
+
+
+@dataclass
+class Tally:
+    """What a run did with its scans, counted from their rows (`result_row`): the summary both engines
+    print. Scans given no answer (not recognised as a breast ultrasound, in colour, too small) are named
+    apart: counted as analysed, a run of such files read as if every scan had a result (tester)."""
+
+    scans: int = 0
+    failed: int = 0      # could not be analysed at all (their warnings start with ERROR_PREFIX)
+    unanswered: int = 0  # analysed, but given no class (their warnings say why)
+
+    def count(self, row: dict) -> None:
+        self.scans += 1
+        self.failed += row["warnings"].startswith(ERROR_PREFIX)
+        self.unanswered += row["predicted_class"] is None and not row["warnings"].startswith(ERROR_PREFIX)
+
+    def __str__(self) -> str:
+        answered = self.scans - self.failed - self.unanswered
+        return (f"{self.scans} scans: {answered} with a result, {self.unanswered} given none (the warnings column "
+                f"says why), {self.failed} failed")
 
 
 def result_row(file: str, result: Analysis | ScanError) -> dict:
@@ -227,24 +249,24 @@ def one_ahead(fn, items):
 
 
 def run_local(scans: list[Path], out: Path, masks_dir: Path | None = None, explain_dir: Path | None = None,
-              batch_size: int = 16, analyzer: Analyzer | None = None) -> int:
+              batch_size: int = 16, analyzer: Analyzer | None = None) -> Tally:
     """Analyse `scans` in batches of `batch_size` on this machine and write one row each to `out`;
-    returns how many failed. The next batch is analysed while this one's images and rows are written."""
+    returns what became of them. The next batch is analysed while this one's images and rows are written."""
     analyzer = analyzer or Analyzer()
     analyse = partial(analyzer.analyze_batch, maps=explain_dir is not None)
     stems = output_stems(list(map(str, scans)))
 
     def record(file: str, result: Analysis | ScanError) -> dict:
         return record_scan(file, result, masks_dir, explain_dir, stems[file])
-    results, failures = open_results(out), 0
+    results, tally = open_results(out), Tally()
     try:
         with ThreadPoolExecutor(os.cpu_count()) as writers, \
                 tqdm(total=len(scans), desc="analysing", unit="scan") as progress:
             for chunk, analysed in one_ahead(analyse, batches(scans, batch_size)):
                 for row in writers.map(record, map(str, chunk), analysed):
                     results.write(row)
-                    failures += row["warnings"].startswith(ERROR_PREFIX)
+                    tally.count(row)
                 progress.update(len(chunk))
     finally:
         results.close()
-    return failures
+    return tally

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 
-from inference.batch import ERROR_PREFIX, arrow_schema, open_results, output_stems, record_scan
+from inference.batch import Tally, arrow_schema, open_results, output_stems, record_scan
 from inference.files import is_hidden_path, is_scan_file
 from inference.models import REPO_ROOT, load_configured, source_for
 from inference.pipeline import Analyzer, decode_or_error
@@ -148,19 +148,18 @@ def build_dataset(sources: list[str], masks_dir: Path | None, explain_dir: Path 
 
 
 def run(sources: list[str], out: Path, masks_dir: Path | None = None, explain_dir: Path | None = None,
-        batch_size: int = 16, address: str | None = None, actor_cpus: float = 1) -> tuple[int, int]:
+        batch_size: int = 16, address: str | None = None, actor_cpus: float = 1) -> Tally:
     """Run the job and write its rows to `out` (.csv or .parquet) as they arrive, in completion
-    order; returns (scans, failures)."""
+    order; returns what became of the scans."""
     connect(address)
     cpus = ray.cluster_resources().get("CPU", 0)
     if actor_cpus >= cpus:  # the read tasks would wait forever for a CPU the model actor holds
         raise SystemExit(f"--actor-cpus {actor_cpus:g} leaves none of the cluster's {cpus:g} CPUs for reading files")
-    results, total, failures = open_results(out), 0, 0
+    results, tally = open_results(out), Tally()
     try:
         for row in build_dataset(sources, masks_dir, explain_dir, batch_size, actor_cpus).iter_rows():
             results.write(row)
-            total += 1
-            failures += row["warnings"].startswith(ERROR_PREFIX)
+            tally.count(row)
     finally:
         results.close()
-    return total, failures
+    return tally

@@ -113,11 +113,12 @@ def test_ray_job_gives_the_local_rows_and_masks(ray_local, analyzer, examples, t
     shutil.copy(examples[1][0], folder / "sub" / examples[0][0].name)
     local_masks, ray_masks = tmp_path / "local_masks", tmp_path / "ray_masks"
     local_masks.mkdir(), ray_masks.mkdir()
-    run_local(find_scans([str(folder)]), tmp_path / "local.parquet", local_masks, batch_size=4, analyzer=analyzer)
-    total, failures = ray_local.run([str(folder)], tmp_path / "ray.parquet", ray_masks, batch_size=4)
+    local_tally = run_local(find_scans([str(folder)]), tmp_path / "local.parquet", local_masks, batch_size=4,
+                            analyzer=analyzer)
+    tally = ray_local.run([str(folder)], tmp_path / "ray.parquet", ray_masks, batch_size=4)
     local = sorted(pq.read_table(tmp_path / "local.parquet").to_pylist(), key=lambda row: row["file"])
     remote = sorted(pq.read_table(tmp_path / "ray.parquet").to_pylist(), key=lambda row: row["file"])
-    assert (total, failures) == (len(examples) + 2, 1)
+    assert (tally.scans, tally.failed) == (len(examples) + 2, 1) and tally == local_tally
     assert [row["file"] for row in remote] == [row["file"] for row in local]
     for mine, theirs in zip(remote, local):
         probabilities = [name for name in mine if name.startswith("p_")]

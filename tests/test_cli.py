@@ -192,5 +192,24 @@ def test_input_mistakes_are_refused_before_the_models_load(tmp_path, examples, m
         assert refused.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists(), "nothing is written for a refused command"
     ray_engine = pytest.importorskip("inference.ray_engine")
-    monkeypatch.setattr(ray_engine, "run", lambda sources, *options: (len(sources), 0))
+    from inference.batch import Tally
+
+    monkeypatch.setattr(ray_engine, "run", lambda sources, *options: Tally(scans=len(sources)))
     assert batch_main(["s3://bucket/scans", "--out", str(out), "--engine", "ray"]) == 0
+
+
+def test_the_summary_names_scans_given_no_answer_apart(tmp_path, examples, capsys):
+    """A photo is analysed but given no class: the summary said "3 scans, 1 failed" as if two had results."""
+    import skimage.data
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(examples[0][0], folder / "scan.png")
+    Image.fromarray(skimage.data.astronaut()).save(folder / "photo.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "results.csv"
+    assert batch_main([str(folder), "--out", str(out)]) == 0
+    rows = {Path(row["file"]).name: row for row in csv.DictReader(out.open())}
+    assert rows["photo.png"]["predicted_class"] == "" and rows["photo.png"]["warnings"]
+    assert (f"wrote {out}: 3 scans: 1 with a result, 1 given none (the warnings column says why), 1 failed"
+            in capsys.readouterr().err)
