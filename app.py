@@ -413,8 +413,8 @@ def read_upload(path: str | None) -> bytes:
     and may hand it to another request (the Analyse button after auto-analysis, another client), so
     its cache cleaner (`delete_cache`) owns deletion, not the first request that reads it."""
     if not path:
-        raise user_error("Upload, paste or drop an ultrasound scan first (DICOM and other files: the box below the "
-                         "image box).")
+        raise user_error("No scan was given: upload, paste or drop an ultrasound scan first (DICOM and other files: "
+                         "the box below the image box; through the API, send it as the first argument).")
     file = Path(path)
     if not file.is_file():
         raise user_error("The uploaded file is no longer on the server (uploads are deleted 10 to 20 minutes after they "

@@ -320,7 +320,8 @@ def test_bad_input_is_a_readable_error(handlers, tmp_path, content, message):
     bad.write_bytes(content)
     with pytest.raises(gr.Error, match=message):
         handlers.classify(str(bad))
-    with pytest.raises(gr.Error, match="Upload, paste or drop"):
+    with pytest.raises(gr.Error, match="No scan was given: upload, paste or drop .* through the API, send it as the "
+                                       "first argument"):
         handlers.classify(None)
 
 
