@@ -76,6 +76,11 @@ MCP_FILE_HINT = (" Send a scan as a data: URI with base64 content (data:image/pn
 
 BAD_DATA_URI = ("The scan's data: URI does not hold base64 content: send data:<type>;base64,<the file's bytes in "
                 "base64>, e.g. data:image/png;base64,iVBORw0KGgo... (or an http(s) URL the server can fetch).")
+NOT_A_URL = ("The scan must be a data: URI with base64 content (data:image/png;base64,...) or an http(s) URL: this "
+             "server cannot read a file path on your machine.")
+PRIVATE_URL = ("This server does not fetch scans from its own, local or private addresses (nor the file URLs an "
+               "upload tool gives for them): send the scan as a data: URI with base64 content "
+               "(data:image/png;base64,...), or as a public http(s) URL.")
 
 
 def mend_mcp_results():
@@ -86,13 +91,19 @@ def mend_mcp_results():
     output (the probabilities, the report), or a missing one (no Seg-Grad-CAM without a lesion), is sent
     as JSON text ("null"), which a client can parse, not as a Python printout. Remove once Gradio does
     both (the MCP test checks). And the tools' descriptions say how to send a scan (MCP_FILE_HINT), and a
-    `data:` URI whose content is not base64 is answered with what to send (BAD_DATA_URI)."""
+    `data:` URI whose content is not base64, a file path, or a URL this server will not fetch (its own, as
+    an upload tool gives) is answered with what to send (BAD_DATA_URI, NOT_A_URL, PRIVATE_URL)."""
     from anyio.to_thread import run_sync
     from gradio.mcp import GradioMCPServer
     from gradio_client.utils import is_file_obj_with_meta
 
     async def one_item_per_output(self, job):
-        result = await run_sync(job.result)
+        try:
+            result = await run_sync(job.result)
+        except Exception as error:  # Gradio refuses to fetch a private URL in words no client can act on
+            if "failed validation" in str(error):  # "Hostname 127.0.0.1 failed validation"
+                raise ValueError(PRIVATE_URL) from None
+            raise
         return list(result) if isinstance(result, tuple) else [result]
 
     convert = GradioMCPServer.postprocess_output_data
@@ -109,6 +120,10 @@ def mend_mcp_results():
             return to_files(self, value, filedata_positions)
         except binascii.Error:  # Python's own words reached the client ("number of data characters (9) ...")
             raise ValueError(BAD_DATA_URI) from None
+        except ValueError as error:  # a path: "provide a url", which no data: URI would then satisfy
+            if str(error).startswith("Invalid file data format"):
+                raise ValueError(NOT_A_URL) from None
+            raise
 
     GradioMCPServer._execute_tool_without_progress = one_item_per_output
     GradioMCPServer.postprocess_output_data = json_for_data

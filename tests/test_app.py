@@ -1170,13 +1170,16 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
                 good = await session.call_tool("analyze", {"path": "data:image/png;base64," + scan})
                 bad = await session.call_tool("classify", {"path": "data:image/png;base64," + not_a_scan})
                 not_base64 = await session.call_tool("classify", {"path": "data:image/png;base64,abcdefghi"})
+                # a path on the client's machine, and the server's own file URL (as an upload tool gives one)
+                local_path = await session.call_tool("classify", {"path": "/home/me/scan.png"})
+                own_url = await session.call_tool("classify", {"path": url + "gradio_api/file=/tmp/scan.png"})
                 # null for a numeric setting is "the default", as for gradio_client (the schema refused it)
                 defaults = await session.call_tool("analyze", {"path": "data:image/png;base64," + normal, "threshold": None,
                                                                "opacity": None, "frame": None, "view": None})
-                return tools, good, bad, not_base64, defaults
+                return tools, good, bad, not_base64, defaults, local_path, own_url
 
     with AppServer(extra_env={"GRADIO_MCP_SERVER": "True"}) as server:
-        tools, good, bad, not_base64, defaults = asyncio.run(session_calls(server.url))
+        tools, good, bad, not_base64, defaults, local_path, own_url = asyncio.run(session_calls(server.url))
     assert {"analyze", "classify", "segment", "report"} <= set(tools), "MCP tools are named as the endpoints"
     assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment", "report"))
     assert all("data: URI" in tools[name].description and "upload_file_to_gradio" not in tools[name].description
@@ -1194,6 +1197,9 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
     # Python's base64 error ("number of data characters (9) cannot be 1 more than a multiple of 4") said nothing useful
     assert not_base64.isError and " ".join(c.text for c in not_base64.content) == app.BAD_DATA_URI
+    # Gradio's words were "Invalid file data format, provide a url" and "Hostname 127.0.0.1 failed validation"
+    assert local_path.isError and " ".join(c.text for c in local_path.content) == app.NOT_A_URL
+    assert own_url.isError and " ".join(c.text for c in own_url.content) == app.PRIVATE_URL
     assert not defaults.isError, defaults.content
     texts = [item.text for item in defaults.content if item.type == "text"]
     report = json.loads(next(t for t in texts if '"predicted_class"' in t))
