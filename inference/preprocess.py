@@ -82,6 +82,14 @@ CAPTION_MIN_HEIGHT = 5
 CAPTION_MAX_SHARE = 0.06
 CAPTION_GAP_PER_HEIGHT = 0.6
 CAPTION_MAX_ACROSS = 0.6
+# A scale strip: the grey-scale (or colour-scale) bar a scanner draws beside the scan, a solid run of
+# columns (rows) with image apart from the rest by background, CAPTION_MIN_HEIGHT px to SCALE_MAX_SHARE of the
+# picture's width (height) across, not the widest run, with image in SCALE_MIN_FILL of its rows and each of
+# those rows one level across it (PLAIN_SHARE of them within 2 x PLAIN_TOLERANCE): a gradient along it, plain
+# across. Taken into the field, it shrank the scan in the models' input (tester: a BUS-UCLM scan's lesion went
+# from drawn to hidden by a 14 px bar 20 px beside it). No scan of the three datasets has one (a test).
+SCALE_MAX_SHARE = 0.03
+SCALE_MIN_FILL = 0.5
 CLAHE_CLIP_LIMIT = 0.01  # scikit-image's default; its tiles are 1/8 of each side of the placed field
 
 
@@ -173,6 +181,24 @@ def _bar_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
     return bar
 
 
+def _scale_strip_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """(H,) bool: the rows of `gray` (with its `image` pixels) that belong to a scale strip (SCALE_MAX_SHARE and
+    the settings beside it); the columns of a vertical one when given the transposes."""
+    runs = _runs(image.mean(axis=1) >= FIELD_MIN_SHARE)
+    widest = max(runs, key=lambda run: run[1] - run[0], default=None)
+    strip = np.zeros(len(gray), bool)
+    for start, end in runs:
+        if (start, end) == widest or not CAPTION_MIN_HEIGHT <= end - start <= SCALE_MAX_SHARE * len(gray):
+            continue
+        filled = image[start:end].all(axis=0)  # the lines along the strip where it is solid
+        if filled.mean() < SCALE_MIN_FILL:
+            continue
+        band = gray[start:end, filled].astype(np.int16)
+        if (band.max(axis=0) - band.min(axis=0) <= 2 * PLAIN_TOLERANCE).mean() >= PLAIN_SHARE:
+            strip[start:end] = True
+    return strip
+
+
 def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple[Box, np.ndarray]:
     """(the box inside any plain light frame (`light_frame`), which of its pixels are image): brighter
     than FIELD_MIN_LEVEL, off a frame's or a plain screen's level (`screen_level`; the page between a
@@ -189,6 +215,8 @@ def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple
         image &= ~_near(inner, level)
     image[_bar_lines(inner, image)] = False  # a coloured bar is a bar too: its words go with it
     image[:, _bar_lines(inner.T, image.T)] = False
+    image[_scale_strip_lines(inner, image)] = False
+    image[:, _scale_strip_lines(inner.T, image.T)] = False
     if coloured is not None:
         image &= ~coloured[top:bottom, left:right]
     return (top, bottom, left, right), image

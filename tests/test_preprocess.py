@@ -63,13 +63,32 @@ def test_a_caption_under_or_over_the_scan_is_not_the_field(examples, text, size,
         assert ultrasound_field(screen) == field, path.name
 
 
+def beside_a_grey_scale_bar(gray: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """`gray` on a scanner's black screen with a grey-scale bar (14 px wide, white at the top to black) 20 px
+    to its right, as scanners show one; and where the scan's own field lands there."""
+    top, bottom, left, right = ultrasound_field(gray)
+    screen = np.zeros((gray.shape[0] + 160, gray.shape[1] + 300), np.uint8)
+    screen[80:80 + gray.shape[0], 150:150 + gray.shape[1]] = gray
+    screen[80 + top:80 + bottom, 150 + right + 20:150 + right + 34] = np.linspace(255, 0, bottom - top)[:, None]
+    return screen, (top + 80, bottom + 80, left + 150, right + 150)
+
+
+def test_a_grey_scale_bar_beside_the_scan_is_not_the_field(examples):
+    """Scanners draw one beside the scan: taken in, it shrank the scan in the models' input (tester: a BUS-UCLM
+    scan's lesion went from drawn to hidden by the bar alone). A depth ruler's numbers are still taken in:
+    as sparse as the deep rows some BUSI fields end in, they cannot be told apart by how much they fill."""
+    for path, _ in examples:
+        screen, field = beside_a_grey_scale_bar(np.asarray(Image.open(path).convert("L")))
+        assert ultrasound_field(screen) == field, path.name
+
+
 def test_the_datasets_scans_end_in_no_caption(busi_root, bus_uclm_root, breast_root, monkeypatch):
     """Thin lines, depth ticks and dark deep rows end many fields: none of the three datasets' scans may
     frame otherwise for the caption rule, so that training, the reports and serving see the same pixels."""
     scans = [load_scan(s) for source in ("busi", "bus_uclm", "breast")
              for samples in samples_by_side(source).values() for s in samples]
     with_rule = [ultrasound_field(gray) for gray in scans]
-    monkeypatch.setattr(preprocess, "CAPTION_MIN_HEIGHT", 10 ** 9)  # no block is a caption
+    monkeypatch.setattr(preprocess, "CAPTION_MIN_HEIGHT", 10 ** 9)  # no block is a caption, nor a scale strip
     assert len(scans) == 1664 and [ultrasound_field(gray) for gray in scans] == with_rule
 
 
