@@ -44,8 +44,10 @@ PLAIN_TOLERANCE = 8
 PLAIN_SHARE = 0.95
 # A screen background: a scan shown on a viewer's or scanner's plain screen of a grey level above
 # FIELD_MIN_LEVEL (dark themes use #121212-#202020) is framed as on black when at least SCREEN_EDGES of the
-# picture's four outermost rows and columns are plain at one level (BAR_PLAIN_SHARE of each within
-# PLAIN_TOLERANCE of it: a title bar or a panel may break one edge, and cross the others). Taken for image,
+# picture's four edges show a plain line at one level (BAR_PLAIN_SHARE of it within PLAIN_TOLERANCE of it)
+# within BAR_MAX_SHARE of the edge (bars at the top and bottom, a window's border, may lie outside it; a panel
+# may break an edge and cross the others: read only at the outermost lines, bars at the top and the bottom
+# or a 1-px border had the whole screen framed again, tester). Taken for image,
 # such a screen was framed whole: the scan shrank in the models' input and a lesion was outlined in its
 # shadow, with no warning (tester). Tissue within PLAIN_TOLERANCE of the screen's level goes with it, so a
 # scan's darkest deep rows may fall outside the field; no scan of the three datasets has such a screen.
@@ -84,7 +86,8 @@ CAPTION_GAP_PER_HEIGHT = 0.6
 CAPTION_MAX_ACROSS = 0.6
 # A scale strip: the grey-scale (or colour-scale) bar a scanner draws beside the scan, a solid run of
 # columns (rows) with image apart from the rest by background, CAPTION_MIN_HEIGHT px to SCALE_MAX_SHARE of the
-# picture's width (height) across, not the widest run, with image in SCALE_MIN_FILL of its rows and each of
+# picture's width (height) across, not the widest run, solid (image right across) in SCALE_MIN_FILL of the rows
+# it spans and each of
 # those rows one level across it (PLAIN_SHARE of them within 2 x PLAIN_TOLERANCE): a gradient along it, plain
 # across. Taken into the field, it shrank the scan in the models' input (tester: a BUS-UCLM scan's lesion went
 # from drawn to hidden by a 14 px bar 20 px beside it). No scan of the three datasets has one (a test).
@@ -128,17 +131,30 @@ def light_frame(gray: np.ndarray) -> tuple[tuple[int, int, int, int], float | No
     return (top, height - bottom, left, width - right), float(np.median(levels))
 
 
-def screen_level(gray: np.ndarray) -> float | None:
-    """The grey level of a plain screen around the scan (see SCREEN_EDGES), or None when there is none or
-    it is as dark as the black FIELD_MIN_LEVEL already leaves out."""
-    edges = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
-    levels = np.array([np.median(edge) for edge in edges])
-    plain = [_near(edge, level).mean() >= BAR_PLAIN_SHARE for edge, level in zip(edges, levels)]
-    for level in levels[plain]:
-        agreeing = levels[plain][np.abs(levels[plain] - level) <= PLAIN_TOLERANCE]
-        if len(agreeing) >= SCREEN_EDGES and np.median(agreeing) > FIELD_MIN_LEVEL:
-            return float(np.median(agreeing))
-    return None
+def _plain_levels(lines: np.ndarray) -> np.ndarray:
+    """Per line of `lines` (rows, from one edge inward): its level (median) when it is plain (BAR_PLAIN_SHARE
+    of it within PLAIN_TOLERANCE of it) and above FIELD_MIN_LEVEL, else NaN."""
+    levels = np.median(lines, axis=1)
+    plain = (np.abs(lines.astype(np.int16) - levels[:, None]) <= PLAIN_TOLERANCE).mean(axis=1) >= BAR_PLAIN_SHARE
+    return np.where(plain & (levels > FIELD_MIN_LEVEL), levels, np.nan)
+
+
+def plain_screen(gray: np.ndarray) -> tuple[float, tuple[int, int, int, int]] | None:
+    """(the grey level of a plain screen around the scan (see SCREEN_EDGES), how many lines at the top,
+    bottom, left and right lie outside it: bars, a window's border), or None when there is none or it is as
+    dark as the black FIELD_MIN_LEVEL already leaves out. Each edge is read from its outermost line inward,
+    up to BAR_MAX_SHARE of the picture."""
+    height, width = gray.shape
+    depth_rows, depth_columns = max(1, int(BAR_MAX_SHARE * height)), max(1, int(BAR_MAX_SHARE * width))
+    edges = [_plain_levels(lines) for lines in (gray[:depth_rows], gray[::-1][:depth_rows],
+                                                gray.T[:depth_columns], gray.T[::-1][:depth_columns])]
+    candidates = np.unique(np.concatenate([edge[~np.isnan(edge)] for edge in edges]))
+    showing = [sum(bool((np.abs(edge - level) <= PLAIN_TOLERANCE).any()) for edge in edges) for level in candidates]
+    if not showing or max(showing) < SCREEN_EDGES:
+        return None
+    near = [np.abs(edge - candidates[int(np.argmax(showing))]) <= PLAIN_TOLERANCE for edge in edges]
+    level = float(np.median(np.concatenate([edge[at] for edge, at in zip(edges, near)])))
+    return level, tuple(int(np.argmax(at)) for at in near)  # 0 where an edge does not show the screen
 
 
 Box = tuple[int, int, int, int]  # (top, bottom, left, right), end-exclusive
@@ -191,7 +207,8 @@ def _scale_strip_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
         if (start, end) == widest or not CAPTION_MIN_HEIGHT <= end - start <= SCALE_MAX_SHARE * len(gray):
             continue
         filled = image[start:end].all(axis=0)  # the lines along the strip where it is solid
-        if filled.mean() < SCALE_MIN_FILL:
+        along = np.flatnonzero(image[start:end].any(axis=0))
+        if filled[along[0]:along[-1] + 1].mean() < SCALE_MIN_FILL:  # solid along its own length
             continue
         band = gray[start:end, filled].astype(np.int16)
         if (band.max(axis=0) - band.min(axis=0) <= 2 * PLAIN_TOLERANCE).mean() >= PLAIN_SHARE:
@@ -201,17 +218,23 @@ def _scale_strip_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
 
 def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple[Box, np.ndarray]:
     """(the box inside any plain light frame (`light_frame`), which of its pixels are image): brighter
-    than FIELD_MIN_LEVEL, off a frame's or a plain screen's level (`screen_level`; the page between a
-    caption and the scan is background too), not clearly `coloured` (a scanner's menus, title bars and
+    than FIELD_MIN_LEVEL, off a frame's or a plain screen's level (`plain_screen`, whose bars and border
+    outside it go too; the page between a caption and the scan is background too), not clearly
+    `coloured` (a scanner's menus, title bars and
     logos: a B-mode scan is grey, and a blue title bar taken into the field got a grey scan refused as
     in colour) and outside a viewer's bars (`_bar_lines`: a tool bar read as image made the field the
     whole screen, and a scan beneath it was read shrunk, malignant 78 % → benign 38 %)."""
     (top, bottom, left, right), level = light_frame(gray)
     inner = gray[top:bottom, left:right]
     image = inner > FIELD_MIN_LEVEL
-    if level is None:
-        level = screen_level(gray)
     if level is not None:
+        image &= ~_near(inner, level)
+    screen = plain_screen(inner)  # inside a light frame too: a window's border is one
+    if screen is not None:
+        level, (above, below, before, after) = screen
+        height, width = image.shape
+        image[:above] = image[height - below:] = False
+        image[:, :before] = image[:, width - after:] = False
         image &= ~_near(inner, level)
     image[_bar_lines(inner, image)] = False  # a coloured bar is a bar too: its words go with it
     image[:, _bar_lines(inner.T, image.T)] = False

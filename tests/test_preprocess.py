@@ -63,22 +63,26 @@ def test_a_caption_under_or_over_the_scan_is_not_the_field(examples, text, size,
         assert ultrasound_field(screen) == field, path.name
 
 
-def beside_a_grey_scale_bar(gray: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """`gray` on a scanner's black screen with a grey-scale bar (14 px wide, white at the top to black) 20 px
-    to its right, as scanners show one; and where the scan's own field lands there."""
+def beside_a_grey_scale_bar(gray: np.ndarray, length: int | None = None) -> tuple[np.ndarray, tuple]:
+    """`gray` on a scanner's black screen with a grey-scale bar (14 px wide, white at the top to black; as tall
+    as the field, or `length` px) 20 px to its right, as scanners show one; and where the scan's own field
+    lands there."""
     top, bottom, left, right = ultrasound_field(gray)
+    length = length or bottom - top
     screen = np.zeros((gray.shape[0] + 160, gray.shape[1] + 300), np.uint8)
     screen[80:80 + gray.shape[0], 150:150 + gray.shape[1]] = gray
-    screen[80 + top:80 + bottom, 150 + right + 20:150 + right + 34] = np.linspace(255, 0, bottom - top)[:, None]
+    screen[80 + top:80 + top + length, 150 + right + 20:150 + right + 34] = np.linspace(255, 0, length)[:, None]
     return screen, (top + 80, bottom + 80, left + 150, right + 150)
 
 
-def test_a_grey_scale_bar_beside_the_scan_is_not_the_field(examples):
-    """Scanners draw one beside the scan: taken in, it shrank the scan in the models' input (tester: a BUS-UCLM
-    scan's lesion went from drawn to hidden by the bar alone). A depth ruler's numbers are still taken in:
-    as sparse as the deep rows some BUSI fields end in, they cannot be told apart by how much they fill."""
+@pytest.mark.parametrize("length", [None, 128])
+def test_a_grey_scale_bar_beside_the_scan_is_not_the_field(examples, length):
+    """Scanners draw one beside the scan, as tall as it or shorter: taken in, it shrank the scan in the
+    models' input (tester: a BUS-UCLM scan's lesion went from drawn to hidden by the bar alone). A depth
+    ruler's numbers are still taken in: as sparse as the deep rows some BUSI fields end in, they cannot be
+    told apart by how much they fill."""
     for path, _ in examples:
-        screen, field = beside_a_grey_scale_bar(np.asarray(Image.open(path).convert("L")))
+        screen, field = beside_a_grey_scale_bar(np.asarray(Image.open(path).convert("L")), length)
         assert ultrasound_field(screen) == field, path.name
 
 
@@ -138,26 +142,35 @@ def test_an_example_scan_on_a_page_gets_the_scans_own_results(analyzer, examples
 TITLE_BARS = {"grey": (51, 51, 51), "blue": (8, 58, 90), "teal": (0, 96, 96)}
 
 
-def on_a_screen(gray: np.ndarray, level: int, bar: str) -> tuple[np.ndarray, tuple]:
+def on_a_screen(gray: np.ndarray, level: int, bar: str, chrome: str = "title") -> tuple[np.ndarray, tuple]:
     """`gray` on a scanner's or viewer's plain screen of grey `level` (RGB), under a title bar of colour `bar`
-    (`TITLE_BARS`) with white text across it; and where the scan's own field lands there."""
+    (`TITLE_BARS`) with white text across it; with `chrome` "status", a status bar of that colour along the
+    bottom too, with "border", a window's 1-px grey border round it all; and where the scan's own field
+    lands there."""
     top, bottom, left, right = ultrasound_field(gray)
     screen = Image.new("RGB", (gray.shape[1] + 400, gray.shape[0] + 180), (level,) * 3)
     screen.paste(Image.fromarray(gray).convert("RGB"), (150, 90))
     draw, font = ImageDraw.Draw(screen), ImageFont.load_default(size=14)
     draw.rectangle((0, 0, screen.width, 44), fill=TITLE_BARS[bar])
     draw.text((12, 14), "ACME Sono X7   L12-5   Breast   MI 1.1  TIS 0.4   12/03/2025 10:41", fill="white", font=font)
+    if chrome == "status":
+        draw.rectangle((0, screen.height - 40, screen.width, screen.height), fill=TITLE_BARS[bar])
+        draw.text((12, screen.height - 28), "Freeze   Measure   Annotate   Body mark", fill="white", font=font)
+    if chrome == "border":
+        draw.rectangle((0, 0, screen.width - 1, screen.height - 1), outline=(160, 160, 160))
     return np.asarray(screen), (top + 90, bottom + 90, left + 150, right + 150)
 
 
 @pytest.mark.parametrize("level", [18, 32])
 @pytest.mark.parametrize("bar", sorted(TITLE_BARS))
-def test_a_plain_screen_of_any_dark_grey_and_its_title_bar_are_not_the_field(examples, level, bar):
+@pytest.mark.parametrize("chrome", ["title", "status", "border"])
+def test_a_plain_screen_of_any_dark_grey_and_its_title_bar_are_not_the_field(examples, level, bar, chrome):
     """A dark theme's screen (#121212-#202020) is above the black FIELD_MIN_LEVEL leaves out: taken for
     image, the whole screen was the field and a lesion was outlined in the scan's shadow (tester). A
-    coloured title bar is no field either: taken in, it got a grey scan refused as in colour."""
+    coloured title bar is no field either: taken in, it got a grey scan refused as in colour. With a status
+    bar along the bottom too, or a window's border round the picture, the screen is still found (testers)."""
     for path, _ in examples[::3]:
-        screen, field = on_a_screen(np.asarray(Image.open(path).convert("L")), level, bar)
+        screen, field = on_a_screen(np.asarray(Image.open(path).convert("L")), level, bar, chrome)
         decoded = decode(screen)
         assert ultrasound_field(decoded.gray, decoded.coloured) == field, path.name
 
