@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +85,17 @@ class DecodedScan:
     frame: int = 0                            # which frame of the file this is (from 0)
     n_frames: int = 1
     coloured: np.ndarray | None = None        # (H, W) bool: clearly coloured pixels; None for a greyscale or tinted image
-    image_region: tuple[int, int, int, int] | None = None  # where a DICOM's ultrasound regions say the scan lies
+    # where a DICOM's 2D ultrasound regions say the scan lies, each with its mm per pixel (x, y) or None
+    image_regions: list[tuple[tuple[int, int, int, int], tuple[float, float] | None]] = field(default_factory=list)
+
+    def calibration_at(self, box: tuple[int, int, int, int]) -> tuple[tuple[float, float] | None, str | None]:
+        """(mm per pixel, why there is none) of the part `box` (top, bottom, left, right) of the scan: that of the
+        calibrated region holding its centre (two views may be at two depths), else the file's."""
+        middle_y, middle_x = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
+        for (top, bottom, left, right), mm in self.image_regions:
+            if mm is not None and top <= middle_y < bottom and left <= middle_x < right:
+                return mm, None
+        return self.mm_per_pixel, self.mm_unavailable_reason
 
 
 def colour_screening(coloured: np.ndarray | None, box: tuple[int, int, int, int]) -> tuple[str | None, list[str]]:
@@ -245,9 +255,9 @@ def decode(source, frame: int = 0) -> DecodedScan:
     dicom_frame = dicom.read(data, frame)
     if dicom_frame is not None:
         gray, coloured = _to_array(Image.fromarray(dicom_frame.pixels))
-        return DecodedScan(gray, _frame_warnings(frame, dicom_frame.n_frames), dicom_frame.mm_per_pixel,
-                           dicom_frame.mm_unavailable_reason, frame, dicom_frame.n_frames, coloured,
-                           dicom_frame.image_region)
+        return DecodedScan(gray, _frame_warnings(frame, dicom_frame.n_frames) + dicom_frame.warnings,
+                           dicom_frame.mm_per_pixel, dicom_frame.mm_unavailable_reason, frame, dicom_frame.n_frames,
+                           coloured, dicom_frame.image_regions)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

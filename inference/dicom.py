@@ -17,10 +17,12 @@ ultrasound scanners write), else Pixel Spacing, each only when its pixels measur
 ultrasound's plausibly can (PLAUSIBLE_MM_PER_PIXEL); otherwise the reason there is none.
 
 Where the image is: a scanner's DICOM is often its whole screen (rulers, a grey-scale bar, settings
-text, a body marker around the scan), and its 2D ultrasound regions say where the scan lies on it. Their
-bounding box (`DicomFrame.image_region`) is where framing looks for the ultrasound field: taken in, a
-ruler and a grey-scale bar beside a scan shrank it in the models' input (tester: 12.6 x 10.4 mm where the
-scan alone measures 15.2 x 11.4 mm).
+text, a body marker around the scan), and its 2D ultrasound regions say where the scan lies on it
+(`DicomFrame.image_regions`, each with its own calibration: two views side by side are two regions, and
+may be at two depths). Framing looks for the ultrasound field inside each: taken in, a ruler and a
+grey-scale bar beside a scan shrank it in the models' input (tester: 12.6 x 10.4 mm where the scan alone
+measures 15.2 x 11.4 mm). A region under MIN_SIDE px on a side is no scan and is not used; when the file
+has 2D regions but none can be used, the user is told that the whole image was searched.
 
 Patient-identifying attributes are never read: only the image, region and class attributes are
 touched, nothing of the dataset is kept, and no message quotes a value from the file other than
@@ -35,7 +37,7 @@ import math
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
@@ -48,7 +50,7 @@ from pydicom.pixels.utils import get_nr_frames
 from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian)
 
-from inference.decode import ScanError, check_frame, check_size, to_8_bit
+from inference.decode import MIN_SIDE, ScanError, check_frame, check_size, to_8_bit
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,9 @@ class DicomFrame:
     n_frames: int
     mm_per_pixel: tuple[float, float] | None  # (x: across columns, y: down rows)
     mm_unavailable_reason: str | None
-    image_region: tuple[int, int, int, int] | None = None  # (top, bottom, left, right), end-exclusive: the 2D regions
+    # the usable 2D regions: ((top, bottom, left, right), end-exclusive; their mm per pixel (x, y) or None)
+    image_regions: list[tuple[tuple[int, int, int, int], tuple[float, float] | None]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def read(data: bytes, frame: int = 0) -> DicomFrame | None:
@@ -123,21 +127,41 @@ def _read_frame(dataset: Dataset, frame: int) -> DicomFrame:
         _check_codestream_size(get_frame(dataset.PixelData, frame, number_of_frames=n_frames),
                                int(dataset.Columns), int(dataset.Rows))
     pixels = _displayed(dataset, pixel_array(dataset, index=frame))
-    return DicomFrame(pixels, n_frames, *_calibration(dataset), _image_region(dataset))
+    regions, warnings = _image_regions(dataset)
+    return DicomFrame(pixels, n_frames, *_calibration(dataset), regions, warnings)
 
 
-def _image_region(dataset: Dataset) -> tuple[int, int, int, int] | None:
-    """(top, bottom, left, right), end-exclusive: the bounding box of the file's 2D ultrasound regions
-    that lie within the image (two views side by side are two regions), or None for none."""
+REGIONS_UNUSED = ("The file's ultrasound regions do not describe a usable part of this image (outside it, reversed or "
+                  "under {side} pixels on a side), so the scan was looked for in the whole image: check that it was "
+                  "found (the scan box shows the part analysed).")
+
+
+def _image_regions(dataset: Dataset) -> tuple[list, list[str]]:
+    """(the file's usable 2D ultrasound regions, left to right: ((top, bottom, left, right) end-exclusive, mm
+    per pixel or None), warnings): usable when it lies within the image and spans at least MIN_SIDE px each
+    way; a warning when the file has 2D regions but none is usable."""
     width, height = int(dataset.Columns), int(dataset.Rows)
     planar = [region for region in dataset.get("SequenceOfUltrasoundRegions") or []
-              if region.get("RegionSpatialFormat") == REGION_2D and _fits(region, width, height)]
-    if not planar:
+              if region.get("RegionSpatialFormat") == REGION_2D]
+    usable = []
+    for region in planar:
+        if not _fits(region, width, height):
+            continue
+        x0, y0, x1, y1 = (int(region.get(name)) for name in ("RegionLocationMinX0", "RegionLocationMinY0",
+                                                              "RegionLocationMaxX1", "RegionLocationMaxY1"))
+        if min(x1 - x0, y1 - y0) + 1 >= MIN_SIDE:
+            usable.append(((y0, y1 + 1, x0, x1 + 1), _region_mm(region)))
+    warnings = [REGIONS_UNUSED.format(side=MIN_SIDE)] if planar and not usable else []
+    return sorted(usable, key=lambda item: item[0][2]), warnings
+
+
+def _region_mm(region: Dataset) -> tuple[float, float] | None:
+    """A region's (x, y) mm per pixel when it is calibrated in cm and plausibly (PLAUSIBLE_MM_PER_PIXEL), else None."""
+    if (region.get("PhysicalUnitsXDirection") != UNITS_CM or region.get("PhysicalUnitsYDirection") != UNITS_CM
+            or not (_positive(region.get("PhysicalDeltaX")) and _positive(region.get("PhysicalDeltaY")))):
         return None
-    corners = np.array([[int(region.get(name)) for name in ("RegionLocationMinX0", "RegionLocationMinY0",
-                                                               "RegionLocationMaxX1", "RegionLocationMaxY1")]
-                        for region in planar])
-    return int(corners[:, 1].min()), int(corners[:, 3].max()) + 1, int(corners[:, 0].min()), int(corners[:, 2].max()) + 1
+    mm = (10 * float(region.PhysicalDeltaX), 10 * float(region.PhysicalDeltaY))
+    return mm if _plausible(mm) else None
 
 
 def _check_inflated_size(data: bytes) -> None:

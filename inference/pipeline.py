@@ -424,6 +424,7 @@ class Analyzer:
         s = self.segmenter.config
         probabilities = softmax(logits / self.classifier.config["temperature"])
         decoded = scan.decoded
+        mm_per_pixel, mm_unavailable_reason = decoded.calibration_at(scan.seg_framing.box)
         analysis = Analysis(
             gray=decoded.gray, warnings=decoded.warnings, classes=self.classes, probabilities=probabilities,
             class_cams=class_cams, class_framing=scan.class_framing, seg_framing=scan.seg_framing,
@@ -431,7 +432,7 @@ class Analyzer:
             **postprocessing(s),
             feature_distance=distance, feature_limit=None if self.ood is None else self.ood.threshold,
             explain_region=None if head_inputs is None else lambda region: self._explain_region(head_inputs, region),
-            mm_per_pixel=decoded.mm_per_pixel, mm_unavailable_reason=decoded.mm_unavailable_reason,
+            mm_per_pixel=mm_per_pixel, mm_unavailable_reason=mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames, notes=views_notes(scan.class_framing),
         )
         analysis.out_of_distribution, analysis.warnings = self._screened(decoded, scan.class_framing, distance, kinds)

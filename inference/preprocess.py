@@ -362,15 +362,18 @@ def _views_within(image: np.ndarray, gray: np.ndarray) -> list[Box]:
     return views
 
 
-def scan_views(gray: np.ndarray, coloured: np.ndarray | None = None, within: Box | None = None) -> list[Box]:
+def scan_views(gray: np.ndarray, coloured: np.ndarray | None = None, within: list[Box] = ()) -> list[Box]:
     """The ultrasound field (`ultrasound_field`) split into the views a dual-view scanner or a viewer
     shows side by side, separated by a black gutter or a plain separator line, from left to right; one
-    box, the field, for a scan of one view. `within`: the box the file says the scan lies in (a DICOM's
-    ultrasound regions, `DecodedScan.image_region`), where the field is looked for."""
-    if within is not None:
-        top, bottom, left, right = within
-        inner = (slice(top, bottom), slice(left, right))
-        return [_offset(view, top, left) for view in scan_views(gray[inner], None if coloured is None else coloured[inner])]
+    box, the field, for a scan of one view. `within`: the boxes the file says the scan lies in, left to
+    right (a DICOM's ultrasound regions, `DecodedScan.image_regions`): the views are looked for in each."""
+    if within:
+        views = []
+        for top, bottom, left, right in within:
+            inner = (slice(top, bottom), slice(left, right))
+            views += [_offset(view, top, left)
+                      for view in scan_views(gray[inner], None if coloured is None else coloured[inner])]
+        return views
     field, image = _field_pixels(gray, coloured)
     if image is None:
         return [field]
@@ -443,7 +446,7 @@ class Framing:
         (its coloured pixels, which the field search leaves out, and where a DICOM says the scan lies,
         where it looks: `scan_views`). Raises ViewError for a view not shown."""
         height, width = gray.shape
-        coloured, within = (None, None) if decoded is None else (decoded.coloured, decoded.image_region)
+        coloured, within = (None, ()) if decoded is None else (decoded.coloured, [box for box, _ in decoded.image_regions])
         views = scan_views(gray, coloured, within) if crop_to_field else [(0, height, 0, width)]
         index = chosen_view(views, view)
         box = views[index]

@@ -512,15 +512,41 @@ def test_a_scanners_screen_is_framed_where_its_ultrasound_region_says_the_scan_i
     assert unsaid.class_framing.box[2] < 200 - 3
 
 
-def test_two_regions_side_by_side_are_two_views(analyzer, scan):
-    """A dual-view scanner writes one region per view: the field is looked for around both, and the views
-    are split as on any side-by-side image."""
+@pytest.mark.parametrize("gutter", [40, 0], ids=["apart", "touching"])
+def test_two_regions_side_by_side_are_two_views_each_with_its_own_calibration(analyzer, scan, gutter):
+    """A dual-view scanner writes one region per view, each with its calibration (two depths: two pixel
+    sizes). Each region is a view, even touching the other (taken as one field, the left view's lesion went
+    undrawn; second tester), and each view is measured with its own region's calibration (both were measured
+    with the larger region's: silently wrong millimetres)."""
     height, width = scan.shape
-    pair = np.zeros((height + 40, 2 * width + 60), np.uint8)
-    pair[20:20 + height, 10:10 + width], pair[20:20 + height, 50 + width:50 + 2 * width] = scan, scan[:, ::-1]
+    pair = np.zeros((height + 40, 2 * width + 20 + gutter), np.uint8)
+    right = 10 + width + gutter
+    pair[20:20 + height, 10:10 + width], pair[20:20 + height, right:right + width] = scan, scan[:, ::-1]
     regions = [ultrasound_region(10, 20, 9 + width, 19 + height, 0.007, 0.007),
-               ultrasound_region(50 + width, 20, 49 + 2 * width, 19 + height, 0.007, 0.007)]
-    decoded = decode(dicom_bytes(pair, SequenceOfUltrasoundRegions=regions))
-    assert decoded.image_region == (20, 20 + height, 10, 50 + 2 * width)
-    assert analyzer.analyze(decoded.gray).class_framing.views == 2
-    assert analyzer.analyze(dicom_bytes(pair, SequenceOfUltrasoundRegions=regions)).class_framing.views == 2
+               ultrasound_region(right, 20, right + width - 1, 19 + height, 0.014, 0.014)]
+    data = dicom_bytes(pair, SequenceOfUltrasoundRegions=regions)
+    assert [box for box, _ in decode(data).image_regions] == [(20, 20 + height, 10, 10 + width),
+                                                              (20, 20 + height, right, right + width)]
+    for view, shown, mm in ((0, scan, 0.07), (1, scan[:, ::-1], 0.14)):
+        alone = analyzer.analyze(shown).lesion_stats()["lesion_area_px"]
+        analysis = analyzer.analyze(data, view=view)
+        assert analysis.class_framing.views == 2
+        stats = analysis.lesion_stats()
+        assert stats["mm_per_pixel"] == pytest.approx([mm, mm]) and stats["lesion_area_px"] == alone
+        assert stats["lesion_area_mm2"] == pytest.approx(alone * mm * mm, rel=0.01)
+
+
+def test_a_region_that_cannot_be_used_is_left_out_and_none_usable_is_said(analyzer, scan):
+    """A zero-size region beside a good one was taken into the box searched, and alone had the scan refused as
+    1 x 1 px; regions outside the image changed the answer without a word (second tester)."""
+    height, width = scan.shape
+    screen = on_a_scanners_screen(scan)
+    good = ultrasound_region(200, 90, 199 + width, 89 + height, 0.007, 0.007)
+    expected = analyzer.analyze(dicom_bytes(screen, SequenceOfUltrasoundRegions=[good]))
+    dot = ultrasound_region(5, 5, 5, 5, 0.007, 0.007)
+    with_dot = analyzer.analyze(dicom_bytes(screen, SequenceOfUltrasoundRegions=[good, dot]))
+    assert with_dot.class_framing.box == expected.class_framing.box and with_dot.warnings == expected.warnings
+    for unusable in (dot, ultrasound_region(0, 0, 4 * width, 4 * height, 0.007, 0.007)):
+        analysis = analyzer.analyze(dicom_bytes(screen, SequenceOfUltrasoundRegions=[unusable]))
+        assert any("ultrasound regions do not describe a usable part" in w for w in analysis.warnings)
+        assert not analysis.out_of_distribution or "too small" not in analysis.warnings[0]
