@@ -92,15 +92,14 @@ def main(argv=None) -> int:
         parser.error(f"--out {args.out} is a folder; give a file name in it, e.g. {args.out / 'results.csv'}")
     check_inputs(parser, args.inputs, args.engine)
     if args.engine == "local":
-        scans = find_scans(args.inputs)
+        scans, skipped = find_scans(args.inputs), passed_over(args.inputs)
+        names = ", ".join(map(str, skipped[:PASSED_OVER_SHOWN])) + (
+            f" and {len(skipped) - PASSED_OVER_SHOWN} more" if len(skipped) > PASSED_OVER_SHOWN else "")
+        passed = f"passed over {len(skipped)} file(s) that are no scans, or no regular files: {names}"
         if not scans:
-            parser.error("no scans found in the given paths")
-        skipped = passed_over(args.inputs)
+            parser.error("no scans found in the given paths" + (f"; {passed}" if skipped else ""))
         if skipped:
-            names = ", ".join(map(str, skipped[:PASSED_OVER_SHOWN])) + (
-                f" and {len(skipped) - PASSED_OVER_SHOWN} more" if len(skipped) > PASSED_OVER_SHOWN else "")
-            print(f"passed over {len(skipped)} file(s) that are no scans, or no regular files: {names}",
-                  file=sys.stderr)
+            print(passed, file=sys.stderr)
     make_outputs(parser, args)
     if args.engine == "ray":
         from inference import ray_engine  # Ray is an optional extra: imported only when asked for

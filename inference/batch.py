@@ -89,8 +89,8 @@ class Tally:
 
     def __str__(self) -> str:
         answered = self.scans - self.failed - self.unanswered
-        return (f"{self.scans} scans: {answered} with a result, {self.unanswered} given none (the warnings column "
-                f"says why), {self.failed} failed")
+        return (f"{self.scans} scan{'' if self.scans == 1 else 's'}: {answered} with a result, {self.unanswered} given "
+                f"none (the warnings column says why), {self.failed} failed")
 
 
 def result_row(file: str, result: Analysis | ScanError) -> dict:

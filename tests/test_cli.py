@@ -213,3 +213,20 @@ def test_the_summary_names_scans_given_no_answer_apart(tmp_path, examples, capsy
     assert rows["photo.png"]["predicted_class"] == "" and rows["photo.png"]["warnings"]
     assert (f"wrote {out}: 3 scans: 1 with a result, 1 given none (the warnings column says why), 1 failed"
             in capsys.readouterr().err)
+
+
+def test_a_folder_without_scans_names_what_it_passed_over(tmp_path, capsys, models_must_not_load):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("no scan here")
+    with pytest.raises(SystemExit) as refused:
+        batch_main([str(tmp_path / "in"), "--out", str(tmp_path / "results.csv")])
+    assert refused.value.code == 2
+    assert f"no scans found in the given paths; passed over 1 file(s) that are no scans, or no regular files: " \
+           f"{tmp_path / 'in' / 'notes.txt'}" in capsys.readouterr().err
+
+
+def test_a_run_of_one_scan_says_scan(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG not really")
+    assert batch_main([str(tmp_path / "in"), "--out", str(tmp_path / "results.csv")]) == 1
+    assert ": 1 scan: 0 with a result, 0 given none (the warnings column says why), 1 failed" in capsys.readouterr().err
