@@ -127,8 +127,7 @@ def _read_frame(dataset: Dataset, frame: int) -> DicomFrame:
         _check_codestream_size(get_frame(dataset.PixelData, frame, number_of_frames=n_frames),
                                int(dataset.Columns), int(dataset.Rows))
     pixels = _displayed(dataset, pixel_array(dataset, index=frame))
-    regions, warnings = _image_regions(dataset)
-    return DicomFrame(pixels, n_frames, *_calibration(dataset), regions, warnings)
+    return DicomFrame(pixels, n_frames, *_calibration(dataset), *_image_regions(dataset))
 
 
 REGIONS_UNUSED = ("The file's ultrasound regions do not describe a usable part of this image (outside it, reversed or "
@@ -150,18 +149,21 @@ def _image_regions(dataset: Dataset) -> tuple[list, list[str]]:
         x0, y0, x1, y1 = (int(region.get(name)) for name in ("RegionLocationMinX0", "RegionLocationMinY0",
                                                               "RegionLocationMaxX1", "RegionLocationMaxY1"))
         if min(x1 - x0, y1 - y0) + 1 >= MIN_SIDE:
-            usable.append(((y0, y1 + 1, x0, x1 + 1), _region_mm(region)))
+            mm = _region_mm(region)
+            usable.append(((y0, y1 + 1, x0, x1 + 1), mm if mm is not None and _plausible(mm) else None))
     warnings = [REGIONS_UNUSED.format(side=MIN_SIDE)] if planar and not usable else []
     return sorted(usable, key=lambda item: item[0][2]), warnings
 
 
+def _in_cm(region: Dataset) -> bool:
+    return region.get("PhysicalUnitsXDirection") == UNITS_CM and region.get("PhysicalUnitsYDirection") == UNITS_CM
+
+
 def _region_mm(region: Dataset) -> tuple[float, float] | None:
-    """A region's (x, y) mm per pixel when it is calibrated in cm and plausibly (PLAUSIBLE_MM_PER_PIXEL), else None."""
-    if (region.get("PhysicalUnitsXDirection") != UNITS_CM or region.get("PhysicalUnitsYDirection") != UNITS_CM
-            or not (_positive(region.get("PhysicalDeltaX")) and _positive(region.get("PhysicalDeltaY")))):
+    """A region's (x, y) mm per pixel when it is calibrated in cm with positive pixel sizes, else None."""
+    if not (_in_cm(region) and _positive(region.get("PhysicalDeltaX")) and _positive(region.get("PhysicalDeltaY"))):
         return None
-    mm = (10 * float(region.PhysicalDeltaX), 10 * float(region.PhysicalDeltaY))
-    return mm if _plausible(mm) else None
+    return 10 * float(region.PhysicalDeltaX), 10 * float(region.PhysicalDeltaY)
 
 
 def _check_inflated_size(data: bytes) -> None:
@@ -284,15 +286,12 @@ def _calibration(dataset: Dataset) -> tuple[tuple[float, float] | None, str | No
     mistyped one, and is not used: sizes computed from it would be wrong by orders of magnitude."""
     regions = dataset.get("SequenceOfUltrasoundRegions") or []
     planar = [region for region in regions if region.get("RegionSpatialFormat") == REGION_2D]
-    in_cm = [region for region in planar if region.get("PhysicalUnitsXDirection") == UNITS_CM
-             and region.get("PhysicalUnitsYDirection") == UNITS_CM]
-    sized = [region for region in in_cm if _positive(region.get("PhysicalDeltaX"))
-             and _positive(region.get("PhysicalDeltaY"))]
+    in_cm = [region for region in planar if _in_cm(region)]
+    sized = [region for region in in_cm if _region_mm(region) is not None]
     fitting = [region for region in sized if _fits(region, int(dataset.Columns), int(dataset.Rows))]
     region_mm = None
     if fitting:
-        region = max(fitting, key=_region_area)
-        region_mm = (10 * float(region.PhysicalDeltaX), 10 * float(region.PhysicalDeltaY))
+        region_mm = _region_mm(max(fitting, key=_region_area))
         if _plausible(region_mm):
             return region_mm, None
     spacing = _pixel_spacing(dataset)  # mm: between rows (y), then between columns (x)

@@ -52,6 +52,7 @@ PLAIN_SHARE = 0.95
 # shadow, with no warning (tester). Tissue within PLAIN_TOLERANCE of the screen's level goes with it, so a
 # scan's darkest deep rows may fall outside the field; no scan of the three datasets has such a screen.
 SCREEN_EDGES = 3
+SCREEN_TOLERANCE = 8
 # Two views: a gutter is a run of columns outside the field's share (under FIELD_MIN_SHARE of image
 # pixels; a caption across it stays under), and each side of it spans at least VIEW_MIN_SIDE of the
 # field's width and has image in at least VIEW_MIN_FILL of its typical column, within its own field
@@ -135,7 +136,7 @@ def _plain_levels(lines: np.ndarray) -> np.ndarray:
     """Per line of `lines` (rows, from one edge inward): its level (median) when it is plain (BAR_PLAIN_SHARE
     of it within PLAIN_TOLERANCE of it) and above FIELD_MIN_LEVEL, else NaN."""
     levels = np.median(lines, axis=1)
-    plain = (np.abs(lines.astype(np.int16) - levels[:, None]) <= PLAIN_TOLERANCE).mean(axis=1) >= BAR_PLAIN_SHARE
+    plain = _near(lines, levels[:, None]).mean(axis=1) >= BAR_PLAIN_SHARE
     return np.where(plain & (levels > FIELD_MIN_LEVEL), levels, np.nan)
 
 
@@ -219,11 +220,11 @@ def _scale_strip_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
 def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple[Box, np.ndarray]:
     """(the box inside any plain light frame (`light_frame`), which of its pixels are image): brighter
     than FIELD_MIN_LEVEL, off a frame's or a plain screen's level (`plain_screen`, whose bars and border
-    outside it go too; the page between a caption and the scan is background too), not clearly
-    `coloured` (a scanner's menus, title bars and
-    logos: a B-mode scan is grey, and a blue title bar taken into the field got a grey scan refused as
-    in colour) and outside a viewer's bars (`_bar_lines`: a tool bar read as image made the field the
-    whole screen, and a scan beneath it was read shrunk, malignant 78 % → benign 38 %)."""
+    outside it go too; the page between a caption and the scan is background too), outside a viewer's
+    bars (`_bar_lines`: a tool bar read as image made the field the whole screen, and a scan beneath it was
+    read shrunk, malignant 78 % → benign 38 %) and scale strips (`_scale_strip_lines`), and not clearly
+    `coloured` (a scanner's menus, title bars and logos: a B-mode scan is grey, and a blue title bar taken
+    into the field got a grey scan refused as in colour)."""
     (top, bottom, left, right), level = light_frame(gray)
     inner = gray[top:bottom, left:right]
     image = inner > FIELD_MIN_LEVEL
@@ -235,7 +236,7 @@ def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple
         height, width = image.shape
         image[:above] = image[height - below:] = False
         image[:, :before] = image[:, width - after:] = False
-        image &= ~_near(inner, level)
+        image &= np.abs(inner.astype(np.int16) - level) > SCREEN_TOLERANCE
     image[_bar_lines(inner, image)] = False  # a coloured bar is a bar too: its words go with it
     image[:, _bar_lines(inner.T, image.T)] = False
     image[_scale_strip_lines(inner, image)] = False
