@@ -57,15 +57,15 @@ from gradio.data_classes import FileData, ImageData
 from explain.overlay import DEFAULT_OPACITY, MASK_STYLES
 from inference.batch_files import BatchInputError, read_batch_inputs
 from inference.about import DISCLAIMER, about_text
-from inference.batch import COLUMNS, batches, result_row
-from inference.batch_view import (SCREEN_HEADERS, batch_csv, batch_summary, file_label, for_screen, left_out_summary,
-                                  no_scans_summary)
+from inference.batch import batches, result_row
+from inference.batch_view import (SCREEN_COLUMNS, SCREEN_HEADERS, batch_csv, batch_summary, file_label, for_screen,
+                                  left_out_summary, no_scans_summary)
 from inference.decode import MAX_BYTES, ScanError
 from inference.outputs import prune, write_file, write_image
 from inference.models import ModelSourceError
 from inference.pipeline import Analyzer
 from inference.preprocess import view_position
-from inference.report import NOT_ULTRASOUND, json_report, lesion_summary, model_descriptions, pdf_report
+from inference.report import json_report, lesion_summary, model_descriptions, pdf_report
 
 
 # Gradio ends every file-taking tool's description by pointing to an upload_file_to_gradio tool that this
@@ -660,8 +660,9 @@ class Handlers:
         notes = [f"⚠️ {w}" for w in analysis.warnings] + list(analysis.notes)  # a note informs; only warnings warn
         if analysis.suppressed_as_normal:
             notes.append(HIDDEN_HINT)
-        if analysis.out_of_distribution:  # no diagnosis-like output at all, and the reason in plain view
-            return (NOT_ULTRASOUND, None, None, None, json_report(analysis, threshold), None, "\n\n".join(notes))
+        if analysis.withheld:  # no diagnosis-like output at all, and the reason in plain view
+            return (analysis.no_answer.headline, None, None, None, json_report(analysis, threshold), None,
+                    "\n\n".join(notes))
         if explain not in (None, analysis.predicted_class):  # a map beside the verdict it does not explain
             notes.append(EXPLAINED_OTHER_NOTE.format(explained=explain, predicted=analysis.predicted_class))
         lesion = analysis.lesion_stats(threshold)
@@ -833,16 +834,16 @@ class Handlers:
             path: the scan: a B-mode breast ultrasound image (PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM; at least 32 px a side, at most 16 megapixels and 50 MB); over MCP, a data: URI with the file's base64 content or an http(s) URL the server can fetch.
             view: which view of an image showing several side by side to read, from 0 at the left (default: the largest).
         Returns:
-            the probabilities (or "not recognised as a breast ultrasound scan"), and the warnings: why a scan is not recognised, or what makes its answer less reliable or partial (colour, several frames, shown upside down, two views side by side of which one was read), one per line; empty when none.
+            the probabilities (or why there are none: "No answer: this image is not recognised as a breast ultrasound scan", "... in colour, not a greyscale B-mode scan", "... too small to analyse", "... blank", "... shown with inverted grey levels"), and the warnings: why a scan gets no answer and what to upload instead, or what makes its answer less reliable or partial (colour, several frames, shown upside down, two views side by side of which one was read), one per line; empty when none.
         """
         data = read_upload(path)
         view = whole_number(view, "view")
-        probabilities, warnings = readable_errors(lambda: self.analyzer.classify(data, view))
+        probabilities, warnings, no_answer = readable_errors(lambda: self.analyzer.classify(data, view))
         for warning in warnings:
             gr.Warning(warning)
         notes = "\n".join(warnings)  # a client sees gr.Warning only as a log message, if at all
         if probabilities is None:
-            return NOT_ULTRASOUND, notes
+            return no_answer.headline, notes
         return dict(zip(self.analyzer.classes, map(float, probabilities))), notes
 
     @answers_readably
@@ -858,11 +859,11 @@ class Handlers:
             view: which view of an image showing several side by side to segment, from 0 at the left (default: the largest).
             show_hidden: true to draw a lesion the normal gate hides when the classifier rates the scan normal (default false: the validated rule).
         Returns:
-            the lesion mask (PNG, 0/255, the scan's size; none when the image is not recognised as a breast ultrasound scan) and a report with count, area (px, and mm for a calibrated DICOM) and bounding box.
+            the lesion mask (PNG, 0/255, the scan's size; none when the image gets no answer: the report's no_answer says why) and a report with count, area (px, and mm for a calibrated DICOM) and bounding box.
         """
         threshold = in_range(threshold, "threshold", *THRESHOLD_RANGE)
         analysis = as_asked(self._analysis(path, view=view), show_hidden)
-        if analysis.out_of_distribution:  # no mask: an empty one would read as "no lesion"
+        if analysis.withheld:  # no mask: an empty one would read as "no lesion"
             return None, json_report(analysis, threshold)
         return write_image(analysis.mask_png(threshold), self.results(), "png", "lesion-mask"), json_report(analysis, threshold)
 
@@ -900,12 +901,12 @@ class Handlers:
                                       SERVER_FAILED)  # one scan's failure is its row: this is the models' or the server's
             for name, result in zip((scan.name for scan in chunk), results):
                 rows.append(result_row(name, result))
-                if not isinstance(result, ScanError) and not result.out_of_distribution:
+                if not isinstance(result, ScanError) and not result.withheld:
                     caption = f"{file_label(name)}: {result.predicted_class} {result.probabilities.max():.0%}"
                     outlined = result.for_display(BATCH_THUMBNAIL_SIDE).mask_overlay(style="outline")
                     gallery.append((write_image(outlined, folder), caption))
             progress(len(rows) / len(scans), desc="analysing")
-        table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in COLUMNS)]
+        table = [[round(v, 4) if isinstance(v, float) else v for v in (r[c] for c in SCREEN_COLUMNS)]
                  for r in map(for_screen, rows)]
         csv_file = write_file(batch_csv(rows), folder, "csv", BATCH_NAME)
         return (batch_summary(rows, left_out_summary(inputs.skipped, inputs.unusable), self.analyzer.classes),
@@ -1008,7 +1009,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                 # 40 % of the width, so the class shows beside it: CSS above (Gradio 6.31's pinned_columns
                 # neither sticks nor narrows the column). A cell shows at most 90 characters (a click shows
                 # all): the warnings made their column one line thousands of pixels wide, its start out of sight.
-                batch_table = gr.Dataframe(headers=[SCREEN_HEADERS[c] for c in COLUMNS],
+                batch_table = gr.Dataframe(headers=[SCREEN_HEADERS[c] for c in SCREEN_COLUMNS],
                                            label="Results (sort from a column's ⋮ menu)",
                                            interactive=False, elem_id="batch-table", pinned_columns=1, max_chars=90)
                 batch_gallery = gr.Gallery(label="Lesions outlined", columns=4, height="auto",

@@ -53,9 +53,9 @@ def on_screen(gray: np.ndarray, level: int, title: tuple, beside: bool) -> np.nd
 
 def comparison(plain, shown, height: int, width: int) -> dict:
     """What moved between the plain scan's analysis and the screen's (the screen's mask cut back to the scan)."""
-    if shown.out_of_distribution or plain.out_of_distribution:
-        return {"refused": shown.out_of_distribution and not plain.out_of_distribution,
-                "refused_plain": plain.out_of_distribution}
+    if shown.withheld or plain.withheld:
+        return {"refused": shown.withheld and not plain.withheld,
+                "refused_plain": plain.withheld}
     plain_mask = plain.mask()
     shown_mask = shown.mask()[TOP:TOP + height, LEFT:LEFT + width]
     union = (plain_mask | shown_mask).sum()

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path, PurePath
 
 from inference.batch import find_scans, passed_over, run_local
+from inference.models import ModelSourceError
+from inference.pipeline import Analyzer
 
 PASSED_OVER_SHOWN = 5  # names printed of the files a run passes over, as in the Batch tab
 
@@ -100,6 +102,7 @@ def main(argv=None) -> int:
             parser.error("no scans found in the given paths" + (f"; {passed}" if skipped else ""))
         if skipped:
             print(passed, file=sys.stderr)
+    new_out = not args.out.exists()
     make_outputs(parser, args)
     if args.engine == "ray":
         from inference import ray_engine  # Ray is an optional extra: imported only when asked for
@@ -107,7 +110,13 @@ def main(argv=None) -> int:
         tally = ray_engine.run(args.inputs, args.out, args.masks, args.explain, args.batch_size,
                                args.address, args.actor_cpus)
     else:
-        tally = run_local(scans, args.out, args.masks, args.explain, args.batch_size)
+        try:
+            analyzer = Analyzer()
+        except ModelSourceError as error:  # a mistyped BUSI_SEGMENTER: its reason, not a traceback and an empty CSV
+            if new_out:
+                args.out.unlink(missing_ok=True)
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
+        tally = run_local(scans, args.out, args.masks, args.explain, args.batch_size, analyzer)
     print(f"wrote {args.out}: {tally}", file=sys.stderr)
     return 1 if tally.failed == tally.scans else 0
 

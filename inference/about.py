@@ -47,9 +47,10 @@ def headline_metrics(card: str) -> str | None:
 
 
 def about_text(analyzer: Analyzer) -> str:
-    """The About page in Markdown, written from the loaded models (their encoders, an ensemble's size,
-    their sources and cards), so a Space pointed at other models through `BUSI_CLASSIFIER` /
-    `BUSI_SEGMENTER` describes those, not the bundled ones."""
+    """The About page in Markdown. The models' encoders, an ensemble's size, their headline numbers,
+    sources and cards are read from the loaded models, so a Space pointed at other models through
+    `BUSI_CLASSIFIER` / `BUSI_SEGMENTER` shows those; the prose on framing and training data describes the
+    bundled recipe (both sources, aspect-kept framing), and a model trained otherwise says so in its card."""
     cards = "\n\n".join(
         f"<details><summary>Model card: {name} — {describe_model(m)}</summary>\n\n{nested_headings(training_folded(without_front_matter(m.card)))}\n\n</details>"
         for name, m in (("classifier", analyzer.classifier), ("segmenter", analyzer.segmenter))

@@ -23,7 +23,7 @@ from inference.files import is_hidden, is_scan_file
 from inference.pipeline import Analysis, Analyzer
 
 # Column -> Arrow type (Parquet); the CSV has the same columns, with empty cells where Parquet has nulls.
-COLUMN_TYPES = {"file": "string", "predicted_class": "string", "p_normal": "double", "p_benign": "double",
+COLUMN_TYPES = {"file": "string", "predicted_class": "string", "no_answer": "string", "p_normal": "double", "p_benign": "double",
                 "p_malignant": "double", "lesion_count": "int64", "lesion_area_px": "int64",
                 "lesion_area_percent": "double", "lesion_area_mm2": "double", "longest_diameter_mm": "double",
                 "perpendicular_width_mm": "double", "warnings": "string", "notes": "string"}
@@ -75,8 +75,9 @@ def _is_taken(path: Path) -> bool:
 @dataclass
 class Tally:
     """What a run did with its scans, counted from their rows (`result_row`): the summary both engines
-    print. Scans given no answer (not recognised as a breast ultrasound, in colour, too small) are named
-    apart: counted as analysed, a run of such files read as if every scan had a result (tester)."""
+    print. Scans given no answer (`no_answer`: not recognised as a breast ultrasound scan, in colour, too
+    small, ...) are named apart: counted as analysed, a run of such files read as if every scan had a
+    result (tester)."""
 
     scans: int = 0
     failed: int = 0      # could not be analysed at all (their warnings start with ERROR_PREFIX)
@@ -84,8 +85,8 @@ class Tally:
 
     def count(self, row: dict) -> None:
         self.scans += 1
-        self.failed += row["warnings"].startswith(ERROR_PREFIX)
-        self.unanswered += row["predicted_class"] is None and not row["warnings"].startswith(ERROR_PREFIX)
+        self.failed += is_failed(row)
+        self.unanswered += row["no_answer"] is not None
 
     def __str__(self) -> str:
         answered = self.scans - self.failed - self.unanswered
@@ -93,9 +94,14 @@ class Tally:
                 f"none (the warnings column says why), {self.failed} failed")
 
 
+def is_failed(row: dict) -> bool:
+    """Whether a scan's row (`result_row`) is a file that could not be analysed at all."""
+    return (row["warnings"] or "").startswith(ERROR_PREFIX)
+
+
 def result_row(file: str, result: Analysis | ScanError) -> dict:
-    """One scan's row: its error, or its class, probabilities and lesion statistics (None where an
-    out-of-distribution scan has no class, probabilities or lesion: its warning says why), and the
+    """One scan's row: its error, or its class, probabilities and lesion statistics (None where a scan
+    gets no answer: `no_answer` says why in a few words, its first warning in full), and the
     analysis' notes: where the two models disagree (a normal scan with a lesion drawn, a lesion hidden
     by the normal gate, a lesion class with nothing drawn), as the Scan tab says it."""
     row = dict.fromkeys(COLUMNS)
@@ -104,7 +110,8 @@ def result_row(file: str, result: Analysis | ScanError) -> dict:
         row["warnings"] = f"{ERROR_PREFIX}{result}"
         return row
     row["warnings"] = " | ".join(result.warnings)
-    if result.out_of_distribution:
+    if result.withheld:
+        row["no_answer"] = str(result.no_answer)
         return row
     row["notes"] = " | ".join(result.notes)
     stats = result.lesion_stats()
@@ -117,8 +124,8 @@ def result_row(file: str, result: Analysis | ScanError) -> dict:
 def write_images(stem: str, analysis: Analysis, masks_dir: Path | None, explain_dir: Path | None) -> None:
     """DIR/<stem>_pred.png: the lesion mask (0/255); with `explain_dir`, <stem>_gradcam.png (the
     predicted class's Grad-CAM over the scan) and <stem>_seg_gradcam.png where a lesion is shown.
-    Nothing for an out-of-distribution scan: it has no diagnosis-like output to draw."""
-    if analysis.out_of_distribution:
+    Nothing for a scan given no answer: it has no diagnosis-like output to draw."""
+    if analysis.withheld:
         return
     if masks_dir is not None:
         Image.fromarray(analysis.mask_png()).save(masks_dir / f"{stem}_pred.png")
@@ -133,7 +140,7 @@ def output_stems(files: list[str]) -> dict[str, str]:
     """The name each scan's images get (`<stem>_pred.png`, ...): its file's stem, unless another scan
     of the run has the same stem (sub/a.png and a.png, a.png and a.dcm); those get their path from the
     folder they share, with the suffix, so that no scan's images overwrite another's
-    (sub/a.png -> sub__a_png)."""
+    (sub/a.png -> sub__a_png); a name still taken (a_png.jpg beside those) gets a number (a_png_2)."""
     by_stem = collections.defaultdict(list)
     for file in dict.fromkeys(files):
         by_stem[PurePath(file).stem].append(PurePath(file))
@@ -149,7 +156,21 @@ def output_stems(files: list[str]) -> dict[str, str]:
         for path in paths:
             relative = path.relative_to(shared if shared is not None else path.anchor)
             stems[str(path)] = "__".join(relative.parts).replace(".", "_")
-    return stems
+    return _numbered_apart(stems)
+
+
+def _numbered_apart(stems: dict[str, str]) -> dict[str, str]:
+    """`stems` with each name that an earlier file already has given the first free number (name_2, ...)."""
+    planned, used, unique = set(stems.values()), set(), {}
+    for file, name in stems.items():
+        if name in used:
+            number = 2
+            while f"{name}_{number}" in used or f"{name}_{number}" in planned:
+                number += 1
+            name = f"{name}_{number}"
+        used.add(name)
+        unique[file] = name
+    return unique
 
 
 def record_scan(file: str, result: Analysis | ScanError, masks_dir: Path | None = None,

@@ -1,6 +1,6 @@
 """A batch's results as the Batch tab shows them (no UI): the line that counts them, the rows on
-screen (short file labels; a scan with no class says why in its class cell) and the CSV the tab
-offers, which is `python -m inference`'s own.
+screen (short file labels; a scan with no class says why in its class cell, so the screen has no
+`no_answer` column) and the CSV the tab offers, which is `python -m inference`'s own.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import collections
 import io
 from pathlib import PurePosixPath
 
-from inference.batch import ERROR_PREFIX, CsvResults
+from inference.batch import COLUMNS, CsvResults, is_failed
 
+SCREEN_COLUMNS = [column for column in COLUMNS if column != "no_answer"]  # the class cell says it (`for_screen`)
 # The batch table's headers on screen, in words; the CSV keeps the column names `python -m inference` writes.
 SCREEN_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(normal)", "p_benign": "P(benign)",
                   "p_malignant": "P(malignant)", "lesion_count": "Lesions", "lesion_area_px": "Area (px)",
@@ -18,22 +19,24 @@ SCREEN_HEADERS = {"file": "File", "predicted_class": "Class", "p_normal": "P(nor
                   "longest_diameter_mm": "Longest diameter (mm)", "perpendicular_width_mm": "Width across it (mm)",
                   "warnings": "Warnings", "notes": "Notes"}
 # A scan with no class says why in its class cell, in words that fit a phone's column (the whole
-# reason was clipped there); the warnings column holds the reason.
-ERROR_CELL, NOT_RECOGNISED_CELL = "(error)", "(not recognised)"
+# reason was clipped there): "(in colour)", "(not recognised)", ...; the warnings column holds the reason.
+ERROR_CELL = "(error)"
 FOLDER_CHARS = 24  # a longer folder path is shown by its end after the file's name (the CSV keeps it whole)
 
 
 def batch_summary(rows: list[dict], left_out: str, classes: list[str]) -> str:
-    """The batch in a line above its table: how many scans of each class, and how many the app did
-    not recognise or could not read, so a long batch need not be scrolled through to be counted;
-    then what it left out (`left_out_summary`)."""
-    shown = collections.Counter(for_screen(row)["predicted_class"] for row in rows)
-    counts = [f"{shown[name]} {name}" for name in classes if shown[name]]
-    counts += [f"{shown[cell]} {what}" for cell, what in ((NOT_RECOGNISED_CELL, "not recognised as a breast ultrasound scan"),
-                                                          (ERROR_CELL, "could not be read")) if shown[cell]]
-    classless = shown[NOT_RECOGNISED_CELL] + shown[ERROR_CELL]
+    """The batch in a line above its table: how many scans of each class, how many got no answer
+    and why (in colour, not recognised, ...), and how many could not be read, so a long batch need not
+    be scrolled through to be counted; then what it left out (`left_out_summary`)."""
+    classes_shown = collections.Counter(row["predicted_class"] for row in rows)
+    reasons = collections.Counter(row["no_answer"] for row in rows if row["no_answer"] is not None)
+    failed = sum(is_failed(row) for row in rows)
+    counts = ([f"{classes_shown[name]} {name}" for name in classes if classes_shown[name]]
+              + [f"{count} {reason}" for reason, count in reasons.items()]
+              + ([f"{failed} could not be read"] if failed else []))
     text = (f"**{len(rows)} scan{'s' * (len(rows) != 1)}:** {', '.join(counts)}."
-            + (" The Warnings column says why a scan has no class (click a cell to read it whole)." if classless else ""))
+            + (" The Warnings column says why a scan has no class (click a cell to read it whole)."
+               if reasons or failed else ""))
     return text + (f"\n\n⚠️ {left_out}" if left_out else "")
 
 
@@ -68,14 +71,13 @@ def no_scans_summary(skipped: list[str], unusable: list[str]) -> str:
 def for_screen(row: dict) -> dict:
     """A batch row for the table on screen: the file by its `file_label`, sizes in mm to one decimal as the
     notes and the PDF give them (104.55 beside 104.5), and a scan with no class says why in its class cell
-    (`ERROR_CELL`, `NOT_RECOGNISED_CELL`), since the warnings column that holds the reason sits off-screen.
-    The CSV keeps the path whole, the sizes as measured and the cell empty."""
+    (`ERROR_CELL`, or its `no_answer` in brackets), since the warnings column that holds the reason sits
+    off-screen. The CSV keeps the path whole, the sizes as measured and the class cell empty."""
     shown = {**row, "file": file_label(row["file"]),
              **{column: round(row[column], 1) for column in MM_COLUMNS if row.get(column) is not None}}
     if row["predicted_class"] is not None:
         return shown
-    failed = (row["warnings"] or "").startswith(ERROR_PREFIX)
-    return {**shown, "predicted_class": ERROR_CELL if failed else NOT_RECOGNISED_CELL}
+    return {**shown, "predicted_class": ERROR_CELL if is_failed(row) else f"({row['no_answer']})"}
 
 
 def file_label(path: str) -> str:

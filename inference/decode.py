@@ -59,6 +59,8 @@ TINT_TOLERANCE = 0.06
 TINT_SHARE = 0.95
 GREY_TOLERANCE = 0.02
 NOT_DICOM = "not a DICOM file; only DICOM files carry the size of a pixel"
+REGION_UNCALIBRATED = ("the file's ultrasound region holding the view analysed gives no valid pixel size, and another "
+                       "region's (possibly at another depth) does not apply to it")
 # Floating-point images whose bright end lies below this are 0..1 images, overshoot and all (a filter's
 # ringing, a gain above 1), and are scaled by 255; read as grey levels of 0..255 they would be blank.
 UNIT_RANGE_LIMIT = 2.0
@@ -90,11 +92,16 @@ class DecodedScan:
 
     def calibration_at(self, box: tuple[int, int, int, int]) -> tuple[tuple[float, float] | None, str | None]:
         """(mm per pixel, why there is none) of the part `box` (top, bottom, left, right) of the scan: that of the
-        calibrated region holding its centre (two views may be at two depths), else the file's."""
+        region holding its centre (two views may be at two depths; an uncalibrated view is not measured with
+        the other's pixel size), else the file's."""
         middle_y, middle_x = (box[0] + box[1]) / 2, (box[2] + box[3]) / 2
         for (top, bottom, left, right), mm in self.image_regions:
-            if mm is not None and top <= middle_y < bottom and left <= middle_x < right:
-                return mm, None
+            if top <= middle_y < bottom and left <= middle_x < right:
+                if mm is not None:
+                    return mm, None
+                if self.mm_per_pixel is not None:  # the file's came from another region
+                    return None, REGION_UNCALIBRATED
+                break
         return self.mm_per_pixel, self.mm_unavailable_reason
 
 
@@ -235,12 +242,14 @@ def check_frame(frame: int, n_frames: int):
 
 
 def _frame_warnings(frame: int, n_frames: int) -> list[str]:
-    """Say which frame of a multi-frame file (a cine loop, an animation) was analysed: the rest were not."""
+    """Say which frame of a multi-frame file (a cine loop, an animation) was analysed: the rest were not. How
+    to pick another is said for every place the warning reaches (a batch row's said "the Frame slider on
+    the Scan tab", which a batch has not: review)."""
     if n_frames == 1:
         return []
-    return [f"This file holds {n_frames} frames; only frame {frame} (numbered from 0) was analysed. "
-            "To analyse another, move the Frame slider on the Scan tab (API: the frame argument of /analyze or "
-            "/report)."]
+    return [f"This file holds {n_frames} frames; only frame {frame} (numbered from 0) was analysed. Another is "
+            "picked by the Scan tab's Frame slider or the API's frame argument (/analyze, /report); a batch reads "
+            "frame 0."]
 
 
 def decode(source, frame: int = 0) -> DecodedScan:

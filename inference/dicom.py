@@ -85,7 +85,8 @@ class DicomFrame:
     n_frames: int
     mm_per_pixel: tuple[float, float] | None  # (x: across columns, y: down rows)
     mm_unavailable_reason: str | None
-    # the usable 2D regions: ((top, bottom, left, right), end-exclusive; their mm per pixel (x, y) or None)
+    # the usable 2D regions: ((top, bottom, left, right), end-exclusive; the mm per pixel (x, y) that applies in
+    # each — its own calibration, else the file's Pixel Spacing — or None)
     image_regions: list[tuple[tuple[int, int, int, int], tuple[float, float] | None]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -138,8 +139,11 @@ REGIONS_UNUSED = ("The file's ultrasound regions do not describe a usable part o
 def _image_regions(dataset: Dataset) -> tuple[list, list[str]]:
     """(the file's usable 2D ultrasound regions, left to right: ((top, bottom, left, right) end-exclusive, mm
     per pixel or None), warnings): usable when it lies within the image and spans at least MIN_SIDE px each
-    way; a warning when the file has 2D regions but none is usable."""
-    width, height = int(dataset.Columns), int(dataset.Rows)
+    way; a warning when the file has 2D regions but none is usable. A region's mm per pixel is its own
+    calibration, else the file's Pixel Spacing (which holds for the whole image), else None: never another
+    region's, which may be a view at another depth."""
+    width, height, spacing_mm = int(dataset.Columns), int(dataset.Rows), _spacing_mm(dataset)
+    spacing_mm = spacing_mm if spacing_mm is not None and _plausible(spacing_mm) else None
     planar = [region for region in dataset.get("SequenceOfUltrasoundRegions") or []
               if region.get("RegionSpatialFormat") == REGION_2D]
     usable = []
@@ -150,7 +154,7 @@ def _image_regions(dataset: Dataset) -> tuple[list, list[str]]:
                                                               "RegionLocationMaxX1", "RegionLocationMaxY1"))
         if min(x1 - x0, y1 - y0) + 1 >= MIN_SIDE:
             mm = _region_mm(region)
-            usable.append(((y0, y1 + 1, x0, x1 + 1), mm if mm is not None and _plausible(mm) else None))
+            usable.append(((y0, y1 + 1, x0, x1 + 1), mm if mm is not None and _plausible(mm) else spacing_mm))
     warnings = [REGIONS_UNUSED.format(side=MIN_SIDE)] if planar and not usable else []
     return sorted(usable, key=lambda item: item[0][2]), warnings
 
@@ -294,12 +298,9 @@ def _calibration(dataset: Dataset) -> tuple[tuple[float, float] | None, str | No
         region_mm = _region_mm(max(fitting, key=_region_area))
         if _plausible(region_mm):
             return region_mm, None
-    spacing = _pixel_spacing(dataset)  # mm: between rows (y), then between columns (x)
-    spacing_mm = None
-    if spacing is not None and len(spacing) == 2 and all(_positive(value) for value in spacing):
-        spacing_mm = (spacing[1], spacing[0])
-        if _plausible(spacing_mm):
-            return spacing_mm, None
+    if (spacing_mm := _spacing_mm(dataset)) is not None and _plausible(spacing_mm):
+        return spacing_mm, None
+    spacing = _pixel_spacing(dataset)
     if region_mm is not None:
         return None, _implausible("ultrasound image region", region_mm)
     if sized:
@@ -316,6 +317,14 @@ def _calibration(dataset: Dataset) -> tuple[tuple[float, float] | None, str | No
     if spacing:
         return None, f"the file's Pixel Spacing is not two positive numbers ({', '.join(map(str, spacing))})"
     return None, "no calibration in the file (neither ultrasound regions in cm nor Pixel Spacing)"
+
+
+def _spacing_mm(dataset: Dataset) -> tuple[float, float] | None:
+    """The file's Pixel Spacing as (x, y) mm per pixel when it is two positive numbers, else None."""
+    spacing = _pixel_spacing(dataset)  # mm: between rows (y), then between columns (x)
+    if spacing is None or len(spacing) != 2 or not all(_positive(value) for value in spacing):
+        return None
+    return spacing[1], spacing[0]
 
 
 def _pixel_spacing(dataset: Dataset) -> list[float] | None:

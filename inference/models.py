@@ -21,6 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = {"classifier": REPO_ROOT / "models" / "classifier", "segmenter": REPO_ROOT / "models" / "segmenter"}
 SETTINGS = {"classifier": "BUSI_CLASSIFIER", "segmenter": "BUSI_SEGMENTER"}
 TASKS = {"classifier": "classification", "segmenter": "segmentation"}  # config.json's `task` of each kind
+# The classes a classifier must give, in this order: the batch's p_normal/p_benign/p_malignant columns, the
+# Scan tab's choice of map and the normal gate name them (another order loaded, then failed on its first scan).
+CLASSES = ["normal", "benign", "malignant"]
 LFS_POINTER = b"version https://git-lfs"
 MODEL_FILES = ("model.keras", "config.json")
 OPTIONAL_FILES = ("README.md", "ood.npz", "orientation.npz")  # the model card; the classifier's screening checks
@@ -122,4 +125,7 @@ def load_configured(kind: str, source: str | None = None) -> LoadedModel:
     if task != TASKS[kind]:
         raise ModelSourceError(f"{kind}{chosen_by}: {source} holds a {task or 'unnamed'} model, not a "
                                f"{TASKS[kind]} one (config.json's task)")
+    if kind == "classifier" and loaded.config.get("classes") != CLASSES:
+        raise ModelSourceError(f"{kind}{chosen_by}: {source} gives the classes {loaded.config.get('classes')}; the app "
+                               f"reads {', '.join(CLASSES)}, in that order (config.json's classes)")
     return loaded

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from explain.overlay import DEFAULT_OPACITY, heatmap_overlay, mask_overlay
 from inference.decode import NOT_DICOM, DecodedScan, ScanError, colour_screening, decode
 from inference import ood, orientation, shared_encoder
 from inference.models import LoadedModel, ModelSourceError, load_configured
+from inference.no_answer import NoAnswer
 from inference.postprocess import hidden_by_normal_gate, lesion_mask, lesion_stats, postprocessing
 from inference.preprocess import Framing, resize, resolution_screening, to_model_input, views_notes, views_warnings
 
@@ -58,11 +60,18 @@ SPARED_NOTE = ("The classifier rates this scan normal at {p_normal:.0%}, but the
 KEPT_THRESHOLDS = 4
 
 
+# An analysis is shared by its session's events, which Gradio may run at once (a re-render and a PDF): an
+# entry added while another thread walked the cache to forget its oldest raised "dictionary changed size
+# during iteration" (review). Every cache entry goes in under this lock; reading one needs none.
+_CACHE_LOCK = threading.Lock()
+
+
 def _remember(kept: dict, key, value) -> None:
     """`kept[key] = value`, forgetting the oldest entries beyond KEPT_THRESHOLDS."""
-    kept[key] = value
-    while len(kept) > KEPT_THRESHOLDS:
-        kept.pop(next(iter(kept)), None)
+    with _CACHE_LOCK:
+        kept[key] = value
+        while len(kept) > KEPT_THRESHOLDS:
+            kept.pop(next(iter(kept)), None)
 
 
 @dataclass
@@ -89,7 +98,7 @@ class Analysis:
     feature_distance: float | None = None  # the out-of-distribution score (None: the classifier has no check)
     feature_limit: float | None = None     # the check's threshold: a scan refused for another reason (blank,
                                            # inverted) can lie within it
-    out_of_distribution: bool = False      # not like a breast ultrasound scan as scanners show it: no diagnosis-like output
+    no_answer: NoAnswer | None = None      # why the scan gets no diagnosis-like output (its warning says it whole)
     mm_per_pixel: tuple[float, float] | None = None  # (x, y) from the file's calibration: sizes in mm
     mm_unavailable_reason: str | None = NOT_DICOM    # why there are no sizes in mm
     frame: int = 0                                   # which frame of a multi-frame file was analysed
@@ -102,6 +111,11 @@ class Analysis:
     _full_size: Analysis | None = field(default=None, repr=False)     # a display copy's full-size analysis
 
     @property
+    def withheld(self) -> bool:
+        """Whether the scan gets no diagnosis-like output (`no_answer` says why)."""
+        return self.no_answer is not None
+
+    @property
     def predicted_class(self) -> str:
         return self.classes[int(np.argmax(self.probabilities))]
 
@@ -110,7 +124,7 @@ class Analysis:
 
     def mask(self, threshold: float | None = None) -> np.ndarray:
         """The post-processed lesion mask (H, W) bool at `threshold` (default: the validated one)."""
-        if self.suppressed_as_normal or self.out_of_distribution:
+        if self.suppressed_as_normal or self.withheld:
             return np.zeros(self.gray.shape, dtype=bool)
         return self.segmenter_mask(threshold)
 
@@ -151,15 +165,21 @@ class Analysis:
         scan's size; None when no lesion is shown (none found, called normal, or not a scan). Its
         target is exactly the displayed mask, so a new threshold gets its own map: computed on first
         use, then kept for re-rendering (the last KEPT_THRESHOLDS)."""
-        mask = self.mask(threshold)
-        if self.explain_region is None or not mask.any():
+        if self.explain_region is None or not self.mask(threshold).any():
             return None
-        key = self.threshold if threshold is None else float(threshold)
-        seg_map = self._seg_maps.get(key)
+        return self.seg_framing.to_scan(self._input_seg_map(self.threshold if threshold is None else float(threshold)))
+
+    def _input_seg_map(self, threshold: float) -> np.ndarray:
+        """Seg-Grad-CAM of the mask at `threshold` over the segmenter's input, computed once. A display copy
+        asks its full-size analysis: the screen's copy and the PDF's (two sizes) then cost one gradient pass,
+        not one each, and the map explains the mask the statistics measure."""
+        if self._full_size is not None:
+            return self._full_size._input_seg_map(threshold)
+        seg_map = self._seg_maps.get(threshold)
         if seg_map is None:
-            seg_map = self.explain_region(self.seg_framing.to_input(mask.astype(np.float32)) >= 0.5)
-            _remember(self._seg_maps, key, seg_map)
-        return self.seg_framing.to_scan(seg_map)
+            seg_map = self.explain_region(self.seg_framing.to_input(self.mask(threshold).astype(np.float32)) >= 0.5)
+            _remember(self._seg_maps, threshold, seg_map)
+        return seg_map
 
     def for_display(self, longest_side: int) -> Analysis:
         """This analysis on a copy of the scan no longer than `longest_side` on either side (itself
@@ -342,44 +362,50 @@ class Analyzer:
         logits, *features = self._logits_and_screening_features(images)
         return logits.numpy(), *self._screen(features)
 
-    def _refusal(self, gray: np.ndarray, distance: float | None, kinds: np.ndarray | None) -> list[str]:
-        """Why the scan `gray` gets no diagnosis-like output — blank, its features' distance over the
-        check's threshold, or inverted grey levels (`kinds`: its orientation probabilities) — else nothing."""
+    def _refusal(self, gray: np.ndarray, distance: float | None,
+                 kinds: np.ndarray | None) -> tuple[NoAnswer, str] | None:
+        """Why the scan `gray` gets no diagnosis-like output, and the message that says so — blank, its
+        features' distance over the check's threshold, or inverted grey levels (`kinds`: its orientation
+        probabilities) — else None."""
         if ood.is_blank(gray):
-            return [ood.BLANK_WARNING]
+            return NoAnswer.BLANK, ood.BLANK_WARNING
         if distance is not None and distance > self.ood.threshold:
-            return [ood.WARNING.format(distance=distance, threshold=self.ood.threshold)]
-        return [] if kinds is None else self.orientation.refusal(kinds)
+            return NoAnswer.NOT_RECOGNISED, ood.WARNING.format(distance=distance, threshold=self.ood.threshold)
+        inverted = [] if kinds is None else self.orientation.refusal(kinds)
+        return (NoAnswer.INVERTED, inverted[0]) if inverted else None
 
     def _screened(self, decoded: DecodedScan, framing: Framing, distance: float | None,
-                  kinds: np.ndarray | None) -> tuple[bool, list[str]]:
-        """(whether the scan gets no diagnosis-like output (its colour inside the field analysed,
+                  kinds: np.ndarray | None) -> tuple[NoAnswer | None, list[str]]:
+        """(why the scan gets no diagnosis-like output, or None (its colour inside the field analysed,
         `colour_screening`, the field's size, `resolution_screening`, then `_refusal`), its warnings): for
-        a refused scan the refusal's reason first (it says why nothing else is shown), then the decoder's
+        a refused scan the refusal's message first (it says why nothing else is shown), then the decoder's
         warnings, the colour's, which of several views was read (`framing`) and the size's; for a scan
         shown with its results, those and whether it is shown upside down (`kinds`)."""
         colour_refusal, colour_warnings = colour_screening(decoded.coloured, framing.box)
         size_refusal, size_warnings = resolution_screening(framing)
         warnings = decoded.warnings + colour_warnings + views_warnings(framing) + size_warnings
-        refusal = colour_refusal or size_refusal
-        refused = [refusal] if refusal else self._refusal(decoded.gray, distance, kinds)
-        if refused:
-            return True, refused + warnings
-        return False, warnings + ([] if kinds is None else self.orientation.warnings(kinds))
+        refusal = ((NoAnswer.IN_COLOUR, colour_refusal) if colour_refusal else
+                   (NoAnswer.TOO_SMALL, size_refusal) if size_refusal else
+                   self._refusal(decoded.gray, distance, kinds))
+        if refusal:
+            reason, message = refusal
+            return reason, [message] + warnings
+        return None, warnings + ([] if kinds is None else self.orientation.warnings(kinds))
 
-    def classify(self, source, view: int | None = None) -> tuple[np.ndarray | None, list[str]]:
-        """Calibrated probabilities and warnings (then, when a view was asked for, which was read) from
-        the classifier's forward pass alone: no segmenter, no gradient maps. Probabilities are None when
-        the scan is out of distribution. `view`: which of several views side by side to read (from 0,
+    def classify(self, source, view: int | None = None) -> tuple[np.ndarray | None, list[str], NoAnswer | None]:
+        """Calibrated probabilities, warnings (then, when a view was asked for, which was read) and why
+        there are no probabilities, from the classifier's forward pass alone: no segmenter, no gradient
+        maps. Probabilities are None, and the reason given, when the screening checks refuse the scan. `view`: which of several views side by side to read (from 0,
         left to right; None: the largest). Raises inference.decode.ScanError on bad input."""
         decoded = decode(source)
         c = self.classifier.config
         framing = Framing.for_model(decoded.gray, c, view, decoded)
         logits, distances, kinds = self._model_pool.submit(self._logits_and_screenings,
                                                            to_model_input(decoded.gray, framing)[None]).result()
-        refused, warnings = self._screened(decoded, framing, None if distances is None else float(distances[0]),
-                                           None if kinds is None else kinds[0])
-        return None if refused else softmax(logits[0] / c["temperature"]), warnings + views_notes(framing)
+        no_answer, warnings = self._screened(decoded, framing, None if distances is None else float(distances[0]),
+                                             None if kinds is None else kinds[0])
+        probabilities = None if no_answer else softmax(logits[0] / c["temperature"])
+        return probabilities, warnings + views_notes(framing), no_answer
 
     def _run_models(self, class_inputs: np.ndarray, seg_inputs: np.ndarray, maps: bool):
         """One pass of each model over a batch, and the screening checks: (logits, every class's
@@ -412,7 +438,11 @@ class Analyzer:
         class_input = to_model_input(gray, class_framing)
         if self._one_encoder_pass is not None:  # same input size and framing: one input serves both
             return PreparedScan(decoded, class_framing, class_framing, class_input, class_input)
-        seg_framing = Framing.for_model(gray, self.segmenter.config, view, decoded)
+        s = self.segmenter.config
+        framing = s.get("framing", {})
+        seg_framing = (class_framing.at_size(s["input_size"], framing.get("keep_aspect", False))
+                       if framing == self.classifier.config.get("framing", {}) else
+                       Framing.for_model(gray, s, view, decoded))
         return PreparedScan(decoded, class_framing, seg_framing, class_input, to_model_input(gray, seg_framing))
 
     def _finish(self, scan: PreparedScan, logits: np.ndarray, class_cams: np.ndarray | None, mask_logits: np.ndarray,
@@ -435,8 +465,8 @@ class Analyzer:
             mm_per_pixel=mm_per_pixel, mm_unavailable_reason=mm_unavailable_reason,
             frame=decoded.frame, n_frames=decoded.n_frames, notes=views_notes(scan.class_framing),
         )
-        analysis.out_of_distribution, analysis.warnings = self._screened(decoded, scan.class_framing, distance, kinds)
-        if analysis.out_of_distribution:
+        analysis.no_answer, analysis.warnings = self._screened(decoded, scan.class_framing, distance, kinds)
+        if analysis.withheld:
             return analysis
         segmenter_found = analysis.segmenter_mask().any()
         if not segmenter_found:  # a lesion class with nothing drawn is a disagreement, said as one

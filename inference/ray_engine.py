@@ -51,6 +51,16 @@ def for_workers(path: str | Path | None) -> str | None:
     return str(Path(path).resolve())
 
 
+def as_given(path: str, given: dict[str, str]) -> str:
+    """A file as the local engine names it in its row: below the source the user gave (`given`: the source
+    as workers use it -> as given), not made absolute for the workers (review: the Ray rows said
+    /home/.../scans/a.png where the local rows said scans/a.png)."""
+    for resolved, source in given.items():
+        if path == resolved or path.startswith(resolved.rstrip("/") + "/"):
+            return source + path[len(resolved):]
+    return path
+
+
 def in_hidden_folder(path: str, sources: list[str]) -> bool:
     """Whether `path`, as Ray Data lists it (no URI scheme), is hidden or lies in a hidden folder below
     the source it was found under: the local engine does not look into those (.git, .cache), and Ray
@@ -105,10 +115,11 @@ class AnalyseScans:
     """The model stage: an actor that loads both models once (bundled folders or pinned hf://
     sources, as resolved on the driver) and turns each batch of decoded scans into result rows,
     writing masks and maps where asked (folders every node can write: shared storage), named as the
-    local engine names them (`renamed`: the scans named by their path instead of their stem)."""
+    local engine names them (`renamed`: the scans named by their path instead of their stem; `given`:
+    each local source as workers use it -> as the user gave it, for the rows' file column)."""
 
     def __init__(self, classifier_source: str, segmenter_source: str, cpus: float,
-                 masks_dir: str | None, explain_dir: str | None, renamed: dict[str, str]):
+                 masks_dir: str | None, explain_dir: str | None, renamed: dict[str, str], given: dict[str, str]):
         import tensorflow as tf
 
         # TensorFlow would size its thread pools to the whole node; an actor gets `cpus` of it.
@@ -119,7 +130,7 @@ class AnalyseScans:
                                  load_configured("segmenter", segmenter_source))
         self.maps = explain_dir is not None
         self.masks_dir, self.explain_dir = masks_dir and Path(masks_dir), explain_dir and Path(explain_dir)
-        self.renamed = renamed
+        self.renamed, self.given = renamed, given
         self.writers = ThreadPoolExecutor(threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -129,12 +140,13 @@ class AnalyseScans:
         return pa.Table.from_pylist(rows, schema=arrow_schema())
 
     def record(self, file: str, result) -> dict:
-        return record_scan(file, result, self.masks_dir, self.explain_dir, self.renamed.get(file))
+        return record_scan(as_given(file, self.given), result, self.masks_dir, self.explain_dir, self.renamed.get(file))
 
 
 def build_dataset(sources: list[str], masks_dir: Path | None, explain_dir: Path | None, batch_size: int,
                   actor_cpus: float) -> ray.data.Dataset:
     """The pipeline, not yet run."""
+    given = {for_workers(source): str(Path(source)) for source in sources if "://" not in source}
     sources = [for_workers(source) for source in sources]
     renamed = renamed_stems(sources) if masks_dir or explain_dir else {}
     return (ray.data.read_binary_files(sources, include_paths=True)
@@ -144,7 +156,7 @@ def build_dataset(sources: list[str], masks_dir: Path | None, explain_dir: Path 
                          fn_constructor_kwargs=dict(classifier_source=for_workers(source_for("classifier")),
                                                     segmenter_source=for_workers(source_for("segmenter")), cpus=actor_cpus,
                                                     masks_dir=for_workers(masks_dir), explain_dir=for_workers(explain_dir),
-                                                    renamed=renamed)))
+                                                    renamed=renamed, given=given)))
 
 
 def run(sources: list[str], out: Path, masks_dir: Path | None = None, explain_dir: Path | None = None,

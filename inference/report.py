@@ -7,8 +7,9 @@ the drawn lesion (or why there is none), the calibrated probabilities, the lesio
 mm where the file is calibrated, else why not), the warnings and notes, the models and their
 revisions, the segmentation threshold, and the disclaimer in every page's footer.
 
-An out-of-distribution scan gets what the app gives it: "not recognised as a breast ultrasound
-scan" and the reason; no class, no probabilities, no lesion, no maps.
+A scan the screening checks refuse gets what the app gives it: why there is no answer ("this image
+is in colour", "... not recognised as a breast ultrasound scan") and the message that says what to do;
+no class, no probabilities, no lesion, no maps.
 
 `model_descriptions(classifier, segmenter)` says which models made the analysis: each one's source
 as configured (bundled folder, or `hf://owner/name@revision` plus the Hub commit it resolved to) and
@@ -45,7 +46,6 @@ TITLE = "Breast ultrasound analysis — research report"
 NOT_A_DEVICE = "Research demo — not a medical device."
 NOT_FOR_CARE = "Not for diagnosis, triage or treatment."
 DISCLAIMER = f"{NOT_A_DEVICE} {NOT_FOR_CARE}"  # every page's footer; the app's pages say it too (`inference.about`)
-NOT_ULTRASOUND = "not recognised as a breast ultrasound scan"
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONT = "DejaVu"
 MAX_IMAGE_PX = 800     # images go in at about display size: the report stays small
@@ -125,9 +125,10 @@ def scan_label(name: str | None) -> str:
 
 def json_report(analysis: Analysis, threshold: float | None = None, lesion: dict | None = None) -> dict:
     """The JSON report the app and its API return beside the images; class, probabilities and lesion are
-    null when the scan is out of distribution. `lesion`: the lesion statistics at `threshold` when the
-    caller has them already."""
-    withheld = analysis.out_of_distribution
+    null when the scan gets no answer, and `no_answer` says why ("in colour", "too small", "blank",
+    "inverted", "not recognised"; `out_of_distribution` is then true). `lesion`: the lesion statistics
+    at `threshold` when the caller has them already."""
+    withheld = analysis.withheld
     return {
         "predicted_class": None if withheld else analysis.predicted_class,
         "probabilities": None if withheld else {c: round(p, 4) for c, p in analysis.probability_dict().items()},
@@ -139,6 +140,7 @@ def json_report(analysis: Analysis, threshold: float | None = None, lesion: dict
         "view": analysis.class_framing.view_index,
         "n_views": analysis.class_framing.views,
         "out_of_distribution": withheld,
+        "no_answer": analysis.no_answer and str(analysis.no_answer),
         "feature_distance": None if analysis.feature_distance is None else round(analysis.feature_distance, 2),
         "feature_limit": None if analysis.feature_limit is None else round(analysis.feature_limit, 2),
         "warnings": analysis.warnings,
@@ -309,7 +311,7 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
     used = analysis.threshold if threshold is None else float(threshold)
     moment = analysis.analysed_at
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    withheld = analysis.out_of_distribution
+    withheld = analysis.withheld
 
     pdf = _Report()
     pdf.add_page()
@@ -325,9 +327,9 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
 
     pdf.heading("Result")
     if withheld:
-        pdf.para(f"This image is {NOT_ULTRASOUND}.", bold=True, size=11)
-        pdf.para("No classification, probabilities or lesion are given: the models' answers would be "
-                 "meaningless for an image unlike the scans they were trained on.")
+        pdf.para(f"{analysis.no_answer.headline}.", bold=True, size=11)
+        pdf.para("No classification, probabilities or lesion are given: the first warning below says why, and "
+                 "what to upload instead.")
     else:
         pdf.para(f"Predicted class: {analysis.predicted_class} "
                  f"({percent(analysis.probability_dict()[analysis.predicted_class])}, calibrated)", bold=True, size=11)

@@ -24,12 +24,12 @@ from PIL import Image
 import app
 from bench.server import AppServer, free_port
 from inference import batch_view
-from inference.batch import COLUMNS
+from inference.batch_view import SCREEN_COLUMNS
 from inference.report import json_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXAMPLE_UPLOAD = Path(app.EXAMPLES_DIR) / "busi_benign_354.png"  # the model calls it benign (0.99)
-WARNINGS = COLUMNS.index("warnings")  # the batch table's column
+WARNINGS = SCREEN_COLUMNS.index("warnings")  # the batch table's column
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,8 @@ def test_classify_returns_its_warnings(handlers, examples, tmp_path):
     Image.fromarray(np.full((200, 300), 128, np.uint8)).save(blank)
     with pytest.warns(UserWarning):
         label, warnings = handlers.classify(str(blank))
-    assert label == app.NOT_ULTRASOUND and warnings, "the reason comes with the refusal"
+    assert label == "No answer: this image is not recognised as a breast ultrasound scan" and warnings, \
+        "the reason comes with the refusal"
 
 
 def test_sliders_before_any_analysis_change_nothing(handlers):

@@ -5,6 +5,7 @@ import csv
 import os
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +25,8 @@ def assert_same_analysis(batched: Analysis, single: Analysis):
     assert batched.predicted_class == single.predicted_class
     np.testing.assert_allclose(batched.probabilities, single.probabilities, atol=PROBABILITY_TOLERANCE)
     assert np.array_equal(batched.mask(), single.mask())
-    assert (batched.notes, batched.warnings, batched.out_of_distribution) == \
-           (single.notes, single.warnings, single.out_of_distribution)
+    assert (batched.notes, batched.warnings, batched.withheld) == \
+           (single.notes, single.warnings, single.withheld)
 
 
 def scan_folder(root, examples):
@@ -102,13 +103,14 @@ def ray_local():
 
 
 def test_ray_job_gives_the_local_rows_and_masks(ray_local, analyzer, examples, tmp_path, monkeypatch):
-    """The same rows and masks; the models named by paths relative to this process's folder, which
-    the workers do not share."""
+    """The same rows and masks; the models and the scans named by paths relative to this process's
+    folder, which the workers do not share (the rows name the files as given: the Ray rows gave them
+    absolute, review)."""
     pq = pytest.importorskip("pyarrow.parquet")
     monkeypatch.chdir(REPO_ROOT / "models")
     monkeypatch.setenv("BUSI_CLASSIFIER", "classifier")
     monkeypatch.setenv("BUSI_SEGMENTER", "./segmenter")
-    folder = scan_folder(tmp_path / "scans", examples)
+    folder = Path(os.path.relpath(scan_folder(tmp_path / "scans", examples)))
     # Another scan with the first's name, in a subfolder: both engines must name their masks apart.
     shutil.copy(examples[1][0], folder / "sub" / examples[0][0].name)
     local_masks, ray_masks = tmp_path / "local_masks", tmp_path / "ray_masks"
@@ -119,7 +121,7 @@ def test_ray_job_gives_the_local_rows_and_masks(ray_local, analyzer, examples, t
     local = sorted(pq.read_table(tmp_path / "local.parquet").to_pylist(), key=lambda row: row["file"])
     remote = sorted(pq.read_table(tmp_path / "ray.parquet").to_pylist(), key=lambda row: row["file"])
     assert (tally.scans, tally.failed) == (len(examples) + 2, 1) and tally == local_tally
-    assert [row["file"] for row in remote] == [row["file"] for row in local]
+    assert [row["file"] for row in remote] == [row["file"] for row in local] and not remote[0]["file"].startswith("/")
     for mine, theirs in zip(remote, local):
         probabilities = [name for name in mine if name.startswith("p_")]
         assert {k: v for k, v in mine.items() if k not in probabilities} == \

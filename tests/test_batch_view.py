@@ -4,7 +4,7 @@ import csv
 import io
 
 from inference.batch import COLUMNS
-from inference.batch_view import FOLDER_CHARS, NOT_RECOGNISED_CELL, batch_csv, for_screen
+from inference.batch_view import ERROR_CELL, FOLDER_CHARS, batch_csv, batch_summary, for_screen
 
 
 def test_the_batch_table_names_a_file_first_then_its_folder():
@@ -17,8 +17,23 @@ def test_the_batch_table_names_a_file_first_then_its_folder():
     assert len(shown) == len("busi_normal_102.png ()") + FOLDER_CHARS
     assert for_screen(row | {"file": "scans.zip/a.png"})["file"] == "a.png (scans.zip)"
     assert for_screen(row | {"file": "a.png"})["file"] == "a.png" and row["file"] == long
-    unrecognised = row | {"predicted_class": None, "warnings": "This picture is not recognised as a breast ultrasound scan."}
-    assert for_screen(unrecognised)["predicted_class"] == NOT_RECOGNISED_CELL
+
+
+def test_a_scan_without_a_class_says_why_in_its_class_cell_and_the_summary():
+    """A Doppler image and a thumbnail were both "(not recognised)", as if they were no breast ultrasound
+    scans at all: the cell and the line above the table give each refusal's own reason."""
+    row = dict.fromkeys(COLUMNS, None) | {"warnings": ""}
+    rows = [row | {"file": "a.png", "predicted_class": "benign"},
+            row | {"file": "doppler.png", "no_answer": "in colour", "warnings": "This image is in colour (40 % …"},
+            row | {"file": "thumb.png", "no_answer": "too small", "warnings": "This scan is too small …"},
+            row | {"file": "cat.png", "no_answer": "not recognised", "warnings": "This image does not look like …"},
+            row | {"file": "bad.png", "warnings": "error: The file is not an image."}]
+    assert [for_screen(r)["predicted_class"] for r in rows] == ["benign", "(in colour)", "(too small)",
+                                                                "(not recognised)", ERROR_CELL]
+    summary = batch_summary(rows, "", ["normal", "benign", "malignant"])
+    assert summary.startswith("**5 scans:** 1 benign, 1 in colour, 1 too small, 1 not recognised, 1 could not be read.")
+    assert "The Warnings column says why" in summary
+    assert "Warnings column" not in batch_summary(rows[:1], "", ["normal", "benign", "malignant"])
 
 
 def test_the_batch_table_gives_sizes_in_mm_as_the_notes_do():

@@ -121,6 +121,9 @@ def test_scans_with_the_same_stem_keep_their_own_masks(analyzer, examples, tmp_p
         assert np.array_equal(np.asarray(Image.open(masks / f"{name}_pred.png")), analyzer.analyze(scan).mask_png())
     assert output_stems(["a.png", "a.dcm", "/x/b.png", "b.png"]) == {"a.png": "a_png", "a.dcm": "a_dcm",
                                                                        "/x/b.png": "x__b_png", "b.png": "b_png"}
+    # a file whose own stem is a name given to another (review: both wrote a_png_pred.png)
+    stems = output_stems(["s/a.png", "s/sub/a.png", "s/a_png.jpg", "s/a_png_2.bmp"])
+    assert stems == {"s/a.png": "a_png", "s/sub/a.png": "sub__a_png", "s/a_png.jpg": "a_png_3", "s/a_png_2.bmp": "a_png_2"}
 
 
 def test_a_run_where_nothing_could_be_analysed_fails(tmp_path, capsys):
@@ -159,6 +162,20 @@ def models_must_not_load(monkeypatch):
     def refuse():
         raise AssertionError("the models were loaded before the arguments were checked")
     monkeypatch.setattr("inference.batch.Analyzer", refuse)
+    monkeypatch.setattr("inference.__main__.Analyzer", refuse)
+
+
+def test_a_model_that_cannot_be_loaded_is_said_in_a_line_and_leaves_no_empty_results(examples, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """BUSI_SEGMENTER=models/segmenter_fast run from another folder: a traceback, and an empty CSV left
+    behind (README check)."""
+    monkeypatch.setenv("BUSI_SEGMENTER", str(tmp_path / "no_such_model"))
+    out = tmp_path / "results.csv"
+    with pytest.raises(SystemExit) as refused:
+        batch_main([str(examples[0][0]), "--out", str(out)])
+    error = capsys.readouterr().err
+    assert refused.value.code == 2 and not out.exists()
+    assert "error: segmenter (chosen by BUSI_SEGMENTER)" in error and "Traceback" not in error
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -211,6 +228,8 @@ def test_the_summary_names_scans_given_no_answer_apart(tmp_path, examples, capsy
     assert batch_main([str(folder), "--out", str(out)]) == 0
     rows = {Path(row["file"]).name: row for row in csv.DictReader(out.open())}
     assert rows["photo.png"]["predicted_class"] == "" and rows["photo.png"]["warnings"]
+    assert (rows["photo.png"]["no_answer"], rows["scan.png"]["no_answer"], rows["broken.png"]["no_answer"]) == \
+           ("in colour", "", ""), "why the photo has no class, in a column a spreadsheet can filter"
     assert (f"wrote {out}: 3 scans: 1 with a result, 1 given none (the warnings column says why), 1 failed"
             in capsys.readouterr().err)
 

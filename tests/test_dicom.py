@@ -549,4 +549,20 @@ def test_a_region_that_cannot_be_used_is_left_out_and_none_usable_is_said(analyz
     for unusable in (dot, ultrasound_region(0, 0, 4 * width, 4 * height, 0.007, 0.007)):
         analysis = analyzer.analyze(dicom_bytes(screen, SequenceOfUltrasoundRegions=[unusable]))
         assert any("ultrasound regions do not describe a usable part" in w for w in analysis.warnings)
-        assert not analysis.out_of_distribution or "too small" not in analysis.warnings[0]
+        assert not analysis.withheld or "too small" not in analysis.warnings[0]
+
+
+def test_a_view_whose_region_has_no_calibration_is_not_measured_with_the_other_views():
+    """Two views, the right one's region in units other than length: the file's calibration came from the
+    left region, and the right view was measured with it, perhaps at another depth, without a word (review).
+    It gets no mm and says why; a Pixel Spacing, which holds for the whole image, still applies to it."""
+    pair = np.zeros((120, 260), np.uint8)
+    regions = [ultrasound_region(10, 10, 119, 109, 0.007, 0.007),
+               ultrasound_region(140, 10, 249, 109, 0.007, 0.007, units=0)]
+    left, right = (10, 110, 10, 120), (10, 110, 140, 250)
+    decoded = decode(dicom_bytes(pair, SequenceOfUltrasoundRegions=regions))
+    assert decoded.calibration_at(left) == (pytest.approx((0.07, 0.07)), None)
+    mm, why = decoded.calibration_at(right)
+    assert mm is None and "region holding the view analysed gives no valid pixel size" in why
+    spaced = decode(dicom_bytes(pair, SequenceOfUltrasoundRegions=regions, PixelSpacing=[0.2, 0.1]))
+    assert spaced.calibration_at(right) == ((0.1, 0.2), None) and spaced.calibration_at(left)[0] == pytest.approx((0.07, 0.07))

@@ -39,16 +39,16 @@ def test_images_that_are_not_ultrasound_are_refused(analyzer, name):
     """Refused by the feature distance, or — a black image, which holds nothing to diagnose — as blank,
     or — a colour photo — for its colour."""
     analysis = analyzer.analyze(NOT_ULTRASOUND[name])
-    assert analysis.out_of_distribution and not analysis.mask().any() and analysis.seg_cam_overlay() is None
+    assert analysis.withheld and not analysis.mask().any() and analysis.seg_cam_overlay() is None
     if name == "blank":
-        assert analysis.warnings == [BLANK_WARNING]
+        assert analysis.warnings == [BLANK_WARNING] and analysis.no_answer == "blank"
     elif NOT_ULTRASOUND[name].ndim == 3:
-        assert analysis.warnings[0].startswith("This image is in colour")
+        assert analysis.warnings[0].startswith("This image is in colour") and analysis.no_answer == "in colour"
     else:
-        assert analysis.feature_distance > analyzer.ood.threshold
+        assert analysis.feature_distance > analyzer.ood.threshold and analysis.no_answer == "not recognised"
         assert any("does not look like the breast ultrasound" in w for w in analysis.warnings)
-    probabilities, warnings = analyzer.classify(NOT_ULTRASOUND[name])
-    assert probabilities is None and warnings
+    probabilities, warnings, no_answer = analyzer.classify(NOT_ULTRASOUND[name])
+    assert probabilities is None and warnings and no_answer == analysis.no_answer
 
 
 IN_A_SECTOR = {**{name: NOT_ULTRASOUND[name] for name in ("camera", "coins", "moon", "page", "text", "astronaut")},
@@ -65,7 +65,7 @@ def test_pictures_shown_in_a_probes_sector_are_refused(analyzer, name, speckle):
     picture = IN_A_SECTOR[name]
     picture = picture if picture.ndim == 2 else picture.mean(axis=-1).astype(np.uint8)
     analysis = analyzer.analyze(in_sector(picture, np.random.default_rng(1) if speckle else None))
-    assert analysis.out_of_distribution and analysis.feature_distance > analyzer.ood.threshold
+    assert analysis.withheld and analysis.feature_distance > analyzer.ood.threshold
 
 
 @pytest.mark.parametrize("name", sorted(IN_A_SECTOR))
@@ -76,13 +76,13 @@ def test_pictures_in_random_probe_framings_are_refused(analyzer, name):
     rng = np.random.default_rng(3)
     framed = [probe_framed(gray_picture(IN_A_SECTOR[name]), rng) for _ in range(6)]
     for analysis in analyzer.analyze_batch(framed):
-        assert analysis.out_of_distribution and analysis.feature_distance > analyzer.ood.threshold
+        assert analysis.withheld and analysis.feature_distance > analyzer.ood.threshold
 
 
 def test_the_cell_a_review_found_passing_is_refused(analyzer):
     """scikit-image's cell in a 70-degree sector was called benign at 86 % with the check on `block11_out`."""
     analysis = analyzer.analyze(reviewed_cell())
-    assert analysis.out_of_distribution and analysis.feature_distance > analyzer.ood.threshold
+    assert analysis.withheld and analysis.feature_distance > analyzer.ood.threshold
 
 
 def test_the_shipped_layer_is_the_one_fit_ood_kept(analyzer):
@@ -130,7 +130,7 @@ def test_a_rendering_is_scored_by_a_check_that_was_not_fitted_on_it():
 def test_held_out_scans_of_every_source_are_accepted(analyzer, examples):
     for path, _ in examples:
         analysis = analyzer.analyze(path)
-        assert not analysis.out_of_distribution, (path.name, analysis.feature_distance)
+        assert not analysis.withheld, (path.name, analysis.feature_distance)
 
 
 def test_the_app_and_the_batch_command_withhold_the_diagnosis(analyzer, tmp_path):
@@ -138,8 +138,10 @@ def test_the_app_and_the_batch_command_withhold_the_diagnosis(analyzer, tmp_path
 
     label, class_cam, overlay, mask, report, seg_cam, notes = app.Handlers(analyzer).render(
         analyzer.analyze(NOT_ULTRASOUND["camera"]), "predicted class", None, 0.5)
-    assert label == app.NOT_ULTRASOUND and class_cam is None and mask is None and seg_cam is None
+    assert label == "No answer: this image is not recognised as a breast ultrasound scan"
+    assert class_cam is None and mask is None and seg_cam is None
     assert report["predicted_class"] is None and report["probabilities"] is None and report["out_of_distribution"]
+    assert report["no_answer"] == "not recognised"
     assert "does not look like" in notes
     from PIL import Image
 

@@ -48,7 +48,7 @@ def test_scans_as_scanners_show_them_get_no_orientation_warning(analyzer, exampl
     for path, _ in examples:
         gray = gray_of(path)
         analysis = analyzer.analyze(np.ascontiguousarray(gray if alteration == "as is" else gray[:, ::-1]))
-        assert not analysis.out_of_distribution, path.name
+        assert not analysis.withheld, path.name
         assert not any(w.startswith(INVERTED) for w in analysis.warnings), (path.name, analysis.warnings)
         assert not warned_upside_down(analysis.warnings), (path.name, analysis.warnings)
 
@@ -60,14 +60,15 @@ def test_an_inverted_scan_gets_no_diagnosis(analyzer, examples):
     for path, _ in examples:
         negative = 255 - gray_of(path)
         analysis = analyzer.analyze(negative)
-        assert analysis.out_of_distribution and not analysis.mask().any(), path.name
+        assert analysis.withheld and not analysis.mask().any(), path.name
         if analysis.feature_distance <= analyzer.ood.threshold:
             caught_here += 1
             assert any(w.startswith(INVERTED) for w in analysis.warnings), (path.name, analysis.warnings)
-        probabilities, warnings = analyzer.classify(negative)
-        assert probabilities is None and warnings[-1] == analysis.warnings[-1]
+            assert analysis.no_answer == "inverted", path.name
+        probabilities, warnings, no_answer = analyzer.classify(negative)
+        assert probabilities is None and warnings[-1] == analysis.warnings[-1] and no_answer == analysis.no_answer
         [batched] = analyzer.analyze_batch([negative])
-        assert batched.out_of_distribution and batched.warnings == analysis.warnings
+        assert batched.withheld and batched.warnings == analysis.warnings
     assert caught_here >= len(examples) // 2
 
 
@@ -80,10 +81,10 @@ def test_an_upside_down_scan_gets_its_results_with_a_warning(analyzer, examples)
         if analysis.feature_distance > analyzer.ood.threshold:
             continue
         shown += 1
-        assert not analysis.out_of_distribution and np.isclose(analysis.probabilities.sum(), 1), path.name
+        assert not analysis.withheld and np.isclose(analysis.probabilities.sum(), 1), path.name
         assert warned_upside_down(analysis.warnings), (path.name, analysis.warnings)
-        probabilities, warnings = analyzer.classify(flipped)
-        assert probabilities is not None and warned_upside_down(warnings)
+        probabilities, warnings, no_answer = analyzer.classify(flipped)
+        assert probabilities is not None and warned_upside_down(warnings) and no_answer is None
         [batched] = analyzer.analyze_batch([flipped])
         assert batched.warnings == analysis.warnings
     assert shown >= len(examples) - 2

@@ -83,7 +83,7 @@ def test_a_colour_photo_is_refused_for_its_colour_and_the_refusal_comes_first(an
     analysis = analyzer.analyze(skimage.data.astronaut())
     # The refusal comes first: it says why nothing is shown. No colour warning beside it: "the colour is
     # dropped before they see it" beside a refusal read as a contradiction.
-    assert analysis.out_of_distribution and analysis.warnings[0].startswith("This image is in colour")
+    assert analysis.withheld and analysis.warnings[0].startswith("This image is in colour")
     assert not [w for w in analysis.warnings if "greyscale ultrasound" in w]
 
 
@@ -246,6 +246,14 @@ def test_display_copy_of_a_big_scan_draws_the_same_lesion(analyzer, examples):
     assert seg_map.shape == (819, 1024) and ndimage.binary_dilation(shown.mask(), iterations=10)[
         np.unravel_index(np.argmax(seg_map), seg_map.shape)]
     assert shown is analysis.for_display(1024) and analysis.for_display(4000) is analysis
+    # the screen's copy (1024 px) and the PDF's (800 px) share the full size's one gradient pass (review: one each)
+    passes = []
+    explain_region = analysis.explain_region
+    analysis.explain_region = lambda region: passes.append(1) or explain_region(region)
+    analysis._seg_maps.clear()
+    on_screen, in_pdf = analysis.for_display(1024).seg_map(), analysis.for_display(800).seg_map()
+    assert len(passes) == 1 and on_screen.shape == (819, 1024) and in_pdf.shape == (640, 800)
+    np.testing.assert_allclose(on_screen, seg_map, atol=1e-6)
 
 
 @pytest.mark.parametrize("step", ["prepare", "_finish"])
@@ -325,9 +333,9 @@ def test_a_scan_under_half_the_smallest_field_learned_from_gets_no_answer(analyz
     for width in (50, 110):
         thumbnail = np.asarray(scan.resize((width, width * scan.height // scan.width)))
         for analysis in (analyzer.analyze(thumbnail), analyzer.analyze_batch([thumbnail])[0]):
-            assert analysis.out_of_distribution and too_small.match(analysis.warnings[0])
-        probabilities, warnings = analyzer.classify(thumbnail)
-        assert probabilities is None and too_small.match(warnings[0])
+            assert analysis.no_answer == "too small" and too_small.match(analysis.warnings[0])
+        probabilities, warnings, no_answer = analyzer.classify(thumbnail)
+        assert probabilities is None and too_small.match(warnings[0]) and no_answer == "too small"
     just_over = np.asarray(scan.resize((140, 140 * scan.height // scan.width)))
     assert analyzer.analyze(just_over).predicted_class in analyzer.classes
 
@@ -339,11 +347,11 @@ def test_the_apps_own_overlays_are_refused_and_a_small_doppler_patch_is_flagged(
     analysis = analyzer.analyze(path)
     for picture in (analysis.mask_overlay(), analysis.class_overlay()):
         refused = analyzer.analyze(picture)
-        assert refused.out_of_distribution and refused.warnings[0].startswith("This image is in colour")
-        assert analyzer.classify(picture)[0] is None
+        assert refused.no_answer == "in colour" and refused.warnings[0].startswith("This image is in colour")
+        assert analyzer.classify(picture)[::2] == (None, "in colour")
     scan = np.stack([analysis.gray] * 3, axis=-1)
     height, width = analysis.gray.shape
     scan[:height // 10, :width // 4] = (200, 30, 30)  # 2.5 % of the scan, in a corner of the field
     flagged = analyzer.analyze(scan)
-    assert not flagged.out_of_distribution and flagged.predicted_class in analyzer.classes
+    assert not flagged.withheld and flagged.predicted_class in analyzer.classes
     assert any(w.startswith("This does not look like a greyscale ultrasound") for w in flagged.warnings)

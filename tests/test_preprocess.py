@@ -134,7 +134,7 @@ def test_an_example_scan_on_a_page_gets_the_scans_own_results(analyzer, examples
     for path, _ in examples[::4]:
         gray = np.asarray(Image.open(path).convert("L"))
         alone, pasted = analyzer.analyze(gray), analyzer.analyze(on_a_page(gray, 255))
-        assert not pasted.out_of_distribution and pasted.predicted_class == alone.predicted_class, path.name
+        assert not pasted.withheld and pasted.predicted_class == alone.predicted_class, path.name
         np.testing.assert_allclose(pasted.probabilities, alone.probabilities, atol=1e-4)
         assert pasted.mask()[30:30 + gray.shape[0], 20:20 + gray.shape[1]].sum() == alone.mask().sum()
 
@@ -180,7 +180,7 @@ def test_an_example_scan_on_a_dark_screen_gets_the_scans_own_results(analyzer, e
         gray = np.asarray(Image.open(path).convert("L"))
         screen, (top, _, left, _) = on_a_screen(gray, 32, "blue")
         alone, shown = analyzer.analyze(gray), analyzer.analyze(screen)
-        assert not shown.out_of_distribution and shown.predicted_class == alone.predicted_class, path.name
+        assert not shown.withheld and shown.predicted_class == alone.predicted_class, path.name
         np.testing.assert_allclose(shown.probabilities, alone.probabilities, atol=1e-4)
         assert shown.mask()[90:90 + gray.shape[0], 150:150 + gray.shape[1]].sum() == alone.mask().sum()
 
@@ -347,13 +347,27 @@ def test_a_dual_view_screen_gets_the_left_views_own_results_and_says_so(analyzer
                                                  why="the leftmost of the largest, which are the same size")
         assert same_size in dual.warnings
         assert not any("views" in warning for warning in alone.warnings)
-        probabilities, warnings = analyzer.classify(side_by_side(gray, gray[:, ::-1]))
+        probabilities, warnings, _ = analyzer.classify(side_by_side(gray, gray[:, ::-1]))
         np.testing.assert_allclose(probabilities, alone.probabilities, atol=1e-4)
         assert same_size in warnings
         mirrored = analyzer.analyze(gray[:, ::-1])  # the other view, asked for, gets its own results
         other = analyzer.analyze(side_by_side(gray, gray[:, ::-1]), view=1)
         np.testing.assert_allclose(other.probabilities, mirrored.probabilities, atol=1e-4)
         assert other.mask()[:, -gray.shape[1]:].sum() == mirrored.mask().sum() and not other.mask()[:, :gray.shape[1]].any()
+
+
+def test_the_segmenter_framed_as_the_classifier_gets_the_framing_its_own_search_gives(analyzer, examples):
+    """The segmenter's framing is the classifier's at the segmenter's input size (`Framing.at_size`: the scan's
+    views are searched once, not once per model), and that is what framing it alone would give: examples,
+    each view of two side by side, and a scan on a dark screen."""
+    gray = np.asarray(Image.open(examples[0][0]).convert("L"))
+    pictures = [(path, None) for path, _ in examples] + [(side_by_side(gray, gray[:, ::-1]), view) for view in (0, 1)]
+    pictures.append((on_a_screen(gray, 22, "blue")[0], None))
+    for picture, view in pictures:
+        decoded = decode(picture)
+        prepared = analyzer.prepare(decoded, view)
+        assert prepared.seg_framing == Framing.for_model(decoded.gray, analyzer.segmenter.config, view, decoded)
+        assert prepared.seg_framing.size == analyzer.segmenter.config["input_size"] != prepared.class_framing.size
 
 
 # How viewers set two views apart: a black gutter, or a plain line of some grey (a dark or mid grey,

@@ -19,7 +19,6 @@ from skimage.data import camera
 
 from inference.report import (
     DISCLAIMER,
-    NOT_ULTRASOUND,
     TITLE,
     describe_model,
     model_descriptions,
@@ -93,7 +92,7 @@ def test_report_of_an_example_holds_what_the_app_shows(analyses, models, name):
     assert f"Predicted class: {analysis.predicted_class}" in text
     for class_name, probability in analysis.probability_dict().items():
         assert f"{class_name} {percent(probability)}" in text
-    assert NOT_ULTRASOUND not in text
+    assert "No answer" not in text
     for role in ("classifier", "segmenter"):
         assert f"models/{role} (bundled with the app)" in text and models[role] in text
     assert f"Segmentation threshold: {analysis.threshold:.2f} (the validated one)" in text
@@ -118,10 +117,10 @@ def test_examples_cover_one_lesion_several_and_none(analyses):
 
 def test_out_of_distribution_report_gives_no_diagnosis(analyzer, models):
     analysis = analyzer.analyze(camera())
-    assert analysis.out_of_distribution
+    assert analysis.withheld
     report = read(pdf_report(analysis, models=models, scan_name="camera.png"))
     text = report.text
-    assert "not recognised as a breast ultrasound scan" in text and DISCLAIMER in text
+    assert "No answer: this image is not recognised as a breast ultrasound scan." in text and DISCLAIMER in text
     for class_name in analysis.classes:
         assert class_name not in text.lower()
     assert "%" not in text and "Predicted class" not in text and "Lesion" not in text and "Grad-CAM" not in text
@@ -136,9 +135,10 @@ def test_a_scan_withheld_for_another_reason_than_its_features_is_reported_within
     over it."""
     path = next(path for path, _ in examples if path.name == "busi_normal_102.png")
     analysis = analyzer.analyze(255 - np.asarray(Image.open(path).convert("L")))
-    assert analysis.out_of_distribution and analysis.feature_distance < analysis.feature_limit
+    assert analysis.withheld and analysis.feature_distance < analysis.feature_limit
     text = read(pdf_report(analysis, models=models, scan_name="inverted.png")).text
     assert f"feature distance {analysis.feature_distance:.2f} (within the limit of {analysis.feature_limit:.2f})" in text
+    assert "No answer: this image is shown with inverted grey levels." in text and "not recognised" not in text
     assert "Predicted class" not in text
 
 

@@ -1,5 +1,6 @@
 """Model sources: the real huggingface_hub code path, offline, against a Hub cache built here."""
 
+import json
 import os
 from pathlib import Path
 
@@ -113,6 +114,11 @@ def test_swapped_or_damaged_settings_name_the_setting(monkeypatch, tmp_path):
     with pytest.raises(ModelSourceError, match="ood.npz is not a valid out-of-distribution check"):
         Analyzer(warm_up=False)
     shutil.copy(BUNDLED["classifier"] / "ood.npz", damaged / "ood.npz")
+    config = json.loads((damaged / "config.json").read_text())  # classes in another order: refused when loaded
+    (damaged / "config.json").write_text(json.dumps(config | {"classes": ["benign", "malignant", "normal"]}))
+    with pytest.raises(ModelSourceError, match="gives the classes \\['benign', 'malignant', 'normal'\\]; the app reads"):
+        Analyzer(warm_up=False)
+    (damaged / "config.json").write_text(json.dumps(config))
     (damaged / "orientation.npz").write_bytes(b"garbage")
     with pytest.raises(ModelSourceError, match="orientation.npz is not a valid orientation check"):
         Analyzer(warm_up=False)

@@ -57,7 +57,7 @@ def evaluate_classifier(samples, analyses, analyzer, out_dir: Path, name: str) -
     # classifier's own answer there, and the refusal rate says how often it was withheld. The datasets'
     # scans are real and show one view each as their scanner wrote it: every upside-down warning and
     # every split into several views is a false alarm.
-    shares = {"ood_refused_rate": [a.out_of_distribution for a in analyses],
+    shares = {"ood_refused_rate": [a.withheld for a in analyses],
               "upside_down_warned_rate": [warned_upside_down(a.warnings) for a in analyses],
               "several_views_rate": [a.class_framing.views > 1 for a in analyses]}
     shares = {key: np.array(flags, dtype=float) for key, flags in shares.items()}
