@@ -395,8 +395,9 @@ class Analyzer:
     def classify(self, source, view: int | None = None) -> tuple[np.ndarray | None, list[str], NoAnswer | None]:
         """Calibrated probabilities, warnings (then, when a view was asked for, which was read) and why
         there are no probabilities, from the classifier's forward pass alone: no segmenter, no gradient
-        maps. Probabilities are None, and the reason given, when the screening checks refuse the scan. `view`: which of several views side by side to read (from 0,
-        left to right; None: the largest). Raises inference.decode.ScanError on bad input."""
+        maps. Probabilities are None, and the reason given, when the screening checks refuse the scan.
+        `view`: which of several views side by side to read (from 0, left to right; None: the largest).
+        Raises inference.decode.ScanError on bad input."""
         decoded = decode(source)
         c = self.classifier.config
         framing = Framing.for_model(decoded.gray, c, view, decoded)
