@@ -929,6 +929,10 @@ def threshold_info(segmenter_config: dict) -> str:
 
 
 def build_demo(analyzer: Analyzer) -> gr.Blocks:
+    # Results are served from where they are written, not registered as Gradio's cache files: its cleaner
+    # (delete_cache, there for uploads) deleted them 10 to 20 minutes after they were last handed out, so a
+    # download failed on a page that still re-rendered (stress test); `Handlers.results` prunes them.
+    gr.set_static_paths([RESULTS_DIR])
     handlers = Handlers(analyzer)
     default_threshold = float(analyzer.segmenter.config["threshold"])
     with gr.Blocks(title="Breast ultrasound analysis", delete_cache=(UPLOAD_MAX_AGE_S, UPLOAD_MAX_AGE_S)) as demo:

@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 
 JPEG_QUALITY = 90
-# Held while a file is found old and deleted, and while a file handed out again is made young: else `prune`
-# could find a file old, `write_file` hand it out again, and `prune` delete it under that request.
+# Held while a file is found old and deleted, while a file handed out again is made young, and while a file's
+# folder is made and its staging file put in it: else `prune` could find a file old, `write_file` hand it out
+# again, and `prune` delete it under that request, or remove an old empty folder just before a file goes in.
 _AGE_LOCK = threading.Lock()
 
 
@@ -45,8 +46,9 @@ def write_file(data: bytes, folder: Path, suffix: str, download_name: str | None
     with _AGE_LOCK, contextlib.suppress(FileNotFoundError):  # pruned between two requests: written anew below
         os.utime(path)  # handed out again: young again, so `prune` leaves it for this request's download
         return str(path)
-    path.parent.mkdir(parents=True, exist_ok=True)  # (`prune` leaves a folder this young)
-    descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=".writing-")
+    with _AGE_LOCK:  # an old empty folder pruned between the two (stress test: "Something went wrong")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=".writing-")
     try:
         with os.fdopen(descriptor, "wb") as f:
             f.write(data)

@@ -219,6 +219,22 @@ def test_a_value_typed_beyond_a_sliders_range_goes_to_its_nearer_end(analyzer):
     assert sliders["Frame"].buttons == [], "a reset to frame 0 would not analyse it"
 
 
+def test_results_handed_out_are_left_to_the_apps_pruning_not_to_gradios_upload_cleaner(analyzer, examples, tmp_path):
+    """Gradio's cache cleaner (there for uploads: 10 to 20 minutes) deleted rendered results it had handed
+    out, under the 30 minutes the app keeps them (stress test): a result goes out as a file Gradio serves in
+    place, not one it registers for its cleaner."""
+    from gradio.processing_utils import move_files_to_cache
+    from gradio.route_utils import delete_files_created_by_app
+
+    demo = app.build_demo(analyzer)
+    mask_path, _ = app.Handlers(analyzer).segment(upload_copy(examples[0][0], tmp_path))
+    output = next(block for block in demo.blocks.values() if isinstance(block, app.gr.File))
+    served = move_files_to_cache({"path": mask_path, "meta": {"_type": "gradio.FileData"}}, output, postprocess=True)
+    assert served["path"] == mask_path, "served where it was written"
+    delete_files_created_by_app(demo, None)  # what the cleaner does to the files it was given, whatever their age
+    assert Path(mask_path).is_file()
+
+
 def test_a_moved_setting_takes_the_pdf_away_before_it_redraws(analyzer):
     """Gradio's page runs the listeners of one event one after another, in the order they were set:
     the PDF's withdrawal was set after the re-render, so on a big scan a PDF finished meanwhile showed

@@ -84,3 +84,30 @@ def test_a_young_empty_folder_is_not_pruned(tmp_path):
     (tmp_path / "new").mkdir()
     prune(tmp_path, 3600)
     assert (tmp_path / "new").is_dir()
+
+
+def test_an_old_empty_folder_is_not_pruned_while_a_file_goes_into_it(tmp_path, monkeypatch):
+    """A download's folder left empty and old (its file deleted) and handed out again: a prune between the
+    folder's making (which leaves an existing folder old) and the staging file's removed it, and the write
+    failed (stress test)."""
+    import hashlib
+    import os
+    import tempfile
+
+    from inference import outputs
+
+    data = b"%PDF- a report"
+    folder = tmp_path / hashlib.sha1(data).hexdigest()
+    folder.mkdir()
+    os.utime(folder, (0, 0))
+    real_mkstemp = tempfile.mkstemp
+
+    def prune_meanwhile(**kwargs):
+        pruning = threading.Thread(target=prune, args=(tmp_path, 3600))
+        pruning.start()
+        pruning.join(0.5)  # blocked by the write under way, or done: the folder then is gone
+        return real_mkstemp(**kwargs)
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", prune_meanwhile)
+    path = outputs.write_file(data, tmp_path, "pdf", "report.pdf")
+    assert Path(path).read_bytes() == data
