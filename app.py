@@ -83,6 +83,21 @@ PRIVATE_URL = ("This server does not fetch scans from its own, local or private 
                "(data:image/png;base64,...), or as a public http(s) URL.")
 
 
+def standard_base64(arguments):
+    """A tool's `arguments` with each `data:` URI's base64 in the standard alphabet, padded and without line
+    breaks: a client sending URL-safe base64 (JavaScript's base64url: - and _ for + and /, no padding) got
+    "damaged or truncated", since Gradio's decoder drops the characters it does not know."""
+    if isinstance(arguments, dict):
+        return {key: standard_base64(value) for key, value in arguments.items()}
+    if isinstance(arguments, list):
+        return [standard_base64(value) for value in arguments]
+    if not (isinstance(arguments, str) and arguments.startswith("data:") and ";base64," in arguments):
+        return arguments
+    head, _, content = arguments.partition(",")
+    content = "".join(content.split()).rstrip("=").replace("-", "+").replace("_", "/")
+    return f"{head},{content}{'=' * (-len(content) % 4)}"
+
+
 def mend_mcp_results():
     """Gradio 6.31's MCP server passes a tool's outputs to its converter as one item when the client asks
     for no progress updates (most clients): a tool with several outputs answered with one text block,
@@ -92,7 +107,8 @@ def mend_mcp_results():
     as JSON text ("null"), which a client can parse, not as a Python printout. Remove once Gradio does
     both (the MCP test checks). And the tools' descriptions say how to send a scan (MCP_FILE_HINT), and a
     `data:` URI whose content is not base64, a file path, or a URL this server will not fetch (its own, as
-    an upload tool gives) is answered with what to send (BAD_DATA_URI, NOT_A_URL, PRIVATE_URL)."""
+    an upload tool gives) is answered with what to send (BAD_DATA_URI, NOT_A_URL, PRIVATE_URL); URL-safe base64
+    is read as base64 (`standard_base64`)."""
     from anyio.to_thread import run_sync
     from gradio.mcp import GradioMCPServer
     from gradio_client.utils import is_file_obj_with_meta
@@ -117,7 +133,7 @@ def mend_mcp_results():
 
     def readable_data_uris(self, value, filedata_positions):
         try:
-            return to_files(self, value, filedata_positions)
+            return to_files(self, standard_base64(value), filedata_positions)
         except binascii.Error:  # Python's own words reached the client ("number of data characters (9) ...")
             raise ValueError(BAD_DATA_URI) from None
         except ValueError as error:  # a path: "provide a url", which no data: URI would then satisfy

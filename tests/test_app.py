@@ -1178,6 +1178,8 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
     scan = base64.b64encode((Path(app.EXAMPLES_DIR) / "busi_malignant_49.png").read_bytes()).decode()
     normal = base64.b64encode((Path(app.EXAMPLES_DIR) / "busi_normal_102.png").read_bytes()).decode()
     not_a_scan = base64.b64encode(b"definitely not an image").decode()
+    scan_url_safe = base64.urlsafe_b64encode((Path(app.EXAMPLES_DIR) / "busi_malignant_49.png").read_bytes()).decode().rstrip("=")
+    assert scan_url_safe != scan.rstrip("="), "the scan's base64 holds + or /, so the URL-safe form differs"
 
     async def session_calls(url):
         async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
@@ -1187,16 +1189,17 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
                 good = await session.call_tool("analyze", {"path": "data:image/png;base64," + scan})
                 bad = await session.call_tool("classify", {"path": "data:image/png;base64," + not_a_scan})
                 not_base64 = await session.call_tool("classify", {"path": "data:image/png;base64,abcdefghi"})
+                url_safe = await session.call_tool("classify", {"path": "data:image/png;base64," + scan_url_safe})
                 # a path on the client's machine, and the server's own file URL (as an upload tool gives one)
                 local_path = await session.call_tool("classify", {"path": "/home/me/scan.png"})
                 own_url = await session.call_tool("classify", {"path": url + "gradio_api/file=/tmp/scan.png"})
                 # null for a numeric setting is "the default", as for gradio_client (the schema refused it)
                 defaults = await session.call_tool("analyze", {"path": "data:image/png;base64," + normal, "threshold": None,
                                                                "opacity": None, "frame": None, "view": None})
-                return tools, good, bad, not_base64, defaults, local_path, own_url
+                return tools, good, bad, not_base64, defaults, local_path, own_url, url_safe
 
     with AppServer(extra_env={"GRADIO_MCP_SERVER": "True"}) as server:
-        tools, good, bad, not_base64, defaults, local_path, own_url = asyncio.run(session_calls(server.url))
+        tools, good, bad, not_base64, defaults, local_path, own_url, url_safe = asyncio.run(session_calls(server.url))
     assert {"analyze", "classify", "segment", "report"} <= set(tools), "MCP tools are named as the endpoints"
     assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment", "report"))
     assert all("data: URI" in tools[name].description and "upload_file_to_gradio" not in tools[name].description
@@ -1214,6 +1217,8 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
     assert bad.isError and "not an image" in " ".join(c.text for c in bad.content)
     # Python's base64 error ("number of data characters (9) cannot be 1 more than a multiple of 4") said nothing useful
     assert not_base64.isError and " ".join(c.text for c in not_base64.content) == app.BAD_DATA_URI
+    # URL-safe base64 (base64url, unpadded) was read as damaged bytes: "damaged or truncated"
+    assert not url_safe.isError and json.loads(url_safe.content[0].text)["label"] == "malignant", url_safe.content
     # Gradio's words were "Invalid file data format, provide a url" and "Hostname 127.0.0.1 failed validation"
     assert local_path.isError and " ".join(c.text for c in local_path.content) == app.NOT_A_URL
     assert own_url.isError and " ".join(c.text for c in own_url.content) == app.PRIVATE_URL
