@@ -78,6 +78,9 @@ BAD_DATA_URI = ("The scan's data: URI does not hold base64 content: send data:<t
                 "base64>, e.g. data:image/png;base64,iVBORw0KGgo... (or an http(s) URL the server can fetch).")
 NOT_A_URL = ("The scan must be a data: URI with base64 content (data:image/png;base64,...) or an http(s) URL: this "
              "server cannot read a file path on your machine.")
+UNRESOLVED_URL = ("This server could not fetch the scan: {reason}. Check the URL; if it is right, the server may "
+                  "have no internet access (a private or offline deployment): send the scan as a data: URI with "
+                  "base64 content (data:image/png;base64,...) instead.")
 PRIVATE_URL = ("This server does not fetch scans from its own, local or private addresses (nor the file URLs an "
                "upload tool gives for them): send the scan as a data: URI with base64 content "
                "(data:image/png;base64,...), or as a public http(s) URL.")
@@ -107,7 +110,8 @@ def mend_mcp_results():
     as JSON text ("null"), which a client can parse, not as a Python printout. Remove once Gradio does
     both (the MCP test checks). And the tools' descriptions say how to send a scan (MCP_FILE_HINT), and a
     `data:` URI whose content is not base64, a file path, or a URL this server will not fetch (its own, as
-    an upload tool gives) is answered with what to send (BAD_DATA_URI, NOT_A_URL, PRIVATE_URL); URL-safe base64
+    an upload tool gives) or one whose host cannot be resolved (an offline server) is answered with what to send
+    (BAD_DATA_URI, NOT_A_URL, PRIVATE_URL, UNRESOLVED_URL); URL-safe base64
     is read as base64 (`standard_base64`)."""
     from anyio.to_thread import run_sync
     from gradio.mcp import GradioMCPServer
@@ -119,6 +123,8 @@ def mend_mcp_results():
         except Exception as error:  # Gradio refuses to fetch a private URL in words no client can act on
             if "failed validation" in str(error):  # "Hostname 127.0.0.1 failed validation"
                 raise ValueError(PRIVATE_URL) from None
+            if str(error).startswith("Unable to resolve hostname"):  # "... example.org: [Errno -2] Name or ..."
+                raise ValueError(UNRESOLVED_URL.format(reason=str(error).split(": [Errno")[0].lower())) from None
             raise
         return list(result) if isinstance(result, tuple) else [result]
 

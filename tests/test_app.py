@@ -1193,13 +1193,15 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
                 # a path on the client's machine, and the server's own file URL (as an upload tool gives one)
                 local_path = await session.call_tool("classify", {"path": "/home/me/scan.png"})
                 own_url = await session.call_tool("classify", {"path": url + "gradio_api/file=/tmp/scan.png"})
+                unresolved = await session.call_tool("classify", {"path": "https://scans.invalid/scan.png"})
                 # null for a numeric setting is "the default", as for gradio_client (the schema refused it)
                 defaults = await session.call_tool("analyze", {"path": "data:image/png;base64," + normal, "threshold": None,
                                                                "opacity": None, "frame": None, "view": None})
-                return tools, good, bad, not_base64, defaults, local_path, own_url, url_safe
+                return tools, good, bad, not_base64, defaults, local_path, own_url, url_safe, unresolved
 
     with AppServer(extra_env={"GRADIO_MCP_SERVER": "True"}) as server:
-        tools, good, bad, not_base64, defaults, local_path, own_url, url_safe = asyncio.run(session_calls(server.url))
+        (tools, good, bad, not_base64, defaults, local_path, own_url, url_safe,
+         unresolved) = asyncio.run(session_calls(server.url))
     assert {"analyze", "classify", "segment", "report"} <= set(tools), "MCP tools are named as the endpoints"
     assert all("not a medical device" in tools[name].description for name in ("analyze", "classify", "segment", "report"))
     assert all("data: URI" in tools[name].description and "upload_file_to_gradio" not in tools[name].description
@@ -1222,6 +1224,9 @@ def test_mcp_tools_answer_with_content_and_readable_errors():
     # Gradio's words were "Invalid file data format, provide a url" and "Hostname 127.0.0.1 failed validation"
     assert local_path.isError and " ".join(c.text for c in local_path.content) == app.NOT_A_URL
     assert own_url.isError and " ".join(c.text for c in own_url.content) == app.PRIVATE_URL
+    # a host that does not resolve (.invalid never does; nor does any, offline): Gradio's "Unable to resolve hostname"
+    assert unresolved.isError and " ".join(c.text for c in unresolved.content) == app.UNRESOLVED_URL.format(
+        reason="unable to resolve hostname scans.invalid")
     assert not defaults.isError, defaults.content
     texts = [item.text for item in defaults.content if item.type == "text"]
     report = json.loads(next(t for t in texts if '"predicted_class"' in t))
