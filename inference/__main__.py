@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path, PurePath
 
-from inference.batch import find_scans, passed_over, run_local
+from inference.batch import PARQUET_NEEDS_PYARROW, find_scans, passed_over, run_local
 from inference.models import ModelSourceError
 from inference.pipeline import Analyzer
 
@@ -90,6 +90,11 @@ def main(argv=None) -> int:
         parser.error("--address is for --engine ray")
     if args.out.suffix.lower() not in (".csv", ".parquet"):
         parser.error(f"--out must end in .csv or .parquet; got {args.out.name!r}")
+    if args.out.suffix.lower() == ".parquet":  # known before the models load, and before an empty file is left
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            parser.error(f"--out: {PARQUET_NEEDS_PYARROW}")
     if args.out.is_dir():
         parser.error(f"--out {args.out} is a folder; give a file name in it, e.g. {args.out / 'results.csv'}")
     check_inputs(parser, args.inputs, args.engine)

@@ -32,6 +32,7 @@ SIZE_COLUMNS = ("lesion_count", "lesion_area_px", "lesion_area_percent", "lesion
 COLUMNS = list(COLUMN_TYPES)
 ERROR_PREFIX = "error: "  # how a failed file's row starts its warnings
 PARQUET_ROW_GROUP = 10_000
+PARQUET_NEEDS_PYARROW = "Parquet output needs pyarrow: pip install -r requirements-ray.txt"
 
 
 def find_scans(paths: list[str]) -> list[Path]:
@@ -223,7 +224,7 @@ class ParquetResults:
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise SystemExit("Parquet output needs pyarrow: pip install -r requirements-ray.txt") from None
+            raise SystemExit(PARQUET_NEEDS_PYARROW) from None
         self._schema = arrow_schema()
         self._writer = pq.ParquetWriter(path, self._schema)
         self._pending: list[dict] = []

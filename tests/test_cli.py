@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -163,6 +164,19 @@ def models_must_not_load(monkeypatch):
         raise AssertionError("the models were loaded before the arguments were checked")
     monkeypatch.setattr("inference.batch.Analyzer", refuse)
     monkeypatch.setattr("inference.__main__.Analyzer", refuse)
+
+
+def test_parquet_without_pyarrow_is_refused_before_the_models_load(examples, tmp_path, monkeypatch, capsys,
+                                                                    models_must_not_load):
+    """With requirements.txt alone: refused after the models had loaded, leaving an empty results.parquet
+    (fresh-install check)."""
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    out = tmp_path / "results.parquet"
+    with pytest.raises(SystemExit) as refused:
+        batch_main([str(examples[0][0]), "--out", str(out)])
+    assert refused.value.code == 2 and not out.exists()
+    assert "--out: Parquet output needs pyarrow: pip install -r requirements-ray.txt" in capsys.readouterr().err
 
 
 def test_a_model_that_cannot_be_loaded_is_said_in_a_line_and_leaves_no_empty_results(examples, tmp_path, monkeypatch,
