@@ -291,7 +291,9 @@ def decode(source, frame: int = 0) -> DecodedScan:
             raise ScanError("This TIFF stores its pixels in a form this app cannot read (64-bit floating point, "
                             "say): save the scan as an 8- or 16-bit TIFF or PNG.") from None
         raise ScanError("This file is not an image this app can read (PNG, JPEG, BMP, TIFF, …) nor DICOM.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    # Pillow's words for a damaged file, and, for a multi-page TIFF or an animated GIF cut short while its frames
+    # are counted, TypeError ("Missing dimensions"), IndexError and struct.error (input review)
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, struct.error) as error:
         raise ScanError(f"The image file is damaged or truncated ({error}).") from None
     gray, coloured = _to_array(image)
     if narrowed and gray.max() < NARROWED_LEVELS:

@@ -263,14 +263,16 @@ def _displayed(dataset: Dataset, pixels: np.ndarray) -> np.ndarray:
         values = apply_modality_lut(pixels, dataset)
         try:
             values = apply_voi_lut(values, dataset)
-        except (ValueError, NotImplementedError, IndexError, AttributeError):
+        except (ValueError, NotImplementedError, IndexError, AttributeError, struct.error):  # struct: an OW LUT cut short
             pass  # an invalid window or VOI LUT is ignored: the frame is stretched like any wide image
         # float pixel data (Float/Double Float Pixel Data) is scaled like a float TIFF: 0..1 is black..white
         gray = to_8_bit(values, unit_range=np.issubdtype(pixels.dtype, np.floating))
         return 255 - gray if model == "MONOCHROME1" else gray
     if model == "PALETTE COLOR" and pixels.ndim == 2:
         rgb = apply_color_lut(pixels, dataset)[..., :3]
-        return _rgb_to_8_bit(rgb, 8 * rgb.dtype.itemsize)  # a LUT's entries span its whole bit depth
+        # A LUT's entries span its whole bit depth, except 8-bit entries stored in 16 bits, which the standard
+        # allows (PS3.3 C.7.6.3.1.5): scaled as 16-bit, the scan came out black (input review).
+        return _rgb_to_8_bit(rgb, 8 if rgb.max() <= 255 else 8 * rgb.dtype.itemsize)
     if model in COLOUR_MODELS and pixels.ndim == 3 and pixels.shape[-1] == 3:
         return _rgb_to_8_bit(pixels, int(dataset.BitsStored))
     raise ScanError(f"This DICOM image uses the colour model {model!r} with {int(dataset.SamplesPerPixel)} "

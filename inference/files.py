@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePath
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+# .jfif: a JPEG as browsers on Windows save one
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 MASK_STEM = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$")
 

@@ -148,3 +148,11 @@ def test_a_decoding_library_failing_on_one_file_is_an_error_in_its_place(analyze
     results = analyzer.analyze_batch([examples[0][0], failing, examples[2][0]])
     assert isinstance(results[1], ScanError) and "image library failed" in str(results[1])
     assert isinstance(results[0], Analysis) and isinstance(results[2], Analysis)
+
+
+def test_a_jpeg_saved_as_jfif_is_a_scan(tmp_path, examples):
+    """Browsers on Windows save a downloaded JPEG as .jfif: the batch passed it over as no scan (input review)."""
+    scan = tmp_path / "scans" / "case.jfif"
+    scan.parent.mkdir()
+    Image.open(examples[0][0]).convert("L").save(scan, format="JPEG")
+    assert find_scans([str(scan.parent)]) == [scan]

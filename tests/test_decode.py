@@ -292,3 +292,18 @@ def test_one_hot_pixel_does_not_darken_a_16_bit_scan(scan):
     clean, _ = decode_scan(encode(Image.fromarray(wide), "PNG"))
     gray, _ = decode_scan(encode(Image.fromarray(hot), "PNG"))
     assert np.abs(gray.astype(int) - clean).mean() < 1 and gray[5, 5] == 255
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "GIF"])
+def test_a_multi_frame_file_cut_short_is_refused_as_damaged(scan, fmt):
+    """A multi-page TIFF or an animated GIF cut short raised Pillow's TypeError ("Missing dimensions"),
+    IndexError or struct.error while its frames were counted: a server error, not why (input review)."""
+    pages = [Image.fromarray(np.roll(scan, 10 * i, axis=1)) for i in range(3)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, format=fmt, save_all=True, append_images=pages[1:])
+    data = buffer.getvalue()
+    for end in range(len(data) // 3, len(data), max(1, len(data) // 300)):
+        try:
+            decode(data[:end])
+        except ScanError:
+            pass  # refused, in words; or read up to where it ends, which Pillow may do

@@ -566,3 +566,25 @@ def test_a_view_whose_region_has_no_calibration_is_not_measured_with_the_other_v
     assert mm is None and "region holding the view analysed gives no valid pixel size" in why
     spaced = decode(dicom_bytes(pair, SequenceOfUltrasoundRegions=regions, PixelSpacing=[0.2, 0.1]))
     assert spaced.calibration_at(right) == ((0.1, 0.2), None) and spaced.calibration_at(left)[0] == pytest.approx((0.07, 0.07))
+
+
+def test_a_palette_of_8_bit_entries_stored_in_16_bits_gives_the_scan(scan):
+    """The standard allows 8-bit palette entries in a 16-bit descriptor (PS3.3 C.7.6.3.1.5); scaled as 16-bit
+    they made the scan black (input review)."""
+    dataset = dicom_dataset(scan)
+    dataset.PhotometricInterpretation = "PALETTE COLOR"
+    for colour in ("Red", "Green", "Blue"):
+        setattr(dataset, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(dataset, f"{colour}PaletteColorLookupTableData", np.arange(256, dtype=np.uint16).tobytes())
+    np.testing.assert_allclose(decode(to_bytes(dataset)).gray, scan, atol=1)
+
+
+def test_a_voi_lut_stored_shorter_than_it_says_is_ignored_not_the_file_refused(scan):
+    """An OW LUT shorter than its descriptor raised struct.error in pydicom, which refused the whole file as
+    damaged where an invalid LUT is meant to be ignored (input review)."""
+    dataset = dicom_dataset(scan.astype(np.uint16) * 16, "MONOCHROME2", 16, BitsStored=12, HighBit=11)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new("LUTData", "OW", np.arange(2048, dtype=np.uint16).tobytes())
+    dataset.VOILUTSequence = [item]
+    np.testing.assert_allclose(decode(to_bytes(dataset)).gray, scan, atol=1)
