@@ -154,7 +154,8 @@ def _image_regions(dataset: Dataset) -> tuple[list, list[str]]:
                                                               "RegionLocationMaxX1", "RegionLocationMaxY1"))
         if min(x1 - x0, y1 - y0) + 1 >= MIN_SIDE:
             mm = _region_mm(region)
-            usable.append(((y0, y1 + 1, x0, x1 + 1), mm if mm is not None and _plausible(mm) else spacing_mm))
+            usable.append(((y0, min(y1 + 1, height), x0, min(x1 + 1, width)),
+                           mm if mm is not None and _plausible(mm) else spacing_mm))
     warnings = [REGIONS_UNUSED.format(side=MIN_SIDE)] if planar and not usable else []
     return sorted(usable, key=lambda item: item[0][2]), warnings
 
@@ -360,12 +361,15 @@ def _positive(value) -> bool:
 
 
 def _fits(region: Dataset, width: int, height: int) -> bool:
+    """Whether the region lies within the image. Its far corner may lie one pixel past the last column or row:
+    an end written exclusive where the standard asks for inclusive, which cost the scan its calibration
+    (input review); more is a region of another image size (resized after the scan)."""
     corners = [region.get(name) for name in ("RegionLocationMinX0", "RegionLocationMinY0",
                                              "RegionLocationMaxX1", "RegionLocationMaxY1")]
     if None in corners:
         return False
     x0, y0, x1, y1 = (int(value) for value in corners)
-    return 0 <= x0 <= x1 < width and 0 <= y0 <= y1 < height
+    return 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
 
 
 def _region_area(region: Dataset) -> int:

@@ -588,3 +588,13 @@ def test_a_voi_lut_stored_shorter_than_it_says_is_ignored_not_the_file_refused(s
     item.add_new("LUTData", "OW", np.arange(2048, dtype=np.uint16).tobytes())
     dataset.VOILUTSequence = [item]
     np.testing.assert_allclose(decode(to_bytes(dataset)).gray, scan, atol=1)
+
+
+def test_a_region_ending_one_pixel_past_the_image_keeps_its_calibration():
+    """A far corner written as an exclusive end (MaxX1 = Columns) cost the scan its calibration, with "was it
+    resized after the scan?" (input review); two pixels past is still another image's region."""
+    pixels = np.zeros((120, 160), np.uint8)
+    one_past = decode(dicom_bytes(pixels, SequenceOfUltrasoundRegions=[ultrasound_region(0, 0, 160, 120, 0.007, 0.007)]))
+    assert one_past.mm_per_pixel == pytest.approx((0.07, 0.07)) and one_past.image_regions[0][0] == (0, 120, 0, 160)
+    two_past = decode(dicom_bytes(pixels, SequenceOfUltrasoundRegions=[ultrasound_region(0, 0, 161, 120, 0.007, 0.007)]))
+    assert two_past.mm_per_pixel is None and "beyond the image" in two_past.mm_unavailable_reason
