@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from inference.decode import MAX_BYTES, ScanError
+from inference.decode import MAX_BYTES, ZIP_MAGIC, ScanError
 from inference.files import is_hidden_path, is_scan_file
 
 MAX_SCANS = 200
@@ -118,14 +118,25 @@ def _zip_members(path: Path, inputs: BatchInputs) -> None:
     inputs.skipped += sorted(f"{path.name}/{name}" for name in others)
 
 
+def _is_zip(path: Path) -> bool:
+    """A .zip, or a file without a suffix that starts as a zip archive does (one saved as "scans" was read as a
+    scan and refused with "analyse the scans in it as a batch", in the Batch tab: input review)."""
+    if path.suffix.lower() == ".zip":
+        return True
+    if path.suffix or not path.is_file():
+        return False
+    with path.open("rb") as file:
+        return file.read(4).startswith(ZIP_MAGIC)
+
+
 def read_batch_inputs(paths: list[str]) -> BatchInputs:
-    """The scans of the uploads, in order; a .zip contributes one scan per scan file inside it. Files given
+    """The scans of the uploads, in order; a zip archive (`_is_zip`) contributes one scan per scan file inside it. Files given
     as they are pass the same rule as an archive's (`is_scan_file`): a text file beside a zip was counted a
     scan that could not be read, the same file inside it a file that is no scan. A file given twice (Gradio
     stores identical uploads at one path) is read once, not listed twice."""
     inputs = BatchInputs()
     for path in map(Path, dict.fromkeys(paths)):
-        if path.suffix.lower() == ".zip":
+        if _is_zip(path):
             _zip_members(path, inputs)
         elif is_scan_file(path):
             inputs.scans.append(BatchScan(path.name, path))

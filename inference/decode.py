@@ -59,6 +59,7 @@ TINT_TOLERANCE = 0.06
 TINT_SHARE = 0.95
 GREY_TOLERANCE = 0.02
 NOT_DICOM = "not a DICOM file; only DICOM files carry the size of a pixel"
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first bytes (an empty one's too)
 REGION_UNCALIBRATED = ("the file's ultrasound region holding the view analysed gives no valid pixel size, and another "
                        "region's (possibly at another depth) does not apply to it")
 # Floating-point images whose bright end lies below this are 0..1 images, overshoot and all (a filter's
@@ -284,7 +285,7 @@ def decode(source, frame: int = 0) -> DecodedScan:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ScanError(f"The image has more than {MAX_PIXELS / 1e6:.0f} megapixels.") from None
     except UnidentifiedImageError:
-        if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive's first bytes (an empty one's too)
+        if data.startswith(ZIP_MAGIC):
             raise ScanError("This is a zip archive, not a scan: analyse the scans in it as a batch (the app's "
                             "Batch tab, or unpack it for `python -m inference`).") from None
         if data.startswith(TIFF_MAGIC):

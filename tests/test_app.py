@@ -545,6 +545,20 @@ def test_a_file_that_is_no_scan_is_passed_over_alike_beside_an_archive_and_in_it
     assert inputs.scans[0].read() == EXAMPLE_UPLOAD.read_bytes(), "read from the archive, nothing written outside it"
 
 
+def test_an_archive_saved_without_its_suffix_is_read_as_an_archive(tmp_path):
+    """A zip saved as "scans" was read as one scan and refused with "analyse the scans in it as a batch", in the
+    Batch tab (input review); a DICOM file without a suffix stays a scan."""
+    import zipfile
+
+    archive = tmp_path / "scans"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(EXAMPLE_UPLOAD, "scan.png")
+    dicom = tmp_path / "IM0001"
+    dicom.write_bytes((Path(app.EXAMPLES_DIR) / "dicom" / "breast_case010.dcm").read_bytes())
+    inputs = app.read_batch_inputs([str(archive), str(dicom)])
+    assert [scan.name for scan in inputs.scans] == ["scans/scan.png", "IM0001"] and not inputs.unusable
+
+
 def test_an_oversized_archive_member_is_left_out_with_its_reason_and_its_neighbours_are_read(tmp_path, monkeypatch):
     """A member over the decoder's file limit refused the whole archive; now it alone is left out and
     named, from the archive's directory, before anything is read."""
