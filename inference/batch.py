@@ -23,8 +23,8 @@ from inference.files import is_hidden, is_scan_file
 from inference.pipeline import Analysis, Analyzer
 
 # Column -> Arrow type (Parquet); the CSV has the same columns, with empty cells where Parquet has nulls.
-COLUMN_TYPES = {"file": "string", "predicted_class": "string", "no_answer": "string", "p_normal": "double", "p_benign": "double",
-                "p_malignant": "double", "lesion_count": "int64", "lesion_area_px": "int64",
+COLUMN_TYPES = {"file": "string", "predicted_class": "string", "no_answer": "string", "p_normal": "double",
+                "p_benign": "double", "p_malignant": "double", "lesion_count": "int64", "lesion_area_px": "int64",
                 "lesion_area_percent": "double", "lesion_area_mm2": "double", "longest_diameter_mm": "double",
                 "perpendicular_width_mm": "double", "warnings": "string", "notes": "string"}
 SIZE_COLUMNS = ("lesion_count", "lesion_area_px", "lesion_area_percent", "lesion_area_mm2", "longest_diameter_mm",
