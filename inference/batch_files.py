@@ -131,9 +131,9 @@ def _is_zip(path: Path) -> bool:
 
 def read_batch_inputs(paths: list[str]) -> BatchInputs:
     """The scans of the uploads, in order; a zip archive (`_is_zip`) contributes one scan per scan file inside
-    it. Files given as they are pass the same rule as an archive's (`is_scan_file`): a text file beside a zip was counted a
-    scan that could not be read, the same file inside it a file that is no scan. A file given twice (Gradio
-    stores identical uploads at one path) is read once, not listed twice."""
+    it. Files given as they are pass the same rule as an archive's (`is_scan_file`): a text file beside a zip
+    was counted a scan that could not be read, the same file inside it a file that is no scan. A file given
+    twice (Gradio stores identical uploads at one path) is read once, not listed twice."""
     inputs = BatchInputs()
     for path in map(Path, dict.fromkeys(paths)):
         if _is_zip(path):
