@@ -273,7 +273,9 @@ def decode(source, frame: int = 0) -> DecodedScan:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             check_size(*image.size)
-            n_frames = getattr(image, "n_frames", 1)
+            # a multi-picture JPEG's (MPO's) further pictures are a camera's previews or depth maps, not frames:
+            # the preview was offered as "frame 1" and analysed as a scan (input review)
+            n_frames = 1 if image.format == "MPO" else getattr(image, "n_frames", 1)
             check_frame(frame, n_frames)
             image.seek(frame)
             check_size(*image.size)  # a later page of a TIFF may be larger than the first

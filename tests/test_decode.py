@@ -307,3 +307,16 @@ def test_a_multi_frame_file_cut_short_is_refused_as_damaged(scan, fmt):
             decode(data[:end])
         except ScanError:
             pass  # refused, in words; or read up to where it ends, which Pillow may do
+
+
+def test_a_multi_picture_jpegs_preview_is_no_frame(scan):
+    """A JPEG with a second, smaller picture (MPO: a camera's preview) was read as a 2-frame file whose
+    "frame 1", the preview, could be analysed as a scan (input review)."""
+    buffer = io.BytesIO()
+    picture = Image.fromarray(scan).convert("RGB")
+    picture.save(buffer, format="MPO", save_all=True, append_images=[picture.resize((160, 120))])
+    decoded = decode(buffer.getvalue())
+    assert decoded.n_frames == 1 and decoded.gray.shape == scan.shape
+    assert not any("frames" in warning for warning in decoded.warnings)
+    with pytest.raises(ScanError, match="holds 1 frame"):
+        decode(buffer.getvalue(), 1)
