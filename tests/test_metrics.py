@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from training.metrics import (bootstrap_ci, classification_metrics, dice_iou, expected_calibration_error,
-                              fit_temperature)
+from training.metrics import (bootstrap_ci, classification_metrics, cluster_members, dice_iou,
+                              expected_calibration_error, fit_temperature)
 
 
 def test_ece_on_a_hand_computed_case():
@@ -45,6 +45,39 @@ def test_bootstrap_skips_undefined_resamples():
     labels = np.array([0] * 9 + [1])   # most resamples hold no positive: AUC-like statistics are undefined there
     interval = bootstrap_ci(lambda idx: 1.0 if labels[idx].any() else None, len(labels))
     assert interval == [1.0, 1.0]
+
+
+def test_bootstrap_resamples_whole_clusters():
+    """Five patients of twenty identical frames each carry the evidence of five scans, not a hundred:
+    the clustered interval is the per-scan interval of the five patients' values, far wider than the
+    interval that counts every frame."""
+    per_patient = np.array([0.2, 0.9, 0.5, 0.7, 0.4])
+    frames = np.repeat(per_patient, 20)
+    patients = np.repeat([f"patient {p}" for p in range(5)], 20)
+    clustered = bootstrap_ci(lambda idx: float(frames[idx].mean()), patients)
+    assert clustered == pytest.approx(bootstrap_ci(lambda idx: float(per_patient[idx].mean()), len(per_patient)))
+    naive = bootstrap_ci(lambda idx: float(frames[idx].mean()), len(frames))
+    assert clustered[1] - clustered[0] > 3 * (naive[1] - naive[0])
+    # items each their own cluster, in item order, resample exactly as a count of independent items
+    singletons = [f"scan {i}" for i in range(len(frames))]
+    assert bootstrap_ci(lambda idx: float(frames[idx].mean()), singletons) == naive
+
+
+def test_auc_of_one_class_is_undefined_not_nan():
+    """A resample of a few patients can hold benign lesions only: its benign-vs-malignant AUC is undefined
+    (None, skipped by the bootstrap), not NaN (which turned BUS-UCLM's interval into [nan, nan])."""
+    labels = np.array([0, 1, 1])
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.7, 0.2], [0.2, 0.3, 0.5]])
+    assert classification_metrics(probs, labels)["bm_auc"] is None
+    interval = bootstrap_ci(lambda idx: classification_metrics(probs[idx], labels[idx])["bm_auc"],
+                            ["a", "b", "b"])
+    assert interval is None
+
+
+def test_cluster_members_keep_first_appearance_order():
+    members = cluster_members(["b", "a", "b", "c"])
+    assert [m.tolist() for m in members] == [[0, 2], [1], [3]]
+    assert [m.tolist() for m in cluster_members(3)] == [[0], [1], [2]]
 
 
 def test_classification_metrics_on_a_known_case():

@@ -103,3 +103,19 @@ def test_breast_is_in_no_training_input(features_of):
         files, vectors = features_of(source)
         readable.append(vectors[[side[f] not in ("test", EXCLUDED) for f in files]])
     assert (external @ np.concatenate(readable).T).max() < COPY_SIMILARITY
+
+
+def test_intervals_resample_patients_not_frames(bus_uclm_root, busi_root):
+    """BUS-UCLM's test frames come from a handful of patients: the evaluation's bootstrap resamples
+    those patients. BUSI's test side keeps no two scans of one duplicate group, BrEaST has one scan
+    per patient: there every scan is its own unit."""
+    from training.split import resampling_units, samples_by_side
+
+    uclm = samples_by_side("bus_uclm")["test"]
+    units = resampling_units("bus_uclm", uclm)
+    patients = {row["file"]: row["patient_id"] for row in read_split(SOURCES["bus_uclm"].split_csv)}
+    assert len(set(units)) == len({patients[s.relpath] for s in uclm}) == 7
+    assert all((units[i] == units[j]) == (patients[a.relpath] == patients[b.relpath])
+               for i, a in enumerate(uclm) for j, b in enumerate(uclm))
+    busi = samples_by_side("busi")["test"]
+    assert len(set(resampling_units("busi", busi))) == len(busi)

@@ -34,7 +34,7 @@ from inference.pipeline import Analyzer
 from training.busi import CLASSES, REPO_ROOT, SOURCES, list_samples, load_mask
 from training.metrics import (BENIGN, MALIGNANT, bootstrap_ci, bootstrap_cis, classification_metrics, dice_iou,
                               expected_calibration_error, reliability_bins)
-from training.split import samples_by_side, seen_paths
+from training.split import resampling_units, samples_by_side, seen_paths
 
 POINTING_DILATION_PX = 10
 BORDER_FRACTION = 0.08
@@ -46,7 +46,7 @@ def analyse_all(analyzer, samples):
 
 # --- classifier ------------------------------------------------------------------------------
 
-def evaluate_classifier(samples, analyses, analyzer, out_dir: Path, name: str) -> dict:
+def evaluate_classifier(samples, units, analyses, analyzer, out_dir: Path, name: str) -> dict:
     probs = np.stack([a.probabilities for a in analyses])
     labels = np.array([s.label_index for s in samples])
     metrics = classification_metrics(probs, labels)
@@ -65,9 +65,9 @@ def evaluate_classifier(samples, analyses, analyzer, out_dir: Path, name: str) -
     metrics["temperature"] = temperature
     metrics["ci95"] = bootstrap_cis(lambda idx: classification_metrics(probs[idx], labels[idx]),
                                     [key for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc")
-                                     if metrics[key] is not None], len(labels))
+                                     if metrics[key] is not None], units)
     for key, flags in shares.items():
-        metrics["ci95"][key] = bootstrap_ci(lambda idx: float(flags[idx].mean()), len(flags))
+        metrics["ci95"][key] = bootstrap_ci(lambda idx: float(flags[idx].mean()), units)
     plot_confusion(np.array(metrics["confusion_matrix"]), out_dir / f"classifier_{name}_confusion.png")
     plot_reliability(probs, labels, out_dir / f"classifier_{name}_reliability.png")
     return metrics
@@ -105,7 +105,7 @@ def plot_reliability(probs, labels, path, bins=10):
 
 # --- segmenter -------------------------------------------------------------------------------
 
-def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) -> dict:
+def evaluate_segmenter(samples, units, analyses, analyzer, out_dir: Path, name: str) -> dict:
     truths = [load_mask(s) for s in samples]
     preds = [a.mask() for a in analyses]
     labels = np.array([s.label_index for s in samples])
@@ -118,7 +118,7 @@ def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) ->
 
     def ci(selection, column):
         values = scores[selection, column]
-        return bootstrap_ci(lambda idx: float(values[idx].mean()), len(values)) if len(values) else None
+        return bootstrap_ci(lambda idx: float(values[idx].mean()), units[selection]) if len(values) else None
 
     normal = labels == 0
     alone = [a.segmenter_mask() for a in analyses]
@@ -148,9 +148,11 @@ def evaluate_segmenter(samples, analyses, analyzer, out_dir: Path, name: str) ->
         "segmenter_alone_normal_fp_rate": float(np.mean([p.any() for p, n in zip(alone, normal) if n])) if normal.any() else None,
         "ci95": {"dice": ci(lesion, 0), "iou": ci(lesion, 1), "dice_benign": ci(labels == BENIGN, 0),
                  "dice_malignant": ci(labels == MALIGNANT, 0),
-                 "normal_fp_rate": bootstrap_ci(lambda idx: float(normal_flags[idx].mean()), len(normal_flags))
+                 "normal_fp_rate": bootstrap_ci(lambda idx: float(normal_flags[idx].mean()), units[normal])
                  if normal.any() else None,
-                 "lesions_called_normal": bootstrap_ci(lambda idx: float(nothing_drawn[idx].mean()), len(nothing_drawn))
+                 "lesions_called_normal": bootstrap_ci(lambda idx: float(nothing_drawn[idx].mean()), units[lesion])
+                 if lesion.any() else None,
+                 "segmenter_alone_dice": bootstrap_ci(lambda idx: float(alone_dice[lesion][idx].mean()), units[lesion])
                  if lesion.any() else None},
     }
     if lesion.any():
@@ -197,7 +199,7 @@ def peak_in_border(cam, shape) -> bool:
     return bool(y < margin_y or y >= shape[0] - margin_y or x < margin_x or x >= shape[1] - margin_x)
 
 
-def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str) -> dict:
+def evaluate_explanations(samples, units, analyses, analyzer, out_dir: Path, name: str) -> dict:
     lesion = [i for i, s in enumerate(samples) if s.label_index in (BENIGN, MALIGNANT)]
     truths = {i: load_mask(samples[i]) for i in lesion}
     classifier_hits, segmenter_hits, no_map, border = [], [], 0, []
@@ -222,8 +224,10 @@ def evaluate_explanations(samples, analyses, analyzer, out_dir: Path, name: str)
         "border_fraction": BORDER_FRACTION,
         "dilation_px": POINTING_DILATION_PX,
         "ci95": {
-            "pointing_game_classifier": bootstrap_ci(lambda idx: float(classifier_hits[idx].mean()), len(lesion)) if lesion else None,
-            "pointing_game_segmenter": bootstrap_ci(lambda idx: float(segmenter_hits[idx].mean()), len(lesion)) if lesion else None,
+            "pointing_game_classifier": bootstrap_ci(lambda idx: float(classifier_hits[idx].mean()), units[lesion])
+            if lesion else None,
+            "pointing_game_segmenter": bootstrap_ci(lambda idx: float(segmenter_hits[idx].mean()), units[lesion])
+            if lesion else None,
         },
     }
     if lesion:
@@ -284,17 +288,21 @@ def seen_in_training(analyzer, samples) -> int:
     return sum(s.path in seen for s in samples)
 
 
-def datasets(args) -> list[tuple[str, list]]:
-    """(name, samples) of every dataset the command evaluates."""
+def datasets(args) -> list[tuple[str, list, np.ndarray]]:
+    """(name, samples, each sample's resampling unit for the intervals) of every dataset the command
+    evaluates. A folder given by `--data` has no patient ids: each scan is its own unit."""
     if args.data:
-        return [(args.data.resolve().name, list_samples(args.data))]
+        samples = list_samples(args.data)
+        return [(args.data.resolve().name, samples, np.array([s.relpath for s in samples]))]
     chosen = []
     for source in args.source:
         if SOURCES[source].external:
-            if args.side == "test":
-                chosen.append((f"{source}-external", samples_by_side(source)["test"]))
+            if args.side != "test":
+                continue
+            name, samples = f"{source}-external", samples_by_side(source)["test"]
         else:
-            chosen.append((f"{source}-{args.side}", samples_by_side(source)[args.side]))
+            name, samples = f"{source}-{args.side}", samples_by_side(source)[args.side]
+        chosen.append((name, samples, np.array(resampling_units(source, samples))))
     return chosen
 
 
@@ -317,7 +325,7 @@ def main(argv=None):
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     analyzer = Analyzer()
-    for name, samples in chosen:
+    for name, samples, units in chosen:
         analyses = analyse_all(analyzer, samples)
         missing = [c for c in CLASSES if not any(s.label == c for s in samples)]
         if missing:
@@ -325,7 +333,8 @@ def main(argv=None):
         seen = seen_in_training(analyzer, samples)
         for task in tasks:
             metrics = {"dataset": name, "classes_missing": missing, "n_seen_in_training": seen,
-                       **EVALUATORS[task](samples, analyses, analyzer, args.out_dir, name)}
+                       "n_bootstrap_units": int(len(set(units))),
+                       **EVALUATORS[task](samples, units, analyses, analyzer, args.out_dir, name)}
             (args.out_dir / f"{task}_{name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
             if args.json:
                 flat = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}

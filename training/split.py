@@ -143,6 +143,24 @@ def seen_paths(split_csvs) -> set[Path]:
     return seen
 
 
+def group_column(rows: list[dict]) -> str:
+    """The split CSV's column of what never straddles two sides: `group` (BUSI) or `patient_id` (BUS-UCLM)."""
+    return "group" if "group" in rows[0] else "patient_id"
+
+
+def resampling_units(source: str, samples: list[Sample]) -> list[str]:
+    """Each sample's unit of independence, for bootstrap intervals: the group its split keeps on one side
+    (a BUS-UCLM patient; near-duplicate exports of one BUSI frame). An external source's scans are each
+    their own (BrEaST: one scan per patient)."""
+    spec = SOURCES[source]
+    if spec.external:
+        return [s.relpath for s in samples]
+    rows = read_split(spec.split_csv)
+    key = group_column(rows)
+    group_of = {row["file"]: f"{key} {row[key]}" for row in rows}
+    return [group_of[s.relpath] for s in samples]
+
+
 def samples_by_side(source: str = "busi") -> dict[str, list[Sample]]:
     """A source's samples grouped by side of its committed split (`excluded` is its own key); an
     external source is all `test`."""
@@ -179,7 +197,7 @@ def main(argv=None):
         counts = defaultdict(lambda: defaultdict(int))
         for row in rows:
             counts[row["split"]][row["class"]] += 1
-        key = "group" if "group" in rows[0] else "patient_id"
+        key = group_column(rows)
         print(f"wrote {out} ({len(rows)} scans, {len({r[key] for r in rows})} {key}s)")
         for side in (*SIDES, EXCLUDED):
             if counts[side]:
