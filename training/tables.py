@@ -1,4 +1,4 @@
-"""Metric tables in README.md and the model cards, generated from `reports/*.json`, never typed.
+"""Metric tables in README.md, docs/history.md and the model cards, generated from `reports/*.json`, never typed.
 
 Each table sits between `<!-- metrics:NAME -->` and `<!-- /metrics:NAME -->` markers; this command
 rewrites what is between them. The About tab shows the model cards, so it carries the same tables.
@@ -46,7 +46,7 @@ SEGMENTER_ROWS = (
     ("segmenter", "segmenter_alone_dice", "lesion Dice (segmenter alone)"),
     ("explain", "pointing_game_segmenter", "Seg-Grad-CAM pointing game"),
 )
-FILES = (REPO_ROOT / "README.md", REPO_ROOT / "models" / "classifier" / "README.md",
+FILES = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "history.md", REPO_ROOT / "models" / "classifier" / "README.md",
          REPO_ROOT / "models" / "segmenter" / "README.md", REPO_ROOT / "models" / "segmenter_fast" / "README.md")
 SOURCE_TITLES = {source: SOURCES[source].title for source in TRAINING_SOURCES}
 BLOCK = re.compile(r"(<!-- metrics:(?P<name>\w+) -->\n).*?(<!-- /metrics:(?P=name) -->)", re.DOTALL)
