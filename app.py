@@ -544,8 +544,6 @@ def explained_class(explain) -> str | None:
     return None if one_of(explain, EXPLAIN_CHOICES, "explain") == EXPLAIN_CHOICES[0] else explain
 
 
-EXPLAINED_OTHER_NOTE = ("The classifier's Grad-CAM shows the evidence for {explained} (chosen under Explain class), "
-                        "not for the predicted {predicted}.")
 HIDDEN_HINT = ("The segmenter did mark a region here: tick \"Draw a lesion the normal gate hides\" (under the "
                "sliders; API: show_hidden) to see it.")
 
@@ -679,21 +677,16 @@ class Handlers:
             return (gr.skip(),) * RENDERED_OUTPUTS
         analysis = as_asked(analysis, show_hidden)
         threshold, opacity, explain, style = checked_settings(threshold, opacity, explain, style)
-        notes = [f"⚠️ {w}" for w in analysis.warnings] + list(analysis.notes)  # a note informs; only warnings warn
+        # a note informs; only warnings warn
+        notes = [f"⚠️ {w}" for w in analysis.warnings] + analysis.notes_at(threshold, explain)
         if analysis.suppressed_as_normal:
             notes.append(HIDDEN_HINT)
         if analysis.withheld:  # no diagnosis-like output at all, and the reason in plain view
             return (analysis.no_answer.headline, None, None, None, json_report(analysis, threshold), None,
                     "\n\n".join(notes))
-        if explain not in (None, analysis.predicted_class):  # a map beside the verdict it does not explain
-            notes.append(EXPLAINED_OTHER_NOTE.format(explained=explain, predicted=analysis.predicted_class))
         lesion = analysis.lesion_stats(threshold)
         if lesion["lesion_count"]:
             notes.append(lesion_summary(lesion))
-        elif (threshold is not None and threshold != analysis.threshold and not analysis.suppressed_as_normal
-              and analysis.lesion_stats()["lesion_count"]):  # drawn at the validated threshold, not at this one
-            notes.append(f"No lesion is drawn at threshold {threshold:.2f}; the validated threshold is "
-                         f"{analysis.threshold:.2f}.")
         notes = "\n\n".join(notes)
         shown = analysis.for_display(DISPLAY_MAX_SIDE)  # overlays at display size; the mask file at full size
         seg_cam = shown.seg_cam_overlay(threshold, opacity)
@@ -703,7 +696,7 @@ class Handlers:
             write_image(shown.class_overlay(explain, opacity), folder, name="gradcam"),
             write_image(shown.mask_overlay(threshold, opacity, style), folder, name="lesion-overlay"),
             write_image(analysis.mask_png(threshold), folder, "png", "lesion-mask"),
-            json_report(analysis, threshold, lesion),
+            json_report(analysis, threshold, lesion, explain),
             None if seg_cam is None else write_image(seg_cam, folder, name="seg-gradcam"),
             notes,
         )

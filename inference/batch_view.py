@@ -10,6 +10,7 @@ import io
 from pathlib import PurePosixPath
 
 from inference.batch import COLUMNS, CsvResults, is_failed
+from inference.postprocess import half_up
 
 SCREEN_COLUMNS = [column for column in COLUMNS if column != "no_answer"]  # the class cell says it (`for_screen`)
 # The batch table's headers on screen, in words; the CSV keeps the column names `python -m inference` writes.
@@ -70,11 +71,11 @@ def no_scans_summary(skipped: list[str], unusable: list[str]) -> str:
 
 def for_screen(row: dict) -> dict:
     """A batch row for the table on screen: the file by its `file_label`, sizes in mm to one decimal as the
-    notes and the PDF give them (104.55 beside 104.5), and a scan with no class says why in its class cell
+    notes and the PDF give them (`half_up`: 104.55 beside 104.6), and a scan with no class says why in its class cell
     (`ERROR_CELL`, or its `no_answer` in brackets), since the warnings column that holds the reason sits
     off-screen. The CSV keeps the path whole, the sizes as measured and the class cell empty."""
     shown = {**row, "file": file_label(row["file"]),
-             **{column: round(row[column], 1) for column in MM_COLUMNS if row.get(column) is not None}}
+             **{column: half_up(row[column]) for column in MM_COLUMNS if row.get(column) is not None}}
     if row["predicted_class"] is not None:
         return shown
     return {**shown, "predicted_class": ERROR_CELL if is_failed(row) else f"({row['no_answer']})"}

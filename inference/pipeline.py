@@ -50,6 +50,10 @@ UNDRAWN_FINDING_NOTE = ("The classifier rates this scan {label} at {p:.0%}, but 
                         "there): the two models disagree; weigh both.")
 HIDDEN_SHOWN_NOTE = ("Drawn on request: the classifier rates this scan normal at {p_normal:.0%}, and the rule chosen "
                      "on held-out validation scans would hide what the segmenter marked; weigh both.")
+# Notes on the settings a view of an analysis was made with (`Analysis.notes_at`).
+EXPLAINED_OTHER_NOTE = ("The classifier's Grad-CAM shows the evidence for {explained} (chosen under Explain class), "
+                        "not for the predicted {predicted}.")
+THRESHOLD_HIDES_NOTE = "No lesion is drawn at threshold {threshold:.2f}; the validated threshold is {validated:.2f}."
 SPARED_NOTE = ("The classifier rates this scan normal at {p_normal:.0%}, but the segmenter is sure of the lesion it "
                "found (peak probability {peak:.0%}, at or above the {spares:.0%} from which a rule chosen on the "
                "held-out validation scans keeps such a lesion drawn): the lesion is drawn; weigh both.")
@@ -153,6 +157,20 @@ class Analysis:
         top, bottom, left, right = self.seg_framing.box
         return lesion_stats(self.mask(threshold), self.mm_per_pixel, self.mm_unavailable_reason,
                             field_px=(bottom - top) * (right - left))
+
+    def notes_at(self, threshold: float | None = None, explain: str | None = None) -> list[str]:
+        """The notes for this analysis shown at `threshold` with `explain`'s Grad-CAM: its own (which
+        describe the validated threshold), then what those settings add: a map of another class than the
+        one predicted, and no lesion at this threshold where the validated one draws one. The screen, the
+        JSON report and the PDF give the same notes (the last two lacked the added ones; tester)."""
+        notes = list(self.notes)
+        if self.withheld:
+            return notes
+        if explain not in (None, self.predicted_class):
+            notes.append(EXPLAINED_OTHER_NOTE.format(explained=explain, predicted=self.predicted_class))
+        if threshold is not None and float(threshold) != self.threshold and not self.mask(threshold).any() and self.mask().any():
+            notes.append(THRESHOLD_HIDES_NOTE.format(threshold=threshold, validated=self.threshold))
+        return notes
 
     def class_map(self, class_name: str | None = None) -> np.ndarray:
         """One class's Grad-CAM (default: the predicted class's) at the scan's size, 0..1."""

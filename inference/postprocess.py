@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
@@ -105,6 +107,14 @@ def lesion_stats(mask: np.ndarray, mm_per_pixel: tuple[float, float] | None = No
         stats.update(longest_diameter_mm=largest["longest_diameter_mm"],
                      perpendicular_width_mm=largest["perpendicular_width_mm"])
     return stats
+
+
+def half_up(value: float, digits: int = 1) -> float:
+    """A size as the notes, the PDF and the Batch table show it: the reported value (two decimals, as the JSON
+    and CSV carry it) rounded half up as written, so 104.55 mm² shows as 104.6. Formatting the binary float
+    rounded it to 104.5 (104.55 is stored as 104.5499...), below the JSON beside it and the size measured
+    (104.5527; tester)."""
+    return float(Decimal(repr(value)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
 def diameter_and_width(points: np.ndarray) -> tuple[float, float]:

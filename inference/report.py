@@ -37,6 +37,7 @@ from fpdf.enums import XPos, YPos
 from PIL import Image
 
 from explain.overlay import DEFAULT_OPACITY
+from inference.postprocess import half_up
 
 if TYPE_CHECKING:  # the pipeline pulls in TensorFlow; the report only reads an Analysis
     from inference.models import LoadedModel
@@ -61,8 +62,9 @@ def percent(probability: float) -> str:
     return f"{100.0 * float(probability):.1f} %"
 
 
-def _number(value: float, digits: int = 1) -> str:
-    return f"{value:,.{digits}f}"
+def _mm(value: float) -> str:
+    """A size in mm or mm² to one decimal, rounded half up from the reported value (`half_up`)."""
+    return f"{half_up(value):,.1f}"
 
 
 # --- models -----------------------------------------------------------------------------------------
@@ -123,11 +125,13 @@ def scan_label(name: str | None) -> str:
     return (base[:117] + "…" if len(base) > 120 else base) or "not given"
 
 
-def json_report(analysis: Analysis, threshold: float | None = None, lesion: dict | None = None) -> dict:
+def json_report(analysis: Analysis, threshold: float | None = None, lesion: dict | None = None,
+                explain: str | None = None) -> dict:
     """The JSON report the app and its API return beside the images; class, probabilities and lesion are
     null when the scan gets no answer, and `no_answer` says why ("in colour", "too small", "blank",
     "inverted", "not recognised"; `out_of_distribution` is then true). `lesion`: the lesion statistics
-    at `threshold` when the caller has them already."""
+    at `threshold` when the caller has them already. `notes` are those the screen shows at `threshold` with
+    `explain`'s Grad-CAM (`Analysis.notes_at`)."""
     withheld = analysis.withheld
     return {
         "predicted_class": None if withheld else analysis.predicted_class,
@@ -144,7 +148,7 @@ def json_report(analysis: Analysis, threshold: float | None = None, lesion: dict
         "feature_distance": None if analysis.feature_distance is None else round(analysis.feature_distance, 2),
         "feature_limit": None if analysis.feature_limit is None else round(analysis.feature_limit, 2),
         "warnings": analysis.warnings,
-        "notes": analysis.notes,
+        "notes": analysis.notes_at(threshold, explain),
     }
 
 
@@ -156,8 +160,8 @@ def lesion_summary(lesion: dict) -> str:
     if lesion["lesion_area_mm2"] is None:
         return f"{text}; no size in mm ({lesion['size_mm_unavailable']})."
     largest = "largest " if count > 1 else ""
-    return (f"{text}, {lesion['lesion_area_mm2']:.1f} mm²; {largest}{lesion['longest_diameter_mm']:.1f} × "
-            f"{lesion['perpendicular_width_mm']:.1f} mm (longest diameter × perpendicular width, from the file's "
+    return (f"{text}, {_mm(lesion['lesion_area_mm2'])} mm²; {largest}{_mm(lesion['longest_diameter_mm'])} × "
+            f"{_mm(lesion['perpendicular_width_mm'])} mm (longest diameter × perpendicular width, from the file's "
             "calibration; the segmenter's outline, not calipers).")
 
 
@@ -263,11 +267,11 @@ def _measurements(stats: dict) -> list[tuple[str, str]]:
     if stats["size_mm_unavailable"] is None:
         spacing = stats["mm_per_pixel"]
         rows.append(("Pixel size (from the file)", f"{spacing[0]:.4g} × {spacing[1]:.4g} mm (x × y)"))
-        rows.append(("Lesion area in mm²", f"{_number(stats['lesion_area_mm2'])} mm²"))
+        rows.append(("Lesion area in mm²", f"{_mm(stats['lesion_area_mm2'])} mm²"))
         if stats["lesion_count"]:
             which = " (largest lesion)" if stats["lesion_count"] > 1 else ""
-            rows.append((f"Longest diameter{which}", f"{stats['longest_diameter_mm']:.1f} mm"))
-            rows.append((f"Perpendicular width{which}", f"{stats['perpendicular_width_mm']:.1f} mm"))
+            rows.append((f"Longest diameter{which}", f"{_mm(stats['longest_diameter_mm'])} mm"))
+            rows.append((f"Perpendicular width{which}", f"{_mm(stats['perpendicular_width_mm'])} mm"))
     else:
         rows.append(("Sizes in mm", f"unavailable: {stats['size_mm_unavailable']}"))
     return rows
@@ -281,9 +285,9 @@ def _lesion_rows(stats: dict, limit: int = 8) -> list[tuple[str, ...]]:
     for number, lesion in enumerate(lesions[:limit], start=1):
         box = lesion["bounding_box"]
         rows.append((str(number), f"{lesion['area_px']:,}",
-                     _number(lesion["area_mm2"]) if calibrated else "–",
-                     f"{lesion['longest_diameter_mm']:.1f} mm" if calibrated else "–",
-                     f"{lesion['perpendicular_width_mm']:.1f} mm" if calibrated else "–",
+                     _mm(lesion["area_mm2"]) if calibrated else "–",
+                     f"{_mm(lesion['longest_diameter_mm'])} mm" if calibrated else "–",
+                     f"{_mm(lesion['perpendicular_width_mm'])} mm" if calibrated else "–",
                      f"{box['x0']}, {box['y0']} – {box['x1']}, {box['y1']}"))
     if len(lesions) > limit:
         rows.append(("…", f"{len(lesions) - limit} smaller lesions not listed", "", "", "", ""))
@@ -337,7 +341,7 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
         pdf.rows([("Class", "Calibrated probability")]
                  + [(name, percent(p)) for name, p in analysis.probability_dict().items()], col_widths=(1, 1))
 
-    messages = [f"⚠ {text}" for text in analysis.warnings] + [f"Note: {text}" for text in analysis.notes]
+    messages = [f"⚠ {text}" for text in analysis.warnings] + [f"Note: {text}" for text in analysis.notes_at(used, explain)]
     if messages:
         pdf.heading("Warnings and notes")
         for message in messages:

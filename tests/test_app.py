@@ -25,6 +25,7 @@ import app
 from bench.server import AppServer, free_port
 from inference import batch_view
 from inference.batch_view import SCREEN_COLUMNS
+from inference.postprocess import half_up
 from inference.report import json_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -260,8 +261,13 @@ def test_a_map_of_another_class_than_the_predicted_one_says_so(handlers, tmp_pat
     for explain in ("predicted class", "benign"):
         *_, notes = handlers.render(state, explain, None, 0.45)
         assert "Grad-CAM shows the evidence for" not in notes
-    *_, notes = handlers.render(state, "normal", None, 0.45)
-    assert "Grad-CAM shows the evidence for normal (chosen under Explain class), not for the predicted benign." in notes
+    *_, report, _, notes = handlers.render(state, "normal", None, 0.45)
+    note = "Grad-CAM shows the evidence for normal (chosen under Explain class), not for the predicted benign."
+    assert note in notes
+    # the JSON report and the PDF carry the notes the screen shows (they gave the analysis' own only; tester)
+    assert any(note in text for text in report["notes"])
+    pdf = " ".join(pdf_text(handlers.pdf(state, None, 0.45, str(EXAMPLE_UPLOAD), "normal")).split())
+    assert note in pdf
 
 
 def test_a_threshold_that_draws_nothing_says_so(handlers, examples, tmp_path):
@@ -271,8 +277,10 @@ def test_a_threshold_that_draws_nothing_says_so(handlers, examples, tmp_path):
     state = dataclasses.replace(analysed, lesion_probs=np.minimum(analysed.lesion_probs, 0.92), _masks={},
                                 _seg_maps={}, _displays={})
     assert state.lesion_stats()["lesion_count"] and not state.lesion_stats(0.95)["lesion_count"]
-    *_, notes = handlers.render(state, "predicted class", 0.95, 0.45)
-    assert f"No lesion is drawn at threshold 0.95; the validated threshold is {state.threshold:.2f}." in notes
+    *_, report, _, notes = handlers.render(state, "predicted class", 0.95, 0.45)
+    note = f"No lesion is drawn at threshold 0.95; the validated threshold is {state.threshold:.2f}."
+    assert note in notes and note in report["notes"]
+    assert note in " ".join(pdf_text(handlers.pdf(state, 0.95, 0.45, "scan.png")).split())
     *_, notes = handlers.render(state, "predicted class", state.threshold, 0.45)
     assert "No lesion is drawn" not in notes and "Lesion drawn" in notes
 
@@ -368,7 +376,7 @@ def test_dicom_upload_reports_lesion_size_in_mm(handlers, tmp_path):
     shutil.copy(upload, bare)
     *_, report, seg_cam, notes = handlers.analyze(str(bare))
     lesion = report["lesion"]
-    assert f"{lesion['lesion_area_mm2']:.1f} mm²" in notes and f"{lesion['longest_diameter_mm']:.1f} ×" in notes
+    assert f"{half_up(lesion['lesion_area_mm2']):.1f} mm²" in notes and f"{half_up(lesion['longest_diameter_mm']):.1f} ×" in notes
     spacing = lesion["mm_per_pixel"][0] * lesion["mm_per_pixel"][1]
     assert lesion["lesion_area_px"] > 0 and abs(lesion["lesion_area_mm2"] - lesion["lesion_area_px"] * spacing) <= 0.01 * lesion["lesion_area_mm2"]
     assert lesion["longest_diameter_mm"] > lesion["perpendicular_width_mm"] > 0

@@ -17,6 +17,7 @@ from pydicom.uid import UltrasoundImageStorage
 from pypdf import PdfReader
 from skimage.data import camera
 
+from inference.postprocess import half_up
 from inference.report import (
     DISCLAIMER,
     TITLE,
@@ -151,9 +152,9 @@ def test_calibrated_multiframe_dicom_reports_mm_and_no_patient(analyzer, models,
     pdf = pdf_report(analysis, models=models, scan_name="cine.dcm")
     report = read(pdf)
     text = report.text
-    assert f"{stats['lesion_area_mm2']:,.1f} mm²" in text
-    assert f"Longest diameter {stats['longest_diameter_mm']:.1f} mm" in text
-    assert f"Perpendicular width {stats['perpendicular_width_mm']:.1f} mm" in text
+    assert f"{half_up(stats['lesion_area_mm2']):,.1f} mm²" in text
+    assert f"Longest diameter {half_up(stats['longest_diameter_mm']):.1f} mm" in text
+    assert f"Perpendicular width {half_up(stats['perpendicular_width_mm']):.1f} mm" in text
     assert "0.071 × 0.063 mm" in text and "unavailable" not in text
     assert "frame 1 of 2 (numbered from 0)" in text
     for secret in (PATIENT_NAME, "Secretname", PATIENT_ID):
@@ -195,6 +196,22 @@ def test_report_is_small(analyses, models):
     """Its speed is measured by `python -m bench.benchmark` (PDF report p50), not asserted here."""
     pdf = pdf_report(analyses["busi_malignant_49.png"], models=models)
     assert len(pdf) < 500_000
+
+
+def test_sizes_show_as_the_json_beside_them_rounds():
+    """The JSON says 104.55 mm² (measured 104.5527): the notes and the PDF said 104.5, formatting the float
+    104.5499... (tester); as written it rounds half up to 104.6, as the measured size does."""
+    from inference.report import _lesion_rows, _measurements, lesion_summary
+
+    stats = {"lesion_count": 2, "lesion_area_px": 8997, "lesion_area_percent": 9.22, "mm_per_pixel": [0.1078, 0.1078],
+             "size_mm_unavailable": None, "lesion_area_mm2": 104.55, "longest_diameter_mm": 15.15,
+             "perpendicular_width_mm": 11.25,
+             "lesions": [{"area_px": 8000, "area_mm2": 89.35, "longest_diameter_mm": 15.15, "perpendicular_width_mm": 11.25,
+                          "bounding_box": {"x0": 1, "y0": 2, "x1": 3, "y1": 4}}]}
+    assert "104.6 mm²; largest 15.2 × 11.3 mm" in lesion_summary(stats)
+    assert dict(_measurements(stats))["Lesion area in mm²"] == "104.6 mm²"
+    assert dict(_measurements(stats))["Longest diameter (largest lesion)"] == "15.2 mm"
+    assert _lesion_rows(stats)[1][2:5] == ("89.4", "15.2 mm", "11.3 mm")
 
 
 def test_many_lesions_are_listed_largest_first_up_to_a_limit():
