@@ -85,11 +85,16 @@ BAR_PLAIN_SHARE = 0.8
 # caption over or under the scan, overlapping its columns, taken in with the field shrank the scan within
 # the model's input and changed the answer (malignant 46 % -> benign 40 %). No scan of the three datasets
 # (1664) frames otherwise for it; captions closer to the scan than about their own height are still taken in.
+# A block on a light page (a figure's caption under a scan pasted into a document) may reach across the field:
+# the page, not black, lies between its letters (ON_PAGE_SHARE of what is not image in its span), where a dark
+# deep field's rows have the scan's black. Taken in, a caption wider than a narrow scan shrank it (tester:
+# malignant -> benign on one of four BrEaST scans).
 CAPTION_MIN_GAP = 0.01
 CAPTION_MIN_HEIGHT = 5
 CAPTION_MAX_SHARE = 0.06
 CAPTION_GAP_PER_HEIGHT = 0.6
 CAPTION_MAX_ACROSS = 0.6
+ON_PAGE_SHARE = 0.9
 # A scale strip: the grey-scale (or colour-scale) bar a scanner draws beside the scan, a solid run of
 # columns (rows) with image apart from the rest by background, CAPTION_MIN_HEIGHT px to SCALE_MAX_SHARE of the
 # picture's width (height) across, not the widest run, solid (image right across) in SCALE_MIN_FILL of the rows
@@ -222,8 +227,9 @@ def _scale_strip_lines(gray: np.ndarray, image: np.ndarray) -> np.ndarray:
     return strip
 
 
-def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple[Box, np.ndarray]:
-    """(the box inside any plain light frame (`light_frame`), which of its pixels are image): brighter
+def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple[Box, np.ndarray, np.ndarray | None]:
+    """(the box inside any plain light frame (`light_frame`), which of its pixels are image, which are of the
+    frame's page (None without a frame)): image pixels are brighter
     than FIELD_MIN_LEVEL, off a frame's or a plain screen's level (`plain_screen`, whose bars and border
     outside it go too; the page between a caption and the scan is background too), outside a viewer's
     bars (`_bar_lines`: a tool bar read as image made the field the whole screen, and a scan beneath it was
@@ -233,8 +239,9 @@ def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple
     (top, bottom, left, right), level = light_frame(gray)
     inner = gray[top:bottom, left:right]
     image = inner > FIELD_MIN_LEVEL
-    if level is not None:
-        image &= ~_near(inner, level)
+    page = None if level is None else _near(inner, level)
+    if page is not None:
+        image &= ~page
     screen = plain_screen(inner)  # inside a light frame too: a window's border is one
     if screen is not None:
         level, (above, below, before, after) = screen
@@ -248,21 +255,25 @@ def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple
     image[:, _scale_strip_lines(inner.T, image.T)] = False
     if coloured is not None:
         image &= ~coloured[top:bottom, left:right]
-    return (top, bottom, left, right), image
+    return (top, bottom, left, right), image, page
 
 
-def _is_caption(image: np.ndarray, block: tuple[int, int], gap: int) -> bool:
+def _is_caption(image: np.ndarray, block: tuple[int, int], gap: int, page: np.ndarray | None = None) -> bool:
     """Whether `block` (start, end) of the rows of `image` (bool), at one end, `gap` rows of background
-    away from the rest, is a caption (CAPTION_MAX_SHARE and the settings after it)."""
+    away from the rest, is a caption (CAPTION_MAX_SHARE and the settings after it; `page`: which pixels
+    are of a light page around the scan, or None)."""
     start, end = block
     across = np.flatnonzero(image[start:end].any(axis=0))
+    span = (slice(start, end), slice(across[0], across[-1] + 1))
+    between = page[span][~image[span]] if page is not None else np.zeros(0, bool)
+    on_page = between.size > 0 and between.mean() >= ON_PAGE_SHARE
     return (CAPTION_MIN_HEIGHT <= end - start <= min(gap / CAPTION_GAP_PER_HEIGHT, CAPTION_MAX_SHARE * len(image))
-            and across[-1] - across[0] < CAPTION_MAX_ACROSS * image.shape[1])
+            and (on_page or across[-1] - across[0] < CAPTION_MAX_ACROSS * image.shape[1]))
 
 
-def _span(image: np.ndarray) -> tuple[int, int] | None:
+def _span(image: np.ndarray, page: np.ndarray | None = None) -> tuple[int, int] | None:
     """(first, last + 1) of the rows of `image` (bool) of which at least FIELD_MIN_SHARE is image, less any
-    caption at either end (`_is_caption`); None for none."""
+    caption at either end (`_is_caption`, with the `page` pixels, if any); None for none."""
     runs = _runs(image.mean(axis=1) >= FIELD_MIN_SHARE)
     if not runs:
         return None
@@ -272,25 +283,27 @@ def _span(image: np.ndarray) -> tuple[int, int] | None:
             blocks[-1][1] = end
         else:
             blocks.append([start, end])
-    while len(blocks) > 1 and _is_caption(image, blocks[0], blocks[1][0] - blocks[0][1]):
+    while len(blocks) > 1 and _is_caption(image, blocks[0], blocks[1][0] - blocks[0][1], page):
         blocks = blocks[1:]
-    while len(blocks) > 1 and _is_caption(image, blocks[-1], blocks[-1][0] - blocks[-2][1]):
+    while len(blocks) > 1 and _is_caption(image, blocks[-1], blocks[-1][0] - blocks[-2][1], page):
         blocks = blocks[:-1]
     return blocks[0][0], blocks[-1][1]
 
 
-def _field_within(image: np.ndarray) -> Box | None:
+def _field_within(image: np.ndarray, page: np.ndarray | None = None) -> Box | None:
     """The span of rows and columns of `image` (bool) of which at least FIELD_MIN_SHARE is image, or
     None when it is too small to trust (under FIELD_MIN_SIDE of either side). Text panels, logos and
     body markers sit on black and fill far less of their rows and columns than tissue does. The rows
     are measured within the field's columns, then the columns within its rows: a line of a viewer's
     text across a black screen fills a row of the whole screen, beside the scan, and the span took it in
     (the screen analysed whole: a malignant scan called normal). No scan of the three datasets (1664)
-    frames otherwise for it."""
+    frames otherwise for it. `page`: which pixels are of a light page around the scan (captions on it may
+    be wide), or None."""
     height, width = image.shape
-    cols = _span(image.T)
-    rows = None if cols is None else _span(image[:, cols[0]:cols[1]])
-    cols = None if rows is None else _span(image[rows[0]:rows[1]].T)
+    page = np.zeros_like(image) if page is None else page
+    cols = _span(image.T, page.T)
+    rows = None if cols is None else _span(image[:, cols[0]:cols[1]], page[:, cols[0]:cols[1]])
+    cols = None if rows is None else _span(image[rows[0]:rows[1]].T, page[rows[0]:rows[1]].T)
     if (rows is None or cols is None or rows[1] - rows[0] < FIELD_MIN_SIDE * height
             or cols[1] - cols[0] < FIELD_MIN_SIDE * width):
         return None
@@ -305,8 +318,8 @@ def _field_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple
     """(the field's box in the scan, which of its pixels are image): the field of image inside any
     plain light frame (`_field_within`); a field too small to trust: everything inside the frame, and
     None for its pixels."""
-    frame, image = _image_pixels(gray, coloured)
-    field = _field_within(image)
+    frame, image, page = _image_pixels(gray, coloured)
+    field = _field_within(image, page)
     if field is None:
         return frame, None
     return _offset(field, frame[0], frame[2]), image[field[0]:field[1], field[2]:field[3]]

@@ -122,6 +122,23 @@ def test_a_light_page_around_the_scan_is_not_taken_for_the_field(level):
     assert ultrasound_field(on_a_page(pre_cropped, level)) == (30, 230, 20, 320)
 
 
+@pytest.mark.parametrize("below", [True, False])
+def test_a_caption_wider_than_the_scan_on_a_page_is_not_the_field(examples, below):
+    """A figure's caption under (or over) a scan pasted into a document reaches across a narrow scan, past the
+    share of the field a caption on black may span (dark deep rows do too); taken in, the scan shrank in the
+    models' input (tester: malignant -> benign). On a page the page lies between its letters."""
+    font = ImageFont.load_default(size=18)
+    for path, _ in examples:
+        gray = np.asarray(Image.open(path).convert("L"))
+        top, bottom, left, right = ultrasound_field(gray)
+        page = Image.new("L", (gray.shape[1] + 110, gray.shape[0] + 150), 255)
+        page.paste(Image.fromarray(gray), (80, 60 if below else 90))
+        text = "Figure 3. Left breast, 10 o'clock, radial view, a solid hypoechoic mass with angular margins."
+        ImageDraw.Draw(page).text((80, 60 + gray.shape[0] + 30 if below else 40), text, fill=20, font=font)
+        shift = 60 if below else 90
+        assert ultrasound_field(np.asarray(page)) == (top + shift, bottom + shift, left + 80, right + 80), path.name
+
+
 def test_a_plain_band_along_one_edge_stays_part_of_the_scan():
     """Some scanners export a plain band along one edge (BUSI has such scans): not a page margin, so the
     scan frames as it did in training."""
