@@ -258,22 +258,22 @@ def _image_pixels(gray: np.ndarray, coloured: np.ndarray | None = None) -> tuple
     return (top, bottom, left, right), image, page
 
 
-def _is_caption(image: np.ndarray, block: tuple[int, int], gap: int, page: np.ndarray | None = None) -> bool:
+def _is_caption(image: np.ndarray, block: tuple[int, int], gap: int, page: np.ndarray) -> bool:
     """Whether `block` (start, end) of the rows of `image` (bool), at one end, `gap` rows of background
     away from the rest, is a caption (CAPTION_MAX_SHARE and the settings after it; `page`: which pixels
-    are of a light page around the scan, or None)."""
+    are of a light page around the scan)."""
     start, end = block
     across = np.flatnonzero(image[start:end].any(axis=0))
     span = (slice(start, end), slice(across[0], across[-1] + 1))
-    between = page[span][~image[span]] if page is not None else np.zeros(0, bool)
+    between = page[span][~image[span]]
     on_page = between.size > 0 and between.mean() >= ON_PAGE_SHARE
     return (CAPTION_MIN_HEIGHT <= end - start <= min(gap / CAPTION_GAP_PER_HEIGHT, CAPTION_MAX_SHARE * len(image))
             and (on_page or across[-1] - across[0] < CAPTION_MAX_ACROSS * image.shape[1]))
 
 
-def _span(image: np.ndarray, page: np.ndarray | None = None) -> tuple[int, int] | None:
+def _span(image: np.ndarray, page: np.ndarray) -> tuple[int, int] | None:
     """(first, last + 1) of the rows of `image` (bool) of which at least FIELD_MIN_SHARE is image, less any
-    caption at either end (`_is_caption`, with the `page` pixels, if any); None for none."""
+    caption at either end (`_is_caption`, with the `page` pixels); None for none."""
     runs = _runs(image.mean(axis=1) >= FIELD_MIN_SHARE)
     if not runs:
         return None
