@@ -175,6 +175,10 @@ STORED_OUTPUTS = RENDERED_OUTPUTS + 3  # what the UI's analysis sets: the stored
 # their pictures, not over them (they hid part of a lesion or a heat map). Sliders and their number boxes,
 # radios, checkboxes and menus get a visible keyboard focus ring (the theme draws none, or a faint 1 px border).
 CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; }
+/* The JSON report's keys, strings and numbers in Gradio's light-mode colours measured 2.1-2.9:1 on white (axe-core);
+   each darkened, hue kept, to 5:1 (dark mode keeps Gradio's own) */
+.json-node:not(.dark-mode) { --text-color: #966150; --string-color: #906553; --number-color: #52747e;
+  --bracket-color: #517575; --square-bracket-color: #a9555d; --punctuation-color: #587473; --line-number-color: #67707a; }
 #examples .grid-wrap, #batch-gallery .grid-wrap { height: auto !important; max-height: none !important; }
 #examples .grid-container, #batch-gallery .grid-container { grid-auto-rows: auto !important; }
 #examples .gallery-item, #batch-gallery .gallery-item { height: auto; }
@@ -216,10 +220,13 @@ input[role=combobox]:focus-visible, input[type=number]:focus-visible { outline: 
   #about details th, #about details td { min-width: 6em; overflow-wrap: normal; }  /* the cards' wide tables scroll */
 }"""
 # Gradio's Soft theme with its pale label, hint and primary-button colours darkened to a contrast of
-# at least 4.5:1 (WCAG AA): they measured 3.6, 2.5 and 4.5 (3.0 hovered).
+# at least 4.5:1 (WCAG AA): they measured 3.6, 2.5 and 4.5 (3.0 hovered); so are the controls' titles ("Mask
+# threshold": 3.6), a chosen radio option's white on its fill and the selected tab's name (4.5 each, just under;
+# axe-core audit).
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]).set(
-    block_label_text_color="*primary_700", body_text_color_subdued="*neutral_600",
-    button_primary_background_fill="*primary_700", button_primary_background_fill_hover="*primary_800")
+    block_label_text_color="*primary_700", block_title_text_color="*primary_700", body_text_color_subdued="*neutral_600",
+    button_primary_background_fill="*primary_700", button_primary_background_fill_hover="*primary_800",
+    checkbox_label_background_fill_selected="*primary_700", color_accent="*primary_600")
 # Gradio 6.31's file boxes name their add-more button by the key `common.upload`, which its own English
 # words lack, so screen readers and the tooltip said "common.upload": the words it is missing (every
 # locale falls back to English for it).
@@ -251,14 +258,15 @@ ANNOUNCE_NOTES = """() => { const notes = document.getElementById('notes'); if (
   const quiet = () => notes.querySelectorAll('[data-testid=status-tracker]:not([aria-hidden])')
     .forEach(tracker => tracker.setAttribute('aria-hidden', 'true'));
   new MutationObserver(quiet).observe(notes, {childList: true, subtree: true}); quiet(); }"""
-# Screen readers name each example by its caption (ground truth and source): Gradio labels the thumbnail
-# buttons "Thumbnail N of 10", which hides the picture's alt text. Kept so when Gradio redraws them.
-NAME_EXAMPLES = """() => { const gallery = document.getElementById('examples'); if (!gallery) return;
-  const name = () => gallery.querySelectorAll('button.thumbnail-item').forEach(item => {
+# Screen readers name each example, and each of a batch's pictures, by its caption (ground truth and source; the
+# file and its class): Gradio labels the thumbnail buttons "Thumbnail N of 10", which hides the picture's alt text.
+# Kept so when Gradio redraws them, and for the batch's gallery, which appears with its first results.
+NAME_EXAMPLES = """() => { const name = () => document.querySelectorAll(
+    '#examples button.thumbnail-item, #batch-gallery button.thumbnail-item').forEach(item => {
     const caption = item.querySelector('img')?.alt;
     if (caption && item.getAttribute('aria-label') !== caption) item.setAttribute('aria-label', caption); });
-  name(); new MutationObserver(name).observe(gallery, {subtree: true, childList: true, attributes: true,
-                                                      attributeFilter: ['aria-label']}); }"""
+  name(); new MutationObserver(name).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                             attributeFilter: ['aria-label']}); }"""
 # The arrow keys, Home and End move between tabs and open the one reached, as screen-reader users expect
 # of a tab bar (WAI-ARIA's tabs pattern); Gradio's tab bars answer to Tab and Enter only.
 TAB_KEYS = """() => document.addEventListener('keydown', event => {
@@ -301,21 +309,27 @@ SETTLE_TYPED_NUMBER = """() => document.addEventListener('keydown', event => {
 # Controls as Gradio names them, mended for keyboards and screen readers: a result image's download button sits
 # inside its download link, two tab stops for one download (and a button inside a link, which HTML does not
 # allow), so the link alone keeps the focus; a file's link (the PDF, the batch's CSV) is named by its size and an
-# arrow ("281.0 KB ⇣"), so it is named "Download <file> (<size>)"; the three images' Download and Fullscreen
+# arrow ("281.0 KB ⇣"), so it is named "Download <file>, <size>" (with the size in brackets, axe-core found the
+# visible words not in the name); the three images' Download and Fullscreen
 # buttons and the sliders' reset buttons had one name each ("Download", "Reset to default value"), so they
-# name what they act on.
+# name what they act on; an upload box is named by the words it shows (Gradio's name, "Drop an image file here to
+# upload", was not the box's own "Drop a scan image here (PNG, JPEG, …)"); an empty result box loses the name
+# "Empty value", which its role does not allow (axe-core audit).
 NAME_CONTROLS = """() => {
   const name = (element, words) => { if (element.getAttribute('aria-label') !== words) element.setAttribute('aria-label', words); };
   const mend = () => {
     document.querySelectorAll('a.download-link button:not([tabindex="-1"])').forEach(button => { button.tabIndex = -1; });
     document.querySelectorAll('td.download a.download-link[download]').forEach(link =>
-      name(link, `Download ${link.getAttribute('download')} (${link.textContent.replace('⇣', '').trim()})`));
+      name(link, `Download ${link.getAttribute('download')}, ${link.textContent.replace('⇣', '').trim()}`));
     document.querySelectorAll('button[aria-label=Download], button[aria-label=Fullscreen]').forEach(button => {
       const label = button.closest('.block')?.querySelector('[data-testid=block-label]')?.textContent.split(' (')[0].trim();
       if (label) name(button, `${button.getAttribute('aria-label') === 'Download' ? 'Download' : 'Full screen:'} ${label}`); });
     document.querySelectorAll('button.reset-button[aria-label="Reset to default value"]').forEach(button => {
       const label = button.closest('.block')?.querySelector('[data-testid=block-info]')?.textContent.trim();
-      if (label) name(button, `Reset ${label} to its default`); }); };
+      if (label) name(button, `Reset ${label} to its default`); });
+    document.querySelectorAll('button.upload-container').forEach(button => {
+      const words = button.textContent.replace(/\s+/g, ' ').trim(); if (words) name(button, words); });
+    document.querySelectorAll('div.empty[aria-label="Empty value"]').forEach(box => box.removeAttribute('aria-label')); };
   new MutationObserver(mend).observe(document.body, {childList: true, subtree: true, characterData: true}); mend(); }"""
 # Result images: download and fullscreen, not Gradio's Share (to Hugging Face discussions: a scan
 # has no business there), one tab stop fewer each.
@@ -1013,7 +1027,7 @@ def build_demo(analyzer: Analyzer) -> gr.Blocks:
                                                    alt_text="The scan with the segmenter's Seg-Grad-CAM heat map: "
                                                             "warm colours where the drawn lesion's evidence lies")
                                 details = gr.JSON(label="Lesion statistics and report")
-                gr.Markdown("### Examples\nClick one to analyse it. Held-out scans from three hospitals (BUSI's and "
+                gr.Markdown("## Examples\nClick one to analyse it. Held-out scans from three hospitals (BUSI's and "
                             "BUS-UCLM's test sets; BrEaST, never trained on), captioned with their ground truth; the last "
                             "is a calibrated DICOM.")
                 gallery = gr.Gallery(list(zip(EXAMPLE_PICTURES, EXAMPLE_CAPTIONS)), columns=5, allow_preview=False,

@@ -801,6 +801,22 @@ def test_named_endpoints_through_gradio_client(server, examples, tmp_path):
             client.predict(handle_file(str(path)), *settings, api_name="/analyze")
 
 
+# What axe-core finds in Gradio 6.31's own components, which a plain Blocks app of the same components shows too:
+# (rule, a fragment of the element's HTML). A multi-file box's add-more button holds the upload button.
+GRADIO_OWN_VIOLATIONS = (("nested-interactive", 'aria-label="Upload more files"'),)
+
+
+def accessibility_violations(page) -> list[str]:
+    """The WCAG 2.1 A/AA and best-practice violations of moderate impact or more that axe-core finds on the page,
+    less Gradio's own (`GRADIO_OWN_VIOLATIONS`): what this app's code, styles and theme answer for."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    options = {"runOnly": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"], "resultTypes": ["violations"]}
+    return [f"{violation['id']}: {node['html'][:120]}" for violation in Axe().run(page, options=options).response["violations"]
+            if violation["impact"] != "minor" for node in violation["nodes"]
+            if not any(rule == violation["id"] and fragment in node["html"] for rule, fragment in GRADIO_OWN_VIOLATIONS)]
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (apt-get install chromium)")
 def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
@@ -825,6 +841,9 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(page.locator("#class-cam img")).to_have_count(1, timeout=30_000)
         page.get_by_role("tab", name="Segment").click()
         expect(page.locator("#seg-overlay img")).to_have_count(1, timeout=30_000)
+        # axe-core on the results (the JSON report's colours, the controls' titles, the selected tab and radio
+        # option, the Examples heading's level measured under WCAG AA before; axe-core audit)
+        assert accessibility_violations(page) == []
         page.get_by_role("tab", name="Classify").click()
         shot = tmp_path / "app.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -881,7 +900,7 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         page.locator("#scan button[aria-label='Remove Image']").click()
         expect(top_class).to_have_count(0, timeout=30_000)
         # The focus goes to the emptied box's drop area (the box's redraw dropped it to the page's start).
-        expect(page.locator("#scan").get_by_role("button", name="Drop an image file here")).to_be_focused()
+        expect(page.locator("#scan").get_by_role("button", name="Drop a scan image here")).to_be_focused()
         # The big scan removed while still being analysed, another uploaded in its place: that one is
         # analysed too (Gradio dropped the chain's second analysis while its first ran: no results at all).
         page.locator("#scan input[type=file]").set_input_files(str(big))
@@ -950,7 +969,7 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         link = page.locator("#pdf a").first
         expect(link).to_be_visible(timeout=30_000)
         # Named for a screen reader by what it downloads, not only by its size ("281.0 KB ⇣").
-        expect(link).to_have_attribute("aria-label", re.compile(r"^Download .+-breast-ultrasound-report\.pdf \(\d"))
+        expect(link).to_have_attribute("aria-label", re.compile(r"^Download .+-breast-ultrasound-report\.pdf, \d"))
         with page.expect_download() as download:
             link.click()
         report = tmp_path / "report.pdf"
@@ -988,6 +1007,10 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         expect(page.locator("#batch-summary")).to_contain_text("1 could not be read")
         expect(page.locator("#batch-gallery img")).to_have_count(2, timeout=30_000)
         expect(page.locator("#batch-csv a").first).to_be_visible()
+        # the pictures named by their captions, the CSV's link by its file and size (axe-core audit)
+        expect(page.locator("#batch-gallery button.thumbnail-item").first).not_to_have_attribute(
+            "aria-label", re.compile("^Thumbnail"))
+        assert accessibility_violations(page) == []
         # The add-more button is named in words, not by Gradio's untranslated key "common.upload".
         expect(page.locator("#batch-files button[aria-label='Upload more files']")).to_have_count(1)
         assert "common." not in page.locator("#batch-files").inner_html()
@@ -1032,7 +1055,7 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         # there too: the box's redraw dropped it from the drop area to the page's start (a keyboard user
         # then had to Tab through the whole page again).
         with phone.expect_file_chooser() as chooser:
-            phone.locator("#scan").get_by_role("button", name="Drop an image file here").click()
+            phone.locator("#scan").get_by_role("button", name="Drop a scan image here").click()
         chooser.value.set_files(str(EXAMPLE_UPLOAD))
         expect(phone.locator("#probabilities")).to_contain_text("benign", timeout=60_000)
         expect(phone.locator("#notes")).to_be_in_viewport(timeout=10_000)
