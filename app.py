@@ -175,9 +175,11 @@ STORED_OUTPUTS = RENDERED_OUTPUTS + 3  # what the UI's analysis sets: the stored
 # their pictures, not over them (they hid part of a lesion or a heat map). Sliders and their number boxes,
 # radios, checkboxes and menus get a visible keyboard focus ring (the theme draws none, or a faint 1 px border).
 CSS = """#examples .caption-label, #batch-gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; }
+body:not(.dark) button[role=tab].selected { color: var(--primary-600); }
+body.dark button[role=tab].selected, body.dark a.download-link { color: var(--primary-400); }
 /* The JSON report's keys, strings and numbers in Gradio's light-mode colours measured 2.1-2.9:1 on white (axe-core);
    each darkened, hue kept, to 5:1 (dark mode keeps Gradio's own) */
-.json-node:not(.dark-mode) { --text-color: #966150; --string-color: #906553; --number-color: #52747e;
+body:not(.dark) .json-node { --text-color: #966150; --string-color: #906553; --number-color: #52747e;
   --bracket-color: #517575; --square-bracket-color: #a9555d; --punctuation-color: #587473; --line-number-color: #67707a; }
 #examples .grid-wrap, #batch-gallery .grid-wrap { height: auto !important; max-height: none !important; }
 #examples .grid-container, #batch-gallery .grid-container { grid-auto-rows: auto !important; }
@@ -221,12 +223,16 @@ input[role=combobox]:focus-visible, input[type=number]:focus-visible { outline: 
 }"""
 # Gradio's Soft theme with its pale label, hint and primary-button colours darkened to a contrast of
 # at least 4.5:1 (WCAG AA): they measured 3.6, 2.5 and 4.5 (3.0 hovered); so are the controls' titles ("Mask
-# threshold": 3.6), a chosen radio option's white on its fill and the selected tab's name (4.5 each, just under;
-# axe-core audit).
+# threshold": 3.6) and a chosen radio option's white on its fill (4.5, just under; axe-core audit). The selected
+# tab's name (the accent colour, 4.5 on white) is darkened by CSS in light mode only: the accent has no dark-mode
+# variable, and darker it would fall further on the dark background. In dark mode the links, the selected tab's
+# name and the download links (by CSS) are lightened, a hovered button's fill darkened (4.3, 4.3, 4.0 and 4.5).
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]).set(
     block_label_text_color="*primary_700", block_title_text_color="*primary_700", body_text_color_subdued="*neutral_600",
     button_primary_background_fill="*primary_700", button_primary_background_fill_hover="*primary_800",
-    checkbox_label_background_fill_selected="*primary_700", color_accent="*primary_600")
+    checkbox_label_background_fill_selected="*primary_700", link_text_color_dark="*secondary_400",
+    link_text_color_visited_dark="*secondary_400", link_text_color_active_dark="*secondary_300",
+    button_secondary_background_fill_hover_dark="*primary_700", button_primary_background_fill_hover_dark="*primary_700")
 # Gradio 6.31's file boxes name their add-more button by the key `common.upload`, which its own English
 # words lack, so screen readers and the tooltip said "common.upload": the words it is missing (every
 # locale falls back to English for it).

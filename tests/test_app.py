@@ -1051,6 +1051,7 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         assert max(phone.locator("#examples .thumbnail-item").evaluate_all(
             "items => items.map(item => item.getBoundingClientRect().bottom)")) <= gallery_bottom + 1, "an example is cut off"
         phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+        phone.evaluate("document.body.classList.add('dark')")  # dark mode from here on, as Gradio switches to it
         # An upload on a phone brings the results (a screen below the scan box) into view, and the focus
         # there too: the box's redraw dropped it from the drop area to the page's start (a keyboard user
         # then had to Tab through the whole page again).
@@ -1064,6 +1065,10 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         # after the scroll had begun, pulled them up past the top of the screen.
         phone.get_by_role("button", name="PDF report").click()
         expect(phone.locator("#pdf a").first).to_be_visible(timeout=30_000)
+        # dark mode's links, selected tab, download link and hovered button measured under WCAG AA (axe-core)
+        phone.get_by_role("tab", name="Segment").click()
+        assert phone.evaluate("document.body.classList.contains('dark')") and accessibility_violations(phone) == []
+        phone.get_by_role("tab", name="Classify").click()
         phone.locator("#examples").get_by_text("normal · BUSI", exact=True).click()
         expect(phone.locator("#notes")).to_contain_text("normal gate hides", timeout=60_000)
         phone.wait_for_timeout(1_500)  # the smooth scroll has ended
@@ -1084,6 +1089,7 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         viewport.evaluate("e => { e.scrollLeft = 250; }")
         phone.wait_for_timeout(500)
         assert abs(phone.evaluate(edges)[0][0] - file_left) <= 1, "the file column scrolled away"
+        assert accessibility_violations(phone) == []
         browser.close()
     assert shot.stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOT"):
