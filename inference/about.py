@@ -89,7 +89,8 @@ a hospital the models never saw: expect the BrEaST numbers, not the BUSI ones, o
 ## How well they do
 {headlines or "The model cards below hold the models' test numbers."}
 
-95 % bootstrap intervals in brackets (resampling patients, not frames). The model cards below say how each number was measured, and what
+95 % bootstrap intervals in brackets (resampling patients, not frames, where a source has several frames of one
+patient). The model cards below say how each number was measured, and what
 else was tried.
 
 {cards}

@@ -114,7 +114,7 @@ def half_up(value: float, digits: int = 1) -> float:
     and CSV carry it) rounded half up as written, so 104.55 mm² shows as 104.6. Formatting the binary float
     rounded it to 104.5 (104.55 is stored as 104.5499...), below the JSON beside it and the size measured
     (104.5527; tester)."""
-    return float(Decimal(repr(value)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+    return float(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
 def diameter_and_width(points: np.ndarray) -> tuple[float, float]:

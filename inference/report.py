@@ -160,8 +160,8 @@ def lesion_summary(lesion: dict) -> str:
     if lesion["lesion_area_mm2"] is None:
         return f"{text}; no size in mm ({lesion['size_mm_unavailable']})."
     largest = "largest " if count > 1 else ""
-    return (f"{text}, {_mm(lesion['lesion_area_mm2'])} mm²; {largest}{_mm(lesion['longest_diameter_mm'])} × "
-            f"{_mm(lesion['perpendicular_width_mm'])} mm (longest diameter × perpendicular width, from the file's "
+    return (f"{text}, {half_up(lesion['lesion_area_mm2']):.1f} mm²; {largest}{half_up(lesion['longest_diameter_mm']):.1f} × "
+            f"{half_up(lesion['perpendicular_width_mm']):.1f} mm (longest diameter × perpendicular width, from the file's "
             "calibration; the segmenter's outline, not calipers).")
 
 

@@ -280,6 +280,7 @@ def test_a_threshold_that_draws_nothing_says_so(handlers, examples, tmp_path):
     *_, report, _, notes = handlers.render(state, "predicted class", 0.95, 0.45)
     note = f"No lesion is drawn at threshold 0.95; the validated threshold is {state.threshold:.2f}."
     assert note in notes and note in report["notes"]
+    assert note in state.notes_at("0.95"), "a threshold given as text, as a library caller may"
     assert note in " ".join(pdf_text(handlers.pdf(state, 0.95, 0.45, "scan.png")).split())
     *_, notes = handlers.render(state, "predicted class", state.threshold, 0.45)
     assert "No lesion is drawn" not in notes and "Lesion drawn" in notes

@@ -78,6 +78,18 @@ def test_cluster_members_keep_first_appearance_order():
     members = cluster_members(["b", "a", "b", "c"])
     assert [m.tolist() for m in members] == [[0, 2], [1], [3]]
     assert [m.tolist() for m in cluster_members(3)] == [[0], [1], [2]]
+    assert [m.tolist() for m in cluster_members(np.int64(2))] == [[0], [1]], "a count, however it is typed"
+
+
+def test_a_resample_lacking_a_class_gets_no_macro_auc():
+    """A resample without the data's malignant scans would average two one-vs-rest AUCs where the value its
+    interval brackets averages three (review)."""
+    labels = np.array([0, 1, 1, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.7, 0.2], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7]])
+    assert classification_metrics(probs, labels, {0, 1, 2})["macro_auc"] == pytest.approx(1.0)
+    resample = np.array([0, 1, 2, 1])  # indices: normal, benign, benign, benign
+    assert classification_metrics(probs[resample], labels[resample], {0, 1, 2})["macro_auc"] is None
+    assert classification_metrics(probs[resample], labels[resample])["macro_auc"] is not None, "a dataset without them"
 
 
 def test_classification_metrics_on_a_known_case():

@@ -212,6 +212,7 @@ def test_sizes_show_as_the_json_beside_them_rounds():
     assert dict(_measurements(stats))["Lesion area in mm²"] == "104.6 mm²"
     assert dict(_measurements(stats))["Longest diameter (largest lesion)"] == "15.2 mm"
     assert _lesion_rows(stats)[1][2:5] == ("89.4", "15.2 mm", "11.3 mm")
+    assert half_up(np.float64(104.55)) == 104.6, "NumPy's numbers too (their repr is np.float64(...))"
 
 
 def test_many_lesions_are_listed_largest_first_up_to_a_limit():

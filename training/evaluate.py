@@ -63,11 +63,12 @@ def evaluate_classifier(samples, units, analyses, analyzer, out_dir: Path, name:
     shares = {key: np.array(flags, dtype=float) for key, flags in shares.items()}
     metrics.update({key: float(flags.mean()) for key, flags in shares.items()})
     metrics["temperature"] = temperature
-    metrics["ci95"] = bootstrap_cis(lambda idx: classification_metrics(probs[idx], labels[idx]),
-                                    [key for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc")
-                                     if metrics[key] is not None], units)
+    classes = set(labels.tolist())
+    metrics["ci95"] = bootstrap_cis(lambda idx: classification_metrics(probs[idx], labels[idx], classes), [key for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc",
+                                                               "bm_auc") if metrics[key] is not None], units)
     for key, flags in shares.items():
         metrics["ci95"][key] = bootstrap_ci(lambda idx: float(flags[idx].mean()), units)
+    metrics["ci95_units"] = dict.fromkeys(metrics["ci95"], int(len(set(units))))
     plot_confusion(np.array(metrics["confusion_matrix"]), out_dir / f"classifier_{name}_confusion.png")
     plot_reliability(probs, labels, out_dir / f"classifier_{name}_reliability.png")
     return metrics
@@ -116,18 +117,22 @@ def evaluate_segmenter(samples, units, analyses, analyzer, out_dir: Path, name: 
         values = scores[selection, column]
         return float(values.mean()) if len(values) else None
 
-    def ci(selection, column):
-        values = scores[selection, column]
-        return bootstrap_ci(lambda idx: float(values[idx].mean()), units[selection]) if len(values) else None
-
     normal = labels == 0
     alone = [a.segmenter_mask() for a in analyses]
     alone_dice = np.array([dice_iou(p, t)[0] for p, t in zip(alone, truths)])
+    drawn = np.array([p.any() for p in preds])
+    # each interval's statistic: the mean of these values over these scans
+    means = {"dice": (lesion, scores[:, 0]), "iou": (lesion, scores[:, 1]), "dice_benign": (labels == BENIGN, scores[:, 0]),
+             "dice_malignant": (labels == MALIGNANT, scores[:, 0]), "normal_fp_rate": (normal, drawn),
+             "lesions_called_normal": (lesion, ~drawn), "segmenter_alone_dice": (lesion, alone_dice)}
+    ci95, ci95_units = {}, {}
+    for key, (selection, values) in means.items():
+        chosen, chosen_units = values[selection].astype(float), units[selection]
+        ci95[key] = bootstrap_ci(lambda idx: float(chosen[idx].mean()), chosen_units) if selection.any() else None
+        ci95_units[key] = int(len(set(chosen_units)))
     tp = sum(int((p & t).sum()) for p, t in zip(preds, truths))
     predicted_px = sum(int(p.sum()) for p in preds)
     true_px = sum(int(t.sum()) for t in truths)
-    normal_flags = np.array([p.any() for p, n in zip(preds, normal) if n])
-    nothing_drawn = np.array([not p.any() for p, les in zip(preds, lesion) if les])
     metrics = {
         "n_images": int(len(samples)),
         "n_lesion_images": int(lesion.sum()),
@@ -135,8 +140,8 @@ def evaluate_segmenter(samples, units, analyses, analyzer, out_dir: Path, name: 
         "dice": mean_over(lesion, 0), "iou": mean_over(lesion, 1),
         "dice_benign": mean_over(labels == BENIGN, 0), "dice_malignant": mean_over(labels == MALIGNANT, 0),
         "iou_benign": mean_over(labels == BENIGN, 1), "iou_malignant": mean_over(labels == MALIGNANT, 1),
-        "normal_fp_rate": float(normal_flags.mean()) if normal.any() else None,
-        "lesions_called_normal": float(nothing_drawn.mean()) if lesion.any() else None,
+        "normal_fp_rate": float(drawn[normal].mean()) if normal.any() else None,
+        "lesions_called_normal": float((~drawn[lesion]).mean()) if lesion.any() else None,
         "pixel_precision": tp / predicted_px if predicted_px else None,
         "pixel_recall": tp / true_px if true_px else None,
         "threshold": analyses[0].threshold, "min_area_fraction": analyses[0].min_area_fraction,
@@ -146,14 +151,7 @@ def evaluate_segmenter(samples, units, analyses, analyzer, out_dir: Path, name: 
         "scans_suppressed_as_normal": int(sum(a.suppressed_as_normal for a in analyses)),
         "segmenter_alone_dice": float(alone_dice[lesion].mean()) if lesion.any() else None,
         "segmenter_alone_normal_fp_rate": float(np.mean([p.any() for p, n in zip(alone, normal) if n])) if normal.any() else None,
-        "ci95": {"dice": ci(lesion, 0), "iou": ci(lesion, 1), "dice_benign": ci(labels == BENIGN, 0),
-                 "dice_malignant": ci(labels == MALIGNANT, 0),
-                 "normal_fp_rate": bootstrap_ci(lambda idx: float(normal_flags[idx].mean()), units[normal])
-                 if normal.any() else None,
-                 "lesions_called_normal": bootstrap_ci(lambda idx: float(nothing_drawn[idx].mean()), units[lesion])
-                 if lesion.any() else None,
-                 "segmenter_alone_dice": bootstrap_ci(lambda idx: float(alone_dice[lesion][idx].mean()), units[lesion])
-                 if lesion.any() else None},
+        "ci95": ci95, "ci95_units": ci95_units,
     }
     if lesion.any():
         order = np.flatnonzero(lesion)[np.argsort(scores[lesion, 0])]
@@ -229,6 +227,7 @@ def evaluate_explanations(samples, units, analyses, analyzer, out_dir: Path, nam
             "pointing_game_segmenter": bootstrap_ci(lambda idx: float(segmenter_hits[idx].mean()), units[lesion])
             if lesion else None,
         },
+        "ci95_units": dict.fromkeys(("pointing_game_classifier", "pointing_game_segmenter"), int(len(set(units[lesion])))),
     }
     if lesion:
         picks = lesion[:: max(1, len(lesion) // 6)][:6]
@@ -333,7 +332,6 @@ def main(argv=None):
         seen = seen_in_training(analyzer, samples)
         for task in tasks:
             metrics = {"dataset": name, "classes_missing": missing, "n_seen_in_training": seen,
-                       "n_bootstrap_units": int(len(set(units))),
                        **EVALUATORS[task](samples, units, analyses, analyzer, args.out_dir, name)}
             (args.out_dir / f"{task}_{name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
             if args.json:

@@ -60,8 +60,10 @@ def _auc(labels, scores, **kwargs):
         return None
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
-    """Headline numbers; a value that this data cannot support (e.g. no normal scans) is None."""
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: set[int] | None = None) -> dict:
+    """Headline numbers; a value that this data cannot support (e.g. no normal scans) is None. `classes`:
+    those of the data a bootstrap resample was drawn from; a resample lacking one gets no macro AUC (averaged
+    over fewer one-vs-rest AUCs, it would measure another thing than the value its interval brackets)."""
     predicted = probs.argmax(axis=1)
     present = [c for c in range(len(CLASSES)) if (labels == c).any()]
     precision, recall, _, _ = precision_recall_fscore_support(
@@ -73,7 +75,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
         out[f"precision_{name}"] = float(precision[c]) if (predicted == c).any() else None
     bm = [out["recall_benign"], out["recall_malignant"]]
     out["recall_bm"] = float(np.mean(bm)) if None not in bm else None
-    if len(present) == len(CLASSES):
+    if classes is not None and not classes <= set(present):
+        out["macro_auc"] = None
+    elif len(present) == len(CLASSES):
         out["macro_auc"] = _auc(labels, probs, multi_class="ovr", average="macro")
     else:  # one-vs-rest AUC over the classes that are present
         aucs = [_auc(labels == c, probs[:, c]) for c in present]
@@ -126,7 +130,7 @@ def bootstrap_cis(statistics, keys, clusters, rounds: int = 1000, seed: int = 0,
 def cluster_members(clusters) -> list[np.ndarray]:
     """The item indices of each cluster, clusters in order of first appearance (`clusters`: a count of
     independent items, or each item's cluster label)."""
-    labels = np.arange(clusters) if np.isscalar(clusters) else np.asarray(clusters)
+    labels = np.arange(int(clusters)) if np.ndim(clusters) == 0 else np.asarray(clusters)
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     return [np.flatnonzero(inverse == cluster) for cluster in np.argsort(first)]
 
