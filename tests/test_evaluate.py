@@ -36,7 +36,13 @@ def test_external_data_without_normals(external_folder, tmp_path, task, keys, nu
     for key in null_keys:
         assert flat[key] is None, key
     assert "no normal scans" in capsys.readouterr().out
+    report = json.loads(next(tmp_path.glob(f"{task}_*.json")).read_text())
+    # a folder has no patient ids: each scan is its own unit, and each interval says how many it rests on
+    # (a recall or a class's Dice only its own class's scans)
+    malignant = sum(path.parent.name == "malignant" for path in external_folder.glob("*/case-*[!k].png"))
     if task == "classifier":
         assert flat["n_images"] == 6 and 0 <= flat["recall_bm"] <= 1
+        assert report["ci95_units"]["accuracy"] == 6 and report["ci95_units"]["recall_malignant"] == malignant
     if task == "segmenter":
         assert flat["n_lesion_images"] == 6 and flat["dice"] > 0.5
+        assert report["ci95_units"]["dice"] == 6 and report["ci95_units"]["dice_malignant"] == malignant

@@ -68,7 +68,10 @@ def evaluate_classifier(samples, units, analyses, analyzer, out_dir: Path, name:
                                                                "bm_auc") if metrics[key] is not None], units)
     for key, flags in shares.items():
         metrics["ci95"][key] = bootstrap_ci(lambda idx: float(flags[idx].mean()), units)
-    metrics["ci95_units"] = dict.fromkeys(metrics["ci95"], int(len(set(units))))
+    # the units each interval rests on: a recall, only those of its classes' scans
+    lesion = np.isin(labels, [BENIGN, MALIGNANT])
+    rests_on = {"recall_malignant": labels == MALIGNANT, "recall_bm": lesion, "bm_auc": lesion}
+    metrics["ci95_units"] = {key: int(len(set(units[rests_on.get(key, slice(None))]))) for key in metrics["ci95"]}
     plot_confusion(np.array(metrics["confusion_matrix"]), out_dir / f"classifier_{name}_confusion.png")
     plot_reliability(probs, labels, out_dir / f"classifier_{name}_reliability.png")
     return metrics
