@@ -169,7 +169,8 @@ class Analysis:
         threshold = None if threshold is None else float(threshold)
         if explain not in (None, self.predicted_class):
             notes.append(EXPLAINED_OTHER_NOTE.format(explained=explain, predicted=self.predicted_class))
-        if threshold is not None and threshold != self.threshold and not self.mask(threshold).any() and self.mask().any():
+        if (threshold is not None and threshold != self.threshold and not self.mask(threshold).any()
+                and self.mask().any()):
             notes.append(THRESHOLD_HIDES_NOTE.format(threshold=threshold, validated=self.threshold))
         return notes
 

@@ -160,9 +160,10 @@ def lesion_summary(lesion: dict) -> str:
     if lesion["lesion_area_mm2"] is None:
         return f"{text}; no size in mm ({lesion['size_mm_unavailable']})."
     largest = "largest " if count > 1 else ""
-    return (f"{text}, {half_up(lesion['lesion_area_mm2']):.1f} mm²; {largest}{half_up(lesion['longest_diameter_mm']):.1f} × "
-            f"{half_up(lesion['perpendicular_width_mm']):.1f} mm (longest diameter × perpendicular width, from the file's "
-            "calibration; the segmenter's outline, not calipers).")
+    area, longest, width = (half_up(lesion[key]) for key in ("lesion_area_mm2", "longest_diameter_mm",
+                                                              "perpendicular_width_mm"))
+    return (f"{text}, {area:.1f} mm²; {largest}{longest:.1f} × {width:.1f} mm (longest diameter × perpendicular "
+            "width, from the file's calibration; the segmenter's outline, not calipers).")
 
 
 def _jpeg(array: np.ndarray) -> io.BytesIO:
@@ -341,7 +342,8 @@ def pdf_report(analysis: Analysis, threshold: float | None = None, opacity: floa
         pdf.rows([("Class", "Calibrated probability")]
                  + [(name, percent(p)) for name, p in analysis.probability_dict().items()], col_widths=(1, 1))
 
-    messages = [f"⚠ {text}" for text in analysis.warnings] + [f"Note: {text}" for text in analysis.notes_at(used, explain)]
+    messages = ([f"⚠ {text}" for text in analysis.warnings]
+                + [f"Note: {text}" for text in analysis.notes_at(used, explain)])
     if messages:
         pdf.heading("Warnings and notes")
         for message in messages:

@@ -64,8 +64,8 @@ def evaluate_classifier(samples, units, analyses, analyzer, out_dir: Path, name:
     metrics.update({key: float(flags.mean()) for key, flags in shares.items()})
     metrics["temperature"] = temperature
     classes = set(labels.tolist())
-    metrics["ci95"] = bootstrap_cis(lambda idx: classification_metrics(probs[idx], labels[idx], classes), [key for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc",
-                                                               "bm_auc") if metrics[key] is not None], units)
+    keys = [key for key in ("accuracy", "recall_bm", "recall_malignant", "macro_auc", "bm_auc") if metrics[key] is not None]
+    metrics["ci95"] = bootstrap_cis(lambda idx: classification_metrics(probs[idx], labels[idx], classes), keys, units)
     for key, flags in shares.items():
         metrics["ci95"][key] = bootstrap_ci(lambda idx: float(flags[idx].mean()), units)
     # the units each interval rests on: a recall, only those of its classes' scans
@@ -125,9 +125,10 @@ def evaluate_segmenter(samples, units, analyses, analyzer, out_dir: Path, name: 
     alone_dice = np.array([dice_iou(p, t)[0] for p, t in zip(alone, truths)])
     drawn = np.array([p.any() for p in preds])
     # each interval's statistic: the mean of these values over these scans
-    means = {"dice": (lesion, scores[:, 0]), "iou": (lesion, scores[:, 1]), "dice_benign": (labels == BENIGN, scores[:, 0]),
-             "dice_malignant": (labels == MALIGNANT, scores[:, 0]), "normal_fp_rate": (normal, drawn),
-             "lesions_called_normal": (lesion, ~drawn), "segmenter_alone_dice": (lesion, alone_dice)}
+    means = {"dice": (lesion, scores[:, 0]), "iou": (lesion, scores[:, 1]),
+             "dice_benign": (labels == BENIGN, scores[:, 0]), "dice_malignant": (labels == MALIGNANT, scores[:, 0]),
+             "normal_fp_rate": (normal, drawn), "lesions_called_normal": (lesion, ~drawn),
+             "segmenter_alone_dice": (lesion, alone_dice)}
     ci95, ci95_units = {}, {}
     for key, (selection, values) in means.items():
         chosen, chosen_units = values[selection].astype(float), units[selection]
@@ -230,7 +231,8 @@ def evaluate_explanations(samples, units, analyses, analyzer, out_dir: Path, nam
             "pointing_game_segmenter": bootstrap_ci(lambda idx: float(segmenter_hits[idx].mean()), units[lesion])
             if lesion else None,
         },
-        "ci95_units": dict.fromkeys(("pointing_game_classifier", "pointing_game_segmenter"), int(len(set(units[lesion])))),
+        "ci95_units": dict.fromkeys(("pointing_game_classifier", "pointing_game_segmenter"),
+                                    int(len(set(units[lesion])))),
     }
     if lesion:
         picks = lesion[:: max(1, len(lesion) // 6)][:6]
