@@ -217,8 +217,9 @@ input[role=combobox]:focus-visible, input[type=number]:focus-visible { outline: 
   #about th, #about td { min-width: 0; padding: 4px; }
   #about td { overflow-wrap: anywhere; }
   /* the Batch tab's file names whole, on as many lines as they need (cut to "uclm… .png" they could not be told apart) */
-  #batch-files .filename { display: block; overflow-wrap: anywhere; }
-  #batch-files .filename .stem, #batch-files .filename .ext { display: inline; white-space: normal; }
+  /* (the space between Gradio's two spans in font size 0: it showed, "bad .png") */
+  #batch-files .filename { display: block; overflow-wrap: anywhere; font-size: 0; }
+  #batch-files .filename .stem, #batch-files .filename .ext { display: inline; white-space: normal; font-size: var(--text-md); }
   #about details th, #about details td { min-width: 6em; overflow-wrap: normal; }  /* the cards' wide tables scroll */
 }"""
 # Gradio's Soft theme with its pale label, hint and primary-button colours darkened to a contrast of

@@ -1078,6 +1078,12 @@ def test_browser_clicks_an_example_and_sees_results(server, tmp_path):
         # table scrolls sideways (Gradio's pinned_columns did neither; the file took up to 80 % of the width).
         phone.get_by_role("tab", name="Batch").click()
         phone.locator("#batch-files input[type=file]").set_input_files([str(EXAMPLE_UPLOAD), str(DICOM_EXAMPLE)])
+        # a file's name wraps whole, with no gap before its suffix (the space between Gradio's spans showed: "bad .png")
+        expect(phone.locator("#batch-files .filename .ext")).to_have_count(2, timeout=30_000)
+        assert phone.locator("#batch-files .filename").evaluate_all("""cells => cells.every(cell => {
+            const stem = cell.querySelector('.stem').getClientRects(), last = stem[stem.length - 1];
+            const ext = cell.querySelector('.ext').getClientRects()[0];
+            return Math.abs(last.top - ext.top) > 1 || ext.left - last.right < 1; })"""), "a gap before a suffix"
         phone.get_by_role("button", name="Analyse all").click()
         phone_table = phone.locator("#batch-table")
         expect(phone_table).to_contain_text("breast_case010.dcm", timeout=60_000)
